@@ -1,0 +1,302 @@
+//! Table schemas built from TABLE_MAP events: column names, exact decoders, primary key.
+//!
+//! Invariants: a `Table` is built once per distinct TABLE_MAP and shared by every row decoded
+//! under it, so each row pays only for its values. Names, signedness, charsets and ENUM/SET
+//! values come from the binlog's own optional metadata (`binlog_row_metadata=FULL`), which
+//! describes the table as it was when the row was written; only when that metadata is missing
+//! are they taken from `information_schema`, and never without saying so.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
+use mysql_common::constants::ColumnType;
+
+use super::text::{write_json_str, TextEncoding};
+use super::value::Kind;
+
+#[derive(Debug)]
+pub struct Column {
+    pub name: String,
+    /// `"name":` as JSON, rendered once.
+    pub key_json: Vec<u8>,
+    pub kind: Kind,
+}
+
+#[derive(Debug)]
+pub struct Table {
+    pub db: String,
+    pub name: String,
+    /// The db and table names as JSON strings, rendered once.
+    pub db_json: Vec<u8>,
+    pub name_json: Vec<u8>,
+    pub columns: Vec<Column>,
+    /// Indexes of the primary-key columns; empty when the table has none.
+    pub pk: Vec<usize>,
+    /// What the binlog did not say and how it was filled in, for the one-time warning.
+    pub gaps: Vec<&'static str>,
+}
+
+/// One column as `information_schema.COLUMNS` describes it (the MINIMAL-metadata fallback).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnInfo {
+    pub name: String,
+    pub unsigned: bool,
+    pub charset: Option<String>,
+    /// ENUM or SET values, from `COLUMN_TYPE`.
+    pub values: Option<Vec<String>>,
+    pub is_pk: bool,
+}
+
+impl Table {
+    /// True when the binlog metadata is too thin to decode rows without `information_schema`.
+    pub fn needs_lookup(tme: &TableMapEvent<'_>) -> bool {
+        !tme.iter_optional_meta()
+            .any(|f| matches!(f, Ok(OptionalMetadataField::ColumnName(_))))
+    }
+
+    pub fn from_table_map(tme: &TableMapEvent<'_>, info: Option<&[ColumnInfo]>) -> Result<Table> {
+        let db = tme.database_name().into_owned();
+        let name = tme.table_name().into_owned();
+        let count = tme.columns_count() as usize;
+        if let Some(info) = info {
+            if info.len() != count {
+                bail!(
+                    "table `{db}`.`{name}` has {count} columns in the binlog but {} in information_schema: its schema changed since these rows were written. Set binlog_row_metadata=FULL on the server so the binlog carries its own column names",
+                    info.len()
+                );
+            }
+        }
+        let meta = OptionalMetaExtractor::new(tme.iter_optional_meta())
+            .context("bad optional metadata in TABLE_MAP")?;
+        let mut enum_values = Vec::new();
+        let mut set_values = Vec::new();
+        let mut has_signedness = false;
+        let mut has_charsets = false;
+        for field in tme.iter_optional_meta() {
+            match field.context("bad optional metadata in TABLE_MAP")? {
+                OptionalMetadataField::EnumStrValue(v) => {
+                    for e in v.iter_values() {
+                        let e = e.context("bad ENUM metadata")?;
+                        enum_values.push(e.values().iter().map(|x| x.value().into_owned()).collect::<Vec<_>>());
+                    }
+                }
+                OptionalMetadataField::SetStrValue(v) => {
+                    for s in v.iter_values() {
+                        let s = s.context("bad SET metadata")?;
+                        set_values.push(s.values().iter().map(|x| x.value().into_owned()).collect::<Vec<_>>());
+                    }
+                }
+                OptionalMetadataField::Signedness(_) => has_signedness = true,
+                OptionalMetadataField::DefaultCharset(_) | OptionalMetadataField::ColumnCharset(_) => {
+                    has_charsets = true
+                }
+                _ => {}
+            }
+        }
+        let mut names = meta.iter_column_name();
+        let mut signedness = meta.iter_signedness();
+        let mut charsets = meta.iter_charset();
+        let mut enum_set_charsets = meta.iter_enum_and_set_charset();
+        let mut enums = enum_values.into_iter();
+        let mut sets = set_values.into_iter();
+        let mut pk: Vec<usize> = Vec::new();
+        for idx in meta.iter_primary_key() {
+            pk.push(idx.context("bad primary key metadata")? as usize);
+        }
+
+        let mut gaps = Vec::new();
+        let mut columns = Vec::with_capacity(count);
+        for i in 0..count {
+            let ty = tme
+                .get_column_type(i)
+                .map_err(|e| anyhow::anyhow!("column {i} of `{db}`.`{name}`: {e}"))?
+                .with_context(|| format!("TABLE_MAP of `{db}`.`{name}` lacks column {i}"))?;
+            let col_meta = tme.get_column_metadata(i).unwrap_or_default();
+            let col_info = info.map(|c| &c[i]);
+            let unsigned = if ty.is_numeric_type() { signedness.next() } else { None };
+            let charset = if ty.is_character_type() {
+                charsets.next().transpose()?
+            } else if ty.is_enum_or_set_type() {
+                enum_set_charsets.next().transpose()?
+            } else {
+                None
+            };
+            let unsigned = match (unsigned, col_info) {
+                (Some(u), _) => u,
+                (None, Some(c)) => c.unsigned,
+                (None, None) => {
+                    if ty.is_numeric_type() && !has_signedness {
+                        note(&mut gaps, "signedness (integers read as signed)");
+                    }
+                    false
+                }
+            };
+            let text = match (charset, col_info.and_then(|c| c.charset.as_deref())) {
+                (Some(id), _) => TextEncoding::from_collation(id).with_context(|| {
+                    format!("column {i} of `{db}`.`{name}` has collation id {id}, which binlog-tail does not know")
+                })?,
+                (None, Some(cs)) => TextEncoding::from_charset(cs).with_context(|| {
+                    format!("column {i} of `{db}`.`{name}` has charset {cs}, which binlog-tail does not know")
+                })?,
+                (None, None) => {
+                    if ty.is_character_type() && !has_charsets {
+                        note(&mut gaps, "charsets (text read as UTF-8)");
+                    }
+                    TextEncoding::Utf8
+                }
+            };
+            let values = |from_binlog: Option<Vec<String>>, gaps: &mut Vec<&'static str>| {
+                from_binlog.or_else(|| col_info.and_then(|c| c.values.clone())).or_else(|| {
+                    note(gaps, "ENUM/SET values (emitted as index / bitmask numbers)");
+                    None
+                })
+            };
+            let kind = match ty {
+                ColumnType::MYSQL_TYPE_ENUM => {
+                    let v = values(enums.next(), &mut gaps);
+                    Kind::Enum { bytes: byte_at(col_meta, 1, i)?, names: v }
+                }
+                ColumnType::MYSQL_TYPE_SET => {
+                    let v = values(sets.next(), &mut gaps);
+                    Kind::Set { bytes: byte_at(col_meta, 1, i)?, names: v }
+                }
+                _ => kind_of(ty, col_meta, unsigned, text)
+                    .with_context(|| format!("column {i} of `{db}`.`{name}`"))?,
+            };
+            let col_name = match (names.next().transpose()?, col_info) {
+                (Some(n), _) => n.name().into_owned(),
+                (None, Some(c)) => c.name.clone(),
+                (None, None) => {
+                    note(&mut gaps, "column names (columns named @1, @2, ... by position)");
+                    format!("@{}", i + 1)
+                }
+            };
+            let mut key_json = Vec::with_capacity(col_name.len() + 3);
+            write_json_str(&col_name, &mut key_json);
+            key_json.push(b':');
+            columns.push(Column { name: col_name, key_json, kind });
+        }
+        if pk.is_empty() {
+            if let Some(info) = info {
+                pk = info.iter().enumerate().filter(|(_, c)| c.is_pk).map(|(i, _)| i).collect();
+            }
+        }
+        if pk.iter().any(|&i| i >= count) {
+            bail!("TABLE_MAP of `{db}`.`{name}` names a primary-key column beyond its {count} columns");
+        }
+        let mut db_json = Vec::new();
+        write_json_str(&db, &mut db_json);
+        let mut name_json = Vec::new();
+        write_json_str(&name, &mut name_json);
+        Ok(Table { db, name, db_json, name_json, columns, pk, gaps })
+    }
+}
+
+fn note(gaps: &mut Vec<&'static str>, what: &'static str) {
+    if !gaps.contains(&what) {
+        gaps.push(what);
+    }
+}
+
+fn byte_at(meta: &[u8], i: usize, col: usize) -> Result<u8> {
+    meta.get(i).copied().with_context(|| format!("column {col} has truncated type metadata"))
+}
+
+/// The decoder for a column of binlog type `ty` with TABLE_MAP metadata `meta`.
+fn kind_of(ty: ColumnType, meta: &[u8], unsigned: bool, text: TextEncoding) -> Result<Kind> {
+    use ColumnType::*;
+    let m = |i: usize| meta.get(i).copied().context("truncated type metadata");
+    let len_bytes = || -> Result<u8> {
+        let n = m(0)?;
+        if !(1..=4).contains(&n) {
+            bail!("impossible length size {n}");
+        }
+        Ok(n)
+    };
+    let fsp = || -> Result<u8> {
+        let f = m(0)?;
+        if f > 6 {
+            bail!("impossible fractional seconds precision {f}");
+        }
+        Ok(f)
+    };
+    Ok(match ty {
+        MYSQL_TYPE_TINY => Kind::Int { bytes: 1, unsigned },
+        MYSQL_TYPE_SHORT => Kind::Int { bytes: 2, unsigned },
+        MYSQL_TYPE_INT24 => Kind::Int { bytes: 3, unsigned },
+        MYSQL_TYPE_LONG => Kind::Int { bytes: 4, unsigned },
+        MYSQL_TYPE_LONGLONG => Kind::Int { bytes: 8, unsigned },
+        MYSQL_TYPE_FLOAT => Kind::Float,
+        MYSQL_TYPE_DOUBLE => Kind::Double,
+        MYSQL_TYPE_NEWDECIMAL => Kind::Decimal { precision: m(0)?, scale: m(1)? },
+        MYSQL_TYPE_YEAR => Kind::Year,
+        MYSQL_TYPE_NEWDATE | MYSQL_TYPE_DATE => Kind::Date,
+        MYSQL_TYPE_TIME => Kind::OldTime,
+        MYSQL_TYPE_DATETIME => Kind::OldDateTime,
+        MYSQL_TYPE_TIMESTAMP => Kind::OldTimestamp,
+        MYSQL_TYPE_TIME2 => Kind::Time2 { fsp: fsp()? },
+        MYSQL_TYPE_DATETIME2 => Kind::DateTime2 { fsp: fsp()? },
+        MYSQL_TYPE_TIMESTAMP2 => Kind::Timestamp2 { fsp: fsp()? },
+        MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING => {
+            let max = u16::from_le_bytes([m(0)?, m(1)?]);
+            Kind::Str { len_bytes: if max < 256 { 1 } else { 2 }, text }
+        }
+        MYSQL_TYPE_STRING => {
+            // CHAR(n): the maximum byte length is split across the two metadata bytes.
+            let (b0, b1) = (m(0)?, m(1)?);
+            let max = if b0 & 0x30 != 0x30 {
+                u16::from(b1) | (u16::from((b0 & 0x30) ^ 0x30) << 4)
+            } else {
+                u16::from(b1)
+            };
+            Kind::Str { len_bytes: if max < 256 { 1 } else { 2 }, text }
+        }
+        MYSQL_TYPE_BLOB | MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB => {
+            Kind::Blob { len_bytes: len_bytes()?, text }
+        }
+        MYSQL_TYPE_JSON => Kind::Json { len_bytes: len_bytes()? },
+        MYSQL_TYPE_GEOMETRY => Kind::Geometry { len_bytes: len_bytes()? },
+        MYSQL_TYPE_VECTOR => Kind::Vector { len_bytes: len_bytes()? },
+        MYSQL_TYPE_BIT => {
+            let bytes = m(1)? + u8::from(m(0)? > 0);
+            if bytes > 8 {
+                bail!("BIT wider than 64 bits");
+            }
+            Kind::Bit { bytes }
+        }
+        other => bail!("column type {other:?} cannot appear in row events"),
+    })
+}
+
+/// Tables by TABLE_MAP id, reusing the built schema while the TABLE_MAP bytes are unchanged.
+#[derive(Default)]
+pub struct TableCache {
+    by_id: std::collections::HashMap<u64, (Vec<u8>, Arc<Table>)>,
+}
+
+impl TableCache {
+    pub fn get(&self, id: u64) -> Option<&Arc<Table>> {
+        self.by_id.get(&id).map(|(_, t)| t)
+    }
+
+    /// True if `raw` is a TABLE_MAP body identical to the one its table id was built from.
+    pub fn reuses(&self, raw: &[u8]) -> bool {
+        // Both id widths (4 and 6 bytes) are covered: identical bodies have identical ids.
+        let id = raw.get(..6).map(|b| b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x)));
+        let id4 = raw.get(..4).map(|b| b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x)));
+        [id, id4].into_iter().flatten().any(|id| self.by_id.get(&id).is_some_and(|(r, _)| r == raw))
+    }
+
+    pub fn insert(&mut self, id: u64, raw: &[u8], table: Arc<Table>) {
+        self.by_id.insert(id, (raw.to_vec(), table));
+    }
+
+    /// Called between transactions, when no rows event can still refer to a cached map: keeps
+    /// the cache bounded on servers that churn through table ids.
+    pub fn trim(&mut self) {
+        if self.by_id.len() > 4096 {
+            self.by_id.clear();
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Text columns decoded by their column charset, and JSON string escaping.
+//!
+//! Invariants: bytes are never reinterpreted silently — a charset we know is decoded exactly
+//! (latin1 is MySQL's cp1252), binary columns become base64, and bytes that are invalid in their
+//! declared charset are an error rather than replacement characters.
+
+use base64::Engine as _;
+use mysql_common::collations::{Collation, CollationId};
+
+use super::value::ValueError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextEncoding {
+    /// The `binary` charset: BINARY, VARBINARY, BLOB. Emitted as base64.
+    Binary,
+    Utf8,
+    /// MySQL's `latin1` is Windows-1252.
+    Latin1,
+    /// UCS-2, UTF-16 (big-endian in MySQL), UTF-16LE, UTF-32.
+    Utf16Be,
+    Utf16Le,
+    Utf32,
+    Other(&'static encoding_rs::Encoding),
+}
+
+impl TextEncoding {
+    /// The encoding of a MySQL/MariaDB collation id, or None if the id is unknown.
+    pub fn from_collation(id: u16) -> Option<TextEncoding> {
+        if id == 63 {
+            return Some(TextEncoding::Binary);
+        }
+        match CollationId::from(id) {
+            CollationId::UNKNOWN_COLLATION_ID => Self::from_charset(mariadb_charset(id)?),
+            known => Self::from_charset(Collation::from(known).charset()),
+        }
+    }
+
+    /// The encoding of a charset name as information_schema prints it.
+    pub fn from_charset(name: &str) -> Option<TextEncoding> {
+        use encoding_rs::*;
+        Some(match name {
+            "binary" => TextEncoding::Binary,
+            "utf8mb4" | "utf8mb3" | "utf8" | "ascii" => TextEncoding::Utf8,
+            "latin1" => TextEncoding::Latin1,
+            "ucs2" | "utf16" => TextEncoding::Utf16Be,
+            "utf16le" => TextEncoding::Utf16Le,
+            "utf32" => TextEncoding::Utf32,
+            "cp1250" | "latin2" => TextEncoding::Other(WINDOWS_1250),
+            "cp1251" => TextEncoding::Other(WINDOWS_1251),
+            "cp1256" => TextEncoding::Other(WINDOWS_1256),
+            "cp1257" | "latin7" => TextEncoding::Other(WINDOWS_1257),
+            "greek" => TextEncoding::Other(ISO_8859_7),
+            "hebrew" => TextEncoding::Other(ISO_8859_8),
+            "latin5" => TextEncoding::Other(WINDOWS_1254),
+            "koi8r" => TextEncoding::Other(KOI8_R),
+            "koi8u" => TextEncoding::Other(KOI8_U),
+            "cp866" => TextEncoding::Other(IBM866),
+            "macroman" => TextEncoding::Other(MACINTOSH),
+            "tis620" => TextEncoding::Other(WINDOWS_874),
+            "sjis" | "cp932" => TextEncoding::Other(SHIFT_JIS),
+            "ujis" | "eucjpms" => TextEncoding::Other(EUC_JP),
+            "euckr" => TextEncoding::Other(EUC_KR),
+            "gbk" | "gb2312" => TextEncoding::Other(GBK),
+            "gb18030" => TextEncoding::Other(GB18030),
+            "big5" => TextEncoding::Other(BIG5),
+            _ => return None,
+        })
+    }
+
+    /// Appends the bytes as a JSON string (base64 for binary).
+    pub fn write_json(self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+        match self {
+            TextEncoding::Binary => {
+                out.push(b'"');
+                let start = out.len();
+                let len = base64::encoded_len(bytes.len(), true).expect("value sizes are bounded");
+                out.resize(start + len, 0);
+                base64::engine::general_purpose::STANDARD
+                    .encode_slice(bytes, &mut out[start..])
+                    .expect("buffer sized by encoded_len");
+                out.push(b'"');
+            }
+            TextEncoding::Utf8 => {
+                let s = std::str::from_utf8(bytes).map_err(|e| {
+                    ValueError::Invalid(format!("text is not valid UTF-8 ({e}) although its column charset says so"))
+                })?;
+                write_json_str(s, out);
+            }
+            TextEncoding::Latin1 => write_json_str(&encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes).0, out),
+            TextEncoding::Utf16Be | TextEncoding::Utf16Le => {
+                let enc = if self == TextEncoding::Utf16Be { encoding_rs::UTF_16BE } else { encoding_rs::UTF_16LE };
+                let (s, had_errors) = enc.decode_without_bom_handling(bytes);
+                if had_errors {
+                    return Err(ValueError::Invalid("text is not valid UTF-16".into()));
+                }
+                write_json_str(&s, out);
+            }
+            TextEncoding::Utf32 => {
+                let s: Option<String> = bytes
+                    .chunks(4)
+                    .map(|c| c.try_into().ok().map(u32::from_be_bytes).and_then(char::from_u32))
+                    .collect();
+                write_json_str(&s.ok_or_else(|| ValueError::Invalid("text is not valid UTF-32".into()))?, out);
+            }
+            TextEncoding::Other(enc) => {
+                let (s, had_errors) = enc.decode_without_bom_handling(bytes);
+                if had_errors {
+                    return Err(ValueError::Invalid(format!("text is not valid {}", enc.name())));
+                }
+                write_json_str(&s, out);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// MariaDB's collation ids that MySQL does not have (MariaDB 10.10+ UCA 14.0 collations and
+/// MariaDB-only ids): the charset is in the id's range.
+fn mariadb_charset(id: u16) -> Option<&'static str> {
+    match id {
+        2048..=2303 => Some("utf8mb3"),
+        2304..=2559 => Some("utf8mb4"),
+        2560..=2815 => Some("ucs2"),
+        2816..=3071 => Some("utf16"),
+        3072..=3327 => Some("utf32"),
+        _ => None,
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(enc: TextEncoding, bytes: &[u8]) -> String {
+        let mut out = Vec::new();
+        enc.write_json(bytes, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn escapes_like_serde_json() {
+        for s in ["plain", "quote \" backslash \\", "ctl \u{1} \n \t", "emoji 😀 ü"] {
+            let mut out = Vec::new();
+            write_json_str(s, &mut out);
+            assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn charsets() {
+        assert_eq!(json(TextEncoding::Latin1, b"caf\xe9 \x80"), "\"café €\"");
+        assert_eq!(json(TextEncoding::Binary, b"\x00\xff"), "\"AP8=\"");
+        assert_eq!(json(TextEncoding::Utf16Be, b"\x00h\x00i"), "\"hi\"");
+        assert!(TextEncoding::Utf8.write_json(b"\xff", &mut Vec::new()).is_err());
+        assert_eq!(TextEncoding::from_collation(8), Some(TextEncoding::Latin1));
+        assert_eq!(TextEncoding::from_collation(45), Some(TextEncoding::Utf8));
+        assert_eq!(TextEncoding::from_collation(255), Some(TextEncoding::Utf8));
+        assert_eq!(TextEncoding::from_collation(63), Some(TextEncoding::Binary));
+        assert_eq!(TextEncoding::from_collation(2305), Some(TextEncoding::Utf8));
+    }
+}

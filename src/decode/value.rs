@@ -1,0 +1,525 @@
+//! Column values from the binlog's row format, written straight into JSON text.
+//!
+//! Invariants: every read is bounds-checked against the row bytes (malformed input is an error,
+//! never a panic or a read past the event); every value is exact — unsigned integers stay
+//! unsigned, DECIMAL keeps every digit as a string, zero dates stay zero, text is decoded by its
+//! column's charset. The mapping is the event contract documented in the README.
+
+use mysql_common::binlog::jsonb;
+use mysql_common::io::ParseBuf;
+use thiserror::Error;
+
+use super::text::{write_json_str, TextEncoding};
+
+#[derive(Debug, Error)]
+pub enum ValueError {
+    #[error("row data ends inside a value ({need} bytes needed, {have} left)")]
+    Short { need: usize, have: usize },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A read cursor over one rows event's row data.
+pub struct Cursor<'a> {
+    pub data: &'a [u8],
+    pub pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Cursor { data, pos: 0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], ValueError> {
+        let have = self.data.len() - self.pos;
+        if n > have {
+            return Err(ValueError::Short { need: n, have });
+        }
+        let s = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    pub fn uint_le(&mut self, n: usize) -> Result<u64, ValueError> {
+        Ok(self.take(n)?.iter().rev().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+    }
+
+    fn uint_be(&mut self, n: usize) -> Result<u64, ValueError> {
+        Ok(be(self.take(n)?))
+    }
+
+    /// MySQL's length-encoded integer.
+    pub fn lenenc(&mut self) -> Result<u64, ValueError> {
+        match self.take(1)?[0] {
+            n @ 0..=250 => Ok(u64::from(n)),
+            0xfc => self.uint_le(2),
+            0xfd => self.uint_le(3),
+            0xfe => self.uint_le(8),
+            b => Err(ValueError::Invalid(format!("bad length-encoded integer prefix {b:#x}"))),
+        }
+    }
+}
+
+fn be(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+}
+
+/// How to decode one column, prepared once per table map.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Int { bytes: u8, unsigned: bool },
+    Float,
+    Double,
+    Decimal { precision: u8, scale: u8 },
+    Year,
+    Date,
+    /// Pre-5.6 TIME, DATETIME and TIMESTAMP formats (no fractional seconds).
+    OldTime,
+    OldDateTime,
+    OldTimestamp,
+    Time2 { fsp: u8 },
+    DateTime2 { fsp: u8 },
+    Timestamp2 { fsp: u8 },
+    /// CHAR, VARCHAR, BINARY, VARBINARY: a 1- or 2-byte length, then the bytes.
+    Str { len_bytes: u8, text: TextEncoding },
+    /// BLOB and TEXT families: a 1- to 4-byte length, then the bytes.
+    Blob { len_bytes: u8, text: TextEncoding },
+    Json { len_bytes: u8 },
+    Geometry { len_bytes: u8 },
+    Vector { len_bytes: u8 },
+    Bit { bytes: u8 },
+    Enum { bytes: u8, names: Option<Vec<String>> },
+    Set { bytes: u8, names: Option<Vec<String>> },
+}
+
+impl Kind {
+    /// True for JSON columns, which PARTIAL_UPDATE_ROWS may send as diffs.
+    pub fn is_json(&self) -> bool {
+        matches!(self, Kind::Json { .. })
+    }
+}
+
+/// Appends the JSON text of the value at the cursor.
+pub fn write_value(kind: &Kind, cur: &mut Cursor<'_>, out: &mut Vec<u8>) -> Result<(), ValueError> {
+    match kind {
+        Kind::Int { bytes, unsigned } => {
+            let n = *bytes as usize;
+            let raw = cur.uint_le(n)?;
+            let mut buf = itoa::Buffer::new();
+            if *unsigned {
+                out.extend_from_slice(buf.format(raw).as_bytes());
+            } else {
+                let shift = 64 - 8 * n as u32;
+                let signed = ((raw << shift) as i64) >> shift;
+                out.extend_from_slice(buf.format(signed).as_bytes());
+            }
+        }
+        Kind::Float => {
+            let v = f32::from_le_bytes(cur.take(4)?.try_into().expect("4 bytes"));
+            write_float(v.is_finite(), || ryu::Buffer::new().format_finite(v).to_owned(), out);
+        }
+        Kind::Double => {
+            let v = f64::from_le_bytes(cur.take(8)?.try_into().expect("8 bytes"));
+            write_float(v.is_finite(), || ryu::Buffer::new().format_finite(v).to_owned(), out);
+        }
+        Kind::Decimal { precision, scale } => {
+            out.push(b'"');
+            write_decimal(cur, *precision, *scale, out)?;
+            out.push(b'"');
+        }
+        Kind::Year => {
+            let y = cur.uint_le(1)?;
+            let year = if y == 0 { 0 } else { 1900 + y };
+            out.extend_from_slice(itoa::Buffer::new().format(year).as_bytes());
+        }
+        Kind::Date => {
+            let v = cur.uint_le(3)?;
+            out.push(b'"');
+            write_date(out, v >> 9, (v >> 5) & 15, v & 31);
+            out.push(b'"');
+        }
+        Kind::OldTime => {
+            let raw = cur.uint_le(3)?;
+            let v = ((raw << 40) as i64) >> 40;
+            let a = v.unsigned_abs();
+            out.push(b'"');
+            write_time(out, v < 0, a / 10000, (a / 100) % 100, a % 100, 0, 0);
+            out.push(b'"');
+        }
+        Kind::OldDateTime => {
+            let v = cur.uint_le(8)?;
+            let (d, t) = (v / 1_000_000, v % 1_000_000);
+            out.push(b'"');
+            write_date(out, d / 10000, (d / 100) % 100, d % 100);
+            out.push(b'T');
+            write_hms(out, t / 10000, (t / 100) % 100, t % 100);
+            out.push(b'"');
+        }
+        Kind::OldTimestamp => {
+            let secs = cur.uint_le(4)?;
+            write_timestamp(out, secs, 0, 0);
+        }
+        Kind::Time2 { fsp } => {
+            let packed = read_time2(cur, *fsp)?;
+            let neg = packed < 0;
+            let a = packed.unsigned_abs();
+            let hms = a >> 24;
+            let frac = a % (1 << 24);
+            out.push(b'"');
+            write_time(out, neg, (hms >> 12) % (1 << 10), (hms >> 6) % 64, hms % 64, frac, *fsp);
+            out.push(b'"');
+        }
+        Kind::DateTime2 { fsp } => {
+            let int_part = cur.uint_be(5)? as i64 - 0x80_0000_0000;
+            let frac = read_frac(cur, *fsp)?;
+            if int_part < 0 {
+                return Err(ValueError::Invalid("negative DATETIME".into()));
+            }
+            let int_part = int_part as u64;
+            let ymd = int_part >> 17;
+            let ym = ymd >> 5;
+            let hms = int_part % (1 << 17);
+            out.push(b'"');
+            write_date(out, ym / 13, ym % 13, ymd % 32);
+            out.push(b'T');
+            write_hms(out, hms >> 12, (hms >> 6) % 64, hms % 64);
+            write_frac(out, frac, *fsp);
+            out.push(b'"');
+        }
+        Kind::Timestamp2 { fsp } => {
+            let secs = cur.uint_be(4)?;
+            let frac = read_frac(cur, *fsp)?;
+            write_timestamp(out, secs, frac, *fsp);
+        }
+        Kind::Str { len_bytes, text } | Kind::Blob { len_bytes, text } => {
+            let len = cur.uint_le(*len_bytes as usize)? as usize;
+            text.write_json(cur.take(len)?, out)?;
+        }
+        Kind::Json { len_bytes } => {
+            let len = cur.uint_le(*len_bytes as usize)? as usize;
+            write_jsonb(cur.take(len)?, out)?;
+        }
+        Kind::Geometry { len_bytes } => {
+            let len = cur.uint_le(*len_bytes as usize)? as usize;
+            let raw = cur.take(len)?;
+            // MySQL stores a 4-byte SRID before the WKB.
+            TextEncoding::Binary.write_json(raw.get(4..).unwrap_or_default(), out)?;
+        }
+        Kind::Vector { len_bytes } => {
+            let len = cur.uint_le(*len_bytes as usize)? as usize;
+            let raw = cur.take(len)?;
+            out.push(b'[');
+            for (i, c) in raw.chunks_exact(4).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let v = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+                write_float(v.is_finite(), || ryu::Buffer::new().format_finite(v).to_owned(), out);
+            }
+            out.push(b']');
+        }
+        Kind::Bit { bytes } => {
+            let v = cur.uint_be(*bytes as usize)?;
+            out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        }
+        Kind::Enum { bytes, names } => {
+            let idx = cur.uint_le(*bytes as usize)?;
+            match names {
+                None => out.extend_from_slice(itoa::Buffer::new().format(idx).as_bytes()),
+                Some(_) if idx == 0 => out.extend_from_slice(b"\"\""),
+                Some(names) => {
+                    let name = names.get(idx as usize - 1).ok_or_else(|| {
+                        ValueError::Invalid(format!("ENUM index {idx} but only {} values", names.len()))
+                    })?;
+                    write_json_str(name, out);
+                }
+            }
+        }
+        Kind::Set { bytes, names } => {
+            let bits = cur.uint_le(*bytes as usize)?;
+            match names {
+                None => out.extend_from_slice(itoa::Buffer::new().format(bits).as_bytes()),
+                Some(names) => {
+                    if names.len() < 64 && bits >> names.len() != 0 {
+                        return Err(ValueError::Invalid(format!(
+                            "SET bitmask {bits:#x} has bits beyond its {} values",
+                            names.len()
+                        )));
+                    }
+                    out.push(b'[');
+                    let mut first = true;
+                    for (i, name) in names.iter().enumerate() {
+                        if bits & (1 << i) != 0 {
+                            if !first {
+                                out.push(b',');
+                            }
+                            first = false;
+                            write_json_str(name, out);
+                        }
+                    }
+                    out.push(b']');
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_float(finite: bool, text: impl FnOnce() -> String, out: &mut Vec<u8>) {
+    if finite {
+        out.extend_from_slice(text().as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// A binary JSON document (MySQL's JSON type) as JSON text.
+pub fn write_jsonb(raw: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+    if raw.is_empty() {
+        // MySQL writes an empty value for a JSON null produced by some statements.
+        out.extend_from_slice(b"null");
+        return Ok(());
+    }
+    let value: jsonb::Value<'_> = ParseBuf(raw)
+        .parse(())
+        .map_err(|e| ValueError::Invalid(format!("bad binary JSON: {e}")))?;
+    let dom = value
+        .parse()
+        .map_err(|e| ValueError::Invalid(format!("bad binary JSON: {e}")))?;
+    let dom: serde_json::Value = dom.into();
+    serde_json::to_writer(&mut *out, &dom).map_err(|e| ValueError::Invalid(e.to_string()))
+}
+
+const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
+
+/// MySQL's packed DECIMAL: 9 digits per 4 bytes, sign in the top bit, negatives inverted.
+fn write_decimal(cur: &mut Cursor<'_>, precision: u8, scale: u8, out: &mut Vec<u8>) -> Result<(), ValueError> {
+    if scale > precision || precision == 0 || precision > 65 {
+        return Err(ValueError::Invalid(format!("DECIMAL({precision},{scale}) is impossible")));
+    }
+    let intg = (precision - scale) as usize;
+    let (intg0, intg0x) = (intg / 9, intg % 9);
+    let (frac0, frac0x) = (scale as usize / 9, scale as usize % 9);
+    let size = intg0 * 4 + DIG2BYTES[intg0x] + frac0 * 4 + DIG2BYTES[frac0x];
+    let raw = cur.take(size)?;
+    let negative = raw[0] & 0x80 == 0;
+    let mask: u8 = if negative { 0xff } else { 0 };
+    let mut bytes = [0u8; 40];
+    for (dst, src) in bytes.iter_mut().zip(raw) {
+        *dst = src ^ mask;
+    }
+    bytes[0] ^= 0x80;
+    let mut pos = 0;
+    let mut group = |n: usize| {
+        let v = be(&bytes[pos..pos + n]);
+        pos += n;
+        v
+    };
+    let start = out.len();
+    if negative {
+        out.push(b'-');
+    }
+    let digits_start = out.len();
+    let mut int_digits = String::with_capacity(intg);
+    if intg0x > 0 {
+        int_digits.push_str(&format!("{:0w$}", group(DIG2BYTES[intg0x]), w = intg0x));
+    }
+    for _ in 0..intg0 {
+        int_digits.push_str(&format!("{:09}", group(4)));
+    }
+    let trimmed = int_digits.trim_start_matches('0');
+    out.extend_from_slice(if trimmed.is_empty() { b"0" } else { trimmed.as_bytes() });
+    if scale > 0 {
+        out.push(b'.');
+        for _ in 0..frac0 {
+            out.extend_from_slice(format!("{:09}", group(4)).as_bytes());
+        }
+        if frac0x > 0 {
+            out.extend_from_slice(format!("{:0w$}", group(DIG2BYTES[frac0x]), w = frac0x).as_bytes());
+        }
+    }
+    let all_zero = out[digits_start..].iter().all(|&b| b == b'0' || b == b'.');
+    if negative && all_zero {
+        out.remove(start); // "-0.00" is written as "0.00"
+    }
+    Ok(())
+}
+
+/// TIME2 as MySQL's packed form: integer part << 24 | microseconds, signed.
+fn read_time2(cur: &mut Cursor<'_>, fsp: u8) -> Result<i64, ValueError> {
+    match fsp {
+        0 => Ok((cur.uint_be(3)? as i64 - 0x80_0000) << 24),
+        1 | 2 => {
+            let mut int_part = cur.uint_be(3)? as i64 - 0x80_0000;
+            let mut frac = i64::from(cur.take(1)?[0] as i8);
+            if int_part < 0 && frac != 0 {
+                int_part += 1;
+                frac -= 0x100;
+            }
+            Ok((int_part << 24) + frac * 10000)
+        }
+        3 | 4 => {
+            let mut int_part = cur.uint_be(3)? as i64 - 0x80_0000;
+            let mut frac = i64::from(cur.uint_be(2)? as u16 as i16);
+            if int_part < 0 && frac != 0 {
+                int_part += 1;
+                frac -= 0x10000;
+            }
+            Ok((int_part << 24) + frac * 100)
+        }
+        5 | 6 => Ok(cur.uint_be(6)? as i64 - 0x8000_0000_0000),
+        _ => Err(ValueError::Invalid(format!("TIME({fsp}) is impossible"))),
+    }
+}
+
+/// Fractional seconds of DATETIME2/TIMESTAMP2, in microseconds.
+fn read_frac(cur: &mut Cursor<'_>, fsp: u8) -> Result<u64, ValueError> {
+    match fsp {
+        0 => Ok(0),
+        1 | 2 => Ok(cur.uint_be(1)? * 10000),
+        3 | 4 => Ok(cur.uint_be(2)? * 100),
+        5 | 6 => cur.uint_be(3),
+        _ => Err(ValueError::Invalid(format!("fractional seconds precision {fsp} is impossible"))),
+    }
+}
+
+fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let s = buf.format(v);
+    for _ in s.len()..width {
+        out.push(b'0');
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn write_date(out: &mut Vec<u8>, y: u64, m: u64, d: u64) {
+    push_padded(out, y, 4);
+    out.push(b'-');
+    push_padded(out, m, 2);
+    out.push(b'-');
+    push_padded(out, d, 2);
+}
+
+fn write_hms(out: &mut Vec<u8>, h: u64, m: u64, s: u64) {
+    push_padded(out, h, 2);
+    out.push(b':');
+    push_padded(out, m, 2);
+    out.push(b':');
+    push_padded(out, s, 2);
+}
+
+fn write_frac(out: &mut Vec<u8>, micros: u64, fsp: u8) {
+    if fsp > 0 {
+        out.push(b'.');
+        push_padded(out, micros / 10u64.pow(6 - u32::from(fsp.min(6))), fsp as usize);
+    }
+}
+
+fn write_time(out: &mut Vec<u8>, neg: bool, h: u64, m: u64, s: u64, micros: u64, fsp: u8) {
+    if neg {
+        out.push(b'-');
+    }
+    write_hms(out, h, m, s);
+    write_frac(out, micros, fsp);
+}
+
+/// TIMESTAMP as UTC; MySQL's zero timestamp stays zero.
+fn write_timestamp(out: &mut Vec<u8>, secs: u64, micros: u64, fsp: u8) {
+    out.push(b'"');
+    if secs == 0 && micros == 0 {
+        out.extend_from_slice(b"0000-00-00T00:00:00");
+    } else {
+        let days = secs / 86400;
+        let rem = secs % 86400;
+        let (y, m, d) = civil_from_days(days as i64);
+        write_date(out, y as u64, m, d);
+        out.push(b'T');
+        write_hms(out, rem / 3600, (rem / 60) % 60, rem % 60);
+    }
+    write_frac(out, micros, fsp);
+    out.extend_from_slice(b"Z\"");
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u64, u64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u64;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(kind: &Kind, bytes: &[u8]) -> String {
+        let mut out = Vec::new();
+        let mut cur = Cursor::new(bytes);
+        write_value(kind, &mut cur, &mut out).unwrap();
+        assert!(cur.is_empty(), "value did not consume all its bytes");
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn integers_respect_signedness() {
+        let k = |bytes, unsigned| Kind::Int { bytes, unsigned };
+        assert_eq!(render(&k(1, false), &[0xff]), "-1");
+        assert_eq!(render(&k(1, true), &[0xff]), "255");
+        assert_eq!(render(&k(3, false), &[0x00, 0x00, 0x80]), "-8388608");
+        assert_eq!(render(&k(8, true), &[0xff; 8]), "18446744073709551615");
+        assert_eq!(render(&k(8, false), &[0, 0, 0, 0, 0, 0, 0, 0x80]), "-9223372036854775808");
+    }
+
+    #[test]
+    fn decimals_are_exact_strings() {
+        // DECIMAL(10,4) 1234.5678 and -1234.5678, per MySQL's documented packing.
+        let pos = [0x80, 0x04, 0xd2, 0x16, 0x2e];
+        assert_eq!(render(&Kind::Decimal { precision: 10, scale: 4 }, &pos), "\"1234.5678\"");
+        let neg: Vec<u8> = pos.iter().map(|b| !b).collect();
+        assert_eq!(render(&Kind::Decimal { precision: 10, scale: 4 }, &neg), "\"-1234.5678\"");
+        assert_eq!(render(&Kind::Decimal { precision: 4, scale: 2 }, &[0x80, 0x00]), "\"0.00\"");
+        let mut cur = Cursor::new(&[0u8; 4]);
+        assert!(write_value(&Kind::Decimal { precision: 2, scale: 5 }, &mut cur, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn temporal_values() {
+        assert_eq!(render(&Kind::Year, &[0]), "0");
+        assert_eq!(render(&Kind::Year, &[124]), "2024");
+        assert_eq!(render(&Kind::Date, &[0, 0, 0]), "\"0000-00-00\"");
+        // 2024-02-29: (2024 << 9) | (2 << 5) | 29
+        let v: u32 = (2024 << 9) | (2 << 5) | 29;
+        assert_eq!(render(&Kind::Date, &v.to_le_bytes()[..3]), "\"2024-02-29\"");
+        assert_eq!(render(&Kind::Timestamp2 { fsp: 0 }, &[0, 0, 0, 0]), "\"0000-00-00T00:00:00Z\"");
+        assert_eq!(
+            render(&Kind::Timestamp2 { fsp: 3 }, &[0x65, 0x92, 0x00, 0x80, 0x13, 0x88]),
+            "\"2024-01-01T00:00:00.500Z\""
+        );
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    #[test]
+    fn short_data_is_an_error_not_a_panic() {
+        for kind in [
+            Kind::Int { bytes: 8, unsigned: false },
+            Kind::Decimal { precision: 65, scale: 30 },
+            Kind::DateTime2 { fsp: 6 },
+            Kind::Blob { len_bytes: 4, text: TextEncoding::Utf8 },
+            Kind::Json { len_bytes: 4 },
+        ] {
+            let mut cur = Cursor::new(&[0x10, 0, 0]);
+            assert!(write_value(&kind, &mut cur, &mut Vec::new()).is_err(), "{kind:?}");
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The JSON change event: the contract every sink emits, one object per changed row.
+//!
+//! Invariants: field order and names are fixed (documented in the README, field by field);
+//! `before`/`after` hold only the columns the binlog carried; `pk` is taken from the after image
+//! (the before image for deletes, or where the after image lacks a key column) and is null for
+//! tables without a primary key.
+
+use std::sync::Arc;
+
+use crate::decode::rows::{Op, RowImage};
+use crate::decode::table::Table;
+
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub op: Op,
+    pub table: Arc<Table>,
+    /// Commit time of the transaction, seconds since the epoch.
+    pub ts: u64,
+    pub gtid: Option<Arc<str>>,
+    pub file: Arc<str>,
+    /// Offset of the rows event (of the enclosing compressed payload, for MySQL).
+    pub offset: u64,
+    /// The transaction's XID; known only at its end, so set on the commit row.
+    pub xid: Option<u64>,
+    /// Index of this row within its transaction, from 0.
+    pub row: u64,
+    /// True on the last row of its transaction.
+    pub commit: bool,
+    pub before: Option<RowImage>,
+    pub after: Option<RowImage>,
+}
+
+impl Change {
+    /// Appends the event as one line of JSON (without the newline).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let t = &*self.table;
+        out.extend_from_slice(b"{\"op\":\"");
+        out.extend_from_slice(self.op.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"db\":");
+        out.extend_from_slice(&t.db_json);
+        out.extend_from_slice(b",\"table\":");
+        out.extend_from_slice(&t.name_json);
+        out.extend_from_slice(b",\"ts\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.ts).as_bytes());
+        out.extend_from_slice(b",\"gtid\":");
+        match &self.gtid {
+            Some(g) => crate::decode::text::write_json_str(g, out),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"pos\":");
+        let pos = format!("{}:{}", self.file, self.offset);
+        crate::decode::text::write_json_str(&pos, out);
+        out.extend_from_slice(b",\"xid\":");
+        match self.xid {
+            Some(x) => out.extend_from_slice(itoa::Buffer::new().format(x).as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"row\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.row).as_bytes());
+        out.extend_from_slice(if self.commit { b",\"commit\":true" } else { b",\"commit\":false" });
+        out.extend_from_slice(b",\"pk\":");
+        self.write_pk(out);
+        out.extend_from_slice(b",\"before\":");
+        write_image(t, self.before.as_ref(), out);
+        out.extend_from_slice(b",\"after\":");
+        write_image(t, self.after.as_ref(), out);
+        out.push(b'}');
+    }
+
+    /// The primary key as a JSON object, or `null` when the table has none.
+    pub fn write_pk(&self, out: &mut Vec<u8>) {
+        let t = &*self.table;
+        if t.pk.is_empty() {
+            out.extend_from_slice(b"null");
+            return;
+        }
+        out.push(b'{');
+        for (n, &col) in t.pk.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&t.columns[col].key_json);
+            let value = self
+                .after
+                .as_ref()
+                .and_then(|img| img.value(col))
+                .or_else(|| self.before.as_ref().and_then(|img| img.value(col)));
+            out.extend_from_slice(value.unwrap_or(b"null"));
+        }
+        out.push(b'}');
+    }
+}
+
+fn write_image(table: &Table, image: Option<&RowImage>, out: &mut Vec<u8>) {
+    let Some(image) = image else {
+        out.extend_from_slice(b"null");
+        return;
+    };
+    out.push(b'{');
+    let mut first = true;
+    for (col, column) in table.columns.iter().enumerate() {
+        if let Some(value) = image.value(col) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(&column.key_json);
+            out.extend_from_slice(value);
+        }
+    }
+    out.push(b'}');
+}

@@ -1,0 +1,338 @@
+//! GTID sets of both server flavours, parsed from and printed to the servers' own text forms.
+//!
+//! Invariants: a MySQL set keeps, per (source UUID, tag), sorted, disjoint, non-adjacent
+//! half-open intervals, so printing is canonical and `contains` is exact. A MariaDB position keeps
+//! one `domain-server-seq` per replication domain: the last transaction applied in that domain,
+//! which is what `@slave_connect_state` takes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use anyhow::{bail, Context, Result};
+
+/// One transaction's identity as printed in the `gtid` field of change events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gtid {
+    /// `uuid:N`, or `uuid:tag:N` for MySQL 8.4 tagged GTIDs.
+    MySql { sid: [u8; 16], tag: String, gno: u64 },
+    /// `domain-server-seq`.
+    MariaDb { domain: u32, server: u32, seq: u64 },
+}
+
+impl fmt::Display for Gtid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Gtid::MySql { sid, tag, gno } => {
+                write_uuid(f, sid)?;
+                if !tag.is_empty() {
+                    write!(f, ":{tag}")?;
+                }
+                write!(f, ":{gno}")
+            }
+            Gtid::MariaDb { domain, server, seq } => write!(f, "{domain}-{server}-{seq}"),
+        }
+    }
+}
+
+/// A set of executed transactions, in the flavour of the server that wrote them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GtidSet {
+    MySql(MySqlGtidSet),
+    MariaDb(MariaDbGtidPos),
+}
+
+impl GtidSet {
+    /// Parses either flavour: MariaDB's `D-S-N[,D-S-N]` or MySQL's `uuid:1-5[:tag:1-3][,uuid:...]`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let trimmed = text.trim();
+        let looks_mariadb = !trimmed.is_empty()
+            && trimmed
+                .split(',')
+                .all(|g| g.trim().split('-').count() == 3 && !g.contains(':'));
+        if looks_mariadb {
+            MariaDbGtidPos::parse(trimmed).map(GtidSet::MariaDb)
+        } else {
+            MySqlGtidSet::parse(trimmed).map(GtidSet::MySql)
+        }
+    }
+
+    pub fn add(&mut self, gtid: &Gtid) {
+        match (self, gtid) {
+            (GtidSet::MySql(set), Gtid::MySql { sid, tag, gno }) => set.add(*sid, tag, *gno),
+            (GtidSet::MariaDb(pos), Gtid::MariaDb { domain, server, seq }) => {
+                pos.set(*domain, *server, *seq)
+            }
+            // A flavour change mid-stream cannot happen within one server's binlog.
+            _ => {}
+        }
+    }
+
+    pub fn empty_like(gtid: &Gtid) -> Self {
+        match gtid {
+            Gtid::MySql { .. } => GtidSet::MySql(MySqlGtidSet::default()),
+            Gtid::MariaDb { .. } => GtidSet::MariaDb(MariaDbGtidPos::default()),
+        }
+    }
+}
+
+impl fmt::Display for GtidSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GtidSet::MySql(s) => s.fmt(f),
+            GtidSet::MariaDb(p) => p.fmt(f),
+        }
+    }
+}
+
+/// MySQL `gtid_executed`-style set: (uuid, tag) -> half-open intervals `[start, end)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MySqlGtidSet {
+    pub ranges: BTreeMap<([u8; 16], String), Vec<(u64, u64)>>,
+}
+
+impl MySqlGtidSet {
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut set = MySqlGtidSet::default();
+        for member in text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            let mut parts = member.split(':');
+            let uuid_text = parts.next().unwrap_or_default();
+            let sid = parse_uuid(uuid_text)
+                .with_context(|| format!("`{member}` does not start with a server UUID"))?;
+            let mut tag = String::new();
+            let mut saw_interval = false;
+            for part in parts {
+                let part = part.trim();
+                if part.starts_with(|c: char| c.is_ascii_digit()) {
+                    let (start, end) = match part.split_once('-') {
+                        Some((a, b)) => (parse_gno(a, member)?, parse_gno(b, member)?),
+                        None => {
+                            let n = parse_gno(part, member)?;
+                            (n, n)
+                        }
+                    };
+                    if start == 0 || end < start {
+                        bail!("GTID interval `{part}` in `{member}` is empty or starts at 0");
+                    }
+                    set.add_interval(sid, &tag, start, end + 1);
+                    saw_interval = true;
+                } else {
+                    if !valid_tag(part) {
+                        bail!("`{part}` in `{member}` is neither an interval nor a GTID tag (letters, digits, _; at most 32)");
+                    }
+                    tag = part.to_ascii_lowercase();
+                }
+            }
+            if !saw_interval {
+                bail!("`{member}` names a server UUID but no transaction numbers (e.g. `{uuid_text}:1-100`)");
+            }
+        }
+        Ok(set)
+    }
+
+    pub fn add(&mut self, sid: [u8; 16], tag: &str, gno: u64) {
+        self.add_interval(sid, tag, gno, gno + 1);
+    }
+
+    fn add_interval(&mut self, sid: [u8; 16], tag: &str, start: u64, end: u64) {
+        let ranges = self.ranges.entry((sid, tag.to_string())).or_default();
+        ranges.push((start, end));
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for &(s, e) in ranges.iter() {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        *ranges = merged;
+    }
+
+    pub fn contains(&self, sid: &[u8; 16], tag: &str, gno: u64) -> bool {
+        self.ranges
+            .get(&(*sid, tag.to_string()))
+            .is_some_and(|r| r.iter().any(|&(s, e)| s <= gno && gno < e))
+    }
+}
+
+impl fmt::Display for MySqlGtidSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut last_sid: Option<[u8; 16]> = None;
+        for ((sid, tag), ranges) in &self.ranges {
+            if last_sid == Some(*sid) {
+                // Same UUID: tagged intervals continue the member, as MySQL prints them.
+            } else {
+                if last_sid.is_some() {
+                    f.write_str(",")?;
+                }
+                write_uuid(f, sid)?;
+                last_sid = Some(*sid);
+            }
+            if !tag.is_empty() {
+                write!(f, ":{tag}")?;
+            }
+            for &(s, e) in ranges {
+                if e - s == 1 {
+                    write!(f, ":{s}")?;
+                } else {
+                    write!(f, ":{s}-{}", e - 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// MariaDB GTID position: per domain, the last `server-seq` applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MariaDbGtidPos {
+    pub domains: BTreeMap<u32, (u32, u64)>,
+}
+
+impl MariaDbGtidPos {
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut pos = MariaDbGtidPos::default();
+        for member in text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            let nums: Vec<&str> = member.split('-').collect();
+            let [d, s, n] = nums.as_slice() else {
+                bail!("`{member}` is not a MariaDB GTID (domain-server-seq, e.g. 0-1-42)");
+            };
+            let bad = || format!("`{member}` is not a MariaDB GTID (domain-server-seq, e.g. 0-1-42)");
+            let domain: u32 = d.parse().with_context(bad)?;
+            if pos.domains.contains_key(&domain) {
+                bail!("domain {domain} appears twice in `{text}`: a MariaDB GTID position has one GTID per domain");
+            }
+            pos.domains.insert(
+                domain,
+                (s.parse().with_context(bad)?, n.parse().with_context(bad)?),
+            );
+        }
+        Ok(pos)
+    }
+
+    pub fn set(&mut self, domain: u32, server: u32, seq: u64) {
+        self.domains.insert(domain, (server, seq));
+    }
+}
+
+impl fmt::Display for MariaDbGtidPos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (domain, (server, seq))) in self.domains.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{domain}-{server}-{seq}")?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_gno(text: &str, member: &str) -> Result<u64> {
+    text.trim()
+        .parse()
+        .with_context(|| format!("`{text}` in `{member}` is not a transaction number"))
+}
+
+fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 32
+        && tag.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+pub fn parse_uuid(text: &str) -> Result<[u8; 16]> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || text.len() != 36 {
+        bail!("`{text}` is not a UUID");
+    }
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .with_context(|| format!("`{text}` is not a UUID"))?;
+    }
+    Ok(out)
+}
+
+fn write_uuid(f: &mut fmt::Formatter<'_>, sid: &[u8; 16]) -> fmt::Result {
+    for (i, b) in sid.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            f.write_str("-")?;
+        }
+        write!(f, "{b:02x}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const U1: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+    const U2: &str = "8a94f357-aab4-11df-86ab-c80aa9429563";
+
+    #[test]
+    fn mysql_set_round_trips_canonically() {
+        let text = format!("{U2}:7:1-3, {U1}:1-5:11-18");
+        let set = GtidSet::parse(&text).unwrap();
+        assert_eq!(set.to_string(), format!("{U1}:1-5:11-18,{U2}:1-3:7"));
+    }
+
+    #[test]
+    fn mysql_set_merges_adjacent_and_overlapping() {
+        let mut set = MySqlGtidSet::parse(&format!("{U1}:1-5:7")).unwrap();
+        let sid = parse_uuid(U1).unwrap();
+        set.add(sid, "", 6);
+        assert_eq!(set.to_string(), format!("{U1}:1-7"));
+        set.add(sid, "", 9);
+        set.add_interval(sid, "", 3, 12);
+        assert_eq!(set.to_string(), format!("{U1}:1-11"));
+        assert!(set.contains(&sid, "", 11));
+        assert!(!set.contains(&sid, "", 12));
+    }
+
+    #[test]
+    fn mysql_tagged_gtids() {
+        let set = MySqlGtidSet::parse(&format!("{U1}:1-3:Blue:1-2:7")).unwrap();
+        let sid = parse_uuid(U1).unwrap();
+        assert!(set.contains(&sid, "blue", 7));
+        assert!(!set.contains(&sid, "", 7));
+        assert_eq!(set.to_string(), format!("{U1}:1-3:blue:1-2:7"));
+        let g = Gtid::MySql { sid, tag: "blue".into(), gno: 9 };
+        assert_eq!(g.to_string(), format!("{U1}:blue:9"));
+    }
+
+    #[test]
+    fn mysql_set_rejects_garbage() {
+        for bad in [
+            "nonsense",
+            &format!("{U1}"),
+            &format!("{U1}:0-3"),
+            &format!("{U1}:5-3"),
+            &format!("{U1}:x y:1"),
+            "3e11fa47-71ca-11e1-9e33:1",
+        ] {
+            assert!(MySqlGtidSet::parse(bad).is_err(), "{bad} should not parse");
+        }
+    }
+
+    #[test]
+    fn mariadb_position_round_trips_and_advances() {
+        let mut set = GtidSet::parse("1-2-50, 0-1-100").unwrap();
+        assert_eq!(set.to_string(), "0-1-100,1-2-50");
+        set.add(&Gtid::MariaDb { domain: 0, server: 3, seq: 101 });
+        set.add(&Gtid::MariaDb { domain: 5, server: 1, seq: 1 });
+        assert_eq!(set.to_string(), "0-3-101,1-2-50,5-1-1");
+    }
+
+    #[test]
+    fn mariadb_position_rejects_garbage() {
+        assert!(MariaDbGtidPos::parse("0-1").is_err());
+        assert!(MariaDbGtidPos::parse("0-1-x").is_err());
+        assert!(MariaDbGtidPos::parse("0-1-5,0-2-6").is_err());
+    }
+
+    #[test]
+    fn flavour_detection() {
+        assert!(matches!(GtidSet::parse("0-1-5").unwrap(), GtidSet::MariaDb(_)));
+        assert!(matches!(GtidSet::parse(&format!("{U1}:1")).unwrap(), GtidSet::MySql(_)));
+    }
+}

@@ -1,0 +1,44 @@
+//! binlog-tail: CLI and wiring. Each subcommand builds a source, a decoder and a sink and runs
+//! them; everything else lives in the modules.
+
+mod cli;
+mod decode;
+mod event;
+mod gtid;
+mod pipeline;
+mod sink;
+mod source;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Dump(args) => pipeline::dump(args),
+        Command::Stream(args) => pipeline::stream(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.chain().any(|c| c.is::<sink::stdout::Closed>()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "binlog_tail=info",
+        1 => "binlog_tail=debug",
+        _ => "binlog_tail=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

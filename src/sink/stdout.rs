@@ -1,0 +1,61 @@
+//! One JSON object per line on stdout, through a buffer flushed at transaction ends (when the
+//! buffer is large) and at exit. A closed pipe (`| head`) is reported as `Closed`, which the
+//! binary turns into a quiet exit 0.
+
+use std::io::{self, Write};
+
+use anyhow::Result;
+use thiserror::Error;
+
+use super::Sink;
+use crate::decode::Resume;
+use crate::event::Change;
+
+#[derive(Debug, Error)]
+#[error("stdout was closed")]
+pub struct Closed;
+
+pub struct StdoutSink<W: Write> {
+    out: W,
+    line: Vec<u8>,
+    buffered: usize,
+}
+
+const FLUSH_AT: usize = 256 * 1024;
+
+impl<W: Write> StdoutSink<W> {
+    pub fn new(out: W) -> Self {
+        StdoutSink { out, line: Vec::with_capacity(4096), buffered: 0 }
+    }
+
+    fn io(&mut self, r: io::Result<()>) -> Result<()> {
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(Closed.into()),
+            other => Ok(other?),
+        }
+    }
+}
+
+impl<W: Write> Sink for StdoutSink<W> {
+    fn change(&mut self, change: &Change) -> Result<()> {
+        self.line.clear();
+        change.write_json(&mut self.line);
+        self.line.push(b'\n');
+        self.buffered += self.line.len();
+        let r = self.out.write_all(&self.line);
+        self.io(r)
+    }
+
+    fn commit(&mut self, _resume: &Resume) -> Result<()> {
+        if self.buffered >= FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.buffered = 0;
+        let r = self.out.flush();
+        self.io(r)
+    }
+}

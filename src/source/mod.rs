@@ -1,0 +1,70 @@
+//! Where binlog events come from: binlog files on disk, or a server we replicate from.
+//! Both hand the decoder framed events whose checksums were verified.
+
+pub mod file;
+pub mod frame;
+pub mod server;
+
+use std::str::FromStr;
+
+use anyhow::{bail, Context, Result};
+
+use crate::gtid::GtidSet;
+
+/// Where a server stream starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Start {
+    /// The oldest binlog the server still has.
+    Earliest,
+    /// The server's current end: only changes made from now on.
+    Latest,
+    /// After every transaction in this set.
+    Gtid(GtidSet),
+    /// At this file and offset (an event boundary).
+    FilePos(String, u64),
+}
+
+impl FromStr for Start {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Start> {
+        let s = s.trim();
+        match s {
+            "earliest" => return Ok(Start::Earliest),
+            "latest" => return Ok(Start::Latest),
+            _ => {}
+        }
+        let mysql_gtid = s.get(..36).is_some_and(|u| crate::gtid::parse_uuid(u).is_ok());
+        if !mysql_gtid {
+            if let Some((file, pos)) = s.rsplit_once(':') {
+                let pos: u64 = pos.parse().with_context(|| format!("`{pos}` in `{s}` is not a byte offset"))?;
+                if file.is_empty() || pos < 4 {
+                    bail!("`{s}`: give FILE:POS with a binlog file name and an offset of 4 or more");
+                }
+                return Ok(Start::FilePos(file.to_string(), pos));
+            }
+        }
+        GtidSet::parse(s).map(Start::Gtid).with_context(|| {
+            format!("`{s}` is not a start position: use earliest, latest, FILE:POS (e.g. binlog.000003:4), or a GTID set (MySQL uuid:1-100, MariaDB 0-1-100)")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_positions() {
+        assert_eq!("earliest".parse::<Start>().unwrap(), Start::Earliest);
+        assert_eq!("binlog.000003:1234".parse::<Start>().unwrap(), Start::FilePos("binlog.000003".into(), 1234));
+        assert_eq!("mysql-bin.000001:4".parse::<Start>().unwrap(), Start::FilePos("mysql-bin.000001".into(), 4));
+        assert!(matches!("0-1-5".parse::<Start>().unwrap(), Start::Gtid(GtidSet::MariaDb(_))));
+        assert!(matches!(
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5".parse::<Start>().unwrap(),
+            Start::Gtid(GtidSet::MySql(_))
+        ));
+        assert!("binlog.000003:2".parse::<Start>().is_err());
+        assert!("whenever".parse::<Start>().is_err());
+    }
+}
