@@ -65,9 +65,9 @@ pub struct ServerArgs {
     /// File holding the password (first line).
     #[arg(long, env = "BINLOG_TAIL_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
-    /// Replica server id; must differ from every other replica of the server.
-    #[arg(long, env = "BINLOG_TAIL_SERVER_ID", default_value_t = 4_270_001)]
-    pub server_id: u32,
+    /// Replica server id; must differ from every other replica of the server [default: random].
+    #[arg(long, env = "BINLOG_TAIL_SERVER_ID")]
+    pub server_id: Option<u32>,
     /// Where to start: earliest, latest, FILE:POS, or a GTID set (uuid:1-100 or 0-1-100).
     #[arg(long, default_value = "earliest")]
     pub start: Start,

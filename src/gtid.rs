@@ -147,11 +147,6 @@ impl MySqlGtidSet {
         *ranges = merged;
     }
 
-    pub fn contains(&self, sid: &[u8; 16], tag: &str, gno: u64) -> bool {
-        self.ranges
-            .get(&(*sid, tag.to_string()))
-            .is_some_and(|r| r.iter().any(|&(s, e)| s <= gno && gno < e))
-    }
 }
 
 impl fmt::Display for MySqlGtidSet {
@@ -285,16 +280,12 @@ mod tests {
         set.add(sid, "", 9);
         set.add_interval(sid, "", 3, 12);
         assert_eq!(set.to_string(), format!("{U1}:1-11"));
-        assert!(set.contains(&sid, "", 11));
-        assert!(!set.contains(&sid, "", 12));
     }
 
     #[test]
     fn mysql_tagged_gtids() {
         let set = MySqlGtidSet::parse(&format!("{U1}:1-3:Blue:1-2:7")).unwrap();
         let sid = parse_uuid(U1).unwrap();
-        assert!(set.contains(&sid, "blue", 7));
-        assert!(!set.contains(&sid, "", 7));
         assert_eq!(set.to_string(), format!("{U1}:1-3:blue:1-2:7"));
         let g = Gtid::MySql { sid, tag: "blue".into(), gno: 9 };
         assert_eq!(g.to_string(), format!("{U1}:blue:9"));

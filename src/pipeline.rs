@@ -45,12 +45,19 @@ fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
     Ok(ServerConfig {
         url,
         password,
-        server_id: args.server_id,
+        server_id: args.server_id.unwrap_or_else(random_server_id),
         start: args.start.clone(),
         follow,
         heartbeat: args.heartbeat.max(std::time::Duration::from_millis(100)),
         wait_for_server: args.wait_for_server,
     })
+}
+
+/// A replica id unlikely to collide with real replicas (which use small ids) or with another
+/// binlog-tail: servers refuse a second replica with the same id.
+fn random_server_id() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    0x4000_0000 | (RandomState::new().hash_one(std::process::id()) as u32 & 0x3fff_ffff)
 }
 
 fn run_server(cfg: &ServerConfig, limit: Option<u64>, sink: &mut dyn Sink) -> Result<()> {

@@ -135,10 +135,6 @@ impl Decoder {
         self.rotates_name_file = false;
     }
 
-    pub fn file(&self) -> &Arc<str> {
-        &self.file
-    }
-
     /// Seeds the executed GTID set (the start position), so commits report the full set.
     pub fn set_gtids(&mut self, gtids: Option<GtidSet>) {
         self.gtids = gtids;
@@ -169,18 +165,17 @@ impl Decoder {
                 // A rotate names the file that the *following* events come from.
                 self.file = Arc::from(rotate.name().as_ref());
             }
-            code::GTID | code::GTID_TAGGED => {
+            code::GTID | code::GTID_TAGGED | code::ANONYMOUS_GTID => {
                 let g: GtidEvent = parse(&fde, &ev)?;
-                let gtid = Gtid::MySql {
+                let gtid = (t != code::ANONYMOUS_GTID).then(|| Gtid::MySql {
                     sid: g.sid(),
                     tag: g.tag().map(|t| t.to_string()).unwrap_or_default(),
                     gno: g.gno(),
-                };
+                });
                 let commit_us = g.immediate_commit_timestamp();
                 let ts = if commit_us > 0 { commit_us / 1_000_000 } else { u64::from(ev.header.timestamp) };
-                self.begin_group(Some(gtid), ts, false);
+                self.begin_group(gtid, ts, false);
             }
-            code::ANONYMOUS_GTID => self.begin_group(None, u64::from(ev.header.timestamp), false),
             mariadb::GTID => {
                 let g = mariadb::parse_gtid(ev.body, ev.header.server_id)?;
                 self.begin_group(Some(g.gtid), u64::from(ev.header.timestamp), !g.standalone);

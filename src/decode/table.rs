@@ -114,8 +114,8 @@ impl Table {
                 .with_context(|| format!("TABLE_MAP of `{db}`.`{name}` lacks column {i}"))?;
             let col_meta = tme.get_column_metadata(i).unwrap_or_default();
             let col_info = info.map(|c| &c[i]);
-            let unsigned = if ty.is_numeric_type() { signedness.next() } else { None };
-            let charset = if ty.is_character_type() {
+            let unsigned = if is_numeric(ty) { signedness.next() } else { None };
+            let charset = if is_character(ty) {
                 charsets.next().transpose()?
             } else if ty.is_enum_or_set_type() {
                 enum_set_charsets.next().transpose()?
@@ -126,7 +126,7 @@ impl Table {
                 (Some(u), _) => u,
                 (None, Some(c)) => c.unsigned,
                 (None, None) => {
-                    if ty.is_numeric_type() && !has_signedness {
+                    if is_numeric(ty) && !has_signedness {
                         note(&mut gaps, "signedness (integers read as signed)");
                     }
                     false
@@ -140,7 +140,7 @@ impl Table {
                     format!("column {i} of `{db}`.`{name}` has charset {cs}, which binlog-tail does not know")
                 })?,
                 (None, None) => {
-                    if ty.is_character_type() && !has_charsets {
+                    if is_character(ty) && !has_charsets {
                         note(&mut gaps, "charsets (text read as UTF-8)");
                     }
                     TextEncoding::Utf8
@@ -191,6 +191,28 @@ impl Table {
         write_json_str(&name, &mut name_json);
         Ok(Table { db, name, db_json, name_json, columns, pk, gaps })
     }
+}
+
+/// Columns that get a SIGNEDNESS bit, as the server's table map writer counts them (YEAR and
+/// the pre-5.0 DECIMAL do not, whatever mysql_common's `is_numeric_type` says).
+fn is_numeric(ty: ColumnType) -> bool {
+    use ColumnType::*;
+    matches!(
+        ty,
+        MYSQL_TYPE_TINY
+            | MYSQL_TYPE_SHORT
+            | MYSQL_TYPE_INT24
+            | MYSQL_TYPE_LONG
+            | MYSQL_TYPE_LONGLONG
+            | MYSQL_TYPE_NEWDECIMAL
+            | MYSQL_TYPE_FLOAT
+            | MYSQL_TYPE_DOUBLE
+    )
+}
+
+/// Columns that get a charset entry: the string types, and GEOMETRY (a BLOB in the server).
+fn is_character(ty: ColumnType) -> bool {
+    ty.is_character_type() || ty == ColumnType::MYSQL_TYPE_GEOMETRY
 }
 
 fn note(gaps: &mut Vec<&'static str>, what: &'static str) {
@@ -250,7 +272,13 @@ fn kind_of(ty: ColumnType, meta: &[u8], unsigned: bool, text: TextEncoding) -> R
             } else {
                 u16::from(b1)
             };
-            Kind::Str { len_bytes: if max < 256 { 1 } else { 2 }, text }
+            let len_bytes = if max < 256 { 1 } else { 2 };
+            if text == TextEncoding::Binary {
+                // BINARY(n) loses its trailing zero bytes in the binlog; they are part of the value.
+                Kind::FixedBinary { len_bytes, width: max }
+            } else {
+                Kind::Str { len_bytes, text }
+            }
         }
         MYSQL_TYPE_BLOB | MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB => {
             Kind::Blob { len_bytes: len_bytes()?, text }

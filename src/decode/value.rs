@@ -86,6 +86,8 @@ pub enum Kind {
     Timestamp2 { fsp: u8 },
     /// CHAR, VARCHAR, BINARY, VARBINARY: a 1- or 2-byte length, then the bytes.
     Str { len_bytes: u8, text: TextEncoding },
+    /// BINARY(n): stored without trailing zero bytes, which are restored up to `width`.
+    FixedBinary { len_bytes: u8, width: u16 },
     /// BLOB and TEXT families: a 1- to 4-byte length, then the bytes.
     Blob { len_bytes: u8, text: TextEncoding },
     Json { len_bytes: u8 },
@@ -198,6 +200,17 @@ pub fn write_value(kind: &Kind, cur: &mut Cursor<'_>, out: &mut Vec<u8>) -> Resu
         Kind::Str { len_bytes, text } | Kind::Blob { len_bytes, text } => {
             let len = cur.uint_le(*len_bytes as usize)? as usize;
             text.write_json(cur.take(len)?, out)?;
+        }
+        Kind::FixedBinary { len_bytes, width } => {
+            let len = cur.uint_le(*len_bytes as usize)? as usize;
+            let raw = cur.take(len)?;
+            if raw.len() < *width as usize {
+                let mut padded = raw.to_vec();
+                padded.resize(*width as usize, 0);
+                TextEncoding::Binary.write_json(&padded, out)?;
+            } else {
+                TextEncoding::Binary.write_json(raw, out)?;
+            }
         }
         Kind::Json { len_bytes } => {
             let len = cur.uint_le(*len_bytes as usize)? as usize;
@@ -355,7 +368,7 @@ fn read_time2(cur: &mut Cursor<'_>, fsp: u8) -> Result<i64, ValueError> {
         0 => Ok((cur.uint_be(3)? as i64 - 0x80_0000) << 24),
         1 | 2 => {
             let mut int_part = cur.uint_be(3)? as i64 - 0x80_0000;
-            let mut frac = i64::from(cur.take(1)?[0] as i8);
+            let mut frac = cur.uint_be(1)? as i64;
             if int_part < 0 && frac != 0 {
                 int_part += 1;
                 frac -= 0x100;
@@ -364,7 +377,7 @@ fn read_time2(cur: &mut Cursor<'_>, fsp: u8) -> Result<i64, ValueError> {
         }
         3 | 4 => {
             let mut int_part = cur.uint_be(3)? as i64 - 0x80_0000;
-            let mut frac = i64::from(cur.uint_be(2)? as u16 as i16);
+            let mut frac = cur.uint_be(2)? as i64;
             if int_part < 0 && frac != 0 {
                 int_part += 1;
                 frac -= 0x10000;
@@ -505,6 +518,9 @@ mod tests {
             render(&Kind::Timestamp2 { fsp: 3 }, &[0x65, 0x92, 0x00, 0x80, 0x13, 0x88]),
             "\"2024-01-01T00:00:00.500Z\""
         );
+        // TIME(2) '-838:59:59.99' as MariaDB wrote it, and '12:00:00.5'.
+        assert_eq!(render(&Kind::Time2 { fsp: 2 }, &[0x4b, 0x91, 0x04, 0x9d]), "\"-838:59:59.99\"");
+        assert_eq!(render(&Kind::Time2 { fsp: 2 }, &[0x80, 0xc0, 0x00, 0x32]), "\"12:00:00.50\"");
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
     }

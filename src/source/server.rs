@@ -57,11 +57,8 @@ pub enum Next {
 
 pub struct ServerSource {
     rx: mpsc::Receiver<Result<OwnedEvent>>,
-    pub flavor: Flavor,
     /// The executed GTID set the stream starts after, when known.
     pub start_gtids: Option<GtidSet>,
-    /// The binlog file the stream starts in (positions before its first ROTATE).
-    pub start_file: String,
 }
 
 impl ServerSource {
@@ -93,7 +90,7 @@ impl ServerSource {
         let (tx, rx) = mpsc::channel(1024);
         let timeout = cfg.heartbeat * 3;
         rt.spawn(pump(stream, tx, timeout));
-        Ok(ServerSource { rx, flavor, start_gtids, start_file })
+        Ok(ServerSource { rx, start_gtids })
     }
 }
 
@@ -158,6 +155,10 @@ pub fn explain(err: mysql_async::Error, opts: &Opts) -> anyhow::Error {
         ),
         mysql_async::Error::Server(e) if e.code == 1236 => anyhow!(
             "the server cannot send the binlog from the requested position: {} — the binlog there was probably purged (see SHOW BINARY LOGS and gtid_purged); start from `earliest` or a newer position, knowing that changes in between are lost",
+            e.message
+        ),
+        mysql_async::Error::Server(e) if e.code == 4052 || e.message.contains("same server_uuid/server_id") => anyhow!(
+            "another replica is connected with the same server id: give each binlog-tail its own --server-id ({})",
             e.message
         ),
         mysql_async::Error::Server(e) if e.code == 1227 || e.code == 1044 => anyhow!(
@@ -294,6 +295,10 @@ async fn pump(mut stream: mysql_async::BinlogStream, tx: mpsc::Sender<Result<Own
                         "the server cannot send the binlog from the requested position: {} — it was probably purged (see SHOW BINARY LOGS and gtid_purged); start from `earliest` or a newer position, knowing that changes in between are lost",
                         s.message
                     ),
+                    mysql_async::Error::Server(s) if s.code == 4052 => anyhow!(
+                        "another replica is connected with the same server id: give each binlog-tail its own --server-id ({})",
+                        s.message
+                    ),
                     _ => anyhow!("replication stream failed: {e}"),
                 };
                 let _ = tx.send(Err(msg)).await;
@@ -338,7 +343,37 @@ fn verified(event: &mysql_common::binlog::events::Event) -> Result<OwnedEvent> {
             );
         }
     }
-    Ok(OwnedEvent { header, body: event.data().to_vec() })
+    let mut body = event.data().to_vec();
+    if header.type_code == ROTATE_EVENT {
+        strip_unannounced_crc(&header, &mut body);
+    }
+    Ok(OwnedEvent { header, body })
+}
+
+const ROTATE_EVENT: u8 = 4;
+
+/// The artificial ROTATE a server sends first precedes the format description that announces
+/// checksums, so mysql_common leaves its CRC32 on the end of the file name. Strip it when the
+/// last four bytes are the CRC of the rest.
+fn strip_unannounced_crc(header: &Header, body: &mut Vec<u8>) {
+    const POSITION_LEN: usize = 8;
+    if body.len() < POSITION_LEN + 4 {
+        return;
+    }
+    let split = body.len() - 4;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut head = [0u8; super::frame::HEADER_LEN];
+    head[..4].copy_from_slice(&header.timestamp.to_le_bytes());
+    head[4] = header.type_code;
+    head[5..9].copy_from_slice(&header.server_id.to_le_bytes());
+    head[9..13].copy_from_slice(&header.event_size.to_le_bytes());
+    head[13..17].copy_from_slice(&header.log_pos.to_le_bytes());
+    head[17..19].copy_from_slice(&header.flags.to_le_bytes());
+    hasher.update(&head);
+    hasher.update(&body[..split]);
+    if hasher.finalize().to_le_bytes() == body[split..] {
+        body.truncate(split);
+    }
 }
 
 /// `information_schema` lookups for tables whose binlog metadata is MINIMAL.

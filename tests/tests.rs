@@ -1,0 +1,10 @@
+//! Integration tests: each runs the real `binlog-tail` binary against real MariaDB servers
+//! (started by scripts/mariadb-start) or real MySQL-written binlog files.
+
+mod util;
+
+mod bad_input;
+mod mysql_files;
+mod server;
+mod transactions;
+mod types;

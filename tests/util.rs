@@ -1,0 +1,203 @@
+//! Test support: the real binary, real MariaDB servers started by the project's own script, and
+//! the JSON event contract as a strict struct.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// One change event exactly as documented; unknown fields fail the test.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub op: String,
+    pub db: String,
+    pub table: String,
+    pub ts: u64,
+    pub gtid: Option<String>,
+    pub pos: String,
+    pub xid: Option<u64>,
+    pub row: u64,
+    pub commit: bool,
+    pub pk: Option<BTreeMap<String, Value>>,
+    pub before: Option<BTreeMap<String, Value>>,
+    pub after: Option<BTreeMap<String, Value>>,
+}
+
+pub fn binlog_tail() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_binlog-tail"));
+    cmd.env_remove("MYSQL_PWD").env_remove("BINLOG_TAIL_URL").env("RUST_LOG", "binlog_tail=info");
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Parses stdout as JSON lines into strict events; panics with the offending line otherwise.
+pub fn events(out: &Output) -> Vec<Event> {
+    let stdout = String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8");
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad event line ({e}): {line}")))
+        .collect()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts success and returns the events.
+pub fn ok_events(out: &Output) -> Vec<Event> {
+    assert!(out.status.success(), "binlog-tail failed: {}\n{}", out.status, stderr(out));
+    assert!(!stderr(out).contains("panicked"), "panic: {}", stderr(out));
+    events(out)
+}
+
+/// Asserts a clean failure: non-zero exit, one `error:` line, no panic, nothing on stdout.
+pub fn failure(out: &Output) -> String {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(err.contains("error: "), "no error line: {err}");
+    err
+}
+
+/// The real MySQL binlogs in ../shared, or None (with a note) where they are absent.
+pub fn shared_binlogs() -> Option<PathBuf> {
+    let dir = root().join("../shared/mysql-binlogs");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED: {} is absent, so the MySQL-written binlog tests did not run", dir.display());
+        None
+    }
+}
+
+pub struct MariaDb {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+static SHARED: OnceLock<MariaDb> = OnceLock::new();
+
+impl MariaDb {
+    /// One server shared by the tests of this run; each test works in its own database.
+    pub fn shared() -> &'static MariaDb {
+        SHARED.get_or_init(|| MariaDb::start(&[]))
+    }
+
+    /// A server of its own, with extra mariadbd options.
+    pub fn start(extra: &[&str]) -> MariaDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let out = Command::new(root().join("scripts/mariadb-start"))
+            .arg(dir.path().join("data"))
+            .arg(port.to_string())
+            .arg("--owner-pid")
+            .arg(std::process::id().to_string())
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/mariadb-start");
+        assert!(
+            out.status.success(),
+            "could not start MariaDB: {}\nThe tests need Debian's mariadb-server: run scripts/test (it installs it) or apt-get install mariadb-server",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        MariaDb { port, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://repl@127.0.0.1:{}", self.port)
+    }
+
+    /// Runs SQL as the admin user; returns tab-separated output without headers.
+    pub fn sql(&self, sql: &str) -> String {
+        let mut child = Command::new("mariadb")
+            .args(["--no-defaults", "--default-character-set=utf8mb4", "-h127.0.0.1", "-uadmin", "-padminpass", "-N", "-B"])
+            .arg(format!("-P{}", self.port))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the mariadb client (scripts/install-deps installs it)");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "SQL failed: {}\n{sql}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim_end().to_string()
+    }
+
+    /// A fresh database for one test, and the GTID position before it was created.
+    pub fn fresh_db(&self, name: &str) -> String {
+        self.sql(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name};"));
+        name.to_string()
+    }
+
+    pub fn gtid_pos(&self) -> String {
+        self.sql("SELECT @@gtid_binlog_pos")
+    }
+
+    /// `binlog-tail dump --url` with the replication user's password in MYSQL_PWD.
+    pub fn dump(&self, args: &[&str]) -> Output {
+        binlog_tail()
+            .args(["dump", "--url", &self.url(), "--stdout"])
+            .args(args)
+            .env("MYSQL_PWD", "replpass")
+            .output()
+            .unwrap()
+    }
+
+    /// The server's binlog files, oldest first.
+    pub fn binlog_files(&self) -> Vec<PathBuf> {
+        let data = self.dir.path().join("data");
+        let index = std::fs::read_to_string(data.join("binlog.index")).expect("binlog index");
+        index
+            .lines()
+            .map(|l| {
+                let p = Path::new(l.trim());
+                if p.is_absolute() { p.to_path_buf() } else { data.join(p) }
+            })
+            .collect()
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let pid_file = self.dir.path().join("data/mysqld.pid");
+        if let Ok(pid) = std::fs::read_to_string(pid_file) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Events of one database only (tests share a server).
+pub fn in_db(events: Vec<Event>, db: &str) -> Vec<Event> {
+    events.into_iter().filter(|e| e.db == db).collect()
+}
+
+/// Lines of a child's stdout, ending after 30 s of silence so a hung child cannot hang a test.
+pub fn line_channel(stdout: std::process::ChildStdout) -> impl Iterator<Item = String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::iter::from_fn(move || rx.recv_timeout(std::time::Duration::from_secs(30)).ok())
+}
