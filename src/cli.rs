@@ -30,7 +30,7 @@ pub struct DumpArgs {
     #[command(flatten)]
     pub server: ServerArgs,
     /// Binlog or relay-log files to decode instead of a server, in the order given.
-    #[arg(long, num_args = 1.., conflicts_with = "url", required_unless_present = "url")]
+    #[arg(long, num_args = 1.., conflicts_with = "url")]
     pub file: Vec<PathBuf>,
     /// Write JSON lines to stdout (the only sink of `dump`).
     #[arg(long, default_value_t = true)]

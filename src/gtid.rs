@@ -84,10 +84,13 @@ impl fmt::Display for GtidSet {
     }
 }
 
+/// A source server's UUID and a GTID tag ("" for untagged GTIDs).
+pub type SidTag = ([u8; 16], String);
+
 /// MySQL `gtid_executed`-style set: (uuid, tag) -> half-open intervals `[start, end)`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MySqlGtidSet {
-    pub ranges: BTreeMap<([u8; 16], String), Vec<(u64, u64)>>,
+    pub ranges: BTreeMap<SidTag, Vec<(u64, u64)>>,
 }
 
 impl MySqlGtidSet {
@@ -295,7 +298,7 @@ mod tests {
     fn mysql_set_rejects_garbage() {
         for bad in [
             "nonsense",
-            &format!("{U1}"),
+            U1,
             &format!("{U1}:0-3"),
             &format!("{U1}:5-3"),
             &format!("{U1}:x y:1"),

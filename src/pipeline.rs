@@ -33,7 +33,10 @@ pub fn stream(args: StreamArgs) -> Result<()> {
 }
 
 fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
-    let url = args.url.clone().context("--url is required (mysql://USER@HOST:PORT)")?;
+    let url = args
+        .url
+        .clone()
+        .context("give --url mysql://USER@HOST:PORT to read from a server (or, for dump, --file PATH... to read binlog files)")?;
     let password = match &args.password_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)

@@ -200,7 +200,7 @@ impl Decoder {
             code::QUERY => {
                 let q: QueryEvent<'_> = parse(&fde, &ev)?;
                 let sql = q.query();
-                let verb = sql.trim_start().split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+                let verb = sql.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
                 match verb.as_str() {
                     "BEGIN" | "START" => {
                         if self.tx.gtid.is_none() && !self.tx.open {
