@@ -1,7 +1,8 @@
-//! Command-line interface: subcommands and their options (flags, with environment fallbacks).
+//! Command-line interface: subcommands and their options. Every streaming option can also come
+//! from the environment and from a TOML config file (`--config`): flags win over the
+//! environment, which wins over the file.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -21,8 +22,10 @@ pub struct Cli {
 pub enum Command {
     /// Decode a server's binlog (as a replica) or binlog files into JSON lines on stdout.
     Dump(DumpArgs),
-    /// Stream changes continuously from a server (production mode).
+    /// Stream changes continuously, keeping a crash-safe position (production mode).
     Stream(StreamArgs),
+    /// Check that a server is set up for change data capture, and say what to fix.
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -47,12 +50,34 @@ pub struct DumpArgs {
 pub struct StreamArgs {
     #[command(flatten)]
     pub server: ServerArgs,
-    /// Where change events go.
-    #[arg(long, value_enum, default_value_t = SinkKind::Stdout)]
-    pub sink: SinkKind,
+    /// TOML file with any of these options (keys as the long flags, with `_` for `-`).
+    #[arg(long, env = "BINLOG_TAIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the position is kept: streaming resumes from it after a restart.
+    #[arg(long, env = "BINLOG_TAIL_POSITION_FILE")]
+    pub position_file: Option<PathBuf>,
+    /// Where change events go [default: stdout].
+    #[arg(long, value_enum, env = "BINLOG_TAIL_SINK")]
+    pub sink: Option<SinkKind>,
+    /// Save the position after at most this many transactions [default: 1000].
+    #[arg(long, env = "BINLOG_TAIL_CHECKPOINT_EVERY")]
+    pub checkpoint_every: Option<u64>,
+    /// Save the position at least this often, in seconds, while transactions arrive [default: 1].
+    #[arg(long, env = "BINLOG_TAIL_CHECKPOINT_INTERVAL")]
+    pub checkpoint_interval: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Also check that the position saved in this file is still on the server.
+    #[arg(long)]
+    pub position_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SinkKind {
     Stdout,
 }
@@ -68,21 +93,14 @@ pub struct ServerArgs {
     /// Replica server id; must differ from every other replica of the server [default: random].
     #[arg(long, env = "BINLOG_TAIL_SERVER_ID")]
     pub server_id: Option<u32>,
-    /// Where to start: earliest, latest, FILE:POS, or a GTID set (uuid:1-100 or 0-1-100).
-    #[arg(long, default_value = "earliest")]
-    pub start: Start,
-    /// Seconds between server heartbeats; three missed ones mean the connection is dead.
-    #[arg(long, default_value = "10", value_parser = parse_secs)]
-    pub heartbeat: Duration,
-    /// Keep retrying the first connection this many seconds while the server starts.
-    #[arg(long, default_value = "0", value_parser = parse_secs)]
-    pub wait_for_server: Duration,
-}
-
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if !(0.0..=86_400.0 * 365.0).contains(&secs) {
-        return Err(format!("`{s}` seconds is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    /// Where to start: earliest, latest, FILE:POS, or a GTID set (uuid:1-100 or 0-1-100)
+    /// [default: earliest for dump; latest for stream without a saved position].
+    #[arg(long, env = "BINLOG_TAIL_START")]
+    pub start: Option<Start>,
+    /// Seconds between server heartbeats; three missed ones mean the connection is dead [default: 10].
+    #[arg(long, env = "BINLOG_TAIL_HEARTBEAT")]
+    pub heartbeat: Option<f64>,
+    /// Keep retrying the first connection this many seconds while the server starts [default: 0].
+    #[arg(long, env = "BINLOG_TAIL_WAIT_FOR_SERVER")]
+    pub wait_for_server: Option<f64>,
 }

@@ -136,7 +136,7 @@ impl MySqlGtidSet {
         self.add_interval(sid, tag, gno, gno + 1);
     }
 
-    fn add_interval(&mut self, sid: [u8; 16], tag: &str, start: u64, end: u64) {
+    pub fn add_interval(&mut self, sid: [u8; 16], tag: &str, start: u64, end: u64) {
         let ranges = self.ranges.entry((sid, tag.to_string())).or_default();
         ranges.push((start, end));
         ranges.sort_unstable();
@@ -150,6 +150,35 @@ impl MySqlGtidSet {
         *ranges = merged;
     }
 
+
+    /// True if every transaction of `self` is in `other`.
+    pub fn is_subset(&self, other: &MySqlGtidSet) -> bool {
+        self.ranges.iter().all(|(key, ranges)| {
+            let theirs = other.ranges.get(key).map(Vec::as_slice).unwrap_or_default();
+            ranges.iter().all(|&(s, e)| theirs.iter().any(|&(ts, te)| ts <= s && e <= te))
+        })
+    }
+
+    /// The transactions of `self` that are not in `other`.
+    pub fn difference(&self, other: &MySqlGtidSet) -> MySqlGtidSet {
+        let mut out = MySqlGtidSet::default();
+        for (key, ranges) in &self.ranges {
+            let theirs = other.ranges.get(key).map(Vec::as_slice).unwrap_or_default();
+            for &(s, e) in ranges {
+                let mut cur = s;
+                for &(ts, te) in theirs.iter().filter(|&&(ts, te)| te > s && ts < e) {
+                    if ts > cur {
+                        out.add_interval(key.0, &key.1, cur, ts);
+                    }
+                    cur = cur.max(te);
+                }
+                if cur < e {
+                    out.add_interval(key.0, &key.1, cur, e);
+                }
+            }
+        }
+        out
+    }
 }
 
 impl fmt::Display for MySqlGtidSet {
@@ -283,6 +312,16 @@ mod tests {
         set.add(sid, "", 9);
         set.add_interval(sid, "", 3, 12);
         assert_eq!(set.to_string(), format!("{U1}:1-11"));
+    }
+
+    #[test]
+    fn mysql_subset_and_difference() {
+        let a = MySqlGtidSet::parse(&format!("{U1}:1-10,{U2}:1-3")).unwrap();
+        let b = MySqlGtidSet::parse(&format!("{U1}:1-4:7-8")).unwrap();
+        assert!(b.is_subset(&a));
+        assert!(!a.is_subset(&b));
+        assert_eq!(a.difference(&b).to_string(), format!("{U1}:5-6:9-10,{U2}:1-3"));
+        assert_eq!(b.difference(&a).to_string(), "");
     }
 
     #[test]

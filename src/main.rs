@@ -1,11 +1,15 @@
 //! binlog-tail: CLI and wiring. Each subcommand builds a source, a decoder and a sink and runs
 //! them; everything else lives in the modules.
 
+mod checkpoint;
 mod cli;
+mod config;
 mod decode;
+mod error;
 mod event;
 mod gtid;
 mod pipeline;
+mod preflight;
 mod sink;
 mod source;
 
@@ -21,13 +25,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Dump(args) => pipeline::dump(args),
         Command::Stream(args) => pipeline::stream(args),
+        Command::Check(args) => pipeline::check(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.chain().any(|c| c.is::<sink::stdout::Closed>()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.chain().any(|c| c.is::<error::Purged>()) {
+                ExitCode::from(error::EXIT_PURGED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

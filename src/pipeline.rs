@@ -1,15 +1,30 @@
-//! The one pipeline every subcommand runs: source -> decode -> sink.
+//! The one pipeline every subcommand runs: source -> decode -> sink, and for `stream` the
+//! reconnect loop and the checkpoints around it.
+//!
+//! Invariants: a reconnect resumes from the end of the last transaction handed to the sink, so
+//! nothing is skipped; a shutdown signal lets the current transaction finish, flushes the sink
+//! and saves the position before exiting 0.
 
 use std::io::{self, BufWriter};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
 
-use crate::cli::{DumpArgs, ServerArgs, SinkKind, StreamArgs};
-use crate::decode::{Decoder, Flow};
+use crate::checkpoint::{Checkpointing, Position, PositionFile, Schedule};
+use crate::cli::{CheckArgs, DumpArgs, SinkKind, StreamArgs};
+use crate::config::{server_config, StreamSettings};
+use crate::decode::{Decoder, Flow, Resume};
+use crate::error::is_transient;
+use crate::preflight::{self, Status};
 use crate::sink::stdout::StdoutSink;
 use crate::sink::Sink;
-use crate::source::server::{connect_opts, InfoSchema, Next, ServerConfig, ServerSource};
 use crate::source::file::read_files;
+use crate::source::server::{connect, connect_opts, Checks, InfoSchema, Next, ServerConfig, ServerSource};
+use crate::source::Start;
 
 pub fn dump(args: DumpArgs) -> Result<()> {
     let mut sink = StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()));
@@ -19,65 +34,133 @@ pub fn dump(args: DumpArgs) -> Result<()> {
         return sink.flush();
     }
     let cfg = server_config(&args.server, args.follow)?;
-    run_server(&cfg, args.limit, &mut sink)
+    let start = args.server.start.clone().unwrap_or(Start::Earliest);
+    let rt = runtime()?;
+    let shutdown = Shutdown::install(&rt);
+    let mut source = ServerSource::open(rt.handle(), &cfg, &start, Checks::Basic)?;
+    let mut decoder = server_decoder(&rt, &cfg, &source, args.limit)?;
+    run(&mut source, &mut decoder, &mut sink, &shutdown)?;
+    sink.flush()
 }
 
 pub fn stream(args: StreamArgs) -> Result<()> {
-    let cfg = server_config(&args.server, true)?;
-    match args.sink {
-        SinkKind::Stdout => {
-            let mut sink = StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()));
-            run_server(&cfg, None, &mut sink)
+    let settings = StreamSettings::resolve(args)?;
+    let position_file = PositionFile::open(&settings.position_file)?;
+    let saved = position_file.load()?;
+    let mut start = match &saved {
+        Some(p) => {
+            if settings.start.is_some() {
+                tracing::info!("resuming from {}; --start applies only without a saved position", settings.position_file.display());
+            }
+            Start::Resume { file: p.file.clone(), offset: p.offset, gtids: p.gtids()? }
+        }
+        None => settings.start.clone().unwrap_or(Start::Latest),
+    };
+    let rt = runtime()?;
+    let shutdown = Shutdown::install(&rt);
+    let mut out = match settings.sink {
+        SinkKind::Stdout => StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock())),
+    };
+    let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
+    let mut sink = Checkpointing::new(&mut out, position_file, schedule, saved.clone());
+    let mut failures = 0u32;
+    loop {
+        let current = sink.position();
+        let opened = ServerSource::open(rt.handle(), &settings.server, &start, Checks::Preflight(current.as_ref()));
+        let mut source = match opened {
+            Ok(source) => source,
+            Err(e) if is_transient(&e) && !shutdown.requested() => {
+                failures += 1;
+                backoff(&rt, &shutdown, failures, &e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(prev) = &current {
+            check_identity(prev, &source)?;
+        }
+        failures = 0;
+        sink.set_server(source.flavor, source.identity.clone());
+        let mut decoder = server_decoder(&rt, &settings.server, &source, None)?;
+        let result = run(&mut source, &mut decoder, &mut sink, &shutdown);
+        drop(source);
+        match result {
+            Ok(()) => return sink.finish(),
+            Err(e) if is_transient(&e) && !shutdown.requested() => {
+                // Everything handed to the sink stays delivered; resume after its last commit.
+                if let Some(resume) = sink.last_commit() {
+                    start = resume_from(resume);
+                }
+                failures += 1;
+                backoff(&rt, &shutdown, failures, &e);
+            }
+            Err(e) if is_transient(&e) => return sink.finish(),
+            Err(e) => {
+                // Save what was delivered before the failure; the failure itself is the error.
+                if let Err(save) = sink.finish() {
+                    tracing::error!("could not save the position: {save:#}");
+                }
+                return Err(e);
+            }
         }
     }
 }
 
-fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
-    let url = args
-        .url
-        .clone()
-        .context("give --url mysql://USER@HOST:PORT to read from a server (or, for dump, --file PATH... to read binlog files)")?;
-    let password = match &args.password_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --password-file {}", path.display()))?;
-            Some(text.lines().next().unwrap_or_default().to_string())
-        }
-        None => std::env::var("MYSQL_PWD").ok(),
+pub fn check(args: CheckArgs) -> Result<()> {
+    let cfg = server_config(&args.server, false)?;
+    let saved = match &args.position_file {
+        Some(path) => PositionFile::open(path)?.load()?,
+        None => None,
     };
-    Ok(ServerConfig {
-        url,
-        password,
-        server_id: args.server_id.unwrap_or_else(random_server_id),
-        start: args.start.clone(),
-        follow,
-        heartbeat: args.heartbeat.max(std::time::Duration::from_millis(100)),
-        wait_for_server: args.wait_for_server,
-    })
+    let rt = runtime()?;
+    let opts = connect_opts(&cfg)?;
+    let checks = rt.block_on(async {
+        let mut conn = connect(&opts, cfg.wait_for_server).await?;
+        let version: String = mysql_async::prelude::Queryable::query_first(&mut conn, "SELECT @@version")
+            .await?
+            .unwrap_or_default();
+        let flavor = if version.contains("MariaDB") { crate::decode::Flavor::MariaDb } else { crate::decode::Flavor::MySql };
+        println!("server {} ({version})", crate::source::server::redact(&cfg.url));
+        preflight::run(&mut conn, flavor, saved.as_ref()).await
+    })?;
+    for c in &checks {
+        println!("{c}");
+    }
+    let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
+    let warned = checks.iter().filter(|c| c.status == Status::Warn).count();
+    println!("{} passed, {failed} failed, {warned} warnings", checks.len() - failed - warned);
+    if failed > 0 {
+        bail!("{failed} check(s) failed: streaming from this server could lose or corrupt events");
+    }
+    Ok(())
 }
 
-/// A replica id unlikely to collide with real replicas (which use small ids) or with another
-/// binlog-tail: servers refuse a second replica with the same id.
-fn random_server_id() -> u32 {
-    use std::hash::{BuildHasher, RandomState};
-    0x4000_0000 | (RandomState::new().hash_one(std::process::id()) as u32 & 0x3fff_ffff)
-}
-
-fn run_server(cfg: &ServerConfig, limit: Option<u64>, sink: &mut dyn Sink) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    let mut source = ServerSource::open(rt.handle(), cfg)?;
+        .context("cannot start the async runtime")
+}
+
+fn server_decoder(rt: &Runtime, cfg: &ServerConfig, source: &ServerSource, limit: Option<u64>) -> Result<Decoder> {
     let lookup = InfoSchema::new(rt.handle().clone(), connect_opts(cfg)?);
     let mut decoder = Decoder::new(Some(Box::new(lookup)), limit);
     decoder.set_gtids(source.start_gtids.clone());
+    Ok(decoder)
+}
+
+/// Feeds server events to the decoder until the stream ends, the limit is reached, or a shutdown
+/// was requested and no transaction is open.
+fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, shutdown: &Shutdown) -> Result<()> {
     loop {
+        if shutdown.requested() && (!decoder.in_transaction() || shutdown.forced()) {
+            return Ok(());
+        }
         let next = match source.next()? {
             Next::Idle => {
                 sink.flush()?;
-                source.next_blocking()?
+                source.next_blocking(&shutdown.notify)?
             }
             other => other,
         };
@@ -87,15 +170,91 @@ fn run_server(cfg: &ServerConfig, limit: Option<u64>, sink: &mut dyn Sink) -> Re
                 let next_offset = u64::from(h.log_pos);
                 let offset = next_offset.saturating_sub(u64::from(h.event_size));
                 if decoder.feed(ev.raw(), offset, next_offset, sink)? == Flow::Stop {
-                    break;
+                    return Ok(());
                 }
             }
-            Next::End => break,
-            Next::Idle => unreachable!("next_blocking never returns Idle"),
+            Next::End => return Ok(()),
+            Next::Idle | Next::Interrupted => {}
         }
     }
-    sink.flush()?;
-    drop(source);
-    rt.shutdown_timeout(std::time::Duration::from_secs(1));
-    Ok(())
+}
+
+fn resume_from(resume: &Resume) -> Start {
+    Start::Resume { file: resume.file.to_string(), offset: resume.offset, gtids: resume.gtids.clone() }
+}
+
+/// A position is only meaningful on the server it was taken on, unless it is a GTID set.
+fn check_identity(prev: &Position, source: &ServerSource) -> Result<()> {
+    if prev.server == source.identity {
+        return Ok(());
+    }
+    if source.resumed_by_gtid {
+        tracing::warn!(
+            "the server changed from {:?} to {:?} (failover?); resuming by GTID set {}",
+            prev.server,
+            source.identity,
+            prev.gtid_set.as_deref().unwrap_or("")
+        );
+        return Ok(());
+    }
+    bail!(
+        "the position {}:{} was taken on server {:?} but --url reaches {:?}: file offsets do not carry over between servers (enable GTIDs for failover). Point --url at the original server, or move the position file away and choose --start deliberately",
+        prev.file,
+        prev.offset,
+        prev.server,
+        source.identity
+    )
+}
+
+/// Exponential backoff with jitter, cut short by a shutdown request.
+fn backoff(rt: &Runtime, shutdown: &Shutdown, failures: u32, err: &anyhow::Error) {
+    use std::hash::{BuildHasher, RandomState};
+    let base = Duration::from_millis(200) * 2u32.saturating_pow(failures.min(8));
+    let base = base.min(Duration::from_secs(30));
+    let jitter = (RandomState::new().hash_one(failures) % 1000) as f64 / 1000.0;
+    let delay = base.mul_f64(0.5 + jitter);
+    tracing::warn!("{err:#}; reconnecting in {delay:.1?} (attempt {failures})");
+    rt.block_on(async {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.notify.notified() => {}
+        }
+    });
+}
+
+/// SIGINT/SIGTERM: the first asks for a clean stop after the current transaction, the second
+/// for a stop right away (still only saving positions of delivered transactions).
+pub struct Shutdown {
+    signals: AtomicU32,
+    pub notify: Notify,
+}
+
+impl Shutdown {
+    fn install(rt: &Runtime) -> Arc<Shutdown> {
+        let shutdown = Arc::new(Shutdown { signals: AtomicU32::new(0), notify: Notify::new() });
+        let s = shutdown.clone();
+        rt.spawn(async move {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                let n = s.signals.fetch_add(1, Ordering::SeqCst) + 1;
+                tracing::info!("{}", if n == 1 { "stopping after the current transaction" } else { "stopping now" });
+                s.notify.notify_one();
+            }
+        });
+        shutdown
+    }
+
+    fn requested(&self) -> bool {
+        self.signals.load(Ordering::SeqCst) > 0
+    }
+
+    fn forced(&self) -> bool {
+        self.signals.load(Ordering::SeqCst) > 1
+    }
 }

@@ -21,14 +21,14 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use mysql_common::binlog::consts::{BinlogVersion, EventType};
 use mysql_common::binlog::events::{
-    FormatDescriptionEvent, GtidEvent, QueryEvent, RotateEvent, TableMapEvent, TransactionPayloadEvent,
+    FormatDescriptionEvent, GtidEvent, PreviousGtidsEvent, QueryEvent, RotateEvent, TableMapEvent, TransactionPayloadEvent,
 };
 use mysql_common::binlog::BinlogCtx;
 use mysql_common::io::ParseBuf;
 use mysql_common::proto::MyDeserialize;
 
 use crate::event::Change;
-use crate::gtid::{Gtid, GtidSet};
+use crate::gtid::{Gtid, GtidSet, MySqlGtidSet};
 use crate::sink::Sink;
 use crate::source::frame::{Checksums, EventReader, Partial, RawEvent, HEADER_LEN};
 use rows::RowsEvent;
@@ -140,6 +140,11 @@ impl Decoder {
         self.gtids = gtids;
     }
 
+    /// True between a transaction's first event and its end.
+    pub fn in_transaction(&self) -> bool {
+        self.tx.gtid.is_some() || self.tx.open || self.tx.rows > 0
+    }
+
     /// Decodes one event found at `offset`; `next_offset` is where the following event starts.
     pub fn feed(&mut self, ev: RawEvent<'_>, offset: u64, next_offset: u64, sink: &mut dyn Sink) -> Result<Flow> {
         self.stats.events += 1;
@@ -180,7 +185,20 @@ impl Decoder {
                 let g = mariadb::parse_gtid(ev.body, ev.header.server_id)?;
                 self.begin_group(Some(g.gtid), u64::from(ev.header.timestamp), !g.standalone);
             }
-            code::PREVIOUS_GTIDS => {}
+            code::PREVIOUS_GTIDS => {
+                // The executed set before this file: the base of the set positions report.
+                let prev: PreviousGtidsEvent<'_> = parse(&fde, &ev)?;
+                if self.gtids.is_none() {
+                    let mut set = MySqlGtidSet::default();
+                    for sid in prev.sids() {
+                        let tag = sid.tag().map(|t| t.to_string()).unwrap_or_default();
+                        for i in sid.intervals() {
+                            set.add_interval(sid.uuid(), &tag, i.start(), i.end());
+                        }
+                    }
+                    self.gtids = Some(GtidSet::MySql(set));
+                }
+            }
             mariadb::GTID_LIST => {
                 let list = mariadb::parse_gtid_list(ev.body)?;
                 if self.gtids.is_none() {

@@ -446,15 +446,26 @@ fn write_timestamp(out: &mut Vec<u8>, secs: u64, micros: u64, fsp: u8) {
     if secs == 0 && micros == 0 {
         out.extend_from_slice(b"0000-00-00T00:00:00");
     } else {
-        let days = secs / 86400;
-        let rem = secs % 86400;
-        let (y, m, d) = civil_from_days(days as i64);
-        write_date(out, y as u64, m, d);
-        out.push(b'T');
-        write_hms(out, rem / 3600, (rem / 60) % 60, rem % 60);
+        write_utc_seconds(out, secs);
     }
     write_frac(out, micros, fsp);
     out.extend_from_slice(b"Z\"");
+}
+
+fn write_utc_seconds(out: &mut Vec<u8>, secs: u64) {
+    let (y, m, d) = civil_from_days((secs / 86400) as i64);
+    let rem = secs % 86400;
+    write_date(out, y as u64, m, d);
+    out.push(b'T');
+    write_hms(out, rem / 3600, (rem / 60) % 60, rem % 60);
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn format_utc(secs: u64) -> String {
+    let mut out = Vec::with_capacity(20);
+    write_utc_seconds(&mut out, secs);
+    out.push(b'Z');
+    String::from_utf8(out).expect("ASCII")
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -521,6 +532,7 @@ mod tests {
         // TIME(2) '-838:59:59.99' as MariaDB wrote it, and '12:00:00.5'.
         assert_eq!(render(&Kind::Time2 { fsp: 2 }, &[0x4b, 0x91, 0x04, 0x9d]), "\"-838:59:59.99\"");
         assert_eq!(render(&Kind::Time2 { fsp: 2 }, &[0x80, 0xc0, 0x00, 0x32]), "\"12:00:00.50\"");
+        assert_eq!(format_utc(1_709_164_800), "2024-02-29T00:00:00Z");
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
     }

@@ -22,6 +22,8 @@ pub enum Start {
     Gtid(GtidSet),
     /// At this file and offset (an event boundary).
     FilePos(String, u64),
+    /// Where a previous run stopped: by GTID where the server has GTIDs, else file and offset.
+    Resume { file: String, offset: u64, gtids: Option<GtidSet> },
 }
 
 impl FromStr for Start {

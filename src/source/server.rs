@@ -17,18 +17,22 @@ use mysql_common::packets::{GnoInterval, Sid};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use tokio::sync::Notify;
+
 use super::frame::{Header, RawEvent};
 use super::Start;
+use crate::checkpoint::{Position, ServerIdentity};
 use crate::decode::table::ColumnInfo;
 use crate::decode::{Flavor, SchemaLookup};
+use crate::error::{Purged, Transient};
 use crate::gtid::GtidSet;
+use crate::preflight::{self, Check, Status};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub url: String,
     pub password: Option<String>,
     pub server_id: u32,
-    pub start: Start,
     /// Keep tailing at the server's end instead of stopping there.
     pub follow: bool,
     pub heartbeat: Duration,
@@ -52,13 +56,28 @@ pub enum Next {
     Event(OwnedEvent),
     /// Nothing arrived yet: a good moment to flush.
     Idle,
+    /// The shutdown signal fired while waiting.
+    Interrupted,
     End,
+}
+
+/// What to check before streaming.
+pub enum Checks<'a> {
+    /// Only what `dump` needs: binary log on, ROW format.
+    Basic,
+    /// Every preflight check, including whether the saved position is still on the server.
+    Preflight(Option<&'a Position>),
 }
 
 pub struct ServerSource {
     rx: mpsc::Receiver<Result<OwnedEvent>>,
+    rt: Handle,
+    pub flavor: Flavor,
+    pub identity: ServerIdentity,
     /// The executed GTID set the stream starts after, when known.
     pub start_gtids: Option<GtidSet>,
+    /// The stream was requested by GTID set rather than file and offset.
+    pub resumed_by_gtid: bool,
 }
 
 impl ServerSource {
@@ -70,28 +89,58 @@ impl ServerSource {
         }
     }
 
-    pub fn next_blocking(&mut self) -> Result<Next> {
-        match self.rx.blocking_recv() {
-            Some(ev) => ev.map(Next::Event),
-            None => Ok(Next::End),
-        }
+    /// Waits for the next event, or for `interrupt` to be notified.
+    pub fn next_blocking(&mut self, interrupt: &Notify) -> Result<Next> {
+        let rx = &mut self.rx;
+        self.rt.block_on(async {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => ev.map(Next::Event),
+                    None => Ok(Next::End),
+                },
+                _ = interrupt.notified() => Ok(Next::Interrupted),
+            }
+        })
     }
 
-    /// Connects, checks the server, and starts streaming from `cfg.start` on `rt`.
-    pub fn open(rt: &Handle, cfg: &ServerConfig) -> Result<ServerSource> {
+    /// Connects, checks the server, and starts streaming from `start` on `rt`.
+    pub fn open(rt: &Handle, cfg: &ServerConfig, start: &Start, checks: Checks<'_>) -> Result<ServerSource> {
         let opts = connect_opts(cfg)?;
-        let (mut conn, flavor) = rt.block_on(async {
+        rt.block_on(async {
             let mut conn = connect(&opts, cfg.wait_for_server).await?;
-            let flavor = check_server(&mut conn).await?;
-            Ok::<_, anyhow::Error>((conn, flavor))
-        })?;
-        let (start_file, start_pos, start_gtids) = rt.block_on(resolve_start(&mut conn, flavor, &cfg.start))?;
-        let stream = rt.block_on(request_stream(conn, flavor, cfg, &start_file, start_pos, start_gtids.as_ref()))?;
-        let (tx, rx) = mpsc::channel(1024);
-        let timeout = cfg.heartbeat * 3;
-        rt.spawn(pump(stream, tx, timeout));
-        Ok(ServerSource { rx, start_gtids })
+            let flavor = flavor_of(&mut conn).await?;
+            match checks {
+                Checks::Basic => check_server(&mut conn).await?,
+                Checks::Preflight(saved) => enforce(preflight::run(&mut conn, flavor, saved).await?)?,
+            }
+            let identity = preflight::identity(&mut conn, flavor).await?;
+            let at = resolve_start(&mut conn, flavor, start).await?;
+            let stream = request_stream(conn, flavor, cfg, &at).await?;
+            let (tx, rx) = mpsc::channel(1024);
+            tokio::spawn(pump(stream, tx, cfg.heartbeat * 3, cfg.follow, opts.clone()));
+            Ok(ServerSource { rx, rt: rt.clone(), flavor, identity, resumed_by_gtid: at.by_gtid, start_gtids: at.gtids })
+        })
     }
+}
+
+/// Fails on preflight failures (a purged binlog as `Purged`), logs the warnings.
+fn enforce(checks: Vec<Check>) -> Result<()> {
+    for c in checks.iter().filter(|c| c.status == Status::Warn) {
+        tracing::warn!("{}: {} (fix: {})", c.name, c.detail, c.fix.as_deref().unwrap_or("-"));
+    }
+    let failed: Vec<&Check> = checks.iter().filter(|c| c.status == Status::Fail).collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let text = failed
+        .iter()
+        .map(|c| format!("{}: {} (fix: {})", c.name, c.detail, c.fix.as_deref().unwrap_or("-")))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if failed.iter().any(|c| c.lost) {
+        return Err(Purged(text).into());
+    }
+    bail!("the server is not ready for streaming without losing events: {text}")
 }
 
 pub fn connect_opts(cfg: &ServerConfig) -> Result<Opts> {
@@ -118,7 +167,8 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Connects, retrying refused or unreachable connections until `wait` has passed.
+/// Connects, retrying refused or unreachable connections until `wait` has passed. A server that
+/// cannot be reached at all is a `Transient` error, so a streaming caller can retry.
 pub async fn connect(opts: &Opts, wait: Duration) -> Result<Conn> {
     let deadline = Instant::now() + wait;
     let mut delay = Duration::from_millis(200);
@@ -127,11 +177,14 @@ pub async fn connect(opts: &Opts, wait: Duration) -> Result<Conn> {
         let err = match attempt {
             Ok(Ok(conn)) => return Ok(conn),
             Ok(Err(e)) => e,
+            Err(_) if Instant::now() < deadline => continue,
             Err(_) => {
-                if Instant::now() < deadline {
-                    continue;
-                }
-                bail!("connecting to {}:{} timed out after 10 s: check the host, port and firewall", opts.ip_or_hostname(), opts.tcp_port());
+                return Err(Transient(anyhow!(
+                    "connecting to {}:{} timed out after 10 s: check the host, port and firewall",
+                    opts.ip_or_hostname(),
+                    opts.tcp_port()
+                ))
+                .into())
             }
         };
         let retriable = matches!(err, mysql_async::Error::Io(_));
@@ -141,82 +194,113 @@ pub async fn connect(opts: &Opts, wait: Duration) -> Result<Conn> {
             delay = (delay * 2).min(Duration::from_secs(2));
             continue;
         }
-        return Err(explain(err, opts));
+        return Err(classify(err, opts));
     }
 }
 
-/// Turns a driver error into a message that says what to do.
-pub fn explain(err: mysql_async::Error, opts: &Opts) -> anyhow::Error {
+/// Turns a driver error into a message that says what to do, typed by what should happen next.
+pub fn classify(err: mysql_async::Error, opts: &Opts) -> anyhow::Error {
     let host = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
+    let user = opts.user().unwrap_or("");
     match &err {
         mysql_async::Error::Server(e) if e.code == 1045 => anyhow!(
-            "access denied for user `{}` at {host}: check the password (--password-file or MYSQL_PWD) and that the user may connect from this host",
-            opts.user().unwrap_or("")
+            "access denied for user `{user}` at {host}: check the password (--password-file or MYSQL_PWD) and that the user may connect from this host"
         ),
-        mysql_async::Error::Server(e) if e.code == 1236 => anyhow!(
-            "the server cannot send the binlog from the requested position: {} — the binlog there was probably purged (see SHOW BINARY LOGS and gtid_purged); start from `earliest` or a newer position, knowing that changes in between are lost",
+        mysql_async::Error::Server(e) if e.code == 1236 => Purged(format!(
+            "the server cannot send the binlog from the requested position: {} — the binlog there was probably purged (see SHOW BINARY LOGS and gtid_purged); the changes in between are lost. To go on anyway, move the position file away and start from `earliest` or a newer position",
             e.message
-        ),
+        ))
+        .into(),
         mysql_async::Error::Server(e) if e.code == 4052 || e.message.contains("same server_uuid/server_id") => anyhow!(
             "another replica is connected with the same server id: give each binlog-tail its own --server-id ({})",
             e.message
         ),
         mysql_async::Error::Server(e) if e.code == 1227 || e.code == 1044 => anyhow!(
-            "user `{}` lacks a privilege: {}. Grant it: GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO ...",
-            opts.user().unwrap_or(""),
+            "user `{user}` lacks a privilege: {}. Grant it: GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO ...",
             e.message
         ),
-        mysql_async::Error::Io(io) => anyhow!(
+        mysql_async::Error::Io(io) => Transient(anyhow!(
             "cannot connect to {host}: {io}. Is the server running and listening there? (--wait-for-server SECS waits for a server that is starting)"
-        ),
+        ))
+        .into(),
+        // The server shutting down or killing our connection, lost connections: try again.
+        mysql_async::Error::Server(e) if matches!(e.code, 1053 | 1927 | 2006 | 2013 | 1040 | 1203) => {
+            Transient(anyhow!("the server ended the connection: {}", e.message)).into()
+        }
+        mysql_async::Error::Driver(_) => Transient(anyhow!("connection to {host} failed: {err}")).into(),
         _ => anyhow!("{err}"),
     }
 }
 
-/// Reads the flavour and refuses servers whose binlog cannot give us rows.
-async fn check_server(conn: &mut Conn) -> Result<Flavor> {
-    let (version, log_bin, format): (String, i64, String) = conn
-        .query_first("SELECT @@version, @@log_bin, @@binlog_format")
+async fn flavor_of(conn: &mut Conn) -> Result<Flavor> {
+    let version: String = conn.query_first("SELECT @@version").await?.context("the server returned no version")?;
+    Ok(if version.contains("MariaDB") { Flavor::MariaDb } else { Flavor::MySql })
+}
+
+/// Refuses servers whose binlog cannot give us rows.
+async fn check_server(conn: &mut Conn) -> Result<()> {
+    let (log_bin, format): (i64, String) = conn
+        .query_first("SELECT @@log_bin, @@binlog_format")
         .await?
-        .context("the server returned no version")?;
-    let flavor = if version.contains("MariaDB") { Flavor::MariaDb } else { Flavor::MySql };
+        .context("the server returned no settings")?;
     if log_bin == 0 {
         bail!("binary logging is off on this server (log_bin=OFF): start it with --log-bin --binlog-format=ROW --binlog-row-image=FULL --binlog-row-metadata=FULL");
     }
     if !format.eq_ignore_ascii_case("ROW") {
         bail!("the server writes binlog_format={format}, so its binlog holds statements, not rows: set binlog_format=ROW (SET GLOBAL binlog_format=ROW and in the server config; sessions started before keep the old format)");
     }
-    Ok(flavor)
+    Ok(())
 }
 
-/// The file/position and GTID set to start from.
-async fn resolve_start(conn: &mut Conn, flavor: Flavor, start: &Start) -> Result<(String, u64, Option<GtidSet>)> {
+/// Where the stream starts, resolved against the server.
+struct StartAt {
+    file: String,
+    pos: u64,
+    /// The executed set before the first event (seeds the decoder's set).
+    gtids: Option<GtidSet>,
+    /// Ask the server for the events after `gtids` instead of at `file:pos`.
+    by_gtid: bool,
+}
+
+async fn resolve_start(conn: &mut Conn, flavor: Flavor, start: &Start) -> Result<StartAt> {
     let gtid_var = match flavor {
         Flavor::MariaDb => "@@gtid_binlog_pos",
         Flavor::MySql => "@@gtid_executed",
+    };
+    let same_flavor = |set: &GtidSet| {
+        matches!((flavor, set), (Flavor::MariaDb, GtidSet::MariaDb(_)) | (Flavor::MySql, GtidSet::MySql(_)))
     };
     Ok(match start {
         Start::Latest => {
             let (file, pos) = binlog_head(conn).await?;
             let gtids: Option<String> = conn.query_first(format!("SELECT {gtid_var}")).await.ok().flatten();
             let gtids = gtids.filter(|g| !g.trim().is_empty()).map(|g| GtidSet::parse(&g)).transpose()?;
-            (file, pos, gtids)
+            StartAt { file, pos, gtids, by_gtid: false }
         }
         Start::Earliest => {
             let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await?;
-            let first: String = logs
-                .first()
-                .and_then(|r| r.get(0))
-                .context("the server lists no binary logs")?;
-            (first, 4, None)
+            let first: String = logs.first().and_then(|r| r.get(0)).context("the server lists no binary logs")?;
+            StartAt { file: first, pos: 4, gtids: None, by_gtid: false }
         }
-        Start::FilePos(file, pos) => (file.clone(), *pos, None),
+        Start::FilePos(file, pos) => StartAt { file: file.clone(), pos: *pos, gtids: None, by_gtid: false },
         Start::Gtid(set) => {
-            match (flavor, set) {
-                (Flavor::MariaDb, GtidSet::MariaDb(_)) | (Flavor::MySql, GtidSet::MySql(_)) => {}
-                _ => bail!("--start {set} is a GTID of the other server flavour: this server is {flavor:?}"),
+            if !same_flavor(set) {
+                bail!("--start {set} is a GTID of the other server flavour: this server is {flavor:?}");
             }
-            (String::new(), 4, Some(set.clone()))
+            StartAt { file: String::new(), pos: 4, gtids: Some(set.clone()), by_gtid: true }
+        }
+        Start::Resume { file, offset, gtids } => {
+            let gtid_mode_on = match flavor {
+                Flavor::MariaDb => true,
+                Flavor::MySql => conn
+                    .query_first::<String, _>("SELECT @@gtid_mode")
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| m.eq_ignore_ascii_case("ON")),
+            };
+            let by_gtid = gtid_mode_on && gtids.as_ref().is_some_and(same_flavor);
+            StartAt { file: file.clone(), pos: *offset, gtids: gtids.clone(), by_gtid }
         }
     })
 }
@@ -233,20 +317,12 @@ async fn binlog_head(conn: &mut Conn) -> Result<(String, u64)> {
     Ok((file, pos))
 }
 
-async fn request_stream(
-    mut conn: Conn,
-    flavor: Flavor,
-    cfg: &ServerConfig,
-    file: &str,
-    pos: u64,
-    gtids: Option<&GtidSet>,
-) -> Result<mysql_async::BinlogStream> {
+async fn request_stream(mut conn: Conn, flavor: Flavor, cfg: &ServerConfig, at: &StartAt) -> Result<mysql_async::BinlogStream> {
     conn.query_drop(format!("SET @master_heartbeat_period = {}", cfg.heartbeat.as_nanos())).await?;
-    let by_gtid = matches!(cfg.start, Start::Gtid(_));
     if flavor == Flavor::MariaDb {
         // Without this MariaDB sends a MySQL 5.x-compatible stream that hides its GTIDs.
         conn.query_drop("SET @mariadb_slave_capability = 4").await?;
-        if let (true, Some(g)) = (by_gtid, gtids) {
+        if let (true, Some(g)) = (at.by_gtid, &at.gtids) {
             conn.query_drop(format!("SET @slave_connect_state = '{g}'")).await?;
             conn.query_drop("SET @slave_gtid_strict_mode = 1").await?;
         }
@@ -255,10 +331,10 @@ async fn request_stream(
     if !cfg.follow {
         request = request.with_non_blocking();
     }
-    if !by_gtid || flavor == Flavor::MariaDb {
-        request = request.with_filename(file.as_bytes()).with_pos(pos);
+    if !at.by_gtid || flavor == Flavor::MariaDb {
+        request = request.with_filename(at.file.as_bytes()).with_pos(at.pos);
     }
-    if let (Flavor::MySql, true, Some(GtidSet::MySql(set))) = (flavor, by_gtid, gtids) {
+    if let (Flavor::MySql, true, Some(GtidSet::MySql(set))) = (flavor, at.by_gtid, &at.gtids) {
         if set.ranges.keys().any(|(_, tag)| !tag.is_empty()) {
             bail!("starting from a tagged GTID set is not supported yet: start from FILE:POS or an untagged set");
         }
@@ -272,46 +348,31 @@ async fn request_stream(
         request = request.with_gtid().with_gtid_set(sids);
     }
     let opts = conn.opts().clone();
-    conn.get_binlog_stream(request).await.map_err(|e| explain(e, &opts))
+    conn.get_binlog_stream(request).await.map_err(|e| classify(e, &opts))
 }
 
 /// Moves events from the connection into the channel until the stream ends or fails.
-async fn pump(mut stream: mysql_async::BinlogStream, tx: mpsc::Sender<Result<OwnedEvent>>, timeout: Duration) {
+async fn pump(
+    mut stream: mysql_async::BinlogStream,
+    tx: mpsc::Sender<Result<OwnedEvent>>,
+    timeout: Duration,
+    follow: bool,
+    opts: Opts,
+) {
     loop {
-        let next = match tokio::time::timeout(timeout, stream.next()).await {
-            Ok(next) => next,
-            Err(_) => {
-                let _ = tx
-                    .send(Err(anyhow!("no event and no heartbeat from the server for {timeout:?}: the connection is dead")))
-                    .await;
-                return;
-            }
-        };
-        let item = match next {
-            None => return,
-            Some(Err(e)) => {
-                let msg = match &e {
-                    mysql_async::Error::Server(s) if s.code == 1236 => anyhow!(
-                        "the server cannot send the binlog from the requested position: {} — it was probably purged (see SHOW BINARY LOGS and gtid_purged); start from `earliest` or a newer position, knowing that changes in between are lost",
-                        s.message
-                    ),
-                    mysql_async::Error::Server(s) if s.code == 4052 => anyhow!(
-                        "another replica is connected with the same server id: give each binlog-tail its own --server-id ({})",
-                        s.message
-                    ),
-                    _ => anyhow!("replication stream failed: {e}"),
-                };
-                let _ = tx.send(Err(msg)).await;
-                return;
-            }
-            Some(Ok(event)) => {
-                // mysql_async also yields the events inside a compressed transaction payload
-                // (marked by a disabled checksum); the decoder unpacks payloads itself.
-                if !event.footer().get_checksum_enabled() {
-                    continue;
-                }
-                verified(&event)
-            }
+        let item = match tokio::time::timeout(timeout, stream.next()).await {
+            Err(_) => Err(Transient(anyhow!(
+                "no event and no heartbeat from the server for {timeout:?}: the connection is dead"
+            ))
+            .into()),
+            // A tailing stream never ends by itself: the server closed it (shutdown, KILL).
+            Ok(None) if follow => Err(Transient(anyhow!("the server closed the replication stream")).into()),
+            Ok(None) => return,
+            Ok(Some(Err(e))) => Err(classify(e, &opts).context("replication stream failed")),
+            // mysql_async also yields the events inside a compressed transaction payload
+            // (marked by a disabled checksum); the decoder unpacks payloads itself.
+            Ok(Some(Ok(event))) if !event.footer().get_checksum_enabled() => continue,
+            Ok(Some(Ok(event))) => verified(&event),
         };
         let failed = item.is_err();
         if tx.send(item).await.is_err() || failed {

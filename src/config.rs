@@ -1,0 +1,132 @@
+//! The TOML config file of `stream`, merged under flags and environment variables.
+//!
+//! Invariants: unknown keys are an error (a typo must not silently fall back to a default), and
+//! every value is validated the same way whether it came from a flag, the environment or the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::cli::{ServerArgs, SinkKind, StreamArgs};
+use crate::source::server::ServerConfig;
+use crate::source::Start;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub url: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub server_id: Option<u32>,
+    pub start: Option<String>,
+    pub heartbeat: Option<f64>,
+    pub wait_for_server: Option<f64>,
+    pub position_file: Option<PathBuf>,
+    pub sink: Option<SinkKind>,
+    pub checkpoint_every: Option<u64>,
+    pub checkpoint_interval: Option<f64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("bad config file {}", path.display()))
+    }
+}
+
+/// Everything `stream` runs with, after merging.
+#[derive(Debug)]
+pub struct StreamSettings {
+    pub server: ServerConfig,
+    pub start: Option<Start>,
+    pub position_file: PathBuf,
+    pub sink: SinkKind,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Duration,
+}
+
+impl StreamSettings {
+    pub fn resolve(args: StreamArgs) -> Result<StreamSettings> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let start = match (args.server.start.clone(), &file.start) {
+            (Some(s), _) => Some(s),
+            (None, Some(s)) => Some(s.parse().context("bad `start` in the config file")?),
+            (None, None) => None,
+        };
+        let merged = ServerArgs {
+            url: args.server.url.or(file.url),
+            password_file: args.server.password_file.or(file.password_file),
+            server_id: args.server.server_id.or(file.server_id),
+            start: None,
+            heartbeat: args.server.heartbeat.or(file.heartbeat),
+            wait_for_server: args.server.wait_for_server.or(file.wait_for_server),
+        };
+        let position_file = args
+            .position_file
+            .or(file.position_file)
+            .context("give --position-file PATH (or position_file in --config): it is where streaming resumes after a restart")?;
+        Ok(StreamSettings {
+            server: server_config(&merged, true)?,
+            start,
+            position_file,
+            sink: args.sink.or(file.sink).unwrap_or(SinkKind::Stdout),
+            checkpoint_every: args.checkpoint_every.or(file.checkpoint_every).unwrap_or(1000).max(1),
+            checkpoint_interval: seconds(args.checkpoint_interval.or(file.checkpoint_interval).unwrap_or(1.0), "checkpoint interval")?,
+        })
+    }
+}
+
+/// The connection settings shared by every subcommand.
+pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
+    let url = args
+        .url
+        .clone()
+        .context("give --url mysql://USER@HOST:PORT to read from a server (or, for dump, --file PATH... to read binlog files)")?;
+    let password = match &args.password_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --password-file {}", path.display()))?;
+            Some(text.lines().next().unwrap_or_default().to_string())
+        }
+        None => std::env::var("MYSQL_PWD").ok(),
+    };
+    Ok(ServerConfig {
+        url,
+        password,
+        server_id: args.server_id.unwrap_or_else(random_server_id),
+        follow,
+        heartbeat: seconds(args.heartbeat.unwrap_or(10.0), "heartbeat")?.max(Duration::from_millis(100)),
+        wait_for_server: seconds(args.wait_for_server.unwrap_or(0.0), "wait-for-server")?,
+    })
+}
+
+fn seconds(secs: f64, what: &str) -> Result<Duration> {
+    if !(0.0..=86_400.0 * 365.0).contains(&secs) {
+        bail!("{what} of {secs} seconds is out of range");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A replica id unlikely to collide with real replicas (which use small ids) or with another
+/// binlog-tail: servers refuse a second replica with the same id.
+fn random_server_id() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    0x4000_0000 | (RandomState::new().hash_one(std::process::id()) as u32 & 0x3fff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<FileConfig>("url = 'mysql://a@b:1'\nposition_fle = 'x'").unwrap_err();
+        assert!(err.to_string().contains("position_fle"), "{err}");
+        let ok: FileConfig = toml::from_str("url = 'mysql://a@b:1'\nsink = 'stdout'\ncheckpoint_every = 5").unwrap();
+        assert_eq!(ok.checkpoint_every, Some(5));
+    }
+}
