@@ -179,6 +179,17 @@ impl<'a> Checkpointing<'a> {
         self.server = Some((flavor, identity));
     }
 
+    /// Makes `resume` the position when nothing was delivered or saved yet, and saves it: a
+    /// restart then continues from here instead of re-resolving `--start` (for `latest`, that
+    /// would skip what was written while the tool was down).
+    pub fn begin_at(&mut self, resume: Resume) -> Result<()> {
+        if self.last_commit.is_none() && self.saved.is_none() {
+            self.last_commit = Some(resume);
+            self.save()?;
+        }
+        Ok(())
+    }
+
     pub fn last_commit(&self) -> Option<&Resume> {
         self.last_commit.as_ref()
     }

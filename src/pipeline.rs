@@ -81,6 +81,7 @@ pub fn stream(args: StreamArgs) -> Result<()> {
         }
         failures = 0;
         sink.set_server(source.flavor, source.identity.clone());
+        sink.begin_at(source.start.clone())?;
         let mut decoder = server_decoder(&rt, &settings.server, &source, None)?;
         let result = run(&mut source, &mut decoder, &mut sink, &shutdown);
         drop(source);

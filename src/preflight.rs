@@ -37,7 +37,7 @@ impl fmt::Display for Check {
             Status::Warn => "WARN",
             Status::Fail => "FAIL",
         };
-        write!(f, "{tag}  {:<18} {}", self.name, self.detail)?;
+        write!(f, "{tag}  {:<20} {}", self.name, self.detail)?;
         if let Some(fix) = &self.fix {
             write!(f, "\n      fix: {fix}")?;
         }

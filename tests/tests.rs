@@ -7,5 +7,6 @@ mod bad_input;
 mod files;
 mod mysql_files;
 mod server;
+mod stream;
 mod transactions;
 mod types;

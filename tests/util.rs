@@ -95,9 +95,15 @@ impl MariaDb {
 
     /// A server of its own, with extra mariadbd options.
     pub fn start(extra: &[&str]) -> MariaDb {
+        Self::start_with_env(&[], extra)
+    }
+
+    /// A server of its own; `env` goes to scripts/mariadb-start (e.g. SERVER_ID).
+    pub fn start_with_env(env: &[(&str, &str)], extra: &[&str]) -> MariaDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let out = Command::new(root().join("scripts/mariadb-start"))
+            .envs(env.iter().copied())
             .arg(dir.path().join("data"))
             .arg(port.to_string())
             .arg("--owner-pid")
@@ -120,19 +126,7 @@ impl MariaDb {
 
     /// Runs SQL as the admin user; returns tab-separated output without headers.
     pub fn sql(&self, sql: &str) -> String {
-        let mut child = Command::new("mariadb")
-            .args(["--no-defaults", "--default-character-set=utf8mb4", "-h127.0.0.1", "-uadmin", "-padminpass", "-N", "-B"])
-            .arg(format!("-P{}", self.port))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run the mariadb client (scripts/install-deps installs it)");
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "SQL failed: {}\n{sql}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim_end().to_string()
+        sql_at(self.port, sql)
     }
 
     /// A fresh database for one test, and the GTID position before it was created.
@@ -178,6 +172,23 @@ impl Drop for MariaDb {
     }
 }
 
+/// Runs SQL as the admin user of the server on `port` (through Debian's mariadb client).
+pub fn sql_at(port: u16, sql: &str) -> String {
+    let mut child = Command::new("mariadb")
+        .args(["--no-defaults", "--default-character-set=utf8mb4", "-h127.0.0.1", "-uadmin", "-padminpass", "-N", "-B"])
+        .arg(format!("-P{port}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the mariadb client (scripts/install-deps installs it)");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "SQL failed: {}\n{}", String::from_utf8_lossy(&out.stderr), &sql[..sql.len().min(2000)]);
+    String::from_utf8(out.stdout).unwrap().trim_end().to_string()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -200,4 +211,110 @@ pub fn line_channel(stdout: std::process::ChildStdout) -> impl Iterator<Item = S
         }
     });
     std::iter::from_fn(move || rx.recv_timeout(std::time::Duration::from_secs(30)).ok())
+}
+
+impl MariaDb {
+    /// Stops the server (as a crash would, without a clean shutdown) and starts it again on the
+    /// same data and port.
+    pub fn restart(&self, extra: &[&str]) {
+        let data = self.dir.path().join("data");
+        let pid = std::fs::read_to_string(data.join("mysqld.pid")).unwrap();
+        Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
+        while Command::new("kill").args(["-0", pid.trim()]).stderr(Stdio::null()).status().unwrap().success() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = Command::new(root().join("scripts/mariadb-start"))
+            .arg(&data)
+            .arg(self.port.to_string())
+            .arg("--owner-pid")
+            .arg(std::process::id().to_string())
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "restart failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// A `binlog-tail stream` process writing to files in `dir`.
+pub struct Stream {
+    pub child: std::process::Child,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Stream {
+    pub fn start(server: &MariaDb, position: &Path, dir: &Path, n: usize, extra: &[&str]) -> Stream {
+        let stdout = dir.join(format!("out.{n}.jsonl"));
+        let stderr = dir.join(format!("err.{n}.log"));
+        let child = binlog_tail()
+            .args(["stream", "--url", &server.url(), "--sink", "stdout", "--position-file"])
+            .arg(position)
+            .args(extra)
+            .env("MYSQL_PWD", "replpass")
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Stream { child, stdout, stderr }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        self.wait()
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "binlog-tail did not exit: {}", self.log());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+/// Every event line in the files; a torn last line (SIGKILL mid-write) is not an event.
+pub fn read_events(files: &[PathBuf]) -> Vec<Event> {
+    let mut all = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        for line in text.lines() {
+            if let Ok(e) = serde_json::from_str::<Event>(line) {
+                all.push(e);
+            } else {
+                assert!(!text.ends_with('\n') && text.ends_with(line), "bad line in {}: {line}", f.display());
+            }
+        }
+    }
+    all
+}
+
+/// The identity of an inserted row: (table, primary key).
+pub fn row_key(e: &Event) -> (String, String) {
+    (e.table.clone(), serde_json::to_string(&e.pk).unwrap())
+}
+
+/// Waits until `files` hold at least `n` distinct rows of `db`; returns all its events.
+pub fn wait_for_rows(files: &[PathBuf], db: &str, n: usize) -> Vec<Event> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let ev = in_db(read_events(files), db);
+        let distinct: std::collections::HashSet<_> = ev.iter().map(row_key).collect();
+        if distinct.len() >= n || std::time::Instant::now() > deadline {
+            return ev;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -6,6 +6,7 @@
 //! decoding thread through a bounded channel, so a slow sink slows reading instead of growing
 //! memory.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -23,7 +24,7 @@ use super::frame::{Header, RawEvent};
 use super::Start;
 use crate::checkpoint::{Position, ServerIdentity};
 use crate::decode::table::ColumnInfo;
-use crate::decode::{Flavor, SchemaLookup};
+use crate::decode::{Flavor, Resume, SchemaLookup};
 use crate::error::{Purged, Transient};
 use crate::gtid::GtidSet;
 use crate::preflight::{self, Check, Status};
@@ -78,6 +79,8 @@ pub struct ServerSource {
     pub start_gtids: Option<GtidSet>,
     /// The stream was requested by GTID set rather than file and offset.
     pub resumed_by_gtid: bool,
+    /// Where the stream starts, as a position to resume from.
+    pub start: Resume,
 }
 
 impl ServerSource {
@@ -118,7 +121,8 @@ impl ServerSource {
             let stream = request_stream(conn, flavor, cfg, &at).await?;
             let (tx, rx) = mpsc::channel(1024);
             tokio::spawn(pump(stream, tx, cfg.heartbeat * 3, cfg.follow, opts.clone()));
-            Ok(ServerSource { rx, rt: rt.clone(), flavor, identity, resumed_by_gtid: at.by_gtid, start_gtids: at.gtids })
+            let start = Resume { file: Arc::from(at.file.as_str()), offset: at.pos, gtids: at.gtids.clone() };
+            Ok(ServerSource { rx, rt: rt.clone(), flavor, identity, resumed_by_gtid: at.by_gtid, start_gtids: at.gtids, start })
         })
     }
 }

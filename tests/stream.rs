@@ -1,0 +1,291 @@
+//! `binlog-tail stream`: every committed row delivered across SIGTERM, SIGKILL, dropped
+//! connections, server restarts and failover; clear refusals when that promise cannot hold.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::util::{read_events, row_key, wait_for_rows, Event, MariaDb, Stream};
+
+/// `txs` transactions over three tables, each inserting 1-3 rows with increasing ids.
+fn workload(db: &str, txs: usize) -> (String, usize) {
+    let mut sql = String::new();
+    let mut rows = 0;
+    let mut next_id = [1u64; 3];
+    for i in 0..txs {
+        sql.push_str("START TRANSACTION;\n");
+        for r in 0..(1 + i % 3) {
+            let t = (i + r) % 3;
+            sql.push_str(&format!("INSERT INTO {db}.t{t} VALUES ({}, 'tx {i} row {r}');\n", next_id[t]));
+            next_id[t] += 1;
+            rows += 1;
+        }
+        sql.push_str("COMMIT;\n");
+    }
+    (sql, rows)
+}
+
+fn create_tables(server: &MariaDb, db: &str) {
+    server.sql(&format!(
+        "CREATE DATABASE {db};
+         CREATE TABLE {db}.t0 (id BIGINT PRIMARY KEY, v VARCHAR(40));
+         CREATE TABLE {db}.t1 (id BIGINT PRIMARY KEY, v VARCHAR(40));
+         CREATE TABLE {db}.t2 (id BIGINT PRIMARY KEY, v VARCHAR(40));"
+    ));
+}
+
+/// Asserts every row is present and per-table order holds; returns the number of duplicates.
+fn verify(events: &[Event], expected_rows: usize) -> usize {
+    let mut seen = HashSet::new();
+    let mut last_id: HashMap<String, i64> = HashMap::new();
+    let mut duplicates = 0;
+    for e in events {
+        let id = e.after.as_ref().unwrap()["id"].as_i64().unwrap();
+        if !seen.insert(row_key(e)) {
+            duplicates += 1;
+            continue;
+        }
+        let last = last_id.entry(e.table.clone()).or_insert(0);
+        assert!(id > *last, "{}: id {id} first delivered after {last}: commit order broken", e.table);
+        *last = id;
+    }
+    assert_eq!(seen.len(), expected_rows, "committed rows missing from the output");
+    duplicates
+}
+
+#[test]
+fn sigterm_then_restart_delivers_every_row_exactly_once() {
+    let server = MariaDb::start(&[]);
+    create_tables(&server, "r");
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let (sql, rows) = workload("r", 6000);
+
+    let first = Stream::start(&server, &position, dir.path(), 0, &["--start", "earliest"]);
+    let writer = {
+        let port = server.port;
+        std::thread::spawn(move || crate::util::sql_at(port, &sql))
+    };
+    wait_for_rows(&[first.stdout.clone()], "r", 50);
+    let status = first.stop();
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+    writer.join().unwrap();
+
+    let files: Vec<PathBuf> = (0..2).map(|n| dir.path().join(format!("out.{n}.jsonl"))).collect();
+    let delivered_before = crate::util::in_db(read_events(&files[..1]), "r").len();
+    assert!(delivered_before > 0 && delivered_before < rows, "stopped mid-workload: {delivered_before} of {rows}");
+    let second = Stream::start(&server, &position, dir.path(), 1, &[]);
+    let events = wait_for_rows(&files, "r", rows);
+    assert!(second.stop().success());
+    assert_eq!(verify(&events, rows), 0, "a clean stop and restart duplicates nothing");
+    assert!(events.last().unwrap().commit);
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing() {
+    let server = MariaDb::start(&[]);
+    create_tables(&server, "crash");
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let (sql, rows) = workload("crash", 10_000);
+    // Written in 40 batches with pauses, so the kills land while rows are streaming.
+    let writer = {
+        let port = server.port;
+        let batches: Vec<String> = sql.split_inclusive("COMMIT;\n").collect::<Vec<_>>().chunks(250).map(|c| c.concat()).collect();
+        std::thread::spawn(move || {
+            for batch in batches {
+                crate::util::sql_at(port, &batch);
+                std::thread::sleep(Duration::from_millis(120));
+            }
+        })
+    };
+    let mut seed = 0x2545f4914f6cdd1du64;
+    let mut files = Vec::new();
+    let kills = 24;
+    for n in 0..kills {
+        let extra: &[&str] = if n == 0 { &["--start", "earliest", "--checkpoint-every", "50"] } else { &["--checkpoint-every", "50"] };
+        let mut run = Stream::start(&server, &position, dir.path(), n, extra);
+        files.push(run.stdout.clone());
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(80 + seed % 400));
+        run.signal("-KILL");
+        run.wait();
+    }
+    writer.join().unwrap();
+    let last = Stream::start(&server, &position, dir.path(), kills, &[]);
+    files.push(last.stdout.clone());
+    let events = wait_for_rows(&files, "crash", rows);
+    let log = last.log();
+    assert!(last.stop().success(), "{log}");
+    let duplicates = verify(&events, rows);
+    let busy_runs = files[..kills].iter().filter(|f| !crate::util::in_db(read_events(&[f.to_path_buf()]), "crash").is_empty()).count();
+    eprintln!(
+        "crash test: {rows} rows in 10000 transactions, {kills} SIGKILLs ({busy_runs} while delivering), 0 lost, {duplicates} duplicates"
+    );
+    assert!(busy_runs >= 15, "most kills should hit a streaming process: {busy_runs}");
+    // Duplicates come only from the window after the last checkpoint: at most 50 transactions of
+    // at most 3 rows per kill.
+    assert!(duplicates <= kills * 150, "{duplicates} duplicates exceed the unacknowledged windows");
+}
+
+#[test]
+fn killed_connection_and_server_restart_resume_by_themselves() {
+    let server = MariaDb::start(&[]);
+    server.sql("CREATE DATABASE k; CREATE TABLE k.t (id INT PRIMARY KEY);");
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let stream = Stream::start(&server, &position, dir.path(), 0, &["--start", "earliest", "--heartbeat", "1"]);
+    let files = vec![stream.stdout.clone()];
+    server.sql("INSERT INTO k.t VALUES (1), (2);");
+    wait_for_rows(&files, "k", 2);
+
+    let dump_threads = server.sql("SELECT id FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'");
+    assert!(!dump_threads.is_empty(), "binlog-tail is connected as a replica");
+    for id in dump_threads.lines() {
+        server.sql(&format!("KILL CONNECTION {id}"));
+    }
+    server.sql("INSERT INTO k.t VALUES (3);");
+    assert_eq!(wait_for_rows(&files, "k", 3).len(), 3, "resumed after KILL CONNECTION: {}", stream.log());
+
+    server.restart(&[]);
+    server.sql("INSERT INTO k.t VALUES (4);");
+    let events = wait_for_rows(&files, "k", 4);
+    let log = stream.log();
+    assert!(stream.stop().success(), "{log}");
+    assert_eq!(verify(&events, 4), 0, "{log}");
+    assert!(log.contains("reconnecting"), "each reconnect attempt is logged: {log}");
+}
+
+#[test]
+fn purged_binlog_is_a_distinct_fatal_error() {
+    let server = MariaDb::start(&[]);
+    server.sql("CREATE DATABASE p; CREATE TABLE p.t (id INT PRIMARY KEY); INSERT INTO p.t VALUES (1);");
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let first = Stream::start(&server, &position, dir.path(), 0, &["--start", "earliest"]);
+    wait_for_rows(&[first.stdout.clone()], "p", 1);
+    assert!(first.stop().success());
+    let saved = std::fs::read(&position).unwrap();
+
+    server.sql("INSERT INTO p.t VALUES (2); FLUSH BINARY LOGS; INSERT INTO p.t VALUES (3); FLUSH BINARY LOGS;");
+    let newest = server.sql("SHOW MASTER STATUS").split('\t').next().unwrap().to_string();
+    // MariaDB keeps a binlog until its binlog checkpoint has moved on: purge until it is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        server.sql(&format!("PURGE BINARY LOGS TO '{newest}'"));
+        if server.sql("SHOW BINARY LOGS").lines().count() == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "could not purge: {}", server.sql("SHOW BINARY LOGS"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let mut second = Stream::start(&server, &position, dir.path(), 1, &[]);
+    let status = second.wait();
+    let log = second.log();
+    assert_eq!(status.code(), Some(3), "purged binlog exits with 3: {log}");
+    assert!(log.contains("purged") && log.contains("lost"), "{log}");
+    assert_eq!(std::fs::read(&position).unwrap(), saved, "the position file is unchanged");
+}
+
+#[test]
+fn corrupt_and_locked_position_files_are_refused() {
+    let server = MariaDb::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    std::fs::write(&position, b"{\"version\":1,\"flavor\":\"mariadb\",").unwrap();
+    let mut run = Stream::start(server, &position, dir.path(), 0, &[]);
+    assert_eq!(run.wait().code(), Some(1));
+    assert!(run.log().contains("is corrupt"), "{}", run.log());
+    assert_eq!(std::fs::read(&position).unwrap(), b"{\"version\":1,\"flavor\":\"mariadb\",");
+
+    let position = dir.path().join("locked.json");
+    let holder = Stream::start(server, &position, dir.path(), 1, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut second = Stream::start(server, &position, dir.path(), 2, &[]);
+    assert_eq!(second.wait().code(), Some(1));
+    assert!(second.log().contains("another binlog-tail is using the position file"), "{}", second.log());
+    assert!(holder.stop().success());
+}
+
+#[test]
+fn a_server_without_row_binlogs_is_refused_before_anything_is_written() {
+    let server = MariaDb::start(&["--binlog-format=STATEMENT"]);
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let mut run = Stream::start(&server, &position, dir.path(), 0, &[]);
+    assert_eq!(run.wait().code(), Some(1));
+    assert!(run.log().contains("binlog_format"), "{}", run.log());
+    assert!(!position.exists(), "no position file is written");
+}
+
+#[test]
+fn check_tells_what_to_change() {
+    let server = MariaDb::start(&[
+        "--binlog-format=STATEMENT",
+        "--binlog-row-image=MINIMAL",
+        "--binlog-row-metadata=MINIMAL",
+        "--gtid-strict-mode=OFF",
+    ]);
+    let out = crate::util::binlog_tail()
+        .args(["check", "--url", &server.url()])
+        .env("MYSQL_PWD", "replpass")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for expected in [
+        "PASS  log_bin",
+        "FAIL  binlog_format        STATEMENT",
+        "fix: SET GLOBAL binlog_format=ROW",
+        "WARN  binlog_row_image     MINIMAL",
+        "fix: SET GLOBAL binlog_row_image=FULL",
+        "WARN  binlog_row_metadata  MINIMAL",
+        "WARN  gtid_strict_mode",
+        "PASS  privileges",
+        "2 passed, 1 failed, 3 warnings",
+    ] {
+        assert!(stdout.contains(expected), "missing `{expected}` in:\n{stdout}");
+    }
+    let good = crate::util::binlog_tail()
+        .args(["check", "--url", &MariaDb::shared().url()])
+        .env("MYSQL_PWD", "replpass")
+        .output()
+        .unwrap();
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stdout));
+}
+
+#[test]
+fn failover_to_a_replica_resumes_by_gtid() {
+    let primary = MariaDb::start(&[]);
+    let replica = MariaDb::start_with_env(&[("SERVER_ID", "2")], &["--log-slave-updates"]);
+    replica.sql(&format!(
+        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='repl', MASTER_PASSWORD='replpass', MASTER_USE_GTID=slave_pos; START SLAVE;",
+        primary.port
+    ));
+    primary.sql("CREATE DATABASE f; CREATE TABLE f.t (id INT PRIMARY KEY); INSERT INTO f.t VALUES (1), (2);");
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let first = Stream::start(&primary, &position, dir.path(), 0, &["--start", "earliest"]);
+    wait_for_rows(&[first.stdout.clone()], "f", 2);
+    assert!(first.stop().success());
+
+    primary.sql("INSERT INTO f.t VALUES (3); INSERT INTO f.t VALUES (4);");
+    let target = primary.gtid_pos();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while replica.sql("SELECT @@gtid_slave_pos") != target {
+        assert!(std::time::Instant::now() < deadline, "replica did not catch up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(primary); // the primary is gone
+
+    let second = Stream::start(&replica, &position, dir.path(), 1, &[]);
+    let files = vec![dir.path().join("out.0.jsonl"), second.stdout.clone()];
+    let events = wait_for_rows(&files, "f", 4);
+    let log = second.log();
+    assert!(second.stop().success(), "{log}");
+    assert_eq!(verify(&crate::util::in_db(events, "f"), 4), 0, "{log}");
+    assert!(log.contains("failover"), "the server change is reported: {log}");
+}
