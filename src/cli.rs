@@ -65,6 +65,17 @@ pub struct StreamArgs {
     /// Save the position at least this often, in seconds, while transactions arrive [default: 1].
     #[arg(long, env = "BINLOG_TAIL_CHECKPOINT_INTERVAL")]
     pub checkpoint_interval: Option<f64>,
+    /// How to resume a saved position: `gtid` where the server has GTIDs (survives failover),
+    /// else `file` offsets; `file` always uses file and offset [default: gtid].
+    #[arg(long, value_enum, env = "BINLOG_TAIL_RESUME_BY")]
+    pub resume_by: Option<ResumeBy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResumeBy {
+    Gtid,
+    File,
 }
 
 #[derive(Debug, Args)]

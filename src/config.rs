@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{ServerArgs, SinkKind, StreamArgs};
+use crate::cli::{ResumeBy, ServerArgs, SinkKind, StreamArgs};
 use crate::source::server::ServerConfig;
 use crate::source::Start;
 
@@ -26,6 +26,7 @@ pub struct FileConfig {
     pub sink: Option<SinkKind>,
     pub checkpoint_every: Option<u64>,
     pub checkpoint_interval: Option<f64>,
+    pub resume_by: Option<ResumeBy>,
 }
 
 impl FileConfig {
@@ -69,8 +70,10 @@ impl StreamSettings {
             .position_file
             .or(file.position_file)
             .context("give --position-file PATH (or position_file in --config): it is where streaming resumes after a restart")?;
+        let mut server = server_config(&merged, true)?;
+        server.resume_by_gtid = args.resume_by.or(file.resume_by).unwrap_or(ResumeBy::Gtid) == ResumeBy::Gtid;
         Ok(StreamSettings {
-            server: server_config(&merged, true)?,
+            server,
             start,
             position_file,
             sink: args.sink.or(file.sink).unwrap_or(SinkKind::Stdout),
@@ -101,6 +104,7 @@ pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
         follow,
         heartbeat: seconds(args.heartbeat.unwrap_or(10.0), "heartbeat")?.max(Duration::from_millis(100)),
         wait_for_server: seconds(args.wait_for_server.unwrap_or(0.0), "wait-for-server")?,
+        resume_by_gtid: true,
     })
 }
 

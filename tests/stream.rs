@@ -82,7 +82,17 @@ fn sigterm_then_restart_delivers_every_row_exactly_once() {
 }
 
 #[test]
-fn sigkill_at_random_moments_loses_nothing() {
+fn sigkill_at_random_moments_loses_nothing_resuming_by_gtid() {
+    crash_test("gtid");
+}
+
+/// The path MySQL's default (gtid_mode=OFF) takes: positions are file and offset.
+#[test]
+fn sigkill_at_random_moments_loses_nothing_resuming_by_file_offset() {
+    crash_test("file");
+}
+
+fn crash_test(resume_by: &str) {
     let server = MariaDb::start(&[]);
     create_tables(&server, "crash");
     let dir = tempfile::tempdir().unwrap();
@@ -103,8 +113,11 @@ fn sigkill_at_random_moments_loses_nothing() {
     let mut files = Vec::new();
     let kills = 24;
     for n in 0..kills {
-        let extra: &[&str] = if n == 0 { &["--start", "earliest", "--checkpoint-every", "50"] } else { &["--checkpoint-every", "50"] };
-        let mut run = Stream::start(&server, &position, dir.path(), n, extra);
+        let mut extra = vec!["--checkpoint-every", "50", "--resume-by", resume_by];
+        if n == 0 {
+            extra.extend(["--start", "earliest"]);
+        }
+        let mut run = Stream::start(&server, &position, dir.path(), n, &extra);
         files.push(run.stdout.clone());
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -114,7 +127,7 @@ fn sigkill_at_random_moments_loses_nothing() {
         run.wait();
     }
     writer.join().unwrap();
-    let last = Stream::start(&server, &position, dir.path(), kills, &[]);
+    let last = Stream::start(&server, &position, dir.path(), kills, &["--resume-by", resume_by]);
     files.push(last.stdout.clone());
     let events = wait_for_rows(&files, "crash", rows);
     let log = last.log();
@@ -122,7 +135,7 @@ fn sigkill_at_random_moments_loses_nothing() {
     let duplicates = verify(&events, rows);
     let busy_runs = files[..kills].iter().filter(|f| !crate::util::in_db(read_events(&[f.to_path_buf()]), "crash").is_empty()).count();
     eprintln!(
-        "crash test: {rows} rows in 10000 transactions, {kills} SIGKILLs ({busy_runs} while delivering), 0 lost, {duplicates} duplicates"
+        "crash test (resume by {resume_by}): {rows} rows in 10000 transactions, {kills} SIGKILLs ({busy_runs} while delivering), 0 lost, {duplicates} duplicates"
     );
     assert!(busy_runs >= 15, "most kills should hit a streaming process: {busy_runs}");
     // Duplicates come only from the window after the last checkpoint: at most 50 transactions of
@@ -288,4 +301,113 @@ fn failover_to_a_replica_resumes_by_gtid() {
     assert!(second.stop().success(), "{log}");
     assert_eq!(verify(&crate::util::in_db(events, "f"), 4), 0, "{log}");
     assert!(log.contains("failover"), "the server change is reported: {log}");
+}
+
+#[test]
+fn a_silent_dead_connection_is_noticed_by_missed_heartbeats() {
+    let server = MariaDb::start(&[]);
+    server.sql("CREATE DATABASE h; CREATE TABLE h.t (id INT PRIMARY KEY); INSERT INTO h.t VALUES (1);");
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let stream = Stream::start(&server, &position, dir.path(), 0, &["--start", "earliest", "--heartbeat", "0.5"]);
+    let files = vec![stream.stdout.clone()];
+    wait_for_rows(&files, "h", 1);
+    // A frozen server keeps the TCP connection open but sends nothing, not even heartbeats.
+    let pid = std::fs::read_to_string(server.dir.path().join("data/mysqld.pid")).unwrap();
+    std::process::Command::new("kill").args(["-STOP", pid.trim()]).status().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    std::process::Command::new("kill").args(["-CONT", pid.trim()]).status().unwrap();
+    server.sql("INSERT INTO h.t VALUES (2);");
+    let events = wait_for_rows(&files, "h", 2);
+    let log = stream.log();
+    assert!(stream.stop().success(), "{log}");
+    assert_eq!(verify(&events, 2), 0);
+    assert!(log.contains("no event and no heartbeat"), "{log}");
+}
+
+#[test]
+fn wait_for_server_rides_out_a_server_that_is_still_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = dir.path().join("out.jsonl");
+    let mut child = crate::util::binlog_tail()
+        .args(["dump", "--stdout", "--start", "earliest", "--wait-for-server", "60"])
+        .args(["--url", &format!("mysql://repl@127.0.0.1:{port}")])
+        .env("MYSQL_PWD", "replpass")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(child.try_wait().unwrap().is_none(), "still waiting for the server");
+    let server = MariaDb::start_on_port(port);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "dump connected once the server was up");
+    drop(server);
+}
+
+#[test]
+fn a_file_offset_position_is_refused_on_another_server() {
+    let first = MariaDb::start(&[]);
+    let other = MariaDb::start_with_env(&[("SERVER_ID", "7")], &[]);
+    first.sql("CREATE DATABASE o; CREATE TABLE o.t (id INT PRIMARY KEY); INSERT INTO o.t VALUES (1);");
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let run = Stream::start(&first, &position, dir.path(), 0, &["--start", "earliest", "--resume-by", "file"]);
+    wait_for_rows(&[run.stdout.clone()], "o", 1);
+    assert!(run.stop().success());
+    let saved = std::fs::read(&position).unwrap();
+    let mut moved = Stream::start(&other, &position, dir.path(), 1, &["--resume-by", "file"]);
+    assert_eq!(moved.wait().code(), Some(1));
+    assert!(moved.log().contains("file offsets do not carry over between servers"), "{}", moved.log());
+    assert_eq!(std::fs::read(&position).unwrap(), saved);
+}
+
+#[test]
+fn config_file_flags_and_environment_in_that_order() {
+    let server = MariaDb::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("binlog-tail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "url = 'mysql://repl@127.0.0.1:1'\nposition_file = '{}'\ncheckpoint_every = 10\nresume_by = 'gtid'\n",
+            dir.path().join("from-config.json").display()
+        ),
+    )
+    .unwrap();
+    let run = |env: &[(&str, &str)], args: &[&str], expect: &std::path::Path| {
+        let mut child = crate::util::binlog_tail()
+            .args(["stream", "--config"])
+            .arg(&config)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("MYSQL_PWD", "replpass")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !expect.exists() {
+            assert!(std::time::Instant::now() < deadline, "no position file at {}", expect.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    // The flag's URL beats the environment's (port 2) and the file's (port 1); the position file
+    // comes from the config file.
+    run(&[("BINLOG_TAIL_URL", "mysql://repl@127.0.0.1:2")], &["--url", &server.url()], &dir.path().join("from-config.json"));
+    // The environment beats the file, for the URL and for the position file.
+    let env_position = dir.path().join("from-env.json");
+    run(
+        &[("BINLOG_TAIL_URL", &server.url()), ("BINLOG_TAIL_POSITION_FILE", env_position.to_str().unwrap())],
+        &[],
+        &env_position,
+    );
+
+    std::fs::write(&config, "url = 'mysql://repl@127.0.0.1:1'\nposition_fle = 'typo'\n").unwrap();
+    let out = crate::util::binlog_tail().args(["stream", "--config"]).arg(&config).output().unwrap();
+    let err = crate::util::failure(&out);
+    assert!(err.contains("position_fle"), "unknown keys are rejected: {err}");
 }

@@ -100,8 +100,16 @@ impl MariaDb {
 
     /// A server of its own; `env` goes to scripts/mariadb-start (e.g. SERVER_ID).
     pub fn start_with_env(env: &[(&str, &str)], extra: &[&str]) -> MariaDb {
+        Self::launch(free_port(), env, extra)
+    }
+
+    /// A server of its own on the given port.
+    pub fn start_on_port(port: u16) -> MariaDb {
+        Self::launch(port, &[], &[])
+    }
+
+    fn launch(port: u16, env: &[(&str, &str)], extra: &[&str]) -> MariaDb {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
         let out = Command::new(root().join("scripts/mariadb-start"))
             .envs(env.iter().copied())
             .arg(dir.path().join("data"))

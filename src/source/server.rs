@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub heartbeat: Duration,
     /// How long to keep retrying the first connection while the server is starting.
     pub wait_for_server: Duration,
+    /// Resume saved positions by GTID set where the server has GTIDs (else by file and offset).
+    pub resume_by_gtid: bool,
 }
 
 /// One event as received, checksum verified and stripped.
@@ -117,7 +119,11 @@ impl ServerSource {
                 Checks::Preflight(saved) => enforce(preflight::run(&mut conn, flavor, saved).await?)?,
             }
             let identity = preflight::identity(&mut conn, flavor).await?;
-            let at = resolve_start(&mut conn, flavor, start).await?;
+            let at = resolve_start(&mut conn, flavor, start, cfg.resume_by_gtid).await?;
+            match (&at.gtids, at.by_gtid) {
+                (Some(g), true) => tracing::info!("streaming after GTID set {g}"),
+                _ => tracing::info!("streaming from {}:{}", at.file, at.pos),
+            }
             let stream = request_stream(conn, flavor, cfg, &at).await?;
             let (tx, rx) = mpsc::channel(1024);
             tokio::spawn(pump(stream, tx, cfg.heartbeat * 3, cfg.follow, opts.clone()));
@@ -266,7 +272,7 @@ struct StartAt {
     by_gtid: bool,
 }
 
-async fn resolve_start(conn: &mut Conn, flavor: Flavor, start: &Start) -> Result<StartAt> {
+async fn resolve_start(conn: &mut Conn, flavor: Flavor, start: &Start, prefer_gtid: bool) -> Result<StartAt> {
     let gtid_var = match flavor {
         Flavor::MariaDb => "@@gtid_binlog_pos",
         Flavor::MySql => "@@gtid_executed",
@@ -303,7 +309,7 @@ async fn resolve_start(conn: &mut Conn, flavor: Flavor, start: &Start) -> Result
                     .flatten()
                     .is_some_and(|m| m.eq_ignore_ascii_case("ON")),
             };
-            let by_gtid = gtid_mode_on && gtids.as_ref().is_some_and(same_flavor);
+            let by_gtid = prefer_gtid && gtid_mode_on && gtids.as_ref().is_some_and(same_flavor);
             StartAt { file: file.clone(), pos: *offset, gtids: gtids.clone(), by_gtid }
         }
     })
