@@ -66,7 +66,7 @@ fn sigterm_then_restart_delivers_every_row_exactly_once() {
         let port = server.port;
         std::thread::spawn(move || crate::util::sql_at(port, &sql))
     };
-    wait_for_rows(&[first.stdout.clone()], "r", 50);
+    wait_for_rows(std::slice::from_ref(&first.stdout), "r", 50);
     let status = first.stop();
     assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
     writer.join().unwrap();
@@ -178,7 +178,7 @@ fn purged_binlog_is_a_distinct_fatal_error() {
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
     let first = Stream::start(&server, &position, dir.path(), 0, &["--start", "earliest"]);
-    wait_for_rows(&[first.stdout.clone()], "p", 1);
+    wait_for_rows(std::slice::from_ref(&first.stdout), "p", 1);
     assert!(first.stop().success());
     let saved = std::fs::read(&position).unwrap();
 
@@ -282,7 +282,7 @@ fn failover_to_a_replica_resumes_by_gtid() {
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
     let first = Stream::start(&primary, &position, dir.path(), 0, &["--start", "earliest"]);
-    wait_for_rows(&[first.stdout.clone()], "f", 2);
+    wait_for_rows(std::slice::from_ref(&first.stdout), "f", 2);
     assert!(first.stop().success());
 
     primary.sql("INSERT INTO f.t VALUES (3); INSERT INTO f.t VALUES (4);");
@@ -354,7 +354,7 @@ fn a_file_offset_position_is_refused_on_another_server() {
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
     let run = Stream::start(&first, &position, dir.path(), 0, &["--start", "earliest", "--resume-by", "file"]);
-    wait_for_rows(&[run.stdout.clone()], "o", 1);
+    wait_for_rows(std::slice::from_ref(&run.stdout), "o", 1);
     assert!(run.stop().success());
     let saved = std::fs::read(&position).unwrap();
     let mut moved = Stream::start(&other, &position, dir.path(), 1, &["--resume-by", "file"]);
