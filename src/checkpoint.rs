@@ -18,7 +18,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{Flavor, Resume};
-use crate::event::Change;
+use crate::event::{Change, Ddl};
+use crate::outbox::Message;
 use crate::gtid::GtidSet;
 use crate::sink::Sink;
 
@@ -228,6 +229,14 @@ impl<'a> Checkpointing<'a> {
 impl Sink for Checkpointing<'_> {
     fn change(&mut self, change: &Change) -> Result<()> {
         self.inner.change(change)
+    }
+
+    fn ddl(&mut self, ddl: &Ddl) -> Result<()> {
+        self.inner.ddl(ddl)
+    }
+
+    fn message(&mut self, msg: &Message) -> Result<()> {
+        self.inner.message(msg)
     }
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {

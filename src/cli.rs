@@ -32,6 +32,8 @@ pub enum Command {
 pub struct DumpArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+    #[command(flatten)]
+    pub emit: EmitArgs,
     /// Binlog or relay-log files to decode instead of a server, in the order given.
     #[arg(long, num_args = 1.., conflicts_with = "url")]
     pub file: Vec<PathBuf>,
@@ -50,6 +52,8 @@ pub struct DumpArgs {
 pub struct StreamArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+    #[command(flatten)]
+    pub emit: EmitArgs,
     /// TOML file with any of these options (keys as the long flags, with `_` for `-`).
     #[arg(long, env = "BINLOG_TAIL_CONFIG")]
     pub config: Option<PathBuf>,
@@ -76,6 +80,33 @@ pub struct StreamArgs {
 pub enum ResumeBy {
     Gtid,
     File,
+}
+
+/// What to emit. In a config file: `include = [...]`, `exclude = [...]`, `ops = "insert,update"`,
+/// `drop_columns = [...]`, `emit_ddl = true`, and `[[outbox]]` tables.
+#[derive(Debug, Args, Default)]
+pub struct EmitArgs {
+    /// Only tables matching this db.table pattern (* and ? wildcards; `shop` = `shop.*`); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub include: Vec<String>,
+    /// Never tables matching this pattern; wins over --include; repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Only these operations: comma-separated insert, update, delete.
+    #[arg(long, value_name = "OPS")]
+    pub ops: Option<String>,
+    /// Leave this column out of every event (db.table.column, wildcards allowed); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub drop_column: Vec<String>,
+    /// Emit DDL and TRUNCATE statements as events (`op: "ddl"`).
+    #[arg(long)]
+    pub emit_ddl: bool,
+    /// An outbox table (db.table): its inserts become messages routed by aggregate; repeatable.
+    #[arg(long, value_name = "TABLE")]
+    pub outbox: Vec<String>,
+    /// Topic template for --outbox tables: {aggregate_type}, {db}, {table} are replaced.
+    #[arg(long, value_name = "TEMPLATE", default_value = "outbox.event.{aggregate_type}")]
+    pub outbox_topic: String,
 }
 
 #[derive(Debug, Args)]

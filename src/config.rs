@@ -9,7 +9,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{ResumeBy, ServerArgs, SinkKind, StreamArgs};
+use crate::cli::{EmitArgs, ResumeBy, ServerArgs, SinkKind, StreamArgs};
+use crate::decode::Options;
+use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
+use crate::outbox::OutboxTable;
 use crate::source::server::ServerConfig;
 use crate::source::Start;
 
@@ -27,6 +30,16 @@ pub struct FileConfig {
     pub checkpoint_every: Option<u64>,
     pub checkpoint_interval: Option<f64>,
     pub resume_by: Option<ResumeBy>,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    pub ops: Option<String>,
+    #[serde(default)]
+    pub drop_columns: Vec<String>,
+    pub emit_ddl: Option<bool>,
+    #[serde(default)]
+    pub outbox: Vec<OutboxTable>,
 }
 
 impl FileConfig {
@@ -45,6 +58,8 @@ pub struct StreamSettings {
     pub sink: SinkKind,
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
+    pub decode: Options,
+    pub outbox: Vec<OutboxTable>,
 }
 
 impl StreamSettings {
@@ -70,6 +85,23 @@ impl StreamSettings {
             .position_file
             .or(file.position_file)
             .context("give --position-file PATH (or position_file in --config): it is where streaming resumes after a restart")?;
+        // Lists from flags replace the file's lists rather than adding to them.
+        let pick = |flag: Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag };
+        let outbox = if args.emit.outbox.is_empty() {
+            file.outbox.iter().try_for_each(OutboxTable::validate)?;
+            file.outbox
+        } else {
+            outbox_tables(&args.emit)?
+        };
+        let emit = EmitArgs {
+            include: pick(args.emit.include, file.include),
+            exclude: pick(args.emit.exclude, file.exclude),
+            ops: args.emit.ops.or(file.ops),
+            drop_column: pick(args.emit.drop_column, file.drop_columns),
+            emit_ddl: args.emit.emit_ddl || file.emit_ddl.unwrap_or(false),
+            outbox: Vec::new(),
+            outbox_topic: String::new(),
+        };
         let mut server = server_config(&merged, true)?;
         server.resume_by_gtid = args.resume_by.or(file.resume_by).unwrap_or(ResumeBy::Gtid) == ResumeBy::Gtid;
         Ok(StreamSettings {
@@ -79,6 +111,8 @@ impl StreamSettings {
             sink: args.sink.or(file.sink).unwrap_or(SinkKind::Stdout),
             checkpoint_every: args.checkpoint_every.or(file.checkpoint_every).unwrap_or(1000).max(1),
             checkpoint_interval: seconds(args.checkpoint_interval.or(file.checkpoint_interval).unwrap_or(1.0), "checkpoint interval")?,
+            decode: decode_options(&emit, None)?,
+            outbox,
         })
     }
 }
@@ -106,6 +140,22 @@ pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
         wait_for_server: seconds(args.wait_for_server.unwrap_or(0.0), "wait-for-server")?,
         resume_by_gtid: true,
     })
+}
+
+/// The outbox tables named by `--outbox`, with the common schema's column names.
+pub fn outbox_tables(args: &EmitArgs) -> Result<Vec<OutboxTable>> {
+    args.outbox.iter().map(|t| OutboxTable::with_defaults(t, &args.outbox_topic)).collect()
+}
+
+/// The decoder's options from the filter flags.
+pub fn decode_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
+    let filter = Filter {
+        include: args.include.iter().map(|p| TablePattern::parse(p)).collect::<Result<_>>()?,
+        exclude: args.exclude.iter().map(|p| TablePattern::parse(p)).collect::<Result<_>>()?,
+        ops: args.ops.as_deref().map(parse_ops).transpose()?.unwrap_or_default(),
+        drop_columns: args.drop_column.iter().map(|p| ColumnPattern::parse(p)).collect::<Result<_>>()?,
+    };
+    Ok(Options { limit, filter, emit_ddl: args.emit_ddl })
 }
 
 fn seconds(secs: f64, what: &str) -> Result<Duration> {

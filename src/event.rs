@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::decode::rows::{Op, RowImage};
 use crate::decode::table::Table;
+use crate::decode::text::write_json_str;
 
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -43,13 +44,9 @@ impl Change {
         out.extend_from_slice(b",\"ts\":");
         out.extend_from_slice(itoa::Buffer::new().format(self.ts).as_bytes());
         out.extend_from_slice(b",\"gtid\":");
-        match &self.gtid {
-            Some(g) => crate::decode::text::write_json_str(g, out),
-            None => out.extend_from_slice(b"null"),
-        }
+        write_opt_str(self.gtid.as_deref(), out);
         out.extend_from_slice(b",\"pos\":");
-        let pos = format!("{}:{}", self.file, self.offset);
-        crate::decode::text::write_json_str(&pos, out);
+        write_json_str(&format!("{}:{}", self.file, self.offset), out);
         out.extend_from_slice(b",\"xid\":");
         match self.xid {
             Some(x) => out.extend_from_slice(itoa::Buffer::new().format(x).as_bytes()),
@@ -91,6 +88,42 @@ impl Change {
     }
 }
 
+/// A DDL or TRUNCATE statement (`--emit-ddl`).
+#[derive(Debug, Clone)]
+pub struct Ddl {
+    /// The statement's default database (the one it ran in).
+    pub db: String,
+    pub sql: String,
+    pub ts: u64,
+    pub gtid: Option<Arc<str>>,
+    pub file: Arc<str>,
+    pub offset: u64,
+}
+
+impl Ddl {
+    /// `{"op":"ddl","db":...,"ts":...,"gtid":...,"pos":...,"sql":...}`
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"op\":\"ddl\",\"db\":");
+        write_json_str(&self.db, out);
+        out.extend_from_slice(b",\"ts\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.ts).as_bytes());
+        out.extend_from_slice(b",\"gtid\":");
+        write_opt_str(self.gtid.as_deref(), out);
+        out.extend_from_slice(b",\"pos\":");
+        write_json_str(&format!("{}:{}", self.file, self.offset), out);
+        out.extend_from_slice(b",\"sql\":");
+        write_json_str(&self.sql, out);
+        out.push(b'}');
+    }
+}
+
+fn write_opt_str(s: Option<&str>, out: &mut Vec<u8>) {
+    match s {
+        Some(s) => write_json_str(s, out),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
 fn write_image(table: &Table, image: Option<&RowImage>, out: &mut Vec<u8>) {
     let Some(image) = image else {
         out.extend_from_slice(b"null");
@@ -98,7 +131,7 @@ fn write_image(table: &Table, image: Option<&RowImage>, out: &mut Vec<u8>) {
     };
     out.push(b'{');
     let mut first = true;
-    for (col, column) in table.columns.iter().enumerate() {
+    for (col, column) in table.columns.iter().enumerate().filter(|(_, c)| !c.dropped) {
         if let Some(value) = image.value(col) {
             if !first {
                 out.push(b',');

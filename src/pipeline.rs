@@ -16,8 +16,9 @@ use tokio::sync::Notify;
 
 use crate::checkpoint::{Checkpointing, Position, PositionFile, Schedule};
 use crate::cli::{CheckArgs, DumpArgs, SinkKind, StreamArgs};
-use crate::config::{server_config, StreamSettings};
-use crate::decode::{Decoder, Flow, Resume};
+use crate::config::{decode_options, outbox_tables, server_config, StreamSettings};
+use crate::outbox::Outboxing;
+use crate::decode::{Decoder, Flow, Options, Resume};
 use crate::error::is_transient;
 use crate::preflight::{self, Status};
 use crate::sink::stdout::StdoutSink;
@@ -27,10 +28,13 @@ use crate::source::server::{connect, connect_opts, Checks, InfoSchema, Next, Ser
 use crate::source::Start;
 
 pub fn dump(args: DumpArgs) -> Result<()> {
-    let mut sink = StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()));
+    let mut out = StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()));
+    let mut sink = Outboxing::new(&mut out, outbox_tables(&args.emit)?);
+    let opts = decode_options(&args.emit, args.limit)?;
     if !args.file.is_empty() {
-        let mut decoder = Decoder::new(None, args.limit);
+        let mut decoder = Decoder::new(None, opts);
         read_files(&args.file, args.follow, &mut decoder, &mut sink)?;
+        log_stats(&decoder);
         return sink.flush();
     }
     let cfg = server_config(&args.server, args.follow)?;
@@ -38,9 +42,21 @@ pub fn dump(args: DumpArgs) -> Result<()> {
     let rt = runtime()?;
     let shutdown = Shutdown::install(&rt);
     let mut source = ServerSource::open(rt.handle(), &cfg, &start, Checks::Basic)?;
-    let mut decoder = server_decoder(&rt, &cfg, &source, args.limit)?;
+    let mut decoder = server_decoder(&rt, &cfg, &source, opts)?;
     run(&mut source, &mut decoder, &mut sink, &shutdown)?;
+    log_stats(&decoder);
     sink.flush()
+}
+
+fn log_stats(decoder: &Decoder) {
+    let s = decoder.stats;
+    tracing::info!(
+        "{} events read, {} change events decoded, {} rows events ({} bytes) skipped undecoded by filters",
+        s.events,
+        s.changes,
+        s.filtered_events,
+        s.filtered_bytes
+    );
 }
 
 pub fn stream(args: StreamArgs) -> Result<()> {
@@ -61,8 +77,9 @@ pub fn stream(args: StreamArgs) -> Result<()> {
     let mut out = match settings.sink {
         SinkKind::Stdout => StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock())),
     };
+    let mut routed = Outboxing::new(&mut out, settings.outbox.clone());
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
-    let mut sink = Checkpointing::new(&mut out, position_file, schedule, saved.clone());
+    let mut sink = Checkpointing::new(&mut routed, position_file, schedule, saved.clone());
     let mut failures = 0u32;
     loop {
         let current = sink.position();
@@ -82,7 +99,7 @@ pub fn stream(args: StreamArgs) -> Result<()> {
         failures = 0;
         sink.set_server(source.flavor, source.identity.clone());
         sink.begin_at(source.start.clone())?;
-        let mut decoder = server_decoder(&rt, &settings.server, &source, None)?;
+        let mut decoder = server_decoder(&rt, &settings.server, &source, settings.decode.clone())?;
         let result = run(&mut source, &mut decoder, &mut sink, &shutdown);
         drop(source);
         match result {
@@ -144,9 +161,9 @@ fn runtime() -> Result<Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn server_decoder(rt: &Runtime, cfg: &ServerConfig, source: &ServerSource, limit: Option<u64>) -> Result<Decoder> {
+fn server_decoder(rt: &Runtime, cfg: &ServerConfig, source: &ServerSource, opts: Options) -> Result<Decoder> {
     let lookup = InfoSchema::new(rt.handle().clone(), connect_opts(cfg)?);
-    let mut decoder = Decoder::new(Some(Box::new(lookup)), limit);
+    let mut decoder = Decoder::new(Some(Box::new(lookup)), opts);
     decoder.set_gtids(source.start_gtids.clone());
     Ok(decoder)
 }

@@ -27,7 +27,8 @@ use mysql_common::binlog::BinlogCtx;
 use mysql_common::io::ParseBuf;
 use mysql_common::proto::MyDeserialize;
 
-use crate::event::Change;
+use crate::event::{Change, Ddl};
+use crate::filter::Filter;
 use crate::gtid::{Gtid, GtidSet, MySqlGtidSet};
 use crate::sink::Sink;
 use crate::source::frame::{Checksums, EventReader, Partial, RawEvent, HEADER_LEN};
@@ -99,7 +100,7 @@ pub struct Decoder {
     rotates_name_file: bool,
     tx: Transaction,
     pub gtids: Option<GtidSet>,
-    limit: Option<u64>,
+    opts: Options,
     emitted: u64,
     /// Changes decoded, events seen and row bytes skipped, for logs and benchmarks.
     pub stats: Stats,
@@ -109,10 +110,23 @@ pub struct Decoder {
 pub struct Stats {
     pub events: u64,
     pub changes: u64,
+    /// Rows events skipped undecoded by the table and operation filters, and their bytes.
+    pub filtered_events: u64,
+    pub filtered_bytes: u64,
+}
+
+/// What the decoder emits.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Stop after this many change events.
+    pub limit: Option<u64>,
+    pub filter: Filter,
+    /// Emit DDL (and TRUNCATE) statements as events of their own.
+    pub emit_ddl: bool,
 }
 
 impl Decoder {
-    pub fn new(schema: Option<Box<dyn SchemaLookup>>, limit: Option<u64>) -> Self {
+    pub fn new(schema: Option<Box<dyn SchemaLookup>>, opts: Options) -> Self {
         Decoder {
             fde: Arc::new(FormatDescriptionEvent::new(BinlogVersion::Version4)),
             flavor: None,
@@ -123,7 +137,7 @@ impl Decoder {
             rotates_name_file: true,
             tx: Transaction::default(),
             gtids: None,
-            limit,
+            opts,
             emitted: 0,
             stats: Stats::default(),
         }
@@ -232,7 +246,18 @@ impl Decoder {
                     }
                     _ if !self.tx.open => {
                         // DDL and other standalone statements are transactions of their own.
-                        self.tables.trim();
+                        self.tables.forget_looked_up();
+                        if self.opts.emit_ddl && self.opts.filter.includes_db(&q.schema()) {
+                            let ddl = Ddl {
+                                db: q.schema().into_owned(),
+                                sql: sql.into_owned(),
+                                ts: u64::from(ev.header.timestamp),
+                                gtid: self.tx.gtid_text.clone(),
+                                file: self.file.clone(),
+                                offset,
+                            };
+                            sink.ddl(&ddl)?;
+                        }
                         return self.end_transaction(None, next_offset, sink);
                     }
                     _ => {}
@@ -266,6 +291,10 @@ impl Decoder {
         let fde = self.fde.clone();
         let tme: TableMapEvent<'_> = parse(&fde, ev)?;
         let id = tme.table_id();
+        if !self.opts.filter.includes_table(&tme.database_name(), &tme.table_name()) {
+            self.tables.insert(id, ev.body, None);
+            return Ok(());
+        }
         let info = if Table::needs_lookup(&tme) {
             match self.schema.as_mut() {
                 Some(lookup) => Some(lookup.columns(&tme.database_name(), &tme.table_name())?),
@@ -274,9 +303,9 @@ impl Decoder {
         } else {
             None
         };
-        let table = Table::from_table_map(&tme, info.as_deref())?;
+        let table = Table::from_table_map(&tme, info.as_deref(), &self.opts.filter)?;
         self.warn_gaps(&table, info.is_some());
-        self.tables.insert(id, ev.body, Arc::new(table));
+        self.tables.insert(id, ev.body, Some(Arc::new(table)));
         Ok(())
     }
 
@@ -308,8 +337,12 @@ impl Decoder {
         let table = self
             .tables
             .get(rows_event.table_id)
-            .cloned()
             .with_context(|| format!("rows event for table id {} without a preceding TABLE_MAP (start the stream at a transaction boundary)", rows_event.table_id))?;
+        let Some(table) = table.filter(|_| self.opts.filter.includes_op(rows_event.op)).cloned() else {
+            self.stats.filtered_events += 1;
+            self.stats.filtered_bytes += ev.body.len() as u64;
+            return Ok(Flow::Continue);
+        };
         let ts = if self.tx.ts > 0 { self.tx.ts } else { u64::from(ev.header.timestamp) };
         let mut flow = Flow::Continue;
         rows_event.for_each_row(&table, |before, after| {
@@ -342,7 +375,7 @@ impl Decoder {
     fn emit(&mut self, change: Change, sink: &mut dyn Sink) -> Result<Flow> {
         sink.change(&change)?;
         self.emitted += 1;
-        Ok(match self.limit {
+        Ok(match self.opts.limit {
             Some(limit) if self.emitted >= limit => Flow::Stop,
             _ => Flow::Continue,
         })

@@ -13,6 +13,7 @@ use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField,
 use mysql_common::constants::ColumnType;
 
 use super::text::{write_json_str, TextEncoding};
+use crate::filter::Filter;
 use super::value::Kind;
 
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub struct Column {
     /// `"name":` as JSON, rendered once.
     pub key_json: Vec<u8>,
     pub kind: Kind,
+    /// Left out of every event (`--drop-column`): decoded only to find the next value.
+    pub dropped: bool,
 }
 
 #[derive(Debug)]
@@ -35,6 +38,8 @@ pub struct Table {
     pub pk: Vec<usize>,
     /// What the binlog did not say and how it was filled in, for the one-time warning.
     pub gaps: Vec<&'static str>,
+    /// Names and types came from information_schema (MINIMAL metadata), so DDL makes them stale.
+    pub looked_up: bool,
 }
 
 /// One column as `information_schema.COLUMNS` describes it (the MINIMAL-metadata fallback).
@@ -46,6 +51,8 @@ pub struct ColumnInfo {
     /// ENUM or SET values, from `COLUMN_TYPE`.
     pub values: Option<Vec<String>>,
     pub is_pk: bool,
+    /// `DATA_TYPE`, e.g. `int`, `varchar`, `longtext`.
+    pub data_type: String,
 }
 
 impl Table {
@@ -55,7 +62,7 @@ impl Table {
             .any(|f| matches!(f, Ok(OptionalMetadataField::ColumnName(_))))
     }
 
-    pub fn from_table_map(tme: &TableMapEvent<'_>, info: Option<&[ColumnInfo]>) -> Result<Table> {
+    pub fn from_table_map(tme: &TableMapEvent<'_>, info: Option<&[ColumnInfo]>, filter: &Filter) -> Result<Table> {
         let db = tme.database_name().into_owned();
         let name = tme.table_name().into_owned();
         let count = tme.columns_count() as usize;
@@ -175,7 +182,8 @@ impl Table {
             let mut key_json = Vec::with_capacity(col_name.len() + 3);
             write_json_str(&col_name, &mut key_json);
             key_json.push(b':');
-            columns.push(Column { name: col_name, key_json, kind });
+            let dropped = filter.drops_column(&db, &name, &col_name);
+            columns.push(Column { name: col_name, key_json, kind, dropped });
         }
         if pk.is_empty() {
             if let Some(info) = info {
@@ -189,7 +197,11 @@ impl Table {
         write_json_str(&db, &mut db_json);
         let mut name_json = Vec::new();
         write_json_str(&name, &mut name_json);
-        Ok(Table { db, name, db_json, name_json, columns, pk, gaps })
+        if let Some(info) = info {
+            check_types(&db, &name, tme, info)?;
+        }
+        pk.retain(|&i| !columns[i].dropped);
+        Ok(Table { db, name, db_json, name_json, columns, pk, gaps, looked_up: info.is_some() })
     }
 }
 
@@ -213,6 +225,51 @@ fn is_numeric(ty: ColumnType) -> bool {
 /// Columns that get a charset entry: the string types, and GEOMETRY (a BLOB in the server).
 fn is_character(ty: ColumnType) -> bool {
     ty.is_character_type() || ty == ColumnType::MYSQL_TYPE_GEOMETRY
+}
+
+/// With MINIMAL metadata the column names come from information_schema as it is now. If its
+/// types do not fit the binlog's, the table changed since the rows were written, and naming the
+/// values by today's schema would put them under the wrong columns.
+fn check_types(db: &str, table: &str, tme: &TableMapEvent<'_>, info: &[ColumnInfo]) -> Result<()> {
+    use ColumnType::*;
+    for (i, col) in info.iter().enumerate() {
+        let Ok(Some(ty)) = tme.get_column_type(i) else { continue };
+        let fits = match col.data_type.as_str() {
+            "tinyint" | "bool" | "boolean" => ty == MYSQL_TYPE_TINY,
+            "smallint" => ty == MYSQL_TYPE_SHORT,
+            "mediumint" => ty == MYSQL_TYPE_INT24,
+            "int" | "integer" => ty == MYSQL_TYPE_LONG,
+            "bigint" => ty == MYSQL_TYPE_LONGLONG,
+            "float" => ty == MYSQL_TYPE_FLOAT,
+            "double" | "real" => ty == MYSQL_TYPE_DOUBLE,
+            "decimal" | "numeric" => ty == MYSQL_TYPE_NEWDECIMAL,
+            "year" => ty == MYSQL_TYPE_YEAR,
+            "date" => matches!(ty, MYSQL_TYPE_NEWDATE | MYSQL_TYPE_DATE),
+            "time" => matches!(ty, MYSQL_TYPE_TIME2 | MYSQL_TYPE_TIME),
+            "datetime" => matches!(ty, MYSQL_TYPE_DATETIME2 | MYSQL_TYPE_DATETIME),
+            "timestamp" => matches!(ty, MYSQL_TYPE_TIMESTAMP2 | MYSQL_TYPE_TIMESTAMP),
+            "char" | "binary" => ty == MYSQL_TYPE_STRING,
+            "varchar" | "varbinary" => matches!(ty, MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING),
+            "tinytext" | "text" | "mediumtext" | "longtext" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+                ty == MYSQL_TYPE_BLOB
+            }
+            "json" => matches!(ty, MYSQL_TYPE_JSON | MYSQL_TYPE_BLOB),
+            "enum" => ty == MYSQL_TYPE_ENUM,
+            "set" => ty == MYSQL_TYPE_SET,
+            "bit" => ty == MYSQL_TYPE_BIT,
+            "vector" => ty == MYSQL_TYPE_VECTOR,
+            _ => true, // spatial and other types: nothing to compare with confidence
+        };
+        if !fits {
+            bail!(
+                "`{db}`.`{table}` changed since these rows were written: column {} is {ty:?} in the binlog but `{}` {} in information_schema, so its rows cannot be named by today's schema. Set binlog_row_metadata=FULL on the server (the binlog then carries its own column names), and start from a position after the schema change",
+                i + 1,
+                col.name,
+                col.data_type
+            );
+        }
+    }
+    Ok(())
 }
 
 fn note(gaps: &mut Vec<&'static str>, what: &'static str) {
@@ -298,14 +355,16 @@ fn kind_of(ty: ColumnType, meta: &[u8], unsigned: bool, text: TextEncoding) -> R
 }
 
 /// Tables by TABLE_MAP id, reusing the built schema while the TABLE_MAP bytes are unchanged.
+/// A table the filters exclude is cached as `None`: its rows are skipped undecoded.
 #[derive(Default)]
 pub struct TableCache {
-    by_id: std::collections::HashMap<u64, (Vec<u8>, Arc<Table>)>,
+    by_id: std::collections::HashMap<u64, (Vec<u8>, Option<Arc<Table>>)>,
 }
 
 impl TableCache {
-    pub fn get(&self, id: u64) -> Option<&Arc<Table>> {
-        self.by_id.get(&id).map(|(_, t)| t)
+    /// None if the id is unknown; Some(None) if the table is filtered out.
+    pub fn get(&self, id: u64) -> Option<Option<&Arc<Table>>> {
+        self.by_id.get(&id).map(|(_, t)| t.as_ref())
     }
 
     /// True if `raw` is a TABLE_MAP body identical to the one its table id was built from.
@@ -316,8 +375,13 @@ impl TableCache {
         [id, id4].into_iter().flatten().any(|id| self.by_id.get(&id).is_some_and(|(r, _)| r == raw))
     }
 
-    pub fn insert(&mut self, id: u64, raw: &[u8], table: Arc<Table>) {
+    pub fn insert(&mut self, id: u64, raw: &[u8], table: Option<Arc<Table>>) {
         self.by_id.insert(id, (raw.to_vec(), table));
+    }
+
+    /// After DDL: schemas taken from information_schema may be stale now.
+    pub fn forget_looked_up(&mut self) {
+        self.by_id.retain(|_, (_, t)| !t.as_ref().is_some_and(|t| t.looked_up));
     }
 
     /// Called between transactions, when no rows event can still refer to a cached map: keeps

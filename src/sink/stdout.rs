@@ -9,7 +9,8 @@ use thiserror::Error;
 
 use super::Sink;
 use crate::decode::Resume;
-use crate::event::Change;
+use crate::event::{Change, Ddl};
+use crate::outbox::Message;
 
 #[derive(Debug, Error)]
 #[error("stdout was closed")]
@@ -36,14 +37,28 @@ impl<W: Write> StdoutSink<W> {
     }
 }
 
-impl<W: Write> Sink for StdoutSink<W> {
-    fn change(&mut self, change: &Change) -> Result<()> {
+impl<W: Write> StdoutSink<W> {
+    fn line(&mut self, render: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
         self.line.clear();
-        change.write_json(&mut self.line);
+        render(&mut self.line);
         self.line.push(b'\n');
         self.buffered += self.line.len();
         let r = self.out.write_all(&self.line);
         self.io(r)
+    }
+}
+
+impl<W: Write> Sink for StdoutSink<W> {
+    fn change(&mut self, change: &Change) -> Result<()> {
+        self.line(|out| change.write_json(out))
+    }
+
+    fn ddl(&mut self, ddl: &Ddl) -> Result<()> {
+        self.line(|out| ddl.write_json(out))
+    }
+
+    fn message(&mut self, msg: &Message) -> Result<()> {
+        self.line(|out| msg.write_json(out))
     }
 
     fn commit(&mut self, _resume: &Resume) -> Result<()> {

@@ -462,14 +462,14 @@ impl InfoSchema {
 
 impl SchemaLookup for InfoSchema {
     fn columns(&mut self, db: &str, table: &str) -> Result<Vec<ColumnInfo>> {
-        let rows: Vec<(String, String, Option<String>, String)> = self.rt.block_on(async {
+        let rows: Vec<(String, String, Option<String>, String, String)> = self.rt.block_on(async {
             if self.conn.is_none() {
                 self.conn = Some(connect(&self.opts, Duration::ZERO).await?);
             }
             let conn = self.conn.as_mut().expect("just connected");
             let rows = conn
                 .exec(
-                    "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, COLUMN_KEY FROM information_schema.COLUMNS \
+                    "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, COLUMN_KEY, DATA_TYPE FROM information_schema.COLUMNS \
                      WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
                     (db, table),
                 )
@@ -481,12 +481,13 @@ impl SchemaLookup for InfoSchema {
         }
         Ok(rows
             .into_iter()
-            .map(|(name, column_type, charset, key)| ColumnInfo {
+            .map(|(name, column_type, charset, key, data_type)| ColumnInfo {
                 name,
                 unsigned: column_type.contains("unsigned"),
                 charset,
                 values: enum_values(&column_type),
                 is_pk: key == "PRI",
+                data_type: data_type.to_ascii_lowercase(),
             })
             .collect())
     }

@@ -1,0 +1,256 @@
+//! The transactional outbox: rows inserted into an outbox table become domain events, routed by
+//! aggregate, instead of change events.
+//!
+//! Invariants: only inserts are published (applications may delete outbox rows right after
+//! inserting them; the binlog keeps the insert); the payload is published as stored, never
+//! wrapped; a missing outbox column is an error, never an event with a hole in it.
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::decode::rows::Op;
+use crate::decode::table::Table;
+use crate::decode::text::{write_json_str, TextEncoding};
+use crate::decode::value::Kind;
+use crate::event::{Change, Ddl};
+use crate::decode::Resume;
+use crate::sink::Sink;
+
+/// One outbox table and how its columns map to the message.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxTable {
+    /// `db.table`.
+    pub table: String,
+    /// Topic template; `{aggregate_type}`, `{db}` and `{table}` are replaced.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    #[serde(default = "default_id")]
+    pub id_column: String,
+    #[serde(default = "default_aggregate_type")]
+    pub aggregate_type_column: String,
+    #[serde(default = "default_aggregate_id")]
+    pub aggregate_id_column: String,
+    #[serde(default = "default_type")]
+    pub type_column: String,
+    #[serde(default = "default_payload")]
+    pub payload_column: String,
+}
+
+pub fn default_topic() -> String {
+    "outbox.event.{aggregate_type}".into()
+}
+fn default_id() -> String {
+    "id".into()
+}
+fn default_aggregate_type() -> String {
+    "aggregate_type".into()
+}
+fn default_aggregate_id() -> String {
+    "aggregate_id".into()
+}
+fn default_type() -> String {
+    "type".into()
+}
+fn default_payload() -> String {
+    "payload".into()
+}
+
+impl OutboxTable {
+    /// An outbox table with the common schema's column names.
+    pub fn with_defaults(table: &str, topic: &str) -> Result<OutboxTable> {
+        let t = OutboxTable {
+            table: table.to_string(),
+            topic: topic.to_string(),
+            id_column: default_id(),
+            aggregate_type_column: default_aggregate_type(),
+            aggregate_id_column: default_aggregate_id(),
+            type_column: default_type(),
+            payload_column: default_payload(),
+        };
+        t.validate()?;
+        Ok(t)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        match self.table.split_once('.') {
+            Some((db, t)) if !db.is_empty() && !t.is_empty() => Ok(()),
+            _ => bail!("outbox table `{}` must be written db.table", self.table),
+        }
+    }
+
+    fn is(&self, table: &Table) -> bool {
+        self.table.split_once('.') == Some((table.db.as_str(), table.name.as_str()))
+    }
+}
+
+/// A message for a topic: what the outbox turns an inserted row into.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub value: Vec<u8>,
+}
+
+impl Message {
+    /// `{"topic":...,"key":...,"headers":{...},"value":...}`: the value embedded as JSON when
+    /// it is JSON, else as a string (base64 when it is not UTF-8).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"topic\":");
+        write_json_str(&self.topic, out);
+        out.extend_from_slice(b",\"key\":");
+        match &self.key {
+            Some(k) => write_bytes(k, out),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"headers\":{");
+        for (i, (name, value)) in self.headers.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json_str(name, out);
+            out.push(b':');
+            write_bytes(value, out);
+        }
+        out.extend_from_slice(b"},\"value\":");
+        if serde_json::from_slice::<serde::de::IgnoredAny>(&self.value).is_ok() {
+            out.extend_from_slice(&self.value);
+        } else {
+            write_bytes(&self.value, out);
+        }
+        out.push(b'}');
+    }
+}
+
+fn write_bytes(bytes: &[u8], out: &mut Vec<u8>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => write_json_str(s, out),
+        Err(_) => {
+            let _ = TextEncoding::Binary.write_json(bytes, out);
+        }
+    }
+}
+
+/// The raw bytes of a decoded column value: strings unquoted, binary un-base64ed, JSON and
+/// numbers as their text; None for SQL NULL.
+fn raw_value(kind: &Kind, json: &[u8]) -> Result<Option<Vec<u8>>> {
+    if json == b"null" {
+        return Ok(None);
+    }
+    let binary = matches!(kind, Kind::FixedBinary { .. } | Kind::Str { text: TextEncoding::Binary, .. } | Kind::Blob { text: TextEncoding::Binary, .. });
+    if json.first() == Some(&b'"') && !matches!(kind, Kind::Json { .. }) {
+        let s: String = serde_json::from_slice(json)?;
+        if binary {
+            return Ok(Some(base64::engine::general_purpose::STANDARD.decode(s)?));
+        }
+        return Ok(Some(s.into_bytes()));
+    }
+    Ok(Some(json.to_vec()))
+}
+
+/// Routes inserts into outbox tables to `Sink::message`; every other change passes through.
+pub struct Outboxing<'a> {
+    inner: &'a mut dyn Sink,
+    tables: Vec<OutboxTable>,
+}
+
+impl<'a> Outboxing<'a> {
+    pub fn new(inner: &'a mut dyn Sink, tables: Vec<OutboxTable>) -> Self {
+        Outboxing { inner, tables }
+    }
+
+    fn message(spec: &OutboxTable, change: &Change) -> Result<Message> {
+        let table = &*change.table;
+        let after = change.after.as_ref().context("an insert without an after image")?;
+        let column = |name: &str| -> Result<Option<Vec<u8>>> {
+            let i = table.columns.iter().position(|c| c.name == name).with_context(|| {
+                format!("outbox table {} has no column `{name}` (name it in the [[outbox]] settings)", spec.table)
+            })?;
+            raw_value(&table.columns[i].kind, after.value(i).unwrap_or(b"null"))
+        };
+        let text = |v: Option<Vec<u8>>| String::from_utf8_lossy(&v.unwrap_or_default()).into_owned();
+        let aggregate_type = text(column(&spec.aggregate_type_column)?);
+        let topic = spec
+            .topic
+            .replace("{aggregate_type}", &aggregate_type)
+            .replace("{db}", &table.db)
+            .replace("{table}", &table.name);
+        let mut headers = Vec::new();
+        if let Some(id) = column(&spec.id_column)? {
+            headers.push(("id".to_string(), id));
+        }
+        if let Some(t) = column(&spec.type_column)? {
+            headers.push(("type".to_string(), t));
+        }
+        Ok(Message {
+            topic,
+            key: column(&spec.aggregate_id_column)?,
+            headers,
+            value: column(&spec.payload_column)?.unwrap_or_default(),
+        })
+    }
+}
+
+impl Sink for Outboxing<'_> {
+    fn change(&mut self, change: &Change) -> Result<()> {
+        let Some(spec) = self.tables.iter().find(|t| t.is(&change.table)) else {
+            return self.inner.change(change);
+        };
+        if change.op != Op::Insert {
+            return Ok(());
+        }
+        let msg = Self::message(spec, change).with_context(|| format!("outbox row at {}:{}", change.file, change.offset))?;
+        self.inner.message(&msg)
+    }
+
+    fn ddl(&mut self, ddl: &Ddl) -> Result<()> {
+        self.inner.ddl(ddl)
+    }
+
+    fn message(&mut self, msg: &Message) -> Result<()> {
+        self.inner.message(msg)
+    }
+
+    fn commit(&mut self, resume: &Resume) -> Result<()> {
+        self.inner.commit(resume)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_values() {
+        let utf8 = Kind::Str { len_bytes: 1, text: TextEncoding::Utf8 };
+        assert_eq!(raw_value(&utf8, b"\"Order\"").unwrap().unwrap(), b"Order");
+        let bin = Kind::Blob { len_bytes: 2, text: TextEncoding::Binary };
+        assert_eq!(raw_value(&bin, b"\"AP8=\"").unwrap().unwrap(), [0, 255]);
+        let json = Kind::Json { len_bytes: 4 };
+        assert_eq!(raw_value(&json, b"\"a string doc\"").unwrap().unwrap(), b"\"a string doc\"");
+        assert_eq!(raw_value(&Kind::Int { bytes: 8, unsigned: false }, b"42").unwrap().unwrap(), b"42");
+        assert_eq!(raw_value(&utf8, b"null").unwrap(), None);
+    }
+
+    #[test]
+    fn message_json() {
+        let m = Message {
+            topic: "outbox.event.Order".into(),
+            key: Some(b"17".to_vec()),
+            headers: vec![("id".into(), b"e1".to_vec()), ("type".into(), b"OrderCreated".to_vec())],
+            value: br#"{"total": 5}"#.to_vec(),
+        };
+        let mut out = Vec::new();
+        m.write_json(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"topic":"outbox.event.Order","key":"17","headers":{"id":"e1","type":"OrderCreated"},"value":{"total": 5}}"#
+        );
+    }
+}
