@@ -59,7 +59,6 @@ pub struct StreamSettings {
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
     pub decode: Options,
-    pub outbox: Vec<OutboxTable>,
 }
 
 impl StreamSettings {
@@ -87,21 +86,20 @@ impl StreamSettings {
             .context("give --position-file PATH (or position_file in --config): it is where streaming resumes after a restart")?;
         // Lists from flags replace the file's lists rather than adding to them.
         let pick = |flag: Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag };
-        let outbox = if args.emit.outbox.is_empty() {
-            file.outbox.iter().try_for_each(OutboxTable::validate)?;
-            file.outbox
-        } else {
-            outbox_tables(&args.emit)?
-        };
+        file.outbox.iter().try_for_each(OutboxTable::validate)?;
         let emit = EmitArgs {
             include: pick(args.emit.include, file.include),
             exclude: pick(args.emit.exclude, file.exclude),
             ops: args.emit.ops.or(file.ops),
             drop_column: pick(args.emit.drop_column, file.drop_columns),
             emit_ddl: args.emit.emit_ddl || file.emit_ddl.unwrap_or(false),
-            outbox: Vec::new(),
-            outbox_topic: String::new(),
+            outbox: args.emit.outbox.clone(),
+            outbox_topic: args.emit.outbox_topic.clone(),
         };
+        let mut decode = decode_options(&emit, None)?;
+        if emit.outbox.is_empty() {
+            decode.outbox = file.outbox;
+        }
         let mut server = server_config(&merged, true)?;
         server.resume_by_gtid = args.resume_by.or(file.resume_by).unwrap_or(ResumeBy::Gtid) == ResumeBy::Gtid;
         Ok(StreamSettings {
@@ -111,8 +109,7 @@ impl StreamSettings {
             sink: args.sink.or(file.sink).unwrap_or(SinkKind::Stdout),
             checkpoint_every: args.checkpoint_every.or(file.checkpoint_every).unwrap_or(1000).max(1),
             checkpoint_interval: seconds(args.checkpoint_interval.or(file.checkpoint_interval).unwrap_or(1.0), "checkpoint interval")?,
-            decode: decode_options(&emit, None)?,
-            outbox,
+            decode,
         })
     }
 }
@@ -142,11 +139,6 @@ pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
     })
 }
 
-/// The outbox tables named by `--outbox`, with the common schema's column names.
-pub fn outbox_tables(args: &EmitArgs) -> Result<Vec<OutboxTable>> {
-    args.outbox.iter().map(|t| OutboxTable::with_defaults(t, &args.outbox_topic)).collect()
-}
-
 /// The decoder's options from the filter flags.
 pub fn decode_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
     let filter = Filter {
@@ -155,7 +147,8 @@ pub fn decode_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
         ops: args.ops.as_deref().map(parse_ops).transpose()?.unwrap_or_default(),
         drop_columns: args.drop_column.iter().map(|p| ColumnPattern::parse(p)).collect::<Result<_>>()?,
     };
-    Ok(Options { limit, filter, emit_ddl: args.emit_ddl })
+    let outbox = args.outbox.iter().map(|t| OutboxTable::with_defaults(t, &args.outbox_topic)).collect::<Result<_>>()?;
+    Ok(Options { limit, filter, emit_ddl: args.emit_ddl, outbox })
 }
 
 fn seconds(secs: f64, what: &str) -> Result<Duration> {

@@ -1,6 +1,9 @@
 //! The transactional outbox: rows inserted into an outbox table become domain events, routed by
 //! aggregate, instead of change events.
 //!
+//! The decoder routes an outbox table's rows here instead of emitting change events, so they
+//! take no part in a transaction's `row`/`commit` numbering.
+//!
 //! Invariants: only inserts are published (applications may delete outbox rows right after
 //! inserting them; the binlog keeps the insert); the payload is published as stored, never
 //! wrapped; a missing outbox column is an error, never an event with a hole in it.
@@ -9,13 +12,10 @@ use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::decode::rows::Op;
+use crate::decode::rows::RowImage;
 use crate::decode::table::Table;
 use crate::decode::text::{write_json_str, TextEncoding};
 use crate::decode::value::Kind;
-use crate::event::{Change, Ddl};
-use crate::decode::Resume;
-use crate::sink::Sink;
 
 /// One outbox table and how its columns map to the message.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -80,8 +80,8 @@ impl OutboxTable {
         }
     }
 
-    fn is(&self, table: &Table) -> bool {
-        self.table.split_once('.') == Some((table.db.as_str(), table.name.as_str()))
+    pub fn is(&self, db: &str, table: &str) -> bool {
+        self.table.split_once('.') == Some((db, table))
     }
 }
 
@@ -150,76 +150,34 @@ fn raw_value(kind: &Kind, json: &[u8]) -> Result<Option<Vec<u8>>> {
     Ok(Some(json.to_vec()))
 }
 
-/// Routes inserts into outbox tables to `Sink::message`; every other change passes through.
-pub struct Outboxing<'a> {
-    inner: &'a mut dyn Sink,
-    tables: Vec<OutboxTable>,
-}
-
-impl<'a> Outboxing<'a> {
-    pub fn new(inner: &'a mut dyn Sink, tables: Vec<OutboxTable>) -> Self {
-        Outboxing { inner, tables }
+/// The message for a row inserted into the outbox table `spec`.
+pub fn message(spec: &OutboxTable, table: &Table, after: &RowImage) -> Result<Message> {
+    let column = |name: &str| -> Result<Option<Vec<u8>>> {
+        let i = table.columns.iter().position(|c| c.name == name).with_context(|| {
+            format!("outbox table {} has no column `{name}` (name it in the [[outbox]] settings)", spec.table)
+        })?;
+        raw_value(&table.columns[i].kind, after.value(i).unwrap_or(b"null"))
+    };
+    let text = |v: Option<Vec<u8>>| String::from_utf8_lossy(&v.unwrap_or_default()).into_owned();
+    let aggregate_type = text(column(&spec.aggregate_type_column)?);
+    let topic = spec
+        .topic
+        .replace("{aggregate_type}", &aggregate_type)
+        .replace("{db}", &table.db)
+        .replace("{table}", &table.name);
+    let mut headers = Vec::new();
+    if let Some(id) = column(&spec.id_column)? {
+        headers.push(("id".to_string(), id));
     }
-
-    fn message(spec: &OutboxTable, change: &Change) -> Result<Message> {
-        let table = &*change.table;
-        let after = change.after.as_ref().context("an insert without an after image")?;
-        let column = |name: &str| -> Result<Option<Vec<u8>>> {
-            let i = table.columns.iter().position(|c| c.name == name).with_context(|| {
-                format!("outbox table {} has no column `{name}` (name it in the [[outbox]] settings)", spec.table)
-            })?;
-            raw_value(&table.columns[i].kind, after.value(i).unwrap_or(b"null"))
-        };
-        let text = |v: Option<Vec<u8>>| String::from_utf8_lossy(&v.unwrap_or_default()).into_owned();
-        let aggregate_type = text(column(&spec.aggregate_type_column)?);
-        let topic = spec
-            .topic
-            .replace("{aggregate_type}", &aggregate_type)
-            .replace("{db}", &table.db)
-            .replace("{table}", &table.name);
-        let mut headers = Vec::new();
-        if let Some(id) = column(&spec.id_column)? {
-            headers.push(("id".to_string(), id));
-        }
-        if let Some(t) = column(&spec.type_column)? {
-            headers.push(("type".to_string(), t));
-        }
-        Ok(Message {
-            topic,
-            key: column(&spec.aggregate_id_column)?,
-            headers,
-            value: column(&spec.payload_column)?.unwrap_or_default(),
-        })
+    if let Some(t) = column(&spec.type_column)? {
+        headers.push(("type".to_string(), t));
     }
-}
-
-impl Sink for Outboxing<'_> {
-    fn change(&mut self, change: &Change) -> Result<()> {
-        let Some(spec) = self.tables.iter().find(|t| t.is(&change.table)) else {
-            return self.inner.change(change);
-        };
-        if change.op != Op::Insert {
-            return Ok(());
-        }
-        let msg = Self::message(spec, change).with_context(|| format!("outbox row at {}:{}", change.file, change.offset))?;
-        self.inner.message(&msg)
-    }
-
-    fn ddl(&mut self, ddl: &Ddl) -> Result<()> {
-        self.inner.ddl(ddl)
-    }
-
-    fn message(&mut self, msg: &Message) -> Result<()> {
-        self.inner.message(msg)
-    }
-
-    fn commit(&mut self, resume: &Resume) -> Result<()> {
-        self.inner.commit(resume)
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        self.inner.flush()
-    }
+    Ok(Message {
+        topic,
+        key: column(&spec.aggregate_id_column)?,
+        headers,
+        value: column(&spec.payload_column)?.unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

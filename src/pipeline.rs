@@ -16,8 +16,7 @@ use tokio::sync::Notify;
 
 use crate::checkpoint::{Checkpointing, Position, PositionFile, Schedule};
 use crate::cli::{CheckArgs, DumpArgs, SinkKind, StreamArgs};
-use crate::config::{decode_options, outbox_tables, server_config, StreamSettings};
-use crate::outbox::Outboxing;
+use crate::config::{decode_options, server_config, StreamSettings};
 use crate::decode::{Decoder, Flow, Options, Resume};
 use crate::error::is_transient;
 use crate::preflight::{self, Status};
@@ -28,8 +27,7 @@ use crate::source::server::{connect, connect_opts, Checks, InfoSchema, Next, Ser
 use crate::source::Start;
 
 pub fn dump(args: DumpArgs) -> Result<()> {
-    let mut out = StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()));
-    let mut sink = Outboxing::new(&mut out, outbox_tables(&args.emit)?);
+    let mut sink = StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()));
     let opts = decode_options(&args.emit, args.limit)?;
     if !args.file.is_empty() {
         let mut decoder = Decoder::new(None, opts);
@@ -77,9 +75,8 @@ pub fn stream(args: StreamArgs) -> Result<()> {
     let mut out = match settings.sink {
         SinkKind::Stdout => StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock())),
     };
-    let mut routed = Outboxing::new(&mut out, settings.outbox.clone());
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
-    let mut sink = Checkpointing::new(&mut routed, position_file, schedule, saved.clone());
+    let mut sink = Checkpointing::new(&mut out, position_file, schedule, saved.clone());
     let mut failures = 0u32;
     loop {
         let current = sink.position();

@@ -4,6 +4,7 @@
 mod util;
 
 mod bad_input;
+mod emit;
 mod files;
 mod mysql_files;
 mod server;

@@ -29,10 +29,11 @@ use mysql_common::proto::MyDeserialize;
 
 use crate::event::{Change, Ddl};
 use crate::filter::Filter;
+use crate::outbox::OutboxTable;
 use crate::gtid::{Gtid, GtidSet, MySqlGtidSet};
 use crate::sink::Sink;
 use crate::source::frame::{Checksums, EventReader, Partial, RawEvent, HEADER_LEN};
-use rows::RowsEvent;
+use rows::{Op, RowsEvent};
 use table::{ColumnInfo, Table, TableCache};
 
 /// Event type codes the decoder acts on.
@@ -123,6 +124,8 @@ pub struct Options {
     pub filter: Filter,
     /// Emit DDL (and TRUNCATE) statements as events of their own.
     pub emit_ddl: bool,
+    /// Outbox tables: their inserts become messages instead of change events.
+    pub outbox: Vec<OutboxTable>,
 }
 
 impl Decoder {
@@ -334,6 +337,22 @@ impl Decoder {
             .fde
             .get_event_type_header_length(EventType::try_from(ev.header.type_code).unwrap_or(EventType::WRITE_ROWS_EVENT));
         let rows_event = RowsEvent::parse(ev.header.type_code, ev.body, post_header_len)?;
+        if let Some(Some(table)) = self.tables.get(rows_event.table_id) {
+            if let Some(spec) = self.opts.outbox.iter().find(|o| o.is(&table.db, &table.name)) {
+                // Only inserts are published; the binlog keeps them even if the row is deleted.
+                if rows_event.op != Op::Insert {
+                    return Ok(Flow::Continue);
+                }
+                let table = table.clone();
+                rows_event.for_each_row(&table, |_, after| {
+                    let after = after.context("an insert without an after image")?;
+                    let msg = crate::outbox::message(spec, &table, &after)
+                        .with_context(|| format!("outbox row at {}:{offset}", self.file))?;
+                    sink.message(&msg)
+                })?;
+                return Ok(Flow::Continue);
+            }
+        }
         let table = self
             .tables
             .get(rows_event.table_id)
