@@ -158,9 +158,9 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// A sink wrapper that saves the position of delivered transactions: after every `every`
-/// commits or `interval`, it flushes the inner sink (so everything up to the last commit is
-/// acknowledged) and only then writes the position file.
+/// A sink wrapper that saves the position of acknowledged transactions: after every `every`
+/// commits or `interval` it asks the inner sink how far it has acknowledged and writes that; when
+/// the source is idle it waits for everything to be acknowledged first.
 pub struct Checkpointing<'a> {
     inner: &'a mut dyn Sink,
     file: PositionFile,
@@ -185,8 +185,8 @@ impl<'a> Checkpointing<'a> {
     /// would skip what was written while the tool was down).
     pub fn begin_at(&mut self, resume: Resume) -> Result<()> {
         if self.last_commit.is_none() && self.saved.is_none() {
-            self.last_commit = Some(resume);
-            self.save()?;
+            self.last_commit = Some(resume.clone());
+            self.save(Some(resume))?;
         }
         Ok(())
     }
@@ -204,25 +204,33 @@ impl<'a> Checkpointing<'a> {
         }
     }
 
-    fn save(&mut self) -> Result<()> {
+    /// Saves `resume` (which the sink has acknowledged) unless it is already saved.
+    fn save(&mut self, resume: Option<Resume>) -> Result<()> {
         self.schedule.done();
-        let (Some(resume), Some((flavor, identity))) = (&self.last_commit, &self.server) else {
+        let (Some(resume), Some((flavor, identity))) = (resume, &self.server) else {
             return Ok(());
         };
         if self.saved.as_ref().is_some_and(|s| s.file == *resume.file && s.offset == resume.offset) {
             return Ok(());
         }
-        let pos = Position::new(*flavor, resume, identity.clone());
-        self.inner.flush()?;
+        let pos = Position::new(*flavor, &resume, identity.clone());
         self.file.save(&pos)?;
         self.saved = Some(pos);
         Ok(())
     }
 
-    /// Flushes the sink and saves the position of the last commit.
+    /// Waits for the sink to acknowledge everything and saves the position of the last commit.
+    /// If that fails (a sink that refuses an event), what was acknowledged before is saved.
     pub fn finish(&mut self) -> Result<()> {
-        self.inner.flush()?;
-        self.save()
+        match self.inner.flush() {
+            Ok(()) => self.save(self.last_commit.clone()),
+            Err(e) => {
+                if let Ok(acked) = self.inner.acknowledged() {
+                    self.save(acked)?;
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -243,15 +251,20 @@ impl Sink for Checkpointing<'_> {
         self.inner.commit(resume)?;
         self.last_commit = Some(resume.clone());
         if self.schedule.committed() {
-            self.save()?;
+            let acked = self.inner.acknowledged()?;
+            self.save(acked)?;
         }
         Ok(())
+    }
+
+    fn acknowledged(&mut self) -> Result<Option<Resume>> {
+        self.inner.acknowledged()
     }
 
     fn flush(&mut self) -> Result<()> {
         self.inner.flush()?;
         if self.schedule.overdue() {
-            self.save()?;
+            self.save(self.last_commit.clone())?;
         }
         Ok(())
     }

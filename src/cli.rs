@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::sink::kafka::config::{parse_property, KeyMode};
 use crate::source::Start;
 
 #[derive(Debug, Parser)]
@@ -69,6 +70,8 @@ pub struct StreamArgs {
     /// Save the position at least this often, in seconds, while transactions arrive [default: 1].
     #[arg(long, env = "BINLOG_TAIL_CHECKPOINT_INTERVAL")]
     pub checkpoint_interval: Option<f64>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// How to resume a saved position: `gtid` where the server has GTIDs (survives failover),
     /// else `file` offsets; `file` always uses file and offset [default: gtid].
     #[arg(long, value_enum, env = "BINLOG_TAIL_RESUME_BY")]
@@ -122,6 +125,34 @@ pub struct CheckArgs {
 #[serde(rename_all = "lowercase")]
 pub enum SinkKind {
     Stdout,
+    Kafka,
+}
+
+/// The Kafka sink. In a config file: `kafka_brokers`, `kafka_topic`, ... and a `[kafka]` table
+/// of librdkafka properties.
+#[derive(Debug, Args, Default)]
+pub struct KafkaArgs {
+    /// Bootstrap brokers, HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "BINLOG_TAIL_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Topic template: {db} and {table} are replaced; without them, one fixed topic [default: {db}.{table}].
+    #[arg(long, env = "BINLOG_TAIL_KAFKA_TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// Prefix for every topic name.
+    #[arg(long, env = "BINLOG_TAIL_KAFKA_TOPIC_PREFIX")]
+    pub kafka_topic_prefix: Option<String>,
+    /// Message key: the primary key as JSON (per-row order), db.table, or none [default: pk].
+    #[arg(long, value_enum, env = "BINLOG_TAIL_KAFKA_KEY")]
+    pub kafka_key: Option<KeyMode>,
+    /// zstd, lz4, snappy, gzip or none [default: lz4].
+    #[arg(long, env = "BINLOG_TAIL_KAFKA_COMPRESSION")]
+    pub kafka_compression: Option<String>,
+    /// Topic for DDL events (--emit-ddl) [default: binlog_tail.ddl].
+    #[arg(long, env = "BINLOG_TAIL_KAFKA_DDL_TOPIC")]
+    pub kafka_ddl_topic: Option<String>,
+    /// A librdkafka property (SASL, TLS, tuning), e.g. -X security.protocol=SASL_SSL; repeatable.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub kafka_property: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]

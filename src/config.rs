@@ -13,6 +13,7 @@ use crate::cli::{EmitArgs, ResumeBy, ServerArgs, SinkKind, StreamArgs};
 use crate::decode::Options;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
 use crate::outbox::OutboxTable;
+use crate::sink::kafka::config::{KafkaSettings, KeyMode};
 use crate::source::server::ServerConfig;
 use crate::source::Start;
 
@@ -40,6 +41,15 @@ pub struct FileConfig {
     pub emit_ddl: Option<bool>,
     #[serde(default)]
     pub outbox: Vec<OutboxTable>,
+    pub kafka_brokers: Option<String>,
+    pub kafka_topic: Option<String>,
+    pub kafka_topic_prefix: Option<String>,
+    pub kafka_key: Option<KeyMode>,
+    pub kafka_compression: Option<String>,
+    pub kafka_ddl_topic: Option<String>,
+    /// librdkafka properties.
+    #[serde(default)]
+    pub kafka: std::collections::BTreeMap<String, toml::Value>,
 }
 
 impl FileConfig {
@@ -59,6 +69,8 @@ pub struct StreamSettings {
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
     pub decode: Options,
+    /// Set when the sink is Kafka.
+    pub kafka: Option<KafkaSettings>,
 }
 
 impl StreamSettings {
@@ -100,13 +112,38 @@ impl StreamSettings {
         if emit.outbox.is_empty() {
             decode.outbox = file.outbox;
         }
+        let sink = args.sink.or(file.sink).unwrap_or(SinkKind::Stdout);
+        let kafka = match sink {
+            SinkKind::Stdout => None,
+            SinkKind::Kafka => {
+                // Properties from the file first, so `-X` flags override them.
+                let mut properties: Vec<(String, String)> = file
+                    .kafka
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                    .collect();
+                properties.extend(args.kafka.kafka_property);
+                Some(KafkaSettings {
+                    brokers: args.kafka.kafka_brokers.or(file.kafka_brokers).context(
+                        "--sink kafka needs --kafka-brokers HOST:PORT (or kafka_brokers in --config)",
+                    )?,
+                    topic: args.kafka.kafka_topic.or(file.kafka_topic).unwrap_or_else(|| "{db}.{table}".into()),
+                    topic_prefix: args.kafka.kafka_topic_prefix.or(file.kafka_topic_prefix).unwrap_or_default(),
+                    ddl_topic: args.kafka.kafka_ddl_topic.or(file.kafka_ddl_topic).unwrap_or_else(|| "binlog_tail.ddl".into()),
+                    key: args.kafka.kafka_key.or(file.kafka_key).unwrap_or(KeyMode::Pk),
+                    compression: args.kafka.kafka_compression.or(file.kafka_compression).unwrap_or_else(|| "lz4".into()),
+                    properties,
+                })
+            }
+        };
         let mut server = server_config(&merged, true)?;
         server.resume_by_gtid = args.resume_by.or(file.resume_by).unwrap_or(ResumeBy::Gtid) == ResumeBy::Gtid;
         Ok(StreamSettings {
             server,
             start,
             position_file,
-            sink: args.sink.or(file.sink).unwrap_or(SinkKind::Stdout),
+            sink,
+            kafka,
             checkpoint_every: args.checkpoint_every.or(file.checkpoint_every).unwrap_or(1000).max(1),
             checkpoint_interval: seconds(args.checkpoint_interval.or(file.checkpoint_interval).unwrap_or(1.0), "checkpoint interval")?,
             decode,

@@ -20,6 +20,7 @@ use crate::config::{decode_options, server_config, StreamSettings};
 use crate::decode::{Decoder, Flow, Options, Resume};
 use crate::error::is_transient;
 use crate::preflight::{self, Status};
+use crate::sink::kafka::KafkaSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::Sink;
 use crate::source::file::read_files;
@@ -72,11 +73,12 @@ pub fn stream(args: StreamArgs) -> Result<()> {
     };
     let rt = runtime()?;
     let shutdown = Shutdown::install(&rt);
-    let mut out = match settings.sink {
-        SinkKind::Stdout => StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock())),
+    let mut out: Box<dyn Sink> = match (settings.sink, &settings.kafka) {
+        (SinkKind::Kafka, Some(kafka)) => Box::new(KafkaSink::new(kafka.clone())?),
+        _ => Box::new(StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()))),
     };
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
-    let mut sink = Checkpointing::new(&mut out, position_file, schedule, saved.clone());
+    let mut sink = Checkpointing::new(out.as_mut(), position_file, schedule, saved.clone());
     let mut failures = 0u32;
     loop {
         let current = sink.position();

@@ -1,7 +1,8 @@
 //! Where change events go. A sink acknowledges a transaction only once everything up to its
-//! end is durably handed over (for stdout: written and flushed), which is what lets the position
-//! move.
+//! end is durably handed over (stdout: written and flushed; Kafka: acknowledged by the brokers),
+//! which is what lets the position move.
 
+pub mod kafka;
 pub mod stdout;
 
 use anyhow::Result;
@@ -17,6 +18,9 @@ pub trait Sink {
     fn message(&mut self, msg: &Message) -> Result<()>;
     /// A transaction ended; reading may later resume at `resume`.
     fn commit(&mut self, resume: &Resume) -> Result<()>;
-    /// Pushes out anything buffered.
+    /// The end of the newest transaction that, with every one before it, is acknowledged —
+    /// without waiting for what is still in flight.
+    fn acknowledged(&mut self) -> Result<Option<Resume>>;
+    /// Waits until everything handed over is acknowledged.
     fn flush(&mut self) -> Result<()>;
 }

@@ -20,13 +20,14 @@ pub struct StdoutSink<W: Write> {
     out: W,
     line: Vec<u8>,
     buffered: usize,
+    last_commit: Option<Resume>,
 }
 
 const FLUSH_AT: usize = 256 * 1024;
 
 impl<W: Write> StdoutSink<W> {
     pub fn new(out: W) -> Self {
-        StdoutSink { out, line: Vec::with_capacity(4096), buffered: 0 }
+        StdoutSink { out, line: Vec::with_capacity(4096), buffered: 0, last_commit: None }
     }
 
     fn io(&mut self, r: io::Result<()>) -> Result<()> {
@@ -61,11 +62,18 @@ impl<W: Write> Sink for StdoutSink<W> {
         self.line(|out| msg.write_json(out))
     }
 
-    fn commit(&mut self, _resume: &Resume) -> Result<()> {
+    fn commit(&mut self, resume: &Resume) -> Result<()> {
+        self.last_commit = Some(resume.clone());
         if self.buffered >= FLUSH_AT {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Written and flushed is acknowledged.
+    fn acknowledged(&mut self) -> Result<Option<Resume>> {
+        self.flush()?;
+        Ok(self.last_commit.clone())
     }
 
     fn flush(&mut self) -> Result<()> {

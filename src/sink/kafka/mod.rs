@@ -1,0 +1,231 @@
+//! The Kafka sink: at-least-once, ordered delivery, acknowledged per transaction.
+//!
+//! Invariants:
+//! - A transaction counts as acknowledged only when every message of it, and of every earlier
+//!   transaction, was acknowledged by the brokers; only then may the position move past it.
+//! - Retriable failures (broker down, leader change, timeouts) are retried by librdkafka without a
+//!   time limit; any failure it reports is permanent and stops the tool, naming the event.
+//! - Memory is bounded: when the producer queue is full, `send` waits (and with it the binlog
+//!   reader). In-flight tracking is one counter per transaction, never one entry per row.
+
+pub mod config;
+mod route;
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+
+use super::Sink;
+use crate::decode::Resume;
+use crate::event::{Change, Ddl};
+use crate::outbox::Message;
+use config::KafkaSettings;
+
+/// Delivery reports, collected while `poll` runs on the sink's thread.
+struct Reports {
+    /// Transaction sequence numbers of delivered messages, one entry per message.
+    delivered: Mutex<Vec<u64>>,
+    failure: Mutex<Option<String>>,
+}
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        match result {
+            Ok(_) => self.delivered.lock().expect("not poisoned").push(seq as u64),
+            Err((err, msg)) => {
+                let header = |name: &str| {
+                    msg.headers()
+                        .and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value))
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_else(|| "?".into())
+                };
+                let mut failure = self.failure.lock().expect("not poisoned");
+                failure.get_or_insert_with(|| {
+                    format!(
+                        "Kafka refused the event of `{}`.`{}` at {} for topic {}: {err}{}",
+                        header("db"),
+                        header("table"),
+                        header("pos"),
+                        msg.topic(),
+                        hint(err)
+                    )
+                });
+            }
+        }
+    }
+}
+
+/// What to do about a permanent delivery error.
+fn hint(err: &KafkaError) -> &'static str {
+    match err.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+            " — create the topic (the broker does not create topics automatically), or route with --kafka-topic"
+        }
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize) => {
+            " — raise the topic's max.message.bytes (and -X message.max.bytes), or drop the large column with --drop-column"
+        }
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::ClusterAuthorizationFailed) => {
+            " — grant this client WRITE on the topic (and IDEMPOTENT_WRITE on the cluster)"
+        }
+        _ => "",
+    }
+}
+
+/// One transaction's messages in flight.
+struct Tx {
+    seq: u64,
+    outstanding: u64,
+    /// Set when the transaction ended.
+    end: Option<Resume>,
+}
+
+pub struct KafkaSink {
+    producer: BaseProducer<Reports>,
+    settings: KafkaSettings,
+    /// Oldest first; the last entry is the open transaction.
+    inflight: VecDeque<Tx>,
+    acked: Option<Resume>,
+    value: Vec<u8>,
+}
+
+impl KafkaSink {
+    pub fn new(settings: KafkaSettings) -> Result<KafkaSink> {
+        let reports = Reports { delivered: Mutex::new(Vec::new()), failure: Mutex::new(None) };
+        let producer: BaseProducer<Reports> = settings
+            .client_config()?
+            .create_with_context(reports)
+            .context("cannot create the Kafka producer (check --kafka-brokers and the -X properties)")?;
+        Ok(KafkaSink {
+            producer,
+            settings,
+            inflight: VecDeque::from([Tx { seq: 0, outstanding: 0, end: None }]),
+            acked: None,
+            value: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Hands one message to the producer, waiting while its queue is full.
+    fn send(&mut self, topic: &str, key: Option<&[u8]>, headers: OwnedHeaders, value: &[u8]) -> Result<()> {
+        let tx = self.inflight.back_mut().expect("an open transaction");
+        let mut record = BaseRecord::with_opaque_to(topic, tx.seq as usize).payload(value).headers(headers);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        tx.outstanding += 1;
+        let mut waited = Instant::now();
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(50));
+                    self.check_failure()?;
+                    if waited.elapsed() > Duration::from_secs(30) {
+                        tracing::warn!("Kafka is not acknowledging: {} messages waiting; reading paused", self.producer.in_flight_count());
+                        waited = Instant::now();
+                    }
+                }
+                Err((e, _)) => {
+                    return Err(anyhow!("cannot produce to Kafka topic {topic}: {e}"));
+                }
+            }
+        }
+        self.producer.poll(Duration::ZERO);
+        self.check_failure()
+    }
+
+    fn check_failure(&self) -> Result<()> {
+        match self.producer.context().failure.lock().expect("not poisoned").clone() {
+            Some(f) => Err(anyhow!(f)),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies delivery reports and advances `acked` over completed transactions.
+    fn settle(&mut self) -> Result<()> {
+        self.producer.poll(Duration::ZERO);
+        self.check_failure()?;
+        let delivered = std::mem::take(&mut *self.producer.context().delivered.lock().expect("not poisoned"));
+        let first = self.inflight.front().map(|t| t.seq).unwrap_or(0);
+        for seq in delivered {
+            if let Some(tx) = self.inflight.get_mut((seq - first) as usize) {
+                tx.outstanding -= 1;
+            }
+        }
+        while let Some(tx) = self.inflight.front() {
+            if tx.outstanding > 0 || tx.end.is_none() {
+                break;
+            }
+            // The open transaction (no end yet) always stays, so the queue is never empty.
+            self.acked = self.inflight.pop_front().and_then(|t| t.end);
+        }
+        Ok(())
+    }
+}
+
+impl Sink for KafkaSink {
+    fn change(&mut self, change: &Change) -> Result<()> {
+        let routed = route::change(&self.settings, change);
+        let mut value = std::mem::take(&mut self.value);
+        value.clear();
+        change.write_json(&mut value);
+        let result = self.send(&routed.topic, routed.key.as_deref(), routed.headers, &value);
+        self.value = value;
+        result
+    }
+
+    fn ddl(&mut self, ddl: &Ddl) -> Result<()> {
+        let routed = route::ddl(&self.settings, ddl);
+        let mut value = Vec::new();
+        ddl.write_json(&mut value);
+        self.send(&routed.topic, routed.key.as_deref(), routed.headers, &value)
+    }
+
+    fn message(&mut self, msg: &Message) -> Result<()> {
+        let mut headers = OwnedHeaders::new_with_capacity(msg.headers.len());
+        for (k, v) in &msg.headers {
+            headers = headers.insert(Header { key: k, value: Some(v) });
+        }
+        let topic = format!("{}{}", self.settings.topic_prefix, msg.topic);
+        self.send(&topic, msg.key.as_deref(), headers, &msg.value)
+    }
+
+    fn commit(&mut self, resume: &Resume) -> Result<()> {
+        let open = self.inflight.back_mut().expect("an open transaction");
+        open.end = Some(resume.clone());
+        let seq = open.seq + 1;
+        self.inflight.push_back(Tx { seq, outstanding: 0, end: None });
+        self.settle()
+    }
+
+    fn acknowledged(&mut self) -> Result<Option<Resume>> {
+        self.settle()?;
+        Ok(self.acked.clone())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let mut reported = Instant::now();
+        loop {
+            self.settle()?;
+            let waiting: u64 = self.inflight.iter().map(|t| t.outstanding).sum();
+            if waiting == 0 {
+                return Ok(());
+            }
+            self.producer.poll(Duration::from_millis(20));
+            if reported.elapsed() > Duration::from_secs(10) {
+                tracing::warn!("waiting for Kafka to acknowledge {waiting} messages");
+                reported = Instant::now();
+            }
+        }
+    }
+}
