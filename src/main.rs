@@ -12,6 +12,7 @@ mod gtid;
 mod outbox;
 mod pipeline;
 mod preflight;
+mod shutdown;
 mod sink;
 mod source;
 

@@ -6,13 +6,10 @@
 //! and saves the position before exiting 0.
 
 use std::io::{self, BufWriter};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use tokio::runtime::Runtime;
-use tokio::sync::Notify;
 
 use crate::checkpoint::{Checkpointing, Position, PositionFile, Schedule};
 use crate::cli::{CheckArgs, DumpArgs, SinkKind, StreamArgs};
@@ -20,6 +17,7 @@ use crate::config::{decode_options, server_config, StreamSettings};
 use crate::decode::{Decoder, Flow, Options, Resume};
 use crate::error::is_transient;
 use crate::preflight::{self, Status};
+use crate::shutdown::Shutdown;
 use crate::sink::kafka::KafkaSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::Sink;
@@ -74,7 +72,7 @@ pub fn stream(args: StreamArgs) -> Result<()> {
     let rt = runtime()?;
     let shutdown = Shutdown::install(&rt);
     let mut out: Box<dyn Sink> = match (settings.sink, &settings.kafka) {
-        (SinkKind::Kafka, Some(kafka)) => Box::new(KafkaSink::new(kafka.clone())?),
+        (SinkKind::Kafka, Some(kafka)) => Box::new(KafkaSink::new(kafka.clone(), shutdown.clone())?),
         _ => Box::new(StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()))),
     };
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
@@ -113,9 +111,10 @@ pub fn stream(args: StreamArgs) -> Result<()> {
             }
             Err(e) if is_transient(&e) => return sink.finish(),
             Err(e) => {
-                // Save what was delivered before the failure; the failure itself is the error.
-                if let Err(save) = sink.finish() {
-                    tracing::error!("could not save the position: {save:#}");
+                // Save what was delivered before the failure; the failure itself is the error
+                // (and usually the reason finishing fails too).
+                if let Err(finish) = sink.finish() {
+                    tracing::debug!("finishing after the error: {finish:#}");
                 }
                 return Err(e);
             }
@@ -237,41 +236,4 @@ fn backoff(rt: &Runtime, shutdown: &Shutdown, failures: u32, err: &anyhow::Error
             _ = shutdown.notify.notified() => {}
         }
     });
-}
-
-/// SIGINT/SIGTERM: the first asks for a clean stop after the current transaction, the second
-/// for a stop right away (still only saving positions of delivered transactions).
-pub struct Shutdown {
-    signals: AtomicU32,
-    pub notify: Notify,
-}
-
-impl Shutdown {
-    fn install(rt: &Runtime) -> Arc<Shutdown> {
-        let shutdown = Arc::new(Shutdown { signals: AtomicU32::new(0), notify: Notify::new() });
-        let s = shutdown.clone();
-        rt.spawn(async move {
-            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-                let n = s.signals.fetch_add(1, Ordering::SeqCst) + 1;
-                tracing::info!("{}", if n == 1 { "stopping after the current transaction" } else { "stopping now" });
-                s.notify.notify_one();
-            }
-        });
-        shutdown
-    }
-
-    fn requested(&self) -> bool {
-        self.signals.load(Ordering::SeqCst) > 0
-    }
-
-    fn forced(&self) -> bool {
-        self.signals.load(Ordering::SeqCst) > 1
-    }
 }

@@ -256,7 +256,7 @@ impl Stream {
         let stdout = dir.join(format!("out.{n}.jsonl"));
         let stderr = dir.join(format!("err.{n}.log"));
         let child = binlog_tail()
-            .args(["stream", "--url", &server.url(), "--sink", "stdout", "--position-file"])
+            .args(["stream", "--url", &server.url(), "--position-file"])
             .arg(position)
             .args(extra)
             .env("MYSQL_PWD", "replpass")
@@ -291,6 +291,15 @@ impl Stream {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
+
+    /// Waits until the stream has saved its starting position (it is connected and reading).
+    pub fn wait_ready(&self, position: &Path) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !position.exists() {
+            assert!(std::time::Instant::now() < deadline, "stream did not start: {}", self.log());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 /// Every event line in the files; a torn last line (SIGKILL mid-write) is not an event.
@@ -324,5 +333,141 @@ pub fn wait_for_rows(files: &[PathBuf], db: &str, n: usize) -> Vec<Event> {
             return ev;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A tansu broker (Kafka protocol) on 127.0.0.1 with sqlite storage in a temp dir.
+pub struct Broker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let mut b = Broker { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        b.restart();
+        b
+    }
+
+    fn binary() -> PathBuf {
+        let out = Command::new(root().join("scripts/install-tansu")).arg("--path").output().unwrap();
+        let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        assert!(path.exists(), "tansu (the Kafka-protocol broker) is not installed: run scripts/install-tansu (scripts/test does)");
+        path
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and data.
+    pub fn restart(&mut self) {
+        let url = format!("tcp://{}", self.addr());
+        let child = Command::new(Self::binary())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(self.dir.path().join("broker.log")).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(self.addr()).is_err() {
+            assert!(std::time::Instant::now() < deadline, "tansu did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the broker the way an operator would (SIGTERM), waiting for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while c.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new(Self::binary())
+            .args(["topic", "create", name, "--partitions", &partitions.to_string()])
+            .args(["--broker", &format!("tcp://{}", self.addr())])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "topic create {name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Reads every message of `topic` from the beginning, until `n` arrived or 60 s passed.
+    pub fn read(&self, topic: &str, n: usize) -> Vec<KafkaMessage> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::{Headers, Message};
+        use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.addr())
+            .set("group.id", "binlog-tail-tests")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let timeout = std::time::Duration::from_secs(10);
+        let meta = consumer.fetch_metadata(Some(topic), timeout).unwrap();
+        let partitions = meta.topics()[0].partitions().len() as i32;
+        let mut assignment = TopicPartitionList::new();
+        for p in 0..partitions {
+            assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&assignment).unwrap();
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while out.len() < n && std::time::Instant::now() < deadline {
+            let Some(msg) = consumer.poll(std::time::Duration::from_millis(200)) else { continue };
+            let msg = msg.unwrap();
+            let headers = msg
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| (x.key.to_string(), x.value.map(|v| String::from_utf8_lossy(v).into_owned())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(KafkaMessage {
+                partition: msg.partition(),
+                offset: msg.offset(),
+                key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: msg.payload().map(|v| v.to_vec()).unwrap_or_default(),
+                headers,
+            });
+        }
+        out
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaMessage {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Option<String>)>,
+}
+
+impl KafkaMessage {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref())
+    }
+
+    pub fn event(&self) -> Event {
+        serde_json::from_slice(&self.value).unwrap_or_else(|e| panic!("bad value ({e}): {}", String::from_utf8_lossy(&self.value)))
     }
 }

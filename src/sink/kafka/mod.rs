@@ -12,10 +12,10 @@ pub mod config;
 mod route;
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -25,6 +25,7 @@ use super::Sink;
 use crate::decode::Resume;
 use crate::event::{Change, Ddl};
 use crate::outbox::Message;
+use crate::shutdown::Shutdown;
 use config::KafkaSettings;
 
 /// Delivery reports, collected while `poll` runs on the sink's thread.
@@ -96,10 +97,11 @@ pub struct KafkaSink {
     inflight: VecDeque<Tx>,
     acked: Option<Resume>,
     value: Vec<u8>,
+    shutdown: Arc<Shutdown>,
 }
 
 impl KafkaSink {
-    pub fn new(settings: KafkaSettings) -> Result<KafkaSink> {
+    pub fn new(settings: KafkaSettings, shutdown: Arc<Shutdown>) -> Result<KafkaSink> {
         let reports = Reports { delivered: Mutex::new(Vec::new()), failure: Mutex::new(None) };
         let producer: BaseProducer<Reports> = settings
             .client_config()?
@@ -111,17 +113,17 @@ impl KafkaSink {
             inflight: VecDeque::from([Tx { seq: 0, outstanding: 0, end: None }]),
             acked: None,
             value: Vec::with_capacity(4096),
+            shutdown,
         })
     }
 
     /// Hands one message to the producer, waiting while its queue is full.
     fn send(&mut self, topic: &str, key: Option<&[u8]>, headers: OwnedHeaders, value: &[u8]) -> Result<()> {
-        let tx = self.inflight.back_mut().expect("an open transaction");
-        let mut record = BaseRecord::with_opaque_to(topic, tx.seq as usize).payload(value).headers(headers);
+        let seq = self.inflight.back().expect("an open transaction").seq;
+        let mut record = BaseRecord::with_opaque_to(topic, seq as usize).payload(value).headers(headers);
         if let Some(k) = key {
             record = record.key(k);
         }
-        tx.outstanding += 1;
         let mut waited = Instant::now();
         loop {
             match self.producer.send(record) {
@@ -136,10 +138,11 @@ impl KafkaSink {
                     }
                 }
                 Err((e, _)) => {
-                    return Err(anyhow!("cannot produce to Kafka topic {topic}: {e}"));
+                    return Err(anyhow!("cannot produce to Kafka topic {topic}: {e}{}", hint(&e)));
                 }
             }
         }
+        self.inflight.back_mut().expect("an open transaction").outstanding += 1;
         self.producer.poll(Duration::ZERO);
         self.check_failure()
     }
@@ -181,7 +184,7 @@ impl Sink for KafkaSink {
         change.write_json(&mut value);
         let result = self.send(&routed.topic, routed.key.as_deref(), routed.headers, &value);
         self.value = value;
-        result
+        result.with_context(|| format!("the event of `{}`.`{}` at {}:{}", change.table.db, change.table.name, change.file, change.offset))
     }
 
     fn ddl(&mut self, ddl: &Ddl) -> Result<()> {
@@ -222,6 +225,9 @@ impl Sink for KafkaSink {
                 return Ok(());
             }
             self.producer.poll(Duration::from_millis(20));
+            if self.shutdown.forced() {
+                bail!("stopped before Kafka acknowledged {waiting} messages; the position covers only acknowledged transactions");
+            }
             if reported.elapsed() > Duration::from_secs(10) {
                 tracing::warn!("waiting for Kafka to acknowledge {waiting} messages");
                 reported = Instant::now();
