@@ -166,6 +166,9 @@ fn server_decoder(rt: &Runtime, cfg: &ServerConfig, source: &ServerSource, opts:
     Ok(decoder)
 }
 
+/// How often an idle stream wakes up to save a checkpoint that fell due.
+const IDLE_WAKEUP: Duration = Duration::from_millis(250);
+
 /// Feeds server events to the decoder until the stream ends, the limit is reached, or a shutdown
 /// was requested and no transaction is open.
 fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, shutdown: &Shutdown) -> Result<()> {
@@ -175,8 +178,10 @@ fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, sh
         }
         let next = match source.next()? {
             Next::Idle => {
+                // Flushing when idle also saves a due checkpoint; waking up now and then lets a
+                // checkpoint that fell due while waiting be saved too.
                 sink.flush()?;
-                source.next_blocking(&shutdown.notify)?
+                source.next_blocking(&shutdown.notify, IDLE_WAKEUP)?
             }
             other => other,
         };

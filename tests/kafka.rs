@@ -160,7 +160,7 @@ fn workload(txs: usize) -> String {
 #[test]
 fn sigkills_and_a_broker_outage_lose_nothing() {
     let server = MariaDb::start(&[]);
-    let mut broker = Broker::start();
+    let broker = Broker::start();
     server.sql("CREATE DATABASE k;");
     for t in 0..3 {
         server.sql(&format!("CREATE TABLE k.t{t} (id INT PRIMARY KEY, v INT); INSERT INTO k.t{t} VALUES (0, -1);"));
@@ -180,7 +180,10 @@ fn sigkills_and_a_broker_outage_lose_nothing() {
             }
         })
     };
-    let base = kafka_args(&broker);
+    let mut base = kafka_args(&broker);
+    // tansu 0.6 stops acknowledging an idempotent producer's retries after it was frozen; with
+    // idempotence off, retries may duplicate (counted below) but nothing stalls.
+    base.extend(["-X", "enable.idempotence=false"].map(String::from));
     let mut seed = 0x9e3779b97f4a7c15u64;
     let kills = 22;
     for n in 0..kills {
@@ -191,15 +194,19 @@ fn sigkills_and_a_broker_outage_lose_nothing() {
         }
         let mut run = Stream::start(&server, &position, dir.path(), n, &args(&extra));
         if n == kills / 2 {
-            // The broker goes away for over 10 s while binlog-tail keeps running.
-            broker.stop();
+            // The broker is unreachable for over 10 s while binlog-tail keeps running. (Frozen
+            // rather than restarted: tansu 0.6 restarted on its sqlite storage did not serve the
+            // records it had stored before, which would test tansu, not binlog-tail.)
+            broker.freeze(true);
             std::thread::sleep(Duration::from_secs(11));
-            broker.restart();
+            broker.freeze(false);
         }
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(150 + seed % 400));
+        // Kafka acknowledges after a round trip and a linger, so a run needs a moment to make
+        // progress: kill after 0.5-1.5 s.
+        std::thread::sleep(Duration::from_millis(500 + seed % 1000));
         run.signal("-KILL");
         run.wait();
     }
@@ -212,18 +219,16 @@ fn sigkills_and_a_broker_outage_lose_nothing() {
     let mut duplicates = 0;
     for t in 0..3 {
         let expected_inserts = (0..txs).filter(|i| i % 3 == t).count();
-        let expected = expected_inserts * 2; // an insert and a counter update per transaction
-        let mut msgs = broker.read(&format!("k.t{t}"), expected);
+        // An insert and a counter update per transaction, and the counter row's own insert.
+        let expected = expected_inserts * 2 + 1;
         // Read until every distinct event is there (duplicates make the count larger).
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let distinct: HashSet<String> = msgs.iter().map(|m| m.header("id").unwrap().to_string()).collect();
-            if distinct.len() >= expected || std::time::Instant::now() > deadline {
-                break;
+        let mut ids = HashSet::new();
+        let mut msgs = broker.read_until(&format!("k.t{t}"), Duration::from_secs(180), |msgs| {
+            if let Some(m) = msgs.last() {
+                ids.insert(m.header("id").unwrap().to_string());
             }
-            std::thread::sleep(Duration::from_millis(500));
-            msgs = broker.read(&format!("k.t{t}"), msgs.len() + 1);
-        }
+            ids.len() >= expected
+        });
         msgs.sort_by_key(|m| (m.partition, m.offset));
         let mut seen = HashSet::new();
         let mut counter_values = Vec::new();
@@ -236,18 +241,27 @@ fn sigkills_and_a_broker_outage_lose_nothing() {
             let e = m.event();
             match e.op.as_str() {
                 "insert" => {
-                    inserted.insert(e.after.unwrap()["id"].as_i64().unwrap());
+                    let id = e.after.unwrap()["id"].as_i64().unwrap();
+                    if id > 0 {
+                        inserted.insert(id); // id 0 is the counter row, inserted at setup
+                    }
                 }
                 "update" => counter_values.push(e.after.unwrap()["v"].as_i64().unwrap()),
                 other => panic!("unexpected {other}"),
             }
         }
         let missing: Vec<i64> = (0..txs as i64).filter(|i| i % 3 == t as i64).map(|i| i + 1).filter(|id| !inserted.contains(id)).take(10).collect();
-        assert_eq!(inserted.len(), expected_inserts, "k.t{t}: inserted rows missing from Kafka, e.g. {missing:?}; {} messages read", msgs.len());
+        assert_eq!(
+            inserted.len(),
+            expected_inserts,
+            "k.t{t}: inserted rows missing from Kafka, e.g. {missing:?}; {} messages read; last run: {}",
+            msgs.len(),
+            last.log()
+        );
         assert_eq!(counter_values.len(), expected_inserts, "k.t{t}: counter updates missing");
         assert!(counter_values.windows(2).all(|w| w[0] < w[1]), "k.t{t}: per-key order broken");
     }
     let log = last.log();
     assert!(last.stop().success(), "{log}");
-    eprintln!("kafka crash test: {txs} transactions, {kills} SIGKILLs, broker down 11 s, 0 lost, {duplicates} duplicates");
+    eprintln!("kafka crash test: {txs} transactions, {kills} SIGKILLs, broker unreachable 11 s, 0 lost, {duplicates} duplicates");
 }

@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -394,6 +395,12 @@ impl Broker {
         }
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the broker: to clients it is down, connections hang.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        Command::new("kill").args([if frozen { "-STOP" } else { "-CONT" }, &pid]).status().unwrap();
+    }
+
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let out = Command::new(Self::binary())
             .args(["topic", "create", name, "--partitions", &partitions.to_string()])
@@ -405,6 +412,11 @@ impl Broker {
 
     /// Reads every message of `topic` from the beginning, until `n` arrived or 60 s passed.
     pub fn read(&self, topic: &str, n: usize) -> Vec<KafkaMessage> {
+        self.read_until(topic, Duration::from_secs(60), |msgs| msgs.len() >= n)
+    }
+
+    /// Reads `topic` from the beginning until `done` says so or `timeout` passed.
+    pub fn read_until(&self, topic: &str, timeout: Duration, mut done: impl FnMut(&[KafkaMessage]) -> bool) -> Vec<KafkaMessage> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::message::{Headers, Message};
         use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -414,8 +426,7 @@ impl Broker {
             .set("enable.auto.commit", "false")
             .create()
             .unwrap();
-        let timeout = std::time::Duration::from_secs(10);
-        let meta = consumer.fetch_metadata(Some(topic), timeout).unwrap();
+        let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
         let partitions = meta.topics()[0].partitions().len() as i32;
         let mut assignment = TopicPartitionList::new();
         for p in 0..partitions {
@@ -423,8 +434,8 @@ impl Broker {
         }
         consumer.assign(&assignment).unwrap();
         let mut out = Vec::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while out.len() < n && std::time::Instant::now() < deadline {
+        let deadline = std::time::Instant::now() + timeout;
+        while !done(&out) && std::time::Instant::now() < deadline {
             let Some(msg) = consumer.poll(std::time::Duration::from_millis(200)) else { continue };
             let msg = msg.unwrap();
             let headers = msg

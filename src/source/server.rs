@@ -94,8 +94,8 @@ impl ServerSource {
         }
     }
 
-    /// Waits for the next event, or for `interrupt` to be notified.
-    pub fn next_blocking(&mut self, interrupt: &Notify) -> Result<Next> {
+    /// Waits up to `wait` for the next event, or until `interrupt` is notified.
+    pub fn next_blocking(&mut self, interrupt: &Notify, wait: Duration) -> Result<Next> {
         let rx = &mut self.rx;
         self.rt.block_on(async {
             tokio::select! {
@@ -104,6 +104,7 @@ impl ServerSource {
                     None => Ok(Next::End),
                 },
                 _ = interrupt.notified() => Ok(Next::Interrupted),
+                _ = tokio::time::sleep(wait) => Ok(Next::Idle),
             }
         })
     }
