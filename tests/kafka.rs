@@ -159,6 +159,7 @@ fn workload(txs: usize) -> String {
 
 #[test]
 fn sigkills_and_a_broker_outage_lose_nothing() {
+    let _heavy = crate::util::heavy();
     let server = MariaDb::start(&[]);
     let broker = Broker::start();
     server.sql("CREATE DATABASE k;");

@@ -93,6 +93,7 @@ fn sigkill_at_random_moments_loses_nothing_resuming_by_file_offset() {
 }
 
 fn crash_test(resume_by: &str) {
+    let _heavy = crate::util::heavy();
     let server = MariaDb::start(&[]);
     create_tables(&server, "crash");
     let dir = tempfile::tempdir().unwrap();

@@ -88,6 +88,13 @@ pub struct MariaDb {
 
 static SHARED: OnceLock<MariaDb> = OnceLock::new();
 
+/// The crash tests each drive a server, a broker and many processes for a while; run them one at
+/// a time so their timing does not depend on what else the test binary runs.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl MariaDb {
     /// One server shared by the tests of this run; each test works in its own database.
     pub fn shared() -> &'static MariaDb {
@@ -274,6 +281,7 @@ impl Stream {
 
     /// Sends SIGTERM and waits; returns the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
+        // (Drop then only reaps an exited process.)
         self.signal("-TERM");
         self.wait()
     }
@@ -300,6 +308,14 @@ impl Stream {
             assert!(std::time::Instant::now() < deadline, "stream did not start: {}", self.log());
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+}
+
+impl Drop for Stream {
+    /// A failing test must not leave a stream running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
