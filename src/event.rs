@@ -41,12 +41,7 @@ impl Change {
         out.extend_from_slice(&t.db_json);
         out.extend_from_slice(b",\"table\":");
         out.extend_from_slice(&t.name_json);
-        out.extend_from_slice(b",\"ts\":");
-        out.extend_from_slice(itoa::Buffer::new().format(self.ts).as_bytes());
-        out.extend_from_slice(b",\"gtid\":");
-        write_opt_str(self.gtid.as_deref(), out);
-        out.extend_from_slice(b",\"pos\":");
-        write_json_str(&format!("{}:{}", self.file, self.offset), out);
+        write_origin(out, self.ts, self.gtid.as_deref(), &self.file, self.offset);
         out.extend_from_slice(b",\"xid\":");
         match self.xid {
             Some(x) => out.extend_from_slice(itoa::Buffer::new().format(x).as_bytes()),
@@ -105,23 +100,24 @@ impl Ddl {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"op\":\"ddl\",\"db\":");
         write_json_str(&self.db, out);
-        out.extend_from_slice(b",\"ts\":");
-        out.extend_from_slice(itoa::Buffer::new().format(self.ts).as_bytes());
-        out.extend_from_slice(b",\"gtid\":");
-        write_opt_str(self.gtid.as_deref(), out);
-        out.extend_from_slice(b",\"pos\":");
-        write_json_str(&format!("{}:{}", self.file, self.offset), out);
+        write_origin(out, self.ts, self.gtid.as_deref(), &self.file, self.offset);
         out.extend_from_slice(b",\"sql\":");
         write_json_str(&self.sql, out);
         out.push(b'}');
     }
 }
 
-fn write_opt_str(s: Option<&str>, out: &mut Vec<u8>) {
-    match s {
-        Some(s) => write_json_str(s, out),
+/// `,"ts":...,"gtid":...,"pos":"FILE:OFFSET"`: where an event came from.
+fn write_origin(out: &mut Vec<u8>, ts: u64, gtid: Option<&str>, file: &str, offset: u64) {
+    out.extend_from_slice(b",\"ts\":");
+    out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+    out.extend_from_slice(b",\"gtid\":");
+    match gtid {
+        Some(g) => write_json_str(g, out),
         None => out.extend_from_slice(b"null"),
     }
+    out.extend_from_slice(b",\"pos\":");
+    write_json_str(&format!("{file}:{offset}"), out);
 }
 
 fn write_image(table: &Table, image: Option<&RowImage>, out: &mut Vec<u8>) {

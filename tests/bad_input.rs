@@ -77,13 +77,8 @@ fn malformed_event_bodies_never_panic() {
     let original = real_binlog(dir.path());
     let events = event_spans(&original);
     let path = dir.path().join("mutated.bin");
-    let mut seed = 0x9e3779b97f4a7c15u64;
-    let mut rand = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = crate::util::XorShift(0x9e3779b97f4a7c15);
+    let mut rand = move || rng.next();
     for round in 0..120 {
         let mut bytes = original.clone();
         let (start, len) = events[1 + (rand() as usize % (events.len() - 1))];

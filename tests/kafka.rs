@@ -185,7 +185,7 @@ fn sigkills_and_a_broker_outage_lose_nothing() {
     // tansu 0.6 stops acknowledging an idempotent producer's retries after it was frozen; with
     // idempotence off, retries may duplicate (counted below) but nothing stalls.
     base.extend(["-X", "enable.idempotence=false"].map(String::from));
-    let mut seed = 0x9e3779b97f4a7c15u64;
+    let mut rng = crate::util::XorShift(0x9e3779b97f4a7c15u64);
     let kills = 22;
     for n in 0..kills {
         let mut extra = base.clone();
@@ -202,12 +202,9 @@ fn sigkills_and_a_broker_outage_lose_nothing() {
             std::thread::sleep(Duration::from_secs(11));
             broker.freeze(false);
         }
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
         // Kafka acknowledges after a round trip and a linger, so a run needs a moment to make
         // progress: kill after 0.5-1.5 s.
-        std::thread::sleep(Duration::from_millis(500 + seed % 1000));
+        std::thread::sleep(Duration::from_millis(500 + rng.next() % 1000));
         run.signal("-KILL");
         run.wait();
     }

@@ -110,7 +110,7 @@ fn crash_test(resume_by: &str) {
             }
         })
     };
-    let mut seed = 0x2545f4914f6cdd1du64;
+    let mut rng = crate::util::XorShift(0x2545f4914f6cdd1du64);
     let mut files = Vec::new();
     let kills = 24;
     for n in 0..kills {
@@ -120,10 +120,7 @@ fn crash_test(resume_by: &str) {
         }
         let mut run = Stream::start(&server, &position, dir.path(), n, &extra);
         files.push(run.stdout.clone());
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(80 + seed % 400));
+        std::thread::sleep(Duration::from_millis(80 + rng.next() % 400));
         run.signal("-KILL");
         run.wait();
     }

@@ -498,3 +498,15 @@ impl KafkaMessage {
         serde_json::from_slice(&self.value).unwrap_or_else(|e| panic!("bad value ({e}): {}", String::from_utf8_lossy(&self.value)))
     }
 }
+
+/// A small deterministic random sequence (xorshift64) for kill timings and byte mutations.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}

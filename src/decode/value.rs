@@ -364,29 +364,22 @@ fn write_decimal(cur: &mut Cursor<'_>, precision: u8, scale: u8, out: &mut Vec<u
 
 /// TIME2 as MySQL's packed form: integer part << 24 | microseconds, signed.
 fn read_time2(cur: &mut Cursor<'_>, fsp: u8) -> Result<i64, ValueError> {
-    match fsp {
-        0 => Ok((cur.uint_be(3)? as i64 - 0x80_0000) << 24),
-        1 | 2 => {
-            let mut int_part = cur.uint_be(3)? as i64 - 0x80_0000;
-            let mut frac = cur.uint_be(1)? as i64;
-            if int_part < 0 && frac != 0 {
-                int_part += 1;
-                frac -= 0x100;
-            }
-            Ok((int_part << 24) + frac * 10000)
-        }
-        3 | 4 => {
-            let mut int_part = cur.uint_be(3)? as i64 - 0x80_0000;
-            let mut frac = cur.uint_be(2)? as i64;
-            if int_part < 0 && frac != 0 {
-                int_part += 1;
-                frac -= 0x10000;
-            }
-            Ok((int_part << 24) + frac * 100)
-        }
-        5 | 6 => Ok(cur.uint_be(6)? as i64 - 0x8000_0000_0000),
-        _ => Err(ValueError::Invalid(format!("TIME({fsp}) is impossible"))),
+    // Fractional bytes and the factor to microseconds, by precision.
+    let (frac_bytes, to_micros) = match fsp {
+        0 => return Ok((cur.uint_be(3)? as i64 - 0x80_0000) << 24),
+        1 | 2 => (1, 10_000),
+        3 | 4 => (2, 100),
+        5 | 6 => return Ok(cur.uint_be(6)? as i64 - 0x8000_0000_0000),
+        _ => return Err(ValueError::Invalid(format!("TIME({fsp}) is impossible"))),
+    };
+    let mut int_part = cur.uint_be(3)? as i64 - 0x80_0000;
+    let mut frac = cur.uint_be(frac_bytes)? as i64;
+    if int_part < 0 && frac != 0 {
+        // Negative times store the fraction as a complement of the next whole second.
+        int_part += 1;
+        frac -= 1 << (8 * frac_bytes);
     }
+    Ok((int_part << 24) + frac * to_micros)
 }
 
 /// Fractional seconds of DATETIME2/TIMESTAMP2, in microseconds.
