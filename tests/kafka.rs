@@ -171,16 +171,7 @@ fn sigkills_and_a_broker_outage_lose_nothing() {
     let position = dir.path().join("position.json");
     let txs = 10_000;
     let sql = workload(txs);
-    let writer = {
-        let port = server.port;
-        let batches: Vec<String> = sql.split_inclusive("COMMIT;\n").collect::<Vec<_>>().chunks(250).map(|c| c.concat()).collect();
-        std::thread::spawn(move || {
-            for batch in batches {
-                crate::util::sql_at(port, &batch);
-                std::thread::sleep(Duration::from_millis(150));
-            }
-        })
-    };
+    let writer = crate::util::write_in_batches(server.port, &sql, 250, Duration::from_millis(150));
     let mut base = kafka_args(&broker);
     // tansu 0.6 stops acknowledging an idempotent producer's retries after it was frozen; with
     // idempotence off, retries may duplicate (counted below) but nothing stalls.

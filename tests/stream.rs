@@ -100,16 +100,7 @@ fn crash_test(resume_by: &str) {
     let position = dir.path().join("position.json");
     let (sql, rows) = workload("crash", 10_000);
     // Written in 40 batches with pauses, so the kills land while rows are streaming.
-    let writer = {
-        let port = server.port;
-        let batches: Vec<String> = sql.split_inclusive("COMMIT;\n").collect::<Vec<_>>().chunks(250).map(|c| c.concat()).collect();
-        std::thread::spawn(move || {
-            for batch in batches {
-                crate::util::sql_at(port, &batch);
-                std::thread::sleep(Duration::from_millis(120));
-            }
-        })
-    };
+    let writer = crate::util::write_in_batches(server.port, &sql, 250, Duration::from_millis(120));
     let mut rng = crate::util::XorShift(0x2545f4914f6cdd1du64);
     let mut files = Vec::new();
     let kills = 24;

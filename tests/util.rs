@@ -510,3 +510,15 @@ impl XorShift {
         self.0
     }
 }
+
+/// Runs a workload of `START TRANSACTION ... COMMIT;` blocks in batches of `per_batch`
+/// transactions with a pause between batches, so it lasts long enough for crash tests.
+pub fn write_in_batches(port: u16, sql: &str, per_batch: usize, pause: Duration) -> std::thread::JoinHandle<()> {
+    let batches: Vec<String> = sql.split_inclusive("COMMIT;\n").collect::<Vec<_>>().chunks(per_batch).map(|c| c.concat()).collect();
+    std::thread::spawn(move || {
+        for batch in batches {
+            sql_at(port, &batch);
+            std::thread::sleep(pause);
+        }
+    })
+}
