@@ -22,7 +22,7 @@ use crate::sink::kafka::KafkaSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::Sink;
 use crate::source::file::read_files;
-use crate::source::server::{connect, connect_opts, Checks, InfoSchema, Next, ServerConfig, ServerSource};
+use crate::source::server::{connect, connect_opts, flavor_of, redact, Checks, InfoSchema, Next, ServerConfig, ServerSource};
 use crate::source::Start;
 
 pub fn dump(args: DumpArgs) -> Result<()> {
@@ -132,11 +132,8 @@ pub fn check(args: CheckArgs) -> Result<()> {
     let opts = connect_opts(&cfg)?;
     let checks = rt.block_on(async {
         let mut conn = connect(&opts, cfg.wait_for_server).await?;
-        let version: String = mysql_async::prelude::Queryable::query_first(&mut conn, "SELECT @@version")
-            .await?
-            .unwrap_or_default();
-        let flavor = if version.contains("MariaDB") { crate::decode::Flavor::MariaDb } else { crate::decode::Flavor::MySql };
-        println!("server {} ({version})", crate::source::server::redact(&cfg.url));
+        let (flavor, version) = flavor_of(&mut conn).await?;
+        println!("server {} ({version})", redact(&cfg.url));
         preflight::run(&mut conn, flavor, saved.as_ref()).await
     })?;
     for c in &checks {

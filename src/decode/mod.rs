@@ -57,6 +57,17 @@ pub enum Flavor {
     MariaDb,
 }
 
+impl Flavor {
+    /// From a server version string (`@@version`, or a format description event's).
+    pub fn from_version(version: &str) -> Flavor {
+        if version.contains("MariaDB") {
+            Flavor::MariaDb
+        } else {
+            Flavor::MySql
+        }
+    }
+}
+
 /// Where reading resumes after a transaction: the file and offset of the next event, and the
 /// GTID set including this transaction (when the server has GTIDs).
 #[derive(Debug, Clone, PartialEq)]
@@ -178,8 +189,7 @@ impl Decoder {
         match t {
             code::FORMAT_DESCRIPTION => {
                 let parsed: FormatDescriptionEvent<'_> = parse(&fde, &ev)?;
-                let flavor = if parsed.server_version().contains("MariaDB") { Flavor::MariaDb } else { Flavor::MySql };
-                self.flavor = Some(flavor);
+                self.flavor = Some(Flavor::from_version(&parsed.server_version()));
                 self.fde = Arc::new(parsed.into_owned());
             }
             code::ROTATE if self.rotates_name_file => {
@@ -306,7 +316,8 @@ impl Decoder {
         } else {
             None
         };
-        let table = Table::from_table_map(&tme, info.as_deref(), &self.opts.filter)?;
+        let mut table = Table::from_table_map(&tme, info.as_deref(), &self.opts.filter)?;
+        table.outbox = self.opts.outbox.iter().position(|o| o.is(&table.db, &table.name));
         self.warn_gaps(&table, info.is_some());
         self.tables.insert(id, ev.body, Some(Arc::new(table)));
         Ok(())
@@ -337,31 +348,28 @@ impl Decoder {
             .fde
             .get_event_type_header_length(EventType::try_from(ev.header.type_code).unwrap_or(EventType::WRITE_ROWS_EVENT));
         let rows_event = RowsEvent::parse(ev.header.type_code, ev.body, post_header_len)?;
-        if let Some(Some(table)) = self.tables.get(rows_event.table_id) {
-            if let Some(spec) = self.opts.outbox.iter().find(|o| o.is(&table.db, &table.name)) {
-                // Only inserts are published; the binlog keeps them even if the row is deleted.
-                if rows_event.op != Op::Insert {
-                    return Ok(Flow::Continue);
-                }
-                let table = table.clone();
+        let table = self
+            .tables
+            .get(rows_event.table_id)
+            .with_context(|| format!("rows event for table id {} without a preceding TABLE_MAP (start the stream at a transaction boundary)", rows_event.table_id))?;
+        let outbox = table.and_then(|t| t.outbox).map(|i| &self.opts.outbox[i]);
+        let Some(table) = table.filter(|_| outbox.is_some() || self.opts.filter.includes_op(rows_event.op)).cloned() else {
+            self.stats.filtered_events += 1;
+            self.stats.filtered_bytes += ev.body.len() as u64;
+            return Ok(Flow::Continue);
+        };
+        if let Some(spec) = outbox {
+            // Only inserts are published; the binlog keeps them even if the row is deleted.
+            if rows_event.op == Op::Insert {
                 rows_event.for_each_row(&table, |_, after| {
                     let after = after.context("an insert without an after image")?;
                     let msg = crate::outbox::message(spec, &table, &after)
                         .with_context(|| format!("outbox row at {}:{offset}", self.file))?;
                     sink.message(&msg)
                 })?;
-                return Ok(Flow::Continue);
             }
-        }
-        let table = self
-            .tables
-            .get(rows_event.table_id)
-            .with_context(|| format!("rows event for table id {} without a preceding TABLE_MAP (start the stream at a transaction boundary)", rows_event.table_id))?;
-        let Some(table) = table.filter(|_| self.opts.filter.includes_op(rows_event.op)).cloned() else {
-            self.stats.filtered_events += 1;
-            self.stats.filtered_bytes += ev.body.len() as u64;
             return Ok(Flow::Continue);
-        };
+        }
         let ts = if self.tx.ts > 0 { self.tx.ts } else { u64::from(ev.header.timestamp) };
         let mut flow = Flow::Continue;
         rows_event.for_each_row(&table, |before, after| {

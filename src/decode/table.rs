@@ -40,6 +40,8 @@ pub struct Table {
     pub gaps: Vec<&'static str>,
     /// Names and types came from information_schema (MINIMAL metadata), so DDL makes them stale.
     pub looked_up: bool,
+    /// Index of the outbox settings when this is an outbox table (set by the decoder).
+    pub outbox: Option<usize>,
 }
 
 /// One column as `information_schema.COLUMNS` describes it (the MINIMAL-metadata fallback).
@@ -201,7 +203,7 @@ impl Table {
             check_types(&db, &name, tme, info)?;
         }
         pk.retain(|&i| !columns[i].dropped);
-        Ok(Table { db, name, db_json, name_json, columns, pk, gaps, looked_up: info.is_some() })
+        Ok(Table { db, name, db_json, name_json, columns, pk, gaps, looked_up: info.is_some(), outbox: None })
     }
 }
 

@@ -114,7 +114,7 @@ impl ServerSource {
         let opts = connect_opts(cfg)?;
         rt.block_on(async {
             let mut conn = connect(&opts, cfg.wait_for_server).await?;
-            let flavor = flavor_of(&mut conn).await?;
+            let (flavor, _) = flavor_of(&mut conn).await?;
             match checks {
                 Checks::Basic => check_server(&mut conn).await?,
                 Checks::Preflight(saved) => enforce(preflight::run(&mut conn, flavor, saved).await?)?,
@@ -243,9 +243,10 @@ pub fn classify(err: mysql_async::Error, opts: &Opts) -> anyhow::Error {
     }
 }
 
-async fn flavor_of(conn: &mut Conn) -> Result<Flavor> {
+/// The server's flavour and its version string.
+pub async fn flavor_of(conn: &mut Conn) -> Result<(Flavor, String)> {
     let version: String = conn.query_first("SELECT @@version").await?.context("the server returned no version")?;
-    Ok(if version.contains("MariaDB") { Flavor::MariaDb } else { Flavor::MySql })
+    Ok((Flavor::from_version(&version), version))
 }
 
 /// Refuses servers whose binlog cannot give us rows.
