@@ -14,8 +14,14 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
+    /// No stop requested yet; nothing listens for signals.
+    pub fn new() -> Arc<Shutdown> {
+        Arc::new(Shutdown { signals: AtomicU32::new(0), notify: Notify::new() })
+    }
+
+    /// Listens for SIGINT/SIGTERM on `rt`.
     pub fn install(rt: &Runtime) -> Arc<Shutdown> {
-        let shutdown = Arc::new(Shutdown { signals: AtomicU32::new(0), notify: Notify::new() });
+        let shutdown = Shutdown::new();
         let s = shutdown.clone();
         rt.spawn(async move {
             let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {

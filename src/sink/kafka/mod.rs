@@ -235,3 +235,90 @@ impl Sink for KafkaSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Faults a real broker cannot be made to show on demand, from librdkafka's mock cluster.
+    use std::sync::Arc;
+
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    use super::config::KeyMode;
+    use super::*;
+
+    fn sink(brokers: String) -> KafkaSink {
+        let settings = KafkaSettings {
+            brokers,
+            topic: "{db}.{table}".into(),
+            topic_prefix: String::new(),
+            ddl_topic: "ddl".into(),
+            key: KeyMode::Pk,
+            compression: "none".into(),
+            properties: vec![("retry.backoff.ms".into(), "10".into())],
+        };
+        KafkaSink::new(settings, Shutdown::new()).unwrap()
+    }
+
+    fn message(n: u32) -> Message {
+        Message { topic: "orders".into(), key: Some(n.to_string().into_bytes()), headers: vec![], value: format!("{{\"n\":{n}}}").into_bytes() }
+    }
+
+    fn resume(offset: u64) -> Resume {
+        Resume { file: Arc::from("binlog.000001"), offset, gtids: None }
+    }
+
+    #[test]
+    fn acknowledgement_follows_transaction_order() {
+        let mut s = sink("127.0.0.1:1".into());
+        s.inflight = VecDeque::from([
+            Tx { seq: 0, outstanding: 2, end: Some(resume(100)) },
+            Tx { seq: 1, outstanding: 1, end: Some(resume(200)) },
+            Tx { seq: 2, outstanding: 0, end: None },
+        ]);
+        let deliver = |s: &mut KafkaSink, seq: u64| {
+            s.producer.context().delivered.lock().unwrap().push(seq);
+            s.acknowledged().unwrap().map(|r| r.offset)
+        };
+        assert_eq!(deliver(&mut s, 1), None, "a later transaction alone moves nothing");
+        assert_eq!(deliver(&mut s, 0), None, "half of the first transaction moves nothing");
+        assert_eq!(deliver(&mut s, 0), Some(200));
+    }
+
+    #[test]
+    fn retriable_errors_and_a_down_broker_hold_the_position_then_deliver() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("orders", 1, 1).unwrap();
+        let mut s = sink(cluster.bootstrap_servers());
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS],
+        );
+        cluster.broker_down(-1).unwrap();
+        for n in 0..3 {
+            s.message(&message(n)).unwrap();
+        }
+        s.commit(&resume(100)).unwrap();
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            assert!(s.acknowledged().unwrap().is_none(), "acknowledged while the broker was down");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster.broker_up(-1).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.acknowledged().unwrap().map(|r| r.offset), Some(100));
+    }
+
+    #[test]
+    fn permanent_errors_stop_with_a_fix_and_no_position() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("orders", 1, 1).unwrap();
+        let mut s = sink(cluster.bootstrap_servers());
+        cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED]);
+        s.message(&message(1)).unwrap();
+        s.commit(&resume(100)).unwrap();
+        let err = s.flush().unwrap_err().to_string();
+        assert!(err.contains("topic orders") && err.contains("grant this client WRITE"), "{err}");
+        assert!(s.acked.is_none());
+    }
+}
