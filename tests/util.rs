@@ -411,12 +411,6 @@ impl Broker {
         }
     }
 
-    /// Freezes (SIGSTOP) or thaws (SIGCONT) the broker: to clients it is down, connections hang.
-    pub fn freeze(&self, frozen: bool) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        Command::new("kill").args([if frozen { "-STOP" } else { "-CONT" }, &pid]).status().unwrap();
-    }
-
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let out = Command::new(Self::binary())
             .args(["topic", "create", name, "--partitions", &partitions.to_string()])
@@ -440,6 +434,8 @@ impl Broker {
             .set("bootstrap.servers", self.addr())
             .set("group.id", "binlog-tail-tests")
             .set("enable.auto.commit", "false")
+            // A reset would silently skip messages; make it an error instead.
+            .set("auto.offset.reset", "error")
             .create()
             .unwrap();
         let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
@@ -477,6 +473,15 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            // Keep what the broker stored, to tell a lost message from an unread one.
+            let kept = std::env::temp_dir().join(format!("binlog-tail-failed-tansu-{}", self.port));
+            let _ = std::fs::create_dir_all(&kept);
+            for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+                let _ = std::fs::copy(entry.path(), kept.join(entry.file_name()));
+            }
+            eprintln!("tansu's data and log kept in {}", kept.display());
+        }
     }
 }
 
