@@ -158,7 +158,6 @@ fn workload(txs: usize) -> String {
 }
 
 #[test]
-#[ignore = "intermittent: after tansu is frozen, one partition's first messages sometimes cannot be read back (issue 4); run with --ignored"]
 fn sigkills_and_a_broker_outage_lose_nothing() {
     let _heavy = crate::util::heavy();
     let server = MariaDb::start(&[]);

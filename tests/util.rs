@@ -396,6 +396,9 @@ impl Broker {
             assert!(std::time::Instant::now() < deadline, "tansu did not start");
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        // Without this index tansu's fetches slow down as topics grow, until consumers time out.
+        let index = Command::new(root().join("scripts/tansu-index")).arg(self.dir.path()).output().unwrap();
+        assert!(index.status.success(), "scripts/tansu-index (needs sqlite3: scripts/install-deps): {}", String::from_utf8_lossy(&index.stderr));
     }
 
     /// Stops the broker the way an operator would (SIGTERM), waiting for it to exit.
