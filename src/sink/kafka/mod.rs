@@ -9,6 +9,7 @@
 //!   reader). In-flight tracking is one counter per transaction, never one entry per row.
 
 pub mod config;
+mod latency;
 mod route;
 
 use std::collections::VecDeque;
@@ -27,11 +28,12 @@ use crate::event::{Change, Ddl};
 use crate::outbox::Message;
 use crate::shutdown::Shutdown;
 use config::KafkaSettings;
+use latency::AckLatency;
 
 /// Delivery reports, collected while `poll` runs on the sink's thread.
 struct Reports {
-    /// Transaction sequence numbers of delivered messages, one entry per message.
-    delivered: Mutex<Vec<u64>>,
+    /// Transaction sequence numbers of delivered messages and when, one entry per message.
+    delivered: Mutex<Vec<(u64, Instant)>>,
     failure: Mutex<Option<String>>,
 }
 
@@ -42,7 +44,7 @@ impl ProducerContext for Reports {
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
         match result {
-            Ok(_) => self.delivered.lock().expect("not poisoned").push(seq as u64),
+            Ok(_) => self.delivered.lock().expect("not poisoned").push((seq as u64, Instant::now())),
             Err((err, msg)) => {
                 let header = |name: &str| {
                     msg.headers()
@@ -86,8 +88,10 @@ fn hint(err: &KafkaError) -> &'static str {
 struct Tx {
     seq: u64,
     outstanding: u64,
-    /// Set when the transaction ended.
-    end: Option<Resume>,
+    /// Set when the transaction ended, with when that was read.
+    end: Option<(Resume, Instant)>,
+    /// When the latest of its messages was acknowledged.
+    last_ack: Option<Instant>,
 }
 
 pub struct KafkaSink {
@@ -96,8 +100,11 @@ pub struct KafkaSink {
     /// Oldest first; the last entry is the open transaction.
     inflight: VecDeque<Tx>,
     acked: Option<Resume>,
+    /// When `acked` was acknowledged.
+    acked_at: Option<Instant>,
     value: Vec<u8>,
     shutdown: Arc<Shutdown>,
+    latency: AckLatency,
 }
 
 impl KafkaSink {
@@ -110,10 +117,12 @@ impl KafkaSink {
         Ok(KafkaSink {
             producer,
             settings,
-            inflight: VecDeque::from([Tx { seq: 0, outstanding: 0, end: None }]),
+            inflight: VecDeque::from([Tx { seq: 0, outstanding: 0, end: None, last_ack: None }]),
             acked: None,
+            acked_at: None,
             value: Vec::with_capacity(4096),
             shutdown,
+            latency: AckLatency::new(),
         })
     }
 
@@ -160,9 +169,10 @@ impl KafkaSink {
         self.check_failure()?;
         let delivered = std::mem::take(&mut *self.producer.context().delivered.lock().expect("not poisoned"));
         let first = self.inflight.front().map(|t| t.seq).unwrap_or(0);
-        for seq in delivered {
+        for (seq, at) in delivered {
             if let Some(tx) = self.inflight.get_mut((seq - first) as usize) {
                 tx.outstanding -= 1;
+                tx.last_ack = tx.last_ack.max(Some(at));
             }
         }
         while let Some(tx) = self.inflight.front() {
@@ -170,9 +180,22 @@ impl KafkaSink {
                 break;
             }
             // The open transaction (no end yet) always stays, so the queue is never empty.
-            self.acked = self.inflight.pop_front().and_then(|t| t.end);
+            let tx = self.inflight.pop_front().expect("an ended transaction");
+            let (resume, read) = tx.end.expect("an ended transaction");
+            // Acknowledged in order: once it and everything before it was.
+            self.acked_at = self.acked_at.max(tx.last_ack).max(Some(read));
+            self.latency.acknowledged(read, self.acked_at.expect("set"));
+            self.acked = Some(resume);
         }
         Ok(())
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        if let Some(s) = self.latency.run_summary() {
+            tracing::info!("Kafka acknowledgement latency, whole run: {s}");
+        }
     }
 }
 
@@ -205,9 +228,9 @@ impl Sink for KafkaSink {
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {
         let open = self.inflight.back_mut().expect("an open transaction");
-        open.end = Some(resume.clone());
+        open.end = Some((resume.clone(), Instant::now()));
         let seq = open.seq + 1;
-        self.inflight.push_back(Tx { seq, outstanding: 0, end: None });
+        self.inflight.push_back(Tx { seq, outstanding: 0, end: None, last_ack: None });
         self.settle()
     }
 
@@ -272,12 +295,12 @@ mod tests {
     fn acknowledgement_follows_transaction_order() {
         let mut s = sink("127.0.0.1:1".into());
         s.inflight = VecDeque::from([
-            Tx { seq: 0, outstanding: 2, end: Some(resume(100)) },
-            Tx { seq: 1, outstanding: 1, end: Some(resume(200)) },
-            Tx { seq: 2, outstanding: 0, end: None },
+            Tx { seq: 0, outstanding: 2, end: Some((resume(100), Instant::now())), last_ack: None },
+            Tx { seq: 1, outstanding: 1, end: Some((resume(200), Instant::now())), last_ack: None },
+            Tx { seq: 2, outstanding: 0, end: None, last_ack: None },
         ]);
         let deliver = |s: &mut KafkaSink, seq: u64| {
-            s.producer.context().delivered.lock().unwrap().push(seq);
+            s.producer.context().delivered.lock().unwrap().push((seq, Instant::now()));
             s.acknowledged().unwrap().map(|r| r.offset)
         };
         assert_eq!(deliver(&mut s, 1), None, "a later transaction alone moves nothing");
