@@ -117,7 +117,11 @@ fn write_origin(out: &mut Vec<u8>, ts: u64, gtid: Option<&str>, file: &str, offs
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"pos\":");
-    write_json_str(&format!("{file}:{offset}"), out);
+    write_json_str(file, out);
+    out.pop(); // reopen the string to append `:offset`
+    out.push(b':');
+    out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
+    out.push(b'"');
 }
 
 fn write_image(table: &Table, image: Option<&RowImage>, out: &mut Vec<u8>) {

@@ -337,22 +337,24 @@ fn write_decimal(cur: &mut Cursor<'_>, precision: u8, scale: u8, out: &mut Vec<u
         out.push(b'-');
     }
     let digits_start = out.len();
-    let mut int_digits = String::with_capacity(intg);
     if intg0x > 0 {
-        int_digits.push_str(&format!("{:0w$}", group(DIG2BYTES[intg0x]), w = intg0x));
+        push_padded(out, group(DIG2BYTES[intg0x]), intg0x);
     }
     for _ in 0..intg0 {
-        int_digits.push_str(&format!("{:09}", group(4)));
+        push_padded(out, group(4), 9);
     }
-    let trimmed = int_digits.trim_start_matches('0');
-    out.extend_from_slice(if trimmed.is_empty() { b"0" } else { trimmed.as_bytes() });
+    let leading_zeros = out[digits_start..].iter().take_while(|&&b| b == b'0').count();
+    out.drain(digits_start..digits_start + leading_zeros);
+    if out.len() == digits_start {
+        out.push(b'0');
+    }
     if scale > 0 {
         out.push(b'.');
         for _ in 0..frac0 {
-            out.extend_from_slice(format!("{:09}", group(4)).as_bytes());
+            push_padded(out, group(4), 9);
         }
         if frac0x > 0 {
-            out.extend_from_slice(format!("{:0w$}", group(DIG2BYTES[frac0x]), w = frac0x).as_bytes());
+            push_padded(out, group(DIG2BYTES[frac0x]), frac0x);
         }
     }
     let all_zero = out[digits_start..].iter().all(|&b| b == b'0' || b == b'.');
@@ -393,6 +395,7 @@ fn read_frac(cur: &mut Cursor<'_>, fsp: u8) -> Result<u64, ValueError> {
     }
 }
 
+/// `v` in decimal, zero-padded to `width` digits.
 fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
     let mut buf = itoa::Buffer::new();
     let s = buf.format(v);
