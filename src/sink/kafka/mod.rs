@@ -184,7 +184,10 @@ impl KafkaSink {
             let (resume, read) = tx.end.expect("an ended transaction");
             // Acknowledged in order: once it and everything before it was.
             self.acked_at = self.acked_at.max(tx.last_ack).max(Some(read));
-            self.latency.acknowledged(read, self.acked_at.expect("set"));
+            if tx.last_ack.is_some() {
+                // Only transactions with messages: filtered ones would show Kafka as instant.
+                self.latency.acknowledged(read, self.acked_at.expect("set"));
+            }
             self.acked = Some(resume);
         }
         Ok(())
