@@ -67,21 +67,27 @@ pub fn parse_property(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Settings for unit tests: the default routing, to `brokers`.
+#[cfg(test)]
+pub fn test_settings(brokers: &str) -> KafkaSettings {
+    KafkaSettings {
+        brokers: brokers.into(),
+        topic: "{db}.{table}".into(),
+        topic_prefix: String::new(),
+        ddl_topic: "ddl".into(),
+        key: KeyMode::Pk,
+        compression: "lz4".into(),
+        properties: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn defaults_are_safe_and_overridable() {
-        let s = KafkaSettings {
-            brokers: "b:9092".into(),
-            topic: "{db}.{table}".into(),
-            topic_prefix: String::new(),
-            ddl_topic: "ddl".into(),
-            key: KeyMode::Pk,
-            compression: "lz4".into(),
-            properties: vec![("linger.ms".into(), "50".into())],
-        };
+        let s = KafkaSettings { properties: vec![("linger.ms".into(), "50".into())], ..test_settings("b:9092") };
         let cfg = s.client_config().unwrap();
         assert_eq!(cfg.get("enable.idempotence"), Some("true"));
         assert_eq!(cfg.get("acks"), Some("all"));

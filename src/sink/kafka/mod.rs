@@ -270,18 +270,13 @@ mod tests {
     use rdkafka::mocking::MockCluster;
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
-    use super::config::KeyMode;
     use super::*;
 
     fn sink(brokers: String) -> KafkaSink {
         let settings = KafkaSettings {
-            brokers,
-            topic: "{db}.{table}".into(),
-            topic_prefix: String::new(),
-            ddl_topic: "ddl".into(),
-            key: KeyMode::Pk,
             compression: "none".into(),
             properties: vec![("retry.backoff.ms".into(), "10".into())],
+            ..config::test_settings(&brokers)
         };
         KafkaSink::new(settings, Shutdown::new()).unwrap()
     }
