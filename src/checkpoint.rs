@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{Flavor, Resume};
+use crate::position::{Flavor, Resume};
 use crate::event::{Change, Ddl};
 use crate::outbox::Message;
 use crate::gtid::GtidSet;

@@ -1,6 +1,7 @@
 //! Errors that decide what happens next, kept as distinct types so they cannot be mixed up:
 //! a transient error is retried from the last delivered position; a purged binlog ends the
-//! process with its own exit code; everything else is definite and ends it with exit code 1.
+//! process with exit code 3 (so does a history that no longer contains the saved position); a
+//! bad configuration value ends it with exit code 2; everything else is definite: exit code 1.
 
 use thiserror::Error;
 
@@ -14,8 +15,16 @@ pub struct Transient(pub anyhow::Error);
 #[error("{0}")]
 pub struct Purged(pub String);
 
+/// A bad value in the configuration (a flag, an environment variable or the config file) that
+/// clap could not catch: exits 2 like a bad command line, before anything was read or written.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
 /// Exit code for a purged binlog (so scripts and orchestrators can tell it apart).
 pub const EXIT_PURGED: u8 = 3;
+/// Exit code for a bad command line or configuration value (clap's own).
+pub const EXIT_USAGE: u8 = 2;
 
 pub fn is_transient(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<Transient>())

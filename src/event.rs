@@ -7,9 +7,25 @@
 
 use std::sync::Arc;
 
-use crate::decode::rows::{Op, RowImage};
-use crate::decode::table::Table;
-use crate::decode::text::write_json_str;
+use crate::schema::{RowImage, Table};
+use crate::text::write_json_str;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Change {

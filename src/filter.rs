@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::decode::rows::Op;
+use crate::event::Op;
 
 /// A `db.table` pattern with `*` and `?` wildcards in each part; `db` alone means every table.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,26 +1,12 @@
-//! binlog-tail: CLI and wiring. Each subcommand builds a source, a decoder and a sink and runs
-//! them; everything else lives in the modules.
-
-mod checkpoint;
-mod cli;
-mod config;
-mod decode;
-mod error;
-mod event;
-mod filter;
-mod gtid;
-mod outbox;
-mod pipeline;
-mod preflight;
-mod shutdown;
-mod sink;
-mod source;
+//! binlog-tail: the command line. Each subcommand runs a pipeline from the library; this file
+//! only parses arguments, sets up logging and turns the outcome into an exit code.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
+use binlog_tail::cli::{Cli, Command};
+use binlog_tail::{error, pipeline, sink};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -37,6 +23,8 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             if e.chain().any(|c| c.is::<error::Purged>()) {
                 ExitCode::from(error::EXIT_PURGED)
+            } else if e.chain().any(|c| c.is::<error::Usage>()) {
+                ExitCode::from(error::EXIT_USAGE)
             } else {
                 ExitCode::FAILURE
             }

@@ -12,10 +12,8 @@ use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::decode::rows::RowImage;
-use crate::decode::table::Table;
-use crate::decode::text::{write_json_str, TextEncoding};
-use crate::decode::value::Kind;
+use crate::schema::{Kind, RowImage, Table};
+use crate::text::{write_json_str, TextEncoding};
 
 /// One outbox table and how its columns map to the message.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -14,7 +14,8 @@ use tokio::runtime::Runtime;
 use crate::checkpoint::{Checkpointing, Position, PositionFile, Schedule};
 use crate::cli::{CheckArgs, DumpArgs, SinkKind, StreamArgs};
 use crate::config::{decode_options, server_config, StreamSettings};
-use crate::decode::{Decoder, Flow, Options, Resume};
+use crate::decode::{Decoder, Flow, Options};
+use crate::position::Resume;
 use crate::error::is_transient;
 use crate::preflight::{self, Status};
 use crate::shutdown::Shutdown;
@@ -173,7 +174,7 @@ fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, sh
         if shutdown.requested() && (!decoder.in_transaction() || shutdown.forced()) {
             return Ok(());
         }
-        let next = match source.next()? {
+        let next = match source.try_next()? {
             Next::Idle => {
                 // Flushing when idle also saves a due checkpoint; waking up now and then lets a
                 // checkpoint that fell due while waiting be saved too.

@@ -9,7 +9,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
 use crate::checkpoint::{Position, ServerIdentity};
-use crate::decode::Flavor;
+use crate::position::Flavor;
 use crate::gtid::{GtidSet, MariaDbGtidPos, MySqlGtidSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,6 @@
 pub mod mariadb;
 pub mod rows;
 pub mod table;
-pub mod text;
 pub mod value;
 
 use std::io::Read;
@@ -27,14 +26,16 @@ use mysql_common::binlog::BinlogCtx;
 use mysql_common::io::ParseBuf;
 use mysql_common::proto::MyDeserialize;
 
-use crate::event::{Change, Ddl};
+use crate::event::{Change, Ddl, Op};
 use crate::filter::Filter;
 use crate::outbox::OutboxTable;
 use crate::gtid::{Gtid, GtidSet, MySqlGtidSet};
 use crate::sink::Sink;
-use crate::source::frame::{Checksums, EventReader, Partial, RawEvent, HEADER_LEN};
-use rows::{Op, RowsEvent};
-use table::{ColumnInfo, Table, TableCache};
+use crate::frame::{Checksums, EventReader, Partial, RawEvent, HEADER_LEN};
+use crate::position::{Flavor, Resume};
+use rows::RowsEvent;
+use crate::schema::Table;
+use table::{ColumnInfo, TableCache};
 
 /// Event type codes the decoder acts on.
 mod code {
@@ -49,32 +50,6 @@ mod code {
     pub const XA_PREPARE: u8 = 38;
     pub const TRANSACTION_PAYLOAD: u8 = 40;
     pub const GTID_TAGGED: u8 = 42;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavor {
-    MySql,
-    MariaDb,
-}
-
-impl Flavor {
-    /// From a server version string (`@@version`, or a format description event's).
-    pub fn from_version(version: &str) -> Flavor {
-        if version.contains("MariaDB") {
-            Flavor::MariaDb
-        } else {
-            Flavor::MySql
-        }
-    }
-}
-
-/// Where reading resumes after a transaction: the file and offset of the next event, and the
-/// GTID set including this transaction (when the server has GTIDs).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Resume {
-    pub file: Arc<str>,
-    pub offset: u64,
-    pub gtids: Option<GtidSet>,
 }
 
 /// Column information for tables whose binlog metadata is MINIMAL.

@@ -9,25 +9,9 @@ use anyhow::{bail, Context, Result};
 use mysql_common::binlog::jsondiff::{JsonDiff, JsonDiffOperation};
 use mysql_common::io::ParseBuf;
 
-use super::table::Table;
-use super::value::{write_value, Cursor, Kind};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Insert,
-    Update,
-    Delete,
-}
-
-impl Op {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Insert => "insert",
-            Op::Update => "update",
-            Op::Delete => "delete",
-        }
-    }
-}
+use super::value::{write_value, Cursor};
+use crate::event::Op;
+use crate::schema::{Kind, RowImage, Table};
 
 /// Rows event type codes.
 pub const WRITE_V1: u8 = 23;
@@ -135,20 +119,7 @@ fn partial_json_bits(table: &Table, cur: &mut Cursor<'_>) -> Result<Option<Vec<b
     Ok(Some((0..json_columns).map(|i| bits[i / 8] & (1 << (i % 8)) != 0).collect()))
 }
 
-/// One row image: each present column's JSON value, as byte ranges into one buffer.
-#[derive(Debug, Clone)]
-pub struct RowImage {
-    pub json: Vec<u8>,
-    /// Per table column: the span of its JSON value, or None when the image lacks the column.
-    pub spans: Vec<Option<(u32, u32)>>,
-}
-
 impl RowImage {
-    pub fn value(&self, col: usize) -> Option<&[u8]> {
-        let (s, e) = self.spans.get(col).copied().flatten()?;
-        Some(&self.json[s as usize..e as usize])
-    }
-
     fn decode(
         table: &Table,
         present: &[u8],

@@ -12,37 +12,9 @@ use anyhow::{bail, Context, Result};
 use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
 use mysql_common::constants::ColumnType;
 
-use super::text::{write_json_str, TextEncoding};
 use crate::filter::Filter;
-use super::value::Kind;
-
-#[derive(Debug)]
-pub struct Column {
-    pub name: String,
-    /// `"name":` as JSON, rendered once.
-    pub key_json: Vec<u8>,
-    pub kind: Kind,
-    /// Left out of every event (`--drop-column`): decoded only to find the next value.
-    pub dropped: bool,
-}
-
-#[derive(Debug)]
-pub struct Table {
-    pub db: String,
-    pub name: String,
-    /// The db and table names as JSON strings, rendered once.
-    pub db_json: Vec<u8>,
-    pub name_json: Vec<u8>,
-    pub columns: Vec<Column>,
-    /// Indexes of the primary-key columns; empty when the table has none.
-    pub pk: Vec<usize>,
-    /// What the binlog did not say and how it was filled in, for the one-time warning.
-    pub gaps: Vec<&'static str>,
-    /// Names and types came from information_schema (MINIMAL metadata), so DDL makes them stale.
-    pub looked_up: bool,
-    /// Index of the outbox settings when this is an outbox table (set by the decoder).
-    pub outbox: Option<usize>,
-}
+use crate::schema::{Column, Kind, Table};
+use crate::text::{write_json_str, TextEncoding};
 
 /// One column as `information_schema.COLUMNS` describes it (the MINIMAL-metadata fallback).
 #[derive(Debug, Clone, PartialEq)]

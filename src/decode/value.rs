@@ -7,17 +7,9 @@
 
 use mysql_common::binlog::jsonb;
 use mysql_common::io::ParseBuf;
-use thiserror::Error;
 
-use super::text::{write_json_str, TextEncoding};
-
-#[derive(Debug, Error)]
-pub enum ValueError {
-    #[error("row data ends inside a value ({need} bytes needed, {have} left)")]
-    Short { need: usize, have: usize },
-    #[error("{0}")]
-    Invalid(String),
-}
+use crate::schema::Kind;
+use crate::text::{write_json_str, TextEncoding, ValueError};
 
 /// A read cursor over one rows event's row data.
 pub struct Cursor<'a> {
@@ -69,42 +61,6 @@ fn be(bytes: &[u8]) -> u64 {
 }
 
 /// How to decode one column, prepared once per table map.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Kind {
-    Int { bytes: u8, unsigned: bool },
-    Float,
-    Double,
-    Decimal { precision: u8, scale: u8 },
-    Year,
-    Date,
-    /// Pre-5.6 TIME, DATETIME and TIMESTAMP formats (no fractional seconds).
-    OldTime,
-    OldDateTime,
-    OldTimestamp,
-    Time2 { fsp: u8 },
-    DateTime2 { fsp: u8 },
-    Timestamp2 { fsp: u8 },
-    /// CHAR, VARCHAR, BINARY, VARBINARY: a 1- or 2-byte length, then the bytes.
-    Str { len_bytes: u8, text: TextEncoding },
-    /// BINARY(n): stored without trailing zero bytes, which are restored up to `width`.
-    FixedBinary { len_bytes: u8, width: u16 },
-    /// BLOB and TEXT families: a 1- to 4-byte length, then the bytes.
-    Blob { len_bytes: u8, text: TextEncoding },
-    Json { len_bytes: u8 },
-    Geometry { len_bytes: u8 },
-    Vector { len_bytes: u8 },
-    Bit { bytes: u8 },
-    Enum { bytes: u8, names: Option<Vec<String>> },
-    Set { bytes: u8, names: Option<Vec<String>> },
-}
-
-impl Kind {
-    /// True for JSON columns, which PARTIAL_UPDATE_ROWS may send as diffs.
-    pub fn is_json(&self) -> bool {
-        matches!(self, Kind::Json { .. })
-    }
-}
-
 /// Appends the JSON text of the value at the cursor.
 pub fn write_value(kind: &Kind, cur: &mut Cursor<'_>, out: &mut Vec<u8>) -> Result<(), ValueError> {
     match kind {

@@ -7,7 +7,7 @@ pub mod stdout;
 
 use anyhow::Result;
 
-use crate::decode::Resume;
+use crate::position::Resume;
 use crate::event::{Change, Ddl};
 use crate::outbox::Message;
 

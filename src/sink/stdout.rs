@@ -8,7 +8,7 @@ use anyhow::Result;
 use thiserror::Error;
 
 use super::Sink;
-use crate::decode::Resume;
+use crate::position::Resume;
 use crate::event::{Change, Ddl};
 use crate::outbox::Message;
 

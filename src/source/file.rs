@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::frame::{Checksums, EventReader, FrameError, Partial};
+use crate::frame::{Checksums, EventReader, FrameError, Partial};
 use crate::decode::{Decoder, Flow};
 use crate::sink::Sink;
 
@@ -63,7 +63,7 @@ fn read_file(path: &Path, follow: bool, decoder: &mut Decoder, sink: &mut dyn Si
         let before = events.offset;
         match events.next_event() {
             Ok(Ok((offset, event))) => {
-                if first && event.header.type_code != super::frame::FORMAT_DESCRIPTION_EVENT {
+                if first && event.header.type_code != crate::frame::FORMAT_DESCRIPTION_EVENT {
                     bail!("not a binlog file: its first event is not a format description (type {})", event.header.type_code);
                 }
                 first = false;

@@ -2,7 +2,6 @@
 //! Both hand the decoder framed events whose checksums were verified.
 
 pub mod file;
-pub mod frame;
 pub mod server;
 
 use std::str::FromStr;

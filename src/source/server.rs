@@ -20,11 +20,12 @@ use tokio::sync::mpsc;
 
 use tokio::sync::Notify;
 
-use super::frame::{Header, RawEvent};
+use crate::frame::{Header, RawEvent};
 use super::Start;
 use crate::checkpoint::{Position, ServerIdentity};
 use crate::decode::table::ColumnInfo;
-use crate::decode::{Flavor, Resume, SchemaLookup};
+use crate::decode::SchemaLookup;
+use crate::position::{Flavor, Resume};
 use crate::error::{Purged, Transient};
 use crate::gtid::GtidSet;
 use crate::preflight::{self, Check, Status};
@@ -86,7 +87,7 @@ pub struct ServerSource {
 }
 
 impl ServerSource {
-    pub fn next(&mut self) -> Result<Next> {
+    pub fn try_next(&mut self) -> Result<Next> {
         match self.rx.try_recv() {
             Ok(ev) => ev.map(Next::Event),
             Err(mpsc::error::TryRecvError::Empty) => Ok(Next::Idle),
@@ -435,7 +436,7 @@ fn strip_unannounced_crc(header: &Header, body: &mut Vec<u8>) {
     }
     let split = body.len() - 4;
     let mut hasher = crc32fast::Hasher::new();
-    let mut head = [0u8; super::frame::HEADER_LEN];
+    let mut head = [0u8; crate::frame::HEADER_LEN];
     head[..4].copy_from_slice(&header.timestamp.to_le_bytes());
     head[4] = header.type_code;
     head[5..9].copy_from_slice(&header.server_id.to_le_bytes());

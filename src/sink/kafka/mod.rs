@@ -23,7 +23,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::ClientContext;
 
 use super::Sink;
-use crate::decode::Resume;
+use crate::position::Resume;
 use crate::event::{Change, Ddl};
 use crate::outbox::Message;
 use crate::shutdown::Shutdown;

@@ -7,7 +7,16 @@
 use base64::Engine as _;
 use mysql_common::collations::{Collation, CollationId};
 
-use super::value::ValueError;
+use thiserror::Error;
+
+/// Bytes of a value that cannot be decoded as their column type says.
+#[derive(Debug, Error)]
+pub enum ValueError {
+    #[error("row data ends inside a value ({need} bytes needed, {have} left)")]
+    Short { need: usize, have: usize },
+    #[error("{0}")]
+    Invalid(String),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextEncoding {

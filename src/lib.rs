@@ -1,0 +1,30 @@
+//! binlog-tail as a library: the pipeline stages the binary wires together, and what the fuzz
+//! targets drive directly.
+//!
+//! Layers, each using only those above it in this list (no import circles):
+//! - `gtid`, `position` (flavour, resume point), `text` (charsets, JSON strings), `frame`
+//!   (binlog event framing, CRC32)
+//! - `schema` (decoded tables and row images), then `event` (the JSON contract, `Op`)
+//! - `filter`, `outbox`
+//! - `sink` (stdout, Kafka), `decode` (binlog events -> changes handed to a sink)
+//! - `checkpoint` (position file), `error`, `shutdown`, `preflight`, `source` (files, servers)
+//! - `cli`, `config`, `pipeline` (what each subcommand runs)
+
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod event;
+pub mod filter;
+pub mod frame;
+pub mod gtid;
+pub mod outbox;
+pub mod pipeline;
+pub mod position;
+pub mod preflight;
+pub mod schema;
+pub mod shutdown;
+pub mod sink;
+pub mod source;
+pub mod text;

@@ -1,0 +1,88 @@
+//! The decoded shape of a table and of its rows: what the decoder builds from a TABLE_MAP and a
+//! rows event, and what the event contract, the filters, the outbox and the sinks read.
+//!
+//! Invariants: a `Table` is immutable once built and shared (behind `Arc`) by every row decoded
+//! under it; a `RowImage` holds each present column's value as finished JSON text, so sinks copy
+//! bytes and never re-encode values.
+
+use crate::text::TextEncoding;
+
+#[derive(Debug)]
+pub struct Column {
+    pub name: String,
+    /// `"name":` as JSON, rendered once.
+    pub key_json: Vec<u8>,
+    pub kind: Kind,
+    /// Left out of every event (`--drop-column`): decoded only to find the next value.
+    pub dropped: bool,
+}
+
+#[derive(Debug)]
+pub struct Table {
+    pub db: String,
+    pub name: String,
+    /// The db and table names as JSON strings, rendered once.
+    pub db_json: Vec<u8>,
+    pub name_json: Vec<u8>,
+    pub columns: Vec<Column>,
+    /// Indexes of the primary-key columns; empty when the table has none.
+    pub pk: Vec<usize>,
+    /// What the binlog did not say and how it was filled in, for the one-time warning.
+    pub gaps: Vec<&'static str>,
+    /// Names and types came from information_schema (MINIMAL metadata), so DDL makes them stale.
+    pub looked_up: bool,
+    /// Index of the outbox settings when this is an outbox table (set by the decoder).
+    pub outbox: Option<usize>,
+}
+
+/// How a column's value is laid out in the binlog's row format (and so how it is decoded).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Int { bytes: u8, unsigned: bool },
+    Float,
+    Double,
+    Decimal { precision: u8, scale: u8 },
+    Year,
+    Date,
+    /// Pre-5.6 TIME, DATETIME and TIMESTAMP formats (no fractional seconds).
+    OldTime,
+    OldDateTime,
+    OldTimestamp,
+    Time2 { fsp: u8 },
+    DateTime2 { fsp: u8 },
+    Timestamp2 { fsp: u8 },
+    /// CHAR, VARCHAR, BINARY, VARBINARY: a 1- or 2-byte length, then the bytes.
+    Str { len_bytes: u8, text: TextEncoding },
+    /// BINARY(n): stored without trailing zero bytes, which are restored up to `width`.
+    FixedBinary { len_bytes: u8, width: u16 },
+    /// BLOB and TEXT families: a 1- to 4-byte length, then the bytes.
+    Blob { len_bytes: u8, text: TextEncoding },
+    Json { len_bytes: u8 },
+    Geometry { len_bytes: u8 },
+    Vector { len_bytes: u8 },
+    Bit { bytes: u8 },
+    Enum { bytes: u8, names: Option<Vec<String>> },
+    Set { bytes: u8, names: Option<Vec<String>> },
+}
+
+impl Kind {
+    /// True for JSON columns, which PARTIAL_UPDATE_ROWS may send as diffs.
+    pub fn is_json(&self) -> bool {
+        matches!(self, Kind::Json { .. })
+    }
+}
+
+/// One row image: each present column's JSON value, as byte ranges into one buffer.
+#[derive(Debug, Clone)]
+pub struct RowImage {
+    pub json: Vec<u8>,
+    /// Per table column: the span of its JSON value, or None when the image lacks the column.
+    pub spans: Vec<Option<(u32, u32)>>,
+}
+
+impl RowImage {
+    pub fn value(&self, col: usize) -> Option<&[u8]> {
+        let (s, e) = self.spans.get(col).copied().flatten()?;
+        Some(&self.json[s as usize..e as usize])
+    }
+}
