@@ -23,6 +23,15 @@ impl Flavor {
     }
 }
 
+impl std::fmt::Display for Flavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Flavor::MySql => "MySQL",
+            Flavor::MariaDb => "MariaDB",
+        })
+    }
+}
+
 /// Where reading resumes after a transaction: the file and offset of the next event, and the
 /// GTID set including this transaction (when the server has GTIDs).
 #[derive(Debug, Clone, PartialEq)]
