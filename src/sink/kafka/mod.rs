@@ -7,12 +7,17 @@
 //!   time limit; any failure it reports is permanent and stops the tool, naming the event.
 //! - Memory is bounded: when the producer queue is full, `send` waits (and with it the binlog
 //!   reader). In-flight tracking is one counter per transaction, never one entry per row.
+//! - Waiting ends when a stop was requested and the shutdown grace passed: what was not
+//!   acknowledged then is not in the position, and is sent again after a restart.
+//! - Why the brokers do not acknowledge (librdkafka's connection and broker errors) is logged at
+//!   the default level, each distinct message at most once per `ERROR_REPEAT`; no text from
+//!   librdkafka is printed before the values of `-X` properties are taken out of it.
 
 pub mod config;
 mod latency;
 mod route;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +25,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::ClientContext;
 
 use super::Sink;
@@ -30,14 +36,45 @@ use crate::shutdown::Shutdown;
 use config::KafkaSettings;
 use latency::AckLatency;
 
-/// Delivery reports, collected while `poll` runs on the sink's thread.
+/// How often the same librdkafka error is logged again while it persists.
+const ERROR_REPEAT: Duration = Duration::from_secs(30);
+
+/// Delivery reports and client errors, collected while `poll` runs on the sink's thread.
 struct Reports {
     /// Transaction sequence numbers of delivered messages and when, one entry per message.
     delivered: Mutex<Vec<(u64, Instant)>>,
     failure: Mutex<Option<String>>,
+    /// The latest client error (broker down, connection refused, authentication failed).
+    last_error: Mutex<Option<String>>,
+    /// When each distinct client error was last logged.
+    logged: Mutex<HashMap<String, Instant>>,
+    /// Takes `-X` values out of librdkafka's text.
+    redact: config::Redactor,
 }
 
-impl ClientContext for Reports {}
+impl ClientContext for Reports {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let message = self.redact.apply(message);
+        match level {
+            RDKafkaLogLevel::Debug => tracing::trace!("librdkafka {fac}: {message}"),
+            _ => tracing::debug!("librdkafka {fac}: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let reason = self.redact.apply(reason);
+        // The same error differs only in its "(after 12ms in state CONNECT)" tail.
+        let kind = reason.split(" (after ").next().unwrap_or(&reason).to_string();
+        let now = Instant::now();
+        let mut logged = self.logged.lock().expect("not poisoned");
+        if logged.get(&kind).is_none_or(|at| now.duration_since(*at) >= ERROR_REPEAT) {
+            logged.insert(kind, now);
+            let code = error.rdkafka_error_code().map(|c| format!(" ({c})")).unwrap_or_default();
+            tracing::warn!("Kafka: {reason}{code}; retrying, the position waits for acknowledgements");
+        }
+        *self.last_error.lock().expect("not poisoned") = Some(reason);
+    }
+}
 
 impl ProducerContext for Reports {
     type DeliveryOpaque = usize;
@@ -109,11 +146,17 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     pub fn new(settings: KafkaSettings, shutdown: Arc<Shutdown>) -> Result<KafkaSink> {
-        let reports = Reports { delivered: Mutex::new(Vec::new()), failure: Mutex::new(None) };
-        let producer: BaseProducer<Reports> = settings
-            .client_config()?
-            .create_with_context(reports)
-            .context("cannot create the Kafka producer (check --kafka-brokers and the -X properties)")?;
+        let redact = settings.redactor();
+        let reports = Reports {
+            delivered: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
+            last_error: Mutex::new(None),
+            logged: Mutex::new(HashMap::new()),
+            redact: redact.clone(),
+        };
+        let producer: BaseProducer<Reports> = settings.client_config()?.create_with_context(reports).map_err(|e| {
+            anyhow!("cannot create the Kafka producer (check --kafka-brokers and the -X properties): {}", redact.apply(&e.to_string()))
+        })?;
         Ok(KafkaSink {
             producer,
             settings,
@@ -141,6 +184,7 @@ impl KafkaSink {
                     record = r;
                     self.producer.poll(Duration::from_millis(50));
                     self.check_failure()?;
+                    self.check_stop(self.producer.in_flight_count() as u64)?;
                     if waited.elapsed() > Duration::from_secs(30) {
                         tracing::warn!("Kafka is not acknowledging: {} messages waiting; reading paused", self.producer.in_flight_count());
                         waited = Instant::now();
@@ -154,6 +198,20 @@ impl KafkaSink {
         self.inflight.back_mut().expect("an open transaction").outstanding += 1;
         self.producer.poll(Duration::ZERO);
         self.check_failure()
+    }
+
+    /// Gives up waiting for acknowledgements once a stop was requested and waited for long enough.
+    fn check_stop(&self, waiting: u64) -> Result<()> {
+        let Some(why) = self.shutdown.stop_waiting() else {
+            return Ok(());
+        };
+        let last = match &*self.producer.context().last_error.lock().expect("not poisoned") {
+            Some(e) => format!(" (Kafka's last error: {e})"),
+            None => String::new(),
+        };
+        bail!(
+            "stopped {why} with {waiting} messages not acknowledged by Kafka{last}; the position covers only acknowledged transactions, the rest is sent again after a restart"
+        )
     }
 
     fn check_failure(&self) -> Result<()> {
@@ -251,9 +309,7 @@ impl Sink for KafkaSink {
                 return Ok(());
             }
             self.producer.poll(Duration::from_millis(20));
-            if self.shutdown.forced() {
-                bail!("stopped before Kafka acknowledged {waiting} messages; the position covers only acknowledged transactions");
-            }
+            self.check_stop(waiting)?;
             if reported.elapsed() > Duration::from_secs(10) {
                 tracing::warn!("waiting for Kafka to acknowledge {waiting} messages");
                 reported = Instant::now();
