@@ -78,15 +78,22 @@ pub fn stream(args: StreamArgs) -> Result<()> {
     };
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
     let mut sink = Checkpointing::new(out.as_mut(), position_file, schedule, saved.clone());
-    let mut failures = 0u32;
+    // Failed attempts since a stream last delivered something; of those, the streams that the
+    // server closed before sending any event.
+    let mut attempt = 0u32;
+    let mut empty_streams = 0u32;
     loop {
+        if shutdown.requested() {
+            // Stopped while reconnecting: what was delivered is saved, as at any stop.
+            return sink.finish();
+        }
         let current = sink.position();
         let opened = ServerSource::open(rt.handle(), &settings.server, &start, Checks::Preflight(current.as_ref()));
         let mut source = match opened {
             Ok(source) => source,
-            Err(e) if is_transient(&e) && !shutdown.requested() => {
-                failures += 1;
-                backoff(&rt, &shutdown, failures, &e);
+            Err(e) if is_transient(&e) => {
+                attempt += 1;
+                backoff(&rt, &shutdown, &settings.server, attempt, &e);
                 continue;
             }
             Err(e) => return Err(e),
@@ -94,11 +101,11 @@ pub fn stream(args: StreamArgs) -> Result<()> {
         if let Some(prev) = &current {
             check_identity(prev, &source)?;
         }
-        failures = 0;
         sink.set_server(source.flavor, source.identity.clone());
         sink.begin_at(source.start.clone())?;
         let mut decoder = server_decoder(&rt, &settings.server, &source, settings.decode.clone())?;
         let result = run(&mut source, &mut decoder, &mut sink, &shutdown);
+        let delivered = source.delivered();
         drop(source);
         match result {
             Ok(()) => return sink.finish(),
@@ -107,8 +114,20 @@ pub fn stream(args: StreamArgs) -> Result<()> {
                 if let Some(resume) = sink.last_commit() {
                     start = resume_from(resume);
                 }
-                failures += 1;
-                backoff(&rt, &shutdown, failures, &e);
+                if delivered {
+                    (attempt, empty_streams) = (0, 0);
+                } else {
+                    empty_streams += 1;
+                }
+                if empty_streams == MAX_EMPTY_STREAMS {
+                    sink.finish()?;
+                    bail!(
+                        "the server closed {MAX_EMPTY_STREAMS} replication streams in a row before sending any event (the last: {e:#}), so retrying cannot help. See the server's error log; check that nothing kills replication connections (a kill script, a proxy without replication support) and that no other replica uses --server-id {}",
+                        settings.server.server_id
+                    );
+                }
+                attempt += 1;
+                backoff(&rt, &shutdown, &settings.server, attempt, &e);
             }
             Err(e) if is_transient(&e) => return sink.finish(),
             Err(e) => {
@@ -171,7 +190,7 @@ const IDLE_WAKEUP: Duration = Duration::from_millis(250);
 /// was requested and no transaction is open.
 fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, shutdown: &Shutdown) -> Result<()> {
     loop {
-        if shutdown.requested() && (!decoder.in_transaction() || shutdown.forced()) {
+        if shutdown.requested() && (!decoder.in_transaction() || shutdown.forced()) || decoder.limit_reached() {
             return Ok(());
         }
         let next = match source.try_next()? {
@@ -209,7 +228,7 @@ fn check_identity(prev: &Position, source: &ServerSource) -> Result<()> {
     }
     if source.resumed_by_gtid {
         tracing::warn!(
-            "the server changed from {:?} to {:?} (failover?); resuming by GTID set {}",
+            "the server changed from {} to {} (failover?); resuming by GTID set {}",
             prev.server,
             source.identity,
             prev.gtid_set.as_deref().unwrap_or("")
@@ -217,7 +236,7 @@ fn check_identity(prev: &Position, source: &ServerSource) -> Result<()> {
         return Ok(());
     }
     bail!(
-        "the position {}:{} was taken on server {:?} but --url reaches {:?}: file offsets do not carry over between servers (enable GTIDs for failover). Point --url at the original server, or move the position file away and choose --start deliberately",
+        "the position {}:{} was taken on {} but --url reaches {}: file offsets do not carry over between servers (enable GTIDs for failover). Point --url at the original server, or move the position file away and choose --start deliberately",
         prev.file,
         prev.offset,
         prev.server,
@@ -225,14 +244,22 @@ fn check_identity(prev: &Position, source: &ServerSource) -> Result<()> {
     )
 }
 
-/// Exponential backoff with jitter, cut short by a shutdown request.
-fn backoff(rt: &Runtime, shutdown: &Shutdown, failures: u32, err: &anyhow::Error) {
+/// Consecutive streams closed before their first event after which retrying stops.
+const MAX_EMPTY_STREAMS: u32 = 5;
+
+/// Exponential backoff with jitter, cut short by a shutdown request. Connecting is retried
+/// without a limit (a CDC process must outlive a DNS or network blip), so every attempt is
+/// logged with its number and the address.
+fn backoff(rt: &Runtime, shutdown: &Shutdown, server: &ServerConfig, attempt: u32, err: &anyhow::Error) {
     use std::hash::{BuildHasher, RandomState};
-    let base = Duration::from_millis(200) * 2u32.saturating_pow(failures.min(8));
+    let base = Duration::from_millis(200) * 2u32.saturating_pow(attempt.min(8));
     let base = base.min(Duration::from_secs(30));
-    let jitter = (RandomState::new().hash_one(failures) % 1000) as f64 / 1000.0;
+    let jitter = (RandomState::new().hash_one(attempt) % 1000) as f64 / 1000.0;
     let delay = base.mul_f64(0.5 + jitter);
-    tracing::warn!("{err:#}; reconnecting in {delay:.1?} (attempt {failures})");
+    tracing::warn!("{err:#}; reconnecting to {} in {delay:.1?} (attempt {attempt})", redact(&server.url));
+    if shutdown.requested() {
+        return;
+    }
     rt.block_on(async {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}

@@ -155,7 +155,8 @@ pub async fn run(conn: &mut Conn, flavor: Flavor, saved: Option<&Position>) -> R
     Ok(checks)
 }
 
-async fn privileges(conn: &mut Conn) -> Check {
+/// The replication privileges of the connected user, from SHOW GRANTS.
+pub async fn privileges(conn: &mut Conn) -> Check {
     let grants: Vec<String> = match conn.query("SHOW GRANTS").await {
         Ok(g) => g,
         Err(e) => return check("privileges", Status::Warn, format!("cannot read SHOW GRANTS: {e}"), None),
@@ -219,7 +220,7 @@ async fn position_checks(conn: &mut Conn, flavor: Flavor, saved: &Position) -> R
             _ => check(
                 "saved position",
                 Status::Fail,
-                format!("the position file holds a {:?} GTID set but this server is {flavor:?}", saved.flavor),
+                format!("the position file holds a {} GTID set but this server is {flavor}", saved.flavor),
                 Some("point --url at the server the position file belongs to, or use another --position-file"),
             ),
         });

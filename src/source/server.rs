@@ -67,7 +67,7 @@ pub enum Next {
 
 /// What to check before streaming.
 pub enum Checks<'a> {
-    /// Only what `dump` needs: binary log on, ROW format.
+    /// Only what `dump` needs: binary log on, ROW format, replication privileges.
     Basic,
     /// Every preflight check, including whether the saved position is still on the server.
     Preflight(Option<&'a Position>),
@@ -84,12 +84,13 @@ pub struct ServerSource {
     pub resumed_by_gtid: bool,
     /// Where the stream starts, as a position to resume from.
     pub start: Resume,
+    delivered: bool,
 }
 
 impl ServerSource {
     pub fn try_next(&mut self) -> Result<Next> {
         match self.rx.try_recv() {
-            Ok(ev) => ev.map(Next::Event),
+            Ok(ev) => received(&mut self.delivered, ev),
             Err(mpsc::error::TryRecvError::Empty) => Ok(Next::Idle),
             Err(mpsc::error::TryRecvError::Disconnected) => Ok(Next::End),
         }
@@ -97,17 +98,24 @@ impl ServerSource {
 
     /// Waits up to `wait` for the next event, or until `interrupt` is notified.
     pub fn next_blocking(&mut self, interrupt: &Notify, wait: Duration) -> Result<Next> {
-        let rx = &mut self.rx;
+        let (rx, delivered) = (&mut self.rx, &mut self.delivered);
         self.rt.block_on(async {
             tokio::select! {
                 ev = rx.recv() => match ev {
-                    Some(ev) => ev.map(Next::Event),
+                    Some(ev) => received(delivered, ev),
                     None => Ok(Next::End),
                 },
                 _ = interrupt.notified() => Ok(Next::Interrupted),
                 _ = tokio::time::sleep(wait) => Ok(Next::Idle),
             }
         })
+    }
+
+    /// Whether the stream sent more than the preamble every new stream starts with (rotate,
+    /// format description, GTID lists): a binlog event or a heartbeat. A server that refuses a
+    /// replica often sends the preamble and closes.
+    pub fn delivered(&self) -> bool {
+        self.delivered
     }
 
     /// Connects, checks the server, and starts streaming from `start` on `rt`.
@@ -117,7 +125,12 @@ impl ServerSource {
             let mut conn = connect(&opts, cfg.wait_for_server).await?;
             let (flavor, _) = flavor_of(&mut conn).await?;
             match checks {
-                Checks::Basic => check_server(&mut conn).await?,
+                Checks::Basic => {
+                    check_server(&mut conn).await?;
+                    // Servers answer a missing REPLICATION SLAVE with "access denied", which
+                    // would blame the password: name the grant first.
+                    enforce(vec![preflight::privileges(&mut conn).await])?;
+                }
                 Checks::Preflight(saved) => enforce(preflight::run(&mut conn, flavor, saved).await?)?,
             }
             let identity = preflight::identity(&mut conn, flavor).await?;
@@ -130,9 +143,29 @@ impl ServerSource {
             let (tx, rx) = mpsc::channel(1024);
             tokio::spawn(pump(stream, tx, cfg.heartbeat * 3, cfg.follow, opts.clone()));
             let start = Resume { file: Arc::from(at.file.as_str()), offset: at.pos, gtids: at.gtids.clone() };
-            Ok(ServerSource { rx, rt: rt.clone(), flavor, identity, resumed_by_gtid: at.by_gtid, start_gtids: at.gtids, start })
+            Ok(ServerSource {
+                rx,
+                rt: rt.clone(),
+                flavor,
+                identity,
+                resumed_by_gtid: at.by_gtid,
+                start_gtids: at.gtids,
+                start,
+                delivered: false,
+            })
         })
     }
+}
+
+/// An event from the pump, noting whether it is more than the stream's preamble.
+fn received(delivered: &mut bool, ev: Result<OwnedEvent>) -> Result<Next> {
+    use crate::decode::mariadb::{BINLOG_CHECKPOINT, GTID_LIST};
+    use crate::frame::FORMAT_DESCRIPTION_EVENT;
+    const PREVIOUS_GTIDS: u8 = 35;
+    const PREAMBLE: [u8; 5] = [ROTATE_EVENT, FORMAT_DESCRIPTION_EVENT, PREVIOUS_GTIDS, BINLOG_CHECKPOINT, GTID_LIST];
+    let ev = ev?;
+    *delivered |= !PREAMBLE.contains(&ev.header.type_code);
+    Ok(Next::Event(ev))
 }
 
 /// Fails on preflight failures (a purged binlog as `Purged`), logs the warnings.
@@ -298,7 +331,7 @@ async fn resolve_start(conn: &mut Conn, flavor: Flavor, start: &Start, prefer_gt
         Start::FilePos(file, pos) => StartAt { file: file.clone(), pos: *pos, gtids: None, by_gtid: false },
         Start::Gtid(set) => {
             if !same_flavor(set) {
-                bail!("--start {set} is a GTID of the other server flavour: this server is {flavor:?}");
+                bail!("--start {set} is a GTID of the other server flavour: this server is {flavor}");
             }
             StartAt { file: String::new(), pos: 4, gtids: Some(set.clone()), by_gtid: true }
         }
