@@ -159,18 +159,32 @@ fn saved_gtids(position: &Path) -> String {
     saved["gtid_set"].as_str().unwrap_or_default().to_string()
 }
 
-#[test]
-fn sighup_stops_cleanly_like_sigterm() {
-    // A server of its own: the saved GTID position is compared with the server's.
+/// A stream that delivered two rows from a server of its own and saves its position only when
+/// it stops; returns the server's GTID position after those rows.
+struct Delivered {
+    server: MariaDb,
+    position: std::path::PathBuf,
+    run: Stream,
+    gtids: String,
+    _dir: tempfile::TempDir,
+}
+
+fn delivered_two_rows() -> Delivered {
     let server = MariaDb::start(&[]);
-    server.sql("CREATE DATABASE hup; CREATE TABLE hup.t (id INT PRIMARY KEY);");
+    server.sql("CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY);");
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
-    let mut run = Stream::start(&server, &position, dir.path(), 0, &["--checkpoint-interval", "3600"]);
+    let run = Stream::start(&server, &position, dir.path(), 0, &["--checkpoint-interval", "3600"]);
     run.wait_ready(&position);
-    server.sql("INSERT INTO hup.t VALUES (1), (2);");
+    server.sql("INSERT INTO d.t VALUES (1), (2);");
     let gtids = server.gtid_pos();
-    wait_for_rows(std::slice::from_ref(&run.stdout), "hup", 2);
+    wait_for_rows(std::slice::from_ref(&run.stdout), "d", 2);
+    Delivered { server, position, run, gtids, _dir: dir }
+}
+
+#[test]
+fn sighup_stops_cleanly_like_sigterm() {
+    let Delivered { server: _server, position, mut run, gtids, _dir } = delivered_two_rows();
     run.signal("-HUP");
     let status = run.wait();
     assert_eq!(status.code(), Some(0), "{}", run.log());
@@ -179,14 +193,7 @@ fn sighup_stops_cleanly_like_sigterm() {
 
 #[test]
 fn sigterm_while_reconnecting_saves_the_position_and_exits_0() {
-    let server = MariaDb::start(&[]);
-    server.sql("CREATE DATABASE rc; CREATE TABLE rc.t (id INT PRIMARY KEY);");
-    let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
-    let run = Stream::start(&server, &position, dir.path(), 0, &["--start", "earliest", "--checkpoint-interval", "3600"]);
-    server.sql("INSERT INTO rc.t VALUES (1), (2);");
-    let gtids = server.gtid_pos();
-    wait_for_rows(std::slice::from_ref(&run.stdout), "rc", 2);
+    let Delivered { server, position, run, gtids, _dir } = delivered_two_rows();
     let pid = std::fs::read_to_string(server.dir.path().join("data/mysqld.pid")).unwrap();
     Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
     // Every attempt is logged with its number and the address, and the number counts up.
