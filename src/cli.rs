@@ -175,7 +175,8 @@ pub struct ServerArgs {
     /// Seconds between server heartbeats; three missed ones mean the connection is dead [default: 10].
     #[arg(long, env = "BINLOG_TAIL_HEARTBEAT")]
     pub heartbeat: Option<f64>,
-    /// Keep retrying the first connection this many seconds while the server starts [default: 0].
+    /// dump, check: keep retrying the first connection this many seconds while the server starts
+    /// (stream always retries) [default: 0].
     #[arg(long, env = "BINLOG_TAIL_WAIT_FOR_SERVER")]
     pub wait_for_server: Option<f64>,
 }

@@ -146,6 +146,9 @@ impl StreamSettings {
             }
         };
         let mut server = server_config(&merged, true)?;
+        // `stream` retries every connection itself, without a limit, logging each attempt and
+        // stopping at a signal; a wait inside one attempt would only hide that.
+        server.wait_for_server = Duration::ZERO;
         server.resume_by_gtid = args.resume_by.or(file.resume_by).unwrap_or(ResumeBy::Gtid) == ResumeBy::Gtid;
         Ok(StreamSettings {
             server,

@@ -216,6 +216,8 @@ fn sigterm_while_the_first_connection_is_retried_exits_0() {
     let mut child = binlog_tail()
         .args(["stream", "--url", &format!("mysql://repl@127.0.0.1:{port}"), "--position-file"])
         .arg(&position)
+        // Ignored by stream, which retries anyway: it must not hide the attempts or the signal.
+        .args(["--wait-for-server", "600"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("err.log")).unwrap())
         .spawn()
