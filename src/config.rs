@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::cli::{EmitArgs, ResumeBy, ServerArgs, SinkKind, StreamArgs};
 use crate::decode::Options;
+use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
 use crate::outbox::OutboxTable;
 use crate::sink::kafka::config::{KafkaSettings, KeyMode};
@@ -84,7 +85,7 @@ impl StreamSettings {
         };
         let start = match (args.server.start.clone(), &file.start) {
             (Some(s), _) => Some(s),
-            (None, Some(s)) => Some(s.parse().context("bad `start` in the config file")?),
+            (None, Some(s)) => Some(s.parse::<Start>().map_err(|e| Usage(format!("bad `start` in the config file: {e:#}")))?),
             (None, None) => None,
         };
         let merged = ServerArgs {
