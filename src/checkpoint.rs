@@ -38,12 +38,11 @@ pub struct ServerIdentity {
     pub hostname: String,
 }
 
-/// For messages: `server_id 1 on db1` (MariaDB), `server_id 1 on db1 (uuid 3e11fa47-...)` (MySQL).
 impl std::fmt::Display for ServerIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "server_id {} on {}", self.server_id, if self.hostname.is_empty() { "an unnamed host" } else { &self.hostname })?;
+        write!(f, "server_id {} on host {}", self.server_id, self.hostname)?;
         match &self.uuid {
-            Some(uuid) => write!(f, " (uuid {uuid})"),
+            Some(uuid) => write!(f, " (server_uuid {uuid})"),
             None => Ok(()),
         }
     }
@@ -74,15 +73,9 @@ pub enum FlavorName {
 
 impl std::fmt::Display for FlavorName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        Flavor::from(*self).fmt(f)
-    }
-}
-
-impl From<FlavorName> for Flavor {
-    fn from(f: FlavorName) -> Self {
-        match f {
-            FlavorName::Mysql => Flavor::MySql,
-            FlavorName::Mariadb => Flavor::MariaDb,
+        match self {
+            FlavorName::Mysql => Flavor::MySql.fmt(f),
+            FlavorName::Mariadb => Flavor::MariaDb.fmt(f),
         }
     }
 }
@@ -434,9 +427,9 @@ mod tests {
     #[test]
     fn identities_and_flavours_read_as_text() {
         let mariadb = ServerIdentity { uuid: None, server_id: 1, hostname: "db1".into() };
-        assert_eq!(mariadb.to_string(), "server_id 1 on db1");
+        assert_eq!(mariadb.to_string(), "server_id 1 on host db1");
         let mysql = ServerIdentity { uuid: Some("3e11fa47-71ca-11e1-9e33-c80aa9429562".into()), ..mariadb };
-        assert_eq!(mysql.to_string(), "server_id 1 on db1 (uuid 3e11fa47-71ca-11e1-9e33-c80aa9429562)");
+        assert_eq!(mysql.to_string(), "server_id 1 on host db1 (server_uuid 3e11fa47-71ca-11e1-9e33-c80aa9429562)");
         assert_eq!(format!("{} {}", Flavor::MariaDb, FlavorName::Mysql), "MariaDB MySQL");
     }
 

@@ -20,10 +20,10 @@ use crate::error::is_transient;
 use crate::preflight::{self, Status};
 use crate::shutdown::Shutdown;
 use crate::sink::kafka::KafkaSink;
-use crate::sink::stdout::StdoutSink;
+use crate::sink::stdout::{self, Closed, StdoutSink};
 use crate::sink::Sink;
 use crate::source::file::read_files;
-use crate::source::server::{connect, connect_opts, flavor_of, redact, Checks, InfoSchema, Next, ServerConfig, ServerSource};
+use crate::source::server::{connect, connect_opts, flavor_of, redact, Checks, EndedAtOnce, InfoSchema, Next, ServerConfig, ServerSource};
 use crate::source::Start;
 
 pub fn dump(args: DumpArgs) -> Result<()> {
@@ -58,7 +58,21 @@ fn log_stats(decoder: &Decoder) {
 }
 
 pub fn stream(args: StreamArgs) -> Result<()> {
+    stream_to_sink(args).map_err(|e| {
+        if e.chain().any(|c| c.is::<Closed>()) {
+            // Unlike `dump | head`, a stream's reader going away is a failure: say so.
+            anyhow::anyhow!("stdout was closed by its reader; the position file holds the last transaction written before that")
+        } else {
+            e
+        }
+    })
+}
+
+fn stream_to_sink(args: StreamArgs) -> Result<()> {
     let settings = StreamSettings::resolve(args)?;
+    if settings.sink == SinkKind::Stdout {
+        stdout::check_delivers(settings.allow_discard)?;
+    }
     let position_file = PositionFile::open(&settings.position_file)?;
     let saved = position_file.load()?;
     let mut start = match &saved {
@@ -89,56 +103,58 @@ pub fn stream(args: StreamArgs) -> Result<()> {
         }
         let current = sink.position();
         let opened = ServerSource::open(rt.handle(), &settings.server, &start, Checks::Preflight(current.as_ref()));
-        let mut source = match opened {
-            Ok(source) => source,
+        let (delivered, err) = match opened {
+            Ok(mut source) => {
+                if let Some(prev) = &current {
+                    check_identity(prev, &source)?;
+                }
+                sink.set_server(source.flavor, source.identity.clone());
+                sink.begin_at(source.start.clone())?;
+                let mut decoder = server_decoder(&rt, &settings.server, &source, settings.decode.clone())?;
+                let result = run(&mut source, &mut decoder, &mut sink, &shutdown);
+                let delivered = source.delivered();
+                drop(source);
+                match result {
+                    Ok(()) => return sink.finish(),
+                    Err(e) if is_transient(&e) && !shutdown.requested() => {
+                        // Everything handed to the sink stays delivered; resume after its last commit.
+                        if let Some(resume) = sink.last_commit() {
+                            start = resume_from(resume);
+                        }
+                        (Some(delivered), e)
+                    }
+                    Err(e) if is_transient(&e) => return sink.finish(),
+                    Err(e) => {
+                        // Save what was delivered before the failure; the failure itself is the
+                        // error (and usually the reason finishing fails too).
+                        if let Err(finish) = sink.finish() {
+                            tracing::debug!("finishing after the error: {finish:#}");
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            // A stream that ended before its first event was opened, and delivered nothing.
             Err(e) if is_transient(&e) => {
-                attempt += 1;
-                backoff(&rt, &shutdown, &settings.server, attempt, &e);
-                continue;
+                let ended_at_once = e.downcast_ref::<EndedAtOnce>().is_some();
+                (ended_at_once.then_some(false), e)
             }
             Err(e) => return Err(e),
         };
-        if let Some(prev) = &current {
-            check_identity(prev, &source)?;
+        match delivered {
+            Some(true) => (attempt, empty_streams) = (0, 0),
+            Some(false) => empty_streams += 1,
+            None => {}
         }
-        sink.set_server(source.flavor, source.identity.clone());
-        sink.begin_at(source.start.clone())?;
-        let mut decoder = server_decoder(&rt, &settings.server, &source, settings.decode.clone())?;
-        let result = run(&mut source, &mut decoder, &mut sink, &shutdown);
-        let delivered = source.delivered();
-        drop(source);
-        match result {
-            Ok(()) => return sink.finish(),
-            Err(e) if is_transient(&e) && !shutdown.requested() => {
-                // Everything handed to the sink stays delivered; resume after its last commit.
-                if let Some(resume) = sink.last_commit() {
-                    start = resume_from(resume);
-                }
-                if delivered {
-                    (attempt, empty_streams) = (0, 0);
-                } else {
-                    empty_streams += 1;
-                }
-                if empty_streams == MAX_EMPTY_STREAMS {
-                    sink.finish()?;
-                    bail!(
-                        "the server closed {MAX_EMPTY_STREAMS} replication streams in a row before sending any event (the last: {e:#}), so retrying cannot help. See the server's error log; check that nothing kills replication connections (a kill script, a proxy without replication support) and that no other replica uses --server-id {}",
-                        settings.server.server_id
-                    );
-                }
-                attempt += 1;
-                backoff(&rt, &shutdown, &settings.server, attempt, &e);
-            }
-            Err(e) if is_transient(&e) => return sink.finish(),
-            Err(e) => {
-                // Save what was delivered before the failure; the failure itself is the error
-                // (and usually the reason finishing fails too).
-                if let Err(finish) = sink.finish() {
-                    tracing::debug!("finishing after the error: {finish:#}");
-                }
-                return Err(e);
-            }
+        if empty_streams == MAX_EMPTY_STREAMS {
+            sink.finish()?;
+            bail!(
+                "the server closed {MAX_EMPTY_STREAMS} replication streams in a row before sending any event (the last: {err:#}), so retrying cannot help. See the server's error log; check that nothing kills replication connections (a kill script, a proxy without replication support) and that no other replica uses --server-id {}",
+                settings.server.server_id
+            );
         }
+        attempt += 1;
+        backoff(&rt, &shutdown, &settings.server, attempt, &err);
     }
 }
 
@@ -154,7 +170,7 @@ pub fn check(args: CheckArgs) -> Result<()> {
         let mut conn = connect(&opts, cfg.wait_for_server).await?;
         let (flavor, version) = flavor_of(&mut conn).await?;
         println!("server {} ({version})", redact(&cfg.url));
-        preflight::run(&mut conn, flavor, saved.as_ref()).await
+        preflight::run(&mut conn, flavor, saved.as_ref(), true).await
     })?;
     for c in &checks {
         println!("{c}");

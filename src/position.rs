@@ -2,6 +2,7 @@
 //! the decoder (which produces positions) and the sinks (which acknowledge them), so neither
 //! needs the other to talk about positions.
 
+use std::fmt;
 use std::sync::Arc;
 
 use crate::gtid::GtidSet;
@@ -23,8 +24,8 @@ impl Flavor {
     }
 }
 
-impl std::fmt::Display for Flavor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Flavor::MySql => "MySQL",
             Flavor::MariaDb => "MariaDB",
