@@ -1,8 +1,9 @@
 //! SIGINT/SIGTERM/SIGHUP handling shared by the pipeline and the sinks that wait.
 //!
 //! Invariants: a signal never interrupts a transaction half-delivered to the sink; the first one
-//! asks for a clean stop, and waiting for a sink after it is bounded (`GRACE`, or a second
-//! signal), so a stop request always ends the process.
+//! asks for a clean stop, and waiting for a sink after it lasts only while the sink makes
+//! progress (it ends `GRACE` after the signal or the sink's last acknowledgement, whichever is
+//! later, or at a second signal), so a stop request ends the process even when the sink is gone.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -12,7 +13,7 @@ use tokio::runtime::Runtime;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
-/// How long a sink may take to acknowledge what it holds once a stop was requested (well inside
+/// How long a sink may go without acknowledging anything once a stop was requested (well inside
 /// the 30 s an orchestrator such as Kubernetes waits before SIGKILL).
 pub const GRACE: Duration = Duration::from_secs(10);
 
@@ -66,15 +67,32 @@ impl Shutdown {
         self.signals.load(Ordering::SeqCst) > 1
     }
 
-    /// Why waiting for a sink must end now: a second signal, or `GRACE` passed since the first.
-    pub fn stop_waiting(&self) -> Option<String> {
+    /// Why waiting for a sink must end now: a second signal, or `GRACE` passed since the first
+    /// signal and since `progress`, the sink's last acknowledgement.
+    pub fn stop_waiting(&self, progress: Instant) -> Option<String> {
         if self.forced() {
             Some("a second signal".into())
         } else {
             self.first
                 .get()
-                .filter(|first| first.elapsed() >= GRACE)
-                .map(|_| format!("{} s after the stop signal", GRACE.as_secs()))
+                .filter(|first| progress.max(**first).elapsed() >= GRACE)
+                .map(|_| format!("no acknowledgement for {} s after the stop signal", GRACE.as_secs()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_ends_at_a_second_signal_not_while_the_sink_progresses() {
+        let s = Shutdown::new();
+        let long_ago = Instant::now() - GRACE * 2;
+        assert_eq!(s.stop_waiting(long_ago), None, "no stop requested");
+        s.request();
+        assert_eq!(s.stop_waiting(long_ago), None, "the grace starts at the signal");
+        s.request();
+        assert_eq!(s.stop_waiting(Instant::now()).as_deref(), Some("a second signal"));
     }
 }

@@ -7,8 +7,9 @@
 //!   time limit; any failure it reports is permanent and stops the tool, naming the event.
 //! - Memory is bounded: when the producer queue is full, `send` waits (and with it the binlog
 //!   reader). In-flight tracking is one counter per transaction, never one entry per row.
-//! - Waiting ends when a stop was requested and the shutdown grace passed: what was not
-//!   acknowledged then is not in the position, and is sent again after a restart.
+//! - After a stop request, waiting lasts while the brokers acknowledge: it ends once the shutdown
+//!   grace passed without an acknowledgement. What was not acknowledged then is not in the
+//!   position, and is sent again after a restart.
 //! - Why the brokers do not acknowledge (librdkafka's connection and broker errors) is logged at
 //!   the default level, each distinct message at most once per `ERROR_REPEAT`; no text from
 //!   librdkafka is printed before the values of `-X` properties are taken out of it.
@@ -44,6 +45,8 @@ struct Reports {
     /// Transaction sequence numbers of delivered messages and when, one entry per message.
     delivered: Mutex<Vec<(u64, Instant)>>,
     failure: Mutex<Option<String>>,
+    /// When the brokers last acknowledged a message (or the producer was created).
+    last_ack: Mutex<Instant>,
     /// The latest client error (broker down, connection refused, authentication failed).
     last_error: Mutex<Option<String>>,
     /// When each distinct client error was last logged.
@@ -81,7 +84,11 @@ impl ProducerContext for Reports {
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
         match result {
-            Ok(_) => self.delivered.lock().expect("not poisoned").push((seq as u64, Instant::now())),
+            Ok(_) => {
+                let now = Instant::now();
+                self.delivered.lock().expect("not poisoned").push((seq as u64, now));
+                *self.last_ack.lock().expect("not poisoned") = now;
+            }
             Err((err, msg)) => {
                 let header = |name: &str| {
                     msg.headers()
@@ -150,6 +157,7 @@ impl KafkaSink {
         let reports = Reports {
             delivered: Mutex::new(Vec::new()),
             failure: Mutex::new(None),
+            last_ack: Mutex::new(Instant::now()),
             last_error: Mutex::new(None),
             logged: Mutex::new(HashMap::new()),
             redact: redact.clone(),
@@ -200,9 +208,10 @@ impl KafkaSink {
         self.check_failure()
     }
 
-    /// Gives up waiting for acknowledgements once a stop was requested and waited for long enough.
+    /// Gives up waiting for acknowledgements once a stop was requested and Kafka stalled.
     fn check_stop(&self, waiting: u64) -> Result<()> {
-        let Some(why) = self.shutdown.stop_waiting() else {
+        let last_ack = *self.producer.context().last_ack.lock().expect("not poisoned");
+        let Some(why) = self.shutdown.stop_waiting(last_ack) else {
             return Ok(());
         };
         let last = match &*self.producer.context().last_error.lock().expect("not poisoned") {
@@ -210,7 +219,7 @@ impl KafkaSink {
             None => String::new(),
         };
         bail!(
-            "stopped {why} with {waiting} messages not acknowledged by Kafka{last}; the position covers only acknowledged transactions, the rest is sent again after a restart"
+            "stopped ({why}) with {waiting} messages not acknowledged by Kafka{last}; the position covers only acknowledged transactions, the rest is sent again after a restart"
         )
     }
 
