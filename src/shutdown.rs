@@ -1,9 +1,10 @@
 //! SIGINT/SIGTERM/SIGHUP handling shared by the pipeline and the sinks that wait.
 //!
-//! Invariants: a signal never interrupts a transaction half-delivered to the sink; the first one
-//! asks for a clean stop, and waiting for a sink after it lasts only while the sink makes
-//! progress (it ends `GRACE` after the signal or the sink's last acknowledgement, whichever is
-//! later, or at a second signal), so a stop request ends the process even when the sink is gone.
+//! Invariants: the first signal asks for a clean stop after the current transaction; waiting for
+//! a sink after it lasts only while the sink makes progress (it ends `GRACE` after the signal or
+//! the sink's last acknowledgement, whichever is later, or at a second signal), so a stop request
+//! ends the process even when the sink is gone. However it ends, the saved position covers only
+//! what the sink acknowledged.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
