@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::sink::kafka::config::{parse_property, KeyMode};
+use crate::sink::kafka::config::KeyMode;
 use crate::source::Start;
 
 #[derive(Debug, Parser)]
@@ -165,20 +165,22 @@ pub struct KafkaArgs {
     #[arg(long, value_enum, env = "BINLOG_TAIL_KAFKA_DEDUPE")]
     pub kafka_dedupe: Option<OnOff>,
     /// A librdkafka property (SASL, TLS, tuning), e.g. -X security.protocol=SASL_SSL; repeatable.
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
-    pub kafka_property: Vec<(String, String)>,
+    // Parsed later: clap's own error would echo the value, which may be a password.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub kafka_property: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// Server to replicate from: mysql://USER@HOST:PORT (no password here: use --password-file or MYSQL_PWD).
-    #[arg(long, env = "BINLOG_TAIL_URL")]
+    // The environment's value may hold a password: --help must not print it.
+    #[arg(long, env = "BINLOG_TAIL_URL", hide_env_values = true)]
     pub url: Option<String>,
     /// File holding the password (first line).
     #[arg(long, env = "BINLOG_TAIL_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
-    /// Replica server id; must differ from every other replica of the server [default: random].
-    #[arg(long, env = "BINLOG_TAIL_SERVER_ID")]
+    /// Replica server id, 1 or more; must differ from every other replica of the server [default: random].
+    #[arg(long, env = "BINLOG_TAIL_SERVER_ID", value_parser = clap::value_parser!(u32).range(1..))]
     pub server_id: Option<u32>,
     /// Where to start: earliest, latest, FILE:POS, or a GTID set (uuid:1-100 or 0-1-100)
     /// [default: earliest for dump; latest for stream without a saved position].
@@ -187,7 +189,8 @@ pub struct ServerArgs {
     /// Seconds between server heartbeats; three missed ones mean the connection is dead [default: 10].
     #[arg(long, env = "BINLOG_TAIL_HEARTBEAT")]
     pub heartbeat: Option<f64>,
-    /// Keep retrying the first connection this many seconds while the server starts [default: 0].
+    /// dump, check: keep retrying the first connection this many seconds while the server starts
+    /// (stream always retries) [default: 0].
     #[arg(long, env = "BINLOG_TAIL_WAIT_FOR_SERVER")]
     pub wait_for_server: Option<f64>,
 }

@@ -14,8 +14,8 @@ use crate::decode::Options;
 use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
 use crate::outbox::OutboxTable;
-use crate::sink::kafka::config::{KafkaSettings, KeyMode};
-use crate::source::server::ServerConfig;
+use crate::sink::kafka::config::{check_brokers, parse_property, KafkaSettings, KeyMode};
+use crate::source::server::{redact, ServerConfig};
 use crate::source::Start;
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,7 +103,7 @@ impl StreamSettings {
             .context("give --position-file PATH (or position_file in --config): it is where streaming resumes after a restart")?;
         // Lists from flags replace the file's lists rather than adding to them.
         let pick = |flag: Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag };
-        file.outbox.iter().try_for_each(OutboxTable::validate)?;
+        file.outbox.iter().try_for_each(OutboxTable::validate).map_err(usage)?;
         let emit = EmitArgs {
             include: pick(args.emit.include, file.include),
             exclude: pick(args.emit.exclude, file.exclude),
@@ -127,11 +127,17 @@ impl StreamSettings {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
                     .collect();
-                properties.extend(args.kafka.kafka_property);
-                Some(KafkaSettings {
-                    brokers: args.kafka.kafka_brokers.or(file.kafka_brokers).context(
-                        "--sink kafka needs --kafka-brokers HOST:PORT (or kafka_brokers in --config)",
-                    )?,
+                for property in &args.kafka.kafka_property {
+                    properties.push(parse_property(property).map_err(|e| Usage(format!("-X: {e}")))?);
+                }
+                let brokers = args
+                    .kafka
+                    .kafka_brokers
+                    .or(file.kafka_brokers)
+                    .context("--sink kafka needs --kafka-brokers HOST:PORT (or kafka_brokers in --config)")?;
+                check_brokers(&brokers).map_err(Usage)?;
+                let kafka = KafkaSettings {
+                    brokers,
                     topic: args.kafka.kafka_topic.or(file.kafka_topic).unwrap_or_else(|| "{db}.{table}".into()),
                     topic_prefix: args.kafka.kafka_topic_prefix.or(file.kafka_topic_prefix).unwrap_or_default(),
                     ddl_topic: args.kafka.kafka_ddl_topic.or(file.kafka_ddl_topic).unwrap_or_else(|| "binlog_tail.ddl".into()),
@@ -139,10 +145,15 @@ impl StreamSettings {
                     compression: args.kafka.kafka_compression.or(file.kafka_compression).unwrap_or_else(|| "lz4".into()),
                     properties,
                     dedupe: args.kafka.kafka_dedupe.or(file.kafka_dedupe).unwrap_or(OnOff::On) == OnOff::On,
-                })
+                };
+                kafka.check().map_err(usage)?;
+                Some(kafka)
             }
         };
         let mut server = server_config(&merged, true)?;
+        // `stream` retries every connection itself, without a limit, logging each attempt and
+        // stopping at a signal; a wait inside one attempt would only hide that.
+        server.wait_for_server = Duration::ZERO;
         server.resume_by_gtid = args.resume_by.or(file.resume_by).unwrap_or(ResumeBy::Gtid) == ResumeBy::Gtid;
         Ok(StreamSettings {
             server,
@@ -164,6 +175,15 @@ pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
         .url
         .clone()
         .context("give --url mysql://USER@HOST:PORT to read from a server (or, for dump, --file PATH... to read binlog files)")?;
+    if redact(&url) != url {
+        tracing::warn!(
+            "the --url holds a password, which other users of this machine can read (`ps`, /proc, shell history): put it in --password-file or MYSQL_PWD instead"
+        );
+    }
+    if args.server_id == Some(0) {
+        // Clap refuses 0 on the command line; this is the config file's value.
+        return Err(Usage("server_id 0 in the config file: a replica id must be 1 or more (or leave it out for a random one)".into()).into());
+    }
     let password = match &args.password_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -183,8 +203,12 @@ pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
     })
 }
 
-/// The decoder's options from the filter flags.
+/// The decoder's options from the filter flags; a bad pattern is a usage error.
 pub fn decode_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
+    filter_options(args, limit).map_err(usage)
+}
+
+fn filter_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
     let filter = Filter {
         include: args.include.iter().map(|p| TablePattern::parse(p)).collect::<Result<_>>()?,
         exclude: args.exclude.iter().map(|p| TablePattern::parse(p)).collect::<Result<_>>()?,
@@ -193,6 +217,11 @@ pub fn decode_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
     };
     let outbox = args.outbox.iter().map(|t| OutboxTable::with_defaults(t, &args.outbox_topic)).collect::<Result<_>>()?;
     Ok(Options { limit, filter, emit_ddl: args.emit_ddl, outbox })
+}
+
+/// A bad value that clap could not catch: exit code 2 like a bad command line.
+fn usage(e: anyhow::Error) -> anyhow::Error {
+    Usage(format!("{e:#}")).into()
 }
 
 fn seconds(secs: f64, what: &str) -> Result<Duration> {

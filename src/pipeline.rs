@@ -23,7 +23,7 @@ use crate::sink::kafka::{dedupe, KafkaSink};
 use crate::sink::stdout::{self, Closed, StdoutSink};
 use crate::sink::Sink;
 use crate::source::file::read_files;
-use crate::source::server::{connect, connect_opts, flavor_of, redact, Checks, InfoSchema, Next, ServerConfig, ServerSource};
+use crate::source::server::{connect, connect_opts, flavor_of, redact, Checks, EndedAtOnce, InfoSchema, Next, ServerConfig, ServerSource};
 use crate::source::Start;
 
 pub fn dump(args: DumpArgs) -> Result<()> {
@@ -96,48 +96,69 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
     };
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
     let mut sink = Checkpointing::new(out.as_mut(), position_file, schedule, saved.clone(), stream_id);
-    let mut failures = 0u32;
+    // Failed attempts since a stream last delivered something; of those, the streams that the
+    // server closed before sending any event.
+    let mut attempt = 0u32;
+    let mut empty_streams = 0u32;
     loop {
+        if shutdown.requested() {
+            // Stopped while reconnecting: what was delivered is saved, as at any stop.
+            return sink.finish();
+        }
         let current = sink.position();
         let opened = ServerSource::open(rt.handle(), &settings.server, &start, Checks::Preflight(current.as_ref()));
-        let mut source = match opened {
-            Ok(source) => source,
-            Err(e) if is_transient(&e) && !shutdown.requested() => {
-                failures += 1;
-                backoff(&rt, &shutdown, failures, &e);
-                continue;
+        let (delivered, err) = match opened {
+            Ok(mut source) => {
+                if let Some(prev) = &current {
+                    check_identity(prev, &source)?;
+                }
+                sink.set_server(source.flavor, source.identity.clone());
+                sink.begin_at(source.start.clone())?;
+                let mut decoder = server_decoder(&rt, &settings.server, &source, settings.decode.clone())?;
+                let result = run(&mut source, &mut decoder, &mut sink, &shutdown);
+                let delivered = source.delivered();
+                drop(source);
+                match result {
+                    Ok(()) => return sink.finish(),
+                    Err(e) if is_transient(&e) && !shutdown.requested() => {
+                        // Everything handed to the sink stays delivered; resume after its last commit.
+                        if let Some(resume) = sink.last_commit() {
+                            start = resume_from(resume);
+                        }
+                        (Some(delivered), e)
+                    }
+                    Err(e) if is_transient(&e) => return sink.finish(),
+                    Err(e) => {
+                        // Save what was delivered before the failure; the failure itself is the
+                        // error (and usually the reason finishing fails too).
+                        if let Err(finish) = sink.finish() {
+                            tracing::debug!("finishing after the error: {finish:#}");
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            // A stream that ended before its first event was opened, and delivered nothing.
+            Err(e) if is_transient(&e) => {
+                let ended_at_once = e.downcast_ref::<EndedAtOnce>().is_some();
+                (ended_at_once.then_some(false), e)
             }
             Err(e) => return Err(e),
         };
-        if let Some(prev) = &current {
-            check_identity(prev, &source)?;
+        match delivered {
+            Some(true) => (attempt, empty_streams) = (0, 0),
+            Some(false) => empty_streams += 1,
+            None => {}
         }
-        failures = 0;
-        sink.set_server(source.flavor, source.identity.clone());
-        sink.begin_at(source.start.clone())?;
-        let mut decoder = server_decoder(&rt, &settings.server, &source, settings.decode.clone())?;
-        let result = run(&mut source, &mut decoder, &mut sink, &shutdown);
-        drop(source);
-        match result {
-            Ok(()) => return sink.finish(),
-            Err(e) if is_transient(&e) && !shutdown.requested() => {
-                // Everything handed to the sink stays delivered; resume after its last commit.
-                if let Some(resume) = sink.last_commit() {
-                    start = resume_from(resume);
-                }
-                failures += 1;
-                backoff(&rt, &shutdown, failures, &e);
-            }
-            Err(e) if is_transient(&e) => return sink.finish(),
-            Err(e) => {
-                // Save what was delivered before the failure; the failure itself is the error
-                // (and usually the reason finishing fails too).
-                if let Err(finish) = sink.finish() {
-                    tracing::debug!("finishing after the error: {finish:#}");
-                }
-                return Err(e);
-            }
+        if empty_streams == MAX_EMPTY_STREAMS {
+            sink.finish()?;
+            bail!(
+                "the server closed {MAX_EMPTY_STREAMS} replication streams in a row before sending any event (the last: {err:#}), so retrying cannot help. See the server's error log; check that nothing kills replication connections (a kill script, a proxy without replication support) and that no other replica uses --server-id {}",
+                settings.server.server_id
+            );
         }
+        attempt += 1;
+        backoff(&rt, &shutdown, &settings.server, attempt, &err);
     }
 }
 
@@ -196,7 +217,7 @@ const IDLE_WAKEUP: Duration = Duration::from_millis(250);
 /// was requested and no transaction is open.
 fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, shutdown: &Shutdown) -> Result<()> {
     loop {
-        if shutdown.requested() && (!decoder.in_transaction() || shutdown.forced()) {
+        if shutdown.requested() && (!decoder.in_transaction() || shutdown.forced()) || decoder.limit_reached() {
             return Ok(());
         }
         let next = match source.try_next()? {
@@ -234,7 +255,7 @@ fn check_identity(prev: &Position, source: &ServerSource) -> Result<()> {
     }
     if source.resumed_by_gtid {
         tracing::warn!(
-            "the server changed from {:?} to {:?} (failover?); resuming by GTID set {}",
+            "the server changed from {} to {} (failover?); resuming by GTID set {}",
             prev.server,
             source.identity,
             prev.gtid_set.as_deref().unwrap_or("")
@@ -242,7 +263,7 @@ fn check_identity(prev: &Position, source: &ServerSource) -> Result<()> {
         return Ok(());
     }
     bail!(
-        "the position {}:{} was taken on server {:?} but --url reaches {:?}: file offsets do not carry over between servers (enable GTIDs for failover). Point --url at the original server, or move the position file away and choose --start deliberately",
+        "the position {}:{} was taken on {} but --url reaches {}: file offsets do not carry over between servers (enable GTIDs for failover). Point --url at the original server, or move the position file away and choose --start deliberately",
         prev.file,
         prev.offset,
         prev.server,
@@ -250,14 +271,22 @@ fn check_identity(prev: &Position, source: &ServerSource) -> Result<()> {
     )
 }
 
-/// Exponential backoff with jitter, cut short by a shutdown request.
-fn backoff(rt: &Runtime, shutdown: &Shutdown, failures: u32, err: &anyhow::Error) {
+/// Consecutive streams closed before their first event after which retrying stops.
+const MAX_EMPTY_STREAMS: u32 = 5;
+
+/// Exponential backoff with jitter, cut short by a shutdown request. Connecting is retried
+/// without a limit (a CDC process must outlive a DNS or network blip), so every attempt is
+/// logged with its number and the address.
+fn backoff(rt: &Runtime, shutdown: &Shutdown, server: &ServerConfig, attempt: u32, err: &anyhow::Error) {
     use std::hash::{BuildHasher, RandomState};
-    let base = Duration::from_millis(200) * 2u32.saturating_pow(failures.min(8));
+    let base = Duration::from_millis(200) * 2u32.saturating_pow(attempt.min(8));
     let base = base.min(Duration::from_secs(30));
-    let jitter = (RandomState::new().hash_one(failures) % 1000) as f64 / 1000.0;
+    let jitter = (RandomState::new().hash_one(attempt) % 1000) as f64 / 1000.0;
     let delay = base.mul_f64(0.5 + jitter);
-    tracing::warn!("{err:#}; reconnecting in {delay:.1?} (attempt {failures})");
+    tracing::warn!("{err:#}; reconnecting to {} in {delay:.1?} (attempt {attempt})", redact(&server.url));
+    if shutdown.requested() {
+        return;
+    }
     rt.block_on(async {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}

@@ -381,10 +381,12 @@ impl Decoder {
     fn emit(&mut self, change: Change, sink: &mut dyn Sink) -> Result<Flow> {
         sink.change(&change)?;
         self.emitted += 1;
-        Ok(match self.opts.limit {
-            Some(limit) if self.emitted >= limit => Flow::Stop,
-            _ => Flow::Continue,
-        })
+        Ok(if self.limit_reached() { Flow::Stop } else { Flow::Continue })
+    }
+
+    /// True once `limit` change events were emitted (at once for `--limit 0`): read no further.
+    pub fn limit_reached(&self) -> bool {
+        self.opts.limit.is_some_and(|limit| self.emitted >= limit)
     }
 
     fn end_transaction(&mut self, xid: Option<u64>, next_offset: u64, sink: &mut dyn Sink) -> Result<Flow> {

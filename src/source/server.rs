@@ -26,7 +26,7 @@ use crate::checkpoint::{Position, ServerIdentity};
 use crate::decode::table::ColumnInfo;
 use crate::decode::SchemaLookup;
 use crate::position::{Flavor, Resume};
-use crate::error::{Purged, Transient};
+use crate::error::{is_transient, Purged, Transient};
 use crate::history;
 use crate::gtid::GtidSet;
 use crate::preflight::{self, Check, Status};
@@ -87,15 +87,16 @@ pub struct ServerSource {
     pub resumed_by_gtid: bool,
     /// Where the stream starts, as a position to resume from.
     pub start: Resume,
+    delivered: bool,
 }
 
 impl ServerSource {
     pub fn try_next(&mut self) -> Result<Next> {
         if let Some(first) = self.first.take() {
-            return Ok(Next::Event(first));
+            return received(&mut self.delivered, Ok(first));
         }
         match self.rx.try_recv() {
-            Ok(ev) => ev.map(Next::Event),
+            Ok(ev) => received(&mut self.delivered, ev),
             Err(mpsc::error::TryRecvError::Empty) => Ok(Next::Idle),
             Err(mpsc::error::TryRecvError::Disconnected) => Ok(Next::End),
         }
@@ -104,19 +105,26 @@ impl ServerSource {
     /// Waits up to `wait` for the next event, or until `interrupt` is notified.
     pub fn next_blocking(&mut self, interrupt: &Notify, wait: Duration) -> Result<Next> {
         if let Some(first) = self.first.take() {
-            return Ok(Next::Event(first));
+            return received(&mut self.delivered, Ok(first));
         }
-        let rx = &mut self.rx;
+        let (rx, delivered) = (&mut self.rx, &mut self.delivered);
         self.rt.block_on(async {
             tokio::select! {
                 ev = rx.recv() => match ev {
-                    Some(ev) => ev.map(Next::Event),
+                    Some(ev) => received(delivered, ev),
                     None => Ok(Next::End),
                 },
                 _ = interrupt.notified() => Ok(Next::Interrupted),
                 _ = tokio::time::sleep(wait) => Ok(Next::Idle),
             }
         })
+    }
+
+    /// Whether the stream sent more than the preamble every new stream starts with (rotate,
+    /// format description, GTID lists): a binlog event or a heartbeat. A server that refuses a
+    /// replica often sends the preamble and closes.
+    pub fn delivered(&self) -> bool {
+        self.delivered
     }
 
     /// Connects, checks the server, and starts streaming from `start` on `rt`.
@@ -141,13 +149,40 @@ impl ServerSource {
             // The server refuses a start it cannot serve with an error instead of the first
             // event: only a stream that has begun counts as opened (and its start may be saved).
             let first = match rx.recv().await {
-                Some(first) => Some(first?),
+                Some(first) => Some(first.map_err(|e| if is_transient(&e) { e.context(EndedAtOnce) } else { e })?),
                 None => None,
             };
             let start = Resume { file: Arc::from(at.file.as_str()), offset: at.pos, gtids: at.gtids.clone() };
-            Ok(ServerSource { rx, first, rt: rt.clone(), flavor, identity, resumed_by_gtid: at.by_gtid, start_gtids: at.gtids, start })
+            Ok(ServerSource {
+                rx,
+                first,
+                rt: rt.clone(),
+                flavor,
+                identity,
+                resumed_by_gtid: at.by_gtid,
+                start_gtids: at.gtids,
+                start,
+                delivered: false,
+            })
         })
     }
+}
+
+/// Marks a transient failure of a new stream before its first event: the server closed it at
+/// once, which retrying may not cure.
+#[derive(Debug, thiserror::Error)]
+#[error("the server ended the new replication stream before its first event")]
+pub struct EndedAtOnce;
+
+/// An event from the pump, noting whether it is more than the stream's preamble.
+fn received(delivered: &mut bool, ev: Result<OwnedEvent>) -> Result<Next> {
+    use crate::decode::mariadb::{BINLOG_CHECKPOINT, GTID_LIST};
+    use crate::frame::FORMAT_DESCRIPTION_EVENT;
+    const PREVIOUS_GTIDS: u8 = 35;
+    const PREAMBLE: [u8; 5] = [ROTATE_EVENT, FORMAT_DESCRIPTION_EVENT, PREVIOUS_GTIDS, BINLOG_CHECKPOINT, GTID_LIST];
+    let ev = ev?;
+    *delivered |= !PREAMBLE.contains(&ev.header.type_code);
+    Ok(Next::Event(ev))
 }
 
 /// Fails on preflight failures (a purged binlog as `Purged`), logs the warnings.
@@ -407,7 +442,20 @@ async fn request_stream(mut conn: Conn, flavor: Flavor, cfg: &ServerConfig, at: 
         request = request.with_gtid().with_gtid_set(sids);
     }
     let opts = conn.opts().clone();
-    conn.get_binlog_stream(request).await.map_err(|e| classify(e, &opts))
+    conn.get_binlog_stream(request).await.map_err(|e| stream_error(e, &opts))
+}
+
+/// A failure of the replication stream itself. The user is logged in by then, so "access
+/// denied" (how MariaDB answers a missing REPLICATION SLAVE) is about the grant, not the password.
+fn stream_error(err: mysql_async::Error, opts: &Opts) -> anyhow::Error {
+    match &err {
+        mysql_async::Error::Server(e) if e.code == 1045 || e.code == 1227 => anyhow!(
+            "user `{}` may not read the binlog ({}): GRANT REPLICATION SLAVE ON *.* TO it (binlog-tail check lists every privilege it needs)",
+            opts.user().unwrap_or(""),
+            e.message
+        ),
+        _ => classify(err, opts),
+    }
 }
 
 /// Moves events from the connection into the channel until the stream ends or fails.
@@ -427,7 +475,7 @@ async fn pump(
             // A tailing stream never ends by itself: the server closed it (shutdown, KILL).
             Ok(None) if follow => Err(Transient(anyhow!("the server closed the replication stream")).into()),
             Ok(None) => return,
-            Ok(Some(Err(e))) => Err(classify(e, &opts).context("replication stream failed")),
+            Ok(Some(Err(e))) => Err(stream_error(e, &opts).context("replication stream failed")),
             // mysql_async also yields the events inside a compressed transaction payload
             // (marked by a disabled checksum); the decoder unpacks payloads itself.
             Ok(Some(Ok(event))) if !event.footer().get_checksum_enabled() => continue,

@@ -21,15 +21,12 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-
-use crate::shutdown::Shutdown;
 
 /// The header every message carries.
 pub const HEADER: &str = "binlog_tail.seq";
@@ -175,63 +172,57 @@ struct Topic {
     skipped: u64,
 }
 
-/// Partition tails, read once per partition the stream writes to after a (re)start.
+/// Partition tails, read once per partition the stream writes to after a (re)start. Lookups
+/// answer None while Kafka cannot be reached; the caller waits and asks again, as it does when
+/// sending.
 pub struct Tails {
     stream: String,
     consumer: BaseConsumer,
     topics: HashMap<String, Topic>,
-    shutdown: Arc<Shutdown>,
 }
 
 impl Tails {
-    pub fn new(stream: String, mut config: ClientConfig, shutdown: Arc<Shutdown>) -> Result<Tails> {
+    pub fn new(stream: String, mut config: ClientConfig) -> Result<Tails> {
         config.set("enable.auto.commit", "false").set("group.id", "binlog-tail-tail-reader").set("enable.partition.eof", "false");
         // Producer-only properties would only produce warnings in a consumer.
         for key in ["enable.idempotence", "acks", "compression.type", "linger.ms", "batch.num.messages", "message.timeout.ms", "queue.buffering.max.kbytes", "queue.buffering.max.messages", "max.in.flight.requests.per.connection", "enable.gapless.guarantee", "partitioner"] {
             config.remove(key);
         }
         let consumer = config.create().context("cannot create the Kafka client that reads partition tails")?;
-        Ok(Tails { stream, consumer, topics: HashMap::new(), shutdown })
-    }
-
-    /// Runs `attempt` until it succeeds: an unreachable broker is waited for, as when sending.
-    fn retry<T>(&self, what: &str, mut attempt: impl FnMut(&BaseConsumer) -> Result<T>) -> Result<T> {
-        let mut reported = Instant::now();
-        loop {
-            match attempt(&self.consumer) {
-                Ok(v) => return Ok(v),
-                Err(e) if self.shutdown.requested() => return Err(e.context("stopped while waiting for Kafka")),
-                Err(e) if reported.elapsed() > Duration::from_secs(30) => {
-                    tracing::warn!("{what}: {e:#}; retrying");
-                    reported = Instant::now();
-                }
-                Err(_) => {}
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        Ok(Tails { stream, consumer, topics: HashMap::new() })
     }
 
     /// The partition count of `topic`.
-    pub fn partitions(&mut self, topic: &str) -> Result<i32> {
+    pub fn partitions(&mut self, topic: &str) -> Result<Option<i32>> {
         if let Some(t) = self.topics.get(topic) {
-            return Ok(t.partitions);
+            return Ok(Some(t.partitions));
         }
-        let meta = self.retry("reading Kafka metadata", |c| {
-            c.fetch_metadata(Some(topic), Duration::from_secs(10)).with_context(|| format!("cannot read the metadata of Kafka topic {topic}"))
-        })?;
+        let meta = match self.consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(meta) => meta,
+            Err(e) => {
+                tracing::debug!("reading the metadata of Kafka topic {topic}: {e}");
+                return Ok(None);
+            }
+        };
         let partitions = meta.topics().first().map(|t| t.partitions().len() as i32).unwrap_or(0);
         if partitions == 0 {
             bail!("Kafka topic {topic} does not exist (or has no partitions): create the topic (the broker does not create topics automatically), or route with --kafka-topic");
         }
         self.topics.insert(topic.to_string(), Topic { partitions, tails: HashMap::new(), skipped: 0 });
-        Ok(partitions)
+        Ok(Some(partitions))
     }
 
     /// True when the partition already holds the message at `key`: it is skipped.
-    pub fn holds(&mut self, topic: &str, partition: i32, key: &OrderKey) -> Result<bool> {
+    pub fn holds(&mut self, topic: &str, partition: i32, key: &OrderKey) -> Result<Option<bool>> {
         let t = self.topics.get(topic).expect("partitions() was asked first");
         if !t.tails.contains_key(&partition) {
-            let tail = self.retry("reading the last messages of a Kafka partition", |c| read_tail(c, &self.stream, topic, partition))?;
+            let tail = match read_tail(&self.consumer, &self.stream, topic, partition) {
+                Ok(tail) => tail,
+                Err(e) => {
+                    tracing::debug!("{e:#}");
+                    return Ok(None);
+                }
+            };
             if let Some(k) = &tail {
                 tracing::debug!("Kafka {topic}[{partition}] ends at {k:?} of this stream");
             }
@@ -248,7 +239,7 @@ impl Tails {
                 tracing::info!("Kafka dedupe: {} replayed messages of topic {topic} were already there and skipped", t.skipped);
             }
         }
-        Ok(held)
+        Ok(Some(held))
     }
 }
 

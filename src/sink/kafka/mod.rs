@@ -8,13 +8,19 @@
 //! - Memory is bounded: when the producer queue is full, `send` waits (and with it the binlog
 //!   reader). In-flight tracking is one counter per transaction, never one entry per row.
 //! - After a restart, messages a partition already holds are not sent again (`dedupe`).
+//! - After a stop request, waiting lasts while the brokers acknowledge: it ends once the shutdown
+//!   grace passed without an acknowledgement. What was not acknowledged then is not in the
+//!   position, and is sent again after a restart.
+//! - Why the brokers do not acknowledge (librdkafka's connection and broker errors) is logged at
+//!   the default level, each distinct message at most once per `ERROR_REPEAT`; no text from
+//!   librdkafka is printed before the values of `-X` properties are taken out of it.
 
 pub mod config;
 pub mod dedupe;
 mod latency;
 mod route;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +28,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::ClientContext;
 
 use super::Sink;
@@ -33,21 +40,58 @@ use config::KafkaSettings;
 use dedupe::{OrderKey, Partitioner, Tails};
 use latency::AckLatency;
 
-/// Delivery reports, collected while `poll` runs on the sink's thread.
+/// How often the same librdkafka error is logged again while it persists.
+const ERROR_REPEAT: Duration = Duration::from_secs(30);
+
+/// Delivery reports and client errors, collected while `poll` runs on the sink's thread.
 struct Reports {
     /// Transaction sequence numbers of delivered messages and when, one entry per message.
     delivered: Mutex<Vec<(u64, Instant)>>,
     failure: Mutex<Option<String>>,
+    /// When the brokers last acknowledged a message (or the producer was created).
+    last_ack: Mutex<Instant>,
+    /// The latest client error (broker down, connection refused, authentication failed).
+    last_error: Mutex<Option<String>>,
+    /// When each distinct client error was last logged.
+    logged: Mutex<HashMap<String, Instant>>,
+    /// Takes `-X` values out of librdkafka's text.
+    redact: config::Redactor,
 }
 
-impl ClientContext for Reports {}
+impl ClientContext for Reports {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let message = self.redact.apply(message);
+        match level {
+            RDKafkaLogLevel::Debug => tracing::trace!("librdkafka {fac}: {message}"),
+            _ => tracing::debug!("librdkafka {fac}: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let reason = self.redact.apply(reason);
+        // The same error differs only in its "(after 12ms in state CONNECT)" tail.
+        let kind = reason.split(" (after ").next().unwrap_or(&reason).to_string();
+        let now = Instant::now();
+        let mut logged = self.logged.lock().expect("not poisoned");
+        if logged.get(&kind).is_none_or(|at| now.duration_since(*at) >= ERROR_REPEAT) {
+            logged.insert(kind, now);
+            let code = error.rdkafka_error_code().map(|c| format!(" ({c})")).unwrap_or_default();
+            tracing::warn!("Kafka: {reason}{code}; retrying, the position waits for acknowledgements");
+        }
+        *self.last_error.lock().expect("not poisoned") = Some(reason);
+    }
+}
 
 impl ProducerContext for Reports {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
         match result {
-            Ok(_) => self.delivered.lock().expect("not poisoned").push((seq as u64, Instant::now())),
+            Ok(_) => {
+                let now = Instant::now();
+                self.delivered.lock().expect("not poisoned").push((seq as u64, now));
+                *self.last_ack.lock().expect("not poisoned") = now;
+            }
             Err((err, msg)) => {
                 let header = |name: &str| {
                     msg.headers()
@@ -120,13 +164,21 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// `stream` names the position file and configuration this run continues (see `dedupe`).
     pub fn new(settings: KafkaSettings, shutdown: Arc<Shutdown>, stream: String) -> Result<KafkaSink> {
-        let reports = Reports { delivered: Mutex::new(Vec::new()), failure: Mutex::new(None) };
+        let redact = settings.redactor();
+        let reports = Reports {
+            delivered: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
+            last_ack: Mutex::new(Instant::now()),
+            last_error: Mutex::new(None),
+            logged: Mutex::new(HashMap::new()),
+            redact: redact.clone(),
+        };
         let config = settings.client_config()?;
-        let producer: BaseProducer<Reports> = config
-            .create_with_context(reports)
-            .context("cannot create the Kafka producer (check --kafka-brokers and the -X properties)")?;
+        let producer: BaseProducer<Reports> = config.create_with_context(reports).map_err(|e| {
+            anyhow!("cannot create the Kafka producer (check --kafka-brokers and the -X properties): {}", redact.apply(&e.to_string()))
+        })?;
         let dedupe = match settings.dedupe {
-            true => Some((Partitioner::from_property(settings.partitioner())?, Tails::new(stream.clone(), config, shutdown.clone())?)),
+            true => Some((Partitioner::from_property(settings.partitioner())?, Tails::new(stream.clone(), config)?)),
             false => None,
         };
         Ok(KafkaSink {
@@ -148,7 +200,7 @@ impl KafkaSink {
     /// Hands one message to the producer, waiting while its queue is full; with `dedupe`, skips
     /// it when its partition already holds it. `origin` is the transaction's GTID or position.
     fn send(&mut self, topic: &str, key: Option<&[u8]>, headers: OwnedHeaders, value: &[u8], origin: &str) -> Result<()> {
-        let origin = self.tx_origin.get_or_insert_with(|| origin.to_string());
+        let origin = self.tx_origin.get_or_insert_with(|| origin.to_string()).clone();
         let index = self.tx_index;
         self.tx_index += 1;
         let order = format!("{origin}/{index}");
@@ -159,11 +211,13 @@ impl KafkaSink {
         if let Some(k) = key {
             record = record.key(k);
         }
-        if let Some((partitioner, tails)) = &mut self.dedupe {
-            let partition = partitioner.partition(key, order.as_bytes(), tails.partitions(topic)?);
+        if let Some((partitioner, _)) = &self.dedupe {
+            let partitioner = *partitioner;
+            let partitions = self.while_unreachable(|tails| tails.partitions(topic))?;
+            let partition = partitioner.partition(key, order.as_bytes(), partitions);
             record = record.partition(partition);
-            let held = match OrderKey::new(origin, index) {
-                Some(k) => tails.holds(topic, partition, &k)?,
+            let held = match OrderKey::new(&origin, index) {
+                Some(k) => self.while_unreachable(|tails| tails.holds(topic, partition, &k))?,
                 None => false,
             };
             if held {
@@ -178,6 +232,7 @@ impl KafkaSink {
                     record = r;
                     self.producer.poll(Duration::from_millis(50));
                     self.check_failure()?;
+                    self.check_stop(self.producer.in_flight_count() as u64)?;
                     if waited.elapsed() > Duration::from_secs(30) {
                         tracing::warn!("Kafka is not acknowledging: {} messages waiting; reading paused", self.producer.in_flight_count());
                         waited = Instant::now();
@@ -191,6 +246,36 @@ impl KafkaSink {
         self.inflight.back_mut().expect("an open transaction").outstanding += 1;
         self.producer.poll(Duration::ZERO);
         self.check_failure()
+    }
+
+    /// Asks `lookup` of the partition tails until Kafka answers, meanwhile polling the producer
+    /// (which logs why Kafka cannot be reached) and giving up as `flush` does after a stop.
+    fn while_unreachable<T>(&mut self, mut lookup: impl FnMut(&mut Tails) -> Result<Option<T>>) -> Result<T> {
+        loop {
+            let (_, tails) = self.dedupe.as_mut().expect("dedupe is on");
+            if let Some(answer) = lookup(tails)? {
+                return Ok(answer);
+            }
+            self.producer.poll(Duration::from_millis(500));
+            self.check_failure()?;
+            let waiting = self.inflight.iter().map(|t| t.outstanding).sum();
+            self.check_stop(waiting)?;
+        }
+    }
+
+    /// Gives up waiting for acknowledgements once a stop was requested and Kafka stalled.
+    fn check_stop(&self, waiting: u64) -> Result<()> {
+        let last_ack = *self.producer.context().last_ack.lock().expect("not poisoned");
+        let Some(why) = self.shutdown.stop_waiting(last_ack) else {
+            return Ok(());
+        };
+        let last = match &*self.producer.context().last_error.lock().expect("not poisoned") {
+            Some(e) => format!(" (Kafka's last error: {e})"),
+            None => String::new(),
+        };
+        bail!(
+            "stopped ({why}) with {waiting} messages not acknowledged by Kafka{last}; the position covers only acknowledged transactions, the rest is sent again after a restart"
+        )
     }
 
     fn check_failure(&self) -> Result<()> {
@@ -292,9 +377,7 @@ impl Sink for KafkaSink {
                 return Ok(());
             }
             self.producer.poll(Duration::from_millis(20));
-            if self.shutdown.forced() {
-                bail!("stopped before Kafka acknowledged {waiting} messages; the position covers only acknowledged transactions");
-            }
+            self.check_stop(waiting)?;
             if reported.elapsed() > Duration::from_secs(10) {
                 tracing::warn!("waiting for Kafka to acknowledge {waiting} messages");
                 reported = Instant::now();
