@@ -183,7 +183,6 @@ pub struct ServerArgs {
 /// TLS to the server; any of these turns it on. In a config file: `tls = true`, `tls_ca`,
 /// `tls_ca_only`, `tls_cert`, `tls_key`, `tls_server_name`.
 #[derive(Debug, Args, Default)]
-#[command(next_help_heading = "TLS")]
 pub struct TlsArgs {
     /// Require TLS, verifying the server's certificate (system and built-in CAs) and host name; as ?require_ssl=true in --url.
     #[arg(long, env = "BINLOG_TAIL_TLS")]

@@ -180,6 +180,9 @@ fn an_unknown_ca_fails_at_once_with_a_tls_error() {
         assert!(err.contains("TLS connection to 127.0.0.1"), "{args:?}: {err}");
         assert!(err.contains("not signed by a CA binlog-tail trusts") && err.contains("--tls-ca FILE"), "{args:?}: {err}");
     }
+    // The URL's own switch verifies the same way (against the system's and built-in CAs).
+    let err = failure(&dump(&format!("{url}?require_ssl=true"), &[], &[]));
+    assert!(err.contains("TLS connection to 127.0.0.1") && err.contains("not signed by a CA binlog-tail trusts"), "{err}");
     // `stream` does not retry it either, however long it may wait for a starting server.
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");

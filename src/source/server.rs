@@ -248,6 +248,11 @@ pub fn classify(err: mysql_async::Error, opts: &Opts) -> anyhow::Error {
                 "access denied for user `{user}` at {host}: check the password (--password-file or MYSQL_PWD) and that the user may connect from this host{tls_hint}"
             )
         }
+        // MySQL's ER_SECURE_TRANSPORT_REQUIRED (MariaDB answers with 1045 instead).
+        mysql_async::Error::Server(e) if e.code == 3159 => anyhow!(
+            "the server at {host} requires TLS ({}): connect with --tls, or --tls-ca FILE for a private CA",
+            e.message
+        ),
         mysql_async::Error::Server(e) if e.code == 1236 => Purged(format!(
             "the server cannot send the binlog from the requested position: {} — the binlog there was probably purged (see SHOW BINARY LOGS and gtid_purged); the changes in between are lost. To go on anyway, move the position file away and start from `earliest` or a newer position",
             e.message
