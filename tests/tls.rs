@@ -329,3 +329,27 @@ fn a_config_file_sets_up_tls_for_stream() {
     let status = stream.stop();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn a_dropped_tls_connection_is_resumed_unlike_a_certificate_failure() {
+    let pki = Pki::shared();
+    let options = pki.server_options("server");
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    let server = MariaDb::start(&options);
+    server.fresh_db("tls_restart");
+    server.sql("CREATE TABLE tls_restart.t (id INT PRIMARY KEY)");
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let ca = pki.arg("ca.pem");
+    let stream = Stream::start(&server, &position, dir.path(), 0, &["--tls-ca", &ca]);
+    stream.wait_ready(&position);
+    server.sql("INSERT INTO tls_restart.t VALUES (1)");
+    let files = [stream.stdout.clone()];
+    assert_eq!(crate::util::wait_for_rows(&files, "tls_restart", 1).len(), 1, "{}", stream.log());
+    server.restart(&options);
+    server.sql("INSERT INTO tls_restart.t VALUES (2)");
+    let ids: Vec<_> = crate::util::wait_for_rows(&files, "tls_restart", 2).iter().map(|e| e.after.clone().unwrap()["id"].clone()).collect();
+    assert_eq!(ids, [serde_json::json!(1), serde_json::json!(2)], "{}", stream.log());
+    assert!(stream.log().contains("reconnecting"), "{}", stream.log());
+    assert_eq!(stream.stop().code(), Some(0));
+}
