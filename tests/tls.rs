@@ -298,7 +298,7 @@ fn bad_tls_options_are_refused_before_connecting() {
     usage_error(&dump(url, &["--tls-cert", &cert, "--tls-key", &cert], &[]), "holds no usable private key");
     let stranger_key = pki.arg("stranger.key");
     usage_error(&dump(url, &["--tls-cert", &cert, "--tls-key", &stranger_key], &[]), "the key does not belong to the certificate");
-    usage_error(&dump(url, &["--tls-ca-only"], &[]), "--tls-ca-only needs --tls-ca");
+    usage_error(&dump(url, &["--tls-ca-only"], &[]), "--tls-ca-only (or built_in_roots=false in --url) needs --tls-ca FILE");
     usage_error(&dump(url, &["--tls-ca", &ca, "--tls-server-name", "not a name"], &[]), "--tls-server-name `not a name`");
     usage_error(&dump(&format!("{url}?require_ssl=true&verify_ca=false"), &["--tls-ca", &ca], &[]), "verify_ca=false");
     usage_error(&dump(&format!("{url}?require_ssl=true&verify_identity=false"), &[], &[]), "verify_identity=false in --url is not supported");

@@ -40,11 +40,12 @@ pub struct TlsOptions {
 /// parameters. Fails (exit 2) on unreadable or malformed files and on contradictions.
 pub fn resolve(options: &TlsOptions, url: &Opts) -> Result<Option<SslOpts>> {
     let from_url = url.ssl_opts();
-    let wanted = options.require || options.ca.is_some() || options.identity.is_some() || options.server_name.is_some();
+    let wanted = options.require
+        || options.ca.is_some()
+        || options.ca_only
+        || options.identity.is_some()
+        || options.server_name.is_some();
     if !wanted && from_url.is_none() {
-        if options.ca_only {
-            return Err(Usage("--tls-ca-only needs --tls-ca FILE: the CA to trust".into()).into());
-        }
         return Ok(None);
     }
     let base = from_url.cloned().unwrap_or_default();
