@@ -21,7 +21,8 @@ impl Pki {
     fn shared() -> &'static Pki {
         static PKI: OnceLock<Pki> = OnceLock::new();
         PKI.get_or_init(|| {
-            let pki = Pki { dir: tempfile::tempdir().unwrap() };
+            // Static, so never removed: under target/tmp rather than /tmp.
+            let pki = Pki { dir: tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap() };
             pki.ca("ca");
             pki.ca("other-ca");
             pki.leaf("server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth");
@@ -115,7 +116,7 @@ fn dump(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
-/// A fresh database on `server` with three rows; returns the database and the rows' `after`.
+/// A fresh database `db` on `server` with three rows; returns their `after` images.
 fn write_rows(server: &MariaDb, db: &str) -> Vec<serde_json::Value> {
     server.fresh_db(db);
     server.sql(&format!(
