@@ -126,6 +126,13 @@ pub struct CheckArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SinkKind {
     Stdout,
     Kafka,
@@ -153,6 +160,10 @@ pub struct KafkaArgs {
     /// Topic for DDL events (--emit-ddl) [default: binlog_tail.ddl].
     #[arg(long, env = "BINLOG_TAIL_KAFKA_DDL_TOPIC")]
     pub kafka_ddl_topic: Option<String>,
+    /// Skip, after a restart, replayed messages that Kafka already holds (reads each partition's
+    /// last messages once) [default: on].
+    #[arg(long, value_enum, env = "BINLOG_TAIL_KAFKA_DEDUPE")]
+    pub kafka_dedupe: Option<OnOff>,
     /// A librdkafka property (SASL, TLS, tuning), e.g. -X security.protocol=SASL_SSL; repeatable.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
     pub kafka_property: Vec<(String, String)>,

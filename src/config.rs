@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{EmitArgs, ResumeBy, ServerArgs, SinkKind, StreamArgs, TlsArgs};
+use crate::cli::{EmitArgs, OnOff, ResumeBy, ServerArgs, SinkKind, StreamArgs, TlsArgs};
 use crate::decode::Options;
 use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
@@ -56,6 +56,7 @@ pub struct FileConfig {
     pub kafka_key: Option<KeyMode>,
     pub kafka_compression: Option<String>,
     pub kafka_ddl_topic: Option<String>,
+    pub kafka_dedupe: Option<OnOff>,
     /// librdkafka properties.
     #[serde(default)]
     pub kafka: std::collections::BTreeMap<String, toml::Value>,
@@ -152,6 +153,7 @@ impl StreamSettings {
                     key: args.kafka.kafka_key.or(file.kafka_key).unwrap_or(KeyMode::Pk),
                     compression: args.kafka.kafka_compression.or(file.kafka_compression).unwrap_or_else(|| "lz4".into()),
                     properties,
+                    dedupe: args.kafka.kafka_dedupe.or(file.kafka_dedupe).unwrap_or(OnOff::On) == OnOff::On,
                 })
             }
         };
