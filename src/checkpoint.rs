@@ -62,6 +62,10 @@ pub struct Position {
     pub server: ServerIdentity,
     /// When this position was written (RFC 3339, UTC).
     pub updated_at: String,
+    /// Names the stream this file keeps the position of, in the messages it sends (so a restart
+    /// can tell its own messages in Kafka from those of an earlier, abandoned position file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +103,7 @@ impl Position {
             offset: resume.offset,
             server,
             updated_at: now_rfc3339(),
+            stream_id: None,
         }
     }
 
@@ -218,11 +223,16 @@ pub struct Checkpointing<'a> {
     server: Option<(Flavor, ServerIdentity)>,
     last_commit: Option<Resume>,
     saved: Option<Position>,
+    stream_id: String,
 }
 
 impl<'a> Checkpointing<'a> {
-    pub fn new(inner: &'a mut dyn Sink, file: PositionFile, schedule: Schedule, saved: Option<Position>) -> Self {
-        Checkpointing { inner, file, schedule, server: None, last_commit: None, saved }
+    pub fn new(inner: &'a mut dyn Sink, file: PositionFile, schedule: Schedule, saved: Option<Position>, stream_id: String) -> Self {
+        Checkpointing { inner, file, schedule, server: None, last_commit: None, saved, stream_id }
+    }
+
+    fn position_at(&self, flavor: Flavor, resume: &Resume, identity: &ServerIdentity) -> Position {
+        Position { stream_id: Some(self.stream_id.clone()), ..Position::new(flavor, resume, identity.clone()) }
     }
 
     /// The server the following commits come from.
@@ -249,7 +259,7 @@ impl<'a> Checkpointing<'a> {
     /// saved position.
     pub fn position(&self) -> Option<Position> {
         match (&self.last_commit, &self.server) {
-            (Some(resume), Some((flavor, identity))) => Some(Position::new(*flavor, resume, identity.clone())),
+            (Some(resume), Some((flavor, identity))) => Some(self.position_at(*flavor, resume, identity)),
             _ => self.saved.clone(),
         }
     }
@@ -263,7 +273,7 @@ impl<'a> Checkpointing<'a> {
         if self.saved.as_ref().is_some_and(|s| s.file == *resume.file && s.offset == resume.offset) {
             return Ok(());
         }
-        let pos = Position::new(*flavor, &resume, identity.clone());
+        let pos = self.position_at(*flavor, &resume, identity);
         self.file.save(&pos)?;
         self.saved = Some(pos);
         Ok(())

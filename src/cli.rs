@@ -126,6 +126,13 @@ pub struct CheckArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SinkKind {
     Stdout,
     Kafka,
@@ -153,6 +160,10 @@ pub struct KafkaArgs {
     /// Topic for DDL events (--emit-ddl) [default: binlog_tail.ddl].
     #[arg(long, env = "BINLOG_TAIL_KAFKA_DDL_TOPIC")]
     pub kafka_ddl_topic: Option<String>,
+    /// Skip, after a restart, replayed messages that Kafka already holds (reads each partition's
+    /// last messages once) [default: on].
+    #[arg(long, value_enum, env = "BINLOG_TAIL_KAFKA_DEDUPE")]
+    pub kafka_dedupe: Option<OnOff>,
     /// A librdkafka property (SASL, TLS, tuning), e.g. -X security.protocol=SASL_SSL; repeatable.
     // Parsed later: clap's own error would echo the value, which may be a password.
     #[arg(short = 'X', value_name = "KEY=VALUE")]
@@ -182,4 +193,30 @@ pub struct ServerArgs {
     /// (stream always retries) [default: 0].
     #[arg(long, env = "BINLOG_TAIL_WAIT_FOR_SERVER")]
     pub wait_for_server: Option<f64>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS to the server; any of these turns it on. In a config file: `tls = true`, `tls_ca`,
+/// `tls_ca_only`, `tls_cert`, `tls_key`, `tls_server_name`.
+#[derive(Debug, Args, Default)]
+pub struct TlsArgs {
+    /// Require TLS, verifying the server's certificate (system and built-in CAs) and host name; as ?require_ssl=true in --url.
+    #[arg(long, env = "BINLOG_TAIL_TLS")]
+    pub tls: bool,
+    /// Also trust the CA certificates in this PEM file (a private CA: the server's ssl_ca).
+    #[arg(long, value_name = "FILE", env = "BINLOG_TAIL_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Trust only the --tls-ca file, not the system's or the built-in CAs.
+    #[arg(long, env = "BINLOG_TAIL_TLS_CA_ONLY")]
+    pub tls_ca_only: bool,
+    /// Client certificate (PEM) for users that REQUIRE X509; needs --tls-key.
+    #[arg(long, value_name = "FILE", env = "BINLOG_TAIL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM, unencrypted).
+    #[arg(long, value_name = "FILE", env = "BINLOG_TAIL_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Verify the server's certificate for this name instead of the --url host (an IP address, a tunnel).
+    #[arg(long, value_name = "NAME", env = "BINLOG_TAIL_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
 }

@@ -9,13 +9,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{EmitArgs, ResumeBy, ServerArgs, SinkKind, StreamArgs};
+use crate::cli::{EmitArgs, OnOff, ResumeBy, ServerArgs, SinkKind, StreamArgs, TlsArgs};
 use crate::decode::Options;
 use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
 use crate::outbox::OutboxTable;
 use crate::sink::kafka::config::{check_brokers, parse_property, KafkaSettings, KeyMode};
-use crate::source::server::{redact, ServerConfig};
+use crate::source::server::{parse_url, redact, ServerConfig};
+use crate::source::tls::{self, TlsOptions};
 use crate::source::Start;
 
 #[derive(Debug, Default, Deserialize)]
@@ -27,6 +28,12 @@ pub struct FileConfig {
     pub start: Option<String>,
     pub heartbeat: Option<f64>,
     pub wait_for_server: Option<f64>,
+    pub tls: Option<bool>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_ca_only: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_server_name: Option<String>,
     pub position_file: Option<PathBuf>,
     pub sink: Option<SinkKind>,
     pub checkpoint_every: Option<u64>,
@@ -49,6 +56,7 @@ pub struct FileConfig {
     pub kafka_key: Option<KeyMode>,
     pub kafka_compression: Option<String>,
     pub kafka_ddl_topic: Option<String>,
+    pub kafka_dedupe: Option<OnOff>,
     /// librdkafka properties.
     #[serde(default)]
     pub kafka: std::collections::BTreeMap<String, toml::Value>,
@@ -95,6 +103,14 @@ impl StreamSettings {
             start: None,
             heartbeat: args.server.heartbeat.or(file.heartbeat),
             wait_for_server: args.server.wait_for_server.or(file.wait_for_server),
+            tls: TlsArgs {
+                tls: args.server.tls.tls || file.tls.unwrap_or(false),
+                tls_ca: args.server.tls.tls_ca.or(file.tls_ca),
+                tls_ca_only: args.server.tls.tls_ca_only || file.tls_ca_only.unwrap_or(false),
+                tls_cert: args.server.tls.tls_cert.or(file.tls_cert),
+                tls_key: args.server.tls.tls_key.or(file.tls_key),
+                tls_server_name: args.server.tls.tls_server_name.or(file.tls_server_name),
+            },
         };
         let position_file = args
             .position_file
@@ -143,6 +159,7 @@ impl StreamSettings {
                     key: args.kafka.kafka_key.or(file.kafka_key).unwrap_or(KeyMode::Pk),
                     compression: args.kafka.kafka_compression.or(file.kafka_compression).unwrap_or_else(|| "lz4".into()),
                     properties,
+                    dedupe: args.kafka.kafka_dedupe.or(file.kafka_dedupe).unwrap_or(OnOff::On) == OnOff::On,
                 };
                 kafka.check().map_err(usage)?;
                 Some(kafka)
@@ -190,6 +207,7 @@ pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
         }
         None => std::env::var("MYSQL_PWD").ok(),
     };
+    let tls = tls::resolve(&tls_options(&args.tls)?, &parse_url(&url)?)?;
     Ok(ServerConfig {
         url,
         password,
@@ -198,6 +216,23 @@ pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
         heartbeat: seconds(args.heartbeat.unwrap_or(10.0), "heartbeat")?.max(Duration::from_millis(100)),
         wait_for_server: seconds(args.wait_for_server.unwrap_or(0.0), "wait-for-server")?,
         resume_by_gtid: true,
+        tls,
+    })
+}
+
+fn tls_options(args: &TlsArgs) -> Result<TlsOptions> {
+    let identity = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        (Some(_), None) => return Err(Usage("--tls-cert needs --tls-key: the client certificate's private key".into()).into()),
+        (None, Some(_)) => return Err(Usage("--tls-key needs --tls-cert: the client certificate".into()).into()),
+    };
+    Ok(TlsOptions {
+        require: args.tls,
+        ca: args.tls_ca.clone(),
+        ca_only: args.tls_ca_only,
+        identity,
+        server_name: args.tls_server_name.clone(),
     })
 }
 

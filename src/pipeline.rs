@@ -19,7 +19,7 @@ use crate::position::Resume;
 use crate::error::is_transient;
 use crate::preflight::{self, Status};
 use crate::shutdown::Shutdown;
-use crate::sink::kafka::KafkaSink;
+use crate::sink::kafka::{dedupe, KafkaSink};
 use crate::sink::stdout::{self, Closed, StdoutSink};
 use crate::sink::Sink;
 use crate::source::file::read_files;
@@ -86,12 +86,16 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
     };
     let rt = runtime()?;
     let shutdown = Shutdown::install(&rt);
+    let stream_id = saved.as_ref().and_then(|p| p.stream_id.clone()).unwrap_or_else(new_stream_id);
     let mut out: Box<dyn Sink> = match (settings.sink, &settings.kafka) {
-        (SinkKind::Kafka, Some(kafka)) => Box::new(KafkaSink::new(kafka.clone(), shutdown.clone())?),
+        (SinkKind::Kafka, Some(kafka)) => {
+            let configuration = format!("{:?}|{}", settings.decode, kafka.routing());
+            Box::new(KafkaSink::new(kafka.clone(), shutdown.clone(), dedupe::stream_name(&stream_id, &configuration))?)
+        }
         _ => Box::new(StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()))),
     };
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
-    let mut sink = Checkpointing::new(out.as_mut(), position_file, schedule, saved.clone());
+    let mut sink = Checkpointing::new(out.as_mut(), position_file, schedule, saved.clone(), stream_id);
     // Failed attempts since a stream last delivered something; of those, the streams that the
     // server closed before sending any event.
     let mut attempt = 0u32;
@@ -182,6 +186,13 @@ pub fn check(args: CheckArgs) -> Result<()> {
         bail!("{failed} check(s) failed: streaming from this server could lose or corrupt events");
     }
     Ok(())
+}
+
+/// A new position file's stream id: random enough that two position files never share one.
+fn new_stream_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{:016x}", RandomState::new().hash_one((now.as_nanos(), std::process::id())))
 }
 
 fn runtime() -> Result<Runtime> {

@@ -12,5 +12,6 @@ mod kafka;
 mod mysql_files;
 mod server;
 mod stream;
+mod tls;
 mod transactions;
 mod types;

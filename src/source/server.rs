@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::sync::Notify;
 
 use crate::frame::{Header, RawEvent};
-use super::Start;
+use super::{tls, Start};
 use crate::checkpoint::{Position, ServerIdentity};
 use crate::decode::table::ColumnInfo;
 use crate::decode::SchemaLookup;
@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub wait_for_server: Duration,
     /// Resume saved positions by GTID set where the server has GTIDs (else by file and offset).
     pub resume_by_gtid: bool,
+    /// TLS settings resolved from the options and the URL (`tls::resolve`); `None` leaves the
+    /// URL's own.
+    pub tls: Option<mysql_async::SslOpts>,
 }
 
 /// One event as received, checksum verified and stripped.
@@ -206,13 +209,28 @@ fn enforce(checks: Vec<Check>) -> Result<()> {
 }
 
 pub fn connect_opts(cfg: &ServerConfig) -> Result<Opts> {
-    let url = if cfg.url.contains("://") { cfg.url.clone() } else { format!("mysql://{}", cfg.url) };
-    let opts = Opts::from_url(&url).map_err(|e| anyhow!("bad --url `{}`: {e} (expected mysql://USER@HOST:PORT)", redact(&url)))?;
-    let mut builder = OptsBuilder::from_opts(opts).prefer_socket(false);
+    let mut builder = OptsBuilder::from_opts(parse_url(&cfg.url)?).prefer_socket(false);
     if let Some(pw) = &cfg.password {
         builder = builder.pass(Some(pw.clone()));
     }
+    if let Some(tls) = &cfg.tls {
+        builder = builder.ssl_opts(tls.clone());
+    }
     Ok(builder.into())
+}
+
+/// The `--url` as the driver reads it (`mysql://` may be left out).
+pub fn parse_url(url: &str) -> Result<Opts> {
+    let url = if url.contains("://") { url.to_string() } else { format!("mysql://{url}") };
+    Opts::from_url(&url).map_err(|e| {
+        let hint = match &e {
+            mysql_async::UrlError::UnknownParameter { param } if param.starts_with("ssl") || param.starts_with("tls") => {
+                ": TLS files are given with --tls-ca, --tls-cert and --tls-key"
+            }
+            _ => " (expected mysql://USER@HOST:PORT)",
+        };
+        anyhow!("bad --url `{}`: {e}{hint}", redact(&url))
+    })
 }
 
 /// The URL with any password replaced, for messages.
@@ -249,7 +267,7 @@ pub async fn connect(opts: &Opts, wait: Duration) -> Result<Conn> {
                 .into())
             }
         };
-        let retriable = matches!(err, mysql_async::Error::Io(_));
+        let retriable = matches!(err, mysql_async::Error::Io(_)) && tls::explain(&err, opts).is_none();
         if retriable && Instant::now() + delay < deadline {
             tracing::info!("server not reachable yet ({err}); retrying in {delay:?}");
             tokio::time::sleep(delay).await;
@@ -264,9 +282,26 @@ pub async fn connect(opts: &Opts, wait: Duration) -> Result<Conn> {
 pub fn classify(err: mysql_async::Error, opts: &Opts) -> anyhow::Error {
     let host = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
     let user = opts.user().unwrap_or("");
+    if let Some(tls_failure) = tls::explain(&err, opts) {
+        return tls_failure;
+    }
     match &err {
-        mysql_async::Error::Server(e) if e.code == 1045 => anyhow!(
-            "access denied for user `{user}` at {host}: check the password (--password-file or MYSQL_PWD) and that the user may connect from this host"
+        mysql_async::Error::Server(e) if e.code == 1045 => {
+            // The server answers a plain connection it requires TLS for, and a missing client
+            // certificate, with the same error as a wrong password.
+            let tls_hint = match opts.ssl_opts() {
+                None => "; or the server requires TLS (require_secure_transport): connect with --tls, or --tls-ca FILE for a private CA",
+                Some(ssl) if ssl.client_identity().is_none() => "; or the user requires a client certificate (REQUIRE X509): give it with --tls-cert and --tls-key",
+                Some(_) => "; or the server does not accept this client certificate for the user",
+            };
+            anyhow!(
+                "access denied for user `{user}` at {host}: check the password (--password-file or MYSQL_PWD) and that the user may connect from this host{tls_hint}"
+            )
+        }
+        // MySQL's ER_SECURE_TRANSPORT_REQUIRED (MariaDB answers with 1045 instead).
+        mysql_async::Error::Server(e) if e.code == 3159 => anyhow!(
+            "the server at {host} requires TLS ({}): connect with --tls, or --tls-ca FILE for a private CA",
+            e.message
         ),
         mysql_async::Error::Server(e) if e.code == 1236 && diverged(&e.message) => Purged(format!(
             "the server's binlog does not hold the requested position in its history: {} — the position comes from another history (a diverged server, or a binlog reset since). Point --url at the server (or a replica of it) whose history the position belongs to; to start over, move the position file away and choose --start deliberately",

@@ -33,9 +33,21 @@ pub struct KafkaSettings {
     pub compression: String,
     /// librdkafka properties (`-X key=value`, `[kafka]` in the config file), applied last.
     pub properties: Vec<(String, String)>,
+    /// Skip replayed messages that a partition already holds (`--kafka-dedupe`).
+    pub dedupe: bool,
 }
 
 impl KafkaSettings {
+    /// The property `partitioner`, if set.
+    pub fn partitioner(&self) -> Option<&str> {
+        self.properties.iter().rev().find(|(k, _)| k == "partitioner").map(|(_, v)| v.as_str())
+    }
+
+    /// What decides which message goes where (never the property values, which may be secrets).
+    pub fn routing(&self) -> String {
+        format!("{}|{}|{}|{:?}|{}", self.topic, self.topic_prefix, self.ddl_topic, self.key, self.partitioner().unwrap_or(""))
+    }
+
     pub fn client_config(&self) -> Result<ClientConfig> {
         if !["zstd", "lz4", "snappy", "gzip", "none"].contains(&self.compression.as_str()) {
             bail!("--kafka-compression {} is not one of zstd, lz4, snappy, gzip, none", self.compression);
@@ -53,6 +65,11 @@ impl KafkaSettings {
             // Bounded memory: when this much is in flight, reading the binlog waits.
             .set("queue.buffering.max.kbytes", "32768")
             .set("queue.buffering.max.messages", "100000");
+        if self.dedupe {
+            // A partition's last message proves the ones before it are there only if no
+            // message can land after one that failed.
+            cfg.set("enable.gapless.guarantee", "true");
+        }
         for (k, v) in &self.properties {
             cfg.set(k, v);
         }
@@ -145,6 +162,7 @@ pub fn test_settings(brokers: &str) -> KafkaSettings {
         key: KeyMode::Pk,
         compression: "lz4".into(),
         properties: vec![],
+        dedupe: true,
     }
 }
 
