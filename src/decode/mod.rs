@@ -10,17 +10,17 @@
 //!   an unknown column type) is an error that names the position; rows are never skipped.
 
 pub mod mariadb;
+pub mod payload;
 pub mod rows;
 pub mod table;
 pub mod value;
 
-use std::io::Read;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use mysql_common::binlog::consts::{BinlogVersion, EventType};
 use mysql_common::binlog::events::{
-    FormatDescriptionEvent, GtidEvent, PreviousGtidsEvent, QueryEvent, RotateEvent, TableMapEvent, TransactionPayloadEvent,
+    FormatDescriptionEvent, GtidEvent, QueryEvent, RotateEvent, TableMapEvent,
 };
 use mysql_common::binlog::BinlogCtx;
 use mysql_common::io::ParseBuf;
@@ -29,10 +29,11 @@ use mysql_common::proto::MyDeserialize;
 use crate::event::{Change, Ddl, Op};
 use crate::filter::Filter;
 use crate::outbox::OutboxTable;
-use crate::gtid::{Gtid, GtidSet, MySqlGtidSet};
+use crate::gtid::{Gtid, GtidSet, MySqlGtidSet, MAX_GNO};
 use crate::sink::Sink;
 use crate::frame::{Checksums, EventReader, Partial, RawEvent, HEADER_LEN};
 use crate::position::{Flavor, Resume};
+use payload::Payload;
 use rows::RowsEvent;
 use crate::schema::Table;
 use table::{ColumnInfo, TableCache};
@@ -174,6 +175,9 @@ impl Decoder {
             }
             code::GTID | code::GTID_TAGGED | code::ANONYMOUS_GTID => {
                 let g: GtidEvent = parse(&fde, &ev)?;
+                if t != code::ANONYMOUS_GTID && !(1..MAX_GNO).contains(&g.gno()) {
+                    bail!("GTID event with the impossible transaction number {}", g.gno());
+                }
                 let gtid = (t != code::ANONYMOUS_GTID).then(|| Gtid::MySql {
                     sid: g.sid(),
                     tag: g.tag().map(|t| t.to_string()).unwrap_or_default(),
@@ -189,15 +193,9 @@ impl Decoder {
             }
             code::PREVIOUS_GTIDS => {
                 // The executed set before this file: the base of the set positions report.
-                let prev: PreviousGtidsEvent<'_> = parse(&fde, &ev)?;
+                // (Parsed here: mysql_common allocates whatever counts the event claims.)
+                let set = MySqlGtidSet::from_previous_gtids(ev.body)?;
                 if self.gtids.is_none() {
-                    let mut set = MySqlGtidSet::default();
-                    for sid in prev.sids() {
-                        let tag = sid.tag().map(|t| t.to_string()).unwrap_or_default();
-                        for i in sid.intervals() {
-                            set.add_interval(sid.uuid(), &tag, i.start(), i.end());
-                        }
-                    }
                     self.gtids = Some(GtidSet::MySql(set));
                 }
             }
@@ -401,18 +399,20 @@ impl Decoder {
 
     /// MySQL's TRANSACTION_PAYLOAD: a compressed transaction, decoded event by event as it is
     /// decompressed. A payload that does not decompress to exactly its declared size is an
-    /// error: a partial payload would silently drop rows.
+    /// error: a partial payload would silently drop rows. A payload inside a payload is refused:
+    /// servers never write one, and each level would multiply the work.
     fn payload(&mut self, ev: &RawEvent<'_>, offset: u64, next_offset: u64, sink: &mut dyn Sink) -> Result<Flow> {
-        let fde = self.fde.clone();
-        let tpe: TransactionPayloadEvent<'_> = parse(&fde, ev)?;
-        let declared = tpe.uncompressed_size();
-        let reader = tpe.decompressed().context("cannot start decompressing the transaction payload")?;
-        let mut counted = CountingReader { inner: reader, count: 0 };
-        let mut events = EventReader::new(&mut counted, 0, Checksums { crc32: false });
+        let payload = Payload::parse(ev.body)?;
+        let declared = payload.uncompressed_size;
+        let mut events = EventReader::new(payload.events()?, 0, Checksums { crc32: false });
         let mut flow = Flow::Continue;
         loop {
             match events.next_event() {
-                Ok(Ok((_, inner))) => {
+                Ok(Ok((inner_offset, inner))) => {
+                    let t = inner.header.type_code;
+                    if t == code::TRANSACTION_PAYLOAD || t == code::FORMAT_DESCRIPTION {
+                        bail!("the transaction payload holds an event of type {t} at its offset {inner_offset}, which cannot be inside one: the payload is corrupt");
+                    }
                     if flow == Flow::Continue {
                         flow = self.handle(inner, offset, next_offset, sink)?;
                     }
@@ -425,8 +425,7 @@ impl Decoder {
             }
         }
         let got = events.offset;
-        drop(events);
-        if got != declared || counted.count != declared {
+        if got != declared {
             bail!("the compressed transaction payload decompressed to {got} bytes but declares {declared}: it is corrupt, and its rows cannot be trusted");
         }
         Ok(flow)
@@ -440,17 +439,4 @@ where
 {
     let ctx = BinlogCtx::new(HEADER_LEN + ev.body.len(), fde, ev.header.type_code);
     ParseBuf(ev.body).parse(ctx).map_err(|e| anyhow!("malformed event: {e}"))
-}
-
-struct CountingReader<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
 }
