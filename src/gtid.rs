@@ -373,6 +373,43 @@ mod tests {
     const U2: &str = "8a94f357-aab4-11df-86ab-c80aa9429563";
 
     #[test]
+    fn hostile_text_is_an_error_not_a_panic() {
+        // Multi-byte characters where hex digits belong; a transaction number at u64::MAX.
+        assert!(parse_uuid("3e11fa47-71ca-11e1-9e33-c80aa94295é").is_err());
+        assert!(GtidSet::parse(&format!("{U1}:1-18446744073709551615")).is_err());
+        assert!(GtidSet::parse(&format!("{U1}:1-9223372036854775806")).is_ok());
+    }
+
+    #[test]
+    fn previous_gtids_event_bodies() {
+        let mut body = 2u64.to_le_bytes().to_vec();
+        for (sid, intervals) in [(U1, &[(1u64, 6u64), (7, 8)][..]), (U2, &[(1, 4)][..])] {
+            body.extend(parse_uuid(sid).unwrap());
+            body.extend((intervals.len() as u64).to_le_bytes());
+            for (s, e) in intervals {
+                body.extend(s.to_le_bytes());
+                body.extend(e.to_le_bytes());
+            }
+        }
+        let set = MySqlGtidSet::from_previous_gtids(&body).unwrap();
+        assert_eq!(set.to_string(), format!("{U1}:1-5:7,{U2}:1-3"));
+        assert!(MySqlGtidSet::from_previous_gtids(&body[..body.len() - 1]).is_err());
+        let mut empty_interval = body.clone();
+        empty_interval[8 + 16 + 8..8 + 16 + 16].copy_from_slice(&6u64.to_le_bytes());
+        assert!(MySqlGtidSet::from_previous_gtids(&empty_interval).is_err());
+    }
+
+    #[test]
+    fn intervals_merge_in_any_order() {
+        let sid = parse_uuid(U1).unwrap();
+        let mut set = MySqlGtidSet::default();
+        for (s, e) in [(10, 12), (1, 3), (5, 6), (3, 5), (12, 20), (30, 31), (6, 10)] {
+            set.add_interval(sid, "", s, e);
+        }
+        assert_eq!(set.to_string(), format!("{U1}:1-19:30"));
+    }
+
+    #[test]
     fn mysql_set_round_trips_canonically() {
         let text = format!("{U2}:7:1-3, {U1}:1-5:11-18");
         let set = GtidSet::parse(&text).unwrap();

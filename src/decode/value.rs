@@ -572,6 +572,69 @@ mod tests {
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
     }
 
+    /// `[]` as binary JSON: a small array of no elements and 4 bytes.
+    const EMPTY_ARRAY: [u8; 5] = [2, 0, 0, 4, 0];
+
+    /// A small binary JSON array holding `children` entries that all point at offset `at`.
+    fn jsonb_array(children: u16, child_type: u8, at: u16, tail: &[u8]) -> Vec<u8> {
+        let header = 4 + 3 * children;
+        let size = header + tail.len() as u16;
+        let mut b = [children.to_le_bytes(), size.to_le_bytes()].concat();
+        for _ in 0..children {
+            b.push(child_type);
+            b.extend(at.to_le_bytes());
+        }
+        b.extend(tail);
+        b
+    }
+
+    #[test]
+    fn deeply_nested_binary_json_is_an_error_not_a_stack_overflow() {
+        // 9,000 arrays, each the only element of the one before: mysql_common's parser would
+        // recurse once per level.
+        let mut doc = EMPTY_ARRAY.to_vec();
+        for _ in 0..9_000 {
+            let child = std::mem::take(&mut doc);
+            let mut level = vec![2];
+            level.extend(jsonb_array(1, child[0], 7, &child[1..]));
+            doc = level;
+        }
+        let mut out = Vec::new();
+        let err = write_jsonb(&doc, &mut out).unwrap_err().to_string();
+        assert!(err.contains("nested deeper than 150 levels"), "{err}");
+        // MySQL's own limit, 100 levels, still decodes.
+        let nested = (0..100).fold(EMPTY_ARRAY.to_vec(), |child, _| {
+            let mut level = vec![2];
+            level.extend(jsonb_array(1, child[0], 7, &child[1..]));
+            level
+        });
+        out.clear();
+        write_jsonb(&nested, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{}[]{}", "[".repeat(100), "]".repeat(100)));
+    }
+
+    #[test]
+    fn shared_binary_json_entries_are_an_error_not_exponential_work() {
+        // Each level holds two entries pointing at the same child: 2^40 leaves from ~400 bytes.
+        let mut doc = vec![0x0c, 1, b'x']; // the string "x"
+        for _ in 0..40 {
+            let child = std::mem::take(&mut doc);
+            let mut level = vec![2];
+            level.extend(jsonb_array(2, child[0], 10, &child[1..]));
+            doc = level;
+        }
+        let err = write_jsonb(&doc, &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("shared or overlap"), "{err}");
+    }
+
+    #[test]
+    fn a_set_beyond_64_values_is_an_error_not_a_shift_overflow() {
+        let names = Some((0..65).map(|i| format!("v{i}")).collect());
+        let mut cur = Cursor::new(&[0xff; 8]);
+        let err = write_value(&Kind::Set { bytes: 8, names }, &mut cur, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("SET with 65 values"), "{err}");
+    }
+
     #[test]
     fn short_data_is_an_error_not_a_panic() {
         for kind in [
