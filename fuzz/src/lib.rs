@@ -82,9 +82,17 @@ impl BoundedAlloc {
         let allowance = BASE_ALLOWANCE.saturating_add(input_len.saturating_mul(PER_INPUT_BYTE));
         let before = self.live.load(Ordering::Relaxed);
         self.limit.store(before.saturating_add(allowance), Ordering::Relaxed);
-        let out = f();
-        self.limit.store(usize::MAX, Ordering::Relaxed);
-        out
+        // Lifted again however `f` ends, so a panic's report is not cut short by the bound.
+        let _unbound = Unbound(&self.limit);
+        f()
+    }
+}
+
+struct Unbound<'a>(&'a AtomicUsize);
+
+impl Drop for Unbound<'_> {
+    fn drop(&mut self) {
+        self.0.store(usize::MAX, Ordering::Relaxed);
     }
 }
 

@@ -276,6 +276,8 @@ impl Decoder {
         }
         let fde = self.fde.clone();
         let tme: TableMapEvent<'_> = parse(&fde, ev)?;
+        let table_id_len = if fde.get_event_type_header_length(EventType::TABLE_MAP_EVENT) == 6 { 4 } else { 6 };
+        table::check_optional_metadata(ev.body, table_id_len)?;
         let id = tme.table_id();
         if !self.opts.filter.includes_table(&tme.database_name(), &tme.table_name()) {
             self.tables.insert(id, ev.body, None);
@@ -466,12 +468,26 @@ mod tests {
         Ok(())
     }
 
-    /// A TABLE_MAP of `db`.`t` with one INT column and no optional metadata.
-    fn table_map_one_int() -> Vec<u8> {
-        let mut b = vec![7, 0, 0, 0, 0, 0, 1, 0]; // table id 7, flags
+    /// A TABLE_MAP of `db`.`t` (table id 7) with one column of `column_type` and its `meta`, and
+    /// no optional metadata.
+    fn table_map(column_type: u8, meta: &[u8]) -> Vec<u8> {
+        let mut b = vec![7, 0, 0, 0, 0, 0, 1, 0]; // table id, flags
         b.extend([2, b'd', b'b', 0, 1, b't', 0]);
-        b.extend([1, 3, 0, 1]); // 1 column of type LONG, no metadata, nullability bitmap
+        b.extend([1, column_type, meta.len() as u8]);
+        b.extend(meta);
+        b.push(1); // nullability bitmap
         b
+    }
+
+    fn table_map_one_int() -> Vec<u8> {
+        table_map(3, &[])
+    }
+
+    #[test]
+    fn impossible_column_metadata_is_an_error() {
+        // BIT(255 bytes + 255 bits): the byte count overflowed.
+        let err = feed(&[(code::TABLE_MAP, table_map(16, &[0xff, 0xff]))]).unwrap_err();
+        assert_names_place(&err, 4, code::TABLE_MAP, "BIT wider than 64 bits");
     }
 
     fn write_rows(bitmap: u8, rows: &[u8]) -> Vec<u8> {
@@ -491,6 +507,17 @@ mod tests {
         assert_names_place(&err, 1004, rows::WRITE_V2, "a row of zero bytes");
         // The same table with the column present decodes.
         feed(&[(code::TABLE_MAP, table_map_one_int()), (rows::WRITE_V2, write_rows(1, &[0, 42, 0, 0, 0]))]).unwrap();
+    }
+
+    #[test]
+    fn enum_and_set_value_counts_are_checked_before_allocating() {
+        // SET_STR_VALUE metadata claiming 2^40 values for the column: mysql_common would reserve
+        // memory for all of them.
+        let mut map = table_map_one_int();
+        map.extend([5, 9, 0xfe]);
+        map.extend((1u64 << 40).to_le_bytes());
+        let err = feed(&[(code::TABLE_MAP, map)]).unwrap_err();
+        assert_names_place(&err, 4, code::TABLE_MAP, "claims 1099511627776 ENUM/SET values in 0 bytes");
     }
 
     #[test]

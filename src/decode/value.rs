@@ -324,8 +324,9 @@ fn walk_jsonb(type_code: u8, data: &[u8], depth: usize, budget: &mut usize) -> R
         if inlined {
             continue;
         }
+        // As mysql_common requires: a child starts after its own entry, within the container.
         match offset(container, entry + 1) {
-            Some(at) if at <= container.len() && at >= entry + width + 1 => {
+            Some(at) if at <= container.len() && at > entry + width => {
                 walk_jsonb(child_type, &container[at..], depth + 1, budget)?
             }
             _ => {}
