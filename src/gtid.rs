@@ -400,6 +400,22 @@ mod tests {
     }
 
     #[test]
+    fn tagged_previous_gtids_event_body() {
+        // MySQL 8.4: format 1 in the top byte, the UUID count in bits 8-55, a varlen tag length
+        // (one byte: the length shifted left once) before each member's intervals.
+        let mut body = ((1u64 << 56) | (1 << 8)).to_le_bytes().to_vec();
+        body.extend(parse_uuid(U1).unwrap());
+        body.extend([2 << 1, b't', b'x']);
+        body.extend(1u64.to_le_bytes());
+        body.extend(1u64.to_le_bytes());
+        body.extend(4u64.to_le_bytes());
+        let set = MySqlGtidSet::from_previous_gtids(&body).unwrap();
+        assert_eq!(set.to_string(), format!("{U1}:tx:1-3"));
+        body[8 + 16 + 1] = b'-';
+        assert!(MySqlGtidSet::from_previous_gtids(&body).is_err(), "an invalid tag");
+    }
+
+    #[test]
     fn intervals_merge_in_any_order() {
         let sid = parse_uuid(U1).unwrap();
         let mut set = MySqlGtidSet::default();
