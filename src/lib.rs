@@ -7,7 +7,8 @@
 //! - `schema` (decoded tables and row images), then `event` (the JSON contract, `Op`)
 //! - `filter`, `outbox`
 //! - `sink` (stdout, Kafka), `decode` (binlog events -> changes handed to a sink)
-//! - `checkpoint` (position file), `error`, `shutdown`, `preflight`, `source` (files, servers)
+//! - `checkpoint` (position file), `error`, `shutdown`, `history` (is a position in a server's
+//!   binlog history?), `preflight`, `source` (files, servers)
 //! - `cli`, `config`, `pipeline` (what each subcommand runs)
 
 pub mod checkpoint;
@@ -19,6 +20,7 @@ pub mod event;
 pub mod filter;
 pub mod frame;
 pub mod gtid;
+pub mod history;
 pub mod outbox;
 pub mod pipeline;
 pub mod position;

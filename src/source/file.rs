@@ -73,6 +73,9 @@ pub fn read_binlog(
     let mut events = EventReader::new(input, 4, Checksums::default());
     let mut first = true;
     loop {
+        if decoder.limit_reached() {
+            return Ok(Flow::Stop);
+        }
         let before = events.offset;
         match events.next_event() {
             Ok(Ok((offset, event))) => {

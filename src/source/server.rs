@@ -21,12 +21,13 @@ use tokio::sync::mpsc;
 use tokio::sync::Notify;
 
 use crate::frame::{Header, RawEvent};
-use super::Start;
+use super::{tls, Start};
 use crate::checkpoint::{Position, ServerIdentity};
 use crate::decode::table::ColumnInfo;
 use crate::decode::SchemaLookup;
 use crate::position::{Flavor, Resume};
-use crate::error::{Purged, Transient};
+use crate::error::{is_transient, Purged, Transient};
+use crate::history;
 use crate::gtid::GtidSet;
 use crate::preflight::{self, Check, Status};
 
@@ -42,6 +43,9 @@ pub struct ServerConfig {
     pub wait_for_server: Duration,
     /// Resume saved positions by GTID set where the server has GTIDs (else by file and offset).
     pub resume_by_gtid: bool,
+    /// TLS settings resolved from the options and the URL (`tls::resolve`); `None` leaves the
+    /// URL's own.
+    pub tls: Option<mysql_async::SslOpts>,
 }
 
 /// One event as received, checksum verified and stripped.
@@ -75,6 +79,8 @@ pub enum Checks<'a> {
 
 pub struct ServerSource {
     rx: mpsc::Receiver<Result<OwnedEvent>>,
+    /// The first event, received while opening.
+    first: Option<OwnedEvent>,
     rt: Handle,
     pub flavor: Flavor,
     pub identity: ServerIdentity,
@@ -84,12 +90,16 @@ pub struct ServerSource {
     pub resumed_by_gtid: bool,
     /// Where the stream starts, as a position to resume from.
     pub start: Resume,
+    delivered: bool,
 }
 
 impl ServerSource {
     pub fn try_next(&mut self) -> Result<Next> {
+        if let Some(first) = self.first.take() {
+            return received(&mut self.delivered, Ok(first));
+        }
         match self.rx.try_recv() {
-            Ok(ev) => ev.map(Next::Event),
+            Ok(ev) => received(&mut self.delivered, ev),
             Err(mpsc::error::TryRecvError::Empty) => Ok(Next::Idle),
             Err(mpsc::error::TryRecvError::Disconnected) => Ok(Next::End),
         }
@@ -97,17 +107,27 @@ impl ServerSource {
 
     /// Waits up to `wait` for the next event, or until `interrupt` is notified.
     pub fn next_blocking(&mut self, interrupt: &Notify, wait: Duration) -> Result<Next> {
-        let rx = &mut self.rx;
+        if let Some(first) = self.first.take() {
+            return received(&mut self.delivered, Ok(first));
+        }
+        let (rx, delivered) = (&mut self.rx, &mut self.delivered);
         self.rt.block_on(async {
             tokio::select! {
                 ev = rx.recv() => match ev {
-                    Some(ev) => ev.map(Next::Event),
+                    Some(ev) => received(delivered, ev),
                     None => Ok(Next::End),
                 },
                 _ = interrupt.notified() => Ok(Next::Interrupted),
                 _ = tokio::time::sleep(wait) => Ok(Next::Idle),
             }
         })
+    }
+
+    /// Whether the stream sent more than the preamble every new stream starts with (rotate,
+    /// format description, GTID lists): a binlog event or a heartbeat. A server that refuses a
+    /// replica often sends the preamble and closes.
+    pub fn delivered(&self) -> bool {
+        self.delivered
     }
 
     /// Connects, checks the server, and starts streaming from `start` on `rt`.
@@ -118,7 +138,7 @@ impl ServerSource {
             let (flavor, _) = flavor_of(&mut conn).await?;
             match checks {
                 Checks::Basic => check_server(&mut conn).await?,
-                Checks::Preflight(saved) => enforce(preflight::run(&mut conn, flavor, saved).await?)?,
+                Checks::Preflight(saved) => enforce(preflight::run(&mut conn, flavor, saved, cfg.resume_by_gtid).await?)?,
             }
             let identity = preflight::identity(&mut conn, flavor).await?;
             let at = resolve_start(&mut conn, flavor, start, cfg.resume_by_gtid).await?;
@@ -127,12 +147,45 @@ impl ServerSource {
                 _ => tracing::info!("streaming from {}:{}", at.file, at.pos),
             }
             let stream = request_stream(conn, flavor, cfg, &at).await?;
-            let (tx, rx) = mpsc::channel(1024);
+            let (tx, mut rx) = mpsc::channel(1024);
             tokio::spawn(pump(stream, tx, cfg.heartbeat * 3, cfg.follow, opts.clone()));
+            // The server refuses a start it cannot serve with an error instead of the first
+            // event: only a stream that has begun counts as opened (and its start may be saved).
+            let first = match rx.recv().await {
+                Some(first) => Some(first.map_err(|e| if is_transient(&e) { e.context(EndedAtOnce) } else { e })?),
+                None => None,
+            };
             let start = Resume { file: Arc::from(at.file.as_str()), offset: at.pos, gtids: at.gtids.clone() };
-            Ok(ServerSource { rx, rt: rt.clone(), flavor, identity, resumed_by_gtid: at.by_gtid, start_gtids: at.gtids, start })
+            Ok(ServerSource {
+                rx,
+                first,
+                rt: rt.clone(),
+                flavor,
+                identity,
+                resumed_by_gtid: at.by_gtid,
+                start_gtids: at.gtids,
+                start,
+                delivered: false,
+            })
         })
     }
+}
+
+/// Marks a transient failure of a new stream before its first event: the server closed it at
+/// once, which retrying may not cure.
+#[derive(Debug, thiserror::Error)]
+#[error("the server ended the new replication stream before its first event")]
+pub struct EndedAtOnce;
+
+/// An event from the pump, noting whether it is more than the stream's preamble.
+fn received(delivered: &mut bool, ev: Result<OwnedEvent>) -> Result<Next> {
+    use crate::decode::mariadb::{BINLOG_CHECKPOINT, GTID_LIST};
+    use crate::frame::FORMAT_DESCRIPTION_EVENT;
+    const PREVIOUS_GTIDS: u8 = 35;
+    const PREAMBLE: [u8; 5] = [ROTATE_EVENT, FORMAT_DESCRIPTION_EVENT, PREVIOUS_GTIDS, BINLOG_CHECKPOINT, GTID_LIST];
+    let ev = ev?;
+    *delivered |= !PREAMBLE.contains(&ev.header.type_code);
+    Ok(Next::Event(ev))
 }
 
 /// Fails on preflight failures (a purged binlog as `Purged`), logs the warnings.
@@ -156,13 +209,28 @@ fn enforce(checks: Vec<Check>) -> Result<()> {
 }
 
 pub fn connect_opts(cfg: &ServerConfig) -> Result<Opts> {
-    let url = if cfg.url.contains("://") { cfg.url.clone() } else { format!("mysql://{}", cfg.url) };
-    let opts = Opts::from_url(&url).map_err(|e| anyhow!("bad --url `{}`: {e} (expected mysql://USER@HOST:PORT)", redact(&url)))?;
-    let mut builder = OptsBuilder::from_opts(opts).prefer_socket(false);
+    let mut builder = OptsBuilder::from_opts(parse_url(&cfg.url)?).prefer_socket(false);
     if let Some(pw) = &cfg.password {
         builder = builder.pass(Some(pw.clone()));
     }
+    if let Some(tls) = &cfg.tls {
+        builder = builder.ssl_opts(tls.clone());
+    }
     Ok(builder.into())
+}
+
+/// The `--url` as the driver reads it (`mysql://` may be left out).
+pub fn parse_url(url: &str) -> Result<Opts> {
+    let url = if url.contains("://") { url.to_string() } else { format!("mysql://{url}") };
+    Opts::from_url(&url).map_err(|e| {
+        let hint = match &e {
+            mysql_async::UrlError::UnknownParameter { param } if param.starts_with("ssl") || param.starts_with("tls") => {
+                ": TLS files are given with --tls-ca, --tls-cert and --tls-key"
+            }
+            _ => " (expected mysql://USER@HOST:PORT)",
+        };
+        anyhow!("bad --url `{}`: {e}{hint}", redact(&url))
+    })
 }
 
 /// The URL with any password replaced, for messages.
@@ -199,7 +267,7 @@ pub async fn connect(opts: &Opts, wait: Duration) -> Result<Conn> {
                 .into())
             }
         };
-        let retriable = matches!(err, mysql_async::Error::Io(_));
+        let retriable = matches!(err, mysql_async::Error::Io(_)) && tls::explain(&err, opts).is_none();
         if retriable && Instant::now() + delay < deadline {
             tracing::info!("server not reachable yet ({err}); retrying in {delay:?}");
             tokio::time::sleep(delay).await;
@@ -214,10 +282,32 @@ pub async fn connect(opts: &Opts, wait: Duration) -> Result<Conn> {
 pub fn classify(err: mysql_async::Error, opts: &Opts) -> anyhow::Error {
     let host = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
     let user = opts.user().unwrap_or("");
+    if let Some(tls_failure) = tls::explain(&err, opts) {
+        return tls_failure;
+    }
     match &err {
-        mysql_async::Error::Server(e) if e.code == 1045 => anyhow!(
-            "access denied for user `{user}` at {host}: check the password (--password-file or MYSQL_PWD) and that the user may connect from this host"
+        mysql_async::Error::Server(e) if e.code == 1045 => {
+            // The server answers a plain connection it requires TLS for, and a missing client
+            // certificate, with the same error as a wrong password.
+            let tls_hint = match opts.ssl_opts() {
+                None => "; or the server requires TLS (require_secure_transport): connect with --tls, or --tls-ca FILE for a private CA",
+                Some(ssl) if ssl.client_identity().is_none() => "; or the user requires a client certificate (REQUIRE X509): give it with --tls-cert and --tls-key",
+                Some(_) => "; or the server does not accept this client certificate for the user",
+            };
+            anyhow!(
+                "access denied for user `{user}` at {host}: check the password (--password-file or MYSQL_PWD) and that the user may connect from this host{tls_hint}"
+            )
+        }
+        // MySQL's ER_SECURE_TRANSPORT_REQUIRED (MariaDB answers with 1045 instead).
+        mysql_async::Error::Server(e) if e.code == 3159 => anyhow!(
+            "the server at {host} requires TLS ({}): connect with --tls, or --tls-ca FILE for a private CA",
+            e.message
         ),
+        mysql_async::Error::Server(e) if e.code == 1236 && diverged(&e.message) => Purged(format!(
+            "the server's binlog does not hold the requested position in its history: {} — the position comes from another history (a diverged server, or a binlog reset since). Point --url at the server (or a replica of it) whose history the position belongs to; to start over, move the position file away and choose --start deliberately",
+            e.message
+        ))
+        .into(),
         mysql_async::Error::Server(e) if e.code == 1236 => Purged(format!(
             "the server cannot send the binlog from the requested position: {} — the binlog there was probably purged (see SHOW BINARY LOGS and gtid_purged); the changes in between are lost. To go on anyway, move the position file away and start from `earliest` or a newer position",
             e.message
@@ -242,6 +332,13 @@ pub fn classify(err: mysql_async::Error, opts: &Opts) -> anyhow::Error {
         mysql_async::Error::Driver(_) => Transient(anyhow!("connection to {host} failed: {err}")).into(),
         _ => anyhow!("{err}"),
     }
+}
+
+/// MariaDB's refusals of a GTID that its binlog never held (as opposed to one it purged).
+fn diverged(message: &str) -> bool {
+    ["diverged", "is not in the master's binlog", "is missing the GTID", "conflicts with the binary log"]
+        .iter()
+        .any(|m| message.contains(m))
 }
 
 /// The server's flavour and its version string.
@@ -285,21 +382,30 @@ async fn resolve_start(conn: &mut Conn, flavor: Flavor, start: &Start, prefer_gt
     };
     Ok(match start {
         Start::Latest => {
-            let (file, pos) = binlog_head(conn).await?;
-            let gtids: Option<String> = conn.query_first(format!("SELECT {gtid_var}")).await.ok().flatten();
-            let gtids = gtids.filter(|g| !g.trim().is_empty()).map(|g| GtidSet::parse(&g)).transpose()?;
-            StartAt { file, pos, gtids, by_gtid: false }
+            let head = binlog_head(conn).await?;
+            // The GTID state must be the one *at* the head read, not a moment later: a
+            // transaction committed in between would otherwise count as delivered.
+            let gtids = match (flavor, head.executed) {
+                (Flavor::MariaDb, _) => history::check_start_file(conn, flavor, &head.file, head.pos).await?,
+                (Flavor::MySql, Some(executed)) => Some(executed),
+                (Flavor::MySql, None) => {
+                    let gtids: Option<String> = conn.query_first(format!("SELECT {gtid_var}")).await.ok().flatten();
+                    gtids.filter(|g| !g.trim().is_empty()).map(|g| GtidSet::parse(&g)).transpose()?
+                }
+            };
+            StartAt { file: head.file, pos: head.pos, gtids, by_gtid: false }
         }
         Start::Earliest => {
             let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await?;
             let first: String = logs.first().and_then(|r| r.get(0)).context("the server lists no binary logs")?;
             StartAt { file: first, pos: 4, gtids: None, by_gtid: false }
         }
-        Start::FilePos(file, pos) => StartAt { file: file.clone(), pos: *pos, gtids: None, by_gtid: false },
+        Start::FilePos(file, pos) => {
+            let gtids = history::check_start_file(conn, flavor, file, *pos).await?;
+            StartAt { file: file.clone(), pos: *pos, gtids, by_gtid: false }
+        }
         Start::Gtid(set) => {
-            if !same_flavor(set) {
-                bail!("--start {set} is a GTID of the other server flavour: this server is {flavor:?}");
-            }
+            history::check_start_gtids(conn, flavor, set).await?;
             StartAt { file: String::new(), pos: 4, gtids: Some(set.clone()), by_gtid: true }
         }
         Start::Resume { file, offset, gtids } => {
@@ -318,7 +424,14 @@ async fn resolve_start(conn: &mut Conn, flavor: Flavor, start: &Start, prefer_gt
     })
 }
 
-async fn binlog_head(conn: &mut Conn) -> Result<(String, u64)> {
+/// The end of the server's binlog, and (MySQL) the executed GTID set reported with it.
+struct Head {
+    file: String,
+    pos: u64,
+    executed: Option<GtidSet>,
+}
+
+async fn binlog_head(conn: &mut Conn) -> Result<Head> {
     // MySQL 8.4 renamed SHOW MASTER STATUS; MariaDB and older MySQL know the old name.
     let row: Option<mysql_async::Row> = match conn.query_first("SHOW BINARY LOG STATUS").await {
         Ok(row) => row,
@@ -327,7 +440,10 @@ async fn binlog_head(conn: &mut Conn) -> Result<(String, u64)> {
     let row = row.context("the server reports no binlog position (is log_bin on?)")?;
     let file: String = row.get(0).context("no binlog file in SHOW MASTER STATUS")?;
     let pos: u64 = row.get(1).context("no binlog position in SHOW MASTER STATUS")?;
-    Ok((file, pos))
+    // MySQL's fifth column, Executed_Gtid_Set, is read together with the position.
+    let executed: Option<String> = row.get_opt(4).and_then(|v| v.ok());
+    let executed = executed.map(|g| g.split_whitespace().collect::<String>()).filter(|g| !g.is_empty());
+    Ok(Head { file, pos, executed: executed.map(|g| GtidSet::parse(&g)).transpose()? })
 }
 
 async fn request_stream(mut conn: Conn, flavor: Flavor, cfg: &ServerConfig, at: &StartAt) -> Result<mysql_async::BinlogStream> {
@@ -361,7 +477,20 @@ async fn request_stream(mut conn: Conn, flavor: Flavor, cfg: &ServerConfig, at: 
         request = request.with_gtid().with_gtid_set(sids);
     }
     let opts = conn.opts().clone();
-    conn.get_binlog_stream(request).await.map_err(|e| classify(e, &opts))
+    conn.get_binlog_stream(request).await.map_err(|e| stream_error(e, &opts))
+}
+
+/// A failure of the replication stream itself. The user is logged in by then, so "access
+/// denied" (how MariaDB answers a missing REPLICATION SLAVE) is about the grant, not the password.
+fn stream_error(err: mysql_async::Error, opts: &Opts) -> anyhow::Error {
+    match &err {
+        mysql_async::Error::Server(e) if e.code == 1045 || e.code == 1227 => anyhow!(
+            "user `{}` may not read the binlog ({}): GRANT REPLICATION SLAVE ON *.* TO it (binlog-tail check lists every privilege it needs)",
+            opts.user().unwrap_or(""),
+            e.message
+        ),
+        _ => classify(err, opts),
+    }
 }
 
 /// Moves events from the connection into the channel until the stream ends or fails.
@@ -381,7 +510,7 @@ async fn pump(
             // A tailing stream never ends by itself: the server closed it (shutdown, KILL).
             Ok(None) if follow => Err(Transient(anyhow!("the server closed the replication stream")).into()),
             Ok(None) => return,
-            Ok(Some(Err(e))) => Err(classify(e, &opts).context("replication stream failed")),
+            Ok(Some(Err(e))) => Err(stream_error(e, &opts).context("replication stream failed")),
             // mysql_async also yields the events inside a compressed transaction payload
             // (marked by a disabled checksum); the decoder unpacks payloads itself.
             Ok(Some(Ok(event))) if !event.footer().get_checksum_enabled() => continue,

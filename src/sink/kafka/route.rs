@@ -28,7 +28,7 @@ pub fn change(settings: &KafkaSettings, c: &Change) -> Routed {
         KeyMode::Table => Some(format!("{}.{}", t.db, t.name).into_bytes()),
     };
     let position = format!("{}:{}", c.file, c.offset);
-    let id = format!("{}/{}", c.gtid.as_deref().unwrap_or(&position), c.row);
+    let id = format!("{}/{}", origin(c.gtid.as_deref(), &c.file, c.offset), c.row);
     let headers = OwnedHeaders::new_with_capacity(6)
         .insert(Header { key: "gtid", value: c.gtid.as_deref() })
         .insert(Header { key: "op", value: Some(c.op.as_str()) })
@@ -37,6 +37,14 @@ pub fn change(settings: &KafkaSettings, c: &Change) -> Routed {
         .insert(Header { key: "pos", value: Some(position.as_str()) })
         .insert(Header { key: "id", value: Some(id.as_str()) });
     Routed { topic, key, headers }
+}
+
+/// Where an event came from: its transaction's GTID, else the event's `FILE:OFFSET`.
+pub fn origin(gtid: Option<&str>, file: &str, offset: u64) -> String {
+    match gtid {
+        Some(g) => g.to_string(),
+        None => format!("{file}:{offset}"),
+    }
 }
 
 pub fn ddl(settings: &KafkaSettings, d: &Ddl) -> Routed {
