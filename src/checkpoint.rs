@@ -107,6 +107,18 @@ impl Position {
         }
     }
 
+    /// A position file's text, checked: its version, and its GTID set parses.
+    pub fn parse(text: &str) -> Result<Position> {
+        let pos: Position = serde_json::from_str(text).context(
+            "the position file is corrupt; it was left as it is. Fix it by hand, or move it away and choose --start deliberately (events may be replayed or skipped)",
+        )?;
+        if pos.version != VERSION {
+            bail!("the position file has version {}, this binlog-tail understands {VERSION}", pos.version);
+        }
+        pos.gtids().context("the position file holds a bad GTID set")?;
+        Ok(pos)
+    }
+
     pub fn gtids(&self) -> Result<Option<GtidSet>> {
         self.gtid_set.as_deref().map(GtidSet::parse).transpose()
     }
@@ -150,16 +162,7 @@ impl PositionFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot read the position file {}", self.path.display())),
         };
-        let pos: Position = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "the position file {} is corrupt; it was left as it is. Fix it by hand, or move it away and choose --start deliberately (events may be replayed or skipped)",
-                self.path.display()
-            )
-        })?;
-        if pos.version != VERSION {
-            bail!("the position file {} has version {}, this binlog-tail understands {VERSION}", self.path.display(), pos.version);
-        }
-        pos.gtids().with_context(|| format!("the position file {} holds a bad GTID set", self.path.display()))?;
+        let pos = Position::parse(&text).with_context(|| self.path.display().to_string())?;
         Ok(Some(pos))
     }
 

@@ -65,7 +65,11 @@ pub struct FileConfig {
 impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --config {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("bad config file {}", path.display()))
+        FileConfig::parse(&text).with_context(|| format!("bad config file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<FileConfig> {
+        Ok(toml::from_str(text)?)
     }
 }
 

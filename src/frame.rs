@@ -3,7 +3,8 @@
 //!
 //! Invariants: a `RawEvent` body is exactly `event_size - 19` bytes minus the checksum, and its
 //! checksum (when the stream has one) matched. Nothing downstream ever sees a short or corrupt
-//! event, so parsers never read past what the header promised.
+//! event, so parsers never read past what the header promised. Memory follows the bytes that
+//! were read, not the lengths headers claim.
 
 use std::io::{self, Read};
 
@@ -13,6 +14,8 @@ pub const HEADER_LEN: usize = 19;
 const CHECKSUM_LEN: usize = 4;
 /// Largest event a server writes (`max_allowed_packet` tops out at 1 GiB).
 const MAX_EVENT_SIZE: u32 = 1 << 30;
+/// How much the read buffer grows per read while an event is incomplete.
+const READ_CHUNK: usize = 256 * 1024;
 
 pub const FORMAT_DESCRIPTION_EVENT: u8 = 15;
 const CHECKSUM_ALG_CRC32: u8 = 1;
@@ -73,37 +76,45 @@ impl Checksums {
     /// events after it, and `self` is updated accordingly.
     pub fn verify<'a>(&mut self, full: &'a [u8], offset: u64) -> Result<RawEvent<'a>, FrameError> {
         let header = Header::parse(full[..HEADER_LEN].try_into().expect("caller checked length"));
-        let mut body = &full[HEADER_LEN..];
-        let mut has_crc = self.crc32;
+        let layout = self.layout(&header, full).ok_or(FrameError::BadLength { offset, size: header.event_size })?;
+        if let Some(at) = layout.crc_at {
+            let stored = u32::from_le_bytes(full[at..at + CHECKSUM_LEN].try_into().expect("4 bytes"));
+            let computed = crc_of(&header, &full[..at]);
+            if computed != stored {
+                return Err(FrameError::Checksum { offset, type_code: header.type_code, stored, computed });
+            }
+        }
+        Ok(RawEvent { header, body: &full[HEADER_LEN..layout.body_end] })
+    }
+
+    /// Where the body ends and the checksum (if any) starts in `full`; None when the event is
+    /// too short to hold the checksum it must have. Reads the setting a format description
+    /// event announces.
+    fn layout(&mut self, header: &Header, full: &[u8]) -> Option<Layout> {
+        let body = &full[HEADER_LEN..];
         if header.type_code == FORMAT_DESCRIPTION_EVENT {
             let alg = fde_checksum_alg(body);
             self.crc32 = alg == Some(CHECKSUM_ALG_CRC32);
-            has_crc = self.crc32;
             if alg.is_some() {
                 // The algorithm byte and the checksum field are always present after 5.6.1.
-                let keep = body.len().saturating_sub(1 + CHECKSUM_LEN);
-                let crc_region = &full[..HEADER_LEN + keep + 1];
-                if has_crc {
-                    check_crc(&header, crc_region, &full[HEADER_LEN + keep + 1..], offset)?;
-                }
-                body = &body[..keep];
-                return Ok(RawEvent { header, body });
+                let body_end = HEADER_LEN + body.len() - 1 - CHECKSUM_LEN;
+                return Some(Layout { body_end, crc_at: self.crc32.then_some(body_end + 1) });
             }
         }
-        if has_crc {
-            if body.len() < CHECKSUM_LEN {
-                return Err(FrameError::BadLength { offset, size: header.event_size });
-            }
-            let split = full.len() - CHECKSUM_LEN;
-            check_crc(&header, &full[..split], &full[split..], offset)?;
-            body = &full[HEADER_LEN..split];
+        if !self.crc32 {
+            return Some(Layout { body_end: full.len(), crc_at: None });
         }
-        Ok(RawEvent { header, body })
+        let at = full.len().checked_sub(CHECKSUM_LEN).filter(|&at| at >= HEADER_LEN)?;
+        Some(Layout { body_end: at, crc_at: Some(at) })
     }
 }
 
-fn check_crc(header: &Header, covered: &[u8], stored: &[u8], offset: u64) -> Result<(), FrameError> {
-    let stored = u32::from_le_bytes(stored[..CHECKSUM_LEN].try_into().expect("4 bytes"));
+struct Layout {
+    body_end: usize,
+    crc_at: Option<usize>,
+}
+
+fn crc_of(header: &Header, covered: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     if header.type_code == FORMAT_DESCRIPTION_EVENT {
         // The server clears LOG_EVENT_BINLOG_IN_USE_F on close without rewriting the checksum,
@@ -116,11 +127,25 @@ fn check_crc(header: &Header, covered: &[u8], stored: &[u8], offset: u64) -> Res
     } else {
         hasher.update(covered);
     }
-    let computed = hasher.finalize();
-    if computed != stored {
-        return Err(FrameError::Checksum { offset, type_code: header.type_code, stored, computed });
+    hasher.finalize()
+}
+
+/// Rewrites the CRC32 of every whole event in `events` (a binlog file after its magic) so that
+/// it verifies: mutated events then reach the decoder instead of stopping at their checksum.
+/// For the fuzz targets and for tests that build damaged events.
+pub fn reseal(events: &mut [u8]) {
+    let mut checksums = Checksums::default();
+    let mut at = 0;
+    while let Some(head) = events.get(at..at + HEADER_LEN) {
+        let header = Header::parse(head.try_into().expect("header length"));
+        let size = header.event_size as usize;
+        let Some(full) = events.get_mut(at..at + size).filter(|_| size >= HEADER_LEN) else { return };
+        if let Some(Layout { crc_at: Some(crc_at), .. }) = checksums.layout(&header, full) {
+            let crc = crc_of(&header, &full[..crc_at]);
+            full[crc_at..crc_at + CHECKSUM_LEN].copy_from_slice(&crc.to_le_bytes());
+        }
+        at += size;
     }
-    Ok(())
 }
 
 /// The checksum algorithm byte a format description event ends with (servers since 5.6.1),
@@ -202,11 +227,13 @@ impl<R: Read> EventReader<R> {
         }
     }
 
-    /// Ensures `buf` holds `len` bytes of the current event; false at end of input.
+    /// Ensures `buf` holds `len` bytes of the current event; false at end of input. The buffer
+    /// grows by what arrives, a chunk at a time, never to a length the header merely claims: a
+    /// damaged length field costs no more memory than the bytes that exist.
     fn fill_to(&mut self, len: usize) -> Result<bool, FrameError> {
         while self.buf.len() < len {
             let have = self.buf.len();
-            self.buf.resize(len, 0);
+            self.buf.resize(len.min(have + READ_CHUNK), 0);
             match self.input.read(&mut self.buf[have..]) {
                 Ok(0) => {
                     self.buf.truncate(have);
@@ -275,6 +302,39 @@ mod tests {
         bad[9..13].copy_from_slice(&5u32.to_le_bytes());
         let mut reader = EventReader::new(&bad[..], 4, Checksums::default());
         assert!(matches!(reader.next_event(), Err(FrameError::BadLength { size: 5, .. })));
+    }
+
+    #[test]
+    fn a_length_field_costs_no_memory_beyond_the_bytes_present() {
+        // A 1 GiB event size in a 100-byte input: reported as truncated, buffer stays small.
+        let mut bytes = event(2, &[0; 81], false);
+        bytes[9..13].copy_from_slice(&(1u32 << 30).to_le_bytes());
+        let mut reader = EventReader::new(&bytes[..], 4, Checksums::default());
+        assert!(matches!(reader.next_event().unwrap(), Err(Partial::Truncated { have: 100, need: 1_073_741_824 })));
+        assert!(reader.buf.capacity() <= 4 * READ_CHUNK, "{} bytes reserved", reader.buf.capacity());
+    }
+
+    #[test]
+    fn reseal_makes_mutated_events_verify() {
+        let mut bytes = event(2, b"first", true);
+        bytes.extend(event(16, b"second", true));
+        bytes[HEADER_LEN] ^= 0xff;
+        let mut reader = EventReader::new(&bytes[..], 4, Checksums { crc32: true });
+        assert!(matches!(reader.next_event(), Err(FrameError::Checksum { .. })));
+        // reseal starts with checksums off until a format description says otherwise; these
+        // events have none, so give it one announcing CRC32.
+        let mut fde_body = vec![4, 0];
+        fde_body.extend(b"8.0.36");
+        fde_body.resize(2 + 50 + 4 + 1, 0);
+        fde_body.extend([0; 27]); // post-header lengths
+        fde_body.push(CHECKSUM_ALG_CRC32);
+        let mut file = event(FORMAT_DESCRIPTION_EVENT, &fde_body, true);
+        file.extend(&bytes);
+        reseal(&mut file);
+        let mut reader = EventReader::new(&file[..], 4, Checksums::default());
+        for _ in 0..3 {
+            assert!(matches!(reader.next_event(), Ok(Ok(_))));
+        }
     }
 
     #[test]

@@ -113,8 +113,8 @@ impl MySqlGtidSet {
                             (n, n)
                         }
                     };
-                    if start == 0 || end < start {
-                        bail!("GTID interval `{part}` in `{member}` is empty or starts at 0");
+                    if start == 0 || end < start || end >= MAX_GNO {
+                        bail!("GTID interval `{part}` in `{member}` is empty, starts at 0 or ends beyond {}", MAX_GNO - 1);
                     }
                     set.add_interval(sid, &tag, start, end + 1);
                     saw_interval = true;
@@ -136,18 +136,58 @@ impl MySqlGtidSet {
         self.add_interval(sid, tag, gno, gno + 1);
     }
 
+    /// Adds `[start, end)`, merging it with the intervals it touches: one binary search and
+    /// a local merge, so building a set from n intervals stays near-linear.
     pub fn add_interval(&mut self, sid: [u8; 16], tag: &str, start: u64, end: u64) {
         let ranges = self.ranges.entry((sid, tag.to_string())).or_default();
-        ranges.push((start, end));
-        ranges.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-        for &(s, e) in ranges.iter() {
-            match merged.last_mut() {
-                Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                _ => merged.push((s, e)),
+        // First interval that ends at or after `start` (it may touch or overlap the new one).
+        let first = ranges.partition_point(|&(_, e)| e < start);
+        let mut last = first;
+        let (mut s, mut e) = (start, end);
+        while let Some(&(rs, re)) = ranges.get(last).filter(|&&(rs, _)| rs <= end) {
+            s = s.min(rs);
+            e = e.max(re);
+            last += 1;
+        }
+        ranges.splice(first..last, [(s, e)]);
+    }
+
+    /// The body of MySQL's PREVIOUS_GTIDS event (untagged, or 8.4's tagged format): the
+    /// executed set before a binlog file. Every count is checked against the bytes that are
+    /// there before anything is allocated.
+    pub fn from_previous_gtids(body: &[u8]) -> Result<MySqlGtidSet> {
+        const SID_MIN_LEN: usize = 16 + 8;
+        const INTERVAL_LEN: usize = 16;
+        let mut r = Bytes(body);
+        let header = r.u64()?;
+        let tagged = header >> 56 != 0;
+        let sids = if tagged { (header >> 8) & ((1 << 48) - 1) } else { header & ((1 << 56) - 1) };
+        if sids > (r.0.len() / SID_MIN_LEN) as u64 {
+            bail!("PREVIOUS_GTIDS claims {sids} server UUIDs but holds {} bytes", body.len());
+        }
+        let mut set = MySqlGtidSet::default();
+        for _ in 0..sids {
+            let sid: [u8; 16] = r.take(16)?.try_into().expect("16 bytes");
+            let tag = if tagged {
+                let len = r.varlen()?;
+                let tag = std::str::from_utf8(r.take(usize::try_from(len)?)?).ok().filter(|t| t.is_empty() || valid_tag(t));
+                tag.context("PREVIOUS_GTIDS holds an invalid GTID tag")?.to_ascii_lowercase()
+            } else {
+                String::new()
+            };
+            let intervals = r.u64()?;
+            if intervals > (r.0.len() / INTERVAL_LEN) as u64 {
+                bail!("PREVIOUS_GTIDS claims {intervals} intervals but holds {} bytes", body.len());
+            }
+            for _ in 0..intervals {
+                let (start, end) = (r.u64()?, r.u64()?);
+                if start == 0 || start >= end || end > MAX_GNO {
+                    bail!("PREVIOUS_GTIDS holds the impossible interval [{start}, {end})");
+                }
+                set.add_interval(sid, &tag, start, end);
             }
         }
-        *ranges = merged;
+        Ok(set)
     }
 
 
@@ -245,6 +285,42 @@ impl fmt::Display for MariaDbGtidPos {
     }
 }
 
+/// One past the largest transaction number a server assigns (MySQL's GNO is a signed 64-bit
+/// integer).
+pub const MAX_GNO: u64 = i64::MAX as u64;
+
+/// Little-endian reads from an event body, each checked against the bytes left.
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if n > self.0.len() {
+            bail!("the event ends early: {n} bytes needed, {} left", self.0.len());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+
+    /// MySQL's serialization-library varlen integer: the count of trailing one bits in the first
+    /// byte says how many more bytes follow.
+    fn varlen(&mut self) -> Result<u64> {
+        let first = *self.0.first().context("the event ends early")?;
+        let len = first.trailing_ones() as usize + 1;
+        if len > 8 {
+            self.take(1)?;
+            return self.u64();
+        }
+        let mut raw = [0u8; 8];
+        raw[..len].copy_from_slice(self.take(len)?);
+        Ok(u64::from_le_bytes(raw) >> len)
+    }
+}
+
 /// MariaDB's `gtid_binlog_state`: the last sequence number each server wrote in each domain.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MariaDbBinlogState {
@@ -292,7 +368,7 @@ fn valid_tag(tag: &str) -> bool {
 
 pub fn parse_uuid(text: &str) -> Result<[u8; 16]> {
     let hex: String = text.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 || text.len() != 36 {
+    if hex.len() != 32 || text.len() != 36 || !text.is_ascii() {
         bail!("`{text}` is not a UUID");
     }
     let mut out = [0u8; 16];
@@ -319,6 +395,59 @@ mod tests {
 
     const U1: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
     const U2: &str = "8a94f357-aab4-11df-86ab-c80aa9429563";
+
+    #[test]
+    fn hostile_text_is_an_error_not_a_panic() {
+        // Multi-byte characters where hex digits belong; a transaction number at u64::MAX.
+        assert!(parse_uuid("3e11fa47-71ca-11e1-9e33-c80aa94295é").is_err());
+        assert!(GtidSet::parse(&format!("{U1}:1-18446744073709551615")).is_err());
+        assert!(GtidSet::parse(&format!("{U1}:1-9223372036854775806")).is_ok());
+    }
+
+    #[test]
+    fn previous_gtids_event_bodies() {
+        let mut body = 2u64.to_le_bytes().to_vec();
+        for (sid, intervals) in [(U1, &[(1u64, 6u64), (7, 8)][..]), (U2, &[(1, 4)][..])] {
+            body.extend(parse_uuid(sid).unwrap());
+            body.extend((intervals.len() as u64).to_le_bytes());
+            for (s, e) in intervals {
+                body.extend(s.to_le_bytes());
+                body.extend(e.to_le_bytes());
+            }
+        }
+        let set = MySqlGtidSet::from_previous_gtids(&body).unwrap();
+        assert_eq!(set.to_string(), format!("{U1}:1-5:7,{U2}:1-3"));
+        assert!(MySqlGtidSet::from_previous_gtids(&body[..body.len() - 1]).is_err());
+        let mut empty_interval = body.clone();
+        empty_interval[8 + 16 + 8..8 + 16 + 16].copy_from_slice(&6u64.to_le_bytes());
+        assert!(MySqlGtidSet::from_previous_gtids(&empty_interval).is_err());
+    }
+
+    #[test]
+    fn tagged_previous_gtids_event_body() {
+        // MySQL 8.4: format 1 in the top byte, the UUID count in bits 8-55, a varlen tag length
+        // (one byte: the length shifted left once) before each member's intervals.
+        let mut body = ((1u64 << 56) | (1 << 8)).to_le_bytes().to_vec();
+        body.extend(parse_uuid(U1).unwrap());
+        body.extend([2 << 1, b't', b'x']);
+        body.extend(1u64.to_le_bytes());
+        body.extend(1u64.to_le_bytes());
+        body.extend(4u64.to_le_bytes());
+        let set = MySqlGtidSet::from_previous_gtids(&body).unwrap();
+        assert_eq!(set.to_string(), format!("{U1}:tx:1-3"));
+        body[8 + 16 + 1] = b'-';
+        assert!(MySqlGtidSet::from_previous_gtids(&body).is_err(), "an invalid tag");
+    }
+
+    #[test]
+    fn intervals_merge_in_any_order() {
+        let sid = parse_uuid(U1).unwrap();
+        let mut set = MySqlGtidSet::default();
+        for (s, e) in [(10, 12), (1, 3), (5, 6), (3, 5), (12, 20), (30, 31), (6, 10)] {
+            set.add_interval(sid, "", s, e);
+        }
+        assert_eq!(set.to_string(), format!("{U1}:1-19:30"));
+    }
 
     #[test]
     fn mysql_set_round_trips_canonically() {

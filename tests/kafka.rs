@@ -147,10 +147,11 @@ fn permanent_errors_stop_with_the_position_unchanged() {
     assert_eq!(std::fs::read(&pos_file2).unwrap(), saved2);
 }
 
-/// Inserts rows and bumps one counter row per table, so per-key order can be checked.
-fn workload(txs: usize) -> String {
+/// Transactions `txs` of a workload that inserts rows and bumps one counter row per table, so
+/// per-key order can be checked.
+fn workload(txs: std::ops::Range<usize>) -> String {
     let mut sql = String::new();
-    for i in 0..txs {
+    for i in txs {
         let t = i % 3;
         sql.push_str(&format!(
             "START TRANSACTION;\nINSERT INTO k.t{t} VALUES ({}, {i});\nUPDATE k.t{t} SET v = {i} WHERE id = 0;\nCOMMIT;\n",
@@ -161,7 +162,7 @@ fn workload(txs: usize) -> String {
 }
 
 #[test]
-fn sigkills_and_a_broker_outage_lose_nothing() {
+fn sigkills_a_broker_outage_and_a_database_restart_lose_nothing() {
     let _heavy = crate::util::heavy();
     let server = MariaDb::start(&[]);
     let mut broker = Broker::start();
@@ -173,18 +174,25 @@ fn sigkills_and_a_broker_outage_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
     let txs = 10_000;
-    let sql = workload(txs);
-    let writer = crate::util::write_in_batches(server.port, &sql, 250, Duration::from_millis(150));
+    // Written in two halves: the database restarts between them, while binlog-tail streams.
+    let mut writer = Some(crate::util::write_in_batches(server.port, &workload(0..txs / 2), 250, Duration::from_millis(150)));
     let base = kafka_args(&broker);
     let mut rng = crate::util::XorShift(0x9e3779b97f4a7c15u64);
     let kills = 22;
     for n in 0..kills {
         let mut extra = base.clone();
-        extra.extend(["--checkpoint-every", "100", "--include", "k"].map(String::from));
-        if n == 0 {
-            extra.extend(["--start", "earliest"].map(String::from));
-        }
+        // --start applies only while no position is saved (a run may be killed before saving).
+        extra.extend(["--checkpoint-every", "100", "--include", "k", "--start", "earliest"].map(String::from));
         let mut run = Stream::start(&server, &position, dir.path(), n, &args(&extra));
+        if n == kills / 4 {
+            // MariaDB crashes and comes back under a running binlog-tail, which reconnects.
+            writer.take().unwrap().join().unwrap();
+            std::thread::sleep(Duration::from_secs(1));
+            server.restart(&[]);
+            std::thread::sleep(Duration::from_secs(1));
+            assert!(run.child.try_wait().unwrap().is_none(), "binlog-tail exited when the database restarted: {}", run.log());
+            writer = Some(crate::util::write_in_batches(server.port, &workload(txs / 2..txs), 250, Duration::from_millis(150)));
+        }
         if n == kills / 2 {
             // The broker is down for over 10 s while binlog-tail keeps running, then comes back.
             broker.stop();
@@ -197,7 +205,7 @@ fn sigkills_and_a_broker_outage_lose_nothing() {
         run.signal("-KILL");
         run.wait();
     }
-    writer.join().unwrap();
+    writer.take().unwrap().join().unwrap();
     let mut extra = base.clone();
     extra.extend(["--include", "k"].map(String::from));
     let last = Stream::start(&server, &position, dir.path(), kills, &args(&extra));
@@ -250,7 +258,7 @@ fn sigkills_and_a_broker_outage_lose_nothing() {
     }
     let log = last.log();
     assert!(last.stop().success(), "{log}");
-    eprintln!("kafka crash test: {txs} transactions, {kills} SIGKILLs, broker stopped for 11 s and restarted, 0 lost, {duplicates} duplicates");
+    eprintln!("kafka crash test: {txs} transactions, {kills} SIGKILLs, MariaDB killed and restarted once, broker stopped for 11 s and restarted, 0 lost, {duplicates} duplicates");
     assert_eq!(duplicates, 0, "a restart sends nothing a partition already holds");
     for t in 0..3 {
         let expected = (0..txs).filter(|i| i % 3 == t).count() * 2 + 1;

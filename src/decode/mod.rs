@@ -10,17 +10,17 @@
 //!   an unknown column type) is an error that names the position; rows are never skipped.
 
 pub mod mariadb;
+pub mod payload;
 pub mod rows;
 pub mod table;
 pub mod value;
 
-use std::io::Read;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use mysql_common::binlog::consts::{BinlogVersion, EventType};
 use mysql_common::binlog::events::{
-    FormatDescriptionEvent, GtidEvent, PreviousGtidsEvent, QueryEvent, RotateEvent, TableMapEvent, TransactionPayloadEvent,
+    FormatDescriptionEvent, GtidEvent, QueryEvent, RotateEvent, TableMapEvent,
 };
 use mysql_common::binlog::BinlogCtx;
 use mysql_common::io::ParseBuf;
@@ -29,10 +29,11 @@ use mysql_common::proto::MyDeserialize;
 use crate::event::{Change, Ddl, Op};
 use crate::filter::Filter;
 use crate::outbox::OutboxTable;
-use crate::gtid::{Gtid, GtidSet, MySqlGtidSet};
+use crate::gtid::{Gtid, GtidSet, MySqlGtidSet, MAX_GNO};
 use crate::sink::Sink;
 use crate::frame::{Checksums, EventReader, Partial, RawEvent, HEADER_LEN};
 use crate::position::{Flavor, Resume};
+use payload::Payload;
 use rows::RowsEvent;
 use crate::schema::Table;
 use table::{ColumnInfo, TableCache};
@@ -174,6 +175,9 @@ impl Decoder {
             }
             code::GTID | code::GTID_TAGGED | code::ANONYMOUS_GTID => {
                 let g: GtidEvent = parse(&fde, &ev)?;
+                if t != code::ANONYMOUS_GTID && !(1..MAX_GNO).contains(&g.gno()) {
+                    bail!("GTID event with the impossible transaction number {}", g.gno());
+                }
                 let gtid = (t != code::ANONYMOUS_GTID).then(|| Gtid::MySql {
                     sid: g.sid(),
                     tag: g.tag().map(|t| t.to_string()).unwrap_or_default(),
@@ -189,15 +193,9 @@ impl Decoder {
             }
             code::PREVIOUS_GTIDS => {
                 // The executed set before this file: the base of the set positions report.
-                let prev: PreviousGtidsEvent<'_> = parse(&fde, &ev)?;
+                // (Parsed here: mysql_common allocates whatever counts the event claims.)
+                let set = MySqlGtidSet::from_previous_gtids(ev.body)?;
                 if self.gtids.is_none() {
-                    let mut set = MySqlGtidSet::default();
-                    for sid in prev.sids() {
-                        let tag = sid.tag().map(|t| t.to_string()).unwrap_or_default();
-                        for i in sid.intervals() {
-                            set.add_interval(sid.uuid(), &tag, i.start(), i.end());
-                        }
-                    }
                     self.gtids = Some(GtidSet::MySql(set));
                 }
             }
@@ -278,6 +276,8 @@ impl Decoder {
         }
         let fde = self.fde.clone();
         let tme: TableMapEvent<'_> = parse(&fde, ev)?;
+        let table_id_len = if fde.get_event_type_header_length(EventType::TABLE_MAP_EVENT) == 6 { 4 } else { 6 };
+        table::check_optional_metadata(ev.body, table_id_len)?;
         let id = tme.table_id();
         if !self.opts.filter.includes_table(&tme.database_name(), &tme.table_name()) {
             self.tables.insert(id, ev.body, None);
@@ -407,18 +407,20 @@ impl Decoder {
 
     /// MySQL's TRANSACTION_PAYLOAD: a compressed transaction, decoded event by event as it is
     /// decompressed. A payload that does not decompress to exactly its declared size is an
-    /// error: a partial payload would silently drop rows.
+    /// error: a partial payload would silently drop rows. A payload inside a payload is refused:
+    /// servers never write one, and each level would multiply the work.
     fn payload(&mut self, ev: &RawEvent<'_>, offset: u64, next_offset: u64, sink: &mut dyn Sink) -> Result<Flow> {
-        let fde = self.fde.clone();
-        let tpe: TransactionPayloadEvent<'_> = parse(&fde, ev)?;
-        let declared = tpe.uncompressed_size();
-        let reader = tpe.decompressed().context("cannot start decompressing the transaction payload")?;
-        let mut counted = CountingReader { inner: reader, count: 0 };
-        let mut events = EventReader::new(&mut counted, 0, Checksums { crc32: false });
+        let payload = Payload::parse(ev.body)?;
+        let declared = payload.uncompressed_size;
+        let mut events = EventReader::new(payload.events()?, 0, Checksums { crc32: false });
         let mut flow = Flow::Continue;
         loop {
             match events.next_event() {
-                Ok(Ok((_, inner))) => {
+                Ok(Ok((inner_offset, inner))) => {
+                    let t = inner.header.type_code;
+                    if t == code::TRANSACTION_PAYLOAD || t == code::FORMAT_DESCRIPTION {
+                        bail!("the transaction payload holds an event of type {t} at its offset {inner_offset}, which cannot be inside one: the payload is corrupt");
+                    }
                     if flow == Flow::Continue {
                         flow = self.handle(inner, offset, next_offset, sink)?;
                     }
@@ -431,8 +433,7 @@ impl Decoder {
             }
         }
         let got = events.offset;
-        drop(events);
-        if got != declared || counted.count != declared {
+        if got != declared {
             bail!("the compressed transaction payload decompressed to {got} bytes but declares {declared}: it is corrupt, and its rows cannot be trusted");
         }
         Ok(flow)
@@ -448,15 +449,122 @@ where
     ParseBuf(ev.body).parse(ctx).map_err(|e| anyhow!("malformed event: {e}"))
 }
 
-struct CountingReader<R> {
-    inner: R,
-    count: u64,
-}
+/// Regression inputs found by fuzzing (and by the outside test the fuzz targets were built to
+/// reproduce): each is refused with an error that names the file, the offset, the event type
+/// and what was wrong — no panic, no runaway memory or time.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Header;
+    use crate::sink::stdout::StdoutSink;
 
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
+    const FILE: &str = "binlog.000001";
+
+    /// Feeds `(type, body)` events as if they sat at offsets 4, 1004, 2004, ...; returns the
+    /// error with its context.
+    fn feed(events: &[(u8, Vec<u8>)]) -> Result<(), String> {
+        let mut decoder = Decoder::new(None, Options::default());
+        decoder.set_file(FILE);
+        let mut sink = StdoutSink::new(Vec::new());
+        for (i, (type_code, body)) in events.iter().enumerate() {
+            let header = Header { timestamp: 1, type_code: *type_code, server_id: 1, event_size: (HEADER_LEN + body.len()) as u32, log_pos: 0, flags: 0 };
+            let at = 4 + 1000 * i as u64;
+            decoder.feed(RawEvent { header, body }, at, at + 1000, &mut sink).map_err(|e| format!("{e:#}"))?;
+        }
+        Ok(())
+    }
+
+    /// A TABLE_MAP of `db`.`t` (table id 7) with one column of `column_type` and its `meta`, and
+    /// no optional metadata.
+    fn table_map(column_type: u8, meta: &[u8]) -> Vec<u8> {
+        let mut b = vec![7, 0, 0, 0, 0, 0, 1, 0]; // table id, flags
+        b.extend([2, b'd', b'b', 0, 1, b't', 0]);
+        b.extend([1, column_type, meta.len() as u8]);
+        b.extend(meta);
+        b.push(1); // nullability bitmap
+        b
+    }
+
+    fn table_map_one_int() -> Vec<u8> {
+        table_map(3, &[])
+    }
+
+    #[test]
+    fn impossible_column_metadata_is_an_error() {
+        // BIT(255 bytes + 255 bits): the byte count overflowed.
+        let err = feed(&[(code::TABLE_MAP, table_map(16, &[0xff, 0xff]))]).unwrap_err();
+        assert_names_place(&err, 4, code::TABLE_MAP, "BIT wider than 64 bits");
+    }
+
+    fn write_rows(bitmap: u8, rows: &[u8]) -> Vec<u8> {
+        let mut b = vec![7, 0, 0, 0, 0, 0, 1, 0, 2, 0, 1, bitmap];
+        b.extend(rows);
+        b
+    }
+
+    fn assert_names_place(err: &str, offset: u64, type_code: u8, what: &str) {
+        assert!(err.contains(&format!("at {FILE}:{offset} (event type {type_code})")), "{err}");
+        assert!(err.contains(what), "{err}");
+    }
+
+    #[test]
+    fn rows_that_consume_no_bytes_are_an_error_not_an_endless_loop() {
+        let err = feed(&[(code::TABLE_MAP, table_map_one_int()), (rows::WRITE_V2, write_rows(0, &[0; 3]))]).unwrap_err();
+        assert_names_place(&err, 1004, rows::WRITE_V2, "a row of zero bytes");
+        // The same table with the column present decodes.
+        feed(&[(code::TABLE_MAP, table_map_one_int()), (rows::WRITE_V2, write_rows(1, &[0, 42, 0, 0, 0]))]).unwrap();
+    }
+
+    #[test]
+    fn enum_and_set_value_counts_are_checked_before_allocating() {
+        // SET_STR_VALUE metadata claiming 2^40 values for the column: mysql_common would reserve
+        // memory for all of them.
+        let mut map = table_map_one_int();
+        map.extend([5, 9, 0xfe]);
+        map.extend((1u64 << 40).to_le_bytes());
+        let err = feed(&[(code::TABLE_MAP, map)]).unwrap_err();
+        assert_names_place(&err, 4, code::TABLE_MAP, "claims 1099511627776 ENUM/SET values in 0 bytes");
+    }
+
+    #[test]
+    fn a_payload_inside_a_payload_is_refused() {
+        let mut inner = vec![0u8; HEADER_LEN];
+        inner[4] = code::TRANSACTION_PAYLOAD;
+        inner[9] = HEADER_LEN as u8;
+        // compression type none (255), uncompressed size, payload size; end mark; payload.
+        let mut body = vec![2, 3, 0xfc, 0xff, 0, 3, 1, HEADER_LEN as u8, 1, 1, HEADER_LEN as u8, 0];
+        body.extend(&inner);
+        let err = feed(&[(code::TRANSACTION_PAYLOAD, body)]).unwrap_err();
+        assert_names_place(&err, 4, code::TRANSACTION_PAYLOAD, "cannot be inside one");
+    }
+
+    #[test]
+    fn an_unknown_payload_compression_is_an_error() {
+        let body = vec![2, 1, 9, 1, 1, 0, 0];
+        let err = feed(&[(code::TRANSACTION_PAYLOAD, body)]).unwrap_err();
+        assert_names_place(&err, 4, code::TRANSACTION_PAYLOAD, "compression type 9");
+    }
+
+    #[test]
+    fn previous_gtids_counts_are_checked_before_allocating() {
+        // Claims 2^55 server UUIDs in 8 bytes; mysql_common would reserve memory for all of them.
+        let body = (1u64 << 55).to_le_bytes().to_vec();
+        let err = feed(&[(code::PREVIOUS_GTIDS, body)]).unwrap_err();
+        assert_names_place(&err, 4, code::PREVIOUS_GTIDS, "claims 36028797018963968 server UUIDs");
+        let mut body = 1u64.to_le_bytes().to_vec();
+        body.extend([0xab; 16]);
+        body.extend(u64::MAX.to_le_bytes());
+        let err = feed(&[(code::PREVIOUS_GTIDS, body)]).unwrap_err();
+        assert_names_place(&err, 4, code::PREVIOUS_GTIDS, "intervals but holds");
+    }
+
+    #[test]
+    fn impossible_transaction_numbers_are_an_error() {
+        let mut body = vec![1];
+        body.extend([0xab; 16]);
+        body.extend(u64::MAX.to_le_bytes());
+        body.extend([2; 17]); // logical clock
+        let err = feed(&[(code::GTID, body)]).unwrap_err();
+        assert_names_place(&err, 4, code::GTID, "impossible transaction number 18446744073709551615");
     }
 }

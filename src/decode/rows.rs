@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use mysql_common::binlog::jsondiff::{JsonDiff, JsonDiffOperation};
 use mysql_common::io::ParseBuf;
 
-use super::value::{write_value, Cursor};
+use super::value::{check_jsonb, write_value, Cursor};
 use crate::event::Op;
 use crate::schema::{Kind, RowImage, Table};
 
@@ -85,6 +85,7 @@ impl<'a> RowsEvent<'a> {
         }
         let mut cur = Cursor::new(self.rows);
         while !cur.is_empty() {
+            let row_start = cur.pos;
             match self.op {
                 Op::Insert => {
                     let after = RowImage::decode(table, self.present_after, &mut cur, None)?;
@@ -100,6 +101,10 @@ impl<'a> RowsEvent<'a> {
                     let after = RowImage::decode(table, self.present_after, &mut cur, Some((&before, partial_bits)))?;
                     emit(Some(before), Some(after))?;
                 }
+            }
+            if cur.pos == row_start {
+                // A row of no bytes (no columns present) would repeat forever.
+                bail!("rows event for `{}`.`{}` holds a row of zero bytes (its column bitmap names no column): the event is corrupt", table.db, table.name);
             }
         }
         Ok(())
@@ -172,6 +177,7 @@ impl RowImage {
 fn apply_json_diffs(before: Option<&[u8]>, mut raw: &[u8], out: &mut Vec<u8>) -> Result<()> {
     let mut diffs = Vec::new();
     while !raw.is_empty() {
+        check_diff_value(raw)?;
         let mut buf = ParseBuf(raw);
         let diff: JsonDiff<'_> = buf.parse(()).context("bad JSON diff")?;
         raw = buf.0;
@@ -202,6 +208,21 @@ fn apply_json_diffs(before: Option<&[u8]>, mut raw: &[u8], out: &mut Vec<u8>) ->
         listed.push(serde_json::json!({"op": op, "path": d.path_str(), "value": value}));
     }
     serde_json::to_writer(out, &serde_json::json!({ "unapplied_json_diff": listed }))?;
+    Ok(())
+}
+
+/// Checks the binary JSON value of the diff at the start of `raw` (operation byte, path,
+/// value) before mysql_common parses it recursively.
+fn check_diff_value(raw: &[u8]) -> Result<()> {
+    const REMOVE: u8 = 2;
+    let mut cur = Cursor::new(raw);
+    let op = cur.uint_le(1)? as u8;
+    let path_len = cur.lenenc()?;
+    cur.take(usize::try_from(path_len)?)?;
+    if op != REMOVE {
+        let len = cur.lenenc()?;
+        check_jsonb(cur.take(usize::try_from(len)?)?).context("bad binary JSON in diff")?;
+    }
     Ok(())
 }
 

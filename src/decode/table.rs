@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
 use mysql_common::constants::ColumnType;
 
+use super::value::Cursor;
 use crate::filter::Filter;
 use crate::schema::{Column, Kind, Table};
 use crate::text::{write_json_str, TextEncoding};
@@ -318,14 +319,56 @@ fn kind_of(ty: ColumnType, meta: &[u8], unsigned: bool, text: TextEncoding) -> R
         MYSQL_TYPE_GEOMETRY => Kind::Geometry { len_bytes: len_bytes()? },
         MYSQL_TYPE_VECTOR => Kind::Vector { len_bytes: len_bytes()? },
         MYSQL_TYPE_BIT => {
-            let bytes = m(1)? + u8::from(m(0)? > 0);
+            // Metadata: bits beyond whole bytes, then whole bytes.
+            let bytes = u16::from(m(1)?) + u16::from(m(0)? > 0);
             if bytes > 8 {
                 bail!("BIT wider than 64 bits");
             }
-            Kind::Bit { bytes }
+            Kind::Bit { bytes: bytes as u8 }
         }
         other => bail!("column type {other:?} cannot appear in row events"),
     })
+}
+
+/// Checks the optional metadata at the end of a TABLE_MAP body where mysql_common would trust a
+/// count: its ENUM and SET value lists reserve memory for as many values as they claim. Each
+/// count is checked against the bytes that hold the values. `table_id_len` is 6 (4 on servers
+/// before 5.1.4).
+pub fn check_optional_metadata(body: &[u8], table_id_len: usize) -> Result<()> {
+    const SET_STR_VALUE: u64 = 5;
+    const ENUM_STR_VALUE: u64 = 6;
+    let mut cur = Cursor::new(body);
+    cur.take(table_id_len + 2)?; // table id, flags
+    for _ in 0..2 {
+        let name_len = cur.uint_le(1)? as usize;
+        cur.take(name_len + 1)?; // database, then table name, each NUL-terminated
+    }
+    let columns = usize::try_from(cur.lenenc()?)?;
+    cur.take(columns)?;
+    let meta_len = usize::try_from(cur.lenenc()?)?;
+    cur.take(meta_len)?;
+    cur.take(columns.div_ceil(8))?;
+    while !cur.is_empty() {
+        let field = cur.uint_le(1)?;
+        let len = usize::try_from(cur.lenenc()?)?;
+        let value = cur.take(len)?;
+        if field != SET_STR_VALUE && field != ENUM_STR_VALUE {
+            continue;
+        }
+        let mut values = Cursor::new(value);
+        while !values.is_empty() {
+            let count = values.lenenc()?;
+            let left = values.data.len() - values.pos;
+            if count > left as u64 {
+                bail!("TABLE_MAP metadata claims {count} ENUM/SET values in {left} bytes");
+            }
+            for _ in 0..count {
+                let value_len = usize::try_from(values.lenenc()?)?;
+                values.take(value_len)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Tables by TABLE_MAP id, reusing the built schema while the TABLE_MAP bytes are unchanged.

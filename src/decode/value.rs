@@ -212,6 +212,9 @@ pub fn write_value(kind: &Kind, cur: &mut Cursor<'_>, out: &mut Vec<u8>) -> Resu
             let bits = cur.uint_le(*bytes as usize)?;
             match names {
                 None => out.extend_from_slice(itoa::Buffer::new().format(bits).as_bytes()),
+                Some(names) if names.len() > 64 => {
+                    return Err(ValueError::Invalid(format!("SET with {} values (at most 64 exist)", names.len())));
+                }
                 Some(names) => {
                     if names.len() < 64 && bits >> names.len() != 0 {
                         return Err(ValueError::Invalid(format!(
@@ -253,6 +256,7 @@ pub fn write_jsonb(raw: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
         out.extend_from_slice(b"null");
         return Ok(());
     }
+    check_jsonb(raw)?;
     let value: jsonb::Value<'_> = ParseBuf(raw)
         .parse(())
         .map_err(|e| ValueError::Invalid(format!("bad binary JSON: {e}")))?;
@@ -261,6 +265,86 @@ pub fn write_jsonb(raw: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
         .map_err(|e| ValueError::Invalid(format!("bad binary JSON: {e}")))?;
     let dom: serde_json::Value = dom.into();
     serde_json::to_writer(&mut *out, &dom).map_err(|e| ValueError::Invalid(e.to_string()))
+}
+
+/// Deeper than any document MySQL stores (its limit is 100 levels).
+const MAX_JSON_DEPTH: usize = 150;
+
+/// Walks a binary JSON document's containers the way mysql_common's recursive parser will, and
+/// refuses what would make it overflow the stack (nesting beyond `MAX_JSON_DEPTH`) or do more
+/// work than the bytes justify: entries, keys and strings that several entries share would be
+/// expanded once per entry, exponentially in the depth. A document MySQL wrote stores each once,
+/// so their total never exceeds its length.
+pub fn check_jsonb(raw: &[u8]) -> Result<(), ValueError> {
+    let Some((&type_code, data)) = raw.split_first() else { return Ok(()) };
+    let mut budget = raw.len();
+    walk_jsonb(type_code, data, 0, &mut budget)
+}
+
+fn walk_jsonb(type_code: u8, data: &[u8], depth: usize, budget: &mut usize) -> Result<(), ValueError> {
+    const STRING: u8 = 0x0c;
+    const OPAQUE: u8 = 0x0f;
+    fn spend(budget: &mut usize, n: usize) -> Result<(), ValueError> {
+        *budget = budget
+            .checked_sub(n)
+            .ok_or_else(|| ValueError::Invalid("bad binary JSON: entries, keys or strings are shared or overlap".into()))?;
+        Ok(())
+    }
+    let (large, object) = match type_code {
+        0 => (false, true),
+        1 => (true, true),
+        2 => (false, false),
+        3 => (true, false),
+        STRING => return spend(budget, jsonb_varlen(data)),
+        OPAQUE => return spend(budget, jsonb_varlen(data.get(1..).unwrap_or_default())),
+        _ => return Ok(()),
+    };
+    if depth >= MAX_JSON_DEPTH {
+        return Err(ValueError::Invalid(format!("binary JSON nested deeper than {MAX_JSON_DEPTH} levels")));
+    }
+    // Offsets and counts are 2 bytes in small containers, 4 in large ones. Whatever is
+    // inconsistent is left for mysql_common to report: only what it would recurse into matters.
+    let width = if large { 4 } else { 2 };
+    let offset = |b: &[u8], at: usize| b.get(at..at + width).map(|b| b.iter().rev().fold(0usize, |a, &x| (a << 8) | x as usize));
+    let (Some(count), Some(bytes)) = (offset(data, 0), offset(data, width)) else { return Ok(()) };
+    let Some(container) = data.get(..bytes) else { return Ok(()) };
+    let key_entries = if object { count * (width + 2) } else { 0 };
+    if 2 * width + key_entries + count * (width + 1) > bytes {
+        return Ok(());
+    }
+    for pos in 0..count {
+        spend(budget, 1)?;
+        if object {
+            let key = 2 * width + (width + 2) * pos;
+            spend(budget, container.get(key + width..key + width + 2).map_or(0, |l| u16::from_le_bytes([l[0], l[1]]) as usize))?;
+        }
+        let entry = 2 * width + key_entries + (width + 1) * pos;
+        let child_type = container[entry];
+        let inlined = matches!(child_type, 4..=6) || (large && matches!(child_type, 7 | 8));
+        if inlined {
+            continue;
+        }
+        // As mysql_common requires: a child starts after its own entry, within the container.
+        match offset(container, entry + 1) {
+            Some(at) if at <= container.len() && at > entry + width => {
+                walk_jsonb(child_type, &container[at..], depth + 1, budget)?
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The length prefix of a binary JSON string: 7 bits per byte, low bits first.
+fn jsonb_varlen(data: &[u8]) -> usize {
+    let mut len = 0usize;
+    for (i, &b) in data.iter().take(5).enumerate() {
+        len |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    len
 }
 
 const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
@@ -487,6 +571,69 @@ mod tests {
         assert_eq!(format_utc(1_709_164_800), "2024-02-29T00:00:00Z");
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    /// `[]` as binary JSON: a small array of no elements and 4 bytes.
+    const EMPTY_ARRAY: [u8; 5] = [2, 0, 0, 4, 0];
+
+    /// A small binary JSON array holding `children` entries that all point at offset `at`.
+    fn jsonb_array(children: u16, child_type: u8, at: u16, tail: &[u8]) -> Vec<u8> {
+        let header = 4 + 3 * children;
+        let size = header + tail.len() as u16;
+        let mut b = [children.to_le_bytes(), size.to_le_bytes()].concat();
+        for _ in 0..children {
+            b.push(child_type);
+            b.extend(at.to_le_bytes());
+        }
+        b.extend(tail);
+        b
+    }
+
+    #[test]
+    fn deeply_nested_binary_json_is_an_error_not_a_stack_overflow() {
+        // 9,000 arrays, each the only element of the one before: mysql_common's parser would
+        // recurse once per level.
+        let mut doc = EMPTY_ARRAY.to_vec();
+        for _ in 0..9_000 {
+            let child = std::mem::take(&mut doc);
+            let mut level = vec![2];
+            level.extend(jsonb_array(1, child[0], 7, &child[1..]));
+            doc = level;
+        }
+        let mut out = Vec::new();
+        let err = write_jsonb(&doc, &mut out).unwrap_err().to_string();
+        assert!(err.contains("nested deeper than 150 levels"), "{err}");
+        // MySQL's own limit, 100 levels, still decodes.
+        let nested = (0..100).fold(EMPTY_ARRAY.to_vec(), |child, _| {
+            let mut level = vec![2];
+            level.extend(jsonb_array(1, child[0], 7, &child[1..]));
+            level
+        });
+        out.clear();
+        write_jsonb(&nested, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{}[]{}", "[".repeat(100), "]".repeat(100)));
+    }
+
+    #[test]
+    fn shared_binary_json_entries_are_an_error_not_exponential_work() {
+        // Each level holds two entries pointing at the same child: 2^40 leaves from ~400 bytes.
+        let mut doc = vec![0x0c, 1, b'x']; // the string "x"
+        for _ in 0..40 {
+            let child = std::mem::take(&mut doc);
+            let mut level = vec![2];
+            level.extend(jsonb_array(2, child[0], 10, &child[1..]));
+            doc = level;
+        }
+        let err = write_jsonb(&doc, &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("shared or overlap"), "{err}");
+    }
+
+    #[test]
+    fn a_set_beyond_64_values_is_an_error_not_a_shift_overflow() {
+        let names = Some((0..65).map(|i| format!("v{i}")).collect());
+        let mut cur = Cursor::new(&[0xff; 8]);
+        let err = write_value(&Kind::Set { bytes: 8, names }, &mut cur, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("SET with 65 values"), "{err}");
     }
 
     #[test]

@@ -49,15 +49,28 @@ fn progress_bar(total: u64) -> ProgressBar {
 }
 
 fn read_file(path: &Path, follow: bool, decoder: &mut Decoder, sink: &mut dyn Sink, progress: &ProgressBar) -> Result<Flow> {
-    let mut file = File::open(path).context("cannot open the file")?;
+    let file = File::open(path).context("cannot open the file")?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    read_binlog(&name, BufReader::with_capacity(256 * 1024, file), follow, decoder, sink, progress)
+}
+
+/// Decodes one binlog file's bytes (magic, format description, events) from `input`, as
+/// `dump --file` does; `name` is the file name positions report.
+pub fn read_binlog(
+    name: &str,
+    mut input: impl Read,
+    follow: bool,
+    decoder: &mut Decoder,
+    sink: &mut dyn Sink,
+    progress: &ProgressBar,
+) -> Result<Flow> {
     let mut magic = [0u8; 4];
-    let got = read_up_to(&mut file, &mut magic)?;
+    let got = read_up_to(&mut input, &mut magic)?;
     if got < 4 || magic != MAGIC {
         bail!("not a binlog file: it does not start with the binlog magic bytes fe 62 69 6e");
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    decoder.set_file(&name);
-    let mut events = EventReader::new(BufReader::with_capacity(256 * 1024, file), 4, Checksums::default());
+    decoder.set_file(name);
+    let mut events = EventReader::new(input, 4, Checksums::default());
     let mut first = true;
     loop {
         if decoder.limit_reached() {
@@ -89,7 +102,7 @@ fn read_file(path: &Path, follow: bool, decoder: &mut Decoder, sink: &mut dyn Si
     }
 }
 
-fn read_up_to(file: &mut File, buf: &mut [u8]) -> Result<usize> {
+fn read_up_to(file: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match file.read(&mut buf[n..])? {
