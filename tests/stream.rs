@@ -132,6 +132,17 @@ fn crash_test(resume_by: &str) {
     let events = wait_for_rows(&files, "crash", rows);
     let log = last.log();
     assert!(last.stop().success(), "{log}");
+    let distinct: HashSet<_> = events.iter().map(row_key).collect();
+    if distinct.len() < rows {
+        // What a loss looks like from here: where the last run started and what it said.
+        let logs: Vec<String> = (0..=kills).map(|n| format!("run {n}: {}", std::fs::read_to_string(dir.path().join(format!("err.{n}.log"))).unwrap_or_default())).collect();
+        panic!(
+            "{} of {rows} rows delivered; position file: {}\n{}",
+            distinct.len(),
+            std::fs::read_to_string(&position).unwrap_or_default(),
+            logs[logs.len().saturating_sub(4)..].join("\n")
+        );
+    }
     let duplicates = verify(&events, rows);
     let busy_runs = files[..kills].iter().filter(|f| !crate::util::in_db(read_events(&[f.to_path_buf()]), "crash").is_empty()).count();
     eprintln!(
