@@ -8,22 +8,28 @@
 //! - A file that cannot be read or parsed stops the tool and is left untouched: it is never
 //!   silently reset, which would replay or skip history.
 //! - One process at a time: an exclusive lock on `PATH.lock` is held while streaming.
+//! - Version 2 adds the progress of a running snapshot (saved with the position of its last
+//!   acknowledged chunk); version 1 files are read as positions without a snapshot and written
+//!   back as version 2.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::position::{Flavor, Resume};
+use crate::position::{Flavor, Resume, SnapshotProgress};
 use crate::event::{Change, Ddl};
 use crate::outbox::Message;
 use crate::gtid::GtidSet;
 use crate::sink::Sink;
 
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Older versions this binlog-tail reads (and upgrades on the next save).
+const READS: [u32; 2] = [1, 2];
 
 /// The server a position was taken on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +55,9 @@ pub struct Position {
     pub server: ServerIdentity,
     /// When this position was written (RFC 3339, UTC).
     pub updated_at: String,
+    /// A snapshot's progress; absent when no snapshot was ever started with this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotProgress>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +86,7 @@ impl Position {
             offset: resume.offset,
             server,
             updated_at: now_rfc3339(),
+            snapshot: resume.snapshot.as_deref().cloned(),
         }
     }
 
@@ -128,8 +138,8 @@ impl PositionFile {
                 self.path.display()
             )
         })?;
-        if pos.version != VERSION {
-            bail!("the position file {} has version {}, this binlog-tail understands {VERSION}", self.path.display(), pos.version);
+        if !READS.contains(&pos.version) {
+            bail!("the position file {} has version {}, this binlog-tail understands {READS:?}", self.path.display(), pos.version);
         }
         pos.gtids().with_context(|| format!("the position file {} holds a bad GTID set", self.path.display()))?;
         Ok(Some(pos))
@@ -160,7 +170,10 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 
 /// A sink wrapper that saves the position of acknowledged transactions: after every `every`
 /// commits or `interval` it asks the inner sink how far it has acknowledged and writes that; when
-/// the source is idle it waits for everything to be acknowledged first.
+/// the source is idle it waits for everything to be acknowledged first. Every commit carries the
+/// newest snapshot progress (the decoder's commits have none of their own), and a commit that
+/// moves a snapshot on is checkpointed at once, so a crash re-reads at most the chunks the sink
+/// had not acknowledged.
 pub struct Checkpointing<'a> {
     inner: &'a mut dyn Sink,
     file: PositionFile,
@@ -168,11 +181,22 @@ pub struct Checkpointing<'a> {
     server: Option<(Flavor, ServerIdentity)>,
     last_commit: Option<Resume>,
     saved: Option<Position>,
+    snapshot: Option<Arc<SnapshotProgress>>,
 }
 
 impl<'a> Checkpointing<'a> {
     pub fn new(inner: &'a mut dyn Sink, file: PositionFile, schedule: Schedule, saved: Option<Position>) -> Self {
-        Checkpointing { inner, file, schedule, server: None, last_commit: None, saved }
+        let snapshot = saved.as_ref().and_then(|p| p.snapshot.clone()).map(Arc::new);
+        Checkpointing { inner, file, schedule, server: None, last_commit: None, saved, snapshot }
+    }
+
+    /// `resume` with the newest snapshot progress; true if it moved the snapshot on.
+    fn stamp(&mut self, resume: &Resume) -> (Resume, bool) {
+        let progressed = resume.snapshot.is_some() && resume.snapshot != self.snapshot;
+        if progressed {
+            self.snapshot = resume.snapshot.clone();
+        }
+        (Resume { snapshot: self.snapshot.clone(), ..resume.clone() }, progressed)
     }
 
     /// The server the following commits come from.
@@ -185,6 +209,7 @@ impl<'a> Checkpointing<'a> {
     /// would skip what was written while the tool was down).
     pub fn begin_at(&mut self, resume: Resume) -> Result<()> {
         if self.last_commit.is_none() && self.saved.is_none() {
+            let (resume, _) = self.stamp(&resume);
             self.last_commit = Some(resume.clone());
             self.save(Some(resume))?;
         }
@@ -210,7 +235,10 @@ impl<'a> Checkpointing<'a> {
         let (Some(resume), Some((flavor, identity))) = (resume, &self.server) else {
             return Ok(());
         };
-        if self.saved.as_ref().is_some_and(|s| s.file == *resume.file && s.offset == resume.offset) {
+        let same = |s: &Position| {
+            s.file == *resume.file && s.offset == resume.offset && s.snapshot.as_ref() == resume.snapshot.as_deref()
+        };
+        if self.saved.as_ref().is_some_and(same) {
             return Ok(());
         }
         let pos = Position::new(*flavor, &resume, identity.clone());
@@ -248,9 +276,10 @@ impl Sink for Checkpointing<'_> {
     }
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {
-        self.inner.commit(resume)?;
-        self.last_commit = Some(resume.clone());
-        if self.schedule.committed() {
+        let (resume, progressed) = self.stamp(resume);
+        self.inner.commit(&resume)?;
+        self.last_commit = Some(resume);
+        if self.schedule.committed() || progressed {
             let acked = self.inner.acknowledged()?;
             self.save(acked)?;
         }
@@ -314,11 +343,7 @@ mod tests {
     use std::sync::Arc;
 
     fn position(offset: u64) -> Position {
-        let resume = Resume {
-            file: Arc::from("binlog.000003"),
-            offset,
-            gtids: Some(GtidSet::parse("0-1-42").unwrap()),
-        };
+        let resume = Resume::new(Arc::from("binlog.000003"), offset, Some(GtidSet::parse("0-1-42").unwrap()));
         Position::new(Flavor::MariaDb, &resume, ServerIdentity { uuid: None, server_id: 1, hostname: "db".into() })
     }
 
@@ -334,6 +359,30 @@ mod tests {
         assert_eq!(loaded.offset, 200);
         assert_eq!(loaded.gtid_set.as_deref(), Some("0-1-42"));
         assert!(!sibling(&path, ".tmp").exists(), "no temp file left behind");
+    }
+
+    #[test]
+    fn version_1_files_are_read_and_upgraded_with_snapshot_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pos.json");
+        fs::write(
+            &path,
+            r#"{"version":1,"flavor":"mariadb","gtid_set":"0-1-7","file":"binlog.000001","offset":900,
+               "server":{"uuid":null,"server_id":1,"hostname":"db"},"updated_at":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        let file = PositionFile::open(&path).unwrap();
+        let mut pos = file.load().unwrap().unwrap();
+        assert_eq!((pos.version, pos.offset, pos.snapshot.clone()), (1, 900, None));
+        pos.version = VERSION;
+        pos.snapshot = Some(SnapshotProgress {
+            pending: vec![["shop".into(), "orders".into()]],
+            after: Some(vec![crate::position::KeyValue::Int(5), crate::position::KeyValue::Bytes(b"a\xff".to_vec())]),
+            done: 2,
+        });
+        file.save(&pos).unwrap();
+        assert_eq!(file.load().unwrap().unwrap(), pos);
+        assert!(fs::read_to_string(&path).unwrap().contains("\"version\": 2"));
     }
 
     #[test]

@@ -9,10 +9,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{EmitArgs, ResumeBy, ServerArgs, SinkKind, StreamArgs};
+use crate::cli::{EmitArgs, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode, StreamArgs};
 use crate::decode::Options;
+use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
 use crate::outbox::OutboxTable;
+use crate::snapshot::{self, KeyOverride};
 use crate::sink::kafka::config::{KafkaSettings, KeyMode};
 use crate::source::server::ServerConfig;
 use crate::source::Start;
@@ -50,6 +52,10 @@ pub struct FileConfig {
     /// librdkafka properties.
     #[serde(default)]
     pub kafka: std::collections::BTreeMap<String, toml::Value>,
+    pub snapshot: Option<SnapshotMode>,
+    pub snapshot_chunk_size: Option<u64>,
+    #[serde(default)]
+    pub snapshot_keys: Vec<String>,
 }
 
 impl FileConfig {
@@ -71,6 +77,8 @@ pub struct StreamSettings {
     pub decode: Options,
     /// Set when the sink is Kafka.
     pub kafka: Option<KafkaSettings>,
+    /// Set with `--snapshot initial`.
+    pub snapshot: Option<snapshot::Settings>,
 }
 
 impl StreamSettings {
@@ -136,6 +144,12 @@ impl StreamSettings {
                 })
             }
         };
+        let snapshot_args = SnapshotArgs {
+            snapshot: args.snapshot.snapshot.or(file.snapshot),
+            snapshot_chunk_size: args.snapshot.snapshot_chunk_size.or(file.snapshot_chunk_size),
+            snapshot_key: pick(args.snapshot.snapshot_key, file.snapshot_keys),
+        };
+        let snapshot = snapshot_settings(&snapshot_args)?;
         let mut server = server_config(&merged, true)?;
         server.resume_by_gtid = args.resume_by.or(file.resume_by).unwrap_or(ResumeBy::Gtid) == ResumeBy::Gtid;
         Ok(StreamSettings {
@@ -147,8 +161,22 @@ impl StreamSettings {
             checkpoint_every: args.checkpoint_every.or(file.checkpoint_every).unwrap_or(1000).max(1),
             checkpoint_interval: seconds(args.checkpoint_interval.or(file.checkpoint_interval).unwrap_or(1.0), "checkpoint interval")?,
             decode,
+            snapshot,
         })
     }
+}
+
+/// The snapshot settings, when a snapshot was asked for.
+pub fn snapshot_settings(args: &SnapshotArgs) -> Result<Option<snapshot::Settings>> {
+    if args.snapshot != Some(SnapshotMode::Initial) {
+        return Ok(None);
+    }
+    let chunk_size = args.snapshot_chunk_size.unwrap_or(10_000);
+    if chunk_size == 0 {
+        return Err(Usage("--snapshot-chunk-size must be at least 1".into()).into());
+    }
+    let keys = args.snapshot_key.iter().map(|k| KeyOverride::parse(k)).collect::<Result<_>>()?;
+    Ok(Some(snapshot::Settings { chunk_size, keys }))
 }
 
 /// The connection settings shared by every subcommand.

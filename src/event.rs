@@ -15,6 +15,8 @@ pub enum Op {
     Insert,
     Update,
     Delete,
+    /// A row read by a snapshot (not a change in the binlog).
+    Read,
 }
 
 impl Op {
@@ -23,6 +25,7 @@ impl Op {
             Op::Insert => "insert",
             Op::Update => "update",
             Op::Delete => "delete",
+            Op::Read => "read",
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - `filter`, `outbox`
 //! - `sink` (stdout, Kafka), `decode` (binlog events -> changes handed to a sink)
 //! - `checkpoint` (position file), `error`, `shutdown`, `preflight`, `source` (files, servers)
+//! - `snapshot` (existing rows read in chunks, emitted at their binlog positions)
 //! - `cli`, `config`, `pipeline` (what each subcommand runs)
 
 pub mod checkpoint;
@@ -25,6 +26,7 @@ pub mod position;
 pub mod preflight;
 pub mod schema;
 pub mod shutdown;
+pub mod snapshot;
 pub mod sink;
 pub mod source;
 pub mod text;

@@ -3,7 +3,8 @@
 //!
 //! Invariants: a reconnect resumes from the end of the last transaction handed to the sink, so
 //! nothing is skipped; a shutdown signal lets the current transaction finish, flushes the sink
-//! and saves the position before exiting 0.
+//! and saves the position before exiting 0. A snapshot is offered every point between
+//! transactions the stream reaches (and idle moments), which is where its chunks are emitted.
 
 use std::io::{self, BufWriter};
 use std::time::Duration;
@@ -13,12 +14,15 @@ use tokio::runtime::Runtime;
 
 use crate::checkpoint::{Checkpointing, Position, PositionFile, Schedule};
 use crate::cli::{CheckArgs, DumpArgs, SinkKind, StreamArgs};
-use crate::config::{decode_options, server_config, StreamSettings};
+use crate::config::{decode_options, server_config, snapshot_settings, StreamSettings};
 use crate::decode::{Decoder, Flow, Options};
 use crate::position::Resume;
 use crate::error::is_transient;
 use crate::preflight::{self, Status};
+use crate::event::Op;
+use crate::position::{Flavor, SnapshotProgress};
 use crate::shutdown::Shutdown;
+use crate::snapshot::{self, Snapshot};
 use crate::sink::kafka::KafkaSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::Sink;
@@ -35,13 +39,22 @@ pub fn dump(args: DumpArgs) -> Result<()> {
         log_stats(&decoder);
         return sink.flush();
     }
-    let cfg = server_config(&args.server, args.follow)?;
-    let start = args.server.start.clone().unwrap_or(Start::Earliest);
+    let settings = snapshot_settings(&args.snapshot)?;
+    // A snapshot needs the stream to go on until its last chunk is emitted; `dump` then stops at
+    // the server's end unless --follow.
+    let cfg = server_config(&args.server, args.follow || settings.is_some())?;
+    let default_start = if settings.is_some() { Start::Latest } else { Start::Earliest };
+    let start = args.server.start.clone().unwrap_or(default_start);
     let rt = runtime()?;
     let shutdown = Shutdown::install(&rt);
     let mut source = ServerSource::open(rt.handle(), &cfg, &start, Checks::Basic)?;
+    let mut snapshot = match settings {
+        Some(settings) => new_snapshot(&rt, &cfg, &source, settings, &opts, None)?,
+        None => None,
+    };
     let mut decoder = server_decoder(&rt, &cfg, &source, opts)?;
-    run(&mut source, &mut decoder, &mut sink, &shutdown)?;
+    let until = if args.follow { Until::End } else { Until::SnapshotDone };
+    run(&mut source, &mut decoder, &mut sink, &shutdown, snapshot.as_mut(), until)?;
     log_stats(&decoder);
     sink.flush()
 }
@@ -78,6 +91,7 @@ pub fn stream(args: StreamArgs) -> Result<()> {
     };
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
     let mut sink = Checkpointing::new(out.as_mut(), position_file, schedule, saved.clone());
+    let mut snapshot: Option<Snapshot> = None;
     let mut failures = 0u32;
     loop {
         let current = sink.position();
@@ -95,10 +109,17 @@ pub fn stream(args: StreamArgs) -> Result<()> {
             check_identity(prev, &source)?;
         }
         failures = 0;
+        if snapshot.is_none() {
+            if let Some(snap) = &settings.snapshot {
+                let saved_progress = saved.as_ref().map(|p| p.snapshot.clone());
+                snapshot = new_snapshot(&rt, &settings.server, &source, snap.clone(), &settings.decode, saved_progress)?;
+            }
+        }
         sink.set_server(source.flavor, source.identity.clone());
-        sink.begin_at(source.start.clone())?;
+        let progress = snapshot.as_ref().map(Snapshot::progress);
+        sink.begin_at(Resume { snapshot: progress, ..source.start.clone() })?;
         let mut decoder = server_decoder(&rt, &settings.server, &source, settings.decode.clone())?;
-        let result = run(&mut source, &mut decoder, &mut sink, &shutdown);
+        let result = run(&mut source, &mut decoder, &mut sink, &shutdown, snapshot.as_mut(), Until::End);
         drop(source);
         match result {
             Ok(()) => return sink.finish(),
@@ -157,6 +178,40 @@ fn runtime() -> Result<Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The snapshot to run alongside the stream, if any: a new one when there is no saved position
+/// (`saved` None), the saved one while it is unfinished; none once it completed, or when the
+/// position file predates it (`Some(None)`: the stream already has every row since then).
+fn new_snapshot(
+    rt: &Runtime,
+    cfg: &ServerConfig,
+    source: &ServerSource,
+    settings: snapshot::Settings,
+    opts: &Options,
+    saved: Option<Option<SnapshotProgress>>,
+) -> Result<Option<Snapshot>> {
+    if !opts.filter.includes_op(Op::Read) {
+        tracing::info!("--ops leaves out read events: no snapshot is taken");
+        return Ok(None);
+    }
+    if source.flavor == Flavor::MySql {
+        bail!("snapshots read a consistent binlog position that only MariaDB reports (binlog_snapshot_position); on MySQL they are not supported yet: run without --snapshot");
+    }
+    let connect = connect_opts(cfg)?;
+    let progress = match saved {
+        None => snapshot::plan(rt.handle(), &connect, &opts.filter, &|db: &str, t: &str| opts.outbox.iter().any(|o| o.is(db, t)))?,
+        Some(Some(progress)) if !progress.complete() => {
+            tracing::info!("resuming the snapshot: {} table(s) left, {} done", progress.pending.len(), progress.done);
+            progress
+        }
+        Some(Some(_)) => return Ok(None),
+        Some(None) => {
+            tracing::info!("the position file holds a position without a snapshot: resuming from it, no snapshot is taken (move the file away to take one)");
+            return Ok(None);
+        }
+    };
+    Ok(Some(Snapshot::new(rt.handle().clone(), connect, settings, opts.filter.clone(), progress)))
+}
+
 fn server_decoder(rt: &Runtime, cfg: &ServerConfig, source: &ServerSource, opts: Options) -> Result<Decoder> {
     let lookup = InfoSchema::new(rt.handle().clone(), connect_opts(cfg)?);
     let mut decoder = Decoder::new(Some(Box::new(lookup)), opts);
@@ -167,15 +222,39 @@ fn server_decoder(rt: &Runtime, cfg: &ServerConfig, source: &ServerSource, opts:
 /// How often an idle stream wakes up to save a checkpoint that fell due.
 const IDLE_WAKEUP: Duration = Duration::from_millis(250);
 
+/// When `run` returns by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// At the end of the stream (never, when following).
+    End,
+    /// When the snapshot (if any) has been emitted and the stream has nothing more to send now.
+    SnapshotDone,
+}
+
 /// Feeds server events to the decoder until the stream ends, the limit is reached, or a shutdown
-/// was requested and no transaction is open.
-fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, shutdown: &Shutdown) -> Result<()> {
+/// was requested and no transaction is open. A snapshot gets every point between transactions.
+fn run(
+    source: &mut ServerSource,
+    decoder: &mut Decoder,
+    sink: &mut dyn Sink,
+    shutdown: &Shutdown,
+    mut snapshot: Option<&mut Snapshot>,
+    until: Until,
+) -> Result<()> {
+    // The last point between transactions, where an idle stream stands.
+    let (mut at_file, mut at_offset) = (source.start.file.clone(), source.start.offset);
     loop {
         if shutdown.requested() && (!decoder.in_transaction() || shutdown.forced()) {
             return Ok(());
         }
         let next = match source.try_next()? {
             Next::Idle => {
+                if let Some(snap) = snapshot.as_deref_mut() {
+                    snap.reached(&at_file, at_offset, &decoder.gtids, sink)?;
+                }
+                if until == Until::SnapshotDone && snapshot.as_deref().is_none_or(Snapshot::complete) {
+                    return Ok(());
+                }
                 // Flushing when idle also saves a due checkpoint; waking up now and then lets a
                 // checkpoint that fell due while waiting be saved too.
                 sink.flush()?;
@@ -191,12 +270,21 @@ fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, sh
                 if decoder.feed(ev.raw(), offset, next_offset, sink)? == Flow::Stop {
                     return Ok(());
                 }
+                // Artificial events (log_pos 0) and rotations do not mark a place in the file.
+                if let Some(snap) = snapshot.as_deref_mut().filter(|_| h.log_pos != 0 && h.type_code != ROTATE) {
+                    if !decoder.in_transaction() {
+                        (at_file, at_offset) = (decoder.file().clone(), next_offset);
+                        snap.reached(&at_file, at_offset, &decoder.gtids, sink)?;
+                    }
+                }
             }
             Next::End => return Ok(()),
             Next::Idle | Next::Interrupted => {}
         }
     }
 }
+
+const ROTATE: u8 = 4;
 
 fn resume_from(resume: &Resume) -> Start {
     Start::Resume { file: resume.file.to_string(), offset: resume.offset, gtids: resume.gtids.clone() }

@@ -143,6 +143,11 @@ impl Decoder {
         self.gtids = gtids;
     }
 
+    /// The binlog file the events fed now come from.
+    pub fn file(&self) -> &Arc<str> {
+        &self.file
+    }
+
     /// True between a transaction's first event and its end.
     pub fn in_transaction(&self) -> bool {
         self.tx.gtid.is_some() || self.tx.open || self.tx.rows > 0
@@ -395,7 +400,7 @@ impl Decoder {
         }
         self.tx = Transaction::default();
         self.tables.trim();
-        sink.commit(&Resume { file: self.file.clone(), offset: next_offset, gtids: self.gtids.clone() })?;
+        sink.commit(&Resume::new(self.file.clone(), next_offset, self.gtids.clone()))?;
         Ok(flow)
     }
 

@@ -86,7 +86,8 @@ impl<'a> RowsEvent<'a> {
         let mut cur = Cursor::new(self.rows);
         while !cur.is_empty() {
             match self.op {
-                Op::Insert => {
+                // Rows events carry no snapshot reads; `op_of` never yields Read.
+                Op::Insert | Op::Read => {
                     let after = RowImage::decode(table, self.present_after, &mut cur, None)?;
                     emit(None, Some(after))?;
                 }

@@ -129,7 +129,7 @@ impl ServerSource {
             let stream = request_stream(conn, flavor, cfg, &at).await?;
             let (tx, rx) = mpsc::channel(1024);
             tokio::spawn(pump(stream, tx, cfg.heartbeat * 3, cfg.follow, opts.clone()));
-            let start = Resume { file: Arc::from(at.file.as_str()), offset: at.pos, gtids: at.gtids.clone() };
+            let start = Resume::new(Arc::from(at.file.as_str()), at.pos, at.gtids.clone());
             Ok(ServerSource { rx, rt: rt.clone(), flavor, identity, resumed_by_gtid: at.by_gtid, start_gtids: at.gtids, start })
         })
     }

@@ -286,7 +286,7 @@ mod tests {
     }
 
     fn resume(offset: u64) -> Resume {
-        Resume { file: Arc::from("binlog.000001"), offset, gtids: None }
+        Resume::new(Arc::from("binlog.000001"), offset, None)
     }
 
     #[test]

@@ -1,0 +1,331 @@
+//! Snapshots: every row of the included tables as `read` events, interleaved with the live
+//! stream at the exact binlog position each chunk was read at.
+//!
+//! Invariants:
+//! - A chunk read at binlog position P (see `chunk`) is emitted when the stream stands between
+//!   transactions at P: every change emitted before it is older than what it read, every change
+//!   after it is newer. A chunk is only started while the stream is between transactions at a
+//!   position X, and only kept if P >= X (else it is read again); the stream then never passes P
+//!   before the chunk is emitted — reaching P it waits for the rows, at most one chunk's read.
+//! - One table at a time, in key order: at most one chunk being emitted and the next one being
+//!   read, so memory is bounded by two chunks (a table without a usable key is one chunk).
+//! - Progress (tables left, the last emitted key) rides on the commit that follows each chunk,
+//!   so the position file records it only once the sink acknowledged the chunk: after a crash
+//!   the snapshot continues after the last acknowledged chunk.
+
+pub mod chunk;
+pub mod values;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Result};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use crate::error::{Transient, Usage};
+use crate::event::{Change, Op};
+use crate::filter::Filter;
+use crate::gtid::GtidSet;
+use crate::position::{Resume, SnapshotProgress};
+use crate::sink::Sink;
+use crate::source::server::connect;
+use chunk::{BinlogPos, Chunk, SESSION_SETUP};
+
+/// How a snapshot is taken.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Rows per chunk.
+    pub chunk_size: u64,
+    /// Chunk keys named by `--snapshot-key db.table=col,...`.
+    pub keys: Vec<KeyOverride>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyOverride {
+    pub db: String,
+    pub table: String,
+    pub columns: Vec<String>,
+}
+
+impl KeyOverride {
+    /// `db.table=col1,col2`.
+    pub fn parse(text: &str) -> Result<KeyOverride> {
+        let bad = || Usage(format!("--snapshot-key `{text}`: use db.table=column[,column...] naming unique, NOT NULL columns"));
+        let (table, columns) = text.split_once('=').ok_or_else(bad)?;
+        let (db, table) = table.split_once('.').ok_or_else(bad)?;
+        let columns: Vec<String> = columns.split(',').map(|c| c.trim().to_string()).collect();
+        if db.is_empty() || table.is_empty() || columns.iter().any(String::is_empty) {
+            return Err(bad().into());
+        }
+        Ok(KeyOverride { db: db.to_string(), table: table.to_string(), columns })
+    }
+}
+
+/// The tables a new snapshot reads: every base table the filters include, outside the system
+/// schemas, minus `skip` (outbox tables, whose rows are never change events).
+pub fn plan(rt: &Handle, opts: &Opts, filter: &Filter, skip: &dyn Fn(&str, &str) -> bool) -> Result<SnapshotProgress> {
+    let tables: Vec<(String, String)> = rt.block_on(async {
+        let mut conn = connect(opts, Duration::ZERO).await?;
+        let rows = conn
+            .query(
+                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' \
+                 AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') \
+                 ORDER BY TABLE_SCHEMA, TABLE_NAME",
+            )
+            .await?;
+        Ok::<_, anyhow::Error>(rows)
+    })?;
+    let pending: Vec<[String; 2]> = tables
+        .into_iter()
+        .filter(|(db, t)| filter.includes_table(db, t) && !skip(db, t))
+        .map(|(db, t)| [db, t])
+        .collect();
+    tracing::info!("snapshot of {} table(s) planned", pending.len());
+    Ok(SnapshotProgress { pending, after: None, done: 0 })
+}
+
+/// A chunk being read: the position its view matches, and its rows once read.
+struct Reading {
+    at: BinlogPos,
+    read_at: u64,
+    rows: oneshot::Receiver<(Conn, Result<Option<Chunk>>)>,
+}
+
+pub struct Snapshot {
+    rt: Handle,
+    opts: Opts,
+    settings: Settings,
+    filter: Filter,
+    progress: Arc<SnapshotProgress>,
+    conn: Option<Conn>,
+    reading: Option<Reading>,
+    report: Report,
+}
+
+impl Snapshot {
+    pub fn new(rt: Handle, opts: Opts, settings: Settings, filter: Filter, progress: SnapshotProgress) -> Snapshot {
+        Snapshot { rt, opts, settings, filter, progress: Arc::new(progress), conn: None, reading: None, report: Report::default() }
+    }
+
+    pub fn progress(&self) -> Arc<SnapshotProgress> {
+        self.progress.clone()
+    }
+
+    pub fn complete(&self) -> bool {
+        self.progress.complete()
+    }
+
+    /// The stream stands between transactions at `file:offset`, having executed `gtids`: emits
+    /// the chunk that belongs here (waiting for its rows if need be) and starts the next read.
+    pub fn reached(&mut self, file: &Arc<str>, offset: u64, gtids: &Option<GtidSet>, sink: &mut dyn Sink) -> Result<()> {
+        self.step(file, offset, gtids, sink).map_err(classify)
+    }
+
+    fn step(&mut self, file: &Arc<str>, offset: u64, gtids: &Option<GtidSet>, sink: &mut dyn Sink) -> Result<()> {
+        let here = BinlogPos { file: file.clone(), offset };
+        loop {
+            if self.progress.complete() {
+                return Ok(());
+            }
+            let Some(reading) = &self.reading else {
+                self.start(&here)?;
+                continue;
+            };
+            if !here.at_or_after(&reading.at.file, reading.at.offset) {
+                return Ok(());
+            }
+            let Reading { at, read_at, rows } = self.reading.take().expect("checked above");
+            let (conn, result) = self.rt.block_on(rows).map_err(|_| anyhow!("the snapshot read was cancelled"))?;
+            self.conn = Some(conn);
+            let [db, table] = self.progress.pending[0].clone();
+            let mut next = (*self.progress).clone();
+            let chunk = match result {
+                Ok(Some(chunk)) => Some(chunk),
+                Ok(None) => {
+                    tracing::warn!("snapshot: `{db}`.`{table}` no longer exists (dropped during the snapshot?); skipping it");
+                    None
+                }
+                Err(e) => match server_error(&e) {
+                    Some(1146) => {
+                        tracing::warn!("snapshot: `{db}`.`{table}` was dropped during its snapshot; skipping it");
+                        None
+                    }
+                    // The table changed after the chunk's view was taken, or a lock conflict.
+                    Some(1412 | 1213 | 1205) => {
+                        tracing::info!("snapshot: reading `{db}`.`{table}` again: {e:#}");
+                        continue;
+                    }
+                    _ => {
+                        self.conn = None;
+                        return Err(e.context(format!("snapshot of `{db}`.`{table}`")));
+                    }
+                },
+            };
+            let rows = chunk.as_ref().map_or(0, |c| c.rows.len());
+            match chunk.as_ref().filter(|c| !c.last) {
+                Some(c) => next.after = c.last_key.clone(),
+                None => {
+                    next.pending.remove(0);
+                    next.after = None;
+                    next.done += 1;
+                }
+            }
+            self.progress = Arc::new(next);
+            // Read the next chunk while this one is emitted: it starts here, so its view is newer.
+            if !self.progress.complete() {
+                self.start(&here)?;
+            }
+            if let Some(chunk) = chunk {
+                emit(chunk, &at, read_at, sink)?;
+            }
+            let resume = Resume { snapshot: Some(self.progress.clone()), ..Resume::new(file.clone(), offset, gtids.clone()) };
+            sink.commit(&resume)?;
+            self.report.rows(&db, &table, rows as u64, self.progress.pending.first() != Some(&[db.clone(), table.clone()]));
+            if self.progress.complete() {
+                tracing::info!("snapshot complete: {} table(s)", self.progress.done);
+            }
+        }
+    }
+
+    /// Begins the next chunk's transaction at a position at or after `here`, and reads it in the
+    /// background.
+    fn start(&mut self, here: &BinlogPos) -> Result<()> {
+        let [db, table] = self.progress.pending[0].clone();
+        let key = self.settings.keys.iter().find(|k| k.db == db && k.table == table).map(|k| k.columns.clone());
+        let after = self.progress.after.clone();
+        let (limit, filter) = (self.settings.chunk_size, self.filter.clone());
+        let (conn, at) = self.rt.block_on(async {
+            let mut conn = match self.conn.take() {
+                Some(conn) => conn,
+                None => {
+                    let mut conn = connect(&self.opts, Duration::ZERO).await?;
+                    for sql in SESSION_SETUP {
+                        conn.query_drop(sql).await?;
+                    }
+                    conn
+                }
+            };
+            // A transaction can reach the binlog (and the stream) an instant before it becomes
+            // visible to new snapshots: a view older than what the stream has read is retried.
+            for attempt in 0.. {
+                let at = chunk::begin(&mut conn).await?;
+                if at.at_or_after(&here.file, here.offset) {
+                    return Ok::<_, anyhow::Error>((conn, at));
+                }
+                conn.query_drop("ROLLBACK").await?;
+                if attempt == 1000 {
+                    bail!("the server's snapshot position {}:{} stays behind the binlog position {}:{} the stream has read", at.file, at.offset, here.file, here.offset);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            unreachable!("the loop returns or fails")
+        })?;
+        let read_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let (tx, rx) = oneshot::channel();
+        self.rt.spawn(async move {
+            let mut conn = conn;
+            let result = async {
+                let Some(spec) = chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? else {
+                    conn.query_drop("ROLLBACK").await?;
+                    return Ok(None);
+                };
+                if spec.key.is_empty() && after.is_some() {
+                    bail!("`{db}`.`{table}` has lost its key since the snapshot began reading it in chunks");
+                }
+                chunk::read(&mut conn, &spec, after.as_deref(), limit).await.map(Some)
+            }
+            .await;
+            let _ = tx.send((conn, result));
+        });
+        self.reading = Some(Reading { at, read_at, rows: rx });
+        Ok(())
+    }
+}
+
+/// The chunk's rows as one transaction of `read` events at the chunk's position.
+fn emit(chunk: Chunk, at: &BinlogPos, read_at: u64, sink: &mut dyn Sink) -> Result<()> {
+    let count = chunk.rows.len() as u64;
+    for (n, image) in chunk.rows.into_iter().enumerate() {
+        let change = Change {
+            op: Op::Read,
+            table: chunk.table.clone(),
+            ts: read_at,
+            gtid: None,
+            file: at.file.clone(),
+            offset: at.offset,
+            xid: None,
+            row: n as u64,
+            commit: n as u64 + 1 == count,
+            before: None,
+            after: Some(image),
+        };
+        sink.change(&change)?;
+    }
+    Ok(())
+}
+
+/// The server's error code, if `e` is a server error.
+fn server_error(e: &anyhow::Error) -> Option<u16> {
+    e.chain().find_map(|c| match c.downcast_ref::<mysql_async::Error>() {
+        Some(mysql_async::Error::Server(s)) => Some(s.code),
+        _ => None,
+    })
+}
+
+/// Wraps connection errors of the snapshot as transient, so the stream reconnects and goes on.
+fn classify(e: anyhow::Error) -> anyhow::Error {
+    let lost = |c: &(dyn std::error::Error + 'static)| {
+        matches!(c.downcast_ref::<mysql_async::Error>(), Some(mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)))
+    };
+    if e.chain().any(lost) && !crate::error::is_transient(&e) {
+        Transient(e.context("the snapshot's connection failed")).into()
+    } else {
+        e
+    }
+}
+
+/// Progress in the log: a line when a table starts and ends, and every 10 s.
+#[derive(Default)]
+struct Report {
+    table: Option<(String, String, Instant, u64)>,
+    last: Option<Instant>,
+}
+
+impl Report {
+    fn rows(&mut self, db: &str, table: &str, rows: u64, table_done: bool) {
+        let now = Instant::now();
+        let same = self.table.as_ref().is_some_and(|(d, t, ..)| d == db && t == table);
+        if !same {
+            tracing::info!("snapshot of `{db}`.`{table}` started");
+            self.table = Some((db.to_string(), table.to_string(), now, 0));
+            self.last = Some(now);
+        }
+        let (_, _, started, total) = self.table.as_mut().expect("set above");
+        *total += rows;
+        let rate = *total as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        if table_done {
+            tracing::info!("snapshot of `{db}`.`{table}` done: {total} rows in {:.1?} ({rate:.0} rows/s)", started.elapsed());
+            self.table = None;
+        } else if self.last.is_some_and(|l| now - l >= Duration::from_secs(10)) {
+            tracing::info!("snapshot of `{db}`.`{table}`: {total} rows so far ({rate:.0} rows/s)");
+            self.last = Some(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_keys_parse() {
+        let k = KeyOverride::parse("shop.log=day,seq").unwrap();
+        assert_eq!((k.db.as_str(), k.table.as_str(), k.columns), ("shop", "log", vec!["day".to_string(), "seq".to_string()]));
+        for bad in ["shop.log", "log=id", "shop.log=", "shop.log=a,,b"] {
+            assert!(KeyOverride::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
