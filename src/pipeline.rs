@@ -48,12 +48,12 @@ pub fn dump(args: DumpArgs) -> Result<()> {
     let rt = runtime()?;
     let shutdown = Shutdown::install(&rt);
     let mut source = ServerSource::open(rt.handle(), &cfg, &start, Checks::Basic)?;
+    let until = if settings.is_some() && !args.follow { Until::SnapshotDone } else { Until::End };
     let mut snapshot = match settings {
         Some(settings) => new_snapshot(&rt, &cfg, &source, settings, &opts, None)?,
         None => None,
     };
     let mut decoder = server_decoder(&rt, &cfg, &source, opts)?;
-    let until = if args.follow { Until::End } else { Until::SnapshotDone };
     run(&mut source, &mut decoder, &mut sink, &shutdown, snapshot.as_mut(), until)?;
     log_stats(&decoder);
     sink.flush()

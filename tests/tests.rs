@@ -9,6 +9,7 @@ mod files;
 mod kafka;
 mod mysql_files;
 mod server;
+mod snapshot;
 mod stream;
 mod transactions;
 mod types;
