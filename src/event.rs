@@ -78,6 +78,11 @@ impl Change {
         out.push(b'}');
     }
 
+    /// The after image as a JSON object (`null` for deletes).
+    pub fn write_after(&self, out: &mut Vec<u8>) {
+        write_image(&self.table, self.after.as_ref(), out);
+    }
+
     /// The primary key as a JSON object, or `null` when the table has none.
     pub fn write_pk(&self, out: &mut Vec<u8>) {
         let t = &*self.table;
