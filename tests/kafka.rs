@@ -272,6 +272,7 @@ fn initial_snapshot_lands_in_the_same_topics_keyed_like_changes() {
     extra.extend(["--snapshot", "initial", "--snapshot-chunk-size", "10"].map(String::from));
     let run = Stream::start(&server, &position, dir.path(), 0, &args(&extra));
     let nokey = broker.read("shop.nokey", 3);
+    assert_eq!(broker.read("shop.orders", 25).len(), 25, "the snapshot arrives first: {}", run.log());
     server.sql("UPDATE shop.orders SET status = 'new' WHERE id = 1; INSERT INTO shop.orders VALUES (26, 'new');");
     let orders = broker.read("shop.orders", 27);
     assert!(run.stop().success());
