@@ -16,8 +16,12 @@
 pub mod chunk;
 pub mod values;
 
+use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use anyhow::{anyhow, bail, Result};
 use mysql_async::prelude::Queryable;
@@ -205,6 +209,9 @@ impl Snapshot {
                     for sql in SESSION_SETUP {
                         conn.query_drop(sql).await?;
                     }
+                    if self.report.estimates.is_none() {
+                        self.report.estimates = Some(table_estimates(&mut conn).await?);
+                    }
                     conn
                 }
             };
@@ -287,33 +294,70 @@ fn classify(e: anyhow::Error) -> anyhow::Error {
     }
 }
 
-/// Progress in the log: a line when a table starts and ends, and every 10 s.
+/// Progress: on a terminal a bar per table (rows, rows/s, ETA from the server's row estimate);
+/// otherwise a log line when a table starts and ends, and every 10 s.
 #[derive(Default)]
 struct Report {
-    table: Option<(String, String, Instant, u64)>,
-    last: Option<Instant>,
+    /// `information_schema.TABLES.TABLE_ROWS` (an estimate) per table, fetched once.
+    estimates: Option<HashMap<(String, String), u64>>,
+    table: Option<TableReport>,
+}
+
+struct TableReport {
+    db: String,
+    name: String,
+    started: Instant,
+    last_line: Instant,
+    rows: u64,
+    bar: ProgressBar,
 }
 
 impl Report {
     fn rows(&mut self, db: &str, table: &str, rows: u64, table_done: bool) {
         let now = Instant::now();
-        let same = self.table.as_ref().is_some_and(|(d, t, ..)| d == db && t == table);
-        if !same {
-            tracing::info!("snapshot of `{db}`.`{table}` started");
-            self.table = Some((db.to_string(), table.to_string(), now, 0));
-            self.last = Some(now);
+        if !self.table.as_ref().is_some_and(|t| t.db == db && t.name == table) {
+            let estimate = self.estimates.as_ref().and_then(|e| e.get(&(db.to_string(), table.to_string()))).copied();
+            tracing::info!("snapshot of `{db}`.`{table}` started (about {} rows)", estimate.unwrap_or(0));
+            self.table = Some(TableReport {
+                db: db.to_string(),
+                name: table.to_string(),
+                started: now,
+                last_line: now,
+                rows: 0,
+                bar: progress_bar(&format!("{db}.{table}"), estimate.unwrap_or(0)),
+            });
         }
-        let (_, _, started, total) = self.table.as_mut().expect("set above");
-        *total += rows;
-        let rate = *total as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        let t = self.table.as_mut().expect("set above");
+        t.rows += rows;
+        t.bar.inc(rows);
+        let rate = t.rows as f64 / t.started.elapsed().as_secs_f64().max(1e-3);
         if table_done {
-            tracing::info!("snapshot of `{db}`.`{table}` done: {total} rows in {:.1?} ({rate:.0} rows/s)", started.elapsed());
+            t.bar.finish_and_clear();
+            tracing::info!("snapshot of `{db}`.`{table}` done: {} rows in {:.1?} ({rate:.0} rows/s)", t.rows, t.started.elapsed());
             self.table = None;
-        } else if self.last.is_some_and(|l| now - l >= Duration::from_secs(10)) {
-            tracing::info!("snapshot of `{db}`.`{table}`: {total} rows so far ({rate:.0} rows/s)");
-            self.last = Some(now);
+        } else if now - t.last_line >= Duration::from_secs(10) && t.bar.is_hidden() {
+            tracing::info!("snapshot of `{db}`.`{table}`: {} rows so far ({rate:.0} rows/s)", t.rows);
+            t.last_line = now;
         }
     }
+}
+
+fn progress_bar(name: &str, estimate: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(estimate);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} {bar:30} {pos}/~{len} rows {per_sec} eta {eta}").expect("static template"),
+    );
+    bar.set_prefix(name.to_string());
+    bar
+}
+
+async fn table_estimates(conn: &mut Conn) -> Result<HashMap<(String, String), u64>> {
+    let rows: Vec<(String, String, Option<u64>)> =
+        conn.query("SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE'").await?;
+    Ok(rows.into_iter().map(|(db, t, n)| ((db, t), n.unwrap_or(0))).collect())
 }
 
 #[cfg(test)]
