@@ -27,6 +27,8 @@ pub enum Command {
     Stream(StreamArgs),
     /// Check that a server is set up for change data capture, and say what to fix.
     Check(CheckArgs),
+    /// Ask a running stream (through its --signal-table) to snapshot tables again.
+    Snapshot(SignalArgs),
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +68,25 @@ pub struct SnapshotArgs {
     /// NOT NULL columns); repeatable.
     #[arg(long, value_name = "DB.TABLE=COLUMNS")]
     pub snapshot_key: Vec<String>,
+    /// A table (db.table) whose inserted rows start and stop incremental snapshots while
+    /// streaming, in Debezium's format; see `binlog-tail snapshot`.
+    #[arg(long, value_name = "DB.TABLE", env = "BINLOG_TAIL_SIGNAL_TABLE")]
+    pub signal_table: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The signal table the stream watches (db.table).
+    #[arg(long, value_name = "DB.TABLE")]
+    pub signal_table: String,
+    /// A table (db.table; * and ? wildcards) to snapshot; repeatable.
+    #[arg(long, value_name = "DB.TABLE", required = true)]
+    pub table: Vec<String>,
+    /// Stop snapshotting these tables instead.
+    #[arg(long)]
+    pub stop: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]

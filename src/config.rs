@@ -56,6 +56,7 @@ pub struct FileConfig {
     pub snapshot_chunk_size: Option<u64>,
     #[serde(default)]
     pub snapshot_keys: Vec<String>,
+    pub signal_table: Option<String>,
 }
 
 impl FileConfig {
@@ -148,8 +149,10 @@ impl StreamSettings {
             snapshot: args.snapshot.snapshot.or(file.snapshot),
             snapshot_chunk_size: args.snapshot.snapshot_chunk_size.or(file.snapshot_chunk_size),
             snapshot_key: pick(args.snapshot.snapshot_key, file.snapshot_keys),
+            signal_table: args.snapshot.signal_table.or(file.signal_table),
         };
         let snapshot = snapshot_settings(&snapshot_args)?;
+        decode.signal_table = snapshot.as_ref().and_then(|s| s.signal_table.clone());
         let mut server = server_config(&merged, true)?;
         server.resume_by_gtid = args.resume_by.or(file.resume_by).unwrap_or(ResumeBy::Gtid) == ResumeBy::Gtid;
         Ok(StreamSettings {
@@ -166,9 +169,11 @@ impl StreamSettings {
     }
 }
 
-/// The snapshot settings, when a snapshot was asked for.
+/// The snapshot settings, when a snapshot was asked for or may be (with a signal table).
 pub fn snapshot_settings(args: &SnapshotArgs) -> Result<Option<snapshot::Settings>> {
-    if args.snapshot != Some(SnapshotMode::Initial) {
+    let initial = args.snapshot == Some(SnapshotMode::Initial);
+    let signal_table = args.signal_table.as_deref().map(parse_table).transpose()?;
+    if !initial && signal_table.is_none() {
         return Ok(None);
     }
     let chunk_size = args.snapshot_chunk_size.unwrap_or(10_000);
@@ -176,7 +181,15 @@ pub fn snapshot_settings(args: &SnapshotArgs) -> Result<Option<snapshot::Setting
         return Err(Usage("--snapshot-chunk-size must be at least 1".into()).into());
     }
     let keys = args.snapshot_key.iter().map(|k| KeyOverride::parse(k)).collect::<Result<_>>()?;
-    Ok(Some(snapshot::Settings { chunk_size, keys }))
+    Ok(Some(snapshot::Settings { initial, chunk_size, keys, signal_table }))
+}
+
+/// `db.table`, exactly (no wildcards).
+pub fn parse_table(text: &str) -> Result<(String, String)> {
+    match text.split_once('.') {
+        Some((db, t)) if !db.is_empty() && !t.is_empty() && !text.contains(['*', '?']) => Ok((db.to_string(), t.to_string())),
+        _ => Err(Usage(format!("`{text}` is not a table: use db.table")).into()),
+    }
 }
 
 /// The connection settings shared by every subcommand.
@@ -213,7 +226,7 @@ pub fn decode_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
         drop_columns: args.drop_column.iter().map(|p| ColumnPattern::parse(p)).collect::<Result<_>>()?,
     };
     let outbox = args.outbox.iter().map(|t| OutboxTable::with_defaults(t, &args.outbox_topic)).collect::<Result<_>>()?;
-    Ok(Options { limit, filter, emit_ddl: args.emit_ddl, outbox })
+    Ok(Options { limit, filter, emit_ddl: args.emit_ddl, outbox, signal_table: None })
 }
 
 fn seconds(secs: f64, what: &str) -> Result<Duration> {

@@ -5,7 +5,7 @@
 //! - `gtid`, `position` (flavour, resume point), `text` (charsets, JSON strings), `frame`
 //!   (binlog event framing, CRC32)
 //! - `schema` (decoded tables and row images), then `event` (the JSON contract, `Op`)
-//! - `filter`, `outbox`
+//! - `filter`, `outbox`, `signal` (incremental snapshot requests)
 //! - `sink` (stdout, Kafka), `decode` (binlog events -> changes handed to a sink)
 //! - `checkpoint` (position file), `error`, `shutdown`, `preflight`, `source` (files, servers)
 //! - `snapshot` (existing rows read in chunks, emitted at their binlog positions)
@@ -26,6 +26,7 @@ pub mod position;
 pub mod preflight;
 pub mod schema;
 pub mod shutdown;
+pub mod signal;
 pub mod snapshot;
 pub mod sink;
 pub mod source;

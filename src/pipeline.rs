@@ -13,8 +13,9 @@ use anyhow::{bail, Context, Result};
 use tokio::runtime::Runtime;
 
 use crate::checkpoint::{Checkpointing, Position, PositionFile, Schedule};
-use crate::cli::{CheckArgs, DumpArgs, SinkKind, StreamArgs};
-use crate::config::{decode_options, server_config, snapshot_settings, StreamSettings};
+use crate::cli::{CheckArgs, DumpArgs, SignalArgs, SinkKind, StreamArgs};
+use crate::config::{decode_options, parse_table, server_config, snapshot_settings, StreamSettings};
+use crate::error::Usage;
 use crate::decode::{Decoder, Flow, Options};
 use crate::position::Resume;
 use crate::error::is_transient;
@@ -22,7 +23,7 @@ use crate::preflight::{self, Status};
 use crate::event::Op;
 use crate::position::{Flavor, SnapshotProgress};
 use crate::shutdown::Shutdown;
-use crate::snapshot::{self, Snapshot};
+use crate::snapshot::{self, Snapshot, Snapshotting};
 use crate::sink::kafka::KafkaSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::Sink;
@@ -40,15 +41,18 @@ pub fn dump(args: DumpArgs) -> Result<()> {
         return sink.flush();
     }
     let settings = snapshot_settings(&args.snapshot)?;
+    let mut opts = opts;
+    opts.signal_table = settings.as_ref().and_then(|s| s.signal_table.clone());
     // A snapshot needs the stream to go on until its last chunk is emitted; `dump` then stops at
     // the server's end unless --follow.
-    let cfg = server_config(&args.server, args.follow || settings.is_some())?;
-    let default_start = if settings.is_some() { Start::Latest } else { Start::Earliest };
+    let initial = settings.as_ref().is_some_and(|s| s.initial);
+    let cfg = server_config(&args.server, args.follow || initial)?;
+    let default_start = if initial { Start::Latest } else { Start::Earliest };
     let start = args.server.start.clone().unwrap_or(default_start);
     let rt = runtime()?;
     let shutdown = Shutdown::install(&rt);
     let mut source = ServerSource::open(rt.handle(), &cfg, &start, Checks::Basic)?;
-    let until = if settings.is_some() && !args.follow { Until::SnapshotDone } else { Until::End };
+    let until = if initial && !args.follow { Until::SnapshotDone } else { Until::End };
     let mut snapshot = match settings {
         Some(settings) => new_snapshot(&rt, &cfg, &source, settings, &opts, None)?,
         None => None,
@@ -170,6 +174,40 @@ pub fn check(args: CheckArgs) -> Result<()> {
     Ok(())
 }
 
+/// `binlog-tail snapshot`: writes the signal row that asks a running stream for a snapshot.
+pub fn signal(args: SignalArgs) -> Result<()> {
+    let (db, table) = parse_table(&args.signal_table)?;
+    for t in &args.table {
+        crate::filter::TablePattern::parse(t).map_err(|e| Usage(format!("--table: {e:#}")))?;
+    }
+    let cfg = server_config(&args.server, false)?;
+    let opts = connect_opts(&cfg)?;
+    let kind = if args.stop { "stop-snapshot" } else { "execute-snapshot" };
+    let data = serde_json::json!({"data-collections": args.table, "type": "incremental"}).to_string();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let id = format!("binlog-tail-{nanos}-{}", std::process::id());
+    let rt = runtime()?;
+    rt.block_on(async {
+        use mysql_async::prelude::Queryable;
+        let mut conn = connect(&opts, cfg.wait_for_server).await?;
+        let sql = format!("INSERT INTO `{}`.`{}` (id, type, data) VALUES (?, ?, ?)", db.replace('`', "``"), table.replace('`', "``"));
+        conn.exec_drop(sql, (&id, kind, &data)).await.map_err(|e| match &e {
+            mysql_async::Error::Server(s) if s.code == 1146 => anyhow::anyhow!(
+                "the signal table `{db}`.`{table}` does not exist: create it with CREATE TABLE `{db}`.`{table}` {}",
+                crate::signal::SIGNAL_TABLE_DDL
+            ),
+            mysql_async::Error::Server(s) if s.code == 1142 => anyhow::anyhow!(
+                "user `{}` may not write the signal table: GRANT INSERT ON `{db}`.`{table}` TO ... ({})",
+                opts.user().unwrap_or(""),
+                s.message
+            ),
+            _ => anyhow::anyhow!("cannot write the signal row: {e}"),
+        })
+    })?;
+    println!("{kind} signal {id} written to {db}.{table} for {}", args.table.join(", "));
+    Ok(())
+}
+
 fn runtime() -> Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -179,8 +217,10 @@ fn runtime() -> Result<Runtime> {
 }
 
 /// The snapshot to run alongside the stream, if any: a new one when there is no saved position
-/// (`saved` None), the saved one while it is unfinished; none once it completed, or when the
-/// position file predates it (`Some(None)`: the stream already has every row since then).
+/// (`saved` None), the saved one while it is unfinished. With a signal table there always is
+/// one (incremental snapshots may be requested); without, none once the initial snapshot
+/// completed or when the position file predates it (`Some(None)`: the stream already has every
+/// row since then).
 fn new_snapshot(
     rt: &Runtime,
     cfg: &ServerConfig,
@@ -196,20 +236,23 @@ fn new_snapshot(
     if source.flavor == Flavor::MySql {
         bail!("snapshots read a consistent binlog position that only MariaDB reports (binlog_snapshot_position); on MySQL they are not supported yet: run without --snapshot");
     }
-    let connect = connect_opts(cfg)?;
+    let signals = settings.signal_table.is_some();
     let progress = match saved {
-        None => snapshot::plan(rt.handle(), &connect, &opts.filter, &|db: &str, t: &str| opts.outbox.iter().any(|o| o.is(db, t)))?,
+        None => None,
         Some(Some(progress)) if !progress.complete() => {
             tracing::info!("resuming the snapshot: {} table(s) left, {} done", progress.pending.len(), progress.done);
-            progress
+            Some(progress)
         }
+        Some(Some(progress)) if signals => Some(progress),
         Some(Some(_)) => return Ok(None),
+        Some(None) if signals => Some(SnapshotProgress { pending: Vec::new(), after: None, done: 0 }),
         Some(None) => {
             tracing::info!("the position file holds a position without a snapshot: resuming from it, no snapshot is taken (move the file away to take one)");
             return Ok(None);
         }
     };
-    Ok(Some(Snapshot::new(rt.handle().clone(), connect, settings, opts.filter.clone(), progress)))
+    let skip = opts.outbox.iter().filter_map(|o| o.table.split_once('.')).map(|(d, t)| (d.to_string(), t.to_string())).collect();
+    Ok(Some(Snapshot::new(rt.handle().clone(), connect_opts(cfg)?, settings, opts.filter.clone(), skip, progress)?))
 }
 
 fn server_decoder(rt: &Runtime, cfg: &ServerConfig, source: &ServerSource, opts: Options) -> Result<Decoder> {
@@ -267,7 +310,11 @@ fn run(
                 let h = ev.header;
                 let next_offset = u64::from(h.log_pos);
                 let offset = next_offset.saturating_sub(u64::from(h.event_size));
-                if decoder.feed(ev.raw(), offset, next_offset, sink)? == Flow::Stop {
+                let flow = match snapshot.as_deref_mut() {
+                    Some(snap) => decoder.feed(ev.raw(), offset, next_offset, &mut Snapshotting { sink: &mut *sink, snapshot: snap })?,
+                    None => decoder.feed(ev.raw(), offset, next_offset, sink)?,
+                };
+                if flow == Flow::Stop {
                     return Ok(());
                 }
                 // Artificial events (log_pos 0) and rotations do not mark a place in the file.

@@ -277,3 +277,99 @@ fn snapshot_under_writes_and_sigkills_replays_to_the_final_tables() {
     assert!(reread <= kills * chunk, "{reread} rows read again: more than one chunk per kill");
     assert!(txs >= 200, "the workload ran alongside the snapshot: {txs} transactions");
 }
+
+fn signal(server: &MariaDb, args: &[&str]) -> String {
+    let out = crate::util::binlog_tail()
+        .args(["snapshot", "--url", &format!("mysql://admin@127.0.0.1:{}", server.port)])
+        .args(args)
+        .env("MYSQL_PWD", "adminpass")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "binlog-tail snapshot failed: {}", crate::util::stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn wait_for(files: &[PathBuf], what: &str, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = read_events(files);
+        if done(&events) {
+            return events;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn signal_table_starts_and_stops_incremental_snapshots_while_streaming() {
+    let server = MariaDb::shared();
+    let db = server.fresh_db("snap_signal");
+    server.sql(&format!(
+        "CREATE TABLE {db}.signals (id VARCHAR(42) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT);
+         CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT);
+         INSERT INTO {db}.t VALUES (1, 1), (2, 2), (3, 3);
+         CREATE TABLE {db}.other (id INT PRIMARY KEY);
+         INSERT INTO {db}.other VALUES (1);"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let run = Stream::start(server, &position, dir.path(), 0, &["--signal-table", &format!("{db}.signals"), "--include", &db]);
+    run.wait_ready(&position);
+    let files = [run.stdout.clone()];
+    // Started and stopped in one transaction: nothing is read.
+    server.sql(&format!(
+        "START TRANSACTION;
+         INSERT INTO {db}.signals VALUES ('s1', 'execute-snapshot', '{{\"data-collections\": [\"{db}.other\"], \"type\": \"incremental\"}}');
+         INSERT INTO {db}.signals VALUES ('s2', 'stop-snapshot', '{{\"data-collections\": [\"{db}.other\"]}}');
+         INSERT INTO {db}.signals VALUES ('s3', 'bogus', NULL);
+         COMMIT;
+         UPDATE {db}.t SET v = 20 WHERE id = 2;"
+    ));
+    let said = signal(server, &["--signal-table", &format!("{db}.signals"), "--table", &format!("{db}.t")]);
+    assert!(said.starts_with("execute-snapshot signal "), "{said}");
+    let events = wait_for(&files, "the incremental snapshot", |ev| ev.iter().filter(|e| e.op == "read").count() >= 3);
+    server.sql(&format!("INSERT INTO {db}.t VALUES (4, 4);"));
+    let events_after = wait_for(&files, "the insert after it", |ev| ev.iter().any(|e| e.op == "insert"));
+    let log = run.log();
+    assert!(run.stop().success(), "{log}");
+    assert!(log.contains("has type `bogus`"), "an unknown signal is logged: {log}");
+    let ops: Vec<(String, String)> = in_db(events_after, &db).iter().map(|e| (e.op.clone(), e.table.clone())).collect();
+    let expect: Vec<(String, String)> = [("update", "t"), ("read", "t"), ("read", "t"), ("read", "t"), ("insert", "t")]
+        .iter()
+        .map(|(o, t)| (o.to_string(), t.to_string()))
+        .collect();
+    assert_eq!(ops, expect, "signal rows are not events; `other` was stopped before it was read");
+    let row2 = events.iter().find(|e| e.op == "read" && e.pk.as_ref().unwrap()["id"] == 2).unwrap();
+    assert_eq!(row2.after.as_ref().unwrap()["v"], 20, "the read sees the update before it");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&position).unwrap()).unwrap();
+    assert_eq!((saved["version"].clone(), saved["snapshot"]["done"].clone()), (Value::from(2), Value::from(1)), "{saved}");
+}
+
+#[test]
+fn a_table_dropped_during_its_snapshot_is_skipped_and_the_stream_goes_on() {
+    let server = MariaDb::shared();
+    let db = server.fresh_db("snap_drop");
+    server.sql(&format!(
+        "USE {db}; CREATE TABLE {db}.a (id INT PRIMARY KEY); INSERT INTO {db}.a SELECT seq FROM seq_1_to_3000;
+         CREATE TABLE {db}.z (id INT PRIMARY KEY); INSERT INTO {db}.z VALUES (1);"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let run = Stream::start(server, &position, dir.path(), 0, &["--snapshot", "initial", "--snapshot-chunk-size", "1", "--include", &db]);
+    let files = [run.stdout.clone()];
+    wait_for(&files, "the first reads", |ev| ev.iter().any(|e| e.op == "read"));
+    server.sql(&format!("DROP TABLE {db}.a; INSERT INTO {db}.z VALUES (2);"));
+    let events = wait_for(&files, "the insert after the drop and the next table", |ev| {
+        ev.iter().any(|e| e.op == "insert") && ev.iter().any(|e| e.op == "read" && e.table == "z")
+    });
+    let log = run.log();
+    assert!(run.stop().success(), "{log}");
+    let reads_a = events.iter().filter(|e| e.op == "read" && e.table == "a").count();
+    assert!(reads_a > 0 && reads_a < 3000, "the drop landed mid-table: {reads_a} rows read");
+    assert!(log.contains("dropped during"), "{log}");
+    // The next table is read (before or after the insert, at whichever position its chunk
+    // belongs) and the stream goes on.
+    let z: std::collections::BTreeSet<_> = events.iter().filter(|e| e.table == "z").map(|e| e.after.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+    assert_eq!(z, [1, 2].into_iter().collect());
+}

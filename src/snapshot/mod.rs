@@ -31,7 +31,8 @@ use tokio::sync::oneshot;
 
 use crate::error::{Transient, Usage};
 use crate::event::{Change, Op};
-use crate::filter::Filter;
+use crate::filter::{Filter, TablePattern};
+use crate::signal::Signal;
 use crate::gtid::GtidSet;
 use crate::position::{Resume, SnapshotProgress};
 use crate::sink::Sink;
@@ -41,6 +42,10 @@ use chunk::{BinlogPos, Chunk, SESSION_SETUP};
 /// How a snapshot is taken.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Snapshot every included table when there is no saved position (`--snapshot initial`).
+    pub initial: bool,
+    /// Where incremental snapshots are requested (db, table).
+    pub signal_table: Option<(String, String)>,
     /// Rows per chunk.
     pub chunk_size: u64,
     /// Chunk keys named by `--snapshot-key db.table=col,...`.
@@ -68,9 +73,8 @@ impl KeyOverride {
     }
 }
 
-/// The tables a new snapshot reads: every base table the filters include, outside the system
-/// schemas, minus `skip` (outbox tables, whose rows are never change events).
-pub fn plan(rt: &Handle, opts: &Opts, filter: &Filter, skip: &dyn Fn(&str, &str) -> bool) -> Result<SnapshotProgress> {
+/// Every base table outside the system schemas that the filters include and `wanted` accepts.
+fn tables(rt: &Handle, opts: &Opts, filter: &Filter, wanted: &dyn Fn(&str, &str) -> bool) -> Result<Vec<[String; 2]>> {
     let tables: Vec<(String, String)> = rt.block_on(async {
         let mut conn = connect(opts, Duration::ZERO).await?;
         let rows = conn
@@ -82,13 +86,7 @@ pub fn plan(rt: &Handle, opts: &Opts, filter: &Filter, skip: &dyn Fn(&str, &str)
             .await?;
         Ok::<_, anyhow::Error>(rows)
     })?;
-    let pending: Vec<[String; 2]> = tables
-        .into_iter()
-        .filter(|(db, t)| filter.includes_table(db, t) && !skip(db, t))
-        .map(|(db, t)| [db, t])
-        .collect();
-    tracing::info!("snapshot of {} table(s) planned", pending.len());
-    Ok(SnapshotProgress { pending, after: None, done: 0 })
+    Ok(tables.into_iter().filter(|(db, t)| filter.includes_table(db, t) && wanted(db, t)).map(|(db, t)| [db, t]).collect())
 }
 
 /// A chunk being read: the position its view matches, and its rows once read.
@@ -103,6 +101,9 @@ pub struct Snapshot {
     opts: Opts,
     settings: Settings,
     filter: Filter,
+    /// Tables never snapshotted: outbox tables (their rows are never change events) and the
+    /// signal table.
+    skip: Vec<(String, String)>,
     progress: Arc<SnapshotProgress>,
     conn: Option<Conn>,
     reading: Option<Reading>,
@@ -110,8 +111,71 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn new(rt: Handle, opts: Opts, settings: Settings, filter: Filter, progress: SnapshotProgress) -> Snapshot {
-        Snapshot { rt, opts, settings, filter, progress: Arc::new(progress), conn: None, reading: None, report: Report::default() }
+    /// A snapshot with `progress`, or (None) a new one: every included table when the settings
+    /// say `initial`, else none until a signal asks for some.
+    pub fn new(rt: Handle, opts: Opts, settings: Settings, filter: Filter, mut skip: Vec<(String, String)>, progress: Option<SnapshotProgress>) -> Result<Snapshot> {
+        skip.extend(settings.signal_table.clone());
+        let mut snapshot = Snapshot {
+            rt,
+            opts,
+            settings,
+            filter,
+            skip,
+            progress: Arc::new(SnapshotProgress { pending: Vec::new(), after: None, done: 0 }),
+            conn: None,
+            reading: None,
+            report: Report::default(),
+        };
+        match progress {
+            Some(progress) => snapshot.progress = Arc::new(progress),
+            None if snapshot.settings.initial => {
+                let pending = snapshot.tables(&|_, _| true)?;
+                tracing::info!("snapshot of {} table(s) planned", pending.len());
+                snapshot.progress = Arc::new(SnapshotProgress { pending, after: None, done: 0 });
+            }
+            None => {}
+        }
+        Ok(snapshot)
+    }
+
+    fn tables(&self, wanted: &dyn Fn(&str, &str) -> bool) -> Result<Vec<[String; 2]>> {
+        tables(&self.rt, &self.opts, &self.filter, &|db, t| wanted(db, t) && !self.skip.iter().any(|(d, n)| d == db && n == t))
+    }
+
+    /// Acts on a signal: queues tables for an incremental snapshot, or drops them from it.
+    pub fn signal(&mut self, signal: &Signal) -> Result<()> {
+        let (Signal::Execute(names) | Signal::Stop(names)) = signal;
+        let patterns = match names.iter().map(|n| TablePattern::parse(n)).collect::<Result<Vec<_>>>() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("ignoring a signal: {e:#}");
+                return Ok(());
+            }
+        };
+        let matches = |t: &[String; 2]| patterns.iter().any(|p| p.matches(&t[0], &t[1]));
+        let mut next = (*self.progress).clone();
+        match signal {
+            Signal::Execute(_) => {
+                let tables = self.tables(&|db, t| matches(&[db.to_string(), t.to_string()]))?;
+                let new: Vec<_> = tables.into_iter().filter(|t| !next.pending.contains(t)).collect();
+                tracing::info!("incremental snapshot requested: {} table(s) queued ({})", new.len(), names.join(", "));
+                next.pending.extend(new);
+            }
+            Signal::Stop(_) => {
+                let stopped = |t: &[String; 2]| patterns.is_empty() || matches(t);
+                if next.pending.first().is_some_and(stopped) {
+                    // Its chunk in flight is dropped with it.
+                    next.after = None;
+                    self.reading = None;
+                    self.conn = None;
+                }
+                let before = next.pending.len();
+                next.pending.retain(|t| !stopped(t));
+                tracing::info!("snapshot stopped for {} table(s)", before - next.pending.len());
+            }
+        }
+        self.progress = Arc::new(next);
+        Ok(())
     }
 
     pub fn progress(&self) -> Arc<SnapshotProgress> {
@@ -249,6 +313,44 @@ impl Snapshot {
         });
         self.reading = Some(Reading { at, read_at, rows: rx });
         Ok(())
+    }
+}
+
+/// The sink the decoder writes to while snapshots can run: signals go to the snapshot, and every
+/// commit carries the snapshot's progress, so a signal is saved with the transaction that
+/// carried it.
+pub struct Snapshotting<'a> {
+    pub sink: &'a mut dyn Sink,
+    pub snapshot: &'a mut Snapshot,
+}
+
+impl Sink for Snapshotting<'_> {
+    fn change(&mut self, change: &Change) -> Result<()> {
+        self.sink.change(change)
+    }
+
+    fn ddl(&mut self, ddl: &crate::event::Ddl) -> Result<()> {
+        self.sink.ddl(ddl)
+    }
+
+    fn message(&mut self, msg: &crate::outbox::Message) -> Result<()> {
+        self.sink.message(msg)
+    }
+
+    fn signal(&mut self, signal: &Signal) -> Result<()> {
+        self.snapshot.signal(signal)
+    }
+
+    fn commit(&mut self, resume: &Resume) -> Result<()> {
+        self.sink.commit(&Resume { snapshot: Some(self.snapshot.progress()), ..resume.clone() })
+    }
+
+    fn acknowledged(&mut self) -> Result<Option<Resume>> {
+        self.sink.acknowledged()
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.sink.flush()
     }
 }
 
