@@ -293,7 +293,7 @@ fn run(
         let next = match source.try_next()? {
             Next::Idle => {
                 if let Some(snap) = snapshot.as_deref_mut() {
-                    snap.reached(&at_file, at_offset, &decoder.gtids, sink)?;
+                    snap.reached(&at_file, at_offset, &decoder.gtids, sink, shutdown)?;
                 }
                 if until == Until::SnapshotDone && snapshot.as_deref().is_none_or(Snapshot::complete) {
                     return Ok(());
@@ -321,7 +321,7 @@ fn run(
                 if let Some(snap) = snapshot.as_deref_mut().filter(|_| h.log_pos != 0 && h.type_code != ROTATE) {
                     if !decoder.in_transaction() {
                         (at_file, at_offset) = (decoder.file().clone(), next_offset);
-                        snap.reached(&at_file, at_offset, &decoder.gtids, sink)?;
+                        snap.reached(&at_file, at_offset, &decoder.gtids, sink, shutdown)?;
                     }
                 }
             }

@@ -373,3 +373,29 @@ fn a_table_dropped_during_its_snapshot_is_skipped_and_the_stream_goes_on() {
     let z: std::collections::BTreeSet<_> = events.iter().filter(|e| e.table == "z").map(|e| e.after.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
     assert_eq!(z, [1, 2].into_iter().collect());
 }
+
+#[test]
+fn sigterm_stops_at_a_chunk_boundary_and_the_restart_reads_every_row_once() {
+    let server = MariaDb::shared();
+    let db = server.fresh_db("snap_term");
+    server.sql(&format!("USE {db}; CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO t SELECT seq, 'x' FROM seq_1_to_30000;"));
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let args = ["--snapshot", "initial", "--snapshot-chunk-size", "100", "--include", &db];
+    let first = Stream::start(server, &position, dir.path(), 0, &args);
+    let files = [first.stdout.clone(), dir.path().join("out.1.jsonl")];
+    wait_for(&files[..1], "some chunks", |ev| ev.len() >= 1000);
+    assert!(first.stop().success());
+    let stopped = read_events(&files[..1]);
+    assert!(stopped.len() < 30_000, "stopped mid-snapshot: {} rows", stopped.len());
+    assert!(stopped.len() % 100 == 0 && stopped.last().unwrap().commit, "a whole number of chunks: {}", stopped.len());
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&position).unwrap()).unwrap();
+    assert_eq!(saved["snapshot"]["pending"].as_array().unwrap().len(), 1, "{saved}");
+    assert!(saved["snapshot"]["after"].is_array(), "the last emitted key is saved: {saved}");
+
+    let second = Stream::start(server, &position, dir.path(), 1, &args);
+    let events = wait_for(&files, "the rest of the table", |ev| ev.len() >= 30_000);
+    assert!(second.stop().success());
+    let ids: Vec<i64> = events.iter().map(|e| e.pk.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, (1..=30_000).collect::<Vec<_>>(), "every row once, in key order, across the restart");
+}

@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 use crate::error::{Transient, Usage};
 use crate::event::{Change, Op};
 use crate::filter::{Filter, TablePattern};
+use crate::shutdown::Shutdown;
 use crate::signal::Signal;
 use crate::gtid::GtidSet;
 use crate::position::{Resume, SnapshotProgress};
@@ -187,15 +188,16 @@ impl Snapshot {
     }
 
     /// The stream stands between transactions at `file:offset`, having executed `gtids`: emits
-    /// the chunk that belongs here (waiting for its rows if need be) and starts the next read.
-    pub fn reached(&mut self, file: &Arc<str>, offset: u64, gtids: &Option<GtidSet>, sink: &mut dyn Sink) -> Result<()> {
-        self.step(file, offset, gtids, sink).map_err(classify)
+    /// every chunk that belongs here (waiting for its rows if need be) and starts the next read.
+    /// Once `shutdown` is requested no chunk is started, so the stream can stop here.
+    pub fn reached(&mut self, file: &Arc<str>, offset: u64, gtids: &Option<GtidSet>, sink: &mut dyn Sink, shutdown: &Shutdown) -> Result<()> {
+        self.step(file, offset, gtids, sink, shutdown).map_err(classify)
     }
 
-    fn step(&mut self, file: &Arc<str>, offset: u64, gtids: &Option<GtidSet>, sink: &mut dyn Sink) -> Result<()> {
+    fn step(&mut self, file: &Arc<str>, offset: u64, gtids: &Option<GtidSet>, sink: &mut dyn Sink, shutdown: &Shutdown) -> Result<()> {
         let here = BinlogPos { file: file.clone(), offset };
         loop {
-            if self.progress.complete() {
+            if self.progress.complete() || shutdown.requested() {
                 return Ok(());
             }
             let Some(reading) = &self.reading else {
@@ -243,7 +245,7 @@ impl Snapshot {
             }
             self.progress = Arc::new(next);
             // Read the next chunk while this one is emitted: it starts here, so its view is newer.
-            if !self.progress.complete() {
+            if !self.progress.complete() && !shutdown.requested() {
                 self.start(&here)?;
             }
             if let Some(chunk) = chunk {
