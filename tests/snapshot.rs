@@ -388,7 +388,7 @@ fn sigterm_stops_at_a_chunk_boundary_and_the_restart_reads_every_row_once() {
     assert!(first.stop().success());
     let stopped = read_events(&files[..1]);
     assert!(stopped.len() < 30_000, "stopped mid-snapshot: {} rows", stopped.len());
-    assert!(stopped.len() % 100 == 0 && stopped.last().unwrap().commit, "a whole number of chunks: {}", stopped.len());
+    assert!(stopped.len().is_multiple_of(100) && stopped.last().unwrap().commit, "a whole number of chunks: {}", stopped.len());
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&position).unwrap()).unwrap();
     assert_eq!(saved["snapshot"]["pending"].as_array().unwrap().len(), 1, "{saved}");
     assert!(saved["snapshot"]["after"].is_array(), "the last emitted key is saved: {saved}");
