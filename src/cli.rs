@@ -68,6 +68,11 @@ pub struct SnapshotArgs {
     /// NOT NULL columns); repeatable.
     #[arg(long, value_name = "DB.TABLE=COLUMNS")]
     pub snapshot_key: Vec<String>,
+    /// How each chunk finds its place in the stream: `consistent` (MariaDB's consistent-snapshot
+    /// binlog position) or `watermark` (low/high watermark rows written to --signal-table)
+    /// [default: consistent on MariaDB, watermark on MySQL].
+    #[arg(long, value_enum, env = "BINLOG_TAIL_SNAPSHOT_METHOD")]
+    pub snapshot_method: Option<crate::snapshot::Method>,
     /// A table (db.table) whose inserted rows start and stop incremental snapshots while
     /// streaming, in Debezium's format; see `binlog-tail snapshot`.
     #[arg(long, value_name = "DB.TABLE", env = "BINLOG_TAIL_SIGNAL_TABLE")]

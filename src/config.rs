@@ -57,6 +57,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub snapshot_keys: Vec<String>,
     pub signal_table: Option<String>,
+    pub snapshot_method: Option<snapshot::Method>,
 }
 
 impl FileConfig {
@@ -150,6 +151,7 @@ impl StreamSettings {
             snapshot_chunk_size: args.snapshot.snapshot_chunk_size.or(file.snapshot_chunk_size),
             snapshot_key: pick(args.snapshot.snapshot_key, file.snapshot_keys),
             signal_table: args.snapshot.signal_table.or(file.signal_table),
+            snapshot_method: args.snapshot.snapshot_method.or(file.snapshot_method),
         };
         let snapshot = snapshot_settings(&snapshot_args)?;
         decode.signal_table = snapshot.as_ref().and_then(|s| s.signal_table.clone());
@@ -181,7 +183,10 @@ pub fn snapshot_settings(args: &SnapshotArgs) -> Result<Option<snapshot::Setting
         return Err(Usage("--snapshot-chunk-size must be at least 1".into()).into());
     }
     let keys = args.snapshot_key.iter().map(|k| KeyOverride::parse(k)).collect::<Result<_>>()?;
-    Ok(Some(snapshot::Settings { initial, chunk_size, keys, signal_table }))
+    if args.snapshot_method == Some(snapshot::Method::Watermark) && signal_table.is_none() {
+        return Err(Usage("--snapshot-method watermark writes its watermarks to the signal table: give --signal-table db.table".into()).into());
+    }
+    Ok(Some(snapshot::Settings { method: args.snapshot_method, initial, chunk_size, keys, signal_table }))
 }
 
 /// `db.table`, exactly (no wildcards).

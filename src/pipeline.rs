@@ -233,8 +233,16 @@ fn new_snapshot(
         tracing::info!("--ops leaves out read events: no snapshot is taken");
         return Ok(None);
     }
-    if source.flavor == Flavor::MySql {
-        bail!("snapshots read a consistent binlog position that only MariaDB reports (binlog_snapshot_position); on MySQL they are not supported yet: run without --snapshot");
+    let mut settings = settings;
+    let method = *settings.method.get_or_insert(match source.flavor {
+        Flavor::MariaDb => snapshot::Method::Consistent,
+        Flavor::MySql => snapshot::Method::Watermark,
+    });
+    if method == snapshot::Method::Consistent && source.flavor == Flavor::MySql {
+        bail!("--snapshot-method consistent needs MariaDB's binlog_snapshot_position; on MySQL use --snapshot-method watermark");
+    }
+    if method == snapshot::Method::Watermark && settings.signal_table.is_none() {
+        bail!("snapshots on MySQL use watermarks written to a signal table: give --signal-table db.table (CREATE TABLE db.table {}; the user needs INSERT and DELETE on it)", crate::signal::SIGNAL_TABLE_DDL);
     }
     let signals = settings.signal_table.is_some();
     let progress = match saved {

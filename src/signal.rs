@@ -19,7 +19,14 @@ pub enum Signal {
     Execute(Vec<String>),
     /// `stop-snapshot`: drop these tables from the running snapshot (all when empty).
     Stop(Vec<String>),
+    /// `snapshot-window-open` / `snapshot-window-close`: the low and high watermarks binlog-tail
+    /// writes around a chunk's read (the watermark method), named by their row id.
+    Window { open: bool, id: String },
 }
+
+/// Signal types of the watermarks.
+pub const WINDOW_OPEN: &str = "snapshot-window-open";
+pub const WINDOW_CLOSE: &str = "snapshot-window-close";
 
 #[derive(Debug, Default, Deserialize)]
 struct Data {
@@ -45,6 +52,10 @@ impl Signal {
         };
         if let Some(k) = data.kind.as_deref().filter(|k| !k.eq_ignore_ascii_case("incremental")) {
             return Err(format!("signal `{id}` asks for a `{k}` snapshot; only `incremental` is supported"));
+        }
+        match kind.as_str() {
+            WINDOW_OPEN | WINDOW_CLOSE => return Ok(Signal::Window { open: kind == WINDOW_OPEN, id }),
+            _ => {}
         }
         match kind.as_str() {
             "execute-snapshot" if data.collections.is_empty() => Err(format!("signal `{id}` names no data-collections")),

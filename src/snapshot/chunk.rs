@@ -65,6 +65,8 @@ impl BinlogPos {
 pub struct Chunk {
     pub rows: Vec<RowImage>,
     pub table: Arc<Table>,
+    /// Chunk key columns (indexes into `table.columns`).
+    pub key: Vec<usize>,
     /// The key of the last row, as the server returned it.
     pub last_key: Option<Vec<KeyValue>>,
     /// Fewer rows than asked for: the table is done after this chunk.
@@ -112,7 +114,7 @@ pub async fn read(conn: &mut Conn, spec: &TableSpec, after: Option<&[KeyValue]>,
         }
         images.push(image(&spec.table, &values)?);
     }
-    Ok(Chunk { rows: images, table: spec.table.clone(), last_key, last })
+    Ok(Chunk { rows: images, table: spec.table.clone(), key: spec.key.clone(), last_key, last })
 }
 
 /// `(k1, k2) > (v1, v2)` as `k1 >= v1 AND (k1 > v1 OR (k1 = v1 AND k2 > v2))`: the same rows,
@@ -146,7 +148,7 @@ fn image(table: &Table, values: &[Value]) -> Result<RowImage> {
     Ok(RowImage { json, spans })
 }
 
-fn quote(name: &str) -> String {
+pub fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 

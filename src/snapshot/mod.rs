@@ -16,7 +16,7 @@
 pub mod chunk;
 pub mod values;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,16 +33,29 @@ use crate::error::{Transient, Usage};
 use crate::event::{Change, Op};
 use crate::filter::{Filter, TablePattern};
 use crate::shutdown::Shutdown;
-use crate::signal::Signal;
+use crate::schema::{RowImage, Table};
+use crate::signal::{Signal, WINDOW_CLOSE, WINDOW_OPEN};
 use crate::gtid::GtidSet;
 use crate::position::{Resume, SnapshotProgress};
 use crate::sink::Sink;
 use crate::source::server::connect;
 use chunk::{BinlogPos, Chunk, SESSION_SETUP};
 
+/// How a chunk finds its place in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// MariaDB: the exact binlog position of a consistent-snapshot transaction.
+    Consistent,
+    /// DBLog's low/high watermarks, written to the signal table around each chunk's read.
+    Watermark,
+}
+
 /// How a snapshot is taken.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// None: by the server (consistent on MariaDB, watermark on MySQL).
+    pub method: Option<Method>,
     /// Snapshot every included table when there is no saved position (`--snapshot initial`).
     pub initial: bool,
     /// Where incremental snapshots are requested (db, table).
@@ -90,11 +103,23 @@ fn tables(rt: &Handle, opts: &Opts, filter: &Filter, wanted: &dyn Fn(&str, &str)
     Ok(tables.into_iter().filter(|(db, t)| filter.includes_table(db, t) && wanted(db, t)).map(|(db, t)| [db, t]).collect())
 }
 
-/// A chunk being read: the position its view matches, and its rows once read.
+type ChunkResult = (Conn, Result<Option<Chunk>>);
+
+/// A chunk being read: where it belongs in the stream, and its rows once read.
 struct Reading {
-    at: BinlogPos,
+    due: Due,
     read_at: u64,
-    rows: oneshot::Receiver<(Conn, Result<Option<Chunk>>)>,
+    rows: oneshot::Receiver<ChunkResult>,
+    /// The result, when it arrived before the chunk was due.
+    got: Option<ChunkResult>,
+}
+
+enum Due {
+    /// Consistent method: the binlog position the chunk's view matches.
+    At(BinlogPos),
+    /// Watermark method: the chunk belongs after its high watermark; rows whose keys changed
+    /// between the watermarks (`changed` holds those changes' images) are left out.
+    Window { low: String, high: String, open: bool, closed: bool, changed: Vec<(Arc<Table>, RowImage)> },
 }
 
 pub struct Snapshot {
@@ -109,6 +134,9 @@ pub struct Snapshot {
     conn: Option<Conn>,
     reading: Option<Reading>,
     report: Report,
+    /// Names this process's watermarks: a start time, and a count.
+    instance: u128,
+    window: u64,
 }
 
 impl Snapshot {
@@ -126,6 +154,8 @@ impl Snapshot {
             conn: None,
             reading: None,
             report: Report::default(),
+            instance: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+            window: 0,
         };
         match progress {
             Some(progress) => snapshot.progress = Arc::new(progress),
@@ -145,7 +175,19 @@ impl Snapshot {
 
     /// Acts on a signal: queues tables for an incremental snapshot, or drops them from it.
     pub fn signal(&mut self, signal: &Signal) -> Result<()> {
-        let (Signal::Execute(names) | Signal::Stop(names)) = signal;
+        let names = match signal {
+            Signal::Execute(names) | Signal::Stop(names) => names,
+            Signal::Window { open, id } => {
+                if let Some(Reading { due: Due::Window { low, high, open: o, closed, .. }, .. }) = &mut self.reading {
+                    match open {
+                        true if low == id => *o = true,
+                        false if high == id => *closed = true,
+                        _ => {}
+                    }
+                }
+                return Ok(());
+            }
+        };
         let patterns = match names.iter().map(|n| TablePattern::parse(n)).collect::<Result<Vec<_>>>() {
             Ok(p) => p,
             Err(e) => {
@@ -162,6 +204,7 @@ impl Snapshot {
                 tracing::info!("incremental snapshot requested: {} table(s) queued ({})", new.len(), names.join(", "));
                 next.pending.extend(new);
             }
+            Signal::Window { .. } => unreachable!("handled above"),
             Signal::Stop(_) => {
                 let stopped = |t: &[String; 2]| patterns.is_empty() || matches(t);
                 if next.pending.first().is_some_and(stopped) {
@@ -200,20 +243,36 @@ impl Snapshot {
             if self.progress.complete() || shutdown.requested() {
                 return Ok(());
             }
-            let Some(reading) = &self.reading else {
+            let Some(reading) = &mut self.reading else {
                 self.start(&here)?;
                 continue;
             };
-            if !here.at_or_after(&reading.at.file, reading.at.offset) {
+            if reading.got.is_none() {
+                reading.got = reading.rows.try_recv().ok();
+            }
+            let due = match &reading.due {
+                Due::At(p) => here.at_or_after(&p.file, p.offset),
+                // A read that failed writes no high watermark: handle its error now.
+                Due::Window { closed, .. } => *closed || matches!(reading.got, Some((_, Err(_)))),
+            };
+            if !due {
                 return Ok(());
             }
-            let Reading { at, read_at, rows } = self.reading.take().expect("checked above");
-            let (conn, result) = self.rt.block_on(rows).map_err(|_| anyhow!("the snapshot read was cancelled"))?;
+            let Reading { due, read_at, rows, got } = self.reading.take().expect("checked above");
+            let (conn, result) = match got {
+                Some(got) => got,
+                None => self.rt.block_on(rows).map_err(|_| anyhow!("the snapshot read was cancelled"))?,
+            };
             self.conn = Some(conn);
             let [db, table] = self.progress.pending[0].clone();
             let mut next = (*self.progress).clone();
             let chunk = match result {
-                Ok(Some(chunk)) => Some(chunk),
+                Ok(Some(mut chunk)) => {
+                    if let Due::Window { changed, .. } = &due {
+                        leave_out_changed(&mut chunk, changed);
+                    }
+                    Some(chunk)
+                }
                 Ok(None) => {
                     tracing::warn!("snapshot: `{db}`.`{table}` no longer exists (dropped during the snapshot?); skipping it");
                     None
@@ -248,6 +307,10 @@ impl Snapshot {
             if !self.progress.complete() && !shutdown.requested() {
                 self.start(&here)?;
             }
+            let at = match due {
+                Due::At(p) => p,
+                Due::Window { .. } => here.clone(),
+            };
             if let Some(chunk) = chunk {
                 emit(chunk, &at, read_at, sink)?;
             }
@@ -260,33 +323,66 @@ impl Snapshot {
         }
     }
 
-    /// Begins the next chunk's transaction at a position at or after `here`, and reads it in the
-    /// background.
+    /// The snapshot's connection, set up.
+    fn connection(&mut self) -> Result<Conn> {
+        if let Some(conn) = self.conn.take() {
+            return Ok(conn);
+        }
+        self.rt.block_on(async {
+            let mut conn = connect(&self.opts, Duration::ZERO).await?;
+            for sql in SESSION_SETUP {
+                conn.query_drop(sql).await?;
+            }
+            if self.report.estimates.is_none() {
+                self.report.estimates = Some(table_estimates(&mut conn).await?);
+            }
+            Ok(conn)
+        })
+    }
+
+    /// Starts reading the next chunk in the background: with the consistent method, in a
+    /// snapshot transaction whose position is at or after `here`; with watermarks, between a
+    /// low and a high watermark row.
     fn start(&mut self, here: &BinlogPos) -> Result<()> {
         let [db, table] = self.progress.pending[0].clone();
         let key = self.settings.keys.iter().find(|k| k.db == db && k.table == table).map(|k| k.columns.clone());
         let after = self.progress.after.clone();
         let (limit, filter) = (self.settings.chunk_size, self.filter.clone());
-        let (conn, at) = self.rt.block_on(async {
-            let mut conn = match self.conn.take() {
-                Some(conn) => conn,
-                None => {
-                    let mut conn = connect(&self.opts, Duration::ZERO).await?;
-                    for sql in SESSION_SETUP {
-                        conn.query_drop(sql).await?;
-                    }
-                    if self.report.estimates.is_none() {
-                        self.report.estimates = Some(table_estimates(&mut conn).await?);
-                    }
-                    conn
+        let mut conn = self.connection()?;
+        let read_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let (tx, rx) = oneshot::channel();
+        if self.settings.method == Some(Method::Watermark) {
+            let (db_s, t_s) = self.settings.signal_table.clone().expect("checked when the snapshot was set up");
+            self.window += 1;
+            let id = |kind: &str| format!("binlog-tail-{}-{}-{kind}", self.instance, self.window);
+            let (low, high) = (id("low"), id("high"));
+            let due = Due::Window { low: low.clone(), high: high.clone(), open: false, closed: false, changed: Vec::new() };
+            self.rt.spawn(async move {
+                let result = async {
+                    let signals = format!("{}.{}", chunk::quote(&db_s), chunk::quote(&t_s));
+                    let mark = format!("INSERT INTO {signals} (id, type, data) VALUES (?, ?, NULL)");
+                    conn.exec_drop(&mark, (&low, WINDOW_OPEN)).await?;
+                    let chunk = match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
+                        Some(spec) => Some(chunk::read(&mut conn, &spec, after.as_deref(), limit).await?),
+                        None => None,
+                    };
+                    conn.exec_drop(&mark, (&high, WINDOW_CLOSE)).await?;
+                    conn.exec_drop(format!("DELETE FROM {signals} WHERE id IN (?, ?)"), (&low, &high)).await?;
+                    Ok(chunk)
                 }
-            };
+                .await;
+                let _ = tx.send((conn, result));
+            });
+            self.reading = Some(Reading { due, read_at, rows: rx, got: None });
+            return Ok(());
+        }
+        let at = self.rt.block_on(async {
             // A transaction can reach the binlog (and the stream) an instant before it becomes
             // visible to new snapshots: a view older than what the stream has read is retried.
             for attempt in 0.. {
                 let at = chunk::begin(&mut conn).await?;
                 if at.at_or_after(&here.file, here.offset) {
-                    return Ok::<_, anyhow::Error>((conn, at));
+                    return Ok::<_, anyhow::Error>(at);
                 }
                 conn.query_drop("ROLLBACK").await?;
                 if attempt == 1000 {
@@ -296,10 +392,7 @@ impl Snapshot {
             }
             unreachable!("the loop returns or fails")
         })?;
-        let read_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let (tx, rx) = oneshot::channel();
         self.rt.spawn(async move {
-            let mut conn = conn;
             let result = async {
                 let Some(spec) = chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? else {
                     conn.query_drop("ROLLBACK").await?;
@@ -313,9 +406,48 @@ impl Snapshot {
             .await;
             let _ = tx.send((conn, result));
         });
-        self.reading = Some(Reading { at, read_at, rows: rx });
+        self.reading = Some(Reading { due: Due::At(at), read_at, rows: rx, got: None });
         Ok(())
     }
+
+    /// A change the stream emitted: inside a chunk's watermark window, on its table, its keys
+    /// are left out of the chunk.
+    fn observe(&mut self, change: &Change) {
+        if let Some(Reading { due: Due::Window { open: true, closed: false, changed, .. }, .. }) = &mut self.reading {
+            if self.progress.pending.first().is_some_and(|[d, t]| *d == change.table.db && *t == change.table.name) {
+                changed.extend(change.before.iter().chain(&change.after).map(|img| (change.table.clone(), img.clone())));
+            }
+        }
+    }
+}
+
+/// Drops the chunk's rows whose key (every column, for a table without one) is that of a row
+/// changed inside the chunk's window: the stream carries those rows' newer values.
+fn leave_out_changed(chunk: &mut Chunk, changed: &[(Arc<Table>, RowImage)]) {
+    let key: Vec<usize> = if chunk.key.is_empty() { (0..chunk.table.columns.len()).collect() } else { chunk.key.clone() };
+    let names: Vec<&str> = key.iter().map(|&k| chunk.table.columns[k].name.as_str()).collect();
+    let mut keys = HashSet::new();
+    for (table, image) in changed {
+        let mut k = Vec::new();
+        for name in &names {
+            match table.columns.iter().position(|c| c.name == *name).and_then(|c| image.value(c)) {
+                Some(v) => {
+                    k.extend_from_slice(v);
+                    k.push(0);
+                }
+                None => break,
+            }
+        }
+        keys.insert(k);
+    }
+    chunk.rows.retain(|row| {
+        let mut k = Vec::new();
+        for &c in &key {
+            k.extend_from_slice(row.value(c).unwrap_or(b"null"));
+            k.push(0);
+        }
+        !keys.contains(&k)
+    });
 }
 
 /// The sink the decoder writes to while snapshots can run: signals go to the snapshot, and every
@@ -328,6 +460,7 @@ pub struct Snapshotting<'a> {
 
 impl Sink for Snapshotting<'_> {
     fn change(&mut self, change: &Change) -> Result<()> {
+        self.snapshot.observe(change);
         self.sink.change(change)
     }
 
