@@ -259,4 +259,24 @@ mod tests {
         let ok: FileConfig = toml::from_str("url = 'mysql://a@b:1'\nsink = 'stdout'\ncheckpoint_every = 5").unwrap();
         assert_eq!(ok.checkpoint_every, Some(5));
     }
+
+    #[test]
+    fn snapshot_keys_in_the_config_file() {
+        let file: FileConfig = toml::from_str(
+            "snapshot = 'initial'\nsnapshot_chunk_size = 500\nsnapshot_keys = ['a.b=c']\nsignal_table = 'a.signals'\nsnapshot_method = 'watermark'",
+        )
+        .unwrap();
+        let args = SnapshotArgs {
+            snapshot: file.snapshot,
+            snapshot_chunk_size: file.snapshot_chunk_size,
+            snapshot_key: file.snapshot_keys,
+            snapshot_method: file.snapshot_method,
+            signal_table: file.signal_table,
+        };
+        let s = snapshot_settings(&args).unwrap().unwrap();
+        assert!(s.initial && s.chunk_size == 500 && s.method == Some(snapshot::Method::Watermark));
+        assert_eq!(s.signal_table, Some(("a".into(), "signals".into())));
+        assert_eq!(s.keys[0].columns, ["c"]);
+        assert!(parse_table("a.*").is_err() && parse_table("nodot").is_err());
+    }
 }

@@ -89,8 +89,12 @@ fn filters_keys_and_empty_tables() {
     let keyed = server.dump(&["--snapshot", "initial", "--include", &format!("{db}.bag"), "--snapshot-key", &format!("{db}.bag=nope")]);
     let err = crate::util::failure(&keyed);
     assert!(err.contains("--snapshot-key names `nope`"), "{err}");
-    let bad = server.dump(&["--snapshot", "initial", "--snapshot-key", "bag=x"]);
-    assert_eq!(bad.status.code(), Some(2), "a malformed --snapshot-key is a usage error: {}", crate::util::stderr(&bad));
+    for bad in [&["--snapshot-key", "bag=x"][..], &["--snapshot-chunk-size", "0"], &["--snapshot-method", "watermark"]] {
+        let out = server.dump(&[&["--snapshot", "initial"][..], bad].concat());
+        let err = crate::util::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{bad:?} is a usage error: {err}");
+        assert!(err.starts_with("error: ") && err.lines().count() == 1, "{err}");
+    }
 }
 
 /// The identity of a row in the correctness test's tables.
@@ -410,4 +414,13 @@ fn sigterm_stops_at_a_chunk_boundary_and_the_restart_reads_every_row_once() {
     assert!(second.stop().success());
     let ids: Vec<i64> = events.iter().map(|e| e.pk.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, (1..=30_000).collect::<Vec<_>>(), "every row once, in key order, across the restart");
+
+    // A completed snapshot is not taken again: the stream just resumes.
+    let third = Stream::start(server, &position, dir.path(), 2, &args);
+    third.wait_ready(&position);
+    server.sql(&format!("INSERT INTO {db}.t VALUES (0, 'new')"));
+    let out = [third.stdout.clone()];
+    let resumed = wait_for(&out, "the insert", |ev| ev.iter().any(|e| e.op == "insert"));
+    assert!(third.stop().success());
+    assert_eq!(resumed.iter().map(|e| e.op.as_str()).collect::<Vec<_>>(), ["insert"]);
 }
