@@ -2,11 +2,16 @@
 //! stream at the exact binlog position each chunk was read at.
 //!
 //! Invariants:
-//! - A chunk read at binlog position P (see `chunk`) is emitted when the stream stands between
-//!   transactions at P: every change emitted before it is older than what it read, every change
-//!   after it is newer. A chunk is only started while the stream is between transactions at a
-//!   position X, and only kept if P >= X (else it is read again); the stream then never passes P
-//!   before the chunk is emitted — reaching P it waits for the rows, at most one chunk's read.
+//! - Consistent method (MariaDB): a chunk read at binlog position P (see `chunk`) is emitted when
+//!   the stream stands between transactions at P: every change emitted before it is older than
+//!   what it read, every change after it is newer. A chunk is only started while the stream is
+//!   between transactions at a position X, and only kept if P >= X (else it is read again); the
+//!   stream then never passes P before the chunk is emitted — reaching P it waits for the rows,
+//!   at most one chunk's read.
+//! - Watermark method (DBLog; MySQL): a chunk is read between a low and a high watermark row
+//!   written to the signal table; it is emitted right after the high watermark's transaction,
+//!   without the rows whose keys the stream saw change between the two watermarks (those rows'
+//!   newer values are in the stream). Correctness depends only on binlog order, not on timing.
 //! - One table at a time, in key order: at most one chunk being emitted and the next one being
 //!   read, so memory is bounded by two chunks (a table without a usable key is one chunk).
 //! - Progress (tables left, the last emitted key) rides on the commit that follows each chunk,
@@ -21,9 +26,8 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use indicatif::{ProgressBar, ProgressStyle};
-
 use anyhow::{anyhow, bail, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 use tokio::runtime::Handle;
@@ -32,11 +36,11 @@ use tokio::sync::oneshot;
 use crate::error::{Transient, Usage};
 use crate::event::{Change, Op};
 use crate::filter::{Filter, TablePattern};
-use crate::shutdown::Shutdown;
-use crate::schema::{RowImage, Table};
-use crate::signal::{Signal, WINDOW_CLOSE, WINDOW_OPEN};
 use crate::gtid::GtidSet;
 use crate::position::{Resume, SnapshotProgress};
+use crate::schema::{RowImage, Table};
+use crate::shutdown::Shutdown;
+use crate::signal::{Signal, WINDOW_CLOSE, WINDOW_OPEN};
 use crate::sink::Sink;
 use crate::source::server::connect;
 use chunk::{BinlogPos, Chunk, SESSION_SETUP};
