@@ -424,3 +424,24 @@ fn sigterm_stops_at_a_chunk_boundary_and_the_restart_reads_every_row_once() {
     assert!(third.stop().success());
     assert_eq!(resumed.iter().map(|e| e.op.as_str()).collect::<Vec<_>>(), ["insert"]);
 }
+
+#[test]
+fn a_table_altered_during_its_snapshot_goes_on_with_its_new_columns() {
+    let server = MariaDb::shared();
+    let db = server.fresh_db("snap_alter");
+    server.sql(&format!("USE {db}; CREATE TABLE b (id INT PRIMARY KEY, v INT); INSERT INTO b SELECT seq, seq FROM seq_1_to_400;"));
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let run = Stream::start(server, &position, dir.path(), 0, &["--snapshot", "initial", "--snapshot-chunk-size", "1", "--include", &db]);
+    let files = [run.stdout.clone()];
+    wait_for(&files, "the first reads", |ev| ev.iter().any(|e| e.op == "read"));
+    server.sql(&format!("ALTER TABLE {db}.b ADD COLUMN extra INT NOT NULL DEFAULT 7"));
+    let events = wait_for(&files, "the whole table", |ev| ev.iter().any(|e| e.pk.as_ref().is_some_and(|k| k["id"] == 400)));
+    let log = run.log();
+    assert!(run.stop().success(), "{log}");
+    let ids: Vec<i64> = events.iter().map(|e| e.pk.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, (1..=400).collect::<Vec<_>>(), "every row once, in order");
+    let with_extra = events.iter().position(|e| e.after.as_ref().unwrap().contains_key("extra")).expect("later chunks carry the new column");
+    assert!(with_extra > 0, "the ALTER landed mid-table");
+    assert!(events[with_extra..].iter().all(|e| e.after.as_ref().unwrap()["extra"] == 7));
+}
