@@ -7,7 +7,8 @@
 //! - `schema` (decoded tables and row images), then `event` (the JSON contract, `Op`)
 //! - `filter`, `outbox`, `signal` (incremental snapshot requests)
 //! - `sink` (stdout, Kafka), `decode` (binlog events -> changes handed to a sink)
-//! - `checkpoint` (position file), `error`, `shutdown`, `preflight`, `source` (files, servers)
+//! - `checkpoint` (position file), `error`, `shutdown`, `history` (is a position in a server's
+//!   binlog history?), `preflight`, `source` (files, servers)
 //! - `snapshot` (existing rows read in chunks, emitted at their binlog positions)
 //! - `cli`, `config`, `pipeline` (what each subcommand runs)
 
@@ -20,6 +21,7 @@ pub mod event;
 pub mod filter;
 pub mod frame;
 pub mod gtid;
+pub mod history;
 pub mod outbox;
 pub mod pipeline;
 pub mod position;

@@ -3,6 +3,7 @@
 //! needs the other to talk about positions. A snapshot's progress travels with the position it
 //! was emitted at, so it is saved under the same acknowledgement rule.
 
+use std::fmt;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -24,6 +25,15 @@ impl Flavor {
         } else {
             Flavor::MySql
         }
+    }
+}
+
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Flavor::MySql => "MySQL",
+            Flavor::MariaDb => "MariaDB",
+        })
     }
 }
 
