@@ -252,11 +252,16 @@ fn new_snapshot(
         Flavor::MariaDb => snapshot::Method::Consistent,
         Flavor::MySql => snapshot::Method::Watermark,
     });
+    // Settings this server cannot work with: exit 2, like a bad command line.
     if method == snapshot::Method::Consistent && source.flavor == Flavor::MySql {
-        bail!("--snapshot-method consistent needs MariaDB's binlog_snapshot_position; on MySQL use --snapshot-method watermark");
+        return Err(Usage("--snapshot-method consistent needs MariaDB's binlog_snapshot_position; on MySQL use --snapshot-method watermark".into()).into());
     }
     if method == snapshot::Method::Watermark && settings.signal_table.is_none() {
-        bail!("snapshots on MySQL use watermarks written to a signal table: give --signal-table db.table (CREATE TABLE db.table {}; the user needs INSERT and DELETE on it)", crate::signal::SIGNAL_TABLE_DDL);
+        return Err(Usage(format!(
+            "snapshots on MySQL use watermarks written to a signal table: give --signal-table db.table (CREATE TABLE db.table {}; the user needs INSERT and DELETE on it)",
+            crate::signal::SIGNAL_TABLE_DDL
+        ))
+        .into());
     }
     let signals = settings.signal_table.is_some();
     let progress = match saved {
