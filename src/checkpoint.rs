@@ -11,22 +11,28 @@
 //! - A symlinked `PATH` is resolved once, at open: the lock and every checkpoint act on the
 //!   target, so two links to one file share one lock, and the link stays a link.
 //! - A checkpoint that fails leaves the previous file and no temp file behind.
+//! - Version 2 adds the progress of a running snapshot (saved with the position of its last
+//!   acknowledged chunk); version 1 files are read as positions without a snapshot and written
+//!   back as version 2.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::position::{Flavor, Resume};
+use crate::position::{Flavor, Resume, SnapshotProgress};
 use crate::event::{Change, Ddl};
 use crate::outbox::Message;
 use crate::gtid::GtidSet;
 use crate::sink::Sink;
 
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Older versions this binlog-tail reads (and upgrades on the next save).
+const READS: [u32; 2] = [1, 2];
 
 /// The server a position was taken on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +72,9 @@ pub struct Position {
     /// can tell its own messages in Kafka from those of an earlier, abandoned position file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_id: Option<String>,
+    /// A snapshot's progress; absent when no snapshot was ever started with this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotProgress>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +113,7 @@ impl Position {
             server,
             updated_at: now_rfc3339(),
             stream_id: None,
+            snapshot: resume.snapshot.as_deref().cloned(),
         }
     }
 
@@ -112,8 +122,8 @@ impl Position {
         let pos: Position = serde_json::from_str(text).context(
             "the position file is corrupt; it was left as it is. Fix it by hand, or move it away and choose --start deliberately (events may be replayed or skipped)",
         )?;
-        if pos.version != VERSION {
-            bail!("the position file has version {}, this binlog-tail understands {VERSION}", pos.version);
+        if !READS.contains(&pos.version) {
+            bail!("the position file has version {}, this binlog-tail understands {READS:?}", pos.version);
         }
         pos.gtids().context("the position file holds a bad GTID set")?;
         Ok(pos)
@@ -218,7 +228,10 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 
 /// A sink wrapper that saves the position of acknowledged transactions: after every `every`
 /// commits or `interval` it asks the inner sink how far it has acknowledged and writes that; when
-/// the source is idle it waits for everything to be acknowledged first.
+/// the source is idle it waits for everything to be acknowledged first. Every commit carries the
+/// newest snapshot progress (the decoder's commits have none of their own), and a commit that
+/// moves a snapshot on is checkpointed at once, so a crash re-reads at most the chunks the sink
+/// had not acknowledged.
 pub struct Checkpointing<'a> {
     inner: &'a mut dyn Sink,
     file: PositionFile,
@@ -227,15 +240,26 @@ pub struct Checkpointing<'a> {
     last_commit: Option<Resume>,
     saved: Option<Position>,
     stream_id: String,
+    snapshot: Option<Arc<SnapshotProgress>>,
 }
 
 impl<'a> Checkpointing<'a> {
     pub fn new(inner: &'a mut dyn Sink, file: PositionFile, schedule: Schedule, saved: Option<Position>, stream_id: String) -> Self {
-        Checkpointing { inner, file, schedule, server: None, last_commit: None, saved, stream_id }
+        let snapshot = saved.as_ref().and_then(|p| p.snapshot.clone()).map(Arc::new);
+        Checkpointing { inner, file, schedule, server: None, last_commit: None, saved, stream_id, snapshot }
     }
 
     fn position_at(&self, flavor: Flavor, resume: &Resume, identity: &ServerIdentity) -> Position {
         Position { stream_id: Some(self.stream_id.clone()), ..Position::new(flavor, resume, identity.clone()) }
+    }
+
+    /// `resume` with the newest snapshot progress; true if it moved the snapshot on.
+    fn stamp(&mut self, resume: &Resume) -> (Resume, bool) {
+        let progressed = resume.snapshot.is_some() && resume.snapshot != self.snapshot;
+        if progressed {
+            self.snapshot = resume.snapshot.clone();
+        }
+        (Resume { snapshot: self.snapshot.clone(), ..resume.clone() }, progressed)
     }
 
     /// The server the following commits come from.
@@ -248,6 +272,7 @@ impl<'a> Checkpointing<'a> {
     /// would skip what was written while the tool was down).
     pub fn begin_at(&mut self, resume: Resume) -> Result<()> {
         if self.last_commit.is_none() && self.saved.is_none() {
+            let (resume, _) = self.stamp(&resume);
             self.last_commit = Some(resume.clone());
             self.save(Some(resume))?;
         }
@@ -273,7 +298,10 @@ impl<'a> Checkpointing<'a> {
         let (Some(resume), Some((flavor, identity))) = (resume, &self.server) else {
             return Ok(());
         };
-        if self.saved.as_ref().is_some_and(|s| s.file == *resume.file && s.offset == resume.offset) {
+        let same = |s: &Position| {
+            s.file == *resume.file && s.offset == resume.offset && s.snapshot.as_ref() == resume.snapshot.as_deref()
+        };
+        if self.saved.as_ref().is_some_and(same) {
             return Ok(());
         }
         let pos = self.position_at(*flavor, &resume, identity);
@@ -311,9 +339,10 @@ impl Sink for Checkpointing<'_> {
     }
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {
-        self.inner.commit(resume)?;
-        self.last_commit = Some(resume.clone());
-        if self.schedule.committed() {
+        let (resume, progressed) = self.stamp(resume);
+        self.inner.commit(&resume)?;
+        self.last_commit = Some(resume);
+        if self.schedule.committed() || progressed {
             let acked = self.inner.acknowledged()?;
             self.save(acked)?;
         }
@@ -377,11 +406,7 @@ mod tests {
     use std::sync::Arc;
 
     fn position(offset: u64) -> Position {
-        let resume = Resume {
-            file: Arc::from("binlog.000003"),
-            offset,
-            gtids: Some(GtidSet::parse("0-1-42").unwrap()),
-        };
+        let resume = Resume::new(Arc::from("binlog.000003"), offset, Some(GtidSet::parse("0-1-42").unwrap()));
         Position::new(Flavor::MariaDb, &resume, ServerIdentity { uuid: None, server_id: 1, hostname: "db".into() })
     }
 
@@ -444,6 +469,30 @@ mod tests {
         let mysql = ServerIdentity { uuid: Some("3e11fa47-71ca-11e1-9e33-c80aa9429562".into()), ..mariadb };
         assert_eq!(mysql.to_string(), "server_id 1 on host db1 (server_uuid 3e11fa47-71ca-11e1-9e33-c80aa9429562)");
         assert_eq!(format!("{} {}", Flavor::MariaDb, FlavorName::Mysql), "MariaDB MySQL");
+    }
+
+    #[test]
+    fn version_1_files_are_read_and_upgraded_with_snapshot_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pos.json");
+        fs::write(
+            &path,
+            r#"{"version":1,"flavor":"mariadb","gtid_set":"0-1-7","file":"binlog.000001","offset":900,
+               "server":{"uuid":null,"server_id":1,"hostname":"db"},"updated_at":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        let file = PositionFile::open(&path).unwrap();
+        let mut pos = file.load().unwrap().unwrap();
+        assert_eq!((pos.version, pos.offset, pos.snapshot.clone()), (1, 900, None));
+        pos.version = VERSION;
+        pos.snapshot = Some(SnapshotProgress {
+            pending: vec![["shop".into(), "orders".into()]],
+            after: Some(vec![crate::position::KeyValue::Int(5), crate::position::KeyValue::Bytes(b"a\xff".to_vec())]),
+            done: 2,
+        });
+        file.save(&pos).unwrap();
+        assert_eq!(file.load().unwrap().unwrap(), pos);
+        assert!(fs::read_to_string(&path).unwrap().contains("\"version\": 2"));
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub enum Command {
     Stream(StreamArgs),
     /// Check that a server is set up for change data capture, and say what to fix.
     Check(CheckArgs),
+    /// Ask a running stream (through its --signal-table) to snapshot tables again.
+    Snapshot(SignalArgs),
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +49,56 @@ pub struct DumpArgs {
     /// Stop after this many change events.
     #[arg(long)]
     pub limit: Option<u64>,
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+}
+
+/// Snapshots of existing rows. In a config file: `snapshot = "initial"`, `snapshot_chunk_size`,
+/// `snapshot_keys = ["db.table=col,..."]`.
+#[derive(Debug, Args, Default)]
+pub struct SnapshotArgs {
+    /// `initial`: without a saved position, emit every existing row of the included tables
+    /// (`op: "read"`), then the changes from exactly that point; `never`: only changes [default: never].
+    #[arg(long, value_enum, env = "BINLOG_TAIL_SNAPSHOT")]
+    pub snapshot: Option<SnapshotMode>,
+    /// Rows per snapshot chunk (each read in its own short transaction) [default: 10000].
+    #[arg(long, env = "BINLOG_TAIL_SNAPSHOT_CHUNK_SIZE")]
+    pub snapshot_chunk_size: Option<u64>,
+    /// The chunk key of a table without a primary key: db.table=column[,column...] (unique,
+    /// NOT NULL columns); repeatable.
+    #[arg(long, value_name = "DB.TABLE=COLUMNS")]
+    pub snapshot_key: Vec<String>,
+    /// How each chunk finds its place in the stream: `consistent` (MariaDB's consistent-snapshot
+    /// binlog position) or `watermark` (low/high watermark rows written to --signal-table)
+    /// [default: consistent on MariaDB, watermark on MySQL].
+    #[arg(long, value_enum, env = "BINLOG_TAIL_SNAPSHOT_METHOD")]
+    pub snapshot_method: Option<crate::snapshot::Method>,
+    /// A table (db.table) whose inserted rows start and stop incremental snapshots while
+    /// streaming, in Debezium's format; see `binlog-tail snapshot`.
+    #[arg(long, value_name = "DB.TABLE", env = "BINLOG_TAIL_SIGNAL_TABLE")]
+    pub signal_table: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The signal table the stream watches (db.table).
+    #[arg(long, value_name = "DB.TABLE")]
+    pub signal_table: String,
+    /// A table (db.table; * and ? wildcards) to snapshot; repeatable.
+    #[arg(long, value_name = "DB.TABLE", required = true)]
+    pub table: Vec<String>,
+    /// Stop snapshotting these tables instead.
+    #[arg(long)]
+    pub stop: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMode {
+    Never,
+    Initial,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +124,8 @@ pub struct StreamArgs {
     pub checkpoint_interval: Option<f64>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
     /// How to resume a saved position: `gtid` where the server has GTIDs (survives failover),
     /// else `file` offsets; `file` always uses file and offset [default: gtid].
     #[arg(long, value_enum, env = "BINLOG_TAIL_RESUME_BY")]
@@ -98,7 +152,7 @@ pub struct EmitArgs {
     /// Never tables matching this pattern; wins over --include; repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub exclude: Vec<String>,
-    /// Only these operations: comma-separated insert, update, delete.
+    /// Only these operations: comma-separated insert, update, delete, read (snapshot rows).
     #[arg(long, value_name = "OPS")]
     pub ops: Option<String>,
     /// Leave this column out of every event (db.table.column, wildcards allowed); repeatable.

@@ -9,11 +9,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{EmitArgs, OnOff, ResumeBy, ServerArgs, SinkKind, StreamArgs, TlsArgs};
+use crate::cli::{EmitArgs, OnOff, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode, StreamArgs, TlsArgs};
 use crate::decode::Options;
 use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
 use crate::outbox::OutboxTable;
+use crate::snapshot::{self, KeyOverride};
 use crate::sink::kafka::config::{check_brokers, parse_property, KafkaSettings, KeyMode};
 use crate::source::server::{parse_url, redact, ServerConfig};
 use crate::source::tls::{self, TlsOptions};
@@ -60,6 +61,12 @@ pub struct FileConfig {
     /// librdkafka properties.
     #[serde(default)]
     pub kafka: std::collections::BTreeMap<String, toml::Value>,
+    pub snapshot: Option<SnapshotMode>,
+    pub snapshot_chunk_size: Option<u64>,
+    #[serde(default)]
+    pub snapshot_keys: Vec<String>,
+    pub signal_table: Option<String>,
+    pub snapshot_method: Option<snapshot::Method>,
 }
 
 impl FileConfig {
@@ -87,6 +94,8 @@ pub struct StreamSettings {
     pub decode: Options,
     /// Set when the sink is Kafka.
     pub kafka: Option<KafkaSettings>,
+    /// Set with `--snapshot initial`.
+    pub snapshot: Option<snapshot::Settings>,
 }
 
 impl StreamSettings {
@@ -169,6 +178,15 @@ impl StreamSettings {
                 Some(kafka)
             }
         };
+        let snapshot_args = SnapshotArgs {
+            snapshot: args.snapshot.snapshot.or(file.snapshot),
+            snapshot_chunk_size: args.snapshot.snapshot_chunk_size.or(file.snapshot_chunk_size),
+            snapshot_key: pick(args.snapshot.snapshot_key, file.snapshot_keys),
+            signal_table: args.snapshot.signal_table.or(file.signal_table),
+            snapshot_method: args.snapshot.snapshot_method.or(file.snapshot_method),
+        };
+        let snapshot = snapshot_settings(&snapshot_args)?;
+        decode.signal_table = snapshot.as_ref().and_then(|s| s.signal_table.clone());
         let mut server = server_config(&merged, true)?;
         // `stream` retries every connection itself, without a limit, logging each attempt and
         // stopping at a signal; a wait inside one attempt would only hide that.
@@ -184,7 +202,34 @@ impl StreamSettings {
             checkpoint_every: args.checkpoint_every.or(file.checkpoint_every).unwrap_or(1000).max(1),
             checkpoint_interval: seconds(args.checkpoint_interval.or(file.checkpoint_interval).unwrap_or(1.0), "checkpoint interval")?,
             decode,
+            snapshot,
         })
+    }
+}
+
+/// The snapshot settings, when a snapshot was asked for or may be (with a signal table).
+pub fn snapshot_settings(args: &SnapshotArgs) -> Result<Option<snapshot::Settings>> {
+    let initial = args.snapshot == Some(SnapshotMode::Initial);
+    let signal_table = args.signal_table.as_deref().map(parse_table).transpose()?;
+    if !initial && signal_table.is_none() {
+        return Ok(None);
+    }
+    let chunk_size = args.snapshot_chunk_size.unwrap_or(10_000);
+    if chunk_size == 0 {
+        return Err(Usage("--snapshot-chunk-size must be at least 1".into()).into());
+    }
+    let keys = args.snapshot_key.iter().map(|k| KeyOverride::parse(k)).collect::<Result<_>>()?;
+    if args.snapshot_method == Some(snapshot::Method::Watermark) && signal_table.is_none() {
+        return Err(Usage("--snapshot-method watermark writes its watermarks to the signal table: give --signal-table db.table".into()).into());
+    }
+    Ok(Some(snapshot::Settings { method: args.snapshot_method, initial, chunk_size, keys, signal_table }))
+}
+
+/// `db.table`, exactly (no wildcards).
+pub fn parse_table(text: &str) -> Result<(String, String)> {
+    match text.split_once('.') {
+        Some((db, t)) if !db.is_empty() && !t.is_empty() && !text.contains(['*', '?']) => Ok((db.to_string(), t.to_string())),
+        _ => Err(Usage(format!("`{text}` is not a table: use db.table")).into()),
     }
 }
 
@@ -253,7 +298,7 @@ fn filter_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
         drop_columns: args.drop_column.iter().map(|p| ColumnPattern::parse(p)).collect::<Result<_>>()?,
     };
     let outbox = args.outbox.iter().map(|t| OutboxTable::with_defaults(t, &args.outbox_topic)).collect::<Result<_>>()?;
-    Ok(Options { limit, filter, emit_ddl: args.emit_ddl, outbox })
+    Ok(Options { limit, filter, emit_ddl: args.emit_ddl, outbox, signal_table: None })
 }
 
 /// A bad value that clap could not catch: exit code 2 like a bad command line.
@@ -285,5 +330,25 @@ mod tests {
         assert!(err.to_string().contains("position_fle"), "{err}");
         let ok: FileConfig = toml::from_str("url = 'mysql://a@b:1'\nsink = 'stdout'\ncheckpoint_every = 5").unwrap();
         assert_eq!(ok.checkpoint_every, Some(5));
+    }
+
+    #[test]
+    fn snapshot_keys_in_the_config_file() {
+        let file: FileConfig = toml::from_str(
+            "snapshot = 'initial'\nsnapshot_chunk_size = 500\nsnapshot_keys = ['a.b=c']\nsignal_table = 'a.signals'\nsnapshot_method = 'watermark'",
+        )
+        .unwrap();
+        let args = SnapshotArgs {
+            snapshot: file.snapshot,
+            snapshot_chunk_size: file.snapshot_chunk_size,
+            snapshot_key: file.snapshot_keys,
+            snapshot_method: file.snapshot_method,
+            signal_table: file.signal_table,
+        };
+        let s = snapshot_settings(&args).unwrap().unwrap();
+        assert!(s.initial && s.chunk_size == 500 && s.method == Some(snapshot::Method::Watermark));
+        assert_eq!(s.signal_table, Some(("a".into(), "signals".into())));
+        assert_eq!(s.keys[0].columns, ["c"]);
+        assert!(parse_table("a.*").is_err() && parse_table("nodot").is_err());
     }
 }

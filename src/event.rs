@@ -15,6 +15,8 @@ pub enum Op {
     Insert,
     Update,
     Delete,
+    /// A row read by a snapshot (not a change in the binlog).
+    Read,
 }
 
 impl Op {
@@ -23,6 +25,7 @@ impl Op {
             Op::Insert => "insert",
             Op::Update => "update",
             Op::Delete => "delete",
+            Op::Read => "read",
         }
     }
 }
@@ -73,6 +76,11 @@ impl Change {
         out.extend_from_slice(b",\"after\":");
         write_image(t, self.after.as_ref(), out);
         out.push(b'}');
+    }
+
+    /// The after image as a JSON object (`null` for deletes).
+    pub fn write_after(&self, out: &mut Vec<u8>) {
+        write_image(&self.table, self.after.as_ref(), out);
     }
 
     /// The primary key as a JSON object, or `null` when the table has none.

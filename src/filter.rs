@@ -99,7 +99,8 @@ pub fn parse_ops(text: &str) -> Result<Vec<Op>> {
             "insert" => Ok(Op::Insert),
             "update" => Ok(Op::Update),
             "delete" => Ok(Op::Delete),
-            other => bail!("`{other}` is not an operation: use insert, update, delete (comma-separated)"),
+            "read" => Ok(Op::Read),
+            other => bail!("`{other}` is not an operation: use insert, update, delete, read (comma-separated)"),
         })
         .collect()
 }

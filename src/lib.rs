@@ -5,10 +5,11 @@
 //! - `gtid`, `position` (flavour, resume point), `text` (charsets, JSON strings), `frame`
 //!   (binlog event framing, CRC32)
 //! - `schema` (decoded tables and row images), then `event` (the JSON contract, `Op`)
-//! - `filter`, `outbox`
+//! - `filter`, `outbox`, `signal` (incremental snapshot requests)
 //! - `sink` (stdout, Kafka), `decode` (binlog events -> changes handed to a sink)
 //! - `checkpoint` (position file), `error`, `shutdown`, `history` (is a position in a server's
 //!   binlog history?), `preflight`, `source` (files, servers)
+//! - `snapshot` (existing rows read in chunks, emitted at their binlog positions)
 //! - `cli`, `config`, `pipeline` (what each subcommand runs)
 
 pub mod checkpoint;
@@ -27,6 +28,8 @@ pub mod position;
 pub mod preflight;
 pub mod schema;
 pub mod shutdown;
+pub mod signal;
+pub mod snapshot;
 pub mod sink;
 pub mod source;
 pub mod text;

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Dump(args) => pipeline::dump(args),
         Command::Stream(args) => pipeline::stream(args),
         Command::Check(args) => pipeline::check(args),
+        Command::Snapshot(args) => pipeline::signal(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,7 +3,8 @@
 //!
 //! Invariants: a reconnect resumes from the end of the last transaction handed to the sink, so
 //! nothing is skipped; a shutdown signal lets the current transaction finish, flushes the sink
-//! and saves the position before exiting 0.
+//! and saves the position before exiting 0. A snapshot is offered every point between
+//! transactions the stream reaches (and idle moments), which is where its chunks are emitted.
 
 use std::io::{self, BufWriter};
 use std::time::Duration;
@@ -12,13 +13,17 @@ use anyhow::{bail, Context, Result};
 use tokio::runtime::Runtime;
 
 use crate::checkpoint::{Checkpointing, Position, PositionFile, Schedule};
-use crate::cli::{CheckArgs, DumpArgs, SinkKind, StreamArgs};
-use crate::config::{decode_options, server_config, StreamSettings};
+use crate::cli::{CheckArgs, DumpArgs, SignalArgs, SinkKind, StreamArgs};
+use crate::config::{decode_options, parse_table, server_config, snapshot_settings, StreamSettings};
+use crate::error::Usage;
 use crate::decode::{Decoder, Flow, Options};
 use crate::position::Resume;
 use crate::error::is_transient;
 use crate::preflight::{self, Status};
+use crate::event::Op;
+use crate::position::{Flavor, SnapshotProgress};
 use crate::shutdown::Shutdown;
+use crate::snapshot::{self, Snapshot, Snapshotting};
 use crate::sink::kafka::{dedupe, KafkaSink};
 use crate::sink::stdout::{self, Closed, StdoutSink};
 use crate::sink::Sink;
@@ -35,13 +40,25 @@ pub fn dump(args: DumpArgs) -> Result<()> {
         log_stats(&decoder);
         return sink.flush();
     }
-    let cfg = server_config(&args.server, args.follow)?;
-    let start = args.server.start.clone().unwrap_or(Start::Earliest);
+    let settings = snapshot_settings(&args.snapshot)?;
+    let mut opts = opts;
+    opts.signal_table = settings.as_ref().and_then(|s| s.signal_table.clone());
+    // A snapshot needs the stream to go on until its last chunk is emitted; `dump` then stops at
+    // the server's end unless --follow.
+    let initial = settings.as_ref().is_some_and(|s| s.initial);
+    let cfg = server_config(&args.server, args.follow || initial)?;
+    let default_start = if initial { Start::Latest } else { Start::Earliest };
+    let start = args.server.start.clone().unwrap_or(default_start);
     let rt = runtime()?;
     let shutdown = Shutdown::install(&rt);
     let mut source = ServerSource::open(rt.handle(), &cfg, &start, Checks::Basic)?;
+    let until = if initial && !args.follow { Until::SnapshotDone } else { Until::End };
+    let mut snapshot = match settings {
+        Some(settings) => new_snapshot(&rt, &cfg, &source, settings, &opts, None)?,
+        None => None,
+    };
     let mut decoder = server_decoder(&rt, &cfg, &source, opts)?;
-    run(&mut source, &mut decoder, &mut sink, &shutdown)?;
+    run(&mut source, &mut decoder, &mut sink, &shutdown, snapshot.as_mut(), until)?;
     log_stats(&decoder);
     sink.flush()
 }
@@ -96,6 +113,7 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
     };
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
     let mut sink = Checkpointing::new(out.as_mut(), position_file, schedule, saved.clone(), stream_id);
+    let mut snapshot: Option<Snapshot> = None;
     // Failed attempts since a stream last delivered something; of those, the streams that the
     // server closed before sending any event.
     let mut attempt = 0u32;
@@ -112,10 +130,17 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
                 if let Some(prev) = &current {
                     check_identity(prev, &source)?;
                 }
+                if snapshot.is_none() {
+                    if let Some(snap) = &settings.snapshot {
+                        let saved_progress = saved.as_ref().map(|p| p.snapshot.clone());
+                        snapshot = new_snapshot(&rt, &settings.server, &source, snap.clone(), &settings.decode, saved_progress)?;
+                    }
+                }
                 sink.set_server(source.flavor, source.identity.clone());
-                sink.begin_at(source.start.clone())?;
+                let progress = snapshot.as_ref().map(Snapshot::progress);
+                sink.begin_at(Resume { snapshot: progress, ..source.start.clone() })?;
                 let mut decoder = server_decoder(&rt, &settings.server, &source, settings.decode.clone())?;
-                let result = run(&mut source, &mut decoder, &mut sink, &shutdown);
+                let result = run(&mut source, &mut decoder, &mut sink, &shutdown, snapshot.as_mut(), Until::End);
                 let delivered = source.delivered();
                 drop(source);
                 match result {
@@ -195,12 +220,98 @@ fn new_stream_id() -> String {
     format!("{:016x}", RandomState::new().hash_one((now.as_nanos(), std::process::id())))
 }
 
+/// `binlog-tail snapshot`: writes the signal row that asks a running stream for a snapshot.
+pub fn signal(args: SignalArgs) -> Result<()> {
+    let (db, table) = parse_table(&args.signal_table)?;
+    for t in &args.table {
+        crate::filter::TablePattern::parse(t).map_err(|e| Usage(format!("--table: {e:#}")))?;
+    }
+    let cfg = server_config(&args.server, false)?;
+    let opts = connect_opts(&cfg)?;
+    let kind = if args.stop { "stop-snapshot" } else { "execute-snapshot" };
+    let data = serde_json::json!({"data-collections": args.table, "type": "incremental"}).to_string();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let id = format!("binlog-tail-{nanos}-{}", std::process::id());
+    let rt = runtime()?;
+    rt.block_on(async {
+        use mysql_async::prelude::Queryable;
+        let mut conn = connect(&opts, cfg.wait_for_server).await?;
+        let sql = format!("INSERT INTO `{}`.`{}` (id, type, data) VALUES (?, ?, ?)", db.replace('`', "``"), table.replace('`', "``"));
+        conn.exec_drop(sql, (&id, kind, &data)).await.map_err(|e| match &e {
+            mysql_async::Error::Server(s) if s.code == 1146 => anyhow::anyhow!(
+                "the signal table `{db}`.`{table}` does not exist: create it with CREATE TABLE `{db}`.`{table}` {}",
+                crate::signal::SIGNAL_TABLE_DDL
+            ),
+            mysql_async::Error::Server(s) if s.code == 1142 => anyhow::anyhow!(
+                "user `{}` may not write the signal table: GRANT INSERT ON `{db}`.`{table}` TO ... ({})",
+                opts.user().unwrap_or(""),
+                s.message
+            ),
+            _ => anyhow::anyhow!("cannot write the signal row: {e}"),
+        })
+    })?;
+    println!("{kind} signal {id} written to {db}.{table} for {}", args.table.join(", "));
+    Ok(())
+}
+
 fn runtime() -> Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// The snapshot to run alongside the stream, if any: a new one when there is no saved position
+/// (`saved` None), the saved one while it is unfinished. With a signal table there always is
+/// one (incremental snapshots may be requested); without, none once the initial snapshot
+/// completed or when the position file predates it (`Some(None)`: the stream already has every
+/// row since then).
+fn new_snapshot(
+    rt: &Runtime,
+    cfg: &ServerConfig,
+    source: &ServerSource,
+    settings: snapshot::Settings,
+    opts: &Options,
+    saved: Option<Option<SnapshotProgress>>,
+) -> Result<Option<Snapshot>> {
+    if !opts.filter.includes_op(Op::Read) {
+        tracing::info!("--ops leaves out read events: no snapshot is taken");
+        return Ok(None);
+    }
+    let mut settings = settings;
+    let method = *settings.method.get_or_insert(match source.flavor {
+        Flavor::MariaDb => snapshot::Method::Consistent,
+        Flavor::MySql => snapshot::Method::Watermark,
+    });
+    // Settings this server cannot work with: exit 2, like a bad command line.
+    if method == snapshot::Method::Consistent && source.flavor == Flavor::MySql {
+        return Err(Usage("--snapshot-method consistent needs MariaDB's binlog_snapshot_position; on MySQL use --snapshot-method watermark".into()).into());
+    }
+    if method == snapshot::Method::Watermark && settings.signal_table.is_none() {
+        return Err(Usage(format!(
+            "snapshots on MySQL use watermarks written to a signal table: give --signal-table db.table (CREATE TABLE db.table {}; the user needs INSERT and DELETE on it)",
+            crate::signal::SIGNAL_TABLE_DDL
+        ))
+        .into());
+    }
+    let signals = settings.signal_table.is_some();
+    let progress = match saved {
+        None => None,
+        Some(Some(progress)) if !progress.complete() => {
+            tracing::info!("resuming the snapshot: {} table(s) left, {} done", progress.pending.len(), progress.done);
+            Some(progress)
+        }
+        Some(Some(progress)) if signals => Some(progress),
+        Some(Some(_)) => return Ok(None),
+        Some(None) if signals => Some(SnapshotProgress { pending: Vec::new(), after: None, done: 0 }),
+        Some(None) => {
+            tracing::info!("the position file holds a position without a snapshot: resuming from it, no snapshot is taken (move the file away to take one)");
+            return Ok(None);
+        }
+    };
+    let skip = opts.outbox.iter().filter_map(|o| o.table.split_once('.')).map(|(d, t)| (d.to_string(), t.to_string())).collect();
+    Ok(Some(Snapshot::new(rt.handle().clone(), connect_opts(cfg)?, settings, opts.filter.clone(), skip, progress)?))
 }
 
 fn server_decoder(rt: &Runtime, cfg: &ServerConfig, source: &ServerSource, opts: Options) -> Result<Decoder> {
@@ -213,15 +324,39 @@ fn server_decoder(rt: &Runtime, cfg: &ServerConfig, source: &ServerSource, opts:
 /// How often an idle stream wakes up to save a checkpoint that fell due.
 const IDLE_WAKEUP: Duration = Duration::from_millis(250);
 
+/// When `run` returns by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// At the end of the stream (never, when following).
+    End,
+    /// When the snapshot (if any) has been emitted and the stream has nothing more to send now.
+    SnapshotDone,
+}
+
 /// Feeds server events to the decoder until the stream ends, the limit is reached, or a shutdown
-/// was requested and no transaction is open.
-fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, shutdown: &Shutdown) -> Result<()> {
+/// was requested and no transaction is open. A snapshot gets every point between transactions.
+fn run(
+    source: &mut ServerSource,
+    decoder: &mut Decoder,
+    sink: &mut dyn Sink,
+    shutdown: &Shutdown,
+    mut snapshot: Option<&mut Snapshot>,
+    until: Until,
+) -> Result<()> {
+    // The last point between transactions, where an idle stream stands.
+    let (mut at_file, mut at_offset) = (source.start.file.clone(), source.start.offset);
     loop {
         if shutdown.requested() && (!decoder.in_transaction() || shutdown.forced()) || decoder.limit_reached() {
             return Ok(());
         }
         let next = match source.try_next()? {
             Next::Idle => {
+                if let Some(snap) = snapshot.as_deref_mut() {
+                    snap.reached(&at_file, at_offset, &decoder.gtids, sink, shutdown)?;
+                }
+                if until == Until::SnapshotDone && snapshot.as_deref().is_none_or(Snapshot::complete) {
+                    return Ok(());
+                }
                 // Flushing when idle also saves a due checkpoint; waking up now and then lets a
                 // checkpoint that fell due while waiting be saved too.
                 sink.flush()?;
@@ -234,8 +369,19 @@ fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, sh
                 let h = ev.header;
                 let next_offset = u64::from(h.log_pos);
                 let offset = next_offset.saturating_sub(u64::from(h.event_size));
-                if decoder.feed(ev.raw(), offset, next_offset, sink)? == Flow::Stop {
+                let flow = match snapshot.as_deref_mut() {
+                    Some(snap) => decoder.feed(ev.raw(), offset, next_offset, &mut Snapshotting { sink: &mut *sink, snapshot: snap })?,
+                    None => decoder.feed(ev.raw(), offset, next_offset, sink)?,
+                };
+                if flow == Flow::Stop {
                     return Ok(());
+                }
+                // Artificial events (log_pos 0) and rotations do not mark a place in the file.
+                if let Some(snap) = snapshot.as_deref_mut().filter(|_| h.log_pos != 0 && h.type_code != ROTATE) {
+                    if !decoder.in_transaction() {
+                        (at_file, at_offset) = (decoder.file().clone(), next_offset);
+                        snap.reached(&at_file, at_offset, &decoder.gtids, sink, shutdown)?;
+                    }
                 }
             }
             Next::End => return Ok(()),
@@ -243,6 +389,8 @@ fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, sh
         }
     }
 }
+
+const ROTATE: u8 = 4;
 
 fn resume_from(resume: &Resume) -> Start {
     Start::Resume { file: resume.file.to_string(), offset: resume.offset, gtids: resume.gtids.clone() }

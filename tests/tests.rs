@@ -11,6 +11,7 @@ mod history;
 mod kafka;
 mod mysql_files;
 mod server;
+mod snapshot;
 mod stream;
 mod tls;
 mod transactions;

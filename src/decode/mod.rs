@@ -29,6 +29,7 @@ use mysql_common::proto::MyDeserialize;
 use crate::event::{Change, Ddl, Op};
 use crate::filter::Filter;
 use crate::outbox::OutboxTable;
+use crate::signal::Signal;
 use crate::gtid::{Gtid, GtidSet, MySqlGtidSet, MAX_GNO};
 use crate::sink::Sink;
 use crate::frame::{Checksums, EventReader, Partial, RawEvent, HEADER_LEN};
@@ -113,6 +114,9 @@ pub struct Options {
     pub emit_ddl: bool,
     /// Outbox tables: their inserts become messages instead of change events.
     pub outbox: Vec<OutboxTable>,
+    /// The signal table (db, table): its inserts are handed to the sink as signals, whatever
+    /// the filters say, and never emitted as change events.
+    pub signal_table: Option<(String, String)>,
 }
 
 impl Decoder {
@@ -142,6 +146,11 @@ impl Decoder {
     /// Seeds the executed GTID set (the start position), so commits report the full set.
     pub fn set_gtids(&mut self, gtids: Option<GtidSet>) {
         self.gtids = gtids;
+    }
+
+    /// The binlog file the events fed now come from.
+    pub fn file(&self) -> &Arc<str> {
+        &self.file
     }
 
     /// True between a transaction's first event and its end.
@@ -279,7 +288,8 @@ impl Decoder {
         let table_id_len = if fde.get_event_type_header_length(EventType::TABLE_MAP_EVENT) == 6 { 4 } else { 6 };
         table::check_optional_metadata(ev.body, table_id_len)?;
         let id = tme.table_id();
-        if !self.opts.filter.includes_table(&tme.database_name(), &tme.table_name()) {
+        let signal = self.opts.signal_table.as_ref().is_some_and(|(d, t)| *d == tme.database_name() && *t == tme.table_name());
+        if !signal && !self.opts.filter.includes_table(&tme.database_name(), &tme.table_name()) {
             self.tables.insert(id, ev.body, None);
             return Ok(());
         }
@@ -327,6 +337,22 @@ impl Decoder {
             .tables
             .get(rows_event.table_id)
             .with_context(|| format!("rows event for table id {} without a preceding TABLE_MAP (start the stream at a transaction boundary)", rows_event.table_id))?;
+        if let Some(table) = table.filter(|t| self.opts.signal_table.as_ref().is_some_and(|(d, n)| *d == t.db && *n == t.name)) {
+            if rows_event.op == Op::Insert {
+                let table = table.clone();
+                rows_event.for_each_row(&table, |_, after| {
+                    let after = after.context("an insert without an after image")?;
+                    match Signal::from_row(&table, &after) {
+                        Ok(signal) => sink.signal(&signal),
+                        Err(why) => {
+                            tracing::warn!("ignoring a row of the signal table at {}:{offset}: {why}", self.file);
+                            Ok(())
+                        }
+                    }
+                })?;
+            }
+            return Ok(Flow::Continue);
+        }
         let outbox = table.and_then(|t| t.outbox).map(|i| &self.opts.outbox[i]);
         let Some(table) = table.filter(|_| outbox.is_some() || self.opts.filter.includes_op(rows_event.op)).cloned() else {
             self.stats.filtered_events += 1;
@@ -401,7 +427,7 @@ impl Decoder {
         }
         self.tx = Transaction::default();
         self.tables.trim();
-        sink.commit(&Resume { file: self.file.clone(), offset: next_offset, gtids: self.gtids.clone() })?;
+        sink.commit(&Resume::new(self.file.clone(), next_offset, self.gtids.clone()))?;
         Ok(flow)
     }
 

@@ -87,7 +87,8 @@ impl<'a> RowsEvent<'a> {
         while !cur.is_empty() {
             let row_start = cur.pos;
             match self.op {
-                Op::Insert => {
+                // Rows events carry no snapshot reads; `op_of` never yields Read.
+                Op::Insert | Op::Read => {
                     let after = RowImage::decode(table, self.present_after, &mut cur, None)?;
                     emit(None, Some(after))?;
                 }

@@ -76,14 +76,8 @@ pub fn write_value(kind: &Kind, cur: &mut Cursor<'_>, out: &mut Vec<u8>) -> Resu
                 out.extend_from_slice(buf.format(signed).as_bytes());
             }
         }
-        Kind::Float => {
-            let v = f32::from_le_bytes(cur.take(4)?.try_into().expect("4 bytes"));
-            write_float(v.is_finite(), || ryu::Buffer::new().format_finite(v).to_owned(), out);
-        }
-        Kind::Double => {
-            let v = f64::from_le_bytes(cur.take(8)?.try_into().expect("8 bytes"));
-            write_float(v.is_finite(), || ryu::Buffer::new().format_finite(v).to_owned(), out);
-        }
+        Kind::Float => write_f32(f32::from_le_bytes(cur.take(4)?.try_into().expect("4 bytes")), out),
+        Kind::Double => write_f64(f64::from_le_bytes(cur.take(8)?.try_into().expect("8 bytes")), out),
         Kind::Decimal { precision, scale } => {
             out.push(b'"');
             write_decimal(cur, *precision, *scale, out)?;
@@ -96,26 +90,18 @@ pub fn write_value(kind: &Kind, cur: &mut Cursor<'_>, out: &mut Vec<u8>) -> Resu
         }
         Kind::Date => {
             let v = cur.uint_le(3)?;
-            out.push(b'"');
-            write_date(out, v >> 9, (v >> 5) & 15, v & 31);
-            out.push(b'"');
+            write_date_value(out, v >> 9, (v >> 5) & 15, v & 31);
         }
         Kind::OldTime => {
             let raw = cur.uint_le(3)?;
             let v = ((raw << 40) as i64) >> 40;
             let a = v.unsigned_abs();
-            out.push(b'"');
-            write_time(out, v < 0, a / 10000, (a / 100) % 100, a % 100, 0, 0);
-            out.push(b'"');
+            write_time_value(out, v < 0, a / 10000, (a / 100) % 100, a % 100, 0, 0);
         }
         Kind::OldDateTime => {
             let v = cur.uint_le(8)?;
             let (d, t) = (v / 1_000_000, v % 1_000_000);
-            out.push(b'"');
-            write_date(out, d / 10000, (d / 100) % 100, d % 100);
-            out.push(b'T');
-            write_hms(out, t / 10000, (t / 100) % 100, t % 100);
-            out.push(b'"');
+            write_datetime(out, (d / 10000, (d / 100) % 100, d % 100), (t / 10000, (t / 100) % 100, t % 100), 0, 0, false);
         }
         Kind::OldTimestamp => {
             let secs = cur.uint_le(4)?;
@@ -127,9 +113,7 @@ pub fn write_value(kind: &Kind, cur: &mut Cursor<'_>, out: &mut Vec<u8>) -> Resu
             let a = packed.unsigned_abs();
             let hms = a >> 24;
             let frac = a % (1 << 24);
-            out.push(b'"');
-            write_time(out, neg, (hms >> 12) % (1 << 10), (hms >> 6) % 64, hms % 64, frac, *fsp);
-            out.push(b'"');
+            write_time_value(out, neg, (hms >> 12) % (1 << 10), (hms >> 6) % 64, hms % 64, frac, *fsp);
         }
         Kind::DateTime2 { fsp } => {
             let int_part = cur.uint_be(5)? as i64 - 0x80_0000_0000;
@@ -141,12 +125,7 @@ pub fn write_value(kind: &Kind, cur: &mut Cursor<'_>, out: &mut Vec<u8>) -> Resu
             let ymd = int_part >> 17;
             let ym = ymd >> 5;
             let hms = int_part % (1 << 17);
-            out.push(b'"');
-            write_date(out, ym / 13, ym % 13, ymd % 32);
-            out.push(b'T');
-            write_hms(out, hms >> 12, (hms >> 6) % 64, hms % 64);
-            write_frac(out, frac, *fsp);
-            out.push(b'"');
+            write_datetime(out, (ym / 13, ym % 13, ymd % 32), (hms >> 12, (hms >> 6) % 64, hms % 64), frac, *fsp, false);
         }
         Kind::Timestamp2 { fsp } => {
             let secs = cur.uint_be(4)?;
@@ -239,6 +218,15 @@ pub fn write_value(kind: &Kind, cur: &mut Cursor<'_>, out: &mut Vec<u8>) -> Resu
         }
     }
     Ok(())
+}
+
+/// FLOAT as the shortest text that reads back as the same f32; NaN and infinities as null.
+pub fn write_f32(v: f32, out: &mut Vec<u8>) {
+    write_float(v.is_finite(), || ryu::Buffer::new().format_finite(v).to_owned(), out);
+}
+
+pub fn write_f64(v: f64, out: &mut Vec<u8>) {
+    write_float(v.is_finite(), || ryu::Buffer::new().format_finite(v).to_owned(), out);
 }
 
 fn write_float(finite: bool, text: impl FnOnce() -> String, out: &mut Vec<u8>) {
@@ -468,24 +456,43 @@ fn write_frac(out: &mut Vec<u8>, micros: u64, fsp: u8) {
     }
 }
 
-fn write_time(out: &mut Vec<u8>, neg: bool, h: u64, m: u64, s: u64, micros: u64, fsp: u8) {
+/// `"YYYY-MM-DD"`.
+pub fn write_date_value(out: &mut Vec<u8>, y: u64, m: u64, d: u64) {
+    out.push(b'"');
+    write_date(out, y, m, d);
+    out.push(b'"');
+}
+
+/// `"[-]HHH:MM:SS[.fff]"` with `fsp` fractional digits (TIME).
+pub fn write_time_value(out: &mut Vec<u8>, neg: bool, h: u64, m: u64, s: u64, micros: u64, fsp: u8) {
+    out.push(b'"');
     if neg {
         out.push(b'-');
     }
     write_hms(out, h, m, s);
     write_frac(out, micros, fsp);
+    out.push(b'"');
+}
+
+/// `"YYYY-MM-DDTHH:MM:SS[.fff]"` with `fsp` fractional digits, and `Z` for UTC (TIMESTAMP).
+pub fn write_datetime(out: &mut Vec<u8>, ymd: (u64, u64, u64), hms: (u64, u64, u64), micros: u64, fsp: u8, utc: bool) {
+    out.push(b'"');
+    write_date(out, ymd.0, ymd.1, ymd.2);
+    out.push(b'T');
+    write_hms(out, hms.0, hms.1, hms.2);
+    write_frac(out, micros, fsp);
+    out.extend_from_slice(if utc { b"Z\"" } else { b"\"" });
 }
 
 /// TIMESTAMP as UTC; MySQL's zero timestamp stays zero.
 fn write_timestamp(out: &mut Vec<u8>, secs: u64, micros: u64, fsp: u8) {
-    out.push(b'"');
     if secs == 0 && micros == 0 {
-        out.extend_from_slice(b"0000-00-00T00:00:00");
+        write_datetime(out, (0, 0, 0), (0, 0, 0), 0, fsp, true);
     } else {
-        write_utc_seconds(out, secs);
+        let (y, m, d) = civil_from_days((secs / 86400) as i64);
+        let rem = secs % 86400;
+        write_datetime(out, (y as u64, m, d), (rem / 3600, (rem / 60) % 60, rem % 60), micros, fsp, true);
     }
-    write_frac(out, micros, fsp);
-    out.extend_from_slice(b"Z\"");
 }
 
 fn write_utc_seconds(out: &mut Vec<u8>, secs: u64) {

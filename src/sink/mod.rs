@@ -10,12 +10,17 @@ use anyhow::Result;
 use crate::position::Resume;
 use crate::event::{Change, Ddl};
 use crate::outbox::Message;
+use crate::signal::Signal;
 
 pub trait Sink {
     fn change(&mut self, change: &Change) -> Result<()>;
     fn ddl(&mut self, ddl: &Ddl) -> Result<()>;
     /// A routed message (an outbox event).
     fn message(&mut self, msg: &Message) -> Result<()>;
+    /// A row of the signal table; only a stream running snapshots acts on it.
+    fn signal(&mut self, _signal: &Signal) -> Result<()> {
+        Ok(())
+    }
     /// A transaction ended; reading may later resume at `resume`.
     fn commit(&mut self, resume: &Resume) -> Result<()>;
     /// The end of the newest transaction that, with every one before it, is acknowledged —

@@ -155,7 +155,7 @@ impl ServerSource {
                 Some(first) => Some(first.map_err(|e| if is_transient(&e) { e.context(EndedAtOnce) } else { e })?),
                 None => None,
             };
-            let start = Resume { file: Arc::from(at.file.as_str()), offset: at.pos, gtids: at.gtids.clone() };
+            let start = Resume::new(Arc::from(at.file.as_str()), at.pos, at.gtids.clone());
             Ok(ServerSource {
                 rx,
                 first,

@@ -2,12 +2,13 @@
 //!
 //! Invariants: the value is exactly the JSON line `dump` prints; the event id header is derived
 //! from the binlog position (GTID or FILE:OFFSET, plus the row index), so a replayed event carries
-//! the same id and consumers can deduplicate.
+//! the same id and consumers can deduplicate. Snapshot reads add their table and key, since many
+//! share one position.
 
 use rdkafka::message::{Header, OwnedHeaders};
 
 use super::config::{KafkaSettings, KeyMode};
-use crate::event::{Change, Ddl};
+use crate::event::{Change, Ddl, Op};
 
 pub struct Routed {
     pub topic: String,
@@ -28,7 +29,20 @@ pub fn change(settings: &KafkaSettings, c: &Change) -> Routed {
         KeyMode::Table => Some(format!("{}.{}", t.db, t.name).into_bytes()),
     };
     let position = format!("{}:{}", c.file, c.offset);
-    let id = format!("{}/{}", origin(c.gtid.as_deref(), &c.file, c.offset), c.row);
+    let id = match c.op {
+        // Chunks of several tables, or consecutive chunks of one, can share a position: a read
+        // is named by its table and key (the whole row for a table without a primary key).
+        Op::Read => {
+            let mut key = Vec::with_capacity(64);
+            if t.pk.is_empty() {
+                c.write_after(&mut key);
+            } else {
+                c.write_pk(&mut key);
+            }
+            format!("{position}/{}.{}/{}/{}", t.db, t.name, String::from_utf8_lossy(&key), c.row)
+        }
+        _ => format!("{}/{}", origin(c.gtid.as_deref(), &c.file, c.offset), c.row),
+    };
     let headers = OwnedHeaders::new_with_capacity(6)
         .insert(Header { key: "gtid", value: c.gtid.as_deref() })
         .insert(Header { key: "op", value: Some(c.op.as_str()) })

@@ -1,0 +1,300 @@
+//! Reading one chunk of a table: its schema from `information_schema`, the binlog position the
+//! read is consistent with, and the rows after the last key, in key order.
+//!
+//! Invariants:
+//! - A chunk is read inside `START TRANSACTION WITH CONSISTENT SNAPSHOT`, and the position is the
+//!   transaction's `binlog_snapshot_file`/`binlog_snapshot_position` (MariaDB): the rows are
+//!   exactly the table as of that binlog position.
+//! - Chunks follow the key in the server's own order: `WHERE key > last ORDER BY key LIMIT n`,
+//!   with `last` the key the server returned for the previous chunk's last row, bound back as the
+//!   same bytes under the column's own collation. Case- or accent-insensitive keys therefore
+//!   cannot make a chunk skip or repeat a row.
+//! - Values are fetched with the binary protocol and `SET NAMES binary` (raw bytes in each
+//!   column's charset, decoded like the binlog's), TIMESTAMPs in UTC.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Params, Row, Value};
+
+use super::values::{key_value, sql_value, write_value};
+use crate::filter::Filter;
+use crate::position::KeyValue;
+use crate::schema::{Column, Kind, RowImage, Table};
+use crate::text::{write_json_str, TextEncoding};
+
+/// Settings every snapshot connection runs with. `SET NAMES binary` makes results raw bytes in
+/// each column's charset, and makes bound key values binary strings that `CAST(... CHARACTER SET
+/// cs)` relabels without converting.
+pub const SESSION_SETUP: [&str; 3] =
+    ["SET NAMES binary", "SET time_zone = '+00:00'", "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"];
+
+/// A table as a snapshot reads it: the event schema, and how its chunks are chosen.
+#[derive(Debug)]
+pub struct TableSpec {
+    pub table: Arc<Table>,
+    /// Chunk key columns (indexes into `table.columns`); empty: the table is read in one go.
+    pub key: Vec<usize>,
+    /// SQL parameter expression per key column: the bound bytes read under the column's
+    /// collation (or exact type), so the comparison is the one `ORDER BY` uses.
+    key_params: Vec<String>,
+    select: String,
+}
+
+/// Where a snapshot transaction's view sits in the binlog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinlogPos {
+    pub file: Arc<str>,
+    pub offset: u64,
+}
+
+impl BinlogPos {
+    /// True if `self` is at or after `other` in the binlog (file names by their sequence number).
+    pub fn at_or_after(&self, file: &str, offset: u64) -> bool {
+        let seq = |f: &str| f.rsplit_once('.').and_then(|(_, n)| n.parse::<u64>().ok());
+        match (seq(&self.file), seq(file)) {
+            (Some(a), Some(b)) if a != b => a > b,
+            _ if *self.file != *file => *self.file > *file,
+            _ => self.offset >= offset,
+        }
+    }
+}
+
+/// One chunk, read and converted.
+pub struct Chunk {
+    pub rows: Vec<RowImage>,
+    pub table: Arc<Table>,
+    /// Chunk key columns (indexes into `table.columns`).
+    pub key: Vec<usize>,
+    /// The key of the last row, as the server returned it.
+    pub last_key: Option<Vec<KeyValue>>,
+    /// Fewer rows than asked for: the table is done after this chunk.
+    pub last: bool,
+}
+
+/// Starts a consistent-snapshot transaction and returns the binlog position its view matches.
+pub async fn begin(conn: &mut Conn) -> Result<BinlogPos> {
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await?;
+    let status: Vec<(String, String)> = conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
+    let get = |name: &str| status.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+    let (Some(file), Some(offset)) = (get("Binlog_snapshot_file"), get("Binlog_snapshot_position")) else {
+        bail!("the server reports no binlog_snapshot_file/position (is log_bin on?)");
+    };
+    let offset = offset.parse().with_context(|| format!("binlog_snapshot_position `{offset}` is not a number"))?;
+    Ok(BinlogPos { file: Arc::from(file.as_str()), offset })
+}
+
+/// Reads the rows after `after` (by key) inside the open snapshot transaction, then ends it.
+pub async fn read(conn: &mut Conn, spec: &TableSpec, after: Option<&[KeyValue]>, limit: u64) -> Result<Chunk> {
+    let mut sql = spec.select.clone();
+    let mut params = Vec::new();
+    if let Some(after) = after.filter(|_| !spec.key.is_empty()) {
+        if after.len() != spec.key.len() {
+            bail!("the saved snapshot key has {} values but `{}`.`{}` has {} key columns: the table's key changed", after.len(), spec.table.db, spec.table.name, spec.key.len());
+        }
+        sql.push_str(" WHERE ");
+        sql.push_str(&after_clause(spec, after, &mut params));
+    }
+    if !spec.key.is_empty() {
+        sql.push_str(" ORDER BY ");
+        sql.push_str(&spec.key.iter().map(|&k| quote(&spec.table.columns[k].name)).collect::<Vec<_>>().join(", "));
+        sql.push_str(&format!(" LIMIT {limit}"));
+    }
+    let rows: Vec<Row> = conn.exec(sql, Params::Positional(params)).await?;
+    conn.query_drop("COMMIT").await?;
+    let last = spec.key.is_empty() || (rows.len() as u64) < limit;
+    let mut images = Vec::with_capacity(rows.len());
+    let mut last_key = None;
+    let count = rows.len();
+    for (n, row) in rows.into_iter().enumerate() {
+        let values = row.unwrap();
+        if n + 1 == count && !spec.key.is_empty() {
+            last_key = Some(spec.key.iter().map(|&k| key_value(&values[k])).collect());
+        }
+        images.push(image(&spec.table, &values)?);
+    }
+    Ok(Chunk { rows: images, table: spec.table.clone(), key: spec.key.clone(), last_key, last })
+}
+
+/// `(k1, k2) > (v1, v2)` as `k1 >= v1 AND (k1 > v1 OR (k1 = v1 AND k2 > v2))`: the same rows,
+/// in a form the range optimizer turns into an index range.
+fn after_clause(spec: &TableSpec, after: &[KeyValue], params: &mut Vec<Value>) -> String {
+    let col = |i: usize| quote(&spec.table.columns[spec.key[i]].name);
+    let mut bind = |i: usize| {
+        params.push(sql_value(&after[i]));
+        spec.key_params[i].clone()
+    };
+    // Parameters bind in the order their placeholders appear.
+    let lead = format!("{} >= {}", col(0), bind(0));
+    let mut alternatives = Vec::new();
+    for i in 0..spec.key.len() {
+        let mut terms: Vec<String> = (0..i).map(|j| format!("{} = {}", col(j), bind(j))).collect();
+        terms.push(format!("{} > {}", col(i), bind(i)));
+        alternatives.push(format!("({})", terms.join(" AND ")));
+    }
+    format!("{lead} AND ({})", alternatives.join(" OR "))
+}
+
+fn image(table: &Table, values: &[Value]) -> Result<RowImage> {
+    let mut json = Vec::with_capacity(128);
+    let mut spans = Vec::with_capacity(values.len());
+    for (column, value) in table.columns.iter().zip(values) {
+        let start = json.len() as u32;
+        write_value(&column.kind, value, &mut json)
+            .with_context(|| format!("column `{}` of `{}`.`{}`", column.name, table.db, table.name))?;
+        spans.push(Some((start, json.len() as u32)));
+    }
+    Ok(RowImage { json, spans })
+}
+
+pub fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// One row of `information_schema.COLUMNS`.
+type ColumnRow = (String, String, String, Option<String>, Option<String>, Option<u64>, Option<u64>, Option<u64>, Option<u64>, String);
+
+/// The table as it is now; None if it does not exist (any more). `key_override` names the
+/// chunk key columns (`--snapshot-key`).
+pub async fn describe(conn: &mut Conn, db: &str, name: &str, filter: &Filter, key_override: Option<&[String]>) -> Result<Option<TableSpec>> {
+    let columns: Vec<ColumnRow> = conn
+        .exec(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, COLLATION_NAME, NUMERIC_PRECISION, NUMERIC_SCALE, \
+             DATETIME_PRECISION, CHARACTER_OCTET_LENGTH, IS_NULLABLE FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            (db, name),
+        )
+        .await?;
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    let indexes: Vec<(String, i64, String)> = conn
+        .exec(
+            "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY INDEX_NAME <> 'PRIMARY', INDEX_NAME, SEQ_IN_INDEX",
+            (db, name),
+        )
+        .await?;
+    let position = |col: &str| columns.iter().position(|c| c.0 == col);
+    let pk: Vec<usize> = indexes.iter().filter(|i| i.0 == "PRIMARY").filter_map(|i| position(&i.2)).collect();
+    let key = match key_override {
+        Some(names) => names
+            .iter()
+            .map(|n| position(n).with_context(|| format!("--snapshot-key names `{n}`, which `{db}`.`{name}` does not have")))
+            .collect::<Result<Vec<_>>>()?,
+        None if !pk.is_empty() => pk.clone(),
+        None => unique_not_null(&indexes, &columns),
+    };
+    let mut table_columns = Vec::with_capacity(columns.len());
+    let mut key_params = Vec::new();
+    for c in &columns {
+        let kind = kind_of(c).with_context(|| format!("column `{}` of `{db}`.`{name}`", c.0))?;
+        let mut key_json = Vec::with_capacity(c.0.len() + 3);
+        write_json_str(&c.0, &mut key_json);
+        key_json.push(b':');
+        table_columns.push(Column { name: c.0.clone(), key_json, dropped: filter.drops_column(db, name, &c.0), kind });
+    }
+    for &k in &key {
+        let c = &columns[k];
+        key_params.push(match (&c.3, &c.4, c.1.as_str()) {
+            (Some(charset), Some(collation), _) => format!("CAST(? AS CHAR CHARACTER SET {charset}) COLLATE {collation}"),
+            (_, _, "decimal") => format!("CAST(? AS DECIMAL({}, {}))", c.5.unwrap_or(65), c.6.unwrap_or(0)),
+            _ => "?".to_string(),
+        });
+    }
+    let mut db_json = Vec::new();
+    write_json_str(db, &mut db_json);
+    let mut name_json = Vec::new();
+    write_json_str(name, &mut name_json);
+    let select = format!(
+        "SELECT {} FROM {}.{}",
+        columns.iter().map(|c| quote(&c.0)).collect::<Vec<_>>().join(", "),
+        quote(db),
+        quote(name)
+    );
+    let pk = pk.into_iter().filter(|&i| !table_columns[i].dropped).collect();
+    let table = Table {
+        db: db.to_string(),
+        name: name.to_string(),
+        db_json,
+        name_json,
+        columns: table_columns,
+        pk,
+        gaps: Vec::new(),
+        looked_up: true,
+        outbox: None,
+    };
+    Ok(Some(TableSpec { table: Arc::new(table), key, key_params, select }))
+}
+
+/// The first unique index whose columns are all NOT NULL (a key as good as a primary key).
+fn unique_not_null(indexes: &[(String, i64, String)], columns: &[ColumnRow]) -> Vec<usize> {
+    let mut names: Vec<&str> = indexes.iter().filter(|i| i.1 == 0).map(|i| i.0.as_str()).collect();
+    names.dedup();
+    for index in names {
+        let cols: Vec<Option<usize>> = indexes
+            .iter()
+            .filter(|i| i.0 == index)
+            .map(|i| columns.iter().position(|c| c.0 == i.2 && c.9 == "NO"))
+            .collect();
+        if cols.iter().all(Option::is_some) {
+            return cols.into_iter().flatten().collect();
+        }
+    }
+    Vec::new()
+}
+
+/// The decoder's kind for a column as information_schema describes it (the byte-layout fields a
+/// snapshot does not read are filled with the column's usual ones).
+fn kind_of(c: &ColumnRow) -> Result<Kind> {
+    let (data_type, column_type, charset) = (c.1.to_ascii_lowercase(), c.2.to_ascii_lowercase(), c.3.as_deref());
+    let unsigned = column_type.contains("unsigned");
+    let fsp = c.7.unwrap_or(0).min(6) as u8;
+    let text = match charset {
+        Some(cs) => TextEncoding::from_charset(cs).with_context(|| format!("charset {cs} is not one binlog-tail knows"))?,
+        None => TextEncoding::Binary,
+    };
+    Ok(match data_type.as_str() {
+        "tinyint" => Kind::Int { bytes: 1, unsigned },
+        "smallint" => Kind::Int { bytes: 2, unsigned },
+        "mediumint" => Kind::Int { bytes: 3, unsigned },
+        "int" | "integer" => Kind::Int { bytes: 4, unsigned },
+        "bigint" => Kind::Int { bytes: 8, unsigned },
+        "float" => Kind::Float,
+        "double" | "real" => Kind::Double,
+        "decimal" | "numeric" => Kind::Decimal { precision: c.5.unwrap_or(10) as u8, scale: c.6.unwrap_or(0) as u8 },
+        "year" => Kind::Year,
+        "date" => Kind::Date,
+        "time" => Kind::Time2 { fsp },
+        "datetime" => Kind::DateTime2 { fsp },
+        "timestamp" => Kind::Timestamp2 { fsp },
+        "char" | "varchar" | "varbinary" => Kind::Str { len_bytes: 2, text },
+        "binary" => Kind::FixedBinary { len_bytes: 1, width: c.8.unwrap_or(0) as u16 },
+        "tinytext" | "text" | "mediumtext" | "longtext" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+            Kind::Blob { len_bytes: 4, text }
+        }
+        "json" => Kind::Json { len_bytes: 4 },
+        "bit" => Kind::Bit { bytes: c.5.unwrap_or(1).div_ceil(8) as u8 },
+        "enum" => Kind::Enum { bytes: 2, names: None },
+        "set" => Kind::Set { bytes: 8, names: None },
+        "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring" | "multipolygon"
+        | "geometrycollection" | "geomcollection" => Kind::Geometry { len_bytes: 4 },
+        "vector" => Kind::Vector { len_bytes: 4 },
+        other => bail!("type `{other}` is not one a snapshot can read"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binlog_positions_order_by_file_sequence_then_offset() {
+        let p = BinlogPos { file: Arc::from("binlog.000010"), offset: 300 };
+        assert!(p.at_or_after("binlog.000009", 90_000));
+        assert!(p.at_or_after("binlog.000010", 300));
+        assert!(!p.at_or_after("binlog.000010", 301));
+        assert!(!p.at_or_after("binlog.000011", 4));
+    }
+}
