@@ -11,7 +11,9 @@ use serde::Deserialize;
 
 use crate::cli::{EmitArgs, ResumeBy, ServerArgs, SinkKind, StreamArgs};
 use crate::decode::Options;
+use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
+use crate::format::{default_server_name, DebeziumTime, Format, FormatSettings};
 use crate::outbox::OutboxTable;
 use crate::sink::kafka::config::{KafkaSettings, KeyMode};
 use crate::source::server::ServerConfig;
@@ -41,6 +43,10 @@ pub struct FileConfig {
     pub emit_ddl: Option<bool>,
     #[serde(default)]
     pub outbox: Vec<OutboxTable>,
+    pub format: Option<Format>,
+    pub debezium_time: Option<DebeziumTime>,
+    pub debezium_name: Option<String>,
+    pub debezium_tombstones: Option<bool>,
     pub kafka_brokers: Option<String>,
     pub kafka_topic: Option<String>,
     pub kafka_topic_prefix: Option<String>,
@@ -69,6 +75,7 @@ pub struct StreamSettings {
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
     pub decode: Options,
+    pub format: FormatSettings,
     /// Set when the sink is Kafka.
     pub kafka: Option<KafkaSettings>,
 }
@@ -107,7 +114,12 @@ impl StreamSettings {
             emit_ddl: args.emit.emit_ddl || file.emit_ddl.unwrap_or(false),
             outbox: args.emit.outbox.clone(),
             outbox_topic: args.emit.outbox_topic.clone(),
+            format: args.emit.format.or(file.format),
+            debezium_time: args.emit.debezium_time.or(file.debezium_time),
+            debezium_name: args.emit.debezium_name.or(file.debezium_name),
+            debezium_tombstones: args.emit.debezium_tombstones.or(file.debezium_tombstones),
         };
+        let format = format_settings(&emit, merged.url.as_deref())?;
         let mut decode = decode_options(&emit, None)?;
         if emit.outbox.is_empty() {
             decode.outbox = file.outbox;
@@ -147,6 +159,7 @@ impl StreamSettings {
             checkpoint_every: args.checkpoint_every.or(file.checkpoint_every).unwrap_or(1000).max(1),
             checkpoint_interval: seconds(args.checkpoint_interval.or(file.checkpoint_interval).unwrap_or(1.0), "checkpoint interval")?,
             decode,
+            format,
         })
     }
 }
@@ -186,6 +199,27 @@ pub fn decode_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
     };
     let outbox = args.outbox.iter().map(|t| OutboxTable::with_defaults(t, &args.outbox_topic)).collect::<Result<_>>()?;
     Ok(Options { limit, filter, emit_ddl: args.emit_ddl, outbox })
+}
+
+/// The output format from the format flags; the server URL names Debezium's logical server.
+pub fn format_settings(args: &EmitArgs, url: Option<&str>) -> Result<FormatSettings> {
+    let format = args.format.unwrap_or_default();
+    let debezium_only = [
+        ("--debezium-time", args.debezium_time.is_some()),
+        ("--debezium-name", args.debezium_name.is_some()),
+        ("--debezium-tombstones", args.debezium_tombstones.is_some()),
+    ];
+    if format != Format::Debezium {
+        if let Some((flag, _)) = debezium_only.iter().find(|(_, given)| *given) {
+            return Err(Usage(format!("{flag} applies only to --format debezium (the format is {format:?})")).into());
+        }
+    }
+    Ok(FormatSettings {
+        format,
+        debezium_time: args.debezium_time.unwrap_or_default(),
+        debezium_name: args.debezium_name.clone().unwrap_or_else(|| default_server_name(url)),
+        debezium_tombstones: args.debezium_tombstones.unwrap_or(true),
+    })
 }
 
 fn seconds(secs: f64, what: &str) -> Result<Duration> {

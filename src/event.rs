@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::position::Flavor;
 use crate::schema::{RowImage, Table};
 use crate::text::write_json_str;
 
@@ -31,6 +32,9 @@ impl Op {
 pub struct Change {
     pub op: Op,
     pub table: Arc<Table>,
+    /// The server that wrote the change, and its kind (for formats that name them).
+    pub server_id: u32,
+    pub flavor: Flavor,
     /// Commit time of the transaction, seconds since the epoch.
     pub ts: u64,
     pub gtid: Option<Arc<str>>,

@@ -13,7 +13,8 @@ use tokio::runtime::Runtime;
 
 use crate::checkpoint::{Checkpointing, Position, PositionFile, Schedule};
 use crate::cli::{CheckArgs, DumpArgs, SinkKind, StreamArgs};
-use crate::config::{decode_options, server_config, StreamSettings};
+use crate::config::{decode_options, format_settings, server_config, StreamSettings};
+use crate::format::Encoder;
 use crate::decode::{Decoder, Flow, Options};
 use crate::position::Resume;
 use crate::error::is_transient;
@@ -27,7 +28,8 @@ use crate::source::server::{connect, connect_opts, flavor_of, redact, Checks, In
 use crate::source::Start;
 
 pub fn dump(args: DumpArgs) -> Result<()> {
-    let mut sink = StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()));
+    let encoder = Encoder::new(format_settings(&args.emit, args.server.url.as_deref())?);
+    let mut sink = StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()), encoder);
     let opts = decode_options(&args.emit, args.limit)?;
     if !args.file.is_empty() {
         let mut decoder = Decoder::new(None, opts);
@@ -72,9 +74,10 @@ pub fn stream(args: StreamArgs) -> Result<()> {
     };
     let rt = runtime()?;
     let shutdown = Shutdown::install(&rt);
+    let encoder = Encoder::new(settings.format.clone());
     let mut out: Box<dyn Sink> = match (settings.sink, &settings.kafka) {
-        (SinkKind::Kafka, Some(kafka)) => Box::new(KafkaSink::new(kafka.clone(), shutdown.clone())?),
-        _ => Box::new(StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()))),
+        (SinkKind::Kafka, Some(kafka)) => Box::new(KafkaSink::new(kafka.clone(), encoder, shutdown.clone())?),
+        _ => Box::new(StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()), encoder)),
     };
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
     let mut sink = Checkpointing::new(out.as_mut(), position_file, schedule, saved.clone());

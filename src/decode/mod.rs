@@ -354,6 +354,8 @@ impl Decoder {
             let change = Change {
                 op: rows_event.op,
                 table: table.clone(),
+                server_id: ev.header.server_id,
+                flavor: self.flavor.unwrap_or(Flavor::MySql),
                 ts,
                 gtid: self.tx.gtid_text.clone(),
                 file: self.file.clone(),

@@ -25,6 +25,7 @@ use rdkafka::ClientContext;
 use super::Sink;
 use crate::position::Resume;
 use crate::event::{Change, Ddl};
+use crate::format::Encoder;
 use crate::outbox::Message;
 use crate::shutdown::Shutdown;
 use config::KafkaSettings;
@@ -97,6 +98,7 @@ struct Tx {
 pub struct KafkaSink {
     producer: BaseProducer<Reports>,
     settings: KafkaSettings,
+    encoder: Encoder,
     /// Oldest first; the last entry is the open transaction.
     inflight: VecDeque<Tx>,
     acked: Option<Resume>,
@@ -108,7 +110,7 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    pub fn new(settings: KafkaSettings, shutdown: Arc<Shutdown>) -> Result<KafkaSink> {
+    pub fn new(settings: KafkaSettings, encoder: Encoder, shutdown: Arc<Shutdown>) -> Result<KafkaSink> {
         let reports = Reports { delivered: Mutex::new(Vec::new()), failure: Mutex::new(None) };
         let producer: BaseProducer<Reports> = settings
             .client_config()?
@@ -117,6 +119,7 @@ impl KafkaSink {
         Ok(KafkaSink {
             producer,
             settings,
+            encoder,
             inflight: VecDeque::from([Tx { seq: 0, outstanding: 0, end: None, last_ack: None }]),
             acked: None,
             acked_at: None,
@@ -126,10 +129,14 @@ impl KafkaSink {
         })
     }
 
-    /// Hands one message to the producer, waiting while its queue is full.
-    fn send(&mut self, topic: &str, key: Option<&[u8]>, headers: OwnedHeaders, value: &[u8]) -> Result<()> {
+    /// Hands one message to the producer, waiting while its queue is full. A message without a
+    /// value is a tombstone.
+    fn send(&mut self, topic: &str, key: Option<&[u8]>, headers: OwnedHeaders, value: Option<&[u8]>) -> Result<()> {
         let seq = self.inflight.back().expect("an open transaction").seq;
-        let mut record = BaseRecord::with_opaque_to(topic, seq as usize).payload(value).headers(headers);
+        let mut record = BaseRecord::with_opaque_to(topic, seq as usize).headers(headers);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -204,20 +211,29 @@ impl Drop for KafkaSink {
 
 impl Sink for KafkaSink {
     fn change(&mut self, change: &Change) -> Result<()> {
-        let routed = route::change(&self.settings, change);
-        let mut value = std::mem::take(&mut self.value);
-        value.clear();
-        change.write_json(&mut value);
-        let result = self.send(&routed.topic, routed.key.as_deref(), routed.headers, &value);
-        self.value = value;
-        result.with_context(|| format!("the event of `{}`.`{}` at {}:{}", change.table.db, change.table.name, change.file, change.offset))
+        let context = || format!("the event of `{}`.`{}` at {}:{}", change.table.db, change.table.name, change.file, change.offset);
+        for &part in self.encoder.parts(change) {
+            let op = part.view(change).0.as_str();
+            let routed = route::change(&self.settings, &self.encoder, change, part, op);
+            let mut value = std::mem::take(&mut self.value);
+            value.clear();
+            self.encoder.write_value(change, part, &mut value);
+            let sent = self.send(&routed.topic, routed.key.as_deref(), routed.headers, Some(&value));
+            self.value = value;
+            sent.with_context(context)?;
+            if routed.key.is_some() && self.encoder.tombstone_after(change, part) {
+                let tombstone = route::change(&self.settings, &self.encoder, change, part, "tombstone");
+                self.send(&tombstone.topic, tombstone.key.as_deref(), tombstone.headers, None).with_context(context)?;
+            }
+        }
+        Ok(())
     }
 
     fn ddl(&mut self, ddl: &Ddl) -> Result<()> {
         let routed = route::ddl(&self.settings, ddl);
         let mut value = Vec::new();
         ddl.write_json(&mut value);
-        self.send(&routed.topic, routed.key.as_deref(), routed.headers, &value)
+        self.send(&routed.topic, routed.key.as_deref(), routed.headers, Some(&value))
     }
 
     fn message(&mut self, msg: &Message) -> Result<()> {
@@ -226,7 +242,7 @@ impl Sink for KafkaSink {
             headers = headers.insert(Header { key: k, value: Some(v) });
         }
         let topic = format!("{}{}", self.settings.topic_prefix, msg.topic);
-        self.send(&topic, msg.key.as_deref(), headers, &msg.value)
+        self.send(&topic, msg.key.as_deref(), headers, Some(&msg.value))
     }
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {
@@ -278,7 +294,7 @@ mod tests {
             properties: vec![("retry.backoff.ms".into(), "10".into())],
             ..config::test_settings(&brokers)
         };
-        KafkaSink::new(settings, Shutdown::new()).unwrap()
+        KafkaSink::new(settings, Encoder::new(Default::default()), Shutdown::new()).unwrap()
     }
 
     fn message(n: u32) -> Message {

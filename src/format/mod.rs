@@ -1,0 +1,231 @@
+//! Output formats: the native change event (`event::Change::write_json`), and the envelopes other
+//! CDC tools write — Debezium, Maxwell, Canal — so their consumers read binlog-tail unchanged.
+//!
+//! Invariants: every format reads the same decoded `Change` (each value already finished JSON
+//! text, with its column's exact `Kind`) and converts that text directly, without a second
+//! decoding path or a `serde_json::Value` per row; filters and dropped columns apply alike,
+//! because every format writes only the columns `Change` carries. DDL events and outbox
+//! messages keep their own shapes in every format.
+
+pub mod canal;
+pub mod debezium;
+pub mod maxwell;
+mod text;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+use crate::event::{Change, Op};
+use crate::schema::{Kind, RowImage, Table};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// binlog-tail's own event (the default).
+    #[default]
+    Native,
+    /// Debezium's MySQL/MariaDB connector envelope (JSON converter without schemas).
+    Debezium,
+    /// Maxwell's daemon row format.
+    Maxwell,
+    /// Canal's flat message, one per row.
+    Canal,
+}
+
+/// How Debezium events carry DATE, DATETIME, TIME and TIMESTAMP values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DebeziumTime {
+    /// Debezium's defaults: days, epoch milli/microseconds, TIME in microseconds, TIMESTAMP as
+    /// an ISO-8601 UTC string (what Debezium's own consumers expect).
+    #[default]
+    Connect,
+    /// SQL text, `YYYY-MM-DD` and `YYYY-MM-DD HH:MM:SS[.f]` (TIMESTAMP in UTC, no suffix): what
+    /// Flink SQL's debezium-json reads.
+    Sql,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatSettings {
+    pub format: Format,
+    pub debezium_time: DebeziumTime,
+    /// Debezium's logical server name (`source.name`).
+    pub debezium_name: String,
+    /// Debezium: a tombstone (same key, null value) after each delete, on Kafka.
+    pub debezium_tombstones: bool,
+}
+
+impl Default for FormatSettings {
+    fn default() -> Self {
+        FormatSettings {
+            format: Format::Native,
+            debezium_time: DebeziumTime::Connect,
+            debezium_name: "binlog-tail".into(),
+            debezium_tombstones: true,
+        }
+    }
+}
+
+/// Debezium's logical server name by default: the host of the server URL, as a Kafka-topic-safe
+/// name (`mysql://repl@db-1.prod:3306` -> `db_1_prod`); `binlog-tail` for files.
+pub fn default_server_name(url: Option<&str>) -> String {
+    let host = url.and_then(|u| {
+        let rest = u.split_once("://").map_or(u, |(_, r)| r);
+        let authority = rest.split(['/', '?']).next()?;
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+        (!host.is_empty()).then_some(host)
+    });
+    match host {
+        Some(h) => h.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect(),
+        None => "binlog-tail".into(),
+    }
+}
+
+/// One message of an encoded change. Most changes are one message; Debezium turns an update
+/// that changes the primary key into a delete and a create, as its connector does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Whole,
+    /// The before image alone, as a delete.
+    Delete,
+    /// The after image alone, as an insert.
+    Create,
+}
+
+impl Part {
+    /// The operation and images this part carries.
+    pub fn view<'a>(self, c: &'a Change) -> (Op, Option<&'a RowImage>, Option<&'a RowImage>) {
+        match self {
+            Part::Whole => (c.op, c.before.as_ref(), c.after.as_ref()),
+            Part::Delete => (Op::Delete, c.before.as_ref(), None),
+            Part::Create => (Op::Insert, None, c.after.as_ref()),
+        }
+    }
+}
+
+/// Writes changes in one format. Holds what a format keeps between rows (Canal's message id
+/// and per-table type maps).
+pub struct Encoder {
+    pub settings: FormatSettings,
+    canal: canal::State,
+}
+
+impl Encoder {
+    pub fn new(settings: FormatSettings) -> Encoder {
+        Encoder { settings, canal: canal::State::default() }
+    }
+
+    pub fn format(&self) -> Format {
+        self.settings.format
+    }
+
+    /// The messages `c` becomes.
+    pub fn parts(&self, c: &Change) -> &'static [Part] {
+        if self.settings.format == Format::Debezium && c.op == Op::Update && pk_changed(c) {
+            &[Part::Delete, Part::Create]
+        } else {
+            &[Part::Whole]
+        }
+    }
+
+    /// Appends one message's value (one line of JSON, without the newline).
+    pub fn write_value(&mut self, c: &Change, part: Part, out: &mut Vec<u8>) {
+        match self.settings.format {
+            Format::Native => c.write_json(out),
+            Format::Debezium => debezium::write_value(&self.settings, c, part, out),
+            Format::Maxwell => maxwell::write_value(c, out),
+            Format::Canal => self.canal.write_value(c, out),
+        }
+    }
+
+    /// Appends the Kafka key that the format's own tool would give this message, or returns
+    /// false when the table has no primary key.
+    pub fn write_pk_key(&self, c: &Change, part: Part, out: &mut Vec<u8>) -> bool {
+        if c.table.pk.is_empty() {
+            return false;
+        }
+        match self.settings.format {
+            Format::Native | Format::Canal => c.write_pk(out),
+            Format::Debezium => debezium::write_key(&self.settings, c, part, out),
+            Format::Maxwell => maxwell::write_key(c, out),
+        }
+        true
+    }
+
+    /// Whether a tombstone follows this message on Kafka (Debezium's log compaction marker).
+    pub fn tombstone_after(&self, c: &Change, part: Part) -> bool {
+        self.settings.format == Format::Debezium
+            && self.settings.debezium_tombstones
+            && !c.table.pk.is_empty()
+            && part.view(c).0 == Op::Delete
+    }
+}
+
+/// True when an update moves the row to another primary key.
+fn pk_changed(c: &Change) -> bool {
+    let (Some(before), Some(after)) = (&c.before, &c.after) else { return false };
+    c.table.pk.iter().any(|&col| matches!((before.value(col), after.value(col)), (Some(b), Some(a)) if a != b))
+}
+
+/// The primary-key value of a part: from its after image, else its before image.
+fn pk_value<'a>(c: &'a Change, part: Part, col: usize) -> &'a [u8] {
+    let (_, before, after) = part.view(c);
+    after.and_then(|i| i.value(col)).or_else(|| before.and_then(|i| i.value(col))).unwrap_or(b"null")
+}
+
+/// Appends `{"col":value,...}` for the image's present, kept columns, each value converted from
+/// its native JSON text by `convert`; `null` without an image. With `only_changed`, just the
+/// columns whose value differs from that image (for Maxwell's and Canal's `old`).
+fn write_row(
+    table: &Table,
+    image: Option<&RowImage>,
+    only_changed: Option<&RowImage>,
+    out: &mut Vec<u8>,
+    mut convert: impl FnMut(&Kind, &[u8], &mut Vec<u8>),
+) {
+    let Some(image) = image else {
+        out.extend_from_slice(b"null");
+        return;
+    };
+    out.push(b'{');
+    let mut first = true;
+    for (col, column) in table.columns.iter().enumerate().filter(|(_, c)| !c.dropped) {
+        let Some(value) = image.value(col) else { continue };
+        if let Some(other) = only_changed {
+            if other.value(col).is_none_or(|v| v == value) {
+                continue;
+            }
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(&column.key_json);
+        convert(&column.kind, value, out);
+    }
+    out.push(b'}');
+}
+
+/// Now, in nanoseconds since the epoch (the processing time some formats carry).
+fn now_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+fn push_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_from_urls() {
+        assert_eq!(default_server_name(Some("mysql://repl@db-1.prod:3306")), "db_1_prod");
+        assert_eq!(default_server_name(Some("mysql://127.0.0.1:3306/x?require_ssl=true")), "127_0_0_1");
+        assert_eq!(default_server_name(Some("mysql://u:p@host")), "host");
+        assert_eq!(default_server_name(None), "binlog-tail");
+    }
+}
