@@ -34,6 +34,8 @@ pub struct Change {
     pub table: Arc<Table>,
     /// The server that wrote the change, and its kind (for formats that name them).
     pub server_id: u32,
+    /// The server session (connection id) that ran the transaction, where the binlog says.
+    pub thread: Option<u32>,
     pub flavor: Flavor,
     /// Commit time of the transaction, seconds since the epoch.
     pub ts: u64,

@@ -70,6 +70,9 @@ struct Transaction {
     gtid_text: Option<Arc<str>>,
     ts: u64,
     rows: u64,
+    /// The session that ran the transaction, from its BEGIN (MySQL writes one; MariaDB's GTID
+    /// event replaces it).
+    thread: Option<u32>,
     /// Inside BEGIN ... COMMIT/XID (or a GTID group that is not standalone).
     open: bool,
     pending: Option<Change>,
@@ -226,6 +229,7 @@ impl Decoder {
                         if self.tx.gtid.is_none() && !self.tx.open {
                             self.tx.ts = u64::from(ev.header.timestamp);
                         }
+                        self.tx.thread = Some(q.thread_id());
                         self.tx.open = true;
                     }
                     "COMMIT" | "ROLLBACK" => return self.end_transaction(None, next_offset, sink),
@@ -355,6 +359,7 @@ impl Decoder {
                 op: rows_event.op,
                 table: table.clone(),
                 server_id: ev.header.server_id,
+                thread: self.tx.thread,
                 flavor: self.flavor.unwrap_or(Flavor::MySql),
                 ts,
                 gtid: self.tx.gtid_text.clone(),

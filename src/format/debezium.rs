@@ -64,7 +64,12 @@ pub fn write_value(settings: &FormatSettings, c: &Change, part: Part, out: &mut 
     push_int(out, c.offset);
     out.extend_from_slice(b",\"row\":");
     push_int(out, c.row);
-    out.extend_from_slice(b",\"thread\":null,\"query\":null},\"transaction\":null,\"op\":\"");
+    out.extend_from_slice(b",\"thread\":");
+    match c.thread {
+        Some(t) => push_int(out, t),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"query\":null},\"transaction\":null,\"op\":\"");
     out.extend_from_slice(op_code(op));
     let now = now_ns();
     out.extend_from_slice(b"\",\"ts_ms\":");

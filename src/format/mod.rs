@@ -96,7 +96,7 @@ pub enum Part {
 
 impl Part {
     /// The operation and images this part carries.
-    pub fn view<'a>(self, c: &'a Change) -> (Op, Option<&'a RowImage>, Option<&'a RowImage>) {
+    pub fn view(self, c: &Change) -> (Op, Option<&RowImage>, Option<&RowImage>) {
         match self {
             Part::Whole => (c.op, c.before.as_ref(), c.after.as_ref()),
             Part::Delete => (Op::Delete, c.before.as_ref(), None),
@@ -170,7 +170,7 @@ fn pk_changed(c: &Change) -> bool {
 }
 
 /// The primary-key value of a part: from its after image, else its before image.
-fn pk_value<'a>(c: &'a Change, part: Part, col: usize) -> &'a [u8] {
+fn pk_value(c: &Change, part: Part, col: usize) -> &[u8] {
     let (_, before, after) = part.view(c);
     after.and_then(|i| i.value(col)).or_else(|| before.and_then(|i| i.value(col))).unwrap_or(b"null")
 }
