@@ -247,4 +247,16 @@ mod tests {
         let ok: FileConfig = toml::from_str("url = 'mysql://a@b:1'\nsink = 'stdout'\ncheckpoint_every = 5").unwrap();
         assert_eq!(ok.checkpoint_every, Some(5));
     }
+
+    #[test]
+    fn format_settings_from_the_file_and_flags() {
+        let file: FileConfig = toml::from_str("format = 'debezium'\ndebezium_time = 'sql'\ndebezium_tombstones = false").unwrap();
+        assert_eq!((file.format, file.debezium_time, file.debezium_tombstones), (Some(Format::Debezium), Some(DebeziumTime::Sql), Some(false)));
+        assert!(toml::from_str::<FileConfig>("format = 'avro'").is_err());
+        let debezium = EmitArgs { format: Some(Format::Debezium), ..EmitArgs::default() };
+        let settings = format_settings(&debezium, Some("mysql://repl@db.prod:3306")).unwrap();
+        assert_eq!((settings.debezium_name.as_str(), settings.debezium_tombstones), ("db_prod", true));
+        let misplaced = EmitArgs { format: Some(Format::Maxwell), debezium_time: Some(DebeziumTime::Sql), ..EmitArgs::default() };
+        assert!(format_settings(&misplaced, None).unwrap_err().is::<Usage>());
+    }
 }
