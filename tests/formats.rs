@@ -106,14 +106,19 @@ fn row(v: &Value) -> Option<Row> {
     serde_json::from_value(v.clone()).unwrap()
 }
 
-/// The types fixture written into a fresh database: (server, db, GTID position before it).
-fn types_db(name: &str) -> (&'static MariaDb, String, String) {
+/// `sql(db)` run in a fresh database on the shared server: (server, db, GTID position before it).
+fn written(name: &str, sql: impl Fn(&str) -> String) -> (&'static MariaDb, String, String) {
     let server = MariaDb::shared();
     let db = server.fresh_db(name);
     let start = server.gtid_pos();
-    let sql = std::fs::read_to_string(root().join("fixtures/types.sql")).unwrap();
-    server.sql(&format!("USE {db};\n{sql}"));
+    server.sql(&sql(&db));
     (server, db, start)
+}
+
+/// The types fixture written into a fresh database.
+fn types_db(name: &str) -> (&'static MariaDb, String, String) {
+    let sql = std::fs::read_to_string(root().join("fixtures/types.sql")).unwrap();
+    written(name, |db| format!("USE {db};\n{sql}"))
 }
 
 #[test]
@@ -250,18 +255,17 @@ fn lines(out: &Output) -> Vec<Value> {
 
 #[test]
 fn each_format_has_the_shape_of_its_documented_example() {
-    let server = MariaDb::shared();
-    let db = server.fresh_db("doc_examples");
-    let start = server.gtid_pos();
     // The tables of the documented examples, and the same changes.
-    server.sql(&format!(
-        "CREATE TABLE {db}.products (id INT PRIMARY KEY, name VARCHAR(255), description VARCHAR(512), weight FLOAT);
-         CREATE TABLE {db}.maxwell (id INT PRIMARY KEY, daemon VARCHAR(255));
-         INSERT INTO {db}.products VALUES (111, 'scooter', 'Big 2-wheel scooter', 5.18);
-         UPDATE {db}.products SET weight = 5.15 WHERE id = 111;
-         INSERT INTO {db}.maxwell VALUES (1, 'Stanislaw Lem');
-         UPDATE {db}.maxwell SET daemon = 'Firebus!  Firebus!' WHERE id = 1;"
-    ));
+    let (server, db, start) = written("doc_examples", |db| {
+        format!(
+            "CREATE TABLE {db}.products (id INT PRIMARY KEY, name VARCHAR(255), description VARCHAR(512), weight FLOAT);
+             CREATE TABLE {db}.maxwell (id INT PRIMARY KEY, daemon VARCHAR(255));
+             INSERT INTO {db}.products VALUES (111, 'scooter', 'Big 2-wheel scooter', 5.18);
+             UPDATE {db}.products SET weight = 5.15 WHERE id = 111;
+             INSERT INTO {db}.maxwell VALUES (1, 'Stanislaw Lem');
+             UPDATE {db}.maxwell SET daemon = 'Firebus!  Firebus!' WHERE id = 1;"
+        )
+    });
     let dump = |format: &str, table: &str| lines(&server.dump(&["--start", &start, "--include", &format!("{db}.{table}"), "--format", format]));
 
     let debezium = dump("debezium", "products");
@@ -292,15 +296,14 @@ fn each_format_has_the_shape_of_its_documented_example() {
 
 #[test]
 fn debezium_turns_a_primary_key_change_into_delete_and_create() {
-    let server = MariaDb::shared();
-    let db = server.fresh_db("pk_change");
-    let start = server.gtid_pos();
-    server.sql(&format!(
-        "CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(10), secret VARCHAR(10));
-         INSERT INTO {db}.t VALUES (1, 'a', 's');
-         UPDATE {db}.t SET id = 2 WHERE id = 1;
-         DELETE FROM {db}.t WHERE id = 2;"
-    ));
+    let (server, db, start) = written("pk_change", |db| {
+        format!(
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(10), secret VARCHAR(10));
+             INSERT INTO {db}.t VALUES (1, 'a', 's');
+             UPDATE {db}.t SET id = 2 WHERE id = 1;
+             DELETE FROM {db}.t WHERE id = 2;"
+        )
+    });
     let args = |format: &'static str| {
         let drop = format!("{db}.t.secret");
         server.dump(&["--start", &start, "--include", &db, "--format", format, "--drop-column", &drop])

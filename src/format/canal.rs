@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use super::text::{write_as_string, write_set_joined, write_sql_datetime};
-use super::{now_ns, push_int, write_row};
-use crate::event::{Change, Op};
+use super::{now_ns, push_int};
+use crate::event::{write_row, Change, Op};
 use crate::schema::{Column, Kind, Table};
 use crate::text::write_json_str;
 
@@ -170,15 +170,12 @@ fn jdbc_type(column: &Column) -> i32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::converted;
     use super::*;
 
     #[test]
     fn every_value_is_a_string() {
-        let field = |kind: Kind, v: &str| {
-            let mut out = Vec::new();
-            write_field(&kind, v.as_bytes(), &mut out);
-            String::from_utf8(out).unwrap()
-        };
+        let field = |kind, v| converted(write_field, kind, v);
         assert_eq!(field(Kind::Int { bytes: 8, unsigned: true }, "18446744073709551615"), r#""18446744073709551615""#);
         assert_eq!(field(Kind::Double, "-1.5"), r#""-1.5""#);
         assert_eq!(field(Kind::Decimal { precision: 5, scale: 2 }, r#""1.50""#), r#""1.50""#);

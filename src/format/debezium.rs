@@ -9,11 +9,11 @@
 use base64::Engine as _;
 
 use super::text::{datetime_micros, days, inner, is_zero_date, time_micros, write_as_string, write_set_joined, write_sql_datetime};
-use super::{now_ns, pk_value, push_int, write_row, DebeziumTime, FormatSettings, Part};
-use crate::event::{Change, Op};
+use super::{now_ns, pk_value, push_int, DebeziumTime, FormatSettings, Part};
+use crate::event::{write_row, Change, Op};
 use crate::position::Flavor;
 use crate::schema::Kind;
-use crate::text::write_json_str;
+use crate::text::{write_json_opt_str, write_json_str};
 
 /// Debezium's `op` codes.
 fn op_code(op: Op) -> &'static [u8] {
@@ -54,10 +54,7 @@ pub fn write_value(settings: &FormatSettings, c: &Change, part: Part, out: &mut 
     out.extend_from_slice(b",\"server_id\":");
     push_int(out, c.server_id);
     out.extend_from_slice(b",\"gtid\":");
-    match c.gtid.as_deref() {
-        Some(g) => write_json_str(g, out),
-        None => out.extend_from_slice(b"null"),
-    }
+    write_json_opt_str(c.gtid.as_deref(), out);
     out.extend_from_slice(b",\"file\":");
     write_json_str(&c.file, out);
     out.extend_from_slice(b",\"pos\":");
@@ -165,12 +162,11 @@ fn write_number(n: Option<i64>, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::converted;
     use super::*;
 
     fn field(time: DebeziumTime, kind: Kind, v: &str) -> String {
-        let mut out = Vec::new();
-        write_field(time, &kind, v.as_bytes(), &mut out);
-        String::from_utf8(out).unwrap()
+        converted(|k, v, out| write_field(time, k, v, out), kind, v)
     }
 
     #[test]

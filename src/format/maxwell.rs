@@ -8,10 +8,10 @@
 //! transaction, as Maxwell writes them.
 
 use super::text::{inner, write_sql_datetime};
-use super::{pk_value, push_int, write_row, Part};
-use crate::event::{Change, Op};
-use crate::schema::Kind;
-use crate::text::write_json_str;
+use super::{pk_value, push_int, Part};
+use crate::event::{write_position, write_row, Change, Op};
+use crate::schema::{Kind, Table};
+use crate::text::{write_json_opt_str, write_json_str};
 
 /// Maxwell's `type`.
 fn type_name(op: Op) -> &'static [u8] {
@@ -25,10 +25,7 @@ fn type_name(op: Op) -> &'static [u8] {
 
 pub fn write_value(c: &Change, out: &mut Vec<u8>) {
     let t = &*c.table;
-    out.extend_from_slice(b"{\"database\":");
-    out.extend_from_slice(&t.db_json);
-    out.extend_from_slice(b",\"table\":");
-    out.extend_from_slice(&t.name_json);
+    write_db_table(t, out);
     out.extend_from_slice(b",\"type\":\"");
     out.extend_from_slice(type_name(c.op));
     out.extend_from_slice(b"\",\"ts\":");
@@ -41,15 +38,9 @@ pub fn write_value(c: &Change, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"commit\":true");
     }
     out.extend_from_slice(b",\"position\":");
-    write_json_str(&c.file, out);
-    out.pop();
-    out.push(b':');
-    push_int(out, c.offset);
-    out.extend_from_slice(b"\",\"gtid\":");
-    match c.gtid.as_deref() {
-        Some(g) => write_json_str(g, out),
-        None => out.extend_from_slice(b"null"),
-    }
+    write_position(&c.file, c.offset, out);
+    out.extend_from_slice(b",\"gtid\":");
+    write_json_opt_str(c.gtid.as_deref(), out);
     out.extend_from_slice(b",\"server_id\":");
     push_int(out, c.server_id);
     out.extend_from_slice(b",\"data\":");
@@ -65,10 +56,7 @@ pub fn write_value(c: &Change, out: &mut Vec<u8>) {
 /// Maxwell's Kafka key: `{"database":...,"table":...,"pk.<column>":...}`.
 pub fn write_key(c: &Change, out: &mut Vec<u8>) {
     let t = &*c.table;
-    out.extend_from_slice(b"{\"database\":");
-    out.extend_from_slice(&t.db_json);
-    out.extend_from_slice(b",\"table\":");
-    out.extend_from_slice(&t.name_json);
+    write_db_table(t, out);
     for &col in &t.pk {
         let column = &t.columns[col];
         out.push(b',');
@@ -77,6 +65,14 @@ pub fn write_key(c: &Change, out: &mut Vec<u8>) {
         write_field(&column.kind, pk_value(c, Part::Whole, col), out);
     }
     out.push(b'}');
+}
+
+/// `{"database":...,"table":...` (the object left open).
+fn write_db_table(t: &Table, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"database\":");
+    out.extend_from_slice(&t.db_json);
+    out.extend_from_slice(b",\"table\":");
+    out.extend_from_slice(&t.name_json);
 }
 
 fn write_field(kind: &Kind, v: &[u8], out: &mut Vec<u8>) {
@@ -89,15 +85,12 @@ fn write_field(kind: &Kind, v: &[u8], out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::converted;
     use super::*;
 
     #[test]
     fn maxwell_values() {
-        let field = |kind: Kind, v: &str| {
-            let mut out = Vec::new();
-            write_field(&kind, v.as_bytes(), &mut out);
-            String::from_utf8(out).unwrap()
-        };
+        let field = |kind, v| converted(write_field, kind, v);
         assert_eq!(field(Kind::Decimal { precision: 5, scale: 2 }, r#""-999.99""#), "-999.99");
         assert_eq!(field(Kind::DateTime2 { fsp: 0 }, r#""0000-00-00T00:00:00""#), r#""0000-00-00 00:00:00""#);
         assert_eq!(field(Kind::Timestamp2 { fsp: 6 }, r#""1970-01-01T00:00:01.000000Z""#), r#""1970-01-01 00:00:01.000000""#);

@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use crate::event::{Change, Op};
-use crate::schema::{Kind, RowImage, Table};
+use crate::schema::RowImage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -175,39 +175,6 @@ fn pk_value(c: &Change, part: Part, col: usize) -> &[u8] {
     after.and_then(|i| i.value(col)).or_else(|| before.and_then(|i| i.value(col))).unwrap_or(b"null")
 }
 
-/// Appends `{"col":value,...}` for the image's present, kept columns, each value converted from
-/// its native JSON text by `convert`; `null` without an image. With `only_changed`, just the
-/// columns whose value differs from that image (for Maxwell's and Canal's `old`).
-fn write_row(
-    table: &Table,
-    image: Option<&RowImage>,
-    only_changed: Option<&RowImage>,
-    out: &mut Vec<u8>,
-    mut convert: impl FnMut(&Kind, &[u8], &mut Vec<u8>),
-) {
-    let Some(image) = image else {
-        out.extend_from_slice(b"null");
-        return;
-    };
-    out.push(b'{');
-    let mut first = true;
-    for (col, column) in table.columns.iter().enumerate().filter(|(_, c)| !c.dropped) {
-        let Some(value) = image.value(col) else { continue };
-        if let Some(other) = only_changed {
-            if other.value(col).is_none_or(|v| v == value) {
-                continue;
-            }
-        }
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        out.extend_from_slice(&column.key_json);
-        convert(&column.kind, value, out);
-    }
-    out.push(b'}');
-}
-
 /// Now, in nanoseconds since the epoch (the processing time some formats carry).
 fn now_ns() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
@@ -215,6 +182,14 @@ fn now_ns() -> u128 {
 
 fn push_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// A value converted by a format's `write_field`, as text (for unit tests).
+#[cfg(test)]
+fn converted(write_field: impl Fn(&crate::schema::Kind, &[u8], &mut Vec<u8>), kind: crate::schema::Kind, native: &str) -> String {
+    let mut out = Vec::new();
+    write_field(&kind, native.as_bytes(), &mut out);
+    String::from_utf8(out).expect("JSON text")
 }
 
 #[cfg(test)]
