@@ -108,17 +108,13 @@ impl Part {
 /// Writes changes in one format. Holds what a format keeps between rows (Canal's message id
 /// and per-table type maps).
 pub struct Encoder {
-    pub settings: FormatSettings,
+    settings: FormatSettings,
     canal: canal::State,
 }
 
 impl Encoder {
     pub fn new(settings: FormatSettings) -> Encoder {
         Encoder { settings, canal: canal::State::default() }
-    }
-
-    pub fn format(&self) -> Format {
-        self.settings.format
     }
 
     /// The messages `c` becomes.
