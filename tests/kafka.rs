@@ -301,6 +301,8 @@ fn debezium_and_maxwell_keys_tombstones_and_primary_key_changes() {
     let want = [(&k1, "c"), (&k1, "d"), (&k1, "tombstone"), (&k2, "c"), (&k2, "u"), (&k2, "d"), (&k2, "tombstone")];
     assert_eq!(summary(&dbz, "op"), want.map(|(k, o)| (k.clone(), o.to_string())));
     assert_eq!(dbz[2].header("op"), Some("tombstone"));
+    let ids: HashSet<_> = dbz.iter().map(|m| m.header("id").unwrap().to_string()).collect();
+    assert_eq!(ids.len(), dbz.len(), "every message has an id of its own: {ids:?}");
     assert_eq!(dbz.len(), 7);
     let no_tombstones = [(&k1, "c"), (&k1, "d"), (&k2, "c"), (&k2, "u"), (&k2, "d")];
     assert_eq!(summary(&nt, "op"), no_tombstones.map(|(k, o)| (k.clone(), o.to_string())));

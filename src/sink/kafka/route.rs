@@ -31,7 +31,12 @@ pub fn change(settings: &KafkaSettings, encoder: &Encoder, c: &Change, part: Par
         KeyMode::Table => Some(format!("{}.{}", t.db, t.name).into_bytes()),
     };
     let position = format!("{}:{}", c.file, c.offset);
-    let id = format!("{}/{}", c.gtid.as_deref().unwrap_or(&position), c.row);
+    let mut id = format!("{}/{}", c.gtid.as_deref().unwrap_or(&position), c.row);
+    if part != Part::Whole || op == "tombstone" {
+        // One row, several messages (Debezium): each keeps an id of its own.
+        id.push('/');
+        id.push_str(op);
+    }
     let headers = OwnedHeaders::new_with_capacity(6)
         .insert(Header { key: "gtid", value: c.gtid.as_deref() })
         .insert(Header { key: "op", value: Some(op) })
