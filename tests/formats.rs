@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::util::{binlog_tail, ok_events, root, stderr, MariaDb};
+use crate::util::{binlog_tail, ok_events, root, shared_binlogs, stderr, MariaDb};
 
 type Row = BTreeMap<String, Value>;
 
@@ -339,4 +339,22 @@ fn debezium_options_need_the_debezium_format() {
         assert!(err.contains(says), "{args:?}: {err}");
         assert!(out.stdout.is_empty());
     }
+}
+
+#[test]
+fn mysql_written_binlogs_in_debezium_and_canal_formats() {
+    let Some(dir) = shared_binlogs() else { return };
+    let file = dir.join("mysql_type_bit.000001");
+    let dump = |format: &str| binlog_tail().args(["dump", "--format", format, "--file"]).arg(&file).output().unwrap();
+    let debezium: Vec<Debezium> = parse(&dump("debezium"));
+    let s = &debezium[0].source;
+    assert_eq!((s.connector.as_str(), s.name.as_str(), s.thread), ("mysql", "binlog-tail", Some(9)), "thread from MySQL's BEGIN");
+    assert_eq!(s.gtid.as_deref(), Some("fbda2ad0-7c46-11ec-ae30-4ef7efc81a2a:3"));
+    // BIT(3) b'100' and BIT(8) 32 as Debezium's bytes, least significant first.
+    let after = debezium[0].after.as_ref().unwrap();
+    assert_eq!((after["a"].clone(), after["c"].clone()), (json!("BA=="), json!("IA==")));
+    let canal: Vec<Canal> = parse(&dump("canal"));
+    assert_eq!(canal[0].mysql_type["a"], "bit(3)");
+    assert_eq!((canal[0].sql_type["a"], canal[0].pk_names.clone()), (-7, None), "a table without a primary key");
+    assert_eq!(canal[0].data[0]["a"], json!("4"));
 }
