@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::util::{binlog_tail, ok_events, root, shared_binlogs, stderr, MariaDb};
+use crate::util::{binlog_tail, ok_events, root, shared_binlogs, stderr, MariaDb, Stream};
 
 type Row = BTreeMap<String, Value>;
 
@@ -357,4 +357,28 @@ fn mysql_written_binlogs_in_debezium_and_canal_formats() {
     assert_eq!(canal[0].mysql_type["a"], "bit(3)");
     assert_eq!((canal[0].sql_type["a"], canal[0].pk_names.clone()), (-7, None), "a table without a primary key");
     assert_eq!(canal[0].data[0]["a"], json!("4"));
+}
+
+#[test]
+fn stream_takes_the_format_from_its_config_file() {
+    let server = MariaDb::shared();
+    let db = server.fresh_db("stream_format");
+    server.sql(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(10));"));
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let config = dir.path().join("binlog-tail.toml");
+    std::fs::write(&config, format!("include = [\"{db}\"]\nformat = \"canal\"\n")).unwrap();
+    let run = Stream::start(server, &position, dir.path(), 0, &["--config", config.to_str().unwrap(), "--start", "latest"]);
+    run.wait_ready(&position);
+    server.sql(&format!("INSERT INTO {db}.t VALUES (1, 'x'); UPDATE {db}.t SET v = 'y' WHERE id = 1;"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&run.stdout).unwrap().lines().count() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = std::fs::read_to_string(&run.stdout).unwrap();
+    assert!(run.stop().success());
+    let got: Vec<Canal> = out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let kinds: Vec<_> = got.iter().map(|c| c.kind.as_str()).collect();
+    assert_eq!(kinds, ["INSERT", "UPDATE"]);
+    assert_eq!(got[1].old, Some(vec![BTreeMap::from([("v".to_string(), json!("x"))])]));
 }
