@@ -192,6 +192,92 @@ fn converted(write_field: impl Fn(&crate::schema::Kind, &[u8], &mut Vec<u8>), ki
 mod tests {
     use super::*;
 
+    use std::sync::Arc;
+
+    use crate::position::Flavor;
+    use crate::schema::{Column, Kind, Table};
+
+    fn table(pk: Vec<usize>) -> Arc<Table> {
+        let col = |name: &str, kind| Column {
+            name: name.into(),
+            key_json: format!("\"{name}\":").into_bytes(),
+            kind,
+            sql_type: String::new(),
+            dropped: false,
+        };
+        let columns = vec![col("id", Kind::Int { bytes: 4, unsigned: false }), col("day", Kind::Date), col("v", Kind::Double)];
+        Arc::new(Table {
+            db: "shop".into(),
+            name: "t".into(),
+            db_json: b"\"shop\"".to_vec(),
+            name_json: b"\"t\"".to_vec(),
+            columns,
+            pk,
+            gaps: vec![],
+            looked_up: false,
+            outbox: None,
+        })
+    }
+
+    fn image(values: [&str; 3]) -> RowImage {
+        let mut image = RowImage { json: Vec::new(), spans: Vec::new() };
+        for v in values {
+            let start = image.json.len() as u32;
+            image.json.extend_from_slice(v.as_bytes());
+            image.spans.push(Some((start, image.json.len() as u32)));
+        }
+        image
+    }
+
+    fn update(table: Arc<Table>, before: [&str; 3], after: [&str; 3]) -> Change {
+        Change {
+            op: Op::Update,
+            table,
+            server_id: 1,
+            thread: None,
+            flavor: Flavor::MariaDb,
+            ts: 1_700_000_000,
+            gtid: None,
+            file: Arc::from("binlog.000001"),
+            offset: 4,
+            xid: None,
+            row: 0,
+            commit: true,
+            before: Some(image(before)),
+            after: Some(image(after)),
+        }
+    }
+
+    fn key(encoder: &Encoder, c: &Change, part: Part) -> Option<String> {
+        let mut out = Vec::new();
+        encoder.write_pk_key(c, part, &mut out).then(|| String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn keys_tombstones_and_primary_key_changes_per_format() {
+        let settings = |format| FormatSettings { format, ..FormatSettings::default() };
+        let debezium = Encoder::new(settings(Format::Debezium));
+        let moved = update(table(vec![0, 1]), ["1", "\"2024-02-29\"", "1.5"], ["2", "\"2024-02-29\"", "1.5"]);
+        assert_eq!(debezium.parts(&moved), [Part::Delete, Part::Create]);
+        assert_eq!(key(&debezium, &moved, Part::Delete).as_deref(), Some(r#"{"id":1,"day":19782}"#));
+        assert_eq!(key(&debezium, &moved, Part::Create).as_deref(), Some(r#"{"id":2,"day":19782}"#));
+        assert!(debezium.tombstone_after(&moved, Part::Delete) && !debezium.tombstone_after(&moved, Part::Create));
+        let quiet = Encoder::new(FormatSettings { debezium_tombstones: false, ..settings(Format::Debezium) });
+        assert!(!quiet.tombstone_after(&moved, Part::Delete));
+
+        let changed = update(table(vec![0]), ["1", "null", "1.5"], ["1", "null", "2.5"]);
+        assert_eq!(debezium.parts(&changed), [Part::Whole], "the key stays: one update");
+        assert!(!debezium.tombstone_after(&changed, Part::Whole));
+        let maxwell = Encoder::new(settings(Format::Maxwell));
+        assert_eq!(maxwell.parts(&moved), [Part::Whole], "only Debezium splits a key change");
+        assert_eq!(key(&maxwell, &moved, Part::Whole).as_deref(), Some(r#"{"database":"shop","table":"t","pk.id":2,"pk.day":"2024-02-29"}"#));
+        assert_eq!(key(&Encoder::new(settings(Format::Canal)), &changed, Part::Whole).as_deref(), Some(r#"{"id":1}"#));
+        let keyless = update(table(vec![]), ["1", "null", "1.5"], ["2", "null", "1.5"]);
+        assert_eq!(key(&debezium, &keyless, Part::Whole), None);
+        assert_eq!(debezium.parts(&keyless), [Part::Whole]);
+        assert!(!debezium.tombstone_after(&keyless, Part::Whole), "no key, no tombstone");
+    }
+
     #[test]
     fn server_names_from_urls() {
         assert_eq!(default_server_name(Some("mysql://repl@db-1.prod:3306")), "db_1_prod");
