@@ -35,6 +35,16 @@ pub struct ServerIdentity {
     pub hostname: String,
 }
 
+impl std::fmt::Display for ServerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "server_id {} on host {}", self.server_id, self.hostname)?;
+        match &self.uuid {
+            Some(uuid) => write!(f, " (server_uuid {uuid})"),
+            None => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Position {
@@ -56,6 +66,15 @@ pub struct Position {
 pub enum FlavorName {
     Mysql,
     Mariadb,
+}
+
+impl std::fmt::Display for FlavorName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlavorName::Mysql => Flavor::MySql.fmt(f),
+            FlavorName::Mariadb => Flavor::MariaDb.fmt(f),
+        }
+    }
 }
 
 impl From<Flavor> for FlavorName {

@@ -77,6 +77,9 @@ pub struct StreamArgs {
     /// else `file` offsets; `file` always uses file and offset [default: gtid].
     #[arg(long, value_enum, env = "BINLOG_TAIL_RESUME_BY")]
     pub resume_by: Option<ResumeBy>,
+    /// Accept a stdout that throws events away (/dev/null) with --sink stdout; the position still moves.
+    #[arg(long, env = "BINLOG_TAIL_ALLOW_DISCARD")]
+    pub allow_discard: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]

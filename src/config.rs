@@ -33,6 +33,7 @@ pub struct FileConfig {
     pub checkpoint_every: Option<u64>,
     pub checkpoint_interval: Option<f64>,
     pub resume_by: Option<ResumeBy>,
+    pub allow_discard: Option<bool>,
     #[serde(default)]
     pub include: Vec<String>,
     #[serde(default)]
@@ -72,6 +73,8 @@ pub struct StreamSettings {
     pub start: Option<Start>,
     pub position_file: PathBuf,
     pub sink: SinkKind,
+    /// `--sink stdout` may write to /dev/null.
+    pub allow_discard: bool,
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
     pub decode: Options,
@@ -88,7 +91,7 @@ impl StreamSettings {
         };
         let start = match (args.server.start.clone(), &file.start) {
             (Some(s), _) => Some(s),
-            (None, Some(s)) => Some(s.parse().context("bad `start` in the config file")?),
+            (None, Some(s)) => Some(s.parse::<Start>().map_err(|e| Usage(format!("bad `start` in the config file: {e:#}")))?),
             (None, None) => None,
         };
         let merged = ServerArgs {
@@ -155,6 +158,7 @@ impl StreamSettings {
             start,
             position_file,
             sink,
+            allow_discard: args.allow_discard || file.allow_discard.unwrap_or(false),
             kafka,
             checkpoint_every: args.checkpoint_every.or(file.checkpoint_every).unwrap_or(1000).max(1),
             checkpoint_interval: seconds(args.checkpoint_interval.or(file.checkpoint_interval).unwrap_or(1.0), "checkpoint interval")?,

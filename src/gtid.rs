@@ -219,19 +219,11 @@ impl MariaDbGtidPos {
     pub fn parse(text: &str) -> Result<Self> {
         let mut pos = MariaDbGtidPos::default();
         for member in text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-            let nums: Vec<&str> = member.split('-').collect();
-            let [d, s, n] = nums.as_slice() else {
-                bail!("`{member}` is not a MariaDB GTID (domain-server-seq, e.g. 0-1-42)");
-            };
-            let bad = || format!("`{member}` is not a MariaDB GTID (domain-server-seq, e.g. 0-1-42)");
-            let domain: u32 = d.parse().with_context(bad)?;
+            let (domain, server, seq) = parse_mariadb_gtid(member)?;
             if pos.domains.contains_key(&domain) {
                 bail!("domain {domain} appears twice in `{text}`: a MariaDB GTID position has one GTID per domain");
             }
-            pos.domains.insert(
-                domain,
-                (s.parse().with_context(bad)?, n.parse().with_context(bad)?),
-            );
+            pos.domains.insert(domain, (server, seq));
         }
         Ok(pos)
     }
@@ -251,6 +243,38 @@ impl fmt::Display for MariaDbGtidPos {
         }
         Ok(())
     }
+}
+
+/// MariaDB's `gtid_binlog_state`: the last sequence number each server wrote in each domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MariaDbBinlogState {
+    last: BTreeMap<(u32, u32), u64>,
+}
+
+impl MariaDbBinlogState {
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut state = MariaDbBinlogState::default();
+        for member in text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            let (domain, server, seq) = parse_mariadb_gtid(member)?;
+            state.last.insert((domain, server), seq);
+        }
+        Ok(state)
+    }
+
+    /// The last sequence number `server` wrote in `domain`, if it wrote any.
+    pub fn last(&self, domain: u32, server: u32) -> Option<u64> {
+        self.last.get(&(domain, server)).copied()
+    }
+}
+
+/// `0-1-42` -> (domain, server, seq).
+fn parse_mariadb_gtid(member: &str) -> Result<(u32, u32, u64)> {
+    let bad = || format!("`{member}` is not a MariaDB GTID (domain-server-seq, e.g. 0-1-42)");
+    let nums: Vec<&str> = member.split('-').collect();
+    let [d, s, n] = nums.as_slice() else {
+        bail!("{}", bad());
+    };
+    Ok((d.parse().with_context(bad)?, s.parse().with_context(bad)?, n.parse().with_context(bad)?))
 }
 
 fn parse_gno(text: &str, member: &str) -> Result<u64> {

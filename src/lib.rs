@@ -8,7 +8,8 @@
 //!   `format` (the Debezium, Maxwell and Canal envelopes of a change)
 //! - `filter`, `outbox`
 //! - `sink` (stdout, Kafka), `decode` (binlog events -> changes handed to a sink)
-//! - `checkpoint` (position file), `error`, `shutdown`, `preflight`, `source` (files, servers)
+//! - `checkpoint` (position file), `error`, `shutdown`, `history` (is a position in a server's
+//!   binlog history?), `preflight`, `source` (files, servers)
 //! - `cli`, `config`, `pipeline` (what each subcommand runs)
 
 pub mod checkpoint;
@@ -21,6 +22,7 @@ pub mod filter;
 pub mod format;
 pub mod frame;
 pub mod gtid;
+pub mod history;
 pub mod outbox;
 pub mod pipeline;
 pub mod position;

@@ -21,7 +21,7 @@ use crate::error::is_transient;
 use crate::preflight::{self, Status};
 use crate::shutdown::Shutdown;
 use crate::sink::kafka::KafkaSink;
-use crate::sink::stdout::StdoutSink;
+use crate::sink::stdout::{self, Closed, StdoutSink};
 use crate::sink::Sink;
 use crate::source::file::read_files;
 use crate::source::server::{connect, connect_opts, flavor_of, redact, Checks, InfoSchema, Next, ServerConfig, ServerSource};
@@ -60,7 +60,21 @@ fn log_stats(decoder: &Decoder) {
 }
 
 pub fn stream(args: StreamArgs) -> Result<()> {
+    stream_to_sink(args).map_err(|e| {
+        if e.chain().any(|c| c.is::<Closed>()) {
+            // Unlike `dump | head`, a stream's reader going away is a failure: say so.
+            anyhow::anyhow!("stdout was closed by its reader; the position file holds the last transaction written before that")
+        } else {
+            e
+        }
+    })
+}
+
+fn stream_to_sink(args: StreamArgs) -> Result<()> {
     let settings = StreamSettings::resolve(args)?;
+    if settings.sink == SinkKind::Stdout {
+        stdout::check_delivers(settings.allow_discard)?;
+    }
     let position_file = PositionFile::open(&settings.position_file)?;
     let saved = position_file.load()?;
     let mut start = match &saved {
@@ -138,7 +152,7 @@ pub fn check(args: CheckArgs) -> Result<()> {
         let mut conn = connect(&opts, cfg.wait_for_server).await?;
         let (flavor, version) = flavor_of(&mut conn).await?;
         println!("server {} ({version})", redact(&cfg.url));
-        preflight::run(&mut conn, flavor, saved.as_ref()).await
+        preflight::run(&mut conn, flavor, saved.as_ref(), true).await
     })?;
     for c in &checks {
         println!("{c}");

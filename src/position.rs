@@ -2,6 +2,7 @@
 //! the decoder (which produces positions) and the sinks (which acknowledge them), so neither
 //! needs the other to talk about positions.
 
+use std::fmt;
 use std::sync::Arc;
 
 use crate::gtid::GtidSet;
@@ -20,6 +21,15 @@ impl Flavor {
         } else {
             Flavor::MySql
         }
+    }
+}
+
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Flavor::MySql => "MySQL",
+            Flavor::MariaDb => "MariaDB",
+        })
     }
 }
 

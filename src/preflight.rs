@@ -10,7 +10,7 @@ use mysql_async::Conn;
 
 use crate::checkpoint::{Position, ServerIdentity};
 use crate::position::Flavor;
-use crate::gtid::{GtidSet, MariaDbGtidPos, MySqlGtidSet};
+use crate::history::{self, Finding};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -65,7 +65,8 @@ pub async fn identity(conn: &mut Conn, flavor: Flavor) -> Result<ServerIdentity>
 }
 
 /// Every check, in a fixed order. `saved` is the position streaming would resume from.
-pub async fn run(conn: &mut Conn, flavor: Flavor, saved: Option<&Position>) -> Result<Vec<Check>> {
+/// `resume_by_gtid`: a saved position will be resumed by its GTID set where the server has GTIDs.
+pub async fn run(conn: &mut Conn, flavor: Flavor, saved: Option<&Position>, resume_by_gtid: bool) -> Result<Vec<Check>> {
     use Status::*;
     let mut checks = Vec::new();
     let on = |v: &Option<String>| v.as_deref().is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("ON"));
@@ -150,7 +151,7 @@ pub async fn run(conn: &mut Conn, flavor: Flavor, saved: Option<&Position>) -> R
 
     checks.push(privileges(conn).await);
     if let Some(saved) = saved {
-        checks.extend(position_checks(conn, flavor, saved).await?);
+        checks.push(position_check(conn, flavor, saved, resume_by_gtid).await?);
     }
     Ok(checks)
 }
@@ -195,132 +196,13 @@ async fn privileges(conn: &mut Conn) -> Check {
     check("privileges", Status::Pass, "REPLICATION SLAVE, REPLICATION CLIENT, SELECT".into(), None)
 }
 
-/// Is the saved position still on the server, and not ahead of it?
-async fn position_checks(conn: &mut Conn, flavor: Flavor, saved: &Position) -> Result<Vec<Check>> {
-    let mut checks = Vec::new();
-    let logs: Vec<(String, u64)> = conn
-        .query::<mysql_async::Row, _>("SHOW BINARY LOGS")
-        .await?
-        .into_iter()
-        .filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1)?)))
-        .collect();
-    let oldest = logs.first().map(|l| l.0.clone()).unwrap_or_default();
-    let gtids = saved.gtids()?;
-    let by_gtid = match (flavor, &gtids) {
-        (Flavor::MariaDb, Some(_)) => true,
-        (Flavor::MySql, Some(_)) => var(conn, "gtid_mode").await.is_some_and(|m| m.eq_ignore_ascii_case("ON")),
-        _ => false,
-    };
-    if by_gtid {
-        let gtids = gtids.expect("by_gtid implies a set");
-        checks.push(match (&gtids, flavor) {
-            (GtidSet::MariaDb(saved_pos), Flavor::MariaDb) => mariadb_gtid_check(conn, saved_pos, &oldest).await?,
-            (GtidSet::MySql(saved_set), Flavor::MySql) => mysql_gtid_check(conn, saved_set).await?,
-            _ => check(
-                "saved position",
-                Status::Fail,
-                format!("the position file holds a {:?} GTID set but this server is {flavor:?}", saved.flavor),
-                Some("point --url at the server the position file belongs to, or use another --position-file"),
-            ),
-        });
-    } else {
-        match logs.iter().find(|(name, _)| *name == saved.file) {
-            Some((_, size)) if *size >= saved.offset => checks.push(check(
-                "saved position",
-                Status::Pass,
-                format!("{}:{} is on the server", saved.file, saved.offset),
-                None,
-            )),
-            Some((_, size)) => checks.push(check(
-                "saved position",
-                Status::Fail,
-                format!("{}:{} is past the end of that file ({size} bytes): the position belongs to another server or a binlog that was reset", saved.file, saved.offset),
-                Some("point --url at the server the position file belongs to"),
-            )),
-            None => {
-                let mut c = check(
-                    "saved position",
-                    Status::Fail,
-                    format!(
-                        "{} is no longer on the server (its oldest binlog is {oldest}): the changes from {}:{} to the start of {oldest} are lost",
-                        saved.file, saved.file, saved.offset
-                    ),
-                    Some("keep binlogs longer (binlog_expire_logs_seconds / expire_logs_days); to go on despite the loss, move the position file away and start with --start earliest"),
-                );
-                c.lost = true;
-                checks.push(c);
-            }
+/// Is the saved position part of this server's history, still there, and not ahead of it?
+async fn position_check(conn: &mut Conn, flavor: Flavor, saved: &Position, resume_by_gtid: bool) -> Result<Check> {
+    let same_server = identity(conn, flavor).await? == saved.server;
+    Ok(match history::check_saved(conn, flavor, saved, same_server, resume_by_gtid).await? {
+        Finding::Fine(detail) => check("saved position", Status::Pass, detail, None),
+        Finding::Refused { detail, fix, lost } => {
+            Check { name: "saved position", status: Status::Fail, detail, fix: Some(fix.to_string()), lost }
         }
-    }
-    Ok(checks)
-}
-
-async fn mariadb_gtid_check(conn: &mut Conn, saved: &MariaDbGtidPos, oldest: &str) -> Result<Check> {
-    let current = MariaDbGtidPos::parse(&var(conn, "gtid_binlog_pos").await.unwrap_or_default())?;
-    for (domain, (_, seq)) in &saved.domains {
-        if let Some((_, cur)) = current.domains.get(domain) {
-            if cur < seq {
-                return Ok(check(
-                    "saved position",
-                    Status::Fail,
-                    format!("the saved GTID {saved} is ahead of the server ({current}): this server does not have transactions already delivered (restored from a backup, or a lagging replica)"),
-                    Some("point --url at a server that has the whole history (e.g. the current primary)"),
-                ));
-            }
-        }
-    }
-    // The oldest binlog's GTID_LIST is the state before it: anything the saved position lacks
-    // up to that state was purged.
-    let events: Vec<mysql_async::Row> = conn.query(format!("SHOW BINLOG EVENTS IN '{oldest}' LIMIT 5")).await?;
-    let list = events
-        .iter()
-        .find(|r| r.get::<String, _>(2).as_deref() == Some("Gtid_list"))
-        .and_then(|r| r.get::<String, _>(5))
-        .unwrap_or_default();
-    let purged_state = MariaDbGtidPos::parse(list.trim_matches(|c| c == '[' || c == ']'))?;
-    let mut lost = Vec::new();
-    for (domain, (server, seq)) in &purged_state.domains {
-        let have = saved.domains.get(domain).map(|(_, s)| *s).unwrap_or(0);
-        if have < *seq {
-            lost.push(format!("domain {domain}: sequence numbers {} to {seq} (last {domain}-{server}-{seq})", have + 1));
-        }
-    }
-    if lost.is_empty() {
-        Ok(check("saved position", Status::Pass, format!("GTID {saved} is on the server"), None))
-    } else {
-        let mut c = check(
-            "saved position",
-            Status::Fail,
-            format!("the binlogs after GTID {saved} were purged; lost: {}", lost.join("; ")),
-            Some("keep binlogs longer (binlog_expire_logs_seconds); to go on despite the loss, move the position file away and start with --start earliest"),
-        );
-        c.lost = true;
-        Ok(c)
-    }
-}
-
-async fn mysql_gtid_check(conn: &mut Conn, saved: &MySqlGtidSet) -> Result<Check> {
-    let purged = MySqlGtidSet::parse(&var(conn, "gtid_purged").await.unwrap_or_default())?;
-    let executed = MySqlGtidSet::parse(&var(conn, "gtid_executed").await.unwrap_or_default())?;
-    if !saved.is_subset(&executed) {
-        return Ok(check(
-            "saved position",
-            Status::Fail,
-            format!("the saved GTID set {saved} has transactions this server never executed ({executed}): restored from a backup, or a lagging replica"),
-            Some("point --url at a server that has the whole history (e.g. the current primary)"),
-        ));
-    }
-    let lost = purged.difference(saved);
-    if lost.ranges.is_empty() {
-        Ok(check("saved position", Status::Pass, "the saved GTID set is on the server".into(), None))
-    } else {
-        let mut c = check(
-            "saved position",
-            Status::Fail,
-            format!("transactions after the saved position were purged; lost: {lost}"),
-            Some("keep binlogs longer (binlog_expire_logs_seconds); to go on despite the loss, move the position file away and start with --start earliest"),
-        );
-        c.lost = true;
-        Ok(c)
-    }
+    })
 }

@@ -372,7 +372,7 @@ fn config_file_flags_and_environment_in_that_order() {
             .args(args)
             .envs(env.iter().copied())
             .env("MYSQL_PWD", "replpass")
-            .stdout(std::process::Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("stdout")).unwrap())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();

@@ -7,6 +7,7 @@ mod bad_input;
 mod emit;
 mod files;
 mod formats;
+mod history;
 mod kafka;
 mod mysql_files;
 mod server;

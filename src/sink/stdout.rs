@@ -1,10 +1,17 @@
 //! One JSON object per line on stdout, through a buffer flushed at transaction ends (when the
-//! buffer is large) and at exit. A closed pipe (`| head`) is reported as `Closed`, which the
-//! binary turns into a quiet exit 0.
+//! buffer is large) and at exit. A closed pipe (`| head`) is reported as `Closed`, which `dump`
+//! turns into a quiet exit 0 and `stream` into an error (its reader is gone).
+//!
+//! Invariants: a transaction is acknowledged only once its lines were written and flushed without
+//! error; every write or flush error is an error of the run, never ignored. `stream` refuses a
+//! stdout that discards what it is given (`/dev/null`, which is also what a closed stdout becomes
+//! when the process starts), since the position would move past events nobody received.
 
 use std::io::{self, Write};
 
-use anyhow::Result;
+use std::os::fd::AsFd;
+
+use anyhow::{bail, Result};
 use thiserror::Error;
 
 use super::Sink;
@@ -35,7 +42,8 @@ impl<W: Write> StdoutSink<W> {
     fn io(&mut self, r: io::Result<()>) -> Result<()> {
         match r {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(Closed.into()),
-            other => Ok(other?),
+            Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+            Ok(()) => Ok(()),
         }
     }
 }
@@ -87,4 +95,24 @@ impl<W: Write> Sink for StdoutSink<W> {
         let r = self.out.flush();
         self.io(r)
     }
+}
+
+/// Refuses a stdout that cannot carry events to anyone: not open for writing, or `/dev/null`
+/// (the C runtime hands a process whose stdout was closed (`>&-`) a `/dev/null` in its place, so
+/// both look the same here). `allow_discard` accepts `/dev/null` for those who mean it.
+pub fn check_delivers(allow_discard: bool) -> Result<()> {
+    let stdout = io::stdout();
+    let fd = stdout.as_fd();
+    let flags = rustix::fs::fcntl_getfl(fd).map_err(|e| anyhow::anyhow!("stdout is not open ({e}): give binlog-tail a stdout to write to, or use --sink kafka"))?;
+    if !matches!(flags & rustix::fs::OFlags::RWMODE, rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::RDWR) {
+        bail!("stdout is not open for writing: redirect it to a file or a pipe, or use --sink kafka");
+    }
+    let stat = rustix::fs::fstat(fd).map_err(|e| anyhow::anyhow!("cannot inspect stdout: {e}"))?;
+    let is_dev_null = rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::CharacterDevice
+        && rustix::fs::major(stat.st_rdev) == 1
+        && rustix::fs::minor(stat.st_rdev) == 3;
+    if is_dev_null && !allow_discard {
+        bail!("stdout is /dev/null (or was closed): every event would be thrown away while the position moves past it. Redirect stdout to a file or a pipe, use --sink kafka, or pass --allow-discard if discarding is what you want");
+    }
+    Ok(())
 }

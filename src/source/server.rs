@@ -27,6 +27,7 @@ use crate::decode::table::ColumnInfo;
 use crate::decode::SchemaLookup;
 use crate::position::{Flavor, Resume};
 use crate::error::{Purged, Transient};
+use crate::history;
 use crate::gtid::GtidSet;
 use crate::preflight::{self, Check, Status};
 
@@ -75,6 +76,8 @@ pub enum Checks<'a> {
 
 pub struct ServerSource {
     rx: mpsc::Receiver<Result<OwnedEvent>>,
+    /// The first event, received while opening.
+    first: Option<OwnedEvent>,
     rt: Handle,
     pub flavor: Flavor,
     pub identity: ServerIdentity,
@@ -88,6 +91,9 @@ pub struct ServerSource {
 
 impl ServerSource {
     pub fn try_next(&mut self) -> Result<Next> {
+        if let Some(first) = self.first.take() {
+            return Ok(Next::Event(first));
+        }
         match self.rx.try_recv() {
             Ok(ev) => ev.map(Next::Event),
             Err(mpsc::error::TryRecvError::Empty) => Ok(Next::Idle),
@@ -97,6 +103,9 @@ impl ServerSource {
 
     /// Waits up to `wait` for the next event, or until `interrupt` is notified.
     pub fn next_blocking(&mut self, interrupt: &Notify, wait: Duration) -> Result<Next> {
+        if let Some(first) = self.first.take() {
+            return Ok(Next::Event(first));
+        }
         let rx = &mut self.rx;
         self.rt.block_on(async {
             tokio::select! {
@@ -118,7 +127,7 @@ impl ServerSource {
             let (flavor, _) = flavor_of(&mut conn).await?;
             match checks {
                 Checks::Basic => check_server(&mut conn).await?,
-                Checks::Preflight(saved) => enforce(preflight::run(&mut conn, flavor, saved).await?)?,
+                Checks::Preflight(saved) => enforce(preflight::run(&mut conn, flavor, saved, cfg.resume_by_gtid).await?)?,
             }
             let identity = preflight::identity(&mut conn, flavor).await?;
             let at = resolve_start(&mut conn, flavor, start, cfg.resume_by_gtid).await?;
@@ -127,10 +136,16 @@ impl ServerSource {
                 _ => tracing::info!("streaming from {}:{}", at.file, at.pos),
             }
             let stream = request_stream(conn, flavor, cfg, &at).await?;
-            let (tx, rx) = mpsc::channel(1024);
+            let (tx, mut rx) = mpsc::channel(1024);
             tokio::spawn(pump(stream, tx, cfg.heartbeat * 3, cfg.follow, opts.clone()));
+            // The server refuses a start it cannot serve with an error instead of the first
+            // event: only a stream that has begun counts as opened (and its start may be saved).
+            let first = match rx.recv().await {
+                Some(first) => Some(first?),
+                None => None,
+            };
             let start = Resume { file: Arc::from(at.file.as_str()), offset: at.pos, gtids: at.gtids.clone() };
-            Ok(ServerSource { rx, rt: rt.clone(), flavor, identity, resumed_by_gtid: at.by_gtid, start_gtids: at.gtids, start })
+            Ok(ServerSource { rx, first, rt: rt.clone(), flavor, identity, resumed_by_gtid: at.by_gtid, start_gtids: at.gtids, start })
         })
     }
 }
@@ -218,6 +233,11 @@ pub fn classify(err: mysql_async::Error, opts: &Opts) -> anyhow::Error {
         mysql_async::Error::Server(e) if e.code == 1045 => anyhow!(
             "access denied for user `{user}` at {host}: check the password (--password-file or MYSQL_PWD) and that the user may connect from this host"
         ),
+        mysql_async::Error::Server(e) if e.code == 1236 && diverged(&e.message) => Purged(format!(
+            "the server's binlog does not hold the requested position in its history: {} — the position comes from another history (a diverged server, or a binlog reset since). Point --url at the server (or a replica of it) whose history the position belongs to; to start over, move the position file away and choose --start deliberately",
+            e.message
+        ))
+        .into(),
         mysql_async::Error::Server(e) if e.code == 1236 => Purged(format!(
             "the server cannot send the binlog from the requested position: {} — the binlog there was probably purged (see SHOW BINARY LOGS and gtid_purged); the changes in between are lost. To go on anyway, move the position file away and start from `earliest` or a newer position",
             e.message
@@ -242,6 +262,13 @@ pub fn classify(err: mysql_async::Error, opts: &Opts) -> anyhow::Error {
         mysql_async::Error::Driver(_) => Transient(anyhow!("connection to {host} failed: {err}")).into(),
         _ => anyhow!("{err}"),
     }
+}
+
+/// MariaDB's refusals of a GTID that its binlog never held (as opposed to one it purged).
+fn diverged(message: &str) -> bool {
+    ["diverged", "is not in the master's binlog", "is missing the GTID", "conflicts with the binary log"]
+        .iter()
+        .any(|m| message.contains(m))
 }
 
 /// The server's flavour and its version string.
@@ -285,21 +312,30 @@ async fn resolve_start(conn: &mut Conn, flavor: Flavor, start: &Start, prefer_gt
     };
     Ok(match start {
         Start::Latest => {
-            let (file, pos) = binlog_head(conn).await?;
-            let gtids: Option<String> = conn.query_first(format!("SELECT {gtid_var}")).await.ok().flatten();
-            let gtids = gtids.filter(|g| !g.trim().is_empty()).map(|g| GtidSet::parse(&g)).transpose()?;
-            StartAt { file, pos, gtids, by_gtid: false }
+            let head = binlog_head(conn).await?;
+            // The GTID state must be the one *at* the head read, not a moment later: a
+            // transaction committed in between would otherwise count as delivered.
+            let gtids = match (flavor, head.executed) {
+                (Flavor::MariaDb, _) => history::check_start_file(conn, flavor, &head.file, head.pos).await?,
+                (Flavor::MySql, Some(executed)) => Some(executed),
+                (Flavor::MySql, None) => {
+                    let gtids: Option<String> = conn.query_first(format!("SELECT {gtid_var}")).await.ok().flatten();
+                    gtids.filter(|g| !g.trim().is_empty()).map(|g| GtidSet::parse(&g)).transpose()?
+                }
+            };
+            StartAt { file: head.file, pos: head.pos, gtids, by_gtid: false }
         }
         Start::Earliest => {
             let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await?;
             let first: String = logs.first().and_then(|r| r.get(0)).context("the server lists no binary logs")?;
             StartAt { file: first, pos: 4, gtids: None, by_gtid: false }
         }
-        Start::FilePos(file, pos) => StartAt { file: file.clone(), pos: *pos, gtids: None, by_gtid: false },
+        Start::FilePos(file, pos) => {
+            let gtids = history::check_start_file(conn, flavor, file, *pos).await?;
+            StartAt { file: file.clone(), pos: *pos, gtids, by_gtid: false }
+        }
         Start::Gtid(set) => {
-            if !same_flavor(set) {
-                bail!("--start {set} is a GTID of the other server flavour: this server is {flavor:?}");
-            }
+            history::check_start_gtids(conn, flavor, set).await?;
             StartAt { file: String::new(), pos: 4, gtids: Some(set.clone()), by_gtid: true }
         }
         Start::Resume { file, offset, gtids } => {
@@ -318,7 +354,14 @@ async fn resolve_start(conn: &mut Conn, flavor: Flavor, start: &Start, prefer_gt
     })
 }
 
-async fn binlog_head(conn: &mut Conn) -> Result<(String, u64)> {
+/// The end of the server's binlog, and (MySQL) the executed GTID set reported with it.
+struct Head {
+    file: String,
+    pos: u64,
+    executed: Option<GtidSet>,
+}
+
+async fn binlog_head(conn: &mut Conn) -> Result<Head> {
     // MySQL 8.4 renamed SHOW MASTER STATUS; MariaDB and older MySQL know the old name.
     let row: Option<mysql_async::Row> = match conn.query_first("SHOW BINARY LOG STATUS").await {
         Ok(row) => row,
@@ -327,7 +370,10 @@ async fn binlog_head(conn: &mut Conn) -> Result<(String, u64)> {
     let row = row.context("the server reports no binlog position (is log_bin on?)")?;
     let file: String = row.get(0).context("no binlog file in SHOW MASTER STATUS")?;
     let pos: u64 = row.get(1).context("no binlog position in SHOW MASTER STATUS")?;
-    Ok((file, pos))
+    // MySQL's fifth column, Executed_Gtid_Set, is read together with the position.
+    let executed: Option<String> = row.get_opt(4).and_then(|v| v.ok());
+    let executed = executed.map(|g| g.split_whitespace().collect::<String>()).filter(|g| !g.is_empty());
+    Ok(Head { file, pos, executed: executed.map(|g| GtidSet::parse(&g)).transpose()? })
 }
 
 async fn request_stream(mut conn: Conn, flavor: Flavor, cfg: &ServerConfig, at: &StartAt) -> Result<mysql_async::BinlogStream> {
