@@ -6,6 +6,8 @@
 //! BIGINT UNSIGNED an exact number. With `--debezium-time sql`, temporal values are SQL text
 //! instead. Zero dates, which Debezium cannot represent, are `null`.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 
 use super::text::{datetime_micros, days, inner, is_zero_date, time_micros, write_as_string, write_set_joined, write_sql_datetime};
@@ -26,56 +28,74 @@ fn op_code(op: Op) -> &'static [u8] {
     }
 }
 
-pub fn write_value(settings: &FormatSettings, c: &Change, part: Part, out: &mut Vec<u8>) {
-    let (op, before, after) = part.view(c);
-    let t = &*c.table;
-    let time = settings.debezium_time;
-    out.extend_from_slice(b"{\"before\":");
-    write_row(t, before, None, out, |k, v, o| write_field(time, k, v, o));
-    out.extend_from_slice(b",\"after\":");
-    write_row(t, after, None, out, |k, v, o| write_field(time, k, v, o));
-    out.extend_from_slice(b",\"source\":{\"version\":\"");
-    out.extend_from_slice(concat!("binlog-tail-", env!("CARGO_PKG_VERSION")).as_bytes());
-    out.extend_from_slice(match c.flavor {
-        Flavor::MySql => b"\",\"connector\":\"mysql\",\"name\":",
-        Flavor::MariaDb => b"\",\"connector\":\"mariadb\",\"name\":",
-    });
-    write_json_str(&settings.debezium_name, out);
-    out.extend_from_slice(b",\"ts_ms\":");
-    push_int(out, c.ts * 1000);
-    out.extend_from_slice(b",\"ts_us\":");
-    push_int(out, c.ts * 1_000_000);
-    out.extend_from_slice(b",\"ts_ns\":");
-    push_int(out, u128::from(c.ts) * 1_000_000_000);
-    out.extend_from_slice(b",\"snapshot\":\"false\",\"db\":");
-    out.extend_from_slice(&t.db_json);
-    out.extend_from_slice(b",\"table\":");
-    out.extend_from_slice(&t.name_json);
-    out.extend_from_slice(b",\"server_id\":");
-    push_int(out, c.server_id);
-    out.extend_from_slice(b",\"gtid\":");
-    write_json_opt_str(c.gtid.as_deref(), out);
-    out.extend_from_slice(b",\"file\":");
-    write_json_str(&c.file, out);
-    out.extend_from_slice(b",\"pos\":");
-    push_int(out, c.offset);
-    out.extend_from_slice(b",\"row\":");
-    push_int(out, c.row);
-    out.extend_from_slice(b",\"thread\":");
-    match c.thread {
-        Some(t) => push_int(out, t),
-        None => out.extend_from_slice(b"null"),
+/// What stays the same from row to row, rendered once: the head of `source` (per server flavour)
+/// and the file name (until the binlog rotates).
+pub struct State {
+    time: DebeziumTime,
+    /// `"source":{"version":...,"connector":...,"name":...,"ts_ms":`, for MySQL and MariaDB.
+    heads: [Vec<u8>; 2],
+    file: Option<(Arc<str>, Vec<u8>)>,
+}
+
+impl State {
+    pub fn new(settings: &FormatSettings) -> State {
+        let head = |connector: &str| {
+            let mut h = format!(",\"source\":{{\"version\":\"binlog-tail-{}\",\"connector\":\"{connector}\",\"name\":", env!("CARGO_PKG_VERSION")).into_bytes();
+            write_json_str(&settings.debezium_name, &mut h);
+            h.extend_from_slice(b",\"ts_ms\":");
+            h
+        };
+        State { time: settings.debezium_time, heads: [head("mysql"), head("mariadb")], file: None }
     }
-    out.extend_from_slice(b",\"query\":null},\"transaction\":null,\"op\":\"");
-    out.extend_from_slice(op_code(op));
-    let now = now_ns();
-    out.extend_from_slice(b"\",\"ts_ms\":");
-    push_int(out, now / 1_000_000);
-    out.extend_from_slice(b",\"ts_us\":");
-    push_int(out, now / 1_000);
-    out.extend_from_slice(b",\"ts_ns\":");
-    push_int(out, now);
-    out.push(b'}');
+
+    pub fn write_value(&mut self, c: &Change, part: Part, out: &mut Vec<u8>) {
+        let (op, before, after) = part.view(c);
+        let t = &*c.table;
+        let time = self.time;
+        out.extend_from_slice(b"{\"before\":");
+        write_row(t, before, None, out, |k, v, o| write_field(time, k, v, o));
+        out.extend_from_slice(b",\"after\":");
+        write_row(t, after, None, out, |k, v, o| write_field(time, k, v, o));
+        out.extend_from_slice(&self.heads[usize::from(c.flavor == Flavor::MariaDb)]);
+        push_int(out, c.ts * 1000);
+        out.extend_from_slice(b",\"ts_us\":");
+        push_int(out, c.ts * 1_000_000);
+        out.extend_from_slice(b",\"ts_ns\":");
+        push_int(out, c.ts * 1_000_000_000);
+        out.extend_from_slice(b",\"snapshot\":\"false\",\"db\":");
+        out.extend_from_slice(&t.db_json);
+        out.extend_from_slice(b",\"table\":");
+        out.extend_from_slice(&t.name_json);
+        out.extend_from_slice(b",\"server_id\":");
+        push_int(out, c.server_id);
+        out.extend_from_slice(b",\"gtid\":");
+        write_json_opt_str(c.gtid.as_deref(), out);
+        if !self.file.as_ref().is_some_and(|(f, _)| Arc::ptr_eq(f, &c.file)) {
+            let mut rendered = b",\"file\":".to_vec();
+            write_json_str(&c.file, &mut rendered);
+            rendered.extend_from_slice(b",\"pos\":");
+            self.file = Some((c.file.clone(), rendered));
+        }
+        out.extend_from_slice(&self.file.as_ref().expect("just rendered").1);
+        push_int(out, c.offset);
+        out.extend_from_slice(b",\"row\":");
+        push_int(out, c.row);
+        out.extend_from_slice(b",\"thread\":");
+        match c.thread {
+            Some(t) => push_int(out, t),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"query\":null},\"transaction\":null,\"op\":\"");
+        out.extend_from_slice(op_code(op));
+        let now = now_ns();
+        out.extend_from_slice(b"\",\"ts_ms\":");
+        push_int(out, now / 1_000_000);
+        out.extend_from_slice(b",\"ts_us\":");
+        push_int(out, now / 1_000);
+        out.extend_from_slice(b",\"ts_ns\":");
+        push_int(out, now);
+        out.push(b'}');
+    }
 }
 
 /// Debezium's message key: the primary-key columns as an object, in the value's encodings.

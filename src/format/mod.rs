@@ -105,16 +105,17 @@ impl Part {
     }
 }
 
-/// Writes changes in one format. Holds what a format keeps between rows (Canal's message id
-/// and per-table type maps).
+/// Writes changes in one format. Holds what a format keeps between rows (Debezium's rendered
+/// source head, Canal's message id and per-table type maps).
 pub struct Encoder {
     settings: FormatSettings,
+    debezium: debezium::State,
     canal: canal::State,
 }
 
 impl Encoder {
     pub fn new(settings: FormatSettings) -> Encoder {
-        Encoder { settings, canal: canal::State::default() }
+        Encoder { debezium: debezium::State::new(&settings), settings, canal: canal::State::default() }
     }
 
     /// The messages `c` becomes.
@@ -130,7 +131,7 @@ impl Encoder {
     pub fn write_value(&mut self, c: &Change, part: Part, out: &mut Vec<u8>) {
         match self.settings.format {
             Format::Native => c.write_json(out),
-            Format::Debezium => debezium::write_value(&self.settings, c, part, out),
+            Format::Debezium => self.debezium.write_value(c, part, out),
             Format::Maxwell => maxwell::write_value(c, out),
             Format::Canal => self.canal.write_value(c, out),
         }
@@ -172,8 +173,8 @@ fn pk_value(c: &Change, part: Part, col: usize) -> &[u8] {
 }
 
 /// Now, in nanoseconds since the epoch (the processing time some formats carry).
-fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 fn push_int(out: &mut Vec<u8>, n: impl itoa::Integer) {

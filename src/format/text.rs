@@ -20,6 +20,11 @@ pub fn inner(v: &[u8]) -> Option<&[u8]> {
 pub fn write_as_string(v: &[u8], out: &mut Vec<u8>) {
     if v == b"null" || inner(v).is_some() {
         out.extend_from_slice(v);
+    } else if v.iter().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E')) {
+        // A number: nothing in it needs escaping.
+        out.push(b'"');
+        out.extend_from_slice(v);
+        out.push(b'"');
     } else {
         write_json_str(&String::from_utf8_lossy(v), out);
     }
@@ -121,9 +126,12 @@ pub fn datetime_micros(dt: &[u8]) -> Option<i64> {
     if dt.len() < 19 || dt[10] != b'T' {
         return None;
     }
-    let days = days(&dt[..10])?;
-    let time = time_micros(&dt[11..])?;
-    Some(days * 86_400_000_000 + time)
+    if dt[13] != b':' || dt[16] != b':' || (dt.len() > 19 && dt[19] != b'.') {
+        return None;
+    }
+    let (h, m, s) = (digits(&dt[11..13])?, digits(&dt[14..16])?, digits(&dt[17..19])?);
+    let micros = fraction_micros(dt.get(20..).unwrap_or_default())?;
+    Some(days(&dt[..10])? * 86_400_000_000 + (((h * 60 + m) * 60 + s) * 1_000_000 + micros) as i64)
 }
 
 /// Appends a native DATETIME or TIMESTAMP string as SQL text: `"YYYY-MM-DD HH:MM:SS[.f]"`
@@ -180,6 +188,8 @@ mod tests {
         assert_eq!(datetime_micros(b"2038-01-19T03:14:07.999999Z"), Some(2_147_483_647_999_999));
         assert_eq!(datetime_micros(b"0000-00-00T00:00:00"), None);
         assert_eq!(datetime_micros(b"garbage"), None);
+        assert_eq!(datetime_micros(b"1970-01-01T00:00:00."), Some(0));
+        assert_eq!(datetime_micros(b"1970-01-01T00:00:00x5"), None);
         assert!(is_zero_date(b"\"0000-00-00T00:00:00.000000Z\"") && !is_zero_date(b"\"1970-01-01\""));
     }
 
