@@ -62,6 +62,7 @@ impl State {
         push_int(out, c.ts * 1_000_000);
         out.extend_from_slice(b",\"ts_ns\":");
         push_int(out, c.ts * 1_000_000_000);
+        // Snapshot reads (Op::Read) will say "true" here, "last" on the final row.
         out.extend_from_slice(b",\"snapshot\":\"false\",\"db\":");
         out.extend_from_slice(&t.db_json);
         out.extend_from_slice(b",\"table\":");
