@@ -8,6 +8,9 @@
 //! - A file that cannot be read or parsed stops the tool and is left untouched: it is never
 //!   silently reset, which would replay or skip history.
 //! - One process at a time: an exclusive lock on `PATH.lock` is held while streaming.
+//! - A symlinked `PATH` is resolved once, at open: the lock and every checkpoint act on the
+//!   target, so two links to one file share one lock, and the link stays a link.
+//! - A checkpoint that fails leaves the previous file and no temp file behind.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -59,6 +62,10 @@ pub struct Position {
     pub server: ServerIdentity,
     /// When this position was written (RFC 3339, UTC).
     pub updated_at: String,
+    /// Names the stream this file keeps the position of, in the messages it sends (so a restart
+    /// can tell its own messages in Kafka from those of an earlier, abandoned position file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +103,7 @@ impl Position {
             offset: resume.offset,
             server,
             updated_at: now_rfc3339(),
+            stream_id: None,
         }
     }
 
@@ -113,6 +121,7 @@ pub struct PositionFile {
 impl PositionFile {
     /// Takes the lock; fails if another process holds it.
     pub fn open(path: &Path) -> Result<PositionFile> {
+        let path = &resolve(path)?;
         let lock_path = sibling(path, ".lock");
         let lock = OpenOptions::new()
             .create(true)
@@ -167,8 +176,35 @@ impl PositionFile {
             let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             File::open(dir)?.sync_all()
         };
-        write().with_context(|| format!("cannot write the position file {}", self.path.display()))
+        write()
+            .inspect_err(|_| {
+                // Gone already if the rename was done; otherwise the previous file stays.
+                let _ = fs::remove_file(&tmp);
+            })
+            .with_context(|| format!("cannot write the position file {}", self.path.display()))
     }
+}
+
+/// Where the position really lives: a symlink is followed, and a file not created yet is placed
+/// in its directory's canonical path.
+fn resolve(path: &Path) -> Result<PathBuf> {
+    match fs::canonicalize(path) {
+        Ok(resolved) => return Ok(resolved),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot resolve the position file {}", path.display()))
+        }
+        Err(_) => {}
+    }
+    let parent = |p: &Path| p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    // A link to a file that does not exist yet: the file goes where the link points.
+    let target = match fs::read_link(path) {
+        Ok(target) => parent(path).join(target),
+        Err(_) => path.to_path_buf(),
+    };
+    let name = target.file_name().with_context(|| format!("the position file {} names no file", path.display()))?;
+    let dir = fs::canonicalize(parent(&target))
+        .with_context(|| format!("the directory of the position file {} does not exist: create it first", target.display()))?;
+    Ok(dir.join(name))
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -187,11 +223,16 @@ pub struct Checkpointing<'a> {
     server: Option<(Flavor, ServerIdentity)>,
     last_commit: Option<Resume>,
     saved: Option<Position>,
+    stream_id: String,
 }
 
 impl<'a> Checkpointing<'a> {
-    pub fn new(inner: &'a mut dyn Sink, file: PositionFile, schedule: Schedule, saved: Option<Position>) -> Self {
-        Checkpointing { inner, file, schedule, server: None, last_commit: None, saved }
+    pub fn new(inner: &'a mut dyn Sink, file: PositionFile, schedule: Schedule, saved: Option<Position>, stream_id: String) -> Self {
+        Checkpointing { inner, file, schedule, server: None, last_commit: None, saved, stream_id }
+    }
+
+    fn position_at(&self, flavor: Flavor, resume: &Resume, identity: &ServerIdentity) -> Position {
+        Position { stream_id: Some(self.stream_id.clone()), ..Position::new(flavor, resume, identity.clone()) }
     }
 
     /// The server the following commits come from.
@@ -218,7 +259,7 @@ impl<'a> Checkpointing<'a> {
     /// saved position.
     pub fn position(&self) -> Option<Position> {
         match (&self.last_commit, &self.server) {
-            (Some(resume), Some((flavor, identity))) => Some(Position::new(*flavor, resume, identity.clone())),
+            (Some(resume), Some((flavor, identity))) => Some(self.position_at(*flavor, resume, identity)),
             _ => self.saved.clone(),
         }
     }
@@ -232,7 +273,7 @@ impl<'a> Checkpointing<'a> {
         if self.saved.as_ref().is_some_and(|s| s.file == *resume.file && s.offset == resume.offset) {
             return Ok(());
         }
-        let pos = Position::new(*flavor, &resume, identity.clone());
+        let pos = self.position_at(*flavor, &resume, identity);
         self.file.save(&pos)?;
         self.saved = Some(pos);
         Ok(())
@@ -353,6 +394,53 @@ mod tests {
         assert_eq!(loaded.offset, 200);
         assert_eq!(loaded.gtid_set.as_deref(), Some("0-1-42"));
         assert!(!sibling(&path, ".tmp").exists(), "no temp file left behind");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pos.json");
+        let file = PositionFile::open(&path).unwrap();
+        file.save(&position(100)).unwrap();
+        // A directory in the file's place makes the rename fail after the temp file is written.
+        fs::rename(&path, dir.path().join("saved.json")).unwrap();
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("occupied"), b"").unwrap();
+        let err = format!("{:#}", file.save(&position(200)).unwrap_err());
+        assert!(err.contains("cannot write the position file"), "{err}");
+        assert!(!sibling(&path, ".tmp").exists(), "the temp file is removed");
+    }
+
+    #[test]
+    fn symlinks_are_resolved_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.json");
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink("real.json", &link).unwrap();
+        // A link to a file not created yet: the file is created at the target.
+        let file = PositionFile::open(&link).unwrap();
+        file.save(&position(100)).unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays a link");
+        let saved: Position = serde_json::from_str(&fs::read_to_string(&real).unwrap()).unwrap();
+        assert_eq!(saved.offset, 100);
+        // The target and the link share one lock.
+        let err = PositionFile::open(&real).err().unwrap().to_string();
+        assert!(err.contains("another binlog-tail"), "{err}");
+        drop(file);
+        let again = PositionFile::open(&real).unwrap();
+        assert!(PositionFile::open(&link).is_err());
+        again.save(&position(200)).unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read_to_string(&link).unwrap(), fs::read_to_string(&real).unwrap());
+    }
+
+    #[test]
+    fn identities_and_flavours_read_as_text() {
+        let mariadb = ServerIdentity { uuid: None, server_id: 1, hostname: "db1".into() };
+        assert_eq!(mariadb.to_string(), "server_id 1 on host db1");
+        let mysql = ServerIdentity { uuid: Some("3e11fa47-71ca-11e1-9e33-c80aa9429562".into()), ..mariadb };
+        assert_eq!(mysql.to_string(), "server_id 1 on host db1 (server_uuid 3e11fa47-71ca-11e1-9e33-c80aa9429562)");
+        assert_eq!(format!("{} {}", Flavor::MariaDb, FlavorName::Mysql), "MariaDB MySQL");
     }
 
     #[test]

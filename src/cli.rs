@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::format::{DebeziumTime, Format};
-use crate::sink::kafka::config::{parse_property, KeyMode};
+use crate::sink::kafka::config::KeyMode;
 use crate::source::Start;
 
 #[derive(Debug, Parser)]
@@ -142,6 +142,13 @@ pub struct CheckArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SinkKind {
     Stdout,
     Kafka,
@@ -169,21 +176,27 @@ pub struct KafkaArgs {
     /// Topic for DDL events (--emit-ddl) [default: binlog_tail.ddl].
     #[arg(long, env = "BINLOG_TAIL_KAFKA_DDL_TOPIC")]
     pub kafka_ddl_topic: Option<String>,
+    /// Skip, after a restart, replayed messages that Kafka already holds (reads each partition's
+    /// last messages once) [default: on].
+    #[arg(long, value_enum, env = "BINLOG_TAIL_KAFKA_DEDUPE")]
+    pub kafka_dedupe: Option<OnOff>,
     /// A librdkafka property (SASL, TLS, tuning), e.g. -X security.protocol=SASL_SSL; repeatable.
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
-    pub kafka_property: Vec<(String, String)>,
+    // Parsed later: clap's own error would echo the value, which may be a password.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub kafka_property: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// Server to replicate from: mysql://USER@HOST:PORT (no password here: use --password-file or MYSQL_PWD).
-    #[arg(long, env = "BINLOG_TAIL_URL")]
+    // The environment's value may hold a password: --help must not print it.
+    #[arg(long, env = "BINLOG_TAIL_URL", hide_env_values = true)]
     pub url: Option<String>,
     /// File holding the password (first line).
     #[arg(long, env = "BINLOG_TAIL_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
-    /// Replica server id; must differ from every other replica of the server [default: random].
-    #[arg(long, env = "BINLOG_TAIL_SERVER_ID")]
+    /// Replica server id, 1 or more; must differ from every other replica of the server [default: random].
+    #[arg(long, env = "BINLOG_TAIL_SERVER_ID", value_parser = clap::value_parser!(u32).range(1..))]
     pub server_id: Option<u32>,
     /// Where to start: earliest, latest, FILE:POS, or a GTID set (uuid:1-100 or 0-1-100)
     /// [default: earliest for dump; latest for stream without a saved position].
@@ -192,7 +205,34 @@ pub struct ServerArgs {
     /// Seconds between server heartbeats; three missed ones mean the connection is dead [default: 10].
     #[arg(long, env = "BINLOG_TAIL_HEARTBEAT")]
     pub heartbeat: Option<f64>,
-    /// Keep retrying the first connection this many seconds while the server starts [default: 0].
+    /// dump, check: keep retrying the first connection this many seconds while the server starts
+    /// (stream always retries) [default: 0].
     #[arg(long, env = "BINLOG_TAIL_WAIT_FOR_SERVER")]
     pub wait_for_server: Option<f64>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS to the server; any of these turns it on. In a config file: `tls = true`, `tls_ca`,
+/// `tls_ca_only`, `tls_cert`, `tls_key`, `tls_server_name`.
+#[derive(Debug, Args, Default)]
+pub struct TlsArgs {
+    /// Require TLS, verifying the server's certificate (system and built-in CAs) and host name; as ?require_ssl=true in --url.
+    #[arg(long, env = "BINLOG_TAIL_TLS")]
+    pub tls: bool,
+    /// Also trust the CA certificates in this PEM file (a private CA: the server's ssl_ca).
+    #[arg(long, value_name = "FILE", env = "BINLOG_TAIL_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Trust only the --tls-ca file, not the system's or the built-in CAs.
+    #[arg(long, env = "BINLOG_TAIL_TLS_CA_ONLY")]
+    pub tls_ca_only: bool,
+    /// Client certificate (PEM) for users that REQUIRE X509; needs --tls-key.
+    #[arg(long, value_name = "FILE", env = "BINLOG_TAIL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM, unencrypted).
+    #[arg(long, value_name = "FILE", env = "BINLOG_TAIL_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Verify the server's certificate for this name instead of the --url host (an IP address, a tunnel).
+    #[arg(long, value_name = "NAME", env = "BINLOG_TAIL_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
 }

@@ -9,14 +9,15 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{EmitArgs, ResumeBy, ServerArgs, SinkKind, StreamArgs};
+use crate::cli::{EmitArgs, OnOff, ResumeBy, ServerArgs, SinkKind, StreamArgs, TlsArgs};
 use crate::decode::Options;
 use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
 use crate::format::{default_server_name, DebeziumTime, Format, FormatSettings};
 use crate::outbox::OutboxTable;
-use crate::sink::kafka::config::{KafkaSettings, KeyMode};
-use crate::source::server::ServerConfig;
+use crate::sink::kafka::config::{check_brokers, parse_property, KafkaSettings, KeyMode};
+use crate::source::server::{parse_url, redact, ServerConfig};
+use crate::source::tls::{self, TlsOptions};
 use crate::source::Start;
 
 #[derive(Debug, Default, Deserialize)]
@@ -28,6 +29,12 @@ pub struct FileConfig {
     pub start: Option<String>,
     pub heartbeat: Option<f64>,
     pub wait_for_server: Option<f64>,
+    pub tls: Option<bool>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_ca_only: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_server_name: Option<String>,
     pub position_file: Option<PathBuf>,
     pub sink: Option<SinkKind>,
     pub checkpoint_every: Option<u64>,
@@ -54,6 +61,7 @@ pub struct FileConfig {
     pub kafka_key: Option<KeyMode>,
     pub kafka_compression: Option<String>,
     pub kafka_ddl_topic: Option<String>,
+    pub kafka_dedupe: Option<OnOff>,
     /// librdkafka properties.
     #[serde(default)]
     pub kafka: std::collections::BTreeMap<String, toml::Value>,
@@ -101,6 +109,14 @@ impl StreamSettings {
             start: None,
             heartbeat: args.server.heartbeat.or(file.heartbeat),
             wait_for_server: args.server.wait_for_server.or(file.wait_for_server),
+            tls: TlsArgs {
+                tls: args.server.tls.tls || file.tls.unwrap_or(false),
+                tls_ca: args.server.tls.tls_ca.or(file.tls_ca),
+                tls_ca_only: args.server.tls.tls_ca_only || file.tls_ca_only.unwrap_or(false),
+                tls_cert: args.server.tls.tls_cert.or(file.tls_cert),
+                tls_key: args.server.tls.tls_key.or(file.tls_key),
+                tls_server_name: args.server.tls.tls_server_name.or(file.tls_server_name),
+            },
         };
         let position_file = args
             .position_file
@@ -108,7 +124,7 @@ impl StreamSettings {
             .context("give --position-file PATH (or position_file in --config): it is where streaming resumes after a restart")?;
         // Lists from flags replace the file's lists rather than adding to them.
         let pick = |flag: Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag };
-        file.outbox.iter().try_for_each(OutboxTable::validate)?;
+        file.outbox.iter().try_for_each(OutboxTable::validate).map_err(usage)?;
         let emit = EmitArgs {
             include: pick(args.emit.include, file.include),
             exclude: pick(args.emit.exclude, file.exclude),
@@ -137,21 +153,33 @@ impl StreamSettings {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
                     .collect();
-                properties.extend(args.kafka.kafka_property);
-                Some(KafkaSettings {
-                    brokers: args.kafka.kafka_brokers.or(file.kafka_brokers).context(
-                        "--sink kafka needs --kafka-brokers HOST:PORT (or kafka_brokers in --config)",
-                    )?,
+                for property in &args.kafka.kafka_property {
+                    properties.push(parse_property(property).map_err(|e| Usage(format!("-X: {e}")))?);
+                }
+                let brokers = args
+                    .kafka
+                    .kafka_brokers
+                    .or(file.kafka_brokers)
+                    .context("--sink kafka needs --kafka-brokers HOST:PORT (or kafka_brokers in --config)")?;
+                check_brokers(&brokers).map_err(Usage)?;
+                let kafka = KafkaSettings {
+                    brokers,
                     topic: args.kafka.kafka_topic.or(file.kafka_topic).unwrap_or_else(|| "{db}.{table}".into()),
                     topic_prefix: args.kafka.kafka_topic_prefix.or(file.kafka_topic_prefix).unwrap_or_default(),
                     ddl_topic: args.kafka.kafka_ddl_topic.or(file.kafka_ddl_topic).unwrap_or_else(|| "binlog_tail.ddl".into()),
                     key: args.kafka.kafka_key.or(file.kafka_key).unwrap_or(KeyMode::Pk),
                     compression: args.kafka.kafka_compression.or(file.kafka_compression).unwrap_or_else(|| "lz4".into()),
                     properties,
-                })
+                    dedupe: args.kafka.kafka_dedupe.or(file.kafka_dedupe).unwrap_or(OnOff::On) == OnOff::On,
+                };
+                kafka.check().map_err(usage)?;
+                Some(kafka)
             }
         };
         let mut server = server_config(&merged, true)?;
+        // `stream` retries every connection itself, without a limit, logging each attempt and
+        // stopping at a signal; a wait inside one attempt would only hide that.
+        server.wait_for_server = Duration::ZERO;
         server.resume_by_gtid = args.resume_by.or(file.resume_by).unwrap_or(ResumeBy::Gtid) == ResumeBy::Gtid;
         Ok(StreamSettings {
             server,
@@ -174,6 +202,15 @@ pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
         .url
         .clone()
         .context("give --url mysql://USER@HOST:PORT to read from a server (or, for dump, --file PATH... to read binlog files)")?;
+    if redact(&url) != url {
+        tracing::warn!(
+            "the --url holds a password, which other users of this machine can read (`ps`, /proc, shell history): put it in --password-file or MYSQL_PWD instead"
+        );
+    }
+    if args.server_id == Some(0) {
+        // Clap refuses 0 on the command line; this is the config file's value.
+        return Err(Usage("server_id 0 in the config file: a replica id must be 1 or more (or leave it out for a random one)".into()).into());
+    }
     let password = match &args.password_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -182,6 +219,7 @@ pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
         }
         None => std::env::var("MYSQL_PWD").ok(),
     };
+    let tls = tls::resolve(&tls_options(&args.tls)?, &parse_url(&url)?)?;
     Ok(ServerConfig {
         url,
         password,
@@ -190,11 +228,32 @@ pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
         heartbeat: seconds(args.heartbeat.unwrap_or(10.0), "heartbeat")?.max(Duration::from_millis(100)),
         wait_for_server: seconds(args.wait_for_server.unwrap_or(0.0), "wait-for-server")?,
         resume_by_gtid: true,
+        tls,
     })
 }
 
-/// The decoder's options from the filter flags.
+fn tls_options(args: &TlsArgs) -> Result<TlsOptions> {
+    let identity = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        (Some(_), None) => return Err(Usage("--tls-cert needs --tls-key: the client certificate's private key".into()).into()),
+        (None, Some(_)) => return Err(Usage("--tls-key needs --tls-cert: the client certificate".into()).into()),
+    };
+    Ok(TlsOptions {
+        require: args.tls,
+        ca: args.tls_ca.clone(),
+        ca_only: args.tls_ca_only,
+        identity,
+        server_name: args.tls_server_name.clone(),
+    })
+}
+
+/// The decoder's options from the filter flags; a bad pattern is a usage error.
 pub fn decode_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
+    filter_options(args, limit).map_err(usage)
+}
+
+fn filter_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
     let filter = Filter {
         include: args.include.iter().map(|p| TablePattern::parse(p)).collect::<Result<_>>()?,
         exclude: args.exclude.iter().map(|p| TablePattern::parse(p)).collect::<Result<_>>()?,
@@ -224,6 +283,11 @@ pub fn format_settings(args: &EmitArgs, url: Option<&str>) -> Result<FormatSetti
         debezium_name: args.debezium_name.clone().unwrap_or_else(|| default_server_name(url)),
         debezium_tombstones: args.debezium_tombstones.unwrap_or(true),
     })
+}
+
+/// A bad value that clap could not catch: exit code 2 like a bad command line.
+fn usage(e: anyhow::Error) -> anyhow::Error {
+    Usage(format!("{e:#}")).into()
 }
 
 fn seconds(secs: f64, what: &str) -> Result<Duration> {

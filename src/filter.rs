@@ -22,6 +22,7 @@ impl TablePattern {
         if db.is_empty() || table.is_empty() {
             bail!("`{text}` is not a table pattern: use db.table, with * and ? wildcards (e.g. shop.*, *.audit_*)");
         }
+        only_our_wildcards(text)?;
         Ok(TablePattern { db: db.to_string(), table: table.to_string() })
     }
 
@@ -46,7 +47,19 @@ impl ColumnPattern {
         if column.is_empty() {
             bail!("`{text}` names no column");
         }
+        only_our_wildcards(text)?;
         Ok(ColumnPattern { table: TablePattern::parse(&format!("{db}.{table}"))?, column: column.to_string() })
+    }
+}
+
+/// Other tools read `[...]` as a class and `{a,b}` as alternatives; taken literally here they
+/// would silently match nothing, so they are refused.
+fn only_our_wildcards(text: &str) -> Result<()> {
+    match text.chars().find(|c| "[]{}".contains(*c)) {
+        Some(c) => bail!(
+            "`{text}`: `{c}` is not pattern syntax here; patterns know only * (any run of characters) and ? (one character), e.g. shop.order_*"
+        ),
+        None => Ok(()),
     }
 }
 
@@ -160,5 +173,9 @@ mod tests {
         assert!(parse_ops("insert,upsert").is_err());
         assert!(ColumnPattern::parse("shop.users").is_err());
         assert!(TablePattern::parse(".x").is_err());
+        for bad in ["[", "shop.[ab]*", "shop.{a,b}"] {
+            assert!(TablePattern::parse(bad).is_err(), "{bad}");
+        }
+        assert!(ColumnPattern::parse("shop.users.[x]").is_err());
     }
 }

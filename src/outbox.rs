@@ -86,6 +86,8 @@ impl OutboxTable {
 /// A message for a topic: what the outbox turns an inserted row into.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
+    /// The transaction it came from: its GTID, or `FILE:OFFSET` of the rows event.
+    pub origin: String,
     pub topic: String,
     pub key: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
@@ -149,7 +151,7 @@ fn raw_value(kind: &Kind, json: &[u8]) -> Result<Option<Vec<u8>>> {
 }
 
 /// The message for a row inserted into the outbox table `spec`.
-pub fn message(spec: &OutboxTable, table: &Table, after: &RowImage) -> Result<Message> {
+pub fn message(spec: &OutboxTable, table: &Table, after: &RowImage, origin: String) -> Result<Message> {
     let column = |name: &str| -> Result<Option<Vec<u8>>> {
         let i = table.columns.iter().position(|c| c.name == name).with_context(|| {
             format!("outbox table {} has no column `{name}` (name it in the [[outbox]] settings)", spec.table)
@@ -171,6 +173,7 @@ pub fn message(spec: &OutboxTable, table: &Table, after: &RowImage) -> Result<Me
         headers.push(("type".to_string(), t));
     }
     Ok(Message {
+        origin,
         topic,
         key: column(&spec.aggregate_id_column)?,
         headers,
@@ -197,6 +200,7 @@ mod tests {
     #[test]
     fn message_json() {
         let m = Message {
+            origin: "0-1-5".into(),
             topic: "outbox.event.Order".into(),
             key: Some(b"17".to_vec()),
             headers: vec![("id".into(), b"e1".to_vec()), ("type".into(), b"OrderCreated".to_vec())],

@@ -20,11 +20,11 @@ use crate::position::Resume;
 use crate::error::is_transient;
 use crate::preflight::{self, Status};
 use crate::shutdown::Shutdown;
-use crate::sink::kafka::KafkaSink;
+use crate::sink::kafka::{dedupe, KafkaSink};
 use crate::sink::stdout::{self, Closed, StdoutSink};
 use crate::sink::Sink;
 use crate::source::file::read_files;
-use crate::source::server::{connect, connect_opts, flavor_of, redact, Checks, InfoSchema, Next, ServerConfig, ServerSource};
+use crate::source::server::{connect, connect_opts, flavor_of, redact, Checks, EndedAtOnce, InfoSchema, Next, ServerConfig, ServerSource};
 use crate::source::Start;
 
 pub fn dump(args: DumpArgs) -> Result<()> {
@@ -89,54 +89,80 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
     let rt = runtime()?;
     let shutdown = Shutdown::install(&rt);
     let encoder = Encoder::new(settings.format.clone());
+    let stream_id = saved.as_ref().and_then(|p| p.stream_id.clone()).unwrap_or_else(new_stream_id);
     let mut out: Box<dyn Sink> = match (settings.sink, &settings.kafka) {
-        (SinkKind::Kafka, Some(kafka)) => Box::new(KafkaSink::new(kafka.clone(), encoder, shutdown.clone())?),
+        (SinkKind::Kafka, Some(kafka)) => {
+            // The format is part of it: another format makes other messages.
+            let configuration = format!("{:?}|{:?}|{}", settings.decode, settings.format, kafka.routing());
+            Box::new(KafkaSink::new(kafka.clone(), encoder, shutdown.clone(), dedupe::stream_name(&stream_id, &configuration))?)
+        }
         _ => Box::new(StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()), encoder)),
     };
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
-    let mut sink = Checkpointing::new(out.as_mut(), position_file, schedule, saved.clone());
-    let mut failures = 0u32;
+    let mut sink = Checkpointing::new(out.as_mut(), position_file, schedule, saved.clone(), stream_id);
+    // Failed attempts since a stream last delivered something; of those, the streams that the
+    // server closed before sending any event.
+    let mut attempt = 0u32;
+    let mut empty_streams = 0u32;
     loop {
+        if shutdown.requested() {
+            // Stopped while reconnecting: what was delivered is saved, as at any stop.
+            return sink.finish();
+        }
         let current = sink.position();
         let opened = ServerSource::open(rt.handle(), &settings.server, &start, Checks::Preflight(current.as_ref()));
-        let mut source = match opened {
-            Ok(source) => source,
-            Err(e) if is_transient(&e) && !shutdown.requested() => {
-                failures += 1;
-                backoff(&rt, &shutdown, failures, &e);
-                continue;
+        let (delivered, err) = match opened {
+            Ok(mut source) => {
+                if let Some(prev) = &current {
+                    check_identity(prev, &source)?;
+                }
+                sink.set_server(source.flavor, source.identity.clone());
+                sink.begin_at(source.start.clone())?;
+                let mut decoder = server_decoder(&rt, &settings.server, &source, settings.decode.clone())?;
+                let result = run(&mut source, &mut decoder, &mut sink, &shutdown);
+                let delivered = source.delivered();
+                drop(source);
+                match result {
+                    Ok(()) => return sink.finish(),
+                    Err(e) if is_transient(&e) && !shutdown.requested() => {
+                        // Everything handed to the sink stays delivered; resume after its last commit.
+                        if let Some(resume) = sink.last_commit() {
+                            start = resume_from(resume);
+                        }
+                        (Some(delivered), e)
+                    }
+                    Err(e) if is_transient(&e) => return sink.finish(),
+                    Err(e) => {
+                        // Save what was delivered before the failure; the failure itself is the
+                        // error (and usually the reason finishing fails too).
+                        if let Err(finish) = sink.finish() {
+                            tracing::debug!("finishing after the error: {finish:#}");
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            // A stream that ended before its first event was opened, and delivered nothing.
+            Err(e) if is_transient(&e) => {
+                let ended_at_once = e.downcast_ref::<EndedAtOnce>().is_some();
+                (ended_at_once.then_some(false), e)
             }
             Err(e) => return Err(e),
         };
-        if let Some(prev) = &current {
-            check_identity(prev, &source)?;
+        match delivered {
+            Some(true) => (attempt, empty_streams) = (0, 0),
+            Some(false) => empty_streams += 1,
+            None => {}
         }
-        failures = 0;
-        sink.set_server(source.flavor, source.identity.clone());
-        sink.begin_at(source.start.clone())?;
-        let mut decoder = server_decoder(&rt, &settings.server, &source, settings.decode.clone())?;
-        let result = run(&mut source, &mut decoder, &mut sink, &shutdown);
-        drop(source);
-        match result {
-            Ok(()) => return sink.finish(),
-            Err(e) if is_transient(&e) && !shutdown.requested() => {
-                // Everything handed to the sink stays delivered; resume after its last commit.
-                if let Some(resume) = sink.last_commit() {
-                    start = resume_from(resume);
-                }
-                failures += 1;
-                backoff(&rt, &shutdown, failures, &e);
-            }
-            Err(e) if is_transient(&e) => return sink.finish(),
-            Err(e) => {
-                // Save what was delivered before the failure; the failure itself is the error
-                // (and usually the reason finishing fails too).
-                if let Err(finish) = sink.finish() {
-                    tracing::debug!("finishing after the error: {finish:#}");
-                }
-                return Err(e);
-            }
+        if empty_streams == MAX_EMPTY_STREAMS {
+            sink.finish()?;
+            bail!(
+                "the server closed {MAX_EMPTY_STREAMS} replication streams in a row before sending any event (the last: {err:#}), so retrying cannot help. See the server's error log; check that nothing kills replication connections (a kill script, a proxy without replication support) and that no other replica uses --server-id {}",
+                settings.server.server_id
+            );
         }
+        attempt += 1;
+        backoff(&rt, &shutdown, &settings.server, attempt, &err);
     }
 }
 
@@ -166,6 +192,13 @@ pub fn check(args: CheckArgs) -> Result<()> {
     Ok(())
 }
 
+/// A new position file's stream id: random enough that two position files never share one.
+fn new_stream_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{:016x}", RandomState::new().hash_one((now.as_nanos(), std::process::id())))
+}
+
 fn runtime() -> Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -188,7 +221,7 @@ const IDLE_WAKEUP: Duration = Duration::from_millis(250);
 /// was requested and no transaction is open.
 fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, shutdown: &Shutdown) -> Result<()> {
     loop {
-        if shutdown.requested() && (!decoder.in_transaction() || shutdown.forced()) {
+        if shutdown.requested() && (!decoder.in_transaction() || shutdown.forced()) || decoder.limit_reached() {
             return Ok(());
         }
         let next = match source.try_next()? {
@@ -226,7 +259,7 @@ fn check_identity(prev: &Position, source: &ServerSource) -> Result<()> {
     }
     if source.resumed_by_gtid {
         tracing::warn!(
-            "the server changed from {:?} to {:?} (failover?); resuming by GTID set {}",
+            "the server changed from {} to {} (failover?); resuming by GTID set {}",
             prev.server,
             source.identity,
             prev.gtid_set.as_deref().unwrap_or("")
@@ -234,7 +267,7 @@ fn check_identity(prev: &Position, source: &ServerSource) -> Result<()> {
         return Ok(());
     }
     bail!(
-        "the position {}:{} was taken on server {:?} but --url reaches {:?}: file offsets do not carry over between servers (enable GTIDs for failover). Point --url at the original server, or move the position file away and choose --start deliberately",
+        "the position {}:{} was taken on {} but --url reaches {}: file offsets do not carry over between servers (enable GTIDs for failover). Point --url at the original server, or move the position file away and choose --start deliberately",
         prev.file,
         prev.offset,
         prev.server,
@@ -242,14 +275,22 @@ fn check_identity(prev: &Position, source: &ServerSource) -> Result<()> {
     )
 }
 
-/// Exponential backoff with jitter, cut short by a shutdown request.
-fn backoff(rt: &Runtime, shutdown: &Shutdown, failures: u32, err: &anyhow::Error) {
+/// Consecutive streams closed before their first event after which retrying stops.
+const MAX_EMPTY_STREAMS: u32 = 5;
+
+/// Exponential backoff with jitter, cut short by a shutdown request. Connecting is retried
+/// without a limit (a CDC process must outlive a DNS or network blip), so every attempt is
+/// logged with its number and the address.
+fn backoff(rt: &Runtime, shutdown: &Shutdown, server: &ServerConfig, attempt: u32, err: &anyhow::Error) {
     use std::hash::{BuildHasher, RandomState};
-    let base = Duration::from_millis(200) * 2u32.saturating_pow(failures.min(8));
+    let base = Duration::from_millis(200) * 2u32.saturating_pow(attempt.min(8));
     let base = base.min(Duration::from_secs(30));
-    let jitter = (RandomState::new().hash_one(failures) % 1000) as f64 / 1000.0;
+    let jitter = (RandomState::new().hash_one(attempt) % 1000) as f64 / 1000.0;
     let delay = base.mul_f64(0.5 + jitter);
-    tracing::warn!("{err:#}; reconnecting in {delay:.1?} (attempt {failures})");
+    tracing::warn!("{err:#}; reconnecting to {} in {delay:.1?} (attempt {attempt})", redact(&server.url));
+    if shutdown.requested() {
+        return;
+    }
     rt.block_on(async {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}

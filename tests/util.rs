@@ -423,6 +423,35 @@ impl Broker {
         assert!(out.status.success(), "topic create {name}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// How many messages `topic` holds, over all its partitions.
+    pub fn stored(&self, topic: &str) -> i64 {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", self.addr()).create().unwrap();
+        let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        (0..meta.topics()[0].partitions().len() as i32)
+            .map(|p| {
+                let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+                high - low
+            })
+            .sum()
+    }
+
+    /// Writes `n` messages without binlog-tail's headers to every partition, as another
+    /// producer would.
+    pub fn write_foreign(&self, topic: &str, n: usize) {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", self.addr()).create().unwrap();
+        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", self.addr()).create().unwrap();
+        use rdkafka::consumer::Consumer;
+        let partitions = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap().topics()[0].partitions().len() as i32;
+        for p in 0..partitions {
+            for i in 0..n {
+                producer.send(BaseRecord::<(), _>::to(topic).payload(&format!("foreign {i}")).partition(p)).unwrap();
+            }
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    }
+
     /// Reads every message of `topic` from the beginning, until `n` arrived or 60 s passed.
     pub fn read(&self, topic: &str, n: usize) -> Vec<KafkaMessage> {
         self.read_until(topic, Duration::from_secs(60), |msgs| msgs.len() >= n)

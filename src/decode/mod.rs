@@ -342,7 +342,11 @@ impl Decoder {
             if rows_event.op == Op::Insert {
                 rows_event.for_each_row(&table, |_, after| {
                     let after = after.context("an insert without an after image")?;
-                    let msg = crate::outbox::message(spec, &table, &after)
+                    let origin = match &self.tx.gtid_text {
+                        Some(gtid) => gtid.to_string(),
+                        None => format!("{}:{offset}", self.file),
+                    };
+                    let msg = crate::outbox::message(spec, &table, &after, origin)
                         .with_context(|| format!("outbox row at {}:{offset}", self.file))?;
                     sink.message(&msg)
                 })?;
@@ -384,10 +388,12 @@ impl Decoder {
     fn emit(&mut self, change: Change, sink: &mut dyn Sink) -> Result<Flow> {
         sink.change(&change)?;
         self.emitted += 1;
-        Ok(match self.opts.limit {
-            Some(limit) if self.emitted >= limit => Flow::Stop,
-            _ => Flow::Continue,
-        })
+        Ok(if self.limit_reached() { Flow::Stop } else { Flow::Continue })
+    }
+
+    /// True once `limit` change events were emitted (at once for `--limit 0`): read no further.
+    pub fn limit_reached(&self) -> bool {
+        self.opts.limit.is_some_and(|limit| self.emitted >= limit)
     }
 
     fn end_transaction(&mut self, xid: Option<u64>, next_offset: u64, sink: &mut dyn Sink) -> Result<Flow> {

@@ -60,6 +60,9 @@ fn read_file(path: &Path, follow: bool, decoder: &mut Decoder, sink: &mut dyn Si
     let mut events = EventReader::new(BufReader::with_capacity(256 * 1024, file), 4, Checksums::default());
     let mut first = true;
     loop {
+        if decoder.limit_reached() {
+            return Ok(Flow::Stop);
+        }
         let before = events.offset;
         match events.next_event() {
             Ok(Ok((offset, event))) => {

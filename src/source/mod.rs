@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod server;
+pub mod tls;
 
 use std::str::FromStr;
 

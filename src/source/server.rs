@@ -21,12 +21,12 @@ use tokio::sync::mpsc;
 use tokio::sync::Notify;
 
 use crate::frame::{Header, RawEvent};
-use super::Start;
+use super::{tls, Start};
 use crate::checkpoint::{Position, ServerIdentity};
 use crate::decode::table::ColumnInfo;
 use crate::decode::SchemaLookup;
 use crate::position::{Flavor, Resume};
-use crate::error::{Purged, Transient};
+use crate::error::{is_transient, Purged, Transient};
 use crate::history;
 use crate::gtid::GtidSet;
 use crate::preflight::{self, Check, Status};
@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub wait_for_server: Duration,
     /// Resume saved positions by GTID set where the server has GTIDs (else by file and offset).
     pub resume_by_gtid: bool,
+    /// TLS settings resolved from the options and the URL (`tls::resolve`); `None` leaves the
+    /// URL's own.
+    pub tls: Option<mysql_async::SslOpts>,
 }
 
 /// One event as received, checksum verified and stripped.
@@ -87,15 +90,16 @@ pub struct ServerSource {
     pub resumed_by_gtid: bool,
     /// Where the stream starts, as a position to resume from.
     pub start: Resume,
+    delivered: bool,
 }
 
 impl ServerSource {
     pub fn try_next(&mut self) -> Result<Next> {
         if let Some(first) = self.first.take() {
-            return Ok(Next::Event(first));
+            return received(&mut self.delivered, Ok(first));
         }
         match self.rx.try_recv() {
-            Ok(ev) => ev.map(Next::Event),
+            Ok(ev) => received(&mut self.delivered, ev),
             Err(mpsc::error::TryRecvError::Empty) => Ok(Next::Idle),
             Err(mpsc::error::TryRecvError::Disconnected) => Ok(Next::End),
         }
@@ -104,19 +108,26 @@ impl ServerSource {
     /// Waits up to `wait` for the next event, or until `interrupt` is notified.
     pub fn next_blocking(&mut self, interrupt: &Notify, wait: Duration) -> Result<Next> {
         if let Some(first) = self.first.take() {
-            return Ok(Next::Event(first));
+            return received(&mut self.delivered, Ok(first));
         }
-        let rx = &mut self.rx;
+        let (rx, delivered) = (&mut self.rx, &mut self.delivered);
         self.rt.block_on(async {
             tokio::select! {
                 ev = rx.recv() => match ev {
-                    Some(ev) => ev.map(Next::Event),
+                    Some(ev) => received(delivered, ev),
                     None => Ok(Next::End),
                 },
                 _ = interrupt.notified() => Ok(Next::Interrupted),
                 _ = tokio::time::sleep(wait) => Ok(Next::Idle),
             }
         })
+    }
+
+    /// Whether the stream sent more than the preamble every new stream starts with (rotate,
+    /// format description, GTID lists): a binlog event or a heartbeat. A server that refuses a
+    /// replica often sends the preamble and closes.
+    pub fn delivered(&self) -> bool {
+        self.delivered
     }
 
     /// Connects, checks the server, and starts streaming from `start` on `rt`.
@@ -141,13 +152,40 @@ impl ServerSource {
             // The server refuses a start it cannot serve with an error instead of the first
             // event: only a stream that has begun counts as opened (and its start may be saved).
             let first = match rx.recv().await {
-                Some(first) => Some(first?),
+                Some(first) => Some(first.map_err(|e| if is_transient(&e) { e.context(EndedAtOnce) } else { e })?),
                 None => None,
             };
             let start = Resume { file: Arc::from(at.file.as_str()), offset: at.pos, gtids: at.gtids.clone() };
-            Ok(ServerSource { rx, first, rt: rt.clone(), flavor, identity, resumed_by_gtid: at.by_gtid, start_gtids: at.gtids, start })
+            Ok(ServerSource {
+                rx,
+                first,
+                rt: rt.clone(),
+                flavor,
+                identity,
+                resumed_by_gtid: at.by_gtid,
+                start_gtids: at.gtids,
+                start,
+                delivered: false,
+            })
         })
     }
+}
+
+/// Marks a transient failure of a new stream before its first event: the server closed it at
+/// once, which retrying may not cure.
+#[derive(Debug, thiserror::Error)]
+#[error("the server ended the new replication stream before its first event")]
+pub struct EndedAtOnce;
+
+/// An event from the pump, noting whether it is more than the stream's preamble.
+fn received(delivered: &mut bool, ev: Result<OwnedEvent>) -> Result<Next> {
+    use crate::decode::mariadb::{BINLOG_CHECKPOINT, GTID_LIST};
+    use crate::frame::FORMAT_DESCRIPTION_EVENT;
+    const PREVIOUS_GTIDS: u8 = 35;
+    const PREAMBLE: [u8; 5] = [ROTATE_EVENT, FORMAT_DESCRIPTION_EVENT, PREVIOUS_GTIDS, BINLOG_CHECKPOINT, GTID_LIST];
+    let ev = ev?;
+    *delivered |= !PREAMBLE.contains(&ev.header.type_code);
+    Ok(Next::Event(ev))
 }
 
 /// Fails on preflight failures (a purged binlog as `Purged`), logs the warnings.
@@ -171,13 +209,28 @@ fn enforce(checks: Vec<Check>) -> Result<()> {
 }
 
 pub fn connect_opts(cfg: &ServerConfig) -> Result<Opts> {
-    let url = if cfg.url.contains("://") { cfg.url.clone() } else { format!("mysql://{}", cfg.url) };
-    let opts = Opts::from_url(&url).map_err(|e| anyhow!("bad --url `{}`: {e} (expected mysql://USER@HOST:PORT)", redact(&url)))?;
-    let mut builder = OptsBuilder::from_opts(opts).prefer_socket(false);
+    let mut builder = OptsBuilder::from_opts(parse_url(&cfg.url)?).prefer_socket(false);
     if let Some(pw) = &cfg.password {
         builder = builder.pass(Some(pw.clone()));
     }
+    if let Some(tls) = &cfg.tls {
+        builder = builder.ssl_opts(tls.clone());
+    }
     Ok(builder.into())
+}
+
+/// The `--url` as the driver reads it (`mysql://` may be left out).
+pub fn parse_url(url: &str) -> Result<Opts> {
+    let url = if url.contains("://") { url.to_string() } else { format!("mysql://{url}") };
+    Opts::from_url(&url).map_err(|e| {
+        let hint = match &e {
+            mysql_async::UrlError::UnknownParameter { param } if param.starts_with("ssl") || param.starts_with("tls") => {
+                ": TLS files are given with --tls-ca, --tls-cert and --tls-key"
+            }
+            _ => " (expected mysql://USER@HOST:PORT)",
+        };
+        anyhow!("bad --url `{}`: {e}{hint}", redact(&url))
+    })
 }
 
 /// The URL with any password replaced, for messages.
@@ -214,7 +267,7 @@ pub async fn connect(opts: &Opts, wait: Duration) -> Result<Conn> {
                 .into())
             }
         };
-        let retriable = matches!(err, mysql_async::Error::Io(_));
+        let retriable = matches!(err, mysql_async::Error::Io(_)) && tls::explain(&err, opts).is_none();
         if retriable && Instant::now() + delay < deadline {
             tracing::info!("server not reachable yet ({err}); retrying in {delay:?}");
             tokio::time::sleep(delay).await;
@@ -229,9 +282,26 @@ pub async fn connect(opts: &Opts, wait: Duration) -> Result<Conn> {
 pub fn classify(err: mysql_async::Error, opts: &Opts) -> anyhow::Error {
     let host = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
     let user = opts.user().unwrap_or("");
+    if let Some(tls_failure) = tls::explain(&err, opts) {
+        return tls_failure;
+    }
     match &err {
-        mysql_async::Error::Server(e) if e.code == 1045 => anyhow!(
-            "access denied for user `{user}` at {host}: check the password (--password-file or MYSQL_PWD) and that the user may connect from this host"
+        mysql_async::Error::Server(e) if e.code == 1045 => {
+            // The server answers a plain connection it requires TLS for, and a missing client
+            // certificate, with the same error as a wrong password.
+            let tls_hint = match opts.ssl_opts() {
+                None => "; or the server requires TLS (require_secure_transport): connect with --tls, or --tls-ca FILE for a private CA",
+                Some(ssl) if ssl.client_identity().is_none() => "; or the user requires a client certificate (REQUIRE X509): give it with --tls-cert and --tls-key",
+                Some(_) => "; or the server does not accept this client certificate for the user",
+            };
+            anyhow!(
+                "access denied for user `{user}` at {host}: check the password (--password-file or MYSQL_PWD) and that the user may connect from this host{tls_hint}"
+            )
+        }
+        // MySQL's ER_SECURE_TRANSPORT_REQUIRED (MariaDB answers with 1045 instead).
+        mysql_async::Error::Server(e) if e.code == 3159 => anyhow!(
+            "the server at {host} requires TLS ({}): connect with --tls, or --tls-ca FILE for a private CA",
+            e.message
         ),
         mysql_async::Error::Server(e) if e.code == 1236 && diverged(&e.message) => Purged(format!(
             "the server's binlog does not hold the requested position in its history: {} — the position comes from another history (a diverged server, or a binlog reset since). Point --url at the server (or a replica of it) whose history the position belongs to; to start over, move the position file away and choose --start deliberately",
@@ -407,7 +477,20 @@ async fn request_stream(mut conn: Conn, flavor: Flavor, cfg: &ServerConfig, at: 
         request = request.with_gtid().with_gtid_set(sids);
     }
     let opts = conn.opts().clone();
-    conn.get_binlog_stream(request).await.map_err(|e| classify(e, &opts))
+    conn.get_binlog_stream(request).await.map_err(|e| stream_error(e, &opts))
+}
+
+/// A failure of the replication stream itself. The user is logged in by then, so "access
+/// denied" (how MariaDB answers a missing REPLICATION SLAVE) is about the grant, not the password.
+fn stream_error(err: mysql_async::Error, opts: &Opts) -> anyhow::Error {
+    match &err {
+        mysql_async::Error::Server(e) if e.code == 1045 || e.code == 1227 => anyhow!(
+            "user `{}` may not read the binlog ({}): GRANT REPLICATION SLAVE ON *.* TO it (binlog-tail check lists every privilege it needs)",
+            opts.user().unwrap_or(""),
+            e.message
+        ),
+        _ => classify(err, opts),
+    }
 }
 
 /// Moves events from the connection into the channel until the stream ends or fails.
@@ -427,7 +510,7 @@ async fn pump(
             // A tailing stream never ends by itself: the server closed it (shutdown, KILL).
             Ok(None) if follow => Err(Transient(anyhow!("the server closed the replication stream")).into()),
             Ok(None) => return,
-            Ok(Some(Err(e))) => Err(classify(e, &opts).context("replication stream failed")),
+            Ok(Some(Err(e))) => Err(stream_error(e, &opts).context("replication stream failed")),
             // mysql_async also yields the events inside a compressed transaction payload
             // (marked by a disabled checksum); the decoder unpacks payloads itself.
             Ok(Some(Ok(event))) if !event.footer().get_checksum_enabled() => continue,

@@ -5,6 +5,7 @@
 //! override them deliberately with `-X`); secrets given as properties are never logged.
 
 use anyhow::{bail, Result};
+use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
@@ -32,9 +33,21 @@ pub struct KafkaSettings {
     pub compression: String,
     /// librdkafka properties (`-X key=value`, `[kafka]` in the config file), applied last.
     pub properties: Vec<(String, String)>,
+    /// Skip replayed messages that a partition already holds (`--kafka-dedupe`).
+    pub dedupe: bool,
 }
 
 impl KafkaSettings {
+    /// The property `partitioner`, if set.
+    pub fn partitioner(&self) -> Option<&str> {
+        self.properties.iter().rev().find(|(k, _)| k == "partitioner").map(|(_, v)| v.as_str())
+    }
+
+    /// What decides which message goes where (never the property values, which may be secrets).
+    pub fn routing(&self) -> String {
+        format!("{}|{}|{}|{:?}|{}", self.topic, self.topic_prefix, self.ddl_topic, self.key, self.partitioner().unwrap_or(""))
+    }
+
     pub fn client_config(&self) -> Result<ClientConfig> {
         if !["zstd", "lz4", "snappy", "gzip", "none"].contains(&self.compression.as_str()) {
             bail!("--kafka-compression {} is not one of zstd, lz4, snappy, gzip, none", self.compression);
@@ -52,10 +65,80 @@ impl KafkaSettings {
             // Bounded memory: when this much is in flight, reading the binlog waits.
             .set("queue.buffering.max.kbytes", "32768")
             .set("queue.buffering.max.messages", "100000");
+        if self.dedupe {
+            // A partition's last message proves the ones before it are there only if no
+            // message can land after one that failed.
+            cfg.set("enable.gapless.guarantee", "true");
+        }
         for (k, v) in &self.properties {
             cfg.set(k, v);
         }
         Ok(cfg)
+    }
+
+    /// Every setting checked as librdkafka will read it, without creating a client: a misspelled
+    /// key or a bad value is named, its value never printed.
+    pub fn check(&self) -> Result<()> {
+        match self.client_config()?.create_native_config() {
+            Ok(_) => Ok(()),
+            Err(KafkaError::ClientConfig(_, desc, key, _)) => {
+                bail!("bad Kafka property `{key}`: {} (see librdkafka's CONFIGURATION.md)", self.redactor().apply(&desc))
+            }
+            Err(e) => bail!("bad Kafka settings: {}", self.redactor().apply(&e.to_string())),
+        }
+    }
+
+    pub fn redactor(&self) -> Redactor {
+        let mut values: Vec<String> = self.properties.iter().map(|(_, v)| v.clone()).filter(|v| !v.is_empty()).collect();
+        // Longest first, so a value containing another is replaced whole.
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        Redactor(values)
+    }
+}
+
+/// Takes the values of `-X` properties out of librdkafka's text: its errors quote them ("Invalid
+/// value \"...\" for configuration property"), and a value may be a password.
+#[derive(Debug, Clone)]
+pub struct Redactor(Vec<String>);
+
+impl Redactor {
+    pub fn apply(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for value in &self.0 {
+            text = text.replace(&format!("\"{value}\""), "\"***\"");
+            // Short values (`-X linger.ms=5`) are no secrets; replacing them everywhere would
+            // garble every number in the message.
+            if value.len() >= 4 {
+                text = text.replace(value.as_str(), "***");
+            }
+        }
+        text
+    }
+}
+
+/// Checks a bootstrap list, `HOST:PORT[,HOST:PORT...]` (each may start with `PROTOCOL://`; an
+/// IPv6 host goes in brackets). librdkafka would accept an empty or port-less list and then wait
+/// forever for brokers it can never reach.
+pub fn check_brokers(list: &str) -> Result<(), String> {
+    let problem = list.split(',').map(str::trim).find_map(|entry| {
+        let addr = entry.split_once("://").map_or(entry, |(_, addr)| addr);
+        let Some((host, port)) = addr.rsplit_once(':') else {
+            return Some(if entry.is_empty() { "an empty entry".to_string() } else { format!("`{entry}` has no port") });
+        };
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || "/[]".contains(c)) {
+            return Some(format!("`{entry}` has no host name"));
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => None,
+            _ => Some(format!("`{port}` in `{entry}` is not a port")),
+        }
+    });
+    match problem {
+        None => Ok(()),
+        Some(why) => Err(format!(
+            "--kafka-brokers `{list}`: {why}; give HOST:PORT[,HOST:PORT...], e.g. kafka1:9092,kafka2:9092"
+        )),
     }
 }
 
@@ -63,7 +146,8 @@ impl KafkaSettings {
 pub fn parse_property(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!("`{text}` is not key=value (a librdkafka property, e.g. -X security.protocol=SASL_SSL)")),
+        // Not echoed: it may be a password typed with the wrong separator.
+        _ => Err("not key=value (a librdkafka property, e.g. -X security.protocol=SASL_SSL)".into()),
     }
 }
 
@@ -78,6 +162,7 @@ pub fn test_settings(brokers: &str) -> KafkaSettings {
         key: KeyMode::Pk,
         compression: "lz4".into(),
         properties: vec![],
+        dedupe: true,
     }
 }
 
@@ -95,5 +180,39 @@ mod tests {
         assert!(KafkaSettings { compression: "brotli".into(), ..s }.client_config().is_err());
         assert_eq!(parse_property("sasl.password=a=b").unwrap(), ("sasl.password".into(), "a=b".into()));
         assert!(parse_property("nonsense").is_err());
+    }
+
+    #[test]
+    fn property_values_never_appear_in_errors() {
+        let with = |k: &str, v: &str| KafkaSettings { properties: vec![(k.into(), v.into())], ..test_settings("b:9092") };
+        let err = with("sasl.pasword", "hunter2secret").check().unwrap_err().to_string();
+        assert!(err.contains("`sasl.pasword`") && !err.contains("hunter2secret"), "{err}");
+        let err = with("security.protocol", "hunter2secret").check().unwrap_err().to_string();
+        assert!(err.contains("`security.protocol`") && err.contains("\"***\"") && !err.contains("hunter2secret"), "{err}");
+        let err = with("linger.ms", "xyz").check().unwrap_err().to_string();
+        assert!(!err.contains("xyz"), "{err}");
+        with("sasl.password", "hunter2secret").check().unwrap();
+        let r = with("sasl.password", "hunter2secret").redactor();
+        assert_eq!(r.apply("auth with hunter2secret failed"), "auth with *** failed");
+    }
+
+    #[test]
+    fn broker_lists() {
+        for good in ["kafka:9092", "a:1, b:2", "SSL://kafka.example.com:9093", "[::1]:9092", "10.0.0.1:9092"] {
+            assert_eq!(check_brokers(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("", "an empty entry"),
+            (",,,", "an empty entry"),
+            ("a:1,", "an empty entry"),
+            ("nohostport", "`nohostport` has no port"),
+            (":9092", "has no host name"),
+            ("kafka:port", "`port` in `kafka:port` is not a port"),
+            ("kafka:0", "is not a port"),
+            ("kafka:99999", "is not a port"),
+        ] {
+            let err = check_brokers(bad).unwrap_err();
+            assert!(err.contains(why) && err.contains("HOST:PORT"), "{bad}: {err}");
+        }
     }
 }

@@ -7,12 +7,20 @@
 //!   time limit; any failure it reports is permanent and stops the tool, naming the event.
 //! - Memory is bounded: when the producer queue is full, `send` waits (and with it the binlog
 //!   reader). In-flight tracking is one counter per transaction, never one entry per row.
+//! - After a restart, messages a partition already holds are not sent again (`dedupe`).
+//! - After a stop request, waiting lasts while the brokers acknowledge: it ends once the shutdown
+//!   grace passed without an acknowledgement. What was not acknowledged then is not in the
+//!   position, and is sent again after a restart.
+//! - Why the brokers do not acknowledge (librdkafka's connection and broker errors) is logged at
+//!   the default level, each distinct message at most once per `ERROR_REPEAT`; no text from
+//!   librdkafka is printed before the values of `-X` properties are taken out of it.
 
 pub mod config;
+pub mod dedupe;
 mod latency;
 mod route;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +28,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::ClientContext;
 
 use super::Sink;
@@ -29,23 +38,61 @@ use crate::format::Encoder;
 use crate::outbox::Message;
 use crate::shutdown::Shutdown;
 use config::KafkaSettings;
+use dedupe::{OrderKey, Partitioner, Tails};
 use latency::AckLatency;
 
-/// Delivery reports, collected while `poll` runs on the sink's thread.
+/// How often the same librdkafka error is logged again while it persists.
+const ERROR_REPEAT: Duration = Duration::from_secs(30);
+
+/// Delivery reports and client errors, collected while `poll` runs on the sink's thread.
 struct Reports {
     /// Transaction sequence numbers of delivered messages and when, one entry per message.
     delivered: Mutex<Vec<(u64, Instant)>>,
     failure: Mutex<Option<String>>,
+    /// When the brokers last acknowledged a message (or the producer was created).
+    last_ack: Mutex<Instant>,
+    /// The latest client error (broker down, connection refused, authentication failed).
+    last_error: Mutex<Option<String>>,
+    /// When each distinct client error was last logged.
+    logged: Mutex<HashMap<String, Instant>>,
+    /// Takes `-X` values out of librdkafka's text.
+    redact: config::Redactor,
 }
 
-impl ClientContext for Reports {}
+impl ClientContext for Reports {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let message = self.redact.apply(message);
+        match level {
+            RDKafkaLogLevel::Debug => tracing::trace!("librdkafka {fac}: {message}"),
+            _ => tracing::debug!("librdkafka {fac}: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let reason = self.redact.apply(reason);
+        // The same error differs only in its "(after 12ms in state CONNECT)" tail.
+        let kind = reason.split(" (after ").next().unwrap_or(&reason).to_string();
+        let now = Instant::now();
+        let mut logged = self.logged.lock().expect("not poisoned");
+        if logged.get(&kind).is_none_or(|at| now.duration_since(*at) >= ERROR_REPEAT) {
+            logged.insert(kind, now);
+            let code = error.rdkafka_error_code().map(|c| format!(" ({c})")).unwrap_or_default();
+            tracing::warn!("Kafka: {reason}{code}; retrying, the position waits for acknowledgements");
+        }
+        *self.last_error.lock().expect("not poisoned") = Some(reason);
+    }
+}
 
 impl ProducerContext for Reports {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
         match result {
-            Ok(_) => self.delivered.lock().expect("not poisoned").push((seq as u64, Instant::now())),
+            Ok(_) => {
+                let now = Instant::now();
+                self.delivered.lock().expect("not poisoned").push((seq as u64, now));
+                *self.last_ack.lock().expect("not poisoned") = now;
+            }
             Err((err, msg)) => {
                 let header = |name: &str| {
                     msg.headers()
@@ -107,16 +154,40 @@ pub struct KafkaSink {
     value: Vec<u8>,
     shutdown: Arc<Shutdown>,
     latency: AckLatency,
+    /// Names this stream in every message's order header (`dedupe`).
+    stream: String,
+    /// The open transaction's origin and how many messages it has sent.
+    tx_origin: Option<String>,
+    tx_index: u64,
+    /// Set with `--kafka-dedupe`: partitions are chosen here, and their tails read.
+    dedupe: Option<(Partitioner, Tails)>,
 }
 
 impl KafkaSink {
-    pub fn new(settings: KafkaSettings, encoder: Encoder, shutdown: Arc<Shutdown>) -> Result<KafkaSink> {
-        let reports = Reports { delivered: Mutex::new(Vec::new()), failure: Mutex::new(None) };
-        let producer: BaseProducer<Reports> = settings
-            .client_config()?
-            .create_with_context(reports)
-            .context("cannot create the Kafka producer (check --kafka-brokers and the -X properties)")?;
+    /// `stream` names the position file and configuration this run continues (see `dedupe`).
+    pub fn new(settings: KafkaSettings, encoder: Encoder, shutdown: Arc<Shutdown>, stream: String) -> Result<KafkaSink> {
+        let redact = settings.redactor();
+        let reports = Reports {
+            delivered: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
+            last_ack: Mutex::new(Instant::now()),
+            last_error: Mutex::new(None),
+            logged: Mutex::new(HashMap::new()),
+            redact: redact.clone(),
+        };
+        let config = settings.client_config()?;
+        let producer: BaseProducer<Reports> = config.create_with_context(reports).map_err(|e| {
+            anyhow!("cannot create the Kafka producer (check --kafka-brokers and the -X properties): {}", redact.apply(&e.to_string()))
+        })?;
+        let dedupe = match settings.dedupe {
+            true => Some((Partitioner::from_property(settings.partitioner())?, Tails::new(stream.clone(), config)?)),
+            false => None,
+        };
         Ok(KafkaSink {
+            stream,
+            tx_origin: None,
+            tx_index: 0,
+            dedupe,
             producer,
             settings,
             encoder,
@@ -129,9 +200,16 @@ impl KafkaSink {
         })
     }
 
-    /// Hands one message to the producer, waiting while its queue is full. A message without a
-    /// value is a tombstone.
-    fn send(&mut self, topic: &str, key: Option<&[u8]>, headers: OwnedHeaders, value: Option<&[u8]>) -> Result<()> {
+    /// Hands one message to the producer, waiting while its queue is full; with `dedupe`, skips
+    /// it when its partition already holds it. `origin` is the transaction's GTID or position. A
+    /// message without a value is a tombstone.
+    fn send(&mut self, topic: &str, key: Option<&[u8]>, headers: OwnedHeaders, value: Option<&[u8]>, origin: &str) -> Result<()> {
+        let origin = self.tx_origin.get_or_insert_with(|| origin.to_string()).clone();
+        let index = self.tx_index;
+        self.tx_index += 1;
+        let order = format!("{origin}/{index}");
+        let header = format!("{}/{order}", self.stream);
+        let headers = headers.insert(Header { key: dedupe::HEADER, value: Some(header.as_str()) });
         let seq = self.inflight.back().expect("an open transaction").seq;
         let mut record = BaseRecord::with_opaque_to(topic, seq as usize).headers(headers);
         if let Some(v) = value {
@@ -139,6 +217,19 @@ impl KafkaSink {
         }
         if let Some(k) = key {
             record = record.key(k);
+        }
+        if let Some((partitioner, _)) = &self.dedupe {
+            let partitioner = *partitioner;
+            let partitions = self.while_unreachable(|tails| tails.partitions(topic))?;
+            let partition = partitioner.partition(key, order.as_bytes(), partitions);
+            record = record.partition(partition);
+            let held = match OrderKey::new(&origin, index) {
+                Some(k) => self.while_unreachable(|tails| tails.holds(topic, partition, &k))?,
+                None => false,
+            };
+            if held {
+                return Ok(());
+            }
         }
         let mut waited = Instant::now();
         loop {
@@ -148,6 +239,7 @@ impl KafkaSink {
                     record = r;
                     self.producer.poll(Duration::from_millis(50));
                     self.check_failure()?;
+                    self.check_stop(self.producer.in_flight_count() as u64)?;
                     if waited.elapsed() > Duration::from_secs(30) {
                         tracing::warn!("Kafka is not acknowledging: {} messages waiting; reading paused", self.producer.in_flight_count());
                         waited = Instant::now();
@@ -161,6 +253,36 @@ impl KafkaSink {
         self.inflight.back_mut().expect("an open transaction").outstanding += 1;
         self.producer.poll(Duration::ZERO);
         self.check_failure()
+    }
+
+    /// Asks `lookup` of the partition tails until Kafka answers, meanwhile polling the producer
+    /// (which logs why Kafka cannot be reached) and giving up as `flush` does after a stop.
+    fn while_unreachable<T>(&mut self, mut lookup: impl FnMut(&mut Tails) -> Result<Option<T>>) -> Result<T> {
+        loop {
+            let (_, tails) = self.dedupe.as_mut().expect("dedupe is on");
+            if let Some(answer) = lookup(tails)? {
+                return Ok(answer);
+            }
+            self.producer.poll(Duration::from_millis(500));
+            self.check_failure()?;
+            let waiting = self.inflight.iter().map(|t| t.outstanding).sum();
+            self.check_stop(waiting)?;
+        }
+    }
+
+    /// Gives up waiting for acknowledgements once a stop was requested and Kafka stalled.
+    fn check_stop(&self, waiting: u64) -> Result<()> {
+        let last_ack = *self.producer.context().last_ack.lock().expect("not poisoned");
+        let Some(why) = self.shutdown.stop_waiting(last_ack) else {
+            return Ok(());
+        };
+        let last = match &*self.producer.context().last_error.lock().expect("not poisoned") {
+            Some(e) => format!(" (Kafka's last error: {e})"),
+            None => String::new(),
+        };
+        bail!(
+            "stopped ({why}) with {waiting} messages not acknowledged by Kafka{last}; the position covers only acknowledged transactions, the rest is sent again after a restart"
+        )
     }
 
     fn check_failure(&self) -> Result<()> {
@@ -212,18 +334,19 @@ impl Drop for KafkaSink {
 impl Sink for KafkaSink {
     fn change(&mut self, change: &Change) -> Result<()> {
         let context = || format!("the event of `{}`.`{}` at {}:{}", change.table.db, change.table.name, change.file, change.offset);
+        let origin = route::origin(change.gtid.as_deref(), &change.file, change.offset);
         for &part in self.encoder.parts(change) {
             let op = part.view(change).0.as_str();
             let routed = route::change(&self.settings, &self.encoder, change, part, op);
             let mut value = std::mem::take(&mut self.value);
             value.clear();
             self.encoder.write_value(change, part, &mut value);
-            let sent = self.send(&routed.topic, routed.key.as_deref(), routed.headers, Some(&value));
+            let sent = self.send(&routed.topic, routed.key.as_deref(), routed.headers, Some(&value), &origin);
             self.value = value;
             sent.with_context(context)?;
             if routed.key.is_some() && self.encoder.tombstone_after(change, part) {
                 let tombstone = route::change(&self.settings, &self.encoder, change, part, "tombstone");
-                self.send(&tombstone.topic, tombstone.key.as_deref(), tombstone.headers, None).with_context(context)?;
+                self.send(&tombstone.topic, tombstone.key.as_deref(), tombstone.headers, None, &origin).with_context(context)?;
             }
         }
         Ok(())
@@ -233,7 +356,8 @@ impl Sink for KafkaSink {
         let routed = route::ddl(&self.settings, ddl);
         let mut value = Vec::new();
         ddl.write_json(&mut value);
-        self.send(&routed.topic, routed.key.as_deref(), routed.headers, Some(&value))
+        let origin = route::origin(ddl.gtid.as_deref(), &ddl.file, ddl.offset);
+        self.send(&routed.topic, routed.key.as_deref(), routed.headers, Some(&value), &origin)
     }
 
     fn message(&mut self, msg: &Message) -> Result<()> {
@@ -242,12 +366,14 @@ impl Sink for KafkaSink {
             headers = headers.insert(Header { key: k, value: Some(v) });
         }
         let topic = format!("{}{}", self.settings.topic_prefix, msg.topic);
-        self.send(&topic, msg.key.as_deref(), headers, Some(&msg.value))
+        self.send(&topic, msg.key.as_deref(), headers, Some(&msg.value), &msg.origin)
     }
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {
         let open = self.inflight.back_mut().expect("an open transaction");
         open.end = Some((resume.clone(), Instant::now()));
+        self.tx_origin = None;
+        self.tx_index = 0;
         let seq = open.seq + 1;
         self.inflight.push_back(Tx { seq, outstanding: 0, end: None, last_ack: None });
         self.settle()
@@ -267,9 +393,7 @@ impl Sink for KafkaSink {
                 return Ok(());
             }
             self.producer.poll(Duration::from_millis(20));
-            if self.shutdown.forced() {
-                bail!("stopped before Kafka acknowledged {waiting} messages; the position covers only acknowledged transactions");
-            }
+            self.check_stop(waiting)?;
             if reported.elapsed() > Duration::from_secs(10) {
                 tracing::warn!("waiting for Kafka to acknowledge {waiting} messages");
                 reported = Instant::now();
@@ -294,11 +418,11 @@ mod tests {
             properties: vec![("retry.backoff.ms".into(), "10".into())],
             ..config::test_settings(&brokers)
         };
-        KafkaSink::new(settings, Encoder::new(Default::default()), Shutdown::new()).unwrap()
+        KafkaSink::new(settings, Encoder::new(Default::default()), Shutdown::new(), "test".into()).unwrap()
     }
 
     fn message(n: u32) -> Message {
-        Message { topic: "orders".into(), key: Some(n.to_string().into_bytes()), headers: vec![], value: format!("{{\"n\":{n}}}").into_bytes() }
+        Message { origin: format!("0-1-{n}"), topic: "orders".into(), key: Some(n.to_string().into_bytes()), headers: vec![], value: format!("{{\"n\":{n}}}").into_bytes() }
     }
 
     fn resume(offset: u64) -> Resume {
@@ -331,6 +455,10 @@ mod tests {
             RDKafkaApiKey::Produce,
             &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS],
         );
+        // A first transaction while the broker is up (its partition tail is read then).
+        s.message(&message(9)).unwrap();
+        s.commit(&resume(50)).unwrap();
+        s.flush().unwrap();
         cluster.broker_down(-1).unwrap();
         for n in 0..3 {
             s.message(&message(n)).unwrap();
@@ -338,12 +466,53 @@ mod tests {
         s.commit(&resume(100)).unwrap();
         let until = Instant::now() + Duration::from_millis(1500);
         while Instant::now() < until {
-            assert!(s.acknowledged().unwrap().is_none(), "acknowledged while the broker was down");
+            assert_eq!(s.acknowledged().unwrap().map(|r| r.offset), Some(50), "acknowledged while the broker was down");
             std::thread::sleep(Duration::from_millis(50));
         }
         cluster.broker_up(-1).unwrap();
         s.flush().unwrap();
         assert_eq!(s.acknowledged().unwrap().map(|r| r.offset), Some(100));
+    }
+
+    /// How many messages the mock's partition 0 of `orders` holds.
+    fn stored(cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>) -> i64 {
+        let consumer: rdkafka::consumer::BaseConsumer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", cluster.bootstrap_servers()).create().unwrap();
+        use rdkafka::consumer::Consumer;
+        let (low, high) = consumer.fetch_watermarks("orders", 0, Duration::from_secs(10)).unwrap();
+        high - low
+    }
+
+    fn send_transactions(s: &mut KafkaSink, from: u32, to: u32) {
+        for n in from..to {
+            s.message(&message(n)).unwrap();
+            s.message(&message(n)).unwrap();
+            s.commit(&resume(u64::from(n))).unwrap();
+        }
+        s.flush().unwrap();
+    }
+
+    #[test]
+    fn a_restart_skips_what_the_partition_holds_past_foreign_messages() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("orders", 1, 1).unwrap();
+        // An empty partition: everything is sent.
+        send_transactions(&mut sink(cluster.bootstrap_servers()), 1, 4);
+        assert_eq!(stored(&cluster), 6);
+        // Another producer writes to the same partition.
+        let foreign: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", cluster.bootstrap_servers()).create().unwrap();
+        for _ in 0..3 {
+            foreign.send(BaseRecord::<(), _>::to("orders").payload("not ours").partition(0)).unwrap();
+        }
+        foreign.flush(Duration::from_secs(10)).unwrap();
+        assert_eq!(stored(&cluster), 9);
+        // A restart replays transactions 2 and 3 before the new 4 and 5: only those are sent.
+        send_transactions(&mut sink(cluster.bootstrap_servers()), 2, 6);
+        assert_eq!(stored(&cluster), 13);
+        // Another stream (another position file or configuration) proves nothing: all is sent.
+        let mut other = KafkaSink::new(config::test_settings(&cluster.bootstrap_servers()), Encoder::new(Default::default()), Shutdown::new(), "other".into()).unwrap();
+        send_transactions(&mut other, 4, 6);
+        assert_eq!(stored(&cluster), 17);
     }
 
     #[test]

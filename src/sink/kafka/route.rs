@@ -31,7 +31,7 @@ pub fn change(settings: &KafkaSettings, encoder: &Encoder, c: &Change, part: Par
         KeyMode::Table => Some(format!("{}.{}", t.db, t.name).into_bytes()),
     };
     let position = format!("{}:{}", c.file, c.offset);
-    let mut id = format!("{}/{}", c.gtid.as_deref().unwrap_or(&position), c.row);
+    let mut id = format!("{}/{}", origin(c.gtid.as_deref(), &c.file, c.offset), c.row);
     if part != Part::Whole || op == "tombstone" {
         // One row, several messages (Debezium): each keeps an id of its own.
         id.push('/');
@@ -45,6 +45,14 @@ pub fn change(settings: &KafkaSettings, encoder: &Encoder, c: &Change, part: Par
         .insert(Header { key: "pos", value: Some(position.as_str()) })
         .insert(Header { key: "id", value: Some(id.as_str()) });
     Routed { topic, key, headers }
+}
+
+/// Where an event came from: its transaction's GTID, else the event's `FILE:OFFSET`.
+pub fn origin(gtid: Option<&str>, file: &str, offset: u64) -> String {
+    match gtid {
+        Some(g) => g.to_string(),
+        None => format!("{file}:{offset}"),
+    }
 }
 
 pub fn ddl(settings: &KafkaSettings, d: &Ddl) -> Routed {

@@ -1,0 +1,347 @@
+//! No duplicates after a restart, without Kafka transactions: before the first message to a
+//! partition, read that partition's tail, and skip every replayed message it already holds.
+//!
+//! Every message carries a `binlog_tail.seq` header: `STREAM/ORIGIN/INDEX`. STREAM names one
+//! position file with one configuration; ORIGIN is the transaction's GTID (or, without GTIDs, the
+//! `FILE:OFFSET` of its first message); INDEX counts the messages of the transaction in the order
+//! they were sent. A replayed message is "already there" when the partition's last message of the
+//! same STREAM has an order key at or after it.
+//!
+//! Invariants that make this exact:
+//! - One process sends in binlog order, one partition's messages in order, and librdkafka's
+//!   `enable.gapless.guarantee` lets no message land after one that failed: so a partition's last
+//!   message proves every earlier message to that partition is there.
+//! - The partition of a message is computed here with the producer's partitioner (librdkafka's
+//!   `consistent_random`: CRC32 of the key; Java's `murmur2_random`), so the tail read is the one
+//!   the message goes to. Unkeyed messages go by the CRC32 of their order key, deterministically.
+//! - Keys are compared only where the order is known: the same MariaDB domain or MySQL source
+//!   UUID, or, without GTIDs, the same binlog file series. Anything else is not skipped
+//!   (a duplicate, never a loss). A new position file or a changed configuration is a new STREAM:
+//!   nothing of an older stream is ever taken as proof.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The header every message carries.
+pub const HEADER: &str = "binlog_tail.seq";
+
+/// How far back a tail is searched for this stream's last message past other producers' ones.
+const LOOKBACK: i64 = 64;
+
+/// Where a message stands in the binlog order of its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderKey {
+    series: Series,
+    index: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Series {
+    /// A GTID: MariaDB `domain` (`0`), or MySQL `uuid[:tag]`, and its sequence number.
+    Gtid { domain: String, seq: u64 },
+    /// `FILE:OFFSET` of a transaction's first message, on one server's binlog files.
+    File { base: String, number: u64, offset: u64 },
+}
+
+impl OrderKey {
+    /// From a transaction's origin (its GTID, or `FILE:OFFSET`) and the message's index in it.
+    pub fn new(origin: &str, index: u64) -> Option<OrderKey> {
+        Some(OrderKey { series: Series::parse(origin)?, index })
+    }
+
+    /// `STREAM/ORIGIN/INDEX` -> (stream, key).
+    pub fn parse_header(value: &str) -> Option<(&str, OrderKey)> {
+        let (stream, rest) = value.split_once('/')?;
+        let (origin, index) = rest.rsplit_once('/')?;
+        Some((stream, OrderKey::new(origin, index.parse().ok()?)?))
+    }
+
+    /// None when the two cannot be ordered (other GTID domains, other binlog series).
+    pub fn compare(&self, other: &OrderKey) -> Option<Ordering> {
+        let series = match (&self.series, &other.series) {
+            (Series::Gtid { domain: a, seq: x }, Series::Gtid { domain: b, seq: y }) if a == b => x.cmp(y),
+            (Series::File { base: a, number: n, offset: o }, Series::File { base: b, number: m, offset: p }) if a == b => {
+                (n, o).cmp(&(m, p))
+            }
+            _ => return None,
+        };
+        Some(series.then(self.index.cmp(&other.index)))
+    }
+}
+
+impl Series {
+    fn parse(origin: &str) -> Option<Series> {
+        // MariaDB `domain-server-seq`.
+        let parts: Vec<&str> = origin.split('-').collect();
+        if let [domain, server, seq] = parts.as_slice() {
+            if domain.parse::<u32>().is_ok() && server.parse::<u32>().is_ok() {
+                return Some(Series::Gtid { domain: domain.to_string(), seq: seq.parse().ok()? });
+            }
+        }
+        let (head, tail) = origin.rsplit_once(':')?;
+        let tail: u64 = tail.parse().ok()?;
+        // MySQL `uuid:N` or `uuid:tag:N` (a UUID has four dashes; binlog file names have none).
+        if head.len() >= 36 && head.as_bytes().get(8) == Some(&b'-') {
+            return Some(Series::Gtid { domain: head.to_string(), seq: tail });
+        }
+        let (base, number) = head.rsplit_once('.')?;
+        Some(Series::File { base: base.to_string(), number: number.parse().ok()?, offset: tail })
+    }
+}
+
+/// The partitioners whose choice can be computed here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partitioner {
+    /// librdkafka's default (`consistent_random`, `consistent`): CRC32 of the key.
+    Crc32,
+    /// The Java client's default (`murmur2_random`, `murmur2`).
+    Murmur2,
+}
+
+impl Partitioner {
+    /// From the `partitioner` property, if set.
+    pub fn from_property(value: Option<&str>) -> Result<Partitioner> {
+        match value {
+            None | Some("consistent_random" | "consistent") => Ok(Partitioner::Crc32),
+            Some("murmur2_random" | "murmur2") => Ok(Partitioner::Murmur2),
+            Some(other) => bail!(
+                "-X partitioner={other}: --kafka-dedupe needs to know which partition a message goes to; use consistent_random (the default), murmur2_random, or --kafka-dedupe off"
+            ),
+        }
+    }
+
+    /// The partition of a message with `key` (or, unkeyed, with this order `fallback`).
+    pub fn partition(self, key: Option<&[u8]>, fallback: &[u8], partitions: i32) -> i32 {
+        let n = partitions.max(1) as u32;
+        let bytes = key.filter(|k| !k.is_empty()).unwrap_or(fallback);
+        let hash = match self {
+            Partitioner::Crc32 => crc32fast::hash(bytes),
+            Partitioner::Murmur2 => murmur2(bytes) & 0x7fff_ffff,
+        };
+        (hash % n) as i32
+    }
+}
+
+/// Kafka's murmur2 (the Java client's `Utils.murmur2`, seed 0x9747b28c).
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let chunks = data.chunks_exact(4);
+    let rest = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    match rest.len() {
+        3 => {
+            h ^= u32::from(rest[2]) << 16;
+            h ^= u32::from(rest[1]) << 8;
+            h ^= u32::from(rest[0]);
+            h = h.wrapping_mul(M);
+        }
+        2 => {
+            h ^= u32::from(rest[1]) << 8;
+            h ^= u32::from(rest[0]);
+            h = h.wrapping_mul(M);
+        }
+        1 => {
+            h ^= u32::from(rest[0]);
+            h = h.wrapping_mul(M);
+        }
+        _ => {}
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
+/// What is known of one topic: its partition count and, per partition once read, the order key
+/// of this stream's last message there.
+struct Topic {
+    partitions: i32,
+    tails: HashMap<i32, Option<OrderKey>>,
+    skipped: u64,
+}
+
+/// Partition tails, read once per partition the stream writes to after a (re)start. Lookups
+/// answer None while Kafka cannot be reached; the caller waits and asks again, as it does when
+/// sending.
+pub struct Tails {
+    stream: String,
+    consumer: BaseConsumer,
+    topics: HashMap<String, Topic>,
+}
+
+impl Tails {
+    pub fn new(stream: String, mut config: ClientConfig) -> Result<Tails> {
+        config.set("enable.auto.commit", "false").set("group.id", "binlog-tail-tail-reader").set("enable.partition.eof", "false");
+        // Producer-only properties would only produce warnings in a consumer.
+        for key in ["enable.idempotence", "acks", "compression.type", "linger.ms", "batch.num.messages", "message.timeout.ms", "queue.buffering.max.kbytes", "queue.buffering.max.messages", "max.in.flight.requests.per.connection", "enable.gapless.guarantee", "partitioner"] {
+            config.remove(key);
+        }
+        let consumer = config.create().context("cannot create the Kafka client that reads partition tails")?;
+        Ok(Tails { stream, consumer, topics: HashMap::new() })
+    }
+
+    /// The partition count of `topic`.
+    pub fn partitions(&mut self, topic: &str) -> Result<Option<i32>> {
+        if let Some(t) = self.topics.get(topic) {
+            return Ok(Some(t.partitions));
+        }
+        let meta = match self.consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(meta) => meta,
+            Err(e) => {
+                tracing::debug!("reading the metadata of Kafka topic {topic}: {e}");
+                return Ok(None);
+            }
+        };
+        let partitions = meta.topics().first().map(|t| t.partitions().len() as i32).unwrap_or(0);
+        if partitions == 0 {
+            bail!("Kafka topic {topic} does not exist (or has no partitions): create the topic (the broker does not create topics automatically), or route with --kafka-topic");
+        }
+        self.topics.insert(topic.to_string(), Topic { partitions, tails: HashMap::new(), skipped: 0 });
+        Ok(Some(partitions))
+    }
+
+    /// True when the partition already holds the message at `key`: it is skipped.
+    pub fn holds(&mut self, topic: &str, partition: i32, key: &OrderKey) -> Result<Option<bool>> {
+        let t = self.topics.get(topic).expect("partitions() was asked first");
+        if !t.tails.contains_key(&partition) {
+            let tail = match read_tail(&self.consumer, &self.stream, topic, partition) {
+                Ok(tail) => tail,
+                Err(e) => {
+                    tracing::debug!("{e:#}");
+                    return Ok(None);
+                }
+            };
+            if let Some(k) = &tail {
+                tracing::debug!("Kafka {topic}[{partition}] ends at {k:?} of this stream");
+            }
+            self.topics.get_mut(topic).expect("present").tails.insert(partition, tail);
+        }
+        let t = self.topics.get_mut(topic).expect("present");
+        let held = t.tails[&partition].as_ref().is_some_and(|tail| key.compare(tail).is_some_and(|o| o != Ordering::Greater));
+        if held {
+            t.skipped += 1;
+        } else if t.tails.get(&partition).is_some_and(Option::is_some) {
+            // The first message past the tail: from here on the partition gets everything.
+            t.tails.insert(partition, None);
+            if t.skipped > 0 {
+                tracing::info!("Kafka dedupe: {} replayed messages of topic {topic} were already there and skipped", t.skipped);
+            }
+        }
+        Ok(Some(held))
+    }
+}
+
+/// The order key of this stream's last message in one partition, looking back past messages of
+/// other producers (or other streams) at most `LOOKBACK` messages.
+fn read_tail(consumer: &BaseConsumer, stream: &str, topic: &str, partition: i32) -> Result<Option<OrderKey>> {
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .with_context(|| format!("cannot read the end offsets of Kafka {topic}[{partition}]"))?;
+    if high <= low {
+        return Ok(None);
+    }
+    let from = low.max(high - LOOKBACK);
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
+    consumer.assign(&assignment)?;
+    let mut last = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            if Instant::now() > deadline {
+                bail!("reading the last messages of Kafka {topic}[{partition}] (offsets {from} to {high}) timed out: the broker did not serve them");
+            }
+            continue;
+        };
+        let msg = msg.with_context(|| format!("cannot read the last messages of Kafka {topic}[{partition}]"))?;
+        let ours = msg.headers().and_then(|h| {
+            h.iter()
+                .find(|x| x.key == HEADER)
+                .and_then(|x| std::str::from_utf8(x.value?).ok())
+                .and_then(OrderKey::parse_header)
+                .filter(|(s, _)| *s == stream)
+                .map(|(_, key)| key)
+        });
+        if ours.is_some() {
+            last = ours;
+        }
+        // Compacted topics may lack the offsets up to high - 1; the last one read is the end.
+        if msg.offset() >= high - 1 {
+            break;
+        }
+    }
+    consumer.unassign()?;
+    Ok(last)
+}
+
+/// 16 hex digits naming one stream: the position file's own id and the configuration (filters,
+/// routing, format) that decides which message is which.
+pub fn stream_name(position_id: &str, configuration: &str) -> String {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in position_id.bytes().chain([0]).chain(configuration.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(origin: &str, index: u64) -> OrderKey {
+        OrderKey::new(origin, index).unwrap_or_else(|| panic!("{origin}"))
+    }
+
+    #[test]
+    fn order_keys_compare_within_one_series_only() {
+        assert_eq!(key("0-1-5", 3).compare(&key("0-2-5", 4)), Some(Ordering::Less));
+        assert_eq!(key("0-1-6", 0).compare(&key("0-1-5", 9)), Some(Ordering::Greater));
+        assert_eq!(key("0-1-5", 2).compare(&key("0-1-5", 2)), Some(Ordering::Equal));
+        assert_eq!(key("1-1-5", 0).compare(&key("0-1-5", 0)), None, "other MariaDB domain");
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        assert_eq!(key(&format!("{uuid}:7"), 0).compare(&key(&format!("{uuid}:10"), 0)), Some(Ordering::Less));
+        assert_eq!(key(&format!("{uuid}:blue:7"), 0).compare(&key(&format!("{uuid}:7"), 0)), None, "another tag");
+        assert_eq!(key("binlog.000002:4", 0).compare(&key("binlog.000001:900", 5)), Some(Ordering::Greater));
+        assert_eq!(key("binlog.000002:400", 0).compare(&key("binlog.000002:4000", 0)), Some(Ordering::Less), "offsets as numbers");
+        assert_eq!(key("other.000002:4", 0).compare(&key("binlog.000001:900", 5)), None);
+        assert_eq!(key("0-1-5", 0).compare(&key("binlog.000001:900", 0)), None);
+        let header = format!("abc/{uuid}:7/12");
+        let (stream, k) = OrderKey::parse_header(&header).unwrap();
+        assert_eq!((stream, k), ("abc", key(&format!("{uuid}:7"), 12)));
+        assert!(OrderKey::parse_header("garbage").is_none());
+    }
+
+    #[test]
+    fn partitions_match_the_clients_partitioners() {
+        // Kafka's Java client: murmur2 of "21" is -973932308 (org.apache.kafka.common.utils.UtilsTest).
+        assert_eq!(murmur2(b"21") as i32, -973_932_308);
+        assert_eq!(murmur2(b"foobar") as i32, -790_332_482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985_981_536);
+        assert_eq!(Partitioner::Crc32.partition(Some(b"{\"id\":1}"), b"x", 3), (crc32fast::hash(b"{\"id\":1}") % 3) as i32);
+        assert_eq!(Partitioner::Crc32.partition(None, b"0-1-5/0", 3), Partitioner::Crc32.partition(None, b"0-1-5/0", 3));
+        assert!(Partitioner::from_property(Some("random")).is_err());
+    }
+
+    #[test]
+    fn stream_names_change_with_the_configuration() {
+        let a = stream_name("p1", "include=shop.*");
+        assert_eq!(a, stream_name("p1", "include=shop.*"));
+        assert_ne!(a, stream_name("p1", "include=crm.*"));
+        assert_ne!(a, stream_name("p2", "include=shop.*"));
+        assert_eq!(a.len(), 16);
+    }
+}
