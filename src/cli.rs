@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::format::{DebeziumTime, Format};
 use crate::sink::kafka::config::KeyMode;
 use crate::source::Start;
 
@@ -143,7 +144,8 @@ pub enum ResumeBy {
 }
 
 /// What to emit. In a config file: `include = [...]`, `exclude = [...]`, `ops = "insert,update"`,
-/// `drop_columns = [...]`, `emit_ddl = true`, and `[[outbox]]` tables.
+/// `drop_columns = [...]`, `emit_ddl = true`, `[[outbox]]` tables, `format = "debezium"` and the
+/// `debezium_*` settings.
 #[derive(Debug, Args, Default)]
 pub struct EmitArgs {
     /// Only tables matching this db.table pattern (* and ? wildcards; `shop` = `shop.*`); repeatable.
@@ -167,6 +169,20 @@ pub struct EmitArgs {
     /// Topic template for --outbox tables: {aggregate_type}, {db}, {table} are replaced.
     #[arg(long, value_name = "TEMPLATE", default_value = "outbox.event.{aggregate_type}")]
     pub outbox_topic: String,
+    /// Event format: binlog-tail's own, or the envelope of Debezium, Maxwell or Canal, for their
+    /// consumers [default: native].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// With --format debezium: DATE/DATETIME/TIME/TIMESTAMP as Debezium's numbers (`connect`), or
+    /// as SQL text (`sql`), which Flink SQL needs [default: connect].
+    #[arg(long, value_enum)]
+    pub debezium_time: Option<DebeziumTime>,
+    /// With --format debezium: the logical server name in `source.name` [default: the server's host].
+    #[arg(long, value_name = "NAME")]
+    pub debezium_name: Option<String>,
+    /// With --format debezium on Kafka: a tombstone (null value) after each delete [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub debezium_tombstones: Option<bool>,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ use crate::cli::{EmitArgs, OnOff, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, 
 use crate::decode::Options;
 use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
+use crate::format::{default_server_name, DebeziumTime, Format, FormatSettings};
 use crate::outbox::OutboxTable;
 use crate::snapshot::{self, KeyOverride};
 use crate::sink::kafka::config::{check_brokers, parse_property, KafkaSettings, KeyMode};
@@ -51,6 +52,10 @@ pub struct FileConfig {
     pub emit_ddl: Option<bool>,
     #[serde(default)]
     pub outbox: Vec<OutboxTable>,
+    pub format: Option<Format>,
+    pub debezium_time: Option<DebeziumTime>,
+    pub debezium_name: Option<String>,
+    pub debezium_tombstones: Option<bool>,
     pub kafka_brokers: Option<String>,
     pub kafka_topic: Option<String>,
     pub kafka_topic_prefix: Option<String>,
@@ -92,6 +97,7 @@ pub struct StreamSettings {
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
     pub decode: Options,
+    pub format: FormatSettings,
     /// Set when the sink is Kafka.
     pub kafka: Option<KafkaSettings>,
     /// Set with `--snapshot initial`.
@@ -140,7 +146,12 @@ impl StreamSettings {
             emit_ddl: args.emit.emit_ddl || file.emit_ddl.unwrap_or(false),
             outbox: args.emit.outbox.clone(),
             outbox_topic: args.emit.outbox_topic.clone(),
+            format: args.emit.format.or(file.format),
+            debezium_time: args.emit.debezium_time.or(file.debezium_time),
+            debezium_name: args.emit.debezium_name.or(file.debezium_name),
+            debezium_tombstones: args.emit.debezium_tombstones.or(file.debezium_tombstones),
         };
+        let format = format_settings(&emit, merged.url.as_deref())?;
         let mut decode = decode_options(&emit, None)?;
         if emit.outbox.is_empty() {
             decode.outbox = file.outbox;
@@ -203,6 +214,7 @@ impl StreamSettings {
             checkpoint_interval: seconds(args.checkpoint_interval.or(file.checkpoint_interval).unwrap_or(1.0), "checkpoint interval")?,
             decode,
             snapshot,
+            format,
         })
     }
 }
@@ -301,6 +313,27 @@ fn filter_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
     Ok(Options { limit, filter, emit_ddl: args.emit_ddl, outbox, signal_table: None })
 }
 
+/// The output format from the format flags; the server URL names Debezium's logical server.
+pub fn format_settings(args: &EmitArgs, url: Option<&str>) -> Result<FormatSettings> {
+    let format = args.format.unwrap_or_default();
+    let debezium_only = [
+        ("--debezium-time", args.debezium_time.is_some()),
+        ("--debezium-name", args.debezium_name.is_some()),
+        ("--debezium-tombstones", args.debezium_tombstones.is_some()),
+    ];
+    if format != Format::Debezium {
+        if let Some((flag, _)) = debezium_only.iter().find(|(_, given)| *given) {
+            return Err(Usage(format!("{flag} applies only to --format debezium (the format is {format:?})")).into());
+        }
+    }
+    Ok(FormatSettings {
+        format,
+        debezium_time: args.debezium_time.unwrap_or_default(),
+        debezium_name: args.debezium_name.clone().unwrap_or_else(|| default_server_name(url)),
+        debezium_tombstones: args.debezium_tombstones.unwrap_or(true),
+    })
+}
+
 /// A bad value that clap could not catch: exit code 2 like a bad command line.
 fn usage(e: anyhow::Error) -> anyhow::Error {
     Usage(format!("{e:#}")).into()
@@ -350,5 +383,17 @@ mod tests {
         assert_eq!(s.signal_table, Some(("a".into(), "signals".into())));
         assert_eq!(s.keys[0].columns, ["c"]);
         assert!(parse_table("a.*").is_err() && parse_table("nodot").is_err());
+    }
+
+    #[test]
+    fn format_settings_from_the_file_and_flags() {
+        let file: FileConfig = toml::from_str("format = 'debezium'\ndebezium_time = 'sql'\ndebezium_tombstones = false").unwrap();
+        assert_eq!((file.format, file.debezium_time, file.debezium_tombstones), (Some(Format::Debezium), Some(DebeziumTime::Sql), Some(false)));
+        assert!(toml::from_str::<FileConfig>("format = 'avro'").is_err());
+        let debezium = EmitArgs { format: Some(Format::Debezium), ..EmitArgs::default() };
+        let settings = format_settings(&debezium, Some("mysql://repl@db.prod:3306")).unwrap();
+        assert_eq!((settings.debezium_name.as_str(), settings.debezium_tombstones), ("db_prod", true));
+        let misplaced = EmitArgs { format: Some(Format::Maxwell), debezium_time: Some(DebeziumTime::Sql), ..EmitArgs::default() };
+        assert!(format_settings(&misplaced, None).unwrap_err().is::<Usage>());
     }
 }

@@ -7,8 +7,9 @@
 
 use std::sync::Arc;
 
-use crate::schema::{RowImage, Table};
-use crate::text::write_json_str;
+use crate::position::Flavor;
+use crate::schema::{Kind, RowImage, Table};
+use crate::text::{write_json_opt_str, write_json_str};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -34,6 +35,11 @@ impl Op {
 pub struct Change {
     pub op: Op,
     pub table: Arc<Table>,
+    /// The server that wrote the change, and its kind (for formats that name them).
+    pub server_id: u32,
+    /// The server session (connection id) that ran the transaction, where the binlog says.
+    pub thread: Option<u32>,
+    pub flavor: Flavor,
     /// Commit time of the transaction, seconds since the epoch.
     pub ts: u64,
     pub gtid: Option<Arc<str>>,
@@ -136,11 +142,13 @@ fn write_origin(out: &mut Vec<u8>, ts: u64, gtid: Option<&str>, file: &str, offs
     out.extend_from_slice(b",\"ts\":");
     out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
     out.extend_from_slice(b",\"gtid\":");
-    match gtid {
-        Some(g) => write_json_str(g, out),
-        None => out.extend_from_slice(b"null"),
-    }
+    write_json_opt_str(gtid, out);
     out.extend_from_slice(b",\"pos\":");
+    write_position(file, offset, out);
+}
+
+/// `"FILE:OFFSET"` as a JSON string.
+pub fn write_position(file: &str, offset: u64, out: &mut Vec<u8>) {
     write_json_str(file, out);
     out.pop(); // reopen the string to append `:offset`
     out.push(b':');
@@ -149,6 +157,19 @@ fn write_origin(out: &mut Vec<u8>, ts: u64, gtid: Option<&str>, file: &str, offs
 }
 
 fn write_image(table: &Table, image: Option<&RowImage>, out: &mut Vec<u8>) {
+    write_row(table, image, None, out, |_, value, out| out.extend_from_slice(value));
+}
+
+/// Appends `{"col":value,...}` for the image's present, kept columns, each value written from
+/// its native JSON text by `convert` (other formats convert it); `null` without an image. With
+/// `only_changed`, just the columns whose value differs from that image (an update's `old`).
+pub fn write_row(
+    table: &Table,
+    image: Option<&RowImage>,
+    only_changed: Option<&RowImage>,
+    out: &mut Vec<u8>,
+    mut convert: impl FnMut(&Kind, &[u8], &mut Vec<u8>),
+) {
     let Some(image) = image else {
         out.extend_from_slice(b"null");
         return;
@@ -156,14 +177,16 @@ fn write_image(table: &Table, image: Option<&RowImage>, out: &mut Vec<u8>) {
     out.push(b'{');
     let mut first = true;
     for (col, column) in table.columns.iter().enumerate().filter(|(_, c)| !c.dropped) {
-        if let Some(value) = image.value(col) {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            out.extend_from_slice(&column.key_json);
-            out.extend_from_slice(value);
+        let Some(value) = image.value(col) else { continue };
+        if only_changed.is_some_and(|other| other.value(col).is_none_or(|v| v == value)) {
+            continue;
         }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(&column.key_json);
+        convert(&column.kind, value, out);
     }
     out.push(b'}');
 }

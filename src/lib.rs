@@ -4,7 +4,8 @@
 //! Layers, each using only those above it in this list (no import circles):
 //! - `gtid`, `position` (flavour, resume point), `text` (charsets, JSON strings), `frame`
 //!   (binlog event framing, CRC32)
-//! - `schema` (decoded tables and row images), then `event` (the JSON contract, `Op`)
+//! - `schema` (decoded tables and row images), then `event` (the JSON contract, `Op`), then
+//!   `format` (the Debezium, Maxwell and Canal envelopes of a change)
 //! - `filter`, `outbox`, `signal` (incremental snapshot requests)
 //! - `sink` (stdout, Kafka), `decode` (binlog events -> changes handed to a sink)
 //! - `checkpoint` (position file), `error`, `shutdown`, `history` (is a position in a server's
@@ -19,6 +20,7 @@ pub mod decode;
 pub mod error;
 pub mod event;
 pub mod filter;
+pub mod format;
 pub mod frame;
 pub mod gtid;
 pub mod history;

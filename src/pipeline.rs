@@ -14,8 +14,9 @@ use tokio::runtime::Runtime;
 
 use crate::checkpoint::{Checkpointing, Position, PositionFile, Schedule};
 use crate::cli::{CheckArgs, DumpArgs, SignalArgs, SinkKind, StreamArgs};
-use crate::config::{decode_options, parse_table, server_config, snapshot_settings, StreamSettings};
+use crate::config::{decode_options, format_settings, parse_table, server_config, snapshot_settings, StreamSettings};
 use crate::error::Usage;
+use crate::format::Encoder;
 use crate::decode::{Decoder, Flow, Options};
 use crate::position::Resume;
 use crate::error::is_transient;
@@ -32,7 +33,8 @@ use crate::source::server::{connect, connect_opts, flavor_of, redact, Checks, En
 use crate::source::Start;
 
 pub fn dump(args: DumpArgs) -> Result<()> {
-    let mut sink = StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()));
+    let encoder = Encoder::new(format_settings(&args.emit, args.server.url.as_deref())?);
+    let mut sink = StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()), encoder);
     let opts = decode_options(&args.emit, args.limit)?;
     if !args.file.is_empty() {
         let mut decoder = Decoder::new(None, opts);
@@ -103,13 +105,15 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
     };
     let rt = runtime()?;
     let shutdown = Shutdown::install(&rt);
+    let encoder = Encoder::new(settings.format.clone());
     let stream_id = saved.as_ref().and_then(|p| p.stream_id.clone()).unwrap_or_else(new_stream_id);
     let mut out: Box<dyn Sink> = match (settings.sink, &settings.kafka) {
         (SinkKind::Kafka, Some(kafka)) => {
-            let configuration = format!("{:?}|{}", settings.decode, kafka.routing());
-            Box::new(KafkaSink::new(kafka.clone(), shutdown.clone(), dedupe::stream_name(&stream_id, &configuration))?)
+            // The format is part of it: another format makes other messages.
+            let configuration = format!("{:?}|{:?}|{}", settings.decode, settings.format, kafka.routing());
+            Box::new(KafkaSink::new(kafka.clone(), encoder, shutdown.clone(), dedupe::stream_name(&stream_id, &configuration))?)
         }
-        _ => Box::new(StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()))),
+        _ => Box::new(StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()), encoder)),
     };
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
     let mut sink = Checkpointing::new(out.as_mut(), position_file, schedule, saved.clone(), stream_id);
@@ -311,7 +315,8 @@ fn new_snapshot(
         }
     };
     let skip = opts.outbox.iter().filter_map(|o| o.table.split_once('.')).map(|(d, t)| (d.to_string(), t.to_string())).collect();
-    Ok(Some(Snapshot::new(rt.handle().clone(), connect_opts(cfg)?, settings, opts.filter.clone(), skip, progress)?))
+    let server = (source.flavor, source.identity.server_id);
+    Ok(Some(Snapshot::new(rt.handle().clone(), connect_opts(cfg)?, settings, opts.filter.clone(), skip, progress, server)?))
 }
 
 fn server_decoder(rt: &Runtime, cfg: &ServerConfig, source: &ServerSource, opts: Options) -> Result<Decoder> {

@@ -13,6 +13,9 @@ pub struct Column {
     /// `"name":` as JSON, rendered once.
     pub key_json: Vec<u8>,
     pub kind: Kind,
+    /// The column's type as SQL text, as far as the binlog tells it (`int unsigned`,
+    /// `decimal(5,2)`, `datetime(6)`, `enum('a','b')`; character lengths are not in the binlog).
+    pub sql_type: String,
     /// Left out of every event (`--drop-column`): decoded only to find the next value.
     pub dropped: bool,
 }
@@ -60,7 +63,8 @@ pub enum Kind {
     Json { len_bytes: u8 },
     Geometry { len_bytes: u8 },
     Vector { len_bytes: u8 },
-    Bit { bytes: u8 },
+    /// BIT(bits), stored in `bytes` big-endian bytes.
+    Bit { bytes: u8, bits: u8 },
     Enum { bytes: u8, names: Option<Vec<String>> },
     Set { bytes: u8, names: Option<Vec<String>> },
 }

@@ -136,6 +136,14 @@ fn mariadb_charset(id: u16) -> Option<&'static str> {
     }
 }
 
+/// Appends `s` as a JSON string literal, or `null`.
+pub fn write_json_opt_str(s: Option<&str>, out: &mut Vec<u8>) {
+    match s {
+        Some(s) => write_json_str(s, out),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
 /// Appends `s` as a JSON string literal.
 pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');

@@ -342,3 +342,61 @@ fn initial_snapshot_lands_in_the_same_topics_keyed_like_changes() {
     assert_eq!(saved["snapshot"]["pending"], json!([]), "{saved}");
     assert_eq!(saved["snapshot"]["done"], json!(2));
 }
+
+#[test]
+fn debezium_and_maxwell_keys_tombstones_and_primary_key_changes() {
+    let server = MariaDb::start(&[]);
+    let broker = Broker::start();
+    server.sql("CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, status VARCHAR(10));");
+    let dir = tempfile::tempdir().unwrap();
+    // One stream per setting, each from the start of the binlog into its own topics.
+    let runs = [("dbz.", "debezium", None), ("nt.", "debezium", Some("--debezium-tombstones=false")), ("mx.", "maxwell", None)];
+    let mut streams = Vec::new();
+    for (n, (prefix, format, flag)) in runs.iter().enumerate() {
+        broker.create_topic(&format!("{prefix}shop.orders"), 1);
+        let position = dir.path().join(format!("position.{n}.json"));
+        let mut extra = kafka_args(&broker);
+        extra.extend(["--start", "earliest", "--kafka-topic-prefix", prefix, "--format", format].map(String::from));
+        extra.extend(flag.map(String::from));
+        let run = Stream::start(&server, &position, dir.path(), n, &args(&extra));
+        run.wait_ready(&position);
+        streams.push(run);
+    }
+    server.sql(
+        "INSERT INTO shop.orders VALUES (1, 'new');
+         UPDATE shop.orders SET id = 2 WHERE id = 1;
+         UPDATE shop.orders SET status = 'paid' WHERE id = 2;
+         DELETE FROM shop.orders WHERE id = 2;",
+    );
+    let dbz = broker.read("dbz.shop.orders", 7);
+    let nt = broker.read("nt.shop.orders", 5);
+    let mx = broker.read("mx.shop.orders", 4);
+    for run in streams {
+        assert!(run.stop().success());
+    }
+    let summary = |msgs: &[crate::util::KafkaMessage], field: &str| -> Vec<(String, String)> {
+        msgs.iter()
+            .map(|m| {
+                let kind = if m.value.is_empty() {
+                    "tombstone".to_string()
+                } else {
+                    serde_json::from_slice::<serde_json::Value>(&m.value).unwrap()[field].as_str().unwrap().to_string()
+                };
+                (m.key.clone().unwrap_or_default(), kind)
+            })
+            .collect()
+    };
+    let (k1, k2) = ("{\"id\":1}".to_string(), "{\"id\":2}".to_string());
+    // The primary-key change is a delete (old key), its tombstone and a create (new key).
+    let want = [(&k1, "c"), (&k1, "d"), (&k1, "tombstone"), (&k2, "c"), (&k2, "u"), (&k2, "d"), (&k2, "tombstone")];
+    assert_eq!(summary(&dbz, "op"), want.map(|(k, o)| (k.clone(), o.to_string())));
+    assert_eq!(dbz[2].header("op"), Some("tombstone"));
+    let ids: HashSet<_> = dbz.iter().map(|m| m.header("id").unwrap().to_string()).collect();
+    assert_eq!(ids.len(), dbz.len(), "every message has an id of its own: {ids:?}");
+    assert_eq!(dbz.len(), 7);
+    let no_tombstones = [(&k1, "c"), (&k1, "d"), (&k2, "c"), (&k2, "u"), (&k2, "d")];
+    assert_eq!(summary(&nt, "op"), no_tombstones.map(|(k, o)| (k.clone(), o.to_string())));
+    let key = |id: u32| format!("{{\"database\":\"shop\",\"table\":\"orders\",\"pk.id\":{id}}}");
+    let maxwell = [(key(1), "insert"), (key(2), "update"), (key(2), "update"), (key(2), "delete")];
+    assert_eq!(summary(&mx, "type"), maxwell.map(|(k, t)| (k, t.to_string())));
+}

@@ -6,6 +6,7 @@ mod util;
 mod bad_input;
 mod emit;
 mod files;
+mod formats;
 mod hardening;
 mod history;
 mod kafka;

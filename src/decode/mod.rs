@@ -72,6 +72,9 @@ struct Transaction {
     gtid_text: Option<Arc<str>>,
     ts: u64,
     rows: u64,
+    /// The session that ran the transaction, from its BEGIN (MySQL writes one; MariaDB's GTID
+    /// event replaces it).
+    thread: Option<u32>,
     /// Inside BEGIN ... COMMIT/XID (or a GTID group that is not standalone).
     open: bool,
     pending: Option<Change>,
@@ -233,6 +236,7 @@ impl Decoder {
                         if self.tx.gtid.is_none() && !self.tx.open {
                             self.tx.ts = u64::from(ev.header.timestamp);
                         }
+                        self.tx.thread = Some(q.thread_id());
                         self.tx.open = true;
                     }
                     "COMMIT" | "ROLLBACK" => return self.end_transaction(None, next_offset, sink),
@@ -384,6 +388,9 @@ impl Decoder {
             let change = Change {
                 op: rows_event.op,
                 table: table.clone(),
+                server_id: ev.header.server_id,
+                thread: self.tx.thread,
+                flavor: self.flavor.unwrap_or(Flavor::MySql),
                 ts,
                 gtid: self.tx.gtid_text.clone(),
                 file: self.file.clone(),
@@ -491,7 +498,7 @@ mod tests {
     fn feed(events: &[(u8, Vec<u8>)]) -> Result<(), String> {
         let mut decoder = Decoder::new(None, Options::default());
         decoder.set_file(FILE);
-        let mut sink = StdoutSink::new(Vec::new());
+        let mut sink = StdoutSink::new(Vec::new(), crate::format::Encoder::new(Default::default()));
         for (i, (type_code, body)) in events.iter().enumerate() {
             let header = Header { timestamp: 1, type_code: *type_code, server_id: 1, event_size: (HEADER_LEN + body.len()) as u32, log_pos: 0, flags: 0 };
             let at = 4 + 1000 * i as u64;

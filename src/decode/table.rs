@@ -158,7 +158,12 @@ impl Table {
             write_json_str(&col_name, &mut key_json);
             key_json.push(b':');
             let dropped = filter.drops_column(&db, &name, &col_name);
-            columns.push(Column { name: col_name, key_json, kind, dropped });
+            let sql_type = match col_info {
+                // information_schema knows what the binlog cannot (MariaDB's JSON is a LONGTEXT there).
+                Some(c) if c.data_type == "json" => c.data_type.clone(),
+                _ => sql_type(ty, &kind),
+            };
+            columns.push(Column { name: col_name, key_json, kind, sql_type, dropped });
         }
         if pk.is_empty() {
             if let Some(info) = info {
@@ -320,11 +325,12 @@ fn kind_of(ty: ColumnType, meta: &[u8], unsigned: bool, text: TextEncoding) -> R
         MYSQL_TYPE_VECTOR => Kind::Vector { len_bytes: len_bytes()? },
         MYSQL_TYPE_BIT => {
             // Metadata: bits beyond whole bytes, then whole bytes.
-            let bytes = u16::from(m(1)?) + u16::from(m(0)? > 0);
-            if bytes > 8 {
+            let (rem_bits, whole_bytes) = (m(0)?, m(1)?);
+            let bytes = u16::from(whole_bytes) + u16::from(rem_bits > 0);
+            if bytes > 8 || rem_bits > 7 {
                 bail!("BIT wider than 64 bits");
             }
-            Kind::Bit { bytes: bytes as u8 }
+            Kind::Bit { bytes: bytes as u8, bits: whole_bytes * 8 + rem_bits }
         }
         other => bail!("column type {other:?} cannot appear in row events"),
     })
@@ -369,6 +375,58 @@ pub fn check_optional_metadata(body: &[u8], table_id_len: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The SQL type text of a column, from its binlog type and decoder.
+pub fn sql_type(ty: ColumnType, kind: &Kind) -> String {
+    use ColumnType::*;
+    let sized = |base: &str, n: u8| if n > 0 { format!("{base}({n})") } else { base.to_string() };
+    let listed = |base: &str, names: &Option<Vec<String>>| match names {
+        Some(names) => {
+            let quoted: Vec<String> = names.iter().map(|n| format!("'{}'", n.replace('\'', "''"))).collect();
+            format!("{base}({})", quoted.join(","))
+        }
+        None => base.to_string(),
+    };
+    let text_or_binary = |text: &TextEncoding, as_text: &str, as_binary: &str| {
+        if *text == TextEncoding::Binary { as_binary.to_string() } else { as_text.to_string() }
+    };
+    match kind {
+        Kind::Int { bytes, unsigned } => {
+            let base = match bytes {
+                1 => "tinyint",
+                2 => "smallint",
+                3 => "mediumint",
+                4 => "int",
+                _ => "bigint",
+            };
+            if *unsigned { format!("{base} unsigned") } else { base.to_string() }
+        }
+        Kind::Float => "float".into(),
+        Kind::Double => "double".into(),
+        Kind::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+        Kind::Year => "year".into(),
+        Kind::Date => "date".into(),
+        Kind::OldTime => "time".into(),
+        Kind::OldDateTime => "datetime".into(),
+        Kind::OldTimestamp => "timestamp".into(),
+        Kind::Time2 { fsp } => sized("time", *fsp),
+        Kind::DateTime2 { fsp } => sized("datetime", *fsp),
+        Kind::Timestamp2 { fsp } => sized("timestamp", *fsp),
+        Kind::Str { text, .. } if ty == MYSQL_TYPE_STRING => text_or_binary(text, "char", "binary"),
+        Kind::Str { text, .. } => text_or_binary(text, "varchar", "varbinary"),
+        Kind::FixedBinary { width, .. } => format!("binary({width})"),
+        Kind::Blob { len_bytes, text } => {
+            let size = ["tiny", "", "medium", "long"][usize::from(len_bytes.clamp(&1, &4) - 1)];
+            format!("{size}{}", text_or_binary(text, "text", "blob"))
+        }
+        Kind::Json { .. } => "json".into(),
+        Kind::Geometry { .. } => "geometry".into(),
+        Kind::Vector { .. } => "vector".into(),
+        Kind::Bit { bits, .. } => format!("bit({bits})"),
+        Kind::Enum { names, .. } => listed("enum", names),
+        Kind::Set { names, .. } => listed("set", names),
+    }
 }
 
 /// Tables by TABLE_MAP id, reusing the built schema while the TABLE_MAP bytes are unchanged.

@@ -170,7 +170,7 @@ pub fn write_value(kind: &Kind, cur: &mut Cursor<'_>, out: &mut Vec<u8>) -> Resu
             }
             out.push(b']');
         }
-        Kind::Bit { bytes } => {
+        Kind::Bit { bytes, .. } => {
             let v = cur.uint_be(*bytes as usize)?;
             out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
         }

@@ -17,6 +17,7 @@ use thiserror::Error;
 use super::Sink;
 use crate::position::Resume;
 use crate::event::{Change, Ddl};
+use crate::format::Encoder;
 use crate::outbox::Message;
 
 #[derive(Debug, Error)]
@@ -25,6 +26,7 @@ pub struct Closed;
 
 pub struct StdoutSink<W: Write> {
     out: W,
+    encoder: Encoder,
     line: Vec<u8>,
     buffered: usize,
     last_commit: Option<Resume>,
@@ -33,8 +35,8 @@ pub struct StdoutSink<W: Write> {
 const FLUSH_AT: usize = 256 * 1024;
 
 impl<W: Write> StdoutSink<W> {
-    pub fn new(out: W) -> Self {
-        StdoutSink { out, line: Vec::with_capacity(4096), buffered: 0, last_commit: None }
+    pub fn new(out: W, encoder: Encoder) -> Self {
+        StdoutSink { out, encoder, line: Vec::with_capacity(4096), buffered: 0, last_commit: None }
     }
 
     fn io(&mut self, r: io::Result<()>) -> Result<()> {
@@ -47,9 +49,9 @@ impl<W: Write> StdoutSink<W> {
 }
 
 impl<W: Write> StdoutSink<W> {
-    fn line(&mut self, render: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
+    fn line(&mut self, render: impl FnOnce(&mut Encoder, &mut Vec<u8>)) -> Result<()> {
         self.line.clear();
-        render(&mut self.line);
+        render(&mut self.encoder, &mut self.line);
         self.line.push(b'\n');
         self.buffered += self.line.len();
         let r = self.out.write_all(&self.line);
@@ -59,15 +61,19 @@ impl<W: Write> StdoutSink<W> {
 
 impl<W: Write> Sink for StdoutSink<W> {
     fn change(&mut self, change: &Change) -> Result<()> {
-        self.line(|out| change.write_json(out))
+        // Tombstones are for Kafka's log compaction: never written to stdout.
+        for &part in self.encoder.parts(change) {
+            self.line(|encoder, out| encoder.write_value(change, part, out))?;
+        }
+        Ok(())
     }
 
     fn ddl(&mut self, ddl: &Ddl) -> Result<()> {
-        self.line(|out| ddl.write_json(out))
+        self.line(|_, out| ddl.write_json(out))
     }
 
     fn message(&mut self, msg: &Message) -> Result<()> {
-        self.line(|out| msg.write_json(out))
+        self.line(|_, out| msg.write_json(out))
     }
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {

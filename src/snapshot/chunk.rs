@@ -193,7 +193,10 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str, filter: &Filter, ke
         let mut key_json = Vec::with_capacity(c.0.len() + 3);
         write_json_str(&c.0, &mut key_json);
         key_json.push(b':');
-        table_columns.push(Column { name: c.0.clone(), key_json, dropped: filter.drops_column(db, name, &c.0), kind });
+        // The same type text the binlog path gives (only CHAR and BINARY need the column type).
+        let ty = if matches!(c.1.as_str(), "char" | "binary") { mysql_common::constants::ColumnType::MYSQL_TYPE_STRING } else { mysql_common::constants::ColumnType::MYSQL_TYPE_VARCHAR };
+        let sql_type = crate::decode::table::sql_type(ty, &kind);
+        table_columns.push(Column { name: c.0.clone(), key_json, dropped: filter.drops_column(db, name, &c.0), kind, sql_type });
     }
     for &k in &key {
         let c = &columns[k];
@@ -275,7 +278,7 @@ fn kind_of(c: &ColumnRow) -> Result<Kind> {
             Kind::Blob { len_bytes: 4, text }
         }
         "json" => Kind::Json { len_bytes: 4 },
-        "bit" => Kind::Bit { bytes: c.5.unwrap_or(1).div_ceil(8) as u8 },
+        "bit" => Kind::Bit { bytes: c.5.unwrap_or(1).div_ceil(8) as u8, bits: c.5.unwrap_or(1) as u8 },
         "enum" => Kind::Enum { bytes: 2, names: None },
         "set" => Kind::Set { bytes: 8, names: None },
         "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring" | "multipolygon"

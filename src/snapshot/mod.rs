@@ -37,7 +37,7 @@ use crate::error::{Transient, Usage};
 use crate::event::{Change, Op};
 use crate::filter::{Filter, TablePattern};
 use crate::gtid::GtidSet;
-use crate::position::{Resume, SnapshotProgress};
+use crate::position::{Flavor, Resume, SnapshotProgress};
 use crate::schema::{RowImage, Table};
 use crate::shutdown::Shutdown;
 use crate::signal::{Signal, WINDOW_CLOSE, WINDOW_OPEN};
@@ -141,12 +141,22 @@ pub struct Snapshot {
     /// Names this process's watermarks: a start time, and a count.
     instance: u128,
     window: u64,
+    /// The server the rows are read from, named in the events of some formats.
+    server: (Flavor, u32),
 }
 
 impl Snapshot {
     /// A snapshot with `progress`, or (None) a new one: every included table when the settings
     /// say `initial`, else none until a signal asks for some.
-    pub fn new(rt: Handle, opts: Opts, settings: Settings, filter: Filter, mut skip: Vec<(String, String)>, progress: Option<SnapshotProgress>) -> Result<Snapshot> {
+    pub fn new(
+        rt: Handle,
+        opts: Opts,
+        settings: Settings,
+        filter: Filter,
+        mut skip: Vec<(String, String)>,
+        progress: Option<SnapshotProgress>,
+        server: (Flavor, u32),
+    ) -> Result<Snapshot> {
         skip.extend(settings.signal_table.clone());
         let mut snapshot = Snapshot {
             rt,
@@ -160,6 +170,7 @@ impl Snapshot {
             report: Report::default(),
             instance: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
             window: 0,
+            server,
         };
         match progress {
             Some(progress) => snapshot.progress = Arc::new(progress),
@@ -316,7 +327,7 @@ impl Snapshot {
                 Due::Window { .. } => here.clone(),
             };
             if let Some(chunk) = chunk {
-                emit(chunk, &at, read_at, sink)?;
+                emit(chunk, &at, read_at, self.server, sink)?;
             }
             let resume = Resume { snapshot: Some(self.progress.clone()), ..Resume::new(file.clone(), offset, gtids.clone()) };
             sink.commit(&resume)?;
@@ -494,12 +505,15 @@ impl Sink for Snapshotting<'_> {
 }
 
 /// The chunk's rows as one transaction of `read` events at the chunk's position.
-fn emit(chunk: Chunk, at: &BinlogPos, read_at: u64, sink: &mut dyn Sink) -> Result<()> {
+fn emit(chunk: Chunk, at: &BinlogPos, read_at: u64, (flavor, server_id): (Flavor, u32), sink: &mut dyn Sink) -> Result<()> {
     let count = chunk.rows.len() as u64;
     for (n, image) in chunk.rows.into_iter().enumerate() {
         let change = Change {
             op: Op::Read,
             table: chunk.table.clone(),
+            server_id,
+            thread: None,
+            flavor,
             ts: read_at,
             gtid: None,
             file: at.file.clone(),

@@ -141,7 +141,7 @@ mod tests {
         assert_eq!(render(Kind::Timestamp2 { fsp: 3 }, Value::Date(2024, 1, 1, 0, 0, 0, 500_000)), "\"2024-01-01T00:00:00.500Z\"");
         assert_eq!(render(Kind::Timestamp2 { fsp: 0 }, Value::Date(0, 0, 0, 0, 0, 0, 0)), "\"0000-00-00T00:00:00Z\"");
         assert_eq!(render(Kind::Time2 { fsp: 2 }, Value::Time(true, 34, 22, 59, 59, 990_000)), "\"-838:59:59.99\"");
-        assert_eq!(render(Kind::Bit { bytes: 1 }, Value::Bytes(vec![0x1f])), "31");
+        assert_eq!(render(Kind::Bit { bytes: 1, bits: 5 }, Value::Bytes(vec![0x1f])), "31");
         assert_eq!(render(Kind::Set { bytes: 1, names: None }, Value::Bytes(b"red,blue".to_vec())), "[\"red\",\"blue\"]");
         assert_eq!(render(Kind::Set { bytes: 1, names: None }, Value::Bytes(Vec::new())), "[]");
         assert_eq!(render(Kind::Decimal { precision: 5, scale: 2 }, Value::Bytes(b"-999.99".to_vec())), "\"-999.99\"");

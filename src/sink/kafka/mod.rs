@@ -34,6 +34,7 @@ use rdkafka::ClientContext;
 use super::Sink;
 use crate::position::Resume;
 use crate::event::{Change, Ddl, Op};
+use crate::format::Encoder;
 use crate::outbox::Message;
 use crate::shutdown::Shutdown;
 use config::KafkaSettings;
@@ -144,6 +145,7 @@ struct Tx {
 pub struct KafkaSink {
     producer: BaseProducer<Reports>,
     settings: KafkaSettings,
+    encoder: Encoder,
     /// Oldest first; the last entry is the open transaction.
     inflight: VecDeque<Tx>,
     acked: Option<Resume>,
@@ -163,7 +165,7 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     /// `stream` names the position file and configuration this run continues (see `dedupe`).
-    pub fn new(settings: KafkaSettings, shutdown: Arc<Shutdown>, stream: String) -> Result<KafkaSink> {
+    pub fn new(settings: KafkaSettings, encoder: Encoder, shutdown: Arc<Shutdown>, stream: String) -> Result<KafkaSink> {
         let redact = settings.redactor();
         let reports = Reports {
             delivered: Mutex::new(Vec::new()),
@@ -188,6 +190,7 @@ impl KafkaSink {
             dedupe,
             producer,
             settings,
+            encoder,
             inflight: VecDeque::from([Tx { seq: 0, outstanding: 0, end: None, last_ack: None }]),
             acked: None,
             acked_at: None,
@@ -198,8 +201,9 @@ impl KafkaSink {
     }
 
     /// Hands one message to the producer, waiting while its queue is full; with `dedupe`, skips
-    /// it when its partition already holds it. `origin` is the transaction's GTID or position.
-    fn send(&mut self, topic: &str, key: Option<&[u8]>, headers: OwnedHeaders, value: &[u8], origin: &str) -> Result<()> {
+    /// it when its partition already holds it. `origin` is the transaction's GTID or position. A
+    /// message without a value is a tombstone.
+    fn send(&mut self, topic: &str, key: Option<&[u8]>, headers: OwnedHeaders, value: Option<&[u8]>, origin: &str) -> Result<()> {
         let origin = self.tx_origin.get_or_insert_with(|| origin.to_string()).clone();
         let index = self.tx_index;
         self.tx_index += 1;
@@ -207,7 +211,10 @@ impl KafkaSink {
         let header = format!("{}/{order}", self.stream);
         let headers = headers.insert(Header { key: dedupe::HEADER, value: Some(header.as_str()) });
         let seq = self.inflight.back().expect("an open transaction").seq;
-        let mut record = BaseRecord::with_opaque_to(topic, seq as usize).payload(value).headers(headers);
+        let mut record = BaseRecord::with_opaque_to(topic, seq as usize).headers(headers);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -326,19 +333,28 @@ impl Drop for KafkaSink {
 
 impl Sink for KafkaSink {
     fn change(&mut self, change: &Change) -> Result<()> {
-        let routed = route::change(&self.settings, change);
-        let mut value = std::mem::take(&mut self.value);
-        value.clear();
-        change.write_json(&mut value);
+        let context = || format!("the event of `{}`.`{}` at {}:{}", change.table.db, change.table.name, change.file, change.offset);
         // Snapshot reads are never skipped: chunks of several tables can share a position, so
         // their order cannot be told from it (an empty origin has no order key).
         let origin = match change.op {
             Op::Read => String::new(),
             _ => route::origin(change.gtid.as_deref(), &change.file, change.offset),
         };
-        let result = self.send(&routed.topic, routed.key.as_deref(), routed.headers, &value, &origin);
-        self.value = value;
-        result.with_context(|| format!("the event of `{}`.`{}` at {}:{}", change.table.db, change.table.name, change.file, change.offset))
+        for &part in self.encoder.parts(change) {
+            let op = part.view(change).0.as_str();
+            let routed = route::change(&self.settings, &self.encoder, change, part, op);
+            let mut value = std::mem::take(&mut self.value);
+            value.clear();
+            self.encoder.write_value(change, part, &mut value);
+            let sent = self.send(&routed.topic, routed.key.as_deref(), routed.headers, Some(&value), &origin);
+            self.value = value;
+            sent.with_context(context)?;
+            if routed.key.is_some() && self.encoder.tombstone_after(change, part) {
+                let tombstone = route::change(&self.settings, &self.encoder, change, part, "tombstone");
+                self.send(&tombstone.topic, tombstone.key.as_deref(), tombstone.headers, None, &origin).with_context(context)?;
+            }
+        }
+        Ok(())
     }
 
     fn ddl(&mut self, ddl: &Ddl) -> Result<()> {
@@ -346,7 +362,7 @@ impl Sink for KafkaSink {
         let mut value = Vec::new();
         ddl.write_json(&mut value);
         let origin = route::origin(ddl.gtid.as_deref(), &ddl.file, ddl.offset);
-        self.send(&routed.topic, routed.key.as_deref(), routed.headers, &value, &origin)
+        self.send(&routed.topic, routed.key.as_deref(), routed.headers, Some(&value), &origin)
     }
 
     fn message(&mut self, msg: &Message) -> Result<()> {
@@ -355,7 +371,7 @@ impl Sink for KafkaSink {
             headers = headers.insert(Header { key: k, value: Some(v) });
         }
         let topic = format!("{}{}", self.settings.topic_prefix, msg.topic);
-        self.send(&topic, msg.key.as_deref(), headers, &msg.value, &msg.origin)
+        self.send(&topic, msg.key.as_deref(), headers, Some(&msg.value), &msg.origin)
     }
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {
@@ -407,7 +423,7 @@ mod tests {
             properties: vec![("retry.backoff.ms".into(), "10".into())],
             ..config::test_settings(&brokers)
         };
-        KafkaSink::new(settings, Shutdown::new(), "test".into()).unwrap()
+        KafkaSink::new(settings, Encoder::new(Default::default()), Shutdown::new(), "test".into()).unwrap()
     }
 
     fn message(n: u32) -> Message {
@@ -499,7 +515,7 @@ mod tests {
         send_transactions(&mut sink(cluster.bootstrap_servers()), 2, 6);
         assert_eq!(stored(&cluster), 13);
         // Another stream (another position file or configuration) proves nothing: all is sent.
-        let mut other = KafkaSink::new(config::test_settings(&cluster.bootstrap_servers()), Shutdown::new(), "other".into()).unwrap();
+        let mut other = KafkaSink::new(config::test_settings(&cluster.bootstrap_servers()), Encoder::new(Default::default()), Shutdown::new(), "other".into()).unwrap();
         send_transactions(&mut other, 4, 6);
         assert_eq!(stored(&cluster), 17);
     }
