@@ -21,6 +21,7 @@ use crate::position::{Flavor, Resume};
 use crate::event::{Change, Ddl};
 use crate::outbox::Message;
 use crate::gtid::GtidSet;
+use crate::metrics::Metrics;
 use crate::sink::Sink;
 
 const VERSION: u32 = 1;
@@ -136,22 +137,7 @@ impl PositionFile {
 
     /// The saved position, None if there is no file yet.
     pub fn load(&self) -> Result<Option<Position>> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("cannot read the position file {}", self.path.display())),
-        };
-        let pos: Position = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "the position file {} is corrupt; it was left as it is. Fix it by hand, or move it away and choose --start deliberately (events may be replayed or skipped)",
-                self.path.display()
-            )
-        })?;
-        if pos.version != VERSION {
-            bail!("the position file {} has version {}, this binlog-tail understands {VERSION}", self.path.display(), pos.version);
-        }
-        pos.gtids().with_context(|| format!("the position file {} holds a bad GTID set", self.path.display()))?;
-        Ok(Some(pos))
+        read_position(&self.path)
     }
 
     /// Replaces the file atomically.
@@ -187,11 +173,17 @@ pub struct Checkpointing<'a> {
     server: Option<(Flavor, ServerIdentity)>,
     last_commit: Option<Resume>,
     saved: Option<Position>,
+    metrics: Option<Metrics>,
 }
 
 impl<'a> Checkpointing<'a> {
     pub fn new(inner: &'a mut dyn Sink, file: PositionFile, schedule: Schedule, saved: Option<Position>) -> Self {
-        Checkpointing { inner, file, schedule, server: None, last_commit: None, saved }
+        Checkpointing { inner, file, schedule, server: None, last_commit: None, saved, metrics: None }
+    }
+
+    /// Counts the position file writes for `/metrics`.
+    pub fn set_metrics(&mut self, metrics: Metrics) {
+        self.metrics = Some(metrics);
     }
 
     /// The server the following commits come from.
@@ -234,6 +226,9 @@ impl<'a> Checkpointing<'a> {
         }
         let pos = Position::new(*flavor, &resume, identity.clone());
         self.file.save(&pos)?;
+        if let Some(m) = &self.metrics {
+            m.checkpoint_saved(&pos.file, pos.offset);
+        }
         self.saved = Some(pos);
         Ok(())
     }
@@ -317,6 +312,27 @@ impl Schedule {
         self.pending = 0;
         self.last = Instant::now();
     }
+}
+
+/// The position saved at `path` without taking the lock (for `status`, beside a running stream;
+/// the file is replaced by rename, so a read sees one whole version). None if there is none yet.
+pub fn read_position(path: &Path) -> Result<Option<Position>> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read the position file {}", path.display())),
+    };
+    let pos: Position = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "the position file {} is corrupt; it was left as it is. Fix it by hand, or move it away and choose --start deliberately (events may be replayed or skipped)",
+            path.display()
+        )
+    })?;
+    if pos.version != VERSION {
+        bail!("the position file {} has version {}, this binlog-tail understands {VERSION}", path.display(), pos.version);
+    }
+    pos.gtids().with_context(|| format!("the position file {} holds a bad GTID set", path.display()))?;
+    Ok(Some(pos))
 }
 
 pub fn now_rfc3339() -> String {

@@ -3,14 +3,16 @@
 //! Invariants: unknown keys are an error (a typo must not silently fall back to a default), and
 //! every value is validated the same way whether it came from a flag, the environment or the file.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{EmitArgs, ResumeBy, ServerArgs, SinkKind, StreamArgs};
+use crate::cli::{EmitArgs, LogFormat, ResumeBy, ServerArgs, SinkKind, StreamArgs};
 use crate::decode::Options;
+use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
 use crate::outbox::OutboxTable;
 use crate::sink::kafka::config::{KafkaSettings, KeyMode};
@@ -32,6 +34,8 @@ pub struct FileConfig {
     pub checkpoint_interval: Option<f64>,
     pub resume_by: Option<ResumeBy>,
     pub allow_discard: Option<bool>,
+    pub metrics_addr: Option<String>,
+    pub log_format: Option<LogFormat>,
     #[serde(default)]
     pub include: Vec<String>,
     #[serde(default)]
@@ -74,6 +78,8 @@ pub struct StreamSettings {
     pub decode: Options,
     /// Set when the sink is Kafka.
     pub kafka: Option<KafkaSettings>,
+    /// Where to serve /metrics, /healthz and /readyz.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl StreamSettings {
@@ -147,6 +153,7 @@ impl StreamSettings {
             position_file,
             sink,
             allow_discard: args.allow_discard || file.allow_discard.unwrap_or(false),
+            metrics_addr: args.metrics_addr.or(file.metrics_addr).as_deref().map(socket_addr).transpose()?,
             kafka,
             checkpoint_every: args.checkpoint_every.or(file.checkpoint_every).unwrap_or(1000).max(1),
             checkpoint_interval: seconds(args.checkpoint_interval.or(file.checkpoint_interval).unwrap_or(1.0), "checkpoint interval")?,
@@ -190,6 +197,14 @@ pub fn decode_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
     };
     let outbox = args.outbox.iter().map(|t| OutboxTable::with_defaults(t, &args.outbox_topic)).collect::<Result<_>>()?;
     Ok(Options { limit, filter, emit_ddl: args.emit_ddl, outbox })
+}
+
+/// `HOST:PORT` for `--metrics-addr` (a bad value is a usage error, exit 2).
+fn socket_addr(addr: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| Usage(format!("bad --metrics-addr `{addr}`: expected HOST:PORT, e.g. 0.0.0.0:9187")).into())
 }
 
 fn seconds(secs: f64, what: &str) -> Result<Duration> {

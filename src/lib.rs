@@ -3,13 +3,15 @@
 //!
 //! Layers, each using only those above it in this list (no import circles):
 //! - `gtid`, `position` (flavour, resume point), `text` (charsets, JSON strings), `frame`
-//!   (binlog event framing, CRC32)
+//!   (binlog event framing, CRC32), then `metrics` (counters and probe state, fed by the layers
+//!   below)
 //! - `schema` (decoded tables and row images), then `event` (the JSON contract, `Op`)
 //! - `filter`, `outbox`
 //! - `sink` (stdout, Kafka), `decode` (binlog events -> changes handed to a sink)
 //! - `checkpoint` (position file), `error`, `shutdown`, `history` (is a position in a server's
 //!   binlog history?), `preflight`, `source` (files, servers)
-//! - `cli`, `config`, `pipeline` (what each subcommand runs)
+//! - `cli`, `config`, `ops` (metrics endpoint, lag poll, status, logs, completions, man page),
+//!   `pipeline` (what each subcommand runs)
 
 pub mod checkpoint;
 pub mod cli;
@@ -21,6 +23,8 @@ pub mod filter;
 pub mod frame;
 pub mod gtid;
 pub mod history;
+pub mod metrics;
+pub mod ops;
 pub mod outbox;
 pub mod pipeline;
 pub mod position;

@@ -17,6 +17,8 @@ use crate::config::{decode_options, server_config, StreamSettings};
 use crate::decode::{Decoder, Flow, Options};
 use crate::position::Resume;
 use crate::error::is_transient;
+use crate::metrics::Metrics;
+use crate::ops::{self, metered::Metered};
 use crate::preflight::{self, Status};
 use crate::shutdown::Shutdown;
 use crate::sink::kafka::KafkaSink;
@@ -41,7 +43,7 @@ pub fn dump(args: DumpArgs) -> Result<()> {
     let shutdown = Shutdown::install(&rt);
     let mut source = ServerSource::open(rt.handle(), &cfg, &start, Checks::Basic)?;
     let mut decoder = server_decoder(&rt, &cfg, &source, opts)?;
-    run(&mut source, &mut decoder, &mut sink, &shutdown)?;
+    run(&mut source, &mut decoder, &mut sink, &shutdown, None)?;
     log_stats(&decoder);
     sink.flush()
 }
@@ -90,8 +92,14 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
         (SinkKind::Kafka, Some(kafka)) => Box::new(KafkaSink::new(kafka.clone(), shutdown.clone())?),
         _ => Box::new(StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()))),
     };
+    let metrics = Metrics::new();
+    if let Some(addr) = settings.metrics_addr {
+        ops::http::serve(addr, metrics.clone())?;
+    }
+    ops::behind::spawn(rt.handle(), connect_opts(&settings.server)?, metrics.clone());
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
     let mut sink = Checkpointing::new(out.as_mut(), position_file, schedule, saved.clone());
+    sink.set_metrics(metrics.clone());
     let mut failures = 0u32;
     loop {
         let current = sink.position();
@@ -100,7 +108,7 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
             Ok(source) => source,
             Err(e) if is_transient(&e) && !shutdown.requested() => {
                 failures += 1;
-                backoff(&rt, &shutdown, failures, &e);
+                backoff(&rt, &shutdown, failures, &e, (&metrics, "connect"));
                 continue;
             }
             Err(e) => return Err(e),
@@ -109,10 +117,12 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
             check_identity(prev, &source)?;
         }
         failures = 0;
+        metrics.set_ready(true);
         sink.set_server(source.flavor, source.identity.clone());
         sink.begin_at(source.start.clone())?;
         let mut decoder = server_decoder(&rt, &settings.server, &source, settings.decode.clone())?;
-        let result = run(&mut source, &mut decoder, &mut sink, &shutdown);
+        let mut metered = Metered { inner: &mut sink, metrics: metrics.clone() };
+        let result = run(&mut source, &mut decoder, &mut metered, &shutdown, Some(&metrics));
         drop(source);
         match result {
             Ok(()) => return sink.finish(),
@@ -122,7 +132,7 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
                     start = resume_from(resume);
                 }
                 failures += 1;
-                backoff(&rt, &shutdown, failures, &e);
+                backoff(&rt, &shutdown, failures, &e, (&metrics, "stream"));
             }
             Err(e) if is_transient(&e) => return sink.finish(),
             Err(e) => {
@@ -183,7 +193,7 @@ const IDLE_WAKEUP: Duration = Duration::from_millis(250);
 
 /// Feeds server events to the decoder until the stream ends, the limit is reached, or a shutdown
 /// was requested and no transaction is open.
-fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, shutdown: &Shutdown) -> Result<()> {
+fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, shutdown: &Shutdown, metrics: Option<&Metrics>) -> Result<()> {
     loop {
         if shutdown.requested() && (!decoder.in_transaction() || shutdown.forced()) {
             return Ok(());
@@ -202,7 +212,12 @@ fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, sh
                 let h = ev.header;
                 let next_offset = u64::from(h.log_pos);
                 let offset = next_offset.saturating_sub(u64::from(h.event_size));
-                if decoder.feed(ev.raw(), offset, next_offset, sink)? == Flow::Stop {
+                let flow = decoder.feed(ev.raw(), offset, next_offset, sink)?;
+                if let Some(m) = metrics {
+                    m.event_read(&h, decoder.file(), next_offset);
+                    m.set_rows_events_filtered(decoder.stats.filtered_events);
+                }
+                if flow == Flow::Stop {
                     return Ok(());
                 }
             }
@@ -239,8 +254,12 @@ fn check_identity(prev: &Position, source: &ServerSource) -> Result<()> {
     )
 }
 
-/// Exponential backoff with jitter, cut short by a shutdown request.
-fn backoff(rt: &Runtime, shutdown: &Shutdown, failures: u32, err: &anyhow::Error) {
+/// Exponential backoff with jitter, cut short by a shutdown request; counted as an error of
+/// `kind` and a reconnect, and not ready meanwhile.
+fn backoff(rt: &Runtime, shutdown: &Shutdown, failures: u32, err: &anyhow::Error, (metrics, kind): (&Metrics, &'static str)) {
+    metrics.set_ready(false);
+    metrics.error(kind);
+    metrics.reconnect();
     use std::hash::{BuildHasher, RandomState};
     let base = Duration::from_millis(200) * 2u32.saturating_pow(failures.min(8));
     let base = base.min(Duration::from_secs(30));
