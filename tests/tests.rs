@@ -9,6 +9,7 @@ mod files;
 mod history;
 mod kafka;
 mod mysql_files;
+mod ops;
 mod server;
 mod stream;
 mod transactions;
