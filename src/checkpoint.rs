@@ -21,7 +21,7 @@ use crate::position::{Flavor, Resume};
 use crate::event::{Change, Ddl};
 use crate::outbox::Message;
 use crate::gtid::GtidSet;
-use crate::metrics::Metrics;
+use crate::metrics::{ChangeLabels, Metrics};
 use crate::sink::Sink;
 
 const VERSION: u32 = 1;
@@ -181,7 +181,7 @@ impl<'a> Checkpointing<'a> {
         Checkpointing { inner, file, schedule, server: None, last_commit: None, saved, metrics: None }
     }
 
-    /// Counts the position file writes for `/metrics`.
+    /// Counts changes, transactions and position file writes for `/metrics`.
     pub fn set_metrics(&mut self, metrics: Metrics) {
         self.metrics = Some(metrics);
     }
@@ -250,7 +250,11 @@ impl<'a> Checkpointing<'a> {
 
 impl Sink for Checkpointing<'_> {
     fn change(&mut self, change: &Change) -> Result<()> {
-        self.inner.change(change)
+        self.inner.change(change)?;
+        if let Some(m) = &self.metrics {
+            m.change(&ChangeLabels { db: change.table.db.clone(), table: change.table.name.clone(), op: change.op.as_str() });
+        }
+        Ok(())
     }
 
     fn ddl(&mut self, ddl: &Ddl) -> Result<()> {
@@ -263,6 +267,9 @@ impl Sink for Checkpointing<'_> {
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {
         self.inner.commit(resume)?;
+        if let Some(m) = &self.metrics {
+            m.transaction();
+        }
         self.last_commit = Some(resume.clone());
         if self.schedule.committed() {
             let acked = self.inner.acknowledged()?;

@@ -18,7 +18,7 @@ use crate::decode::{Decoder, Flow, Options};
 use crate::position::Resume;
 use crate::error::is_transient;
 use crate::metrics::Metrics;
-use crate::ops::{self, metered::Metered};
+use crate::ops;
 use crate::preflight::{self, Status};
 use crate::shutdown::Shutdown;
 use crate::sink::kafka::KafkaSink;
@@ -121,8 +121,7 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
         sink.set_server(source.flavor, source.identity.clone());
         sink.begin_at(source.start.clone())?;
         let mut decoder = server_decoder(&rt, &settings.server, &source, settings.decode.clone())?;
-        let mut metered = Metered { inner: &mut sink, metrics: metrics.clone() };
-        let result = run(&mut source, &mut decoder, &mut metered, &shutdown, Some(&metrics));
+        let result = run(&mut source, &mut decoder, &mut sink, &shutdown, Some(&metrics));
         drop(source);
         match result {
             Ok(()) => return sink.finish(),

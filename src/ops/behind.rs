@@ -53,14 +53,10 @@ pub fn spawn(rt: &Handle, opts: Opts, metrics: Metrics) {
             };
             let Some(behind) = bytes_behind(&logs, &metrics.read_position()) else { continue };
             metrics.set_behind(behind);
-            match progress.as_mut() {
-                Some(p) => {
-                    if p.update(behind) {
-                        progress = None;
-                    }
-                }
-                None if first && behind >= FAR_BEHIND => progress = Some(Progress::new(behind)),
-                None => {}
+            if progress.as_mut().is_some_and(|p| p.update(behind)) {
+                progress = None;
+            } else if progress.is_none() && first && behind >= FAR_BEHIND {
+                progress = Some(Progress::new(behind));
             }
             first = false;
         }

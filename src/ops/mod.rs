@@ -1,4 +1,4 @@
-//! Operating binlog-tail: the metrics endpoint and probes, the counting sink wrapper, the poll of
+//! Operating binlog-tail: the metrics endpoint and probes, the poll of
 //! how far behind the server reading is, `status`, log formats, completions and the man page.
 //!
 //! Invariants: nothing here changes what is emitted or when the position moves; the endpoint and
@@ -8,5 +8,4 @@ pub mod behind;
 pub mod http;
 pub mod logging;
 pub mod manual;
-pub mod metered;
 pub mod status;
