@@ -290,3 +290,44 @@ fn a_bad_metrics_address_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--metrics-addr"));
     assert!(!dir.path().join("p.json").exists());
 }
+
+/// The compose file's MySQL options: those MariaDB shares make a server that `check` passes on;
+/// the MySQL-only GTID options are there.
+#[test]
+fn the_compose_files_mysql_options_pass_check() {
+    let compose = std::fs::read_to_string(crate::util::root().join("examples/docker-compose.yml")).unwrap();
+    let options: Vec<&str> = compose
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "image: mysql:8.4")
+        .skip_while(|l| *l != "command:")
+        .skip(1)
+        .map_while(|l| l.strip_prefix("- --"))
+        .collect();
+    for mysql_only in ["gtid-mode=ON", "enforce-gtid-consistency=ON"] {
+        assert!(options.contains(&mysql_only), "{options:?}");
+    }
+    let shared: Vec<String> = options.iter().filter(|o| o.starts_with("binlog-") || o.starts_with("log-bin")).map(|o| format!("--{o}")).collect();
+    assert_eq!(shared.len(), 4, "{options:?}");
+    let shared: Vec<&str> = shared.iter().map(String::as_str).collect();
+    let server = MariaDb::start(&shared);
+    let out = binlog_tail().args(["check", "--url", &server.url()]).env("MYSQL_PWD", "replpass").output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
+    for setting in ["log_bin", "binlog_format", "binlog_row_image", "binlog_row_metadata"] {
+        assert!(report.lines().any(|l| l.starts_with("PASS") && l.contains(setting)), "{setting}: {report}");
+    }
+}
+
+/// Every binlog-tail command the example workflow runs is the README's.
+#[test]
+fn the_workflows_commands_are_the_readmes() {
+    let workflow = std::fs::read_to_string(crate::util::root().join("examples/github-actions.yml")).unwrap();
+    let readme = std::fs::read_to_string(crate::util::root().join("README.md")).unwrap();
+    let commands: Vec<&str> =
+        workflow.lines().filter_map(|l| l.trim().strip_prefix("run: ")).filter(|c| c.starts_with("binlog-tail ")).collect();
+    assert_eq!(commands.len(), 2, "{workflow}");
+    for c in commands {
+        assert!(readme.contains(c), "the README does not show `{c}`");
+    }
+}
