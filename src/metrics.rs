@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
 
@@ -17,6 +17,7 @@ use crate::frame::Header;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +51,10 @@ struct Inner {
     checkpoint_offset: Gauge,
     reconnects: Counter,
     errors: Family<ErrorLabels, Counter>,
+    kafka_in_flight_messages: Gauge,
+    kafka_in_flight_bytes: Gauge,
+    kafka_ack_latency: Histogram,
+    kafka_delivery_errors: Counter,
     ready: AtomicBool,
     /// Timestamp (seconds since the epoch) of the last non-heartbeat event read.
     last_event_ts: AtomicU64,
@@ -94,6 +99,11 @@ impl Metrics {
             checkpoint_offset: Gauge::default(),
             reconnects: Counter::default(),
             errors: Family::default(),
+            kafka_in_flight_messages: Gauge::default(),
+            kafka_in_flight_bytes: Gauge::default(),
+            // 0.5 ms to about 65 s.
+            kafka_ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+            kafka_delivery_errors: Counter::default(),
             ready: AtomicBool::new(false),
             last_event_ts: AtomicU64::new(0),
             caught_up: AtomicBool::new(false),
@@ -142,6 +152,16 @@ impl Metrics {
         );
         registry.register("reconnects", "Reconnections to the server after a failure", inner.reconnects.clone());
         registry.register("errors", "Errors by kind (connect: opening the stream; stream: while streaming)", inner.errors.clone());
+        let kafka = registry.sub_registry_with_prefix("kafka");
+        kafka.register("in_flight_messages", "Messages handed to the Kafka producer and not yet acknowledged", inner.kafka_in_flight_messages.clone());
+        kafka.register_with_unit("in_flight", "Bytes of message values not yet acknowledged", Unit::Bytes, inner.kafka_in_flight_bytes.clone());
+        kafka.register_with_unit(
+            "ack_latency",
+            "From reading a transaction's end to Kafka's acknowledgement of it and everything before it",
+            Unit::Seconds,
+            inner.kafka_ack_latency.clone(),
+        );
+        kafka.register("delivery_errors", "Messages Kafka refused for good (each stops binlog-tail)", inner.kafka_delivery_errors.clone());
         Metrics(Arc::new(Inner { registry, ..inner }))
     }
 
@@ -203,6 +223,25 @@ impl Metrics {
         m.checkpoint_file.set(number);
         m.checkpoint_offset.set(i64::try_from(offset).unwrap_or(i64::MAX));
         *m.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// A message of `bytes` was handed to the Kafka producer.
+    pub fn kafka_sent(&self, bytes: usize) {
+        self.0.kafka_in_flight_messages.inc();
+        self.0.kafka_in_flight_bytes.inc_by(bytes as i64);
+    }
+
+    /// Kafka acknowledged a message of `bytes` (`ok`), or refused it.
+    pub fn kafka_settled(&self, bytes: usize, ok: bool) {
+        self.0.kafka_in_flight_messages.dec();
+        self.0.kafka_in_flight_bytes.dec_by(bytes as i64);
+        if !ok {
+            self.0.kafka_delivery_errors.inc();
+        }
+    }
+
+    pub fn kafka_ack_latency(&self, latency: Duration) {
+        self.0.kafka_ack_latency.observe(latency.as_secs_f64());
     }
 
     pub fn reconnect(&self) {

@@ -88,11 +88,15 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
     };
     let rt = runtime()?;
     let shutdown = Shutdown::install(&rt);
+    let metrics = Metrics::new();
     let mut out: Box<dyn Sink> = match (settings.sink, &settings.kafka) {
-        (SinkKind::Kafka, Some(kafka)) => Box::new(KafkaSink::new(kafka.clone(), shutdown.clone())?),
+        (SinkKind::Kafka, Some(kafka)) => {
+            let kafka = KafkaSink::new(kafka.clone(), shutdown.clone())?;
+            kafka.set_metrics(metrics.clone());
+            Box::new(kafka)
+        }
         _ => Box::new(StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()))),
     };
-    let metrics = Metrics::new();
     if let Some(addr) = settings.metrics_addr {
         ops::http::serve(addr, metrics.clone())?;
     }

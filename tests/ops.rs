@@ -331,3 +331,32 @@ fn the_workflows_commands_are_the_readmes() {
         assert!(readme.contains(c), "the README does not show `{c}`");
     }
 }
+
+#[test]
+fn kafka_metrics_count_what_the_broker_acknowledged() {
+    let server = MariaDb::shared();
+    let db = server.fresh_db("opsk");
+    server.sql(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY);"));
+    let broker = crate::util::Broker::start();
+    broker.create_topic("opsk.t", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let brokers = broker.addr();
+    let extra = ["--sink", "kafka", "--kafka-brokers", &brokers, "--include", "opsk", "--metrics-addr", &addr];
+    let run = Stream::start(server, &position, dir.path(), 0, &extra);
+    run.wait_ready(&position);
+    let sql: String = (0..5).map(|tx| format!("INSERT INTO {db}.t VALUES ({}), ({});\n", tx * 2, tx * 2 + 1)).collect();
+    server.sql(&sql);
+    assert_eq!(broker.read("opsk.t", 10).len(), 10, "{}", run.log());
+    until("every acknowledged transaction is in the histogram", || {
+        metric(port, "binlog_tail_kafka_ack_latency_seconds_count") >= 5.0
+    });
+    assert_eq!(metric(port, "binlog_tail_kafka_in_flight_messages"), 0.0);
+    assert_eq!(metric(port, "binlog_tail_kafka_in_flight_bytes"), 0.0);
+    assert_eq!(metric(port, "binlog_tail_kafka_delivery_errors_total"), 0.0);
+    assert_eq!(metric(port, "binlog_tail_changes_emitted_total{db=\"opsk\",table=\"t\",op=\"insert\"}"), 10.0);
+    let log = run.log();
+    assert!(run.stop().success(), "{log}");
+}

@@ -13,7 +13,7 @@ mod latency;
 mod route;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -25,6 +25,7 @@ use rdkafka::ClientContext;
 use super::Sink;
 use crate::position::Resume;
 use crate::event::{Change, Ddl};
+use crate::metrics::Metrics;
 use crate::outbox::Message;
 use crate::shutdown::Shutdown;
 use config::KafkaSettings;
@@ -35,6 +36,7 @@ struct Reports {
     /// Transaction sequence numbers of delivered messages and when, one entry per message.
     delivered: Mutex<Vec<(u64, Instant)>>,
     failure: Mutex<Option<String>>,
+    metrics: OnceLock<Metrics>,
 }
 
 impl ClientContext for Reports {}
@@ -43,6 +45,10 @@ impl ProducerContext for Reports {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        if let Some(m) = self.metrics.get() {
+            let (Ok(msg) | Err((_, msg))) = result;
+            m.kafka_settled(msg.payload_len(), result.is_ok());
+        }
         match result {
             Ok(_) => self.delivered.lock().expect("not poisoned").push((seq as u64, Instant::now())),
             Err((err, msg)) => {
@@ -109,7 +115,7 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     pub fn new(settings: KafkaSettings, shutdown: Arc<Shutdown>) -> Result<KafkaSink> {
-        let reports = Reports { delivered: Mutex::new(Vec::new()), failure: Mutex::new(None) };
+        let reports = Reports { delivered: Mutex::new(Vec::new()), failure: Mutex::new(None), metrics: OnceLock::new() };
         let producer: BaseProducer<Reports> = settings
             .client_config()?
             .create_with_context(reports)
@@ -124,6 +130,11 @@ impl KafkaSink {
             shutdown,
             latency: AckLatency::new(),
         })
+    }
+
+    /// Counts messages in flight, acknowledgement latency and delivery errors for `/metrics`.
+    pub fn set_metrics(&self, metrics: Metrics) {
+        let _ = self.producer.context().metrics.set(metrics);
     }
 
     /// Hands one message to the producer, waiting while its queue is full.
@@ -152,6 +163,9 @@ impl KafkaSink {
             }
         }
         self.inflight.back_mut().expect("an open transaction").outstanding += 1;
+        if let Some(m) = self.producer.context().metrics.get() {
+            m.kafka_sent(value.len());
+        }
         self.producer.poll(Duration::ZERO);
         self.check_failure()
     }
@@ -186,7 +200,11 @@ impl KafkaSink {
             self.acked_at = self.acked_at.max(tx.last_ack).max(Some(read));
             if tx.last_ack.is_some() {
                 // Only transactions with messages: filtered ones would show Kafka as instant.
-                self.latency.acknowledged(read, self.acked_at.expect("set"));
+                let acked = self.acked_at.expect("set");
+                self.latency.acknowledged(read, acked);
+                if let Some(m) = self.producer.context().metrics.get() {
+                    m.kafka_ack_latency(acked.duration_since(read));
+                }
             }
             self.acked = Some(resume);
         }
