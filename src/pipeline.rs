@@ -43,7 +43,10 @@ pub fn dump(args: DumpArgs) -> Result<()> {
     let shutdown = Shutdown::install(&rt);
     let mut source = ServerSource::open(rt.handle(), &cfg, &start, Checks::Basic)?;
     let mut decoder = server_decoder(&rt, &cfg, &source, opts)?;
-    run(&mut source, &mut decoder, &mut sink, &shutdown, None)?;
+    // Only for the catch-up progress: dump serves no metrics.
+    let metrics = Metrics::new();
+    ops::behind::spawn(rt.handle(), connect_opts(&cfg)?, metrics.clone());
+    run(&mut source, &mut decoder, &mut sink, &shutdown, &metrics)?;
     log_stats(&decoder);
     sink.flush()
 }
@@ -125,7 +128,7 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
         sink.set_server(source.flavor, source.identity.clone());
         sink.begin_at(source.start.clone())?;
         let mut decoder = server_decoder(&rt, &settings.server, &source, settings.decode.clone())?;
-        let result = run(&mut source, &mut decoder, &mut sink, &shutdown, Some(&metrics));
+        let result = run(&mut source, &mut decoder, &mut sink, &shutdown, &metrics);
         drop(source);
         match result {
             Ok(()) => return sink.finish(),
@@ -196,7 +199,7 @@ const IDLE_WAKEUP: Duration = Duration::from_millis(250);
 
 /// Feeds server events to the decoder until the stream ends, the limit is reached, or a shutdown
 /// was requested and no transaction is open.
-fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, shutdown: &Shutdown, metrics: Option<&Metrics>) -> Result<()> {
+fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, shutdown: &Shutdown, metrics: &Metrics) -> Result<()> {
     loop {
         if shutdown.requested() && (!decoder.in_transaction() || shutdown.forced()) {
             return Ok(());
@@ -216,10 +219,8 @@ fn run(source: &mut ServerSource, decoder: &mut Decoder, sink: &mut dyn Sink, sh
                 let next_offset = u64::from(h.log_pos);
                 let offset = next_offset.saturating_sub(u64::from(h.event_size));
                 let flow = decoder.feed(ev.raw(), offset, next_offset, sink)?;
-                if let Some(m) = metrics {
-                    m.event_read(&h, decoder.file(), next_offset);
-                    m.set_rows_events_filtered(decoder.stats.filtered_events);
-                }
+                metrics.event_read(&h, decoder.file(), next_offset);
+                metrics.set_rows_events_filtered(decoder.stats.filtered_events);
                 if flow == Flow::Stop {
                     return Ok(());
                 }

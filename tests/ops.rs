@@ -57,13 +57,13 @@ fn free_port() -> u16 {
 fn metrics_and_probes_follow_a_stream_behind_a_backlog_and_a_server_restart() {
     let _heavy = heavy();
     let server = MariaDb::start(&[]);
-    server.sql("CREATE DATABASE m; CREATE TABLE m.t (id INT PRIMARY KEY, pad VARCHAR(200));");
-    // A backlog written an hour "ago" (the session timestamp is what binlog events carry): while
+    server.sql("CREATE DATABASE m; CREATE TABLE m.t (id INT PRIMARY KEY, pad VARCHAR(300));");
+    // A backlog of over 6 MiB written an hour "ago" (the session timestamp is what binlog events carry): while
     // binlog-tail is stuck in it, the lag is at least that hour.
     let mut backlog = String::from("USE m;\nSET timestamp = UNIX_TIMESTAMP() - 3600;\n");
     for tx in 0..200 {
         backlog.push_str(&format!(
-            "INSERT INTO m.t SELECT seq, REPEAT('x', 150) FROM seq_{}_to_{};\n",
+            "INSERT INTO m.t SELECT seq, REPEAT('x', 300) FROM seq_{}_to_{};\n",
             tx * 100 + 1,
             tx * 100 + 100
         ));
@@ -107,7 +107,10 @@ fn metrics_and_probes_follow_a_stream_behind_a_backlog_and_a_server_restart() {
     until("the lag returns to 0", || metric(port, "binlog_tail_lag_seconds") == 0.0);
     assert!(metric(port, "binlog_tail_transactions_total") >= 200.0);
     assert!(metric(port, "binlog_tail_checkpoints_total") >= 1.0);
-    assert!(metric(port, "binlog_tail_bytes_read_total") > 20000.0 * 150.0);
+    assert!(metric(port, "binlog_tail_bytes_read_total") > 20000.0 * 300.0);
+    // Starting more than 4 MiB behind shows the progress (stderr is not a terminal: log lines).
+    until("the end of the catch-up is logged", || log().contains("caught up with the server's binlog end"));
+    assert!(log().contains("catching up: "), "{}", log());
 
     // New writes in real time move the counters; idle again, the lag stays 0 (heartbeats).
     server.sql("INSERT INTO m.t VALUES (100001, 'live');");
