@@ -90,7 +90,7 @@ impl StreamSettings {
         };
         let start = match (args.server.start.clone(), &file.start) {
             (Some(s), _) => Some(s),
-            (None, Some(s)) => Some(s.parse().context("bad `start` in the config file")?),
+            (None, Some(s)) => Some(s.parse::<Start>().map_err(|e| Usage(format!("bad `start` in the config file: {e:#}")))?),
             (None, None) => None,
         };
         let merged = ServerArgs {
