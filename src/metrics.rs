@@ -164,7 +164,7 @@ impl Metrics {
         kafka.register("delivery_errors", "Messages Kafka refused for good (each stops binlog-tail)", inner.kafka_delivery_errors.clone());
         // Both kinds exist from the start, so `increase()` sees the first error.
         for kind in ["connect", "stream"] {
-            inner.errors.get_or_create(&ErrorLabels { kind });
+            let _ = inner.errors.get_or_create(&ErrorLabels { kind });
         }
         Metrics(Arc::new(Inner { registry, ..inner }))
     }
