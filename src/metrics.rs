@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prometheus_client::encoding::EncodeLabelSet;
 
 use crate::frame::Header;
-use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -179,8 +179,9 @@ impl Metrics {
         c.inc_by(total.saturating_sub(c.get()));
     }
 
-    pub fn change(&self, labels: &ChangeLabels) {
-        self.0.changes.get_or_create(labels).inc();
+    /// The counter of change events of one table and operation.
+    pub fn changes(&self, labels: &ChangeLabels) -> Counter {
+        self.0.changes.get_or_create(labels).clone()
     }
 
     pub fn transaction(&self) {
