@@ -320,8 +320,8 @@ fn wait_for_server_rides_out_a_server_that_is_still_starting() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(child.try_wait().unwrap().is_none(), "still waiting for the server");
     let server = MariaDb::start_on_port(port);
-    let status = child.wait().unwrap();
-    assert!(status.success(), "dump connected once the server was up");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "dump connected once the server was up: {}", String::from_utf8_lossy(&out.stderr));
     drop(server);
 }
 
