@@ -25,9 +25,11 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::position::{Flavor, Resume, SnapshotProgress};
-use crate::event::{Change, Ddl};
+use crate::event::{Change, Ddl, Op};
 use crate::outbox::Message;
 use crate::gtid::GtidSet;
+use crate::metrics::{ChangeLabels, Counter, Metrics};
+use crate::schema::Table;
 use crate::sink::Sink;
 
 const VERSION: u32 = 2;
@@ -167,13 +169,7 @@ impl PositionFile {
 
     /// The saved position, None if there is no file yet.
     pub fn load(&self) -> Result<Option<Position>> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("cannot read the position file {}", self.path.display())),
-        };
-        let pos = Position::parse(&text).with_context(|| self.path.display().to_string())?;
-        Ok(Some(pos))
+        read_position(&self.path)
     }
 
     /// Replaces the file atomically.
@@ -241,12 +237,17 @@ pub struct Checkpointing<'a> {
     saved: Option<Position>,
     stream_id: String,
     snapshot: Option<Arc<SnapshotProgress>>,
+    metrics: Option<Metrics>,
+    /// The counter of the last table and operation seen: rows come in runs of one table, so
+    /// counting a row is one comparison and one atomic add, not a label lookup. Holding the
+    /// table keeps its address from being reused by another.
+    counting: Option<(Arc<Table>, Op, Counter)>,
 }
 
 impl<'a> Checkpointing<'a> {
     pub fn new(inner: &'a mut dyn Sink, file: PositionFile, schedule: Schedule, saved: Option<Position>, stream_id: String) -> Self {
         let snapshot = saved.as_ref().and_then(|p| p.snapshot.clone()).map(Arc::new);
-        Checkpointing { inner, file, schedule, server: None, last_commit: None, saved, stream_id, snapshot }
+        Checkpointing { inner, file, schedule, server: None, last_commit: None, saved, stream_id, snapshot, metrics: None, counting: None }
     }
 
     fn position_at(&self, flavor: Flavor, resume: &Resume, identity: &ServerIdentity) -> Position {
@@ -260,6 +261,11 @@ impl<'a> Checkpointing<'a> {
             self.snapshot = resume.snapshot.clone();
         }
         (Resume { snapshot: self.snapshot.clone(), ..resume.clone() }, progressed)
+    }
+
+    /// Counts changes, transactions and position file writes for `/metrics`.
+    pub fn set_metrics(&mut self, metrics: Metrics) {
+        self.metrics = Some(metrics);
     }
 
     /// The server the following commits come from.
@@ -306,6 +312,9 @@ impl<'a> Checkpointing<'a> {
         }
         let pos = self.position_at(*flavor, &resume, identity);
         self.file.save(&pos)?;
+        if let Some(m) = &self.metrics {
+            m.checkpoint_saved(&pos.file, pos.offset);
+        }
         self.saved = Some(pos);
         Ok(())
     }
@@ -327,7 +336,20 @@ impl<'a> Checkpointing<'a> {
 
 impl Sink for Checkpointing<'_> {
     fn change(&mut self, change: &Change) -> Result<()> {
-        self.inner.change(change)
+        self.inner.change(change)?;
+        let Some(m) = &self.metrics else { return Ok(()) };
+        match &self.counting {
+            Some((table, op, counter)) if Arc::ptr_eq(table, &change.table) && *op == change.op => {
+                counter.inc();
+            }
+            _ => {
+                let labels = ChangeLabels { db: change.table.db.clone(), table: change.table.name.clone(), op: change.op.as_str() };
+                let counter = m.changes(&labels);
+                counter.inc();
+                self.counting = Some((change.table.clone(), change.op, counter));
+            }
+        }
+        Ok(())
     }
 
     fn ddl(&mut self, ddl: &Ddl) -> Result<()> {
@@ -341,6 +363,9 @@ impl Sink for Checkpointing<'_> {
     fn commit(&mut self, resume: &Resume) -> Result<()> {
         let (resume, progressed) = self.stamp(resume);
         self.inner.commit(&resume)?;
+        if let Some(m) = &self.metrics {
+            m.transaction();
+        }
         self.last_commit = Some(resume);
         if self.schedule.committed() || progressed {
             let acked = self.inner.acknowledged()?;
@@ -390,6 +415,18 @@ impl Schedule {
         self.pending = 0;
         self.last = Instant::now();
     }
+}
+
+/// The position saved at `path` without taking the lock (for `status`, beside a running stream;
+/// the file is replaced by rename, so a read sees one whole version). None if there is none yet.
+pub fn read_position(path: &Path) -> Result<Option<Position>> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read the position file {}", path.display())),
+    };
+    let pos = Position::parse(&text).with_context(|| path.display().to_string())?;
+    Ok(Some(pos))
 }
 
 pub fn now_rfc3339() -> String {

@@ -16,10 +16,15 @@ pub struct Cli {
     /// Log more (-v: debug, -vv: trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Log lines on stderr as text, or as JSON objects for log shippers [default: text].
+    #[arg(long, value_enum, global = true, env = "BINLOG_TAIL_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
 
+// Parsed once per process: the size of the small variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Decode a server's binlog (as a replica) or binlog files into JSON lines on stdout.
@@ -30,6 +35,34 @@ pub enum Command {
     Check(CheckArgs),
     /// Ask a running stream (through its --signal-table) to snapshot tables again.
     Snapshot(SignalArgs),
+    /// Show a saved position, and with --url whether the server can continue from it (exit 3: lost).
+    Status(StatusArgs),
+    /// Print a shell completion script (e.g. `binlog-tail completions bash > /etc/bash_completion.d/binlog-tail`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `binlog-tail man > binlog-tail.1`.
+    Man,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The position file to report on (read without taking its lock: a stream may be running).
+    #[arg(long, env = "BINLOG_TAIL_POSITION_FILE")]
+    pub position_file: PathBuf,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +167,9 @@ pub struct StreamArgs {
     /// Accept a stdout that throws events away (/dev/null) with --sink stdout; the position still moves.
     #[arg(long, env = "BINLOG_TAIL_ALLOW_DISCARD")]
     pub allow_discard: bool,
+    /// Serve Prometheus metrics (/metrics) and probes (/healthz, /readyz) on HOST:PORT [default: off].
+    #[arg(long, value_name = "HOST:PORT", env = "BINLOG_TAIL_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]

@@ -3,13 +3,14 @@
 //! Invariants: unknown keys are an error (a typo must not silently fall back to a default), and
 //! every value is validated the same way whether it came from a flag, the environment or the file.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{EmitArgs, OnOff, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode, StreamArgs, TlsArgs};
+use crate::cli::{EmitArgs, LogFormat, OnOff, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode, StreamArgs, TlsArgs};
 use crate::decode::Options;
 use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
@@ -42,6 +43,8 @@ pub struct FileConfig {
     pub checkpoint_interval: Option<f64>,
     pub resume_by: Option<ResumeBy>,
     pub allow_discard: Option<bool>,
+    pub metrics_addr: Option<String>,
+    pub log_format: Option<LogFormat>,
     #[serde(default)]
     pub include: Vec<String>,
     #[serde(default)]
@@ -102,6 +105,8 @@ pub struct StreamSettings {
     pub kafka: Option<KafkaSettings>,
     /// Set with `--snapshot initial`.
     pub snapshot: Option<snapshot::Settings>,
+    /// Where to serve /metrics, /healthz and /readyz.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl StreamSettings {
@@ -209,6 +214,7 @@ impl StreamSettings {
             position_file,
             sink,
             allow_discard: args.allow_discard || file.allow_discard.unwrap_or(false),
+            metrics_addr: args.metrics_addr.or(file.metrics_addr).as_deref().map(socket_addr).transpose()?,
             kafka,
             checkpoint_every: args.checkpoint_every.or(file.checkpoint_every).unwrap_or(1000).max(1),
             checkpoint_interval: seconds(args.checkpoint_interval.or(file.checkpoint_interval).unwrap_or(1.0), "checkpoint interval")?,
@@ -337,6 +343,14 @@ pub fn format_settings(args: &EmitArgs, url: Option<&str>) -> Result<FormatSetti
 /// A bad value that clap could not catch: exit code 2 like a bad command line.
 fn usage(e: anyhow::Error) -> anyhow::Error {
     Usage(format!("{e:#}")).into()
+}
+
+/// `HOST:PORT` for `--metrics-addr` (a bad value is a usage error, exit 2).
+fn socket_addr(addr: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| Usage(format!("bad --metrics-addr `{addr}`: expected HOST:PORT, e.g. 0.0.0.0:9187")).into())
 }
 
 fn seconds(secs: f64, what: &str) -> Result<Duration> {

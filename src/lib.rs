@@ -3,7 +3,8 @@
 //!
 //! Layers, each using only those above it in this list (no import circles):
 //! - `gtid`, `position` (flavour, resume point), `text` (charsets, JSON strings), `frame`
-//!   (binlog event framing, CRC32)
+//!   (binlog event framing, CRC32), then `metrics` (counters and probe state, fed by the layers
+//!   below)
 //! - `schema` (decoded tables and row images), then `event` (the JSON contract, `Op`), then
 //!   `format` (the Debezium, Maxwell and Canal envelopes of a change)
 //! - `filter`, `outbox`, `signal` (incremental snapshot requests)
@@ -11,7 +12,8 @@
 //! - `checkpoint` (position file), `error`, `shutdown`, `history` (is a position in a server's
 //!   binlog history?), `preflight`, `source` (files, servers)
 //! - `snapshot` (existing rows read in chunks, emitted at their binlog positions)
-//! - `cli`, `config`, `pipeline` (what each subcommand runs)
+//! - `cli`, `config`, `ops` (metrics endpoint, lag poll, status, logs, completions, man page),
+//!   `pipeline` (what each subcommand runs)
 
 pub mod checkpoint;
 pub mod cli;
@@ -24,6 +26,8 @@ pub mod format;
 pub mod frame;
 pub mod gtid;
 pub mod history;
+pub mod metrics;
+pub mod ops;
 pub mod outbox;
 pub mod pipeline;
 pub mod position;

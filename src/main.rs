@@ -6,22 +6,27 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use binlog_tail::cli::{Cli, Command};
+use binlog_tail::ops::{logging, manual, status};
 use binlog_tail::{error, pipeline, sink};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let log_format = logging::format(&cli);
+    logging::init(cli.verbose, log_format);
     let result = match cli.command {
         Command::Dump(args) => pipeline::dump(args),
         Command::Stream(args) => pipeline::stream(args),
         Command::Check(args) => pipeline::check(args),
         Command::Snapshot(args) => pipeline::signal(args),
+        Command::Status(args) => status::status(args),
+        Command::Completions { shell } => manual::completions(shell),
+        Command::Man => manual::man(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.chain().any(|c| c.is::<sink::stdout::Closed>()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            logging::report_error(log_format, &e);
             if e.chain().any(|c| c.is::<error::Purged>()) {
                 ExitCode::from(error::EXIT_PURGED)
             } else if e.chain().any(|c| c.is::<error::Usage>()) {
@@ -31,15 +36,4 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "binlog_tail=info",
-        1 => "binlog_tail=debug",
-        _ => "binlog_tail=trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }

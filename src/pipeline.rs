@@ -20,6 +20,8 @@ use crate::format::Encoder;
 use crate::decode::{Decoder, Flow, Options};
 use crate::position::Resume;
 use crate::error::is_transient;
+use crate::metrics::Metrics;
+use crate::ops;
 use crate::preflight::{self, Status};
 use crate::event::Op;
 use crate::position::{Flavor, SnapshotProgress};
@@ -60,7 +62,10 @@ pub fn dump(args: DumpArgs) -> Result<()> {
         None => None,
     };
     let mut decoder = server_decoder(&rt, &cfg, &source, opts)?;
-    run(&mut source, &mut decoder, &mut sink, &shutdown, snapshot.as_mut(), until)?;
+    // Only for the catch-up progress: dump serves no metrics.
+    let metrics = Metrics::new();
+    ops::behind::spawn(rt.handle(), connect_opts(&cfg)?, metrics.clone());
+    run(&mut source, &mut decoder, &mut sink, &shutdown, snapshot.as_mut(), until, &metrics)?;
     log_stats(&decoder);
     sink.flush()
 }
@@ -107,16 +112,24 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
     let shutdown = Shutdown::install(&rt);
     let encoder = Encoder::new(settings.format.clone());
     let stream_id = saved.as_ref().and_then(|p| p.stream_id.clone()).unwrap_or_else(new_stream_id);
+    let metrics = Metrics::new();
     let mut out: Box<dyn Sink> = match (settings.sink, &settings.kafka) {
         (SinkKind::Kafka, Some(kafka)) => {
             // The format is part of it: another format makes other messages.
             let configuration = format!("{:?}|{:?}|{}", settings.decode, settings.format, kafka.routing());
-            Box::new(KafkaSink::new(kafka.clone(), encoder, shutdown.clone(), dedupe::stream_name(&stream_id, &configuration))?)
+            let kafka = KafkaSink::new(kafka.clone(), encoder, shutdown.clone(), dedupe::stream_name(&stream_id, &configuration))?;
+            kafka.set_metrics(metrics.clone());
+            Box::new(kafka)
         }
         _ => Box::new(StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()), encoder)),
     };
+    if let Some(addr) = settings.metrics_addr {
+        ops::http::serve(addr, metrics.clone())?;
+    }
+    ops::behind::spawn(rt.handle(), connect_opts(&settings.server)?, metrics.clone());
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
     let mut sink = Checkpointing::new(out.as_mut(), position_file, schedule, saved.clone(), stream_id);
+    sink.set_metrics(metrics.clone());
     let mut snapshot: Option<Snapshot> = None;
     // Failed attempts since a stream last delivered something; of those, the streams that the
     // server closed before sending any event.
@@ -140,11 +153,12 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
                         snapshot = new_snapshot(&rt, &settings.server, &source, snap.clone(), &settings.decode, saved_progress)?;
                     }
                 }
+                metrics.set_ready(true);
                 sink.set_server(source.flavor, source.identity.clone());
                 let progress = snapshot.as_ref().map(Snapshot::progress);
                 sink.begin_at(Resume { snapshot: progress, ..source.start.clone() })?;
                 let mut decoder = server_decoder(&rt, &settings.server, &source, settings.decode.clone())?;
-                let result = run(&mut source, &mut decoder, &mut sink, &shutdown, snapshot.as_mut(), Until::End);
+                let result = run(&mut source, &mut decoder, &mut sink, &shutdown, snapshot.as_mut(), Until::End, &metrics);
                 let delivered = source.delivered();
                 drop(source);
                 match result {
@@ -187,7 +201,8 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
             );
         }
         attempt += 1;
-        backoff(&rt, &shutdown, &settings.server, attempt, &err);
+        let kind = if delivered.is_some() { "stream" } else { "connect" };
+        backoff(&rt, &shutdown, &settings.server, attempt, &err, (&metrics, kind));
     }
 }
 
@@ -347,6 +362,7 @@ fn run(
     shutdown: &Shutdown,
     mut snapshot: Option<&mut Snapshot>,
     until: Until,
+    metrics: &Metrics,
 ) -> Result<()> {
     // The last point between transactions, where an idle stream stands.
     let (mut at_file, mut at_offset) = (source.start.file.clone(), source.start.offset);
@@ -378,6 +394,8 @@ fn run(
                     Some(snap) => decoder.feed(ev.raw(), offset, next_offset, &mut Snapshotting { sink: &mut *sink, snapshot: snap })?,
                     None => decoder.feed(ev.raw(), offset, next_offset, sink)?,
                 };
+                metrics.event_read(&h, decoder.file(), next_offset);
+                metrics.set_rows_events_filtered(decoder.stats.filtered_events);
                 if flow == Flow::Stop {
                     return Ok(());
                 }
@@ -429,8 +447,12 @@ const MAX_EMPTY_STREAMS: u32 = 5;
 
 /// Exponential backoff with jitter, cut short by a shutdown request. Connecting is retried
 /// without a limit (a CDC process must outlive a DNS or network blip), so every attempt is
-/// logged with its number and the address.
-fn backoff(rt: &Runtime, shutdown: &Shutdown, server: &ServerConfig, attempt: u32, err: &anyhow::Error) {
+/// logged with its number and the address; counted as an error of `kind` and a reconnect, and
+/// not ready meanwhile.
+fn backoff(rt: &Runtime, shutdown: &Shutdown, server: &ServerConfig, attempt: u32, err: &anyhow::Error, (metrics, kind): (&Metrics, &'static str)) {
+    metrics.set_ready(false);
+    metrics.error(kind);
+    metrics.reconnect();
     use std::hash::{BuildHasher, RandomState};
     let base = Duration::from_millis(200) * 2u32.saturating_pow(attempt.min(8));
     let base = base.min(Duration::from_secs(30));

@@ -194,17 +194,7 @@ fn purged_binlog_is_a_distinct_fatal_error() {
     let saved = std::fs::read(&position).unwrap();
 
     server.sql("INSERT INTO p.t VALUES (2); FLUSH BINARY LOGS; INSERT INTO p.t VALUES (3); FLUSH BINARY LOGS;");
-    let newest = server.sql("SHOW MASTER STATUS").split('\t').next().unwrap().to_string();
-    // MariaDB keeps a binlog until its binlog checkpoint has moved on: purge until it is gone.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        server.sql(&format!("PURGE BINARY LOGS TO '{newest}'"));
-        if server.sql("SHOW BINARY LOGS").lines().count() == 1 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "could not purge: {}", server.sql("SHOW BINARY LOGS"));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    server.purge_all_but_newest();
 
     let mut second = Stream::start(&server, &position, dir.path(), 1, &[]);
     let status = second.wait();
@@ -352,8 +342,8 @@ fn wait_for_server_rides_out_a_server_that_is_still_starting() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(child.try_wait().unwrap().is_none(), "still waiting for the server");
     let server = MariaDb::start_on_port(port);
-    let status = child.wait().unwrap();
-    assert!(status.success(), "dump connected once the server was up");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "dump connected once the server was up: {}", String::from_utf8_lossy(&out.stderr));
     drop(server);
 }
 

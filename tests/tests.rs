@@ -11,6 +11,7 @@ mod hardening;
 mod history;
 mod kafka;
 mod mysql_files;
+mod ops;
 mod server;
 mod snapshot;
 mod stream;

@@ -165,6 +165,21 @@ impl MariaDb {
             .unwrap()
     }
 
+    /// Purges every binlog file but the newest. MariaDB keeps a binlog until its binlog
+    /// checkpoint has moved on: purge until it is gone.
+    pub fn purge_all_but_newest(&self) {
+        let newest = self.sql("SHOW MASTER STATUS").split('\t').next().unwrap().to_string();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            self.sql(&format!("PURGE BINARY LOGS TO '{newest}'"));
+            if self.sql("SHOW BINARY LOGS").lines().count() == 1 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "could not purge: {}", self.sql("SHOW BINARY LOGS"));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The server's binlog files, oldest first.
     pub fn binlog_files(&self) -> Vec<PathBuf> {
         let data = self.dir.path().join("data");
@@ -233,12 +248,23 @@ impl MariaDb {
     /// Stops the server (as a crash would, without a clean shutdown) and starts it again on the
     /// same data and port.
     pub fn restart(&self, extra: &[&str]) {
+        self.crash();
+        self.start_again(extra);
+    }
+
+    /// Kills the server without a clean shutdown and waits until it is gone.
+    pub fn crash(&self) {
         let data = self.dir.path().join("data");
         let pid = std::fs::read_to_string(data.join("mysqld.pid")).unwrap();
         Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
         while Command::new("kill").args(["-0", pid.trim()]).stderr(Stdio::null()).status().unwrap().success() {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    /// Starts the server again on the same data and port.
+    pub fn start_again(&self, extra: &[&str]) {
+        let data = self.dir.path().join("data");
         let out = Command::new(root().join("scripts/mariadb-start"))
             .arg(&data)
             .arg(self.port.to_string())

@@ -146,14 +146,14 @@ impl Decoder {
         self.rotates_name_file = false;
     }
 
+    /// The binlog file the events being fed come from.
+    pub fn file(&self) -> &Arc<str> {
+        &self.file
+    }
+
     /// Seeds the executed GTID set (the start position), so commits report the full set.
     pub fn set_gtids(&mut self, gtids: Option<GtidSet>) {
         self.gtids = gtids;
-    }
-
-    /// The binlog file the events fed now come from.
-    pub fn file(&self) -> &Arc<str> {
-        &self.file
     }
 
     /// True between a transaction's first event and its end.

@@ -21,7 +21,7 @@ mod latency;
 mod route;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -35,6 +35,7 @@ use super::Sink;
 use crate::position::Resume;
 use crate::event::{Change, Ddl, Op};
 use crate::format::Encoder;
+use crate::metrics::Metrics;
 use crate::outbox::Message;
 use crate::shutdown::Shutdown;
 use config::KafkaSettings;
@@ -57,6 +58,7 @@ struct Reports {
     logged: Mutex<HashMap<String, Instant>>,
     /// Takes `-X` values out of librdkafka's text.
     redact: config::Redactor,
+    metrics: OnceLock<Metrics>,
 }
 
 impl ClientContext for Reports {
@@ -87,6 +89,10 @@ impl ProducerContext for Reports {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        if let Some(m) = self.metrics.get() {
+            let (Ok(msg) | Err((_, msg))) = result;
+            m.kafka_settled(msg.payload_len(), result.is_ok());
+        }
         match result {
             Ok(_) => {
                 let now = Instant::now();
@@ -174,6 +180,7 @@ impl KafkaSink {
             last_error: Mutex::new(None),
             logged: Mutex::new(HashMap::new()),
             redact: redact.clone(),
+            metrics: OnceLock::new(),
         };
         let config = settings.client_config()?;
         let producer: BaseProducer<Reports> = config.create_with_context(reports).map_err(|e| {
@@ -198,6 +205,11 @@ impl KafkaSink {
             shutdown,
             latency: AckLatency::new(),
         })
+    }
+
+    /// Counts messages in flight, acknowledgement latency and delivery errors for `/metrics`.
+    pub fn set_metrics(&self, metrics: Metrics) {
+        let _ = self.producer.context().metrics.set(metrics);
     }
 
     /// Hands one message to the producer, waiting while its queue is full; with `dedupe`, skips
@@ -251,6 +263,9 @@ impl KafkaSink {
             }
         }
         self.inflight.back_mut().expect("an open transaction").outstanding += 1;
+        if let Some(m) = self.producer.context().metrics.get() {
+            m.kafka_sent(value.map_or(0, <[u8]>::len));
+        }
         self.producer.poll(Duration::ZERO);
         self.check_failure()
     }
@@ -315,7 +330,11 @@ impl KafkaSink {
             self.acked_at = self.acked_at.max(tx.last_ack).max(Some(read));
             if tx.last_ack.is_some() {
                 // Only transactions with messages: filtered ones would show Kafka as instant.
-                self.latency.acknowledged(read, self.acked_at.expect("set"));
+                let acked = self.acked_at.expect("set");
+                self.latency.acknowledged(read, acked);
+                if let Some(m) = self.producer.context().metrics.get() {
+                    m.kafka_ack_latency(acked.duration_since(read));
+                }
             }
             self.acked = Some(resume);
         }

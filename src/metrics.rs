@@ -1,0 +1,277 @@
+//! Prometheus metrics and the probes' state, shared by the pipeline and the HTTP endpoint.
+//!
+//! Invariants: a `Metrics` handle is only created when `--metrics-addr` is given, so runs without
+//! it (and `dump --file` always) count nothing. Counters only go up. `binlog_tail_lag_seconds`
+//! is computed when scraped: 0 once the server has said that nothing is left to send (a
+//! heartbeat, which servers send only at the end of their binlog) or the read position is the
+//! server's binlog end, and otherwise now minus the timestamp of the last event read, so a
+//! stalled stream (no events, no heartbeats) shows a growing lag instead of a frozen one.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::frame::Header;
+pub use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChangeLabels {
+    pub db: String,
+    pub table: String,
+    pub op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: &'static str,
+}
+
+/// A cheap, cloneable handle on every metric.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+struct Inner {
+    registry: Registry,
+    events_read: Counter,
+    bytes_read: Counter,
+    changes: Family<ChangeLabels, Counter>,
+    rows_events_filtered: Counter,
+    transactions: Counter,
+    lag: Gauge<f64, AtomicU64>,
+    behind: Gauge,
+    checkpoint_age: Gauge<f64, AtomicU64>,
+    checkpoints: Counter,
+    checkpoint_file: Gauge,
+    checkpoint_offset: Gauge,
+    reconnects: Counter,
+    errors: Family<ErrorLabels, Counter>,
+    kafka_in_flight_messages: Gauge,
+    kafka_in_flight_bytes: Gauge,
+    kafka_ack_latency: Histogram,
+    kafka_delivery_errors: Counter,
+    ready: AtomicBool,
+    /// Timestamp (seconds since the epoch) of the last non-heartbeat event read.
+    last_event_ts: AtomicU64,
+    /// Nothing is left to read: a heartbeat came after the last event, or the read position is
+    /// the server's binlog end.
+    caught_up: AtomicBool,
+    read: Mutex<ReadPosition>,
+    last_checkpoint: Mutex<Option<Instant>>,
+}
+
+/// Where reading has got to in the server's binlog.
+#[derive(Clone, Default)]
+pub struct ReadPosition {
+    pub file: Arc<str>,
+    pub offset: u64,
+}
+
+/// Event type codes (MySQL and MariaDB) that say where reading is rather than what changed.
+const ROTATE: u8 = 4;
+const HEARTBEAT: u8 = 27;
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("binlog_tail");
+        let inner = Inner {
+            events_read: Counter::default(),
+            bytes_read: Counter::default(),
+            changes: Family::default(),
+            rows_events_filtered: Counter::default(),
+            transactions: Counter::default(),
+            lag: Gauge::default(),
+            behind: Gauge::default(),
+            checkpoint_age: Gauge::default(),
+            checkpoints: Counter::default(),
+            checkpoint_file: Gauge::default(),
+            checkpoint_offset: Gauge::default(),
+            reconnects: Counter::default(),
+            errors: Family::default(),
+            kafka_in_flight_messages: Gauge::default(),
+            kafka_in_flight_bytes: Gauge::default(),
+            // 0.5 ms to about 65 s.
+            kafka_ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+            kafka_delivery_errors: Counter::default(),
+            ready: AtomicBool::new(false),
+            last_event_ts: AtomicU64::new(0),
+            caught_up: AtomicBool::new(false),
+            read: Mutex::default(),
+            last_checkpoint: Mutex::new(None),
+            registry: Registry::default(),
+        };
+        registry.register("events_read", "Binlog events read from the server (heartbeats included)", inner.events_read.clone());
+        registry.register("bytes_read", "Binlog bytes read from the server", inner.bytes_read.clone());
+        registry.register("changes_emitted", "Change events emitted, by table and operation", inner.changes.clone());
+        registry.register("rows_events_filtered", "Rows events skipped undecoded by --include/--exclude/--ops", inner.rows_events_filtered.clone());
+        registry.register("transactions", "Transactions read to their end", inner.transactions.clone());
+        registry.register_with_unit("lag", "Now minus the timestamp of the last event read; 0 when caught up with the server", Unit::Seconds, inner.lag.clone());
+        registry.register_with_unit("behind", "How far the read position is behind the end of the server's binlog", Unit::Bytes, inner.behind.clone());
+        registry.register_with_unit("checkpoint_age", "Seconds since the position file was last written", Unit::Seconds, inner.checkpoint_age.clone());
+        registry.register("checkpoints", "Position file writes", inner.checkpoints.clone());
+        registry.register("checkpoint_file_number", "Number of the binlog file in the saved position (binlog.000042: 42)", inner.checkpoint_file.clone());
+        registry.register_with_unit("checkpoint_offset", "Offset in that binlog file of the saved position", Unit::Bytes, inner.checkpoint_offset.clone());
+        registry.register("reconnects", "Reconnections to the server after a failure", inner.reconnects.clone());
+        registry.register("errors", "Errors by kind (connect: opening the stream; stream: while streaming)", inner.errors.clone());
+        let kafka = registry.sub_registry_with_prefix("kafka");
+        kafka.register("in_flight_messages", "Messages handed to the Kafka producer and not yet acknowledged", inner.kafka_in_flight_messages.clone());
+        kafka.register_with_unit("in_flight", "Bytes of message values not yet acknowledged", Unit::Bytes, inner.kafka_in_flight_bytes.clone());
+        kafka.register_with_unit("ack_latency", "From reading a transaction's end to Kafka's acknowledgement of it and everything before it", Unit::Seconds, inner.kafka_ack_latency.clone());
+        kafka.register("delivery_errors", "Messages Kafka refused for good (each stops binlog-tail)", inner.kafka_delivery_errors.clone());
+        // Both kinds exist from the start, so `increase()` sees the first error.
+        for kind in ["connect", "stream"] {
+            let _ = inner.errors.get_or_create(&ErrorLabels { kind });
+        }
+        Metrics(Arc::new(Inner { registry, ..inner }))
+    }
+
+    /// One event read from the server and decoded; `file` is the binlog it came from and `next`
+    /// the offset after it.
+    pub fn event_read(&self, h: &Header, file: &Arc<str>, next: u64) {
+        let m = &self.0;
+        m.events_read.inc();
+        m.bytes_read.inc_by(u64::from(h.event_size));
+        if h.type_code == HEARTBEAT {
+            m.caught_up.store(true, Ordering::Relaxed);
+            return;
+        }
+        if h.timestamp > 0 {
+            m.last_event_ts.store(u64::from(h.timestamp), Ordering::Relaxed);
+            m.caught_up.store(false, Ordering::Relaxed);
+        }
+        // A rotate's offset belongs to the file before it, and artificial events have none.
+        if h.type_code == ROTATE || next == 0 {
+            return;
+        }
+        let mut read = m.read.lock().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&read.file, file) {
+            read.file = file.clone();
+        }
+        read.offset = next;
+    }
+
+    pub fn read_position(&self) -> ReadPosition {
+        self.0.read.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The bytes between the read position and the server's binlog end, as last polled.
+    pub fn set_behind(&self, bytes: u64) {
+        self.0.behind.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        if bytes == 0 {
+            self.0.caught_up.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The decoder's running count of rows events skipped by filters.
+    pub fn set_rows_events_filtered(&self, total: u64) {
+        let c = &self.0.rows_events_filtered;
+        c.inc_by(total.saturating_sub(c.get()));
+    }
+
+    /// The counter of change events of one table and operation.
+    pub fn changes(&self, labels: &ChangeLabels) -> Counter {
+        self.0.changes.get_or_create(labels).clone()
+    }
+
+    pub fn transaction(&self) {
+        self.0.transactions.inc();
+    }
+
+    pub fn checkpoint_saved(&self, file: &str, offset: u64) {
+        let m = &self.0;
+        m.checkpoints.inc();
+        let number = file.rsplit_once('.').and_then(|(_, n)| n.parse::<i64>().ok()).unwrap_or(0);
+        m.checkpoint_file.set(number);
+        m.checkpoint_offset.set(i64::try_from(offset).unwrap_or(i64::MAX));
+        *m.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// A message of `bytes` was handed to the Kafka producer.
+    pub fn kafka_sent(&self, bytes: usize) {
+        self.0.kafka_in_flight_messages.inc();
+        self.0.kafka_in_flight_bytes.inc_by(bytes as i64);
+    }
+
+    /// Kafka acknowledged a message of `bytes` (`ok`), or refused it.
+    pub fn kafka_settled(&self, bytes: usize, ok: bool) {
+        self.0.kafka_in_flight_messages.dec();
+        self.0.kafka_in_flight_bytes.dec_by(bytes as i64);
+        if !ok {
+            self.0.kafka_delivery_errors.inc();
+        }
+    }
+
+    pub fn kafka_ack_latency(&self, latency: Duration) {
+        self.0.kafka_ack_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn reconnect(&self) {
+        self.0.reconnects.inc();
+    }
+
+    pub fn error(&self, kind: &'static str) {
+        self.0.errors.get_or_create(&ErrorLabels { kind }).inc();
+    }
+
+    /// Connected and streaming (true), or reconnecting / waiting for the server (false).
+    pub fn set_ready(&self, ready: bool) {
+        self.0.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn ready(&self) -> bool {
+        self.0.ready.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition, with the time-dependent gauges computed now.
+    pub fn render(&self) -> String {
+        let m = &self.0;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let last = m.last_event_ts.load(Ordering::Relaxed);
+        let lag = if m.caught_up.load(Ordering::Relaxed) || last == 0 { 0.0 } else { (now - last as f64).max(0.0) };
+        m.lag.set(lag);
+        if let Some(at) = *m.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) {
+            m.checkpoint_age.set(at.elapsed().as_secs_f64());
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &m.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_zero_after_a_heartbeat_and_grows_without_one() {
+        let m = Metrics::new();
+        let file: Arc<str> = Arc::from("binlog.000001");
+        let old = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() - 100;
+        let header = |type_code, timestamp, event_size| Header { timestamp, type_code, server_id: 1, event_size, log_pos: 150, flags: 0 };
+        m.event_read(&header(2, old as u32, 50), &file, 150);
+        let text = m.render();
+        let lag = value(&text, "binlog_tail_lag_seconds ");
+        assert!(lag >= 100.0, "{text}");
+        m.event_read(&header(HEARTBEAT, 0, 40), &file, 150);
+        assert_eq!(value(&m.render(), "binlog_tail_lag_seconds "), 0.0);
+        assert_eq!(value(&m.render(), "binlog_tail_events_read_total "), 2.0);
+        assert_eq!(value(&m.render(), "binlog_tail_bytes_read_total "), 90.0);
+    }
+
+    fn value(text: &str, prefix: &str) -> f64 {
+        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in {text}"));
+        line[prefix.len()..].trim().parse().unwrap()
+    }
+}

@@ -1,0 +1,131 @@
+//! `binlog-tail status`: the saved position, its age, and with `--url` whether the server can
+//! still continue from it (the preflight checks, including the purge and history checks) and how
+//! far behind its binlog end it is. Exit code 0 healthy, 1 error, 3 the position is lost
+//! (purged, reset or diverged history) — for cron jobs and probes.
+//!
+//! Invariants: reads the position file without taking its lock (a running stream holds it) and
+//! changes nothing, neither the file nor the server.
+
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::checkpoint::{read_position, Position};
+use crate::cli::StatusArgs;
+use crate::config::server_config;
+use crate::error::Purged;
+use crate::history::binlogs;
+use crate::metrics::ReadPosition;
+use crate::ops::behind::bytes_behind;
+use crate::preflight::{self, Status};
+use crate::source::server::{connect, connect_opts, flavor_of, redact};
+
+#[derive(Serialize)]
+struct Report {
+    position_file: String,
+    position: Position,
+    /// Seconds since the position file was written.
+    age_seconds: u64,
+    server: Option<ServerReport>,
+}
+
+#[derive(Serialize)]
+struct ServerReport {
+    url: String,
+    /// Bytes from the saved position to the server's binlog end (same server only).
+    behind_bytes: Option<u64>,
+    checks: Vec<CheckReport>,
+}
+
+#[derive(Serialize)]
+struct CheckReport {
+    name: &'static str,
+    status: &'static str,
+    detail: String,
+    fix: Option<String>,
+}
+
+pub fn status(args: StatusArgs) -> Result<()> {
+    let path = &args.position_file;
+    let position = read_position(path)?.with_context(|| {
+        format!("there is no position file {}: nothing was streamed with it yet (check the path)", path.display())
+    })?;
+    let age_seconds = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .map_or(0, |d| d.as_secs());
+    let mut report = Report { position_file: path.display().to_string(), position, age_seconds, server: None };
+    let mut lost = None;
+    let mut failed = None;
+    if args.server.url.is_some() {
+        let cfg = server_config(&args.server, false)?;
+        let opts = connect_opts(&cfg)?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let saved = &report.position;
+        let (checks, behind) = rt.block_on(async {
+            let mut conn = connect(&opts, cfg.wait_for_server).await?;
+            let (flavor, _) = flavor_of(&mut conn).await?;
+            let checks = preflight::run(&mut conn, flavor, Some(saved), true).await?;
+            let same_server = preflight::identity(&mut conn, flavor).await? == saved.server;
+            let read = ReadPosition { file: saved.file.as_str().into(), offset: saved.offset };
+            let behind = if same_server { bytes_behind(&binlogs(&mut conn).await?, &read) } else { None };
+            anyhow::Ok((checks, behind))
+        })?;
+        for c in checks.iter().filter(|c| c.status == Status::Fail) {
+            let text = format!("{}: {}", c.name, c.detail);
+            if c.lost {
+                lost.get_or_insert(text);
+            } else {
+                failed.get_or_insert(text);
+            }
+        }
+        let checks = checks
+            .into_iter()
+            .map(|c| CheckReport {
+                name: c.name,
+                status: match c.status {
+                    Status::Pass => "pass",
+                    Status::Warn => "warn",
+                    Status::Fail => "fail",
+                },
+                detail: c.detail,
+                fix: c.fix,
+            })
+            .collect();
+        report.server = Some(ServerReport { url: redact(&cfg.url), behind_bytes: behind, checks });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_text(&report);
+    }
+    if let Some(text) = lost {
+        return Err(Purged(format!("the server cannot continue from the saved position: {text}")).into());
+    }
+    if let Some(text) = failed {
+        bail!("the server is not ready to continue from the saved position: {text}");
+    }
+    Ok(())
+}
+
+fn print_text(r: &Report) {
+    let p = &r.position;
+    println!("position file  {}", r.position_file);
+    println!("flavor         {}", p.flavor);
+    println!("gtid set       {}", p.gtid_set.as_deref().unwrap_or("-"));
+    println!("file:offset    {}:{}", p.file, p.offset);
+    println!("server         {}", p.server);
+    println!("written        {} ({} s ago)", p.updated_at, r.age_seconds);
+    if let Some(s) = &r.server {
+        println!("checked on     {}", s.url);
+        match s.behind_bytes {
+            Some(b) => println!("behind         {b} bytes"),
+            None => println!("behind         unknown (another server, or the file is no longer there)"),
+        }
+        for c in &s.checks {
+            println!("{:<5}          {}: {}", c.status.to_uppercase(), c.name, c.detail);
+        }
+    }
+}
