@@ -365,6 +365,9 @@ impl Sink for Checkpointing<'_> {
         self.inner.commit(&resume)?;
         if let Some(m) = &self.metrics {
             m.transaction();
+            if let Some(progress) = &resume.snapshot {
+                m.snapshot_progress(progress.done, progress.pending.len());
+            }
         }
         self.last_commit = Some(resume);
         if self.schedule.committed() || progressed {

@@ -55,6 +55,8 @@ struct Inner {
     kafka_in_flight_bytes: Gauge,
     kafka_ack_latency: Histogram,
     kafka_delivery_errors: Counter,
+    snapshot_tables_done: Gauge,
+    snapshot_tables_pending: Gauge,
     ready: AtomicBool,
     /// Timestamp (seconds since the epoch) of the last non-heartbeat event read.
     last_event_ts: AtomicU64,
@@ -104,6 +106,8 @@ impl Metrics {
             // 0.5 ms to about 65 s.
             kafka_ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             kafka_delivery_errors: Counter::default(),
+            snapshot_tables_done: Gauge::default(),
+            snapshot_tables_pending: Gauge::default(),
             ready: AtomicBool::new(false),
             last_event_ts: AtomicU64::new(0),
             caught_up: AtomicBool::new(false),
@@ -124,6 +128,9 @@ impl Metrics {
         registry.register_with_unit("checkpoint_offset", "Offset in that binlog file of the saved position", Unit::Bytes, inner.checkpoint_offset.clone());
         registry.register("reconnects", "Reconnections to the server after a failure", inner.reconnects.clone());
         registry.register("errors", "Errors by kind (connect: opening the stream; stream: while streaming)", inner.errors.clone());
+        let snapshot = registry.sub_registry_with_prefix("snapshot");
+        snapshot.register("tables_done", "Tables whose snapshot is complete (rows read: changes_emitted{op=\"read\"})", inner.snapshot_tables_done.clone());
+        snapshot.register("tables_pending", "Tables the running snapshot has still to read, the current one included", inner.snapshot_tables_pending.clone());
         let kafka = registry.sub_registry_with_prefix("kafka");
         kafka.register("in_flight_messages", "Messages handed to the Kafka producer and not yet acknowledged", inner.kafka_in_flight_messages.clone());
         kafka.register_with_unit("in_flight", "Bytes of message values not yet acknowledged", Unit::Bytes, inner.kafka_in_flight_bytes.clone());
@@ -186,6 +193,12 @@ impl Metrics {
 
     pub fn transaction(&self) {
         self.0.transactions.inc();
+    }
+
+    /// A snapshot's progress, as delivered with a transaction end.
+    pub fn snapshot_progress(&self, done: u64, pending: usize) {
+        self.0.snapshot_tables_done.set(i64::try_from(done).unwrap_or(i64::MAX));
+        self.0.snapshot_tables_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     pub fn checkpoint_saved(&self, file: &str, offset: u64) {

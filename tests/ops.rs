@@ -159,6 +159,9 @@ struct SavedPosition {
     offset: u64,
     server: serde_json::Value,
     updated_at: String,
+    stream_id: Option<String>,
+    #[serde(default)]
+    snapshot: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -366,4 +369,35 @@ fn kafka_metrics_count_what_the_broker_acknowledged() {
     assert_eq!(metric(port, "binlog_tail_changes_emitted_total{db=\"opsk\",table=\"t\",op=\"insert\"}"), 10.0);
     let log = run.log();
     assert!(run.stop().success(), "{log}");
+}
+
+#[test]
+fn snapshot_progress_shows_in_metrics_and_status() {
+    let server = MariaDb::start(&[]);
+    server.sql(
+        "CREATE DATABASE sm; USE sm; CREATE TABLE sm.a (id INT PRIMARY KEY); INSERT INTO sm.a SELECT seq FROM seq_1_to_250;
+         CREATE TABLE sm.b (id INT PRIMARY KEY); INSERT INTO sm.b VALUES (1), (2);",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let extra = ["--snapshot", "initial", "--snapshot-chunk-size", "100", "--include", "sm", "--metrics-addr", &addr];
+    let run = Stream::start(&server, &position, dir.path(), 0, &extra);
+    wait_for_rows(std::slice::from_ref(&run.stdout), "sm", 252);
+    until("the snapshot is complete in /metrics", || {
+        get(port, "/metrics").is_some_and(|(_, body)| samples(&body).get("binlog_tail_snapshot_tables_done") == Some(&2.0))
+    });
+    assert_eq!(metric(port, "binlog_tail_snapshot_tables_pending"), 0.0);
+    let (_, body) = get(port, "/metrics").unwrap();
+    let read_a: f64 = samples(&body)
+        .iter()
+        .filter(|(k, _)| k.starts_with("binlog_tail_changes_emitted_total") && k.contains("table=\"a\"") && k.contains("op=\"read\""))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(read_a, 250.0, "{body}");
+    assert!(run.stop().success());
+    let out = binlog_tail().args(["status", "--position-file"]).arg(&position).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("snapshot       complete: 2 table(s)"), "{text}");
 }

@@ -118,6 +118,12 @@ fn print_text(r: &Report) {
     println!("file:offset    {}:{}", p.file, p.offset);
     println!("server         {}", p.server);
     println!("written        {} ({} s ago)", p.updated_at, r.age_seconds);
+    if let Some(s) = &p.snapshot {
+        match s.pending.first() {
+            Some([db, table]) => println!("snapshot       {} table(s) done, {} left, reading `{db}`.`{table}`", s.done, s.pending.len()),
+            None => println!("snapshot       complete: {} table(s)", s.done),
+        }
+    }
     if let Some(s) = &r.server {
         println!("checked on     {}", s.url);
         match s.behind_bytes {
