@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     ALLOC.bounded(data.len(), || {
         let options = Options { emit_ddl: true, ..Options::default() };
         let mut decoder = Decoder::new(None, options);
-        let mut sink = StdoutSink::new(JsonLines::default());
+        let mut sink = StdoutSink::new(JsonLines::default(), binlog_tail::format::Encoder::new(Default::default()));
         let progress = indicatif::ProgressBar::hidden();
         match read_binlog(FILE, &bytes[..], false, &mut decoder, &mut sink, &progress) {
             Ok(_) => sink.flush().expect("JSON lines"),

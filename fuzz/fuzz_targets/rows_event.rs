@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     ALLOC.bounded(data.len(), || {
         let mut decoder = Decoder::new(None, Options::default());
         decoder.set_file("fuzz.000001");
-        let mut sink = StdoutSink::new(JsonLines::default());
+        let mut sink = StdoutSink::new(JsonLines::default(), binlog_tail::format::Encoder::new(Default::default()));
         let events = [(TABLE_MAP, table_map), (rows_type, rows), (XID, &[0u8; 8][..])];
         for (i, (type_code, body)) in events.into_iter().enumerate() {
             let at = 4 + 1000 * i as u64;
