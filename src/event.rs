@@ -137,6 +137,15 @@ impl Ddl {
     }
 }
 
+/// Where an event came from, as one string: its transaction's GTID, else the event's
+/// `FILE:OFFSET` (Kafka's `id` header and deduplication order, outbox messages).
+pub fn origin(gtid: Option<&str>, file: &str, offset: u64) -> String {
+    match gtid {
+        Some(g) => g.to_string(),
+        None => format!("{file}:{offset}"),
+    }
+}
+
 /// `,"ts":...,"gtid":...,"pos":"FILE:OFFSET"`: where an event came from.
 fn write_origin(out: &mut Vec<u8>, ts: u64, gtid: Option<&str>, file: &str, offset: u64) {
     out.extend_from_slice(b",\"ts\":");

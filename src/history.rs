@@ -79,14 +79,19 @@ fn numbered(name: &str) -> Option<(&str, u64)> {
     Some((base, number.parse().ok()?))
 }
 
+/// `binlog.000003 to binlog.000007`: the binlog files a server has, for messages.
+fn span(logs: &[BinlogFile]) -> String {
+    match (logs.first(), logs.last()) {
+        (Some(first), Some(last)) => format!("{} to {}", first.name, last.name),
+        _ => "no binlog files".to_string(),
+    }
+}
+
 pub fn place(logs: &[BinlogFile], file: &str) -> Place {
     if let Some(f) = logs.iter().find(|f| f.name == file) {
         return Place::Present { size: f.size };
     }
-    let have = match (logs.first(), logs.last()) {
-        (Some(first), Some(last)) => format!("{} to {}", first.name, last.name),
-        _ => "no binlog files".to_string(),
-    };
+    let have = span(logs);
     let (Some((base, n)), Some(first), Some(last)) = (numbered(file), logs.first(), logs.last()) else {
         return Place::Foreign { have };
     };
@@ -173,10 +178,7 @@ pub async fn check_saved(conn: &mut Conn, flavor: Flavor, saved: &Position, same
 /// it. Returns the GTID state there where the server can say (MariaDB), to seed positions.
 pub async fn check_start_file(conn: &mut Conn, flavor: Flavor, file: &str, offset: u64) -> Result<Option<GtidSet>> {
     let logs = binlogs(conn).await?;
-    let range = match (logs.first(), logs.last()) {
-        (Some(first), Some(last)) => format!("{} to {}", first.name, last.name),
-        _ => "none".to_string(),
-    };
+    let range = span(&logs);
     let size = match place(&logs, file) {
         Place::Present { size } => size,
         Place::Purged { oldest } => bail!("--start {file}:{offset}: {file} was purged; the oldest binlog on the server is {oldest} (it has {range})"),

@@ -368,10 +368,7 @@ impl Decoder {
             if rows_event.op == Op::Insert {
                 rows_event.for_each_row(&table, |_, after| {
                     let after = after.context("an insert without an after image")?;
-                    let origin = match &self.tx.gtid_text {
-                        Some(gtid) => gtid.to_string(),
-                        None => format!("{}:{offset}", self.file),
-                    };
+                    let origin = crate::event::origin(self.tx.gtid_text.as_deref(), &self.file, offset);
                     let msg = crate::outbox::message(spec, &table, &after, origin)
                         .with_context(|| format!("outbox row at {}:{offset}", self.file))?;
                     sink.message(&msg)

@@ -357,7 +357,7 @@ impl Sink for KafkaSink {
         // their order cannot be told from it (an empty origin has no order key).
         let origin = match change.op {
             Op::Read => String::new(),
-            _ => route::origin(change.gtid.as_deref(), &change.file, change.offset),
+            _ => crate::event::origin(change.gtid.as_deref(), &change.file, change.offset),
         };
         for &part in self.encoder.parts(change) {
             let op = part.view(change).0.as_str();
@@ -380,7 +380,7 @@ impl Sink for KafkaSink {
         let routed = route::ddl(&self.settings, ddl);
         let mut value = Vec::new();
         ddl.write_json(&mut value);
-        let origin = route::origin(ddl.gtid.as_deref(), &ddl.file, ddl.offset);
+        let origin = crate::event::origin(ddl.gtid.as_deref(), &ddl.file, ddl.offset);
         self.send(&routed.topic, routed.key.as_deref(), routed.headers, Some(&value), &origin)
     }
 

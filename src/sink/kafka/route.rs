@@ -44,7 +44,7 @@ pub fn change(settings: &KafkaSettings, encoder: &Encoder, c: &Change, part: Par
             }
             format!("{position}/{}.{}/{}/{}", t.db, t.name, String::from_utf8_lossy(&key), c.row)
         }
-        _ => format!("{}/{}", origin(c.gtid.as_deref(), &c.file, c.offset), c.row),
+        _ => format!("{}/{}", crate::event::origin(c.gtid.as_deref(), &c.file, c.offset), c.row),
     };
     if part != Part::Whole || op == "tombstone" {
         // One row, several messages (Debezium): each keeps an id of its own.
@@ -59,14 +59,6 @@ pub fn change(settings: &KafkaSettings, encoder: &Encoder, c: &Change, part: Par
         .insert(Header { key: "pos", value: Some(position.as_str()) })
         .insert(Header { key: "id", value: Some(id.as_str()) });
     Routed { topic, key, headers }
-}
-
-/// Where an event came from: its transaction's GTID, else the event's `FILE:OFFSET`.
-pub fn origin(gtid: Option<&str>, file: &str, offset: u64) -> String {
-    match gtid {
-        Some(g) => g.to_string(),
-        None => format!("{file}:{offset}"),
-    }
 }
 
 pub fn ddl(settings: &KafkaSettings, d: &Ddl) -> Routed {
