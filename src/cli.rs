@@ -144,9 +144,18 @@ pub struct StreamArgs {
     /// TOML file with any of these options (keys as the long flags, with `_` for `-`).
     #[arg(long, env = "BINLOG_TAIL_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Where the position is kept: streaming resumes from it after a restart.
+    /// Where the position is kept: streaming resumes from it after a restart (--position-store file).
     #[arg(long, env = "BINLOG_TAIL_POSITION_FILE")]
     pub position_file: Option<PathBuf>,
+    /// Keep the position in a local --position-file (locked: one process at a time), or in a
+    /// compacted Kafka topic on the --kafka-brokers (no volume needed; one instance streams, others
+    /// stand by) [default: file].
+    #[arg(long, value_enum, env = "BINLOG_TAIL_POSITION_STORE")]
+    pub position_store: Option<PositionStoreKind>,
+    /// With --position-store kafka: the key of this stream's position and the name of its lease
+    /// (letters, digits, `.`, `_`, `-`) [default: the --url host and port and a fingerprint of the filters].
+    #[arg(long, env = "BINLOG_TAIL_STREAM_NAME")]
+    pub stream_name: Option<String>,
     /// Where change events go [default: stdout].
     #[arg(long, value_enum, env = "BINLOG_TAIL_SINK")]
     pub sink: Option<SinkKind>,
@@ -170,6 +179,13 @@ pub struct StreamArgs {
     /// Serve Prometheus metrics (/metrics) and probes (/healthz, /readyz) on HOST:PORT [default: off].
     #[arg(long, value_name = "HOST:PORT", env = "BINLOG_TAIL_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PositionStoreKind {
+    File,
+    Kafka,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -270,6 +286,13 @@ pub struct KafkaArgs {
     /// last messages once) [default: on].
     #[arg(long, value_enum, env = "BINLOG_TAIL_KAFKA_DEDUPE")]
     pub kafka_dedupe: Option<OnOff>,
+    /// With --position-store kafka: the compacted topic of positions [default: binlog_tail.positions].
+    #[arg(long, env = "BINLOG_TAIL_KAFKA_POSITION_TOPIC")]
+    pub kafka_position_topic: Option<String>,
+    /// With --position-store kafka: seconds an instance may go unheard by Kafka before a standby
+    /// takes the stream over [default: 10].
+    #[arg(long, value_name = "SECS", env = "BINLOG_TAIL_KAFKA_LEASE_TIMEOUT")]
+    pub kafka_lease_timeout: Option<f64>,
     /// A librdkafka property (SASL, TLS, tuning), e.g. -X security.protocol=SASL_SSL; repeatable.
     // Parsed later: clap's own error would echo the value, which may be a password.
     #[arg(short = 'X', value_name = "KEY=VALUE")]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{EmitArgs, LogFormat, OnOff, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode, StreamArgs, TlsArgs};
+use crate::cli::{EmitArgs, LogFormat, OnOff, PositionStoreKind, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode, StreamArgs, TlsArgs};
 use crate::decode::Options;
 use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub tls_server_name: Option<String>,
     pub position_file: Option<PathBuf>,
+    pub position_store: Option<PositionStoreKind>,
+    pub stream_name: Option<String>,
     pub sink: Option<SinkKind>,
     pub checkpoint_every: Option<u64>,
     pub checkpoint_interval: Option<f64>,
@@ -66,6 +68,8 @@ pub struct FileConfig {
     pub kafka_compression: Option<String>,
     pub kafka_ddl_topic: Option<String>,
     pub kafka_dedupe: Option<OnOff>,
+    pub kafka_position_topic: Option<String>,
+    pub kafka_lease_timeout: Option<f64>,
     /// librdkafka properties.
     #[serde(default)]
     pub kafka: std::collections::BTreeMap<String, toml::Value>,
@@ -93,7 +97,7 @@ impl FileConfig {
 pub struct StreamSettings {
     pub server: ServerConfig,
     pub start: Option<Start>,
-    pub position_file: PathBuf,
+    pub position: PositionSettings,
     pub sink: SinkKind,
     /// `--sink stdout` may write to /dev/null.
     pub allow_discard: bool,
@@ -107,6 +111,15 @@ pub struct StreamSettings {
     pub snapshot: Option<snapshot::Settings>,
     /// Where to serve /metrics, /healthz and /readyz.
     pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Where the position is kept.
+#[derive(Debug)]
+pub enum PositionSettings {
+    File(PathBuf),
+    /// A compacted topic on the Kafka sink's brokers, under the stream's name, which also names
+    /// its lease; `lease_timeout` is how long an instance may go unheard before a standby takes over.
+    Kafka { topic: String, name: String, lease_timeout: Duration },
 }
 
 impl StreamSettings {
@@ -136,10 +149,6 @@ impl StreamSettings {
                 tls_server_name: args.server.tls.tls_server_name.or(file.tls_server_name),
             },
         };
-        let position_file = args
-            .position_file
-            .or(file.position_file)
-            .context("give --position-file PATH (or position_file in --config): it is where streaming resumes after a restart")?;
         // Lists from flags replace the file's lists rather than adding to them.
         let pick = |flag: Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag };
         file.outbox.iter().try_for_each(OutboxTable::validate).map_err(usage)?;
@@ -162,6 +171,34 @@ impl StreamSettings {
             decode.outbox = file.outbox;
         }
         let sink = args.sink.or(file.sink).unwrap_or(SinkKind::Stdout);
+        let position = match args.position_store.or(file.position_store).unwrap_or(PositionStoreKind::File) {
+            PositionStoreKind::File => PositionSettings::File(args.position_file.or(file.position_file).context(
+                "give --position-file PATH (or position_file in --config): it is where streaming resumes after a restart (or keep the position in Kafka: --position-store kafka)",
+            )?),
+            PositionStoreKind::Kafka => {
+                if sink != SinkKind::Kafka {
+                    return Err(Usage("--position-store kafka keeps the position on the Kafka sink's brokers: it needs --sink kafka".into()).into());
+                }
+                if args.position_file.is_some() || file.position_file.is_some() {
+                    return Err(Usage("--position-file applies to --position-store file; with --position-store kafka the position is in --kafka-position-topic".into()).into());
+                }
+                let name = match args.stream_name.or(file.stream_name) {
+                    Some(name) => check_stream_name(&name)?,
+                    None => {
+                        let url = merged.url.as_deref().context("give --url mysql://USER@HOST:PORT: the server to stream from")?;
+                        let name = default_stream_name(url, &emit)?;
+                        tracing::info!("stream name {name} (from the server and the filters; set --stream-name to keep the position when they change)");
+                        name
+                    }
+                };
+                let topic = args.kafka.kafka_position_topic.clone().or(file.kafka_position_topic.clone()).unwrap_or_else(|| "binlog_tail.positions".into());
+                let lease_timeout = seconds(args.kafka.kafka_lease_timeout.or(file.kafka_lease_timeout).unwrap_or(10.0), "--kafka-lease-timeout")?;
+                if lease_timeout < Duration::from_secs(1) {
+                    return Err(Usage("--kafka-lease-timeout must be at least 1 second".into()).into());
+                }
+                PositionSettings::Kafka { topic, name, lease_timeout }
+            }
+        };
         let kafka = match sink {
             SinkKind::Stdout => None,
             SinkKind::Kafka => {
@@ -211,7 +248,7 @@ impl StreamSettings {
         Ok(StreamSettings {
             server,
             start,
-            position_file,
+            position,
             sink,
             allow_discard: args.allow_discard || file.allow_discard.unwrap_or(false),
             metrics_addr: args.metrics_addr.or(file.metrics_addr).as_deref().map(socket_addr).transpose()?,
@@ -223,6 +260,31 @@ impl StreamSettings {
             format,
         })
     }
+}
+
+/// A `--stream-name`: it becomes a Kafka key and part of a consumer group id.
+fn check_stream_name(name: &str) -> Result<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    if name.is_empty() || name.len() > 200 || !name.chars().all(allowed) {
+        return Err(Usage(format!("--stream-name `{name}`: use 1 to 200 letters, digits, `.`, `_` and `-`")).into());
+    }
+    Ok(name.to_string())
+}
+
+/// The stream name when none is given: the server's host and port, and a fingerprint of the
+/// filters (which decide what the stream holds), e.g. `db.example.com-3306-5f3a9c1e`.
+fn default_stream_name(url: &str, emit: &EmitArgs) -> Result<String> {
+    let opts = parse_url(url)?;
+    let host: String = opts.ip_or_hostname().chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
+    let filters = format!(
+        "include={:?};exclude={:?};ops={:?};drop_column={:?}",
+        emit.include,
+        emit.exclude,
+        emit.ops.as_deref().unwrap_or(""),
+        emit.drop_column
+    );
+    let fingerprint = crate::sink::kafka::dedupe::stream_name(&format!("{host}:{}", opts.tcp_port()), &filters);
+    Ok(format!("{host}-{}-{}", opts.tcp_port(), &fingerprint[..8]))
 }
 
 /// The snapshot settings, when a snapshot was asked for or may be (with a signal table).

@@ -1,7 +1,8 @@
 //! Errors that decide what happens next, kept as distinct types so they cannot be mixed up:
 //! a transient error is retried from the last delivered position; a purged binlog ends the
 //! process with exit code 3 (so does a history that no longer contains the saved position); a
-//! bad configuration value ends it with exit code 2; everything else is definite: exit code 1.
+//! bad configuration value ends it with exit code 2; a failed Kafka producer is replaced by a new
+//! one, resuming from what Kafka acknowledged; everything else is definite: exit code 1.
 
 use thiserror::Error;
 
@@ -20,6 +21,13 @@ pub struct Purged(pub String);
 #[derive(Debug, Error)]
 #[error("{0}")]
 pub struct Usage(pub String);
+
+/// The Kafka producer hit a fatal error that only a new producer recovers from (librdkafka's
+/// idempotence and gapless guarantees broke): the stream starts again from the acknowledged
+/// position with a new producer, whose partition tails are read again.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct Restart(pub String);
 
 /// Exit code for a purged binlog (so scripts and orchestrators can tell it apart).
 pub const EXIT_PURGED: u8 = 3;

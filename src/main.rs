@@ -7,7 +7,7 @@ use clap::Parser;
 
 use binlog_tail::cli::{Cli, Command};
 use binlog_tail::ops::{logging, manual, status};
-use binlog_tail::{error, pipeline, sink};
+use binlog_tail::{error, pipeline, shutdown, sink};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,6 +25,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.chain().any(|c| c.is::<sink::stdout::Closed>()) => ExitCode::SUCCESS,
+        Err(e) if e.chain().any(|c| c.is::<shutdown::Stopped>()) => {
+            tracing::info!("{e:#}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             logging::report_error(log_format, &e);
             if e.chain().any(|c| c.is::<error::Purged>()) {

@@ -57,6 +57,7 @@ struct Inner {
     kafka_delivery_errors: Counter,
     snapshot_tables_done: Gauge,
     snapshot_tables_pending: Gauge,
+    lease_held: Gauge,
     ready: AtomicBool,
     /// Timestamp (seconds since the epoch) of the last non-heartbeat event read.
     last_event_ts: AtomicU64,
@@ -108,6 +109,7 @@ impl Metrics {
             kafka_delivery_errors: Counter::default(),
             snapshot_tables_done: Gauge::default(),
             snapshot_tables_pending: Gauge::default(),
+            lease_held: Gauge::default(),
             ready: AtomicBool::new(false),
             last_event_ts: AtomicU64::new(0),
             caught_up: AtomicBool::new(false),
@@ -127,6 +129,7 @@ impl Metrics {
         registry.register("checkpoint_file_number", "Number of the binlog file in the saved position (binlog.000042: 42)", inner.checkpoint_file.clone());
         registry.register_with_unit("checkpoint_offset", "Offset in that binlog file of the saved position", Unit::Bytes, inner.checkpoint_offset.clone());
         registry.register("reconnects", "Reconnections to the server after a failure", inner.reconnects.clone());
+        registry.register("stream_lease", "1 while this instance holds the stream (the position file's lock, or the Kafka store's lease); 0 while it stands by", inner.lease_held.clone());
         registry.register("errors", "Errors by kind (connect: opening the stream; stream: while streaming)", inner.errors.clone());
         let snapshot = registry.sub_registry_with_prefix("snapshot");
         snapshot.register("tables_done", "Tables whose snapshot is complete (rows read: changes_emitted{op=\"read\"})", inner.snapshot_tables_done.clone());
@@ -227,6 +230,10 @@ impl Metrics {
 
     pub fn kafka_ack_latency(&self, latency: Duration) {
         self.0.kafka_ack_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn set_lease_held(&self, held: bool) {
+        self.0.lease_held.set(i64::from(held));
     }
 
     pub fn reconnect(&self) {

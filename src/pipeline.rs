@@ -7,15 +7,18 @@
 //! transactions the stream reaches (and idle moments), which is where its chunks are emitted.
 
 use std::io::{self, BufWriter};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use tokio::runtime::Runtime;
 
-use crate::checkpoint::{Checkpointing, Position, PositionFile, Schedule};
+use crate::checkpoint::kafka::KafkaPositions;
+use crate::checkpoint::lease::Lease;
+use crate::checkpoint::{Checkpointing, Position, PositionFile, PositionStore, Schedule};
 use crate::cli::{CheckArgs, DumpArgs, SignalArgs, SinkKind, StreamArgs};
-use crate::config::{decode_options, format_settings, parse_table, server_config, snapshot_settings, StreamSettings};
-use crate::error::Usage;
+use crate::config::{decode_options, format_settings, parse_table, server_config, snapshot_settings, PositionSettings, StreamSettings};
+use crate::error::{Restart, Usage};
 use crate::format::Encoder;
 use crate::decode::{Decoder, Flow, Options};
 use crate::position::Resume;
@@ -97,22 +100,104 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
     if settings.sink == SinkKind::Stdout {
         stdout::check_delivers(settings.allow_discard)?;
     }
-    let position_file = PositionFile::open(&settings.position_file)?;
-    let saved = position_file.load()?;
+    let rt = runtime()?;
+    let shutdown = Shutdown::install(&rt);
+    let (store, lease) = open_store(&settings, &rt, &shutdown)?;
+    let metrics = Metrics::new();
+    if let Some(addr) = settings.metrics_addr {
+        ops::http::serve(addr, metrics.clone())?;
+    }
+    ops::behind::spawn(rt.handle(), connect_opts(&settings.server)?, metrics.clone());
+    let mut restarts = Restarts::default();
+    loop {
+        let term = match &lease {
+            Some(lease) => {
+                metrics.set_lease_held(false);
+                match lease.wait() {
+                    Some(term) => Some(term),
+                    None => return Ok(()), // stopped while standing by
+                }
+            }
+            None => None,
+        };
+        metrics.set_lease_held(true);
+        let result = stream_term(&settings, &store, &rt, &shutdown, &metrics);
+        drop(term);
+        metrics.set_ready(false);
+        if shutdown.handing_over() {
+            // The lease went to another instance: stand by again.
+            if let Err(e) = &result {
+                tracing::info!("the stream stopped for the handover: {e:#}");
+            }
+            shutdown.handed_over();
+            continue;
+        }
+        match result {
+            Err(e) if e.chain().any(|c| c.is::<Restart>()) => restarts.record(&store, e)?,
+            other => return other,
+        }
+    }
+}
+
+/// Producer restarts in a row that did not move the position on.
+#[derive(Default)]
+struct Restarts {
+    count: u32,
+    at: Option<Position>,
+}
+
+impl Restarts {
+    /// Records a restart after `err`; an error once restarting stops helping.
+    fn record(&mut self, store: &PositionStore, err: anyhow::Error) -> Result<()> {
+        let now = store.load()?;
+        let same = |a: &Position, b: &Position| (&a.file, a.offset, &a.snapshot) == (&b.file, b.offset, &b.snapshot);
+        let moved = match (&self.at, &now) {
+            (Some(a), Some(b)) => !same(a, b),
+            (None, None) => false,
+            _ => true,
+        };
+        self.count = if moved { 1 } else { self.count + 1 };
+        self.at = now;
+        if self.count > MAX_RESTARTS {
+            return Err(err.context(format!("the Kafka producer failed {MAX_RESTARTS} times in a row without delivering anything")));
+        }
+        tracing::warn!("{err:#}; starting again from the acknowledged position with a new Kafka producer (restart {})", self.count);
+        Ok(())
+    }
+}
+
+/// Producer restarts in a row, without progress, after which the error stands.
+const MAX_RESTARTS: u32 = 5;
+
+/// The position store, and with the Kafka store the lease only whose holder streams.
+fn open_store(settings: &StreamSettings, rt: &Runtime, shutdown: &Arc<Shutdown>) -> Result<(PositionStore, Option<Lease>)> {
+    match &settings.position {
+        PositionSettings::File(path) => Ok((PositionStore::File(PositionFile::open(path)?), None)),
+        PositionSettings::Kafka { topic, name, lease_timeout } => {
+            let kafka = settings.kafka.as_ref().expect("the Kafka store comes with the Kafka sink");
+            let lease = Lease::join(kafka, topic, name, *lease_timeout, shutdown.clone())?;
+            let positions = KafkaPositions::open(kafka, topic, name, lease.holder(), shutdown.clone())?;
+            positions.check_topic(kafka, rt.handle())?;
+            Ok((PositionStore::Kafka(positions), Some(lease)))
+        }
+    }
+}
+
+/// One run of the stream on a position store: from the saved position (or `--start`) until a
+/// stop, a definite error, a handover or a producer restart; reconnects to the server inside.
+fn stream_term(settings: &StreamSettings, store: &PositionStore, rt: &Runtime, shutdown: &Arc<Shutdown>, metrics: &Metrics) -> Result<()> {
+    let saved = store.load()?;
     let mut start = match &saved {
         Some(p) => {
             if settings.start.is_some() {
-                tracing::info!("resuming from {}; --start applies only without a saved position", settings.position_file.display());
+                tracing::info!("resuming from {store}; --start applies only without a saved position");
             }
             Start::Resume { file: p.file.clone(), offset: p.offset, gtids: p.gtids()? }
         }
         None => settings.start.clone().unwrap_or(Start::Latest),
     };
-    let rt = runtime()?;
-    let shutdown = Shutdown::install(&rt);
     let encoder = Encoder::new(settings.format.clone());
     let stream_id = saved.as_ref().and_then(|p| p.stream_id.clone()).unwrap_or_else(new_stream_id);
-    let metrics = Metrics::new();
     let mut out: Box<dyn Sink> = match (settings.sink, &settings.kafka) {
         (SinkKind::Kafka, Some(kafka)) => {
             // The format is part of it: another format makes other messages.
@@ -123,12 +208,8 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
         }
         _ => Box::new(StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()), encoder)),
     };
-    if let Some(addr) = settings.metrics_addr {
-        ops::http::serve(addr, metrics.clone())?;
-    }
-    ops::behind::spawn(rt.handle(), connect_opts(&settings.server)?, metrics.clone());
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
-    let mut sink = Checkpointing::new(out.as_mut(), position_file, schedule, saved.clone(), stream_id);
+    let mut sink = Checkpointing::new(out.as_mut(), store, schedule, saved.clone(), stream_id);
     sink.set_metrics(metrics.clone());
     let mut snapshot: Option<Snapshot> = None;
     // Failed attempts since a stream last delivered something; of those, the streams that the

@@ -4,15 +4,23 @@
 //! a sink after it lasts only while the sink makes progress (it ends `GRACE` after the signal or
 //! the sink's last acknowledgement, whichever is later, or at a second signal), so a stop request
 //! ends the process even when the sink is gone. However it ends, the saved position covers only
-//! what the sink acknowledged.
+//! what the sink acknowledged. A handover (the Kafka position store's lease is being taken by
+//! another instance) stops the stream the same way, but the process then stands by instead of
+//! exiting.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
+
+/// A wait (for Kafka, for the stream's lease) ended by a stop request: the process ends as at
+/// any stop, with exit code 0.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped while {0}")]
+pub struct Stopped(pub String);
 
 /// How long a sink may go without acknowledging anything once a stop was requested (well inside
 /// the 30 s an orchestrator such as Kubernetes waits before SIGKILL).
@@ -23,13 +31,22 @@ pub const GRACE: Duration = Duration::from_secs(10);
 pub struct Shutdown {
     signals: AtomicU32,
     first: OnceLock<Instant>,
+    /// Set, with when it was asked, while the stream is handed over to another instance.
+    handing_over: AtomicBool,
+    handover_at: Mutex<Option<Instant>>,
     pub notify: Notify,
 }
 
 impl Shutdown {
     /// No stop requested yet; nothing listens for signals.
     pub fn new() -> Arc<Shutdown> {
-        Arc::new(Shutdown { signals: AtomicU32::new(0), first: OnceLock::new(), notify: Notify::new() })
+        Arc::new(Shutdown {
+            signals: AtomicU32::new(0),
+            first: OnceLock::new(),
+            handing_over: AtomicBool::new(false),
+            handover_at: Mutex::new(None),
+            notify: Notify::new(),
+        })
     }
 
     /// Listens for SIGINT, SIGTERM and SIGHUP (a closed terminal or `kill -HUP`) on `rt`.
@@ -60,8 +77,28 @@ impl Shutdown {
         self.notify.notify_one();
     }
 
+    /// What losing the stream's lease does: stop after the current transaction, as at a signal,
+    /// until `handed_over`.
+    pub fn handover(&self) {
+        self.handover_at.lock().expect("not poisoned").get_or_insert_with(Instant::now);
+        if !self.handing_over.swap(true, Ordering::SeqCst) {
+            tracing::info!("handing the stream over: stopping after the current transaction");
+        }
+        self.notify.notify_one();
+    }
+
+    pub fn handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::SeqCst)
+    }
+
+    /// The stream stopped for the handover: the next one may run.
+    pub fn handed_over(&self) {
+        *self.handover_at.lock().expect("not poisoned") = None;
+        self.handing_over.store(false, Ordering::SeqCst);
+    }
+
     pub fn requested(&self) -> bool {
-        self.signals.load(Ordering::SeqCst) > 0
+        self.signals.load(Ordering::SeqCst) > 0 || self.handing_over()
     }
 
     pub fn forced(&self) -> bool {
@@ -69,16 +106,14 @@ impl Shutdown {
     }
 
     /// Why waiting for a sink must end now: a second signal, or `GRACE` passed since the first
-    /// signal and since `progress`, the sink's last acknowledgement.
+    /// signal (or the handover) and since `progress`, the sink's last acknowledgement.
     pub fn stop_waiting(&self, progress: Instant) -> Option<String> {
         if self.forced() {
-            Some("a second signal".into())
-        } else {
-            self.first
-                .get()
-                .filter(|first| progress.max(**first).elapsed() >= GRACE)
-                .map(|_| format!("no acknowledgement for {} s after the stop signal", GRACE.as_secs()))
+            return Some("a second signal".into());
         }
+        let handover = *self.handover_at.lock().expect("not poisoned");
+        let asked = self.first.get().copied().into_iter().chain(handover).min()?;
+        (progress.max(asked).elapsed() >= GRACE).then(|| format!("no acknowledgement for {} s after the stop was asked", GRACE.as_secs()))
     }
 }
 
@@ -95,5 +130,18 @@ mod tests {
         assert_eq!(s.stop_waiting(long_ago), None, "the grace starts at the signal");
         s.request();
         assert_eq!(s.stop_waiting(Instant::now()).as_deref(), Some("a second signal"));
+    }
+
+    #[test]
+    fn a_handover_stops_like_a_signal_until_it_is_done() {
+        let s = Shutdown::new();
+        s.handover();
+        assert!(s.requested() && !s.forced());
+        assert_eq!(s.stop_waiting(Instant::now()), None, "the grace starts at the handover");
+        *s.handover_at.lock().unwrap() = Some(Instant::now() - GRACE * 2);
+        assert!(s.stop_waiting(Instant::now() - GRACE * 2).is_some());
+        s.handed_over();
+        assert!(!s.requested());
+        assert_eq!(s.stop_waiting(Instant::now() - GRACE * 2), None);
     }
 }

@@ -76,6 +76,17 @@ impl KafkaSettings {
         Ok(cfg)
     }
 
+    /// The same cluster and security settings for a consumer (partition tails, the position
+    /// store, the lease), without the producer-only properties, which would only make it warn.
+    pub fn consumer_config(&self) -> Result<ClientConfig> {
+        let mut cfg = self.client_config()?;
+        for key in PRODUCER_ONLY {
+            cfg.remove(key);
+        }
+        cfg.set("enable.auto.commit", "false").set("enable.partition.eof", "false");
+        Ok(cfg)
+    }
+
     /// Every setting checked as librdkafka will read it, without creating a client: a misspelled
     /// key or a bad value is named, its value never printed.
     pub fn check(&self) -> Result<()> {
@@ -95,6 +106,20 @@ impl KafkaSettings {
         Redactor(values)
     }
 }
+
+const PRODUCER_ONLY: [&str; 11] = [
+    "enable.idempotence",
+    "acks",
+    "compression.type",
+    "linger.ms",
+    "batch.num.messages",
+    "message.timeout.ms",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "max.in.flight.requests.per.connection",
+    "enable.gapless.guarantee",
+    "partitioner",
+];
 
 /// Takes the values of `-X` properties out of librdkafka's text: its errors quote them ("Invalid
 /// value \"...\" for configuration property"), and a value may be a password.

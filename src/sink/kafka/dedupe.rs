@@ -182,12 +182,9 @@ pub struct Tails {
 }
 
 impl Tails {
+    /// `config`: the consumer settings (`KafkaSettings::consumer_config`).
     pub fn new(stream: String, mut config: ClientConfig) -> Result<Tails> {
-        config.set("enable.auto.commit", "false").set("group.id", "binlog-tail-tail-reader").set("enable.partition.eof", "false");
-        // Producer-only properties would only produce warnings in a consumer.
-        for key in ["enable.idempotence", "acks", "compression.type", "linger.ms", "batch.num.messages", "message.timeout.ms", "queue.buffering.max.kbytes", "queue.buffering.max.messages", "max.in.flight.requests.per.connection", "enable.gapless.guarantee", "partitioner"] {
-            config.remove(key);
-        }
+        config.set("group.id", "binlog-tail-tail-reader");
         let consumer = config.create().context("cannot create the Kafka client that reads partition tails")?;
         Ok(Tails { stream, consumer, topics: HashMap::new() })
     }

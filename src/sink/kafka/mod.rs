@@ -123,7 +123,7 @@ impl ProducerContext for Reports {
 }
 
 /// What to do about a permanent delivery error.
-fn hint(err: &KafkaError) -> &'static str {
+pub fn hint(err: &KafkaError) -> &'static str {
     match err.rdkafka_error_code() {
         Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
             " — create the topic (the broker does not create topics automatically), or route with --kafka-topic"
@@ -187,7 +187,7 @@ impl KafkaSink {
             anyhow!("cannot create the Kafka producer (check --kafka-brokers and the -X properties): {}", redact.apply(&e.to_string()))
         })?;
         let dedupe = match settings.dedupe {
-            true => Some((Partitioner::from_property(settings.partitioner())?, Tails::new(stream.clone(), config)?)),
+            true => Some((Partitioner::from_property(settings.partitioner())?, Tails::new(stream.clone(), settings.consumer_config()?)?)),
             false => None,
         };
         Ok(KafkaSink {

@@ -1,23 +1,23 @@
-//! The position file: where streaming resumes after a restart.
+//! Where streaming resumes after a restart: the saved position, its stores (a local file, or a
+//! compacted Kafka topic), and the sink wrapper that saves it.
 //!
 //! Invariants:
-//! - It names the end of a transaction whose every event the sink has acknowledged, and of all
-//!   transactions before it; it never points into a transaction.
-//! - It is replaced atomically (temp file, fsync, rename, fsync of the directory): a crash leaves
-//!   the old or the new version, never a truncated one.
-//! - A file that cannot be read or parsed stops the tool and is left untouched: it is never
+//! - A saved position names the end of a transaction whose every event the sink has
+//!   acknowledged, and of all transactions before it; it never points into a transaction.
+//! - A position that cannot be read or parsed stops the tool and is left untouched: it is never
 //!   silently reset, which would replay or skip history.
-//! - One process at a time: an exclusive lock on `PATH.lock` is held while streaming.
-//! - A symlinked `PATH` is resolved once, at open: the lock and every checkpoint act on the
-//!   target, so two links to one file share one lock, and the link stays a link.
-//! - A checkpoint that fails leaves the previous file and no temp file behind.
+//! - One writer per stream: the file store locks the file, the Kafka store holds a lease
+//!   (`lease`), and refuses to save once it lost it.
 //! - Version 2 adds the progress of a running snapshot (saved with the position of its last
-//!   acknowledged chunk); version 1 files are read as positions without a snapshot and written
-//!   back as version 2.
+//!   acknowledged chunk); version 1 positions are read as positions without a snapshot and
+//!   written back as version 2. Both stores hold the same JSON.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+pub mod file;
+pub mod kafka;
+pub mod lease;
+
+pub use file::{read_position, PositionFile};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ use crate::metrics::{ChangeLabels, Counter, Metrics};
 use crate::schema::Table;
 use crate::sink::Sink;
 
-const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 2;
 /// Older versions this binlog-tail reads (and upgrades on the next save).
 const READS: [u32; 2] = [1, 2];
 
@@ -119,15 +119,15 @@ impl Position {
         }
     }
 
-    /// A position file's text, checked: its version, and its GTID set parses.
+    /// A saved position's text, checked: its version, and its GTID set parses.
     pub fn parse(text: &str) -> Result<Position> {
         let pos: Position = serde_json::from_str(text).context(
-            "the position file is corrupt; it was left as it is. Fix it by hand, or move it away and choose --start deliberately (events may be replayed or skipped)",
+            "the saved position is corrupt; it was left as it is. Fix it by hand, or move it away and choose --start deliberately (events may be replayed or skipped)",
         )?;
         if !READS.contains(&pos.version) {
-            bail!("the position file has version {}, this binlog-tail understands {READS:?}", pos.version);
+            bail!("the saved position has version {}, this binlog-tail understands {READS:?}", pos.version);
         }
-        pos.gtids().context("the position file holds a bad GTID set")?;
+        pos.gtids().context("the saved position holds a bad GTID set")?;
         Ok(pos)
     }
 
@@ -136,90 +136,37 @@ impl Position {
     }
 }
 
-/// The position file and its lock.
-pub struct PositionFile {
-    path: PathBuf,
-    _lock: File,
+/// Where positions are kept (`--position-store`).
+pub enum PositionStore {
+    File(file::PositionFile),
+    Kafka(kafka::KafkaPositions),
 }
 
-impl PositionFile {
-    /// Takes the lock; fails if another process holds it.
-    pub fn open(path: &Path) -> Result<PositionFile> {
-        let path = &resolve(path)?;
-        let lock_path = sibling(path, ".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("cannot create the lock file {}", lock_path.display()))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => bail!(
-                "another binlog-tail is using the position file {} (it holds {}): stop it first, or give this one its own --position-file",
-                path.display(),
-                lock_path.display()
-            ),
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()))
-            }
-        }
-        Ok(PositionFile { path: path.to_path_buf(), _lock: lock })
-    }
-
-    /// The saved position, None if there is no file yet.
+impl PositionStore {
+    /// The saved position, None if there is none yet.
     pub fn load(&self) -> Result<Option<Position>> {
-        read_position(&self.path)
-    }
-
-    /// Replaces the file atomically.
-    pub fn save(&self, pos: &Position) -> Result<()> {
-        let tmp = sibling(&self.path, ".tmp");
-        let mut json = serde_json::to_vec_pretty(pos)?;
-        json.push(b'\n');
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            File::open(dir)?.sync_all()
-        };
-        write()
-            .inspect_err(|_| {
-                // Gone already if the rename was done; otherwise the previous file stays.
-                let _ = fs::remove_file(&tmp);
-            })
-            .with_context(|| format!("cannot write the position file {}", self.path.display()))
-    }
-}
-
-/// Where the position really lives: a symlink is followed, and a file not created yet is placed
-/// in its directory's canonical path.
-fn resolve(path: &Path) -> Result<PathBuf> {
-    match fs::canonicalize(path) {
-        Ok(resolved) => return Ok(resolved),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).with_context(|| format!("cannot resolve the position file {}", path.display()))
+        match self {
+            PositionStore::File(f) => f.load(),
+            PositionStore::Kafka(k) => k.load(),
         }
-        Err(_) => {}
     }
-    let parent = |p: &Path| p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-    // A link to a file that does not exist yet: the file goes where the link points.
-    let target = match fs::read_link(path) {
-        Ok(target) => parent(path).join(target),
-        Err(_) => path.to_path_buf(),
-    };
-    let name = target.file_name().with_context(|| format!("the position file {} names no file", path.display()))?;
-    let dir = fs::canonicalize(parent(&target))
-        .with_context(|| format!("the directory of the position file {} does not exist: create it first", target.display()))?;
-    Ok(dir.join(name))
+
+    /// Replaces the saved position (the file atomically; in Kafka once acknowledged).
+    pub fn save(&self, pos: &Position) -> Result<()> {
+        match self {
+            PositionStore::File(f) => f.save(pos),
+            PositionStore::Kafka(k) => k.save(pos),
+        }
+    }
 }
 
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(suffix);
-    path.with_file_name(name)
+impl std::fmt::Display for PositionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PositionStore::File(file) => write!(f, "the position file {}", file.path().display()),
+            PositionStore::Kafka(k) => k.fmt(f),
+        }
+    }
 }
 
 /// A sink wrapper that saves the position of acknowledged transactions: after every `every`
@@ -230,7 +177,7 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 /// had not acknowledged.
 pub struct Checkpointing<'a> {
     inner: &'a mut dyn Sink,
-    file: PositionFile,
+    store: &'a PositionStore,
     schedule: Schedule,
     server: Option<(Flavor, ServerIdentity)>,
     last_commit: Option<Resume>,
@@ -245,9 +192,9 @@ pub struct Checkpointing<'a> {
 }
 
 impl<'a> Checkpointing<'a> {
-    pub fn new(inner: &'a mut dyn Sink, file: PositionFile, schedule: Schedule, saved: Option<Position>, stream_id: String) -> Self {
+    pub fn new(inner: &'a mut dyn Sink, store: &'a PositionStore, schedule: Schedule, saved: Option<Position>, stream_id: String) -> Self {
         let snapshot = saved.as_ref().and_then(|p| p.snapshot.clone()).map(Arc::new);
-        Checkpointing { inner, file, schedule, server: None, last_commit: None, saved, stream_id, snapshot, metrics: None, counting: None }
+        Checkpointing { inner, store, schedule, server: None, last_commit: None, saved, stream_id, snapshot, metrics: None, counting: None }
     }
 
     fn position_at(&self, flavor: Flavor, resume: &Resume, identity: &ServerIdentity) -> Position {
@@ -311,7 +258,7 @@ impl<'a> Checkpointing<'a> {
             return Ok(());
         }
         let pos = self.position_at(*flavor, &resume, identity);
-        self.file.save(&pos)?;
+        self.store.save(&pos)?;
         if let Some(m) = &self.metrics {
             m.checkpoint_saved(&pos.file, pos.offset);
         }
@@ -420,18 +367,6 @@ impl Schedule {
     }
 }
 
-/// The position saved at `path` without taking the lock (for `status`, beside a running stream;
-/// the file is replaced by rename, so a read sees one whole version). None if there is none yet.
-pub fn read_position(path: &Path) -> Result<Option<Position>> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot read the position file {}", path.display())),
-    };
-    let pos = Position::parse(&text).with_context(|| path.display().to_string())?;
-    Ok(Some(pos))
-}
-
 pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -443,64 +378,6 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-
-    fn position(offset: u64) -> Position {
-        let resume = Resume::new(Arc::from("binlog.000003"), offset, Some(GtidSet::parse("0-1-42").unwrap()));
-        Position::new(Flavor::MariaDb, &resume, ServerIdentity { uuid: None, server_id: 1, hostname: "db".into() })
-    }
-
-    #[test]
-    fn saves_and_loads_atomically() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pos.json");
-        let file = PositionFile::open(&path).unwrap();
-        assert_eq!(file.load().unwrap(), None);
-        file.save(&position(100)).unwrap();
-        file.save(&position(200)).unwrap();
-        let loaded = file.load().unwrap().unwrap();
-        assert_eq!(loaded.offset, 200);
-        assert_eq!(loaded.gtid_set.as_deref(), Some("0-1-42"));
-        assert!(!sibling(&path, ".tmp").exists(), "no temp file left behind");
-    }
-
-    #[test]
-    fn a_failed_write_leaves_the_old_file_and_no_temp_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pos.json");
-        let file = PositionFile::open(&path).unwrap();
-        file.save(&position(100)).unwrap();
-        // A directory in the file's place makes the rename fail after the temp file is written.
-        fs::rename(&path, dir.path().join("saved.json")).unwrap();
-        fs::create_dir(&path).unwrap();
-        fs::write(path.join("occupied"), b"").unwrap();
-        let err = format!("{:#}", file.save(&position(200)).unwrap_err());
-        assert!(err.contains("cannot write the position file"), "{err}");
-        assert!(!sibling(&path, ".tmp").exists(), "the temp file is removed");
-    }
-
-    #[test]
-    fn symlinks_are_resolved_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let real = dir.path().join("real.json");
-        let link = dir.path().join("link.json");
-        std::os::unix::fs::symlink("real.json", &link).unwrap();
-        // A link to a file not created yet: the file is created at the target.
-        let file = PositionFile::open(&link).unwrap();
-        file.save(&position(100)).unwrap();
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays a link");
-        let saved: Position = serde_json::from_str(&fs::read_to_string(&real).unwrap()).unwrap();
-        assert_eq!(saved.offset, 100);
-        // The target and the link share one lock.
-        let err = PositionFile::open(&real).err().unwrap().to_string();
-        assert!(err.contains("another binlog-tail"), "{err}");
-        drop(file);
-        let again = PositionFile::open(&real).unwrap();
-        assert!(PositionFile::open(&link).is_err());
-        again.save(&position(200)).unwrap();
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
-        assert_eq!(fs::read_to_string(&link).unwrap(), fs::read_to_string(&real).unwrap());
-    }
 
     #[test]
     fn identities_and_flavours_read_as_text() {
@@ -509,50 +386,6 @@ mod tests {
         let mysql = ServerIdentity { uuid: Some("3e11fa47-71ca-11e1-9e33-c80aa9429562".into()), ..mariadb };
         assert_eq!(mysql.to_string(), "server_id 1 on host db1 (server_uuid 3e11fa47-71ca-11e1-9e33-c80aa9429562)");
         assert_eq!(format!("{} {}", Flavor::MariaDb, FlavorName::Mysql), "MariaDB MySQL");
-    }
-
-    #[test]
-    fn version_1_files_are_read_and_upgraded_with_snapshot_progress() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pos.json");
-        fs::write(
-            &path,
-            r#"{"version":1,"flavor":"mariadb","gtid_set":"0-1-7","file":"binlog.000001","offset":900,
-               "server":{"uuid":null,"server_id":1,"hostname":"db"},"updated_at":"2026-01-01T00:00:00Z"}"#,
-        )
-        .unwrap();
-        let file = PositionFile::open(&path).unwrap();
-        let mut pos = file.load().unwrap().unwrap();
-        assert_eq!((pos.version, pos.offset, pos.snapshot.clone()), (1, 900, None));
-        pos.version = VERSION;
-        pos.snapshot = Some(SnapshotProgress {
-            pending: vec![["shop".into(), "orders".into()]],
-            after: Some(vec![crate::position::KeyValue::Int(5), crate::position::KeyValue::Bytes(b"a\xff".to_vec())]),
-            done: 2,
-        });
-        file.save(&pos).unwrap();
-        assert_eq!(file.load().unwrap().unwrap(), pos);
-        assert!(fs::read_to_string(&path).unwrap().contains("\"version\": 2"));
-    }
-
-    #[test]
-    fn a_second_holder_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pos.json");
-        let _first = PositionFile::open(&path).unwrap();
-        let err = PositionFile::open(&path).err().unwrap().to_string();
-        assert!(err.contains("another binlog-tail"), "{err}");
-    }
-
-    #[test]
-    fn corrupt_files_are_errors_and_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pos.json");
-        fs::write(&path, b"{\"version\": 1, \"fla").unwrap();
-        let file = PositionFile::open(&path).unwrap();
-        let err = format!("{:#}", file.load().unwrap_err());
-        assert!(err.contains("corrupt"), "{err}");
-        assert_eq!(fs::read(&path).unwrap(), b"{\"version\": 1, \"fla");
     }
 
     #[test]

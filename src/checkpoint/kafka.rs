@@ -1,0 +1,343 @@
+//! The position in Kafka (`--position-store kafka`): a message in a compacted topic, keyed by
+//! the stream's name, so a container needs no volume.
+//!
+//! Invariants:
+//! - Every position is written to partition 0 (whatever the topic's partition count, now or
+//!   later), with the same JSON as the position file, and a save returns only once Kafka
+//!   acknowledged it (`acks=all`): the next save is sent after that, so the newest message under
+//!   the key is the newest position.
+//! - The topic must exist with `cleanup.policy=compact` and no `delete`: a deleting topic would
+//!   drop the position of a stream idle longer than its retention, and the next start would begin
+//!   from `--start` instead. This is checked before anything else is read.
+//! - Loading reads the partition backwards from its end, in growing windows, and takes the key's
+//!   message with the highest offset (compaction keeps the newest message of every key). A null
+//!   value (a tombstone) means no position.
+//! - Only the lease holder saves (`lease`); while Kafka cannot be reached, loading and saving wait
+//!   (a stop request ends the wait after `shutdown::GRACE`).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+
+use super::lease::{Holder, LeaseLost};
+use super::Position;
+use crate::shutdown::{Shutdown, Stopped};
+use crate::sink::kafka::config::{KafkaSettings, Redactor};
+use crate::sink::kafka::hint;
+
+/// The partition every position is kept in.
+pub const PARTITION: i32 = 0;
+
+/// The first window read back from the partition's end; each further one is twice as large.
+const FIRST_WINDOW: i64 = 64;
+
+/// How often waiting for Kafka says so.
+const REPORT_EVERY: Duration = Duration::from_secs(30);
+
+/// The delivery report of the one position in flight.
+struct Saves {
+    result: Mutex<Option<Result<(), KafkaError>>>,
+    redact: Redactor,
+}
+
+impl ClientContext for Saves {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let message = self.redact.apply(message);
+        match level {
+            RDKafkaLogLevel::Debug => tracing::trace!("librdkafka positions {fac}: {message}"),
+            _ => tracing::debug!("librdkafka positions {fac}: {message}"),
+        }
+    }
+
+    // The sink's producer logs why the brokers cannot be reached; once is enough.
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!("Kafka positions: {} ({error})", self.redact.apply(reason));
+    }
+}
+
+impl ProducerContext for Saves {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        *self.result.lock().expect("not poisoned") = Some(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
+    }
+}
+
+pub struct KafkaPositions {
+    topic: String,
+    key: String,
+    producer: BaseProducer<Saves>,
+    reader: BaseConsumer,
+    lease: Holder,
+    shutdown: Arc<Shutdown>,
+    redact: Redactor,
+}
+
+impl KafkaPositions {
+    /// The store of stream `key` in `topic`; `lease` says when saving is allowed.
+    pub fn open(settings: &KafkaSettings, topic: &str, key: &str, lease: Holder, shutdown: Arc<Shutdown>) -> Result<KafkaPositions> {
+        let redact = settings.redactor();
+        let mut config = settings.client_config()?;
+        // One small message at a time, each waited for: nothing to batch.
+        config.set("linger.ms", "0").remove("enable.gapless.guarantee");
+        let producer = config
+            .create_with_context(Saves { result: Mutex::new(None), redact: redact.clone() })
+            .map_err(|e| anyhow!("cannot create the Kafka producer of the position store: {}", redact.apply(&e.to_string())))?;
+        let mut config = settings.consumer_config()?;
+        config.set("group.id", "binlog-tail-position-reader").set("enable.partition.eof", "true");
+        let reader = config.create().context("cannot create the Kafka client that reads the position")?;
+        Ok(KafkaPositions { topic: topic.to_string(), key: key.to_string(), producer, reader, lease, shutdown, redact })
+    }
+
+    /// Checks that the topic exists and is compacted only, waiting while Kafka cannot be reached.
+    pub fn check_topic(&self, settings: &KafkaSettings, rt: &Handle) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = settings
+            .client_config()?
+            .create()
+            .map_err(|e| anyhow!("cannot create the Kafka admin client: {}", self.redact.apply(&e.to_string())))?;
+        let create = format!(
+            "kafka-topics.sh --bootstrap-server {} --create --topic {} --partitions 1 --config cleanup.policy=compact",
+            settings.brokers, self.topic
+        );
+        let policy = self.until_answered("describe the position topic", || {
+            let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
+            let resource = ResourceSpecifier::Topic(&self.topic);
+            let described = rt.block_on(admin.describe_configs([&resource], &options));
+            let results = match described {
+                Ok(results) => results,
+                Err(e) => {
+                    tracing::debug!("describing Kafka topic {}: {e}", self.topic);
+                    return Ok(None);
+                }
+            };
+            match results.into_iter().next() {
+                Some(Ok(config)) => Ok(Some(config.get("cleanup.policy").and_then(|e| e.value.clone()).unwrap_or_default())),
+                Some(Err(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)) => bail!(
+                    "the Kafka topic {} for positions does not exist (brokers often do not create topics): create it compacted, e.g. {create}",
+                    self.topic
+                ),
+                Some(Err(code @ (RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::ClusterAuthorizationFailed))) => bail!(
+                    "cannot read the configuration of the Kafka topic {} ({code}): grant this client DESCRIBE_CONFIGS on it, so that binlog-tail can check that it is compacted",
+                    self.topic
+                ),
+                Some(Err(code)) => bail!("cannot read the configuration of the Kafka topic {}: {code}", self.topic),
+                None => Ok(None),
+            }
+        })?;
+        let policies: Vec<&str> = policy.split(',').map(str::trim).collect();
+        if !policies.contains(&"compact") || policies.contains(&"delete") {
+            bail!(
+                "the Kafka topic {} for positions has cleanup.policy={policy}: it must be compact only, or Kafka deletes the position of a stream that stays idle longer than the topic's retention, and its next start would skip or repeat changes. Change it with kafka-configs.sh --bootstrap-server {} --alter --entity-type topics --entity-name {} --add-config cleanup.policy=compact",
+                self.topic,
+                settings.brokers,
+                self.topic
+            );
+        }
+        Ok(())
+    }
+
+    /// The newest position under the key, None if there is none.
+    pub fn load(&self) -> Result<Option<Position>> {
+        let (low, high) = self.until_answered("read the end of the position topic", || {
+            match self.reader.fetch_watermarks(&self.topic, PARTITION, Duration::from_secs(5)) {
+                Ok(marks) => Ok(Some(marks)),
+                Err(e) => {
+                    tracing::debug!("reading the offsets of Kafka {}[{PARTITION}]: {e}", self.topic);
+                    Ok(None)
+                }
+            }
+        })?;
+        let mut to = high;
+        let mut window = FIRST_WINDOW;
+        while to > low {
+            let from = low.max(to - window);
+            if let Some((offset, value)) = self.until_answered("read the position", || self.newest_in(from, to))? {
+                let Some(value) = value else {
+                    tracing::info!("{self} was deleted (a tombstone at offset {offset}): no saved position");
+                    return Ok(None);
+                };
+                let text = std::str::from_utf8(&value).map_err(|_| anyhow!("{self} at offset {offset} is not UTF-8 text"))?;
+                return Position::parse(text).with_context(|| format!("{self}, offset {offset}")).map(Some);
+            }
+            to = from;
+            window = window.saturating_mul(2);
+        }
+        Ok(None)
+    }
+
+    /// The key's newest message at offsets `from..to`: its offset and value (None: a
+    /// tombstone); Ok(None) while the partition cannot be read.
+    #[allow(clippy::type_complexity)]
+    fn newest_in(&self, from: i64, to: i64) -> Result<Option<Option<(i64, Option<Vec<u8>>)>>> {
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(&self.topic, PARTITION, Offset::Offset(from))?;
+        self.reader.assign(&assignment)?;
+        let mut newest = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let read = loop {
+            if Instant::now() > deadline {
+                break false;
+            }
+            let msg = match self.reader.poll(Duration::from_millis(200)) {
+                None => continue,
+                Some(Err(KafkaError::PartitionEOF(_))) => break true,
+                Some(Err(e)) => {
+                    tracing::debug!("reading Kafka {}[{PARTITION}]: {e}", self.topic);
+                    break false;
+                }
+                Some(Ok(msg)) => msg,
+            };
+            if msg.offset() >= to {
+                break true;
+            }
+            if msg.key() == Some(self.key.as_bytes()) {
+                newest = Some((msg.offset(), msg.payload().map(<[u8]>::to_vec)));
+            }
+            // Compaction leaves gaps in the offsets: the window ends at its last offset or after.
+            if msg.offset() >= to - 1 {
+                break true;
+            }
+        };
+        self.reader.unassign()?;
+        Ok(read.then_some(newest))
+    }
+
+    /// Writes `pos` and waits until Kafka acknowledged it.
+    pub fn save(&self, pos: &Position) -> Result<()> {
+        if !self.lease.held() {
+            return Err(LeaseLost.into());
+        }
+        let value = serde_json::to_vec(pos)?;
+        *self.producer.context().result.lock().expect("not poisoned") = None;
+        let record = BaseRecord::to(&self.topic).partition(PARTITION).key(&self.key).payload(&value);
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| anyhow!("cannot save {self}: {}", self.redact.apply(&e.to_string())))?;
+        let sent = Instant::now();
+        let mut reported = sent;
+        loop {
+            self.producer.poll(Duration::from_millis(20));
+            if let Some(result) = self.producer.context().result.lock().expect("not poisoned").take() {
+                return result.map_err(|e| anyhow!("Kafka refused {self}: {e}{}", hint(&e)));
+            }
+            if let Some(why) = self.shutdown.stop_waiting(sent) {
+                bail!("stopped ({why}) before Kafka acknowledged {self}; the previous position stays saved");
+            }
+            if reported.elapsed() >= REPORT_EVERY {
+                tracing::warn!("waiting for Kafka to acknowledge {self}");
+                reported = Instant::now();
+            }
+        }
+    }
+
+    /// Asks `f` until Kafka answers (Some), saying every `REPORT_EVERY` that it waits; a stop
+    /// request ends the wait.
+    fn until_answered<T>(&self, what: &str, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+        let mut reported = Instant::now();
+        loop {
+            if let Some(answer) = f()? {
+                return Ok(answer);
+            }
+            if self.shutdown.requested() {
+                return Err(Stopped(format!("waiting for Kafka to {what}")).into());
+            }
+            if reported.elapsed() >= REPORT_EVERY {
+                tracing::warn!("waiting for Kafka to {what} ({self})");
+                reported = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl std::fmt::Display for KafkaPositions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the position in Kafka topic {} under key {}", self.topic, self.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::ServerIdentity;
+    use crate::position::{Flavor, Resume};
+    use rdkafka::mocking::MockCluster;
+
+    fn position(offset: u64) -> Position {
+        let resume = Resume::new(Arc::from("binlog.000003"), offset, None);
+        Position::new(Flavor::MariaDb, &resume, ServerIdentity { uuid: None, server_id: 1, hostname: "db".into() })
+    }
+
+    fn store(brokers: &str, key: &str) -> KafkaPositions {
+        let settings = crate::sink::kafka::config::test_settings(brokers);
+        KafkaPositions::open(&settings, "positions", key, Holder::for_tests(true), Shutdown::new()).unwrap()
+    }
+
+    /// Writes `n` messages of other streams (and one tombstone of theirs) to the partition.
+    fn others(brokers: &str, n: usize) {
+        let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+        for i in 0..n {
+            let value = format!("{{\"other\": {i}}}");
+            producer.send(BaseRecord::to("positions").partition(PARTITION).key(&format!("other-{}", i % 7)).payload(&value)).unwrap();
+        }
+        producer.send(BaseRecord::<str, ()>::to("positions").partition(PARTITION).key("other-0")).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    #[test]
+    fn the_newest_position_of_the_key_is_found_past_other_streams() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("positions", 3, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let a = store(&brokers, "a");
+        assert_eq!(a.load().unwrap(), None, "an empty topic");
+        a.save(&position(100)).unwrap();
+        a.save(&position(200)).unwrap();
+        assert_eq!(a.load().unwrap().map(|p| p.offset), Some(200));
+        // More messages of other streams than several windows hold.
+        others(&brokers, 500);
+        let b = store(&brokers, "b");
+        assert_eq!(b.load().unwrap(), None, "another key has no position");
+        b.save(&position(7)).unwrap();
+        assert_eq!(store(&brokers, "a").load().unwrap().map(|p| p.offset), Some(200));
+        assert_eq!(b.load().unwrap().map(|p| p.offset), Some(7));
+    }
+
+    #[test]
+    fn tombstones_and_corrupt_values() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("positions", 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let a = store(&brokers, "a");
+        a.save(&position(100)).unwrap();
+        let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+        producer.send(BaseRecord::<str, ()>::to("positions").partition(PARTITION).key("a")).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+        assert_eq!(a.load().unwrap(), None, "a tombstone deletes the position");
+        producer.send(BaseRecord::to("positions").partition(PARTITION).key("a").payload("{\"version\": 2, \"fla")).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let err = format!("{:#}", a.load().unwrap_err());
+        assert!(err.contains("corrupt") && err.contains("under key a, offset 2"), "{err}");
+    }
+
+    #[test]
+    fn a_lost_lease_saves_nothing() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("positions", 1, 1).unwrap();
+        let settings = crate::sink::kafka::config::test_settings(&cluster.bootstrap_servers());
+        let lost = Holder::for_tests(false);
+        let s = KafkaPositions::open(&settings, "positions", "a", lost, Shutdown::new()).unwrap();
+        assert!(s.save(&position(1)).unwrap_err().is::<LeaseLost>());
+        assert_eq!(s.load().unwrap(), None);
+    }
+}
