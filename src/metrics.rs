@@ -236,6 +236,10 @@ impl Metrics {
         self.0.lease_held.set(i64::from(held));
     }
 
+    pub fn lease_held(&self) -> bool {
+        self.0.lease_held.get() == 1
+    }
+
     pub fn reconnect(&self) {
         self.0.reconnects.inc();
     }

@@ -1,53 +1,13 @@
 //! Operating binlog-tail: `/metrics`, `/healthz` and `/readyz` scraped while a stream runs against
 //! MariaDB, `status` on a healthy and on a purged position, JSON logs, completions and man page.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::util::{binlog_tail, heavy, in_db, wait_for_rows, Event, MariaDb, Stream};
-
-/// GET `path` on 127.0.0.1:`port`: (status code, body), or None while nothing listens.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(conn, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Some((code, body))
-}
-
-/// The samples of a Prometheus text exposition: `name{labels}` -> value.
-fn samples(body: &str) -> BTreeMap<String, f64> {
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (name, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line: {l}"));
-            (name.to_string(), value.parse().unwrap_or_else(|_| panic!("bad value: {l}")))
-        })
-        .collect()
-}
-
-fn metric(port: u16, name: &str) -> f64 {
-    let (code, body) = get(port, "/metrics").expect("the metrics endpoint answers");
-    assert_eq!(code, 200, "{body}");
-    samples(&body).get(name).copied().unwrap_or_else(|| panic!("no {name} in\n{body}"))
-}
-
-/// Polls until `done` holds; the deadline only bounds a failing test.
-fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use crate::util::{binlog_tail, get, heavy, in_db, metric, samples, until, wait_for_rows, Event, MariaDb, Stream};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -10,6 +10,7 @@ mod formats;
 mod hardening;
 mod history;
 mod kafka;
+mod kafka_store;
 mod mysql_files;
 mod ops;
 mod server;

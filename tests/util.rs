@@ -2,11 +2,12 @@
 //! the JSON event contract as a strict struct.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -287,12 +288,17 @@ pub struct Stream {
 
 impl Stream {
     pub fn start(server: &MariaDb, position: &Path, dir: &Path, n: usize, extra: &[&str]) -> Stream {
+        let position = position.to_str().expect("a UTF-8 path");
+        Stream::spawn(server, dir, n, &[&["--position-file", position], extra].concat())
+    }
+
+    /// A stream whose arguments name the position store themselves.
+    pub fn spawn(server: &MariaDb, dir: &Path, n: usize, args: &[&str]) -> Stream {
         let stdout = dir.join(format!("out.{n}.jsonl"));
         let stderr = dir.join(format!("err.{n}.log"));
         let child = binlog_tail()
-            .args(["stream", "--url", &server.url(), "--position-file"])
-            .arg(position)
-            .args(extra)
+            .args(["stream", "--url", &server.url()])
+            .args(args)
             .env("MYSQL_PWD", "replpass")
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -325,6 +331,24 @@ impl Stream {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits until the log holds `text`.
+    pub fn wait_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.log().contains(text) {
+            assert!(Instant::now() < deadline, "no `{text}` in the log: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the stream reads from the server.
+    pub fn wait_streaming(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.log().contains("streaming from") && !self.log().contains("streaming after") {
+            assert!(Instant::now() < deadline, "the stream did not start: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits until the stream has saved its starting position (it is connected and reading).
@@ -441,8 +465,14 @@ impl Broker {
     }
 
     pub fn create_topic(&self, name: &str, partitions: u32) {
+        self.create_topic_with(name, partitions, &[]);
+    }
+
+    /// A topic with configuration entries (`cleanup.policy=compact`).
+    pub fn create_topic_with(&self, name: &str, partitions: u32, configs: &[&str]) {
         let out = Command::new(Self::binary())
             .args(["topic", "create", name, "--partitions", &partitions.to_string()])
+            .args(configs.iter().flat_map(|c| ["--config", c]))
             .args(["--broker", &format!("tcp://{}", self.addr())])
             .output()
             .unwrap();
@@ -584,4 +614,42 @@ pub fn write_in_batches(port: u16, sql: &str, per_batch: usize, pause: Duration)
             std::thread::sleep(pause);
         }
     })
+}
+
+/// GET `path` on 127.0.0.1:`port`: (status code, body), or None while nothing listens.
+pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// The samples of a Prometheus text exposition: `name{labels}` -> value.
+pub fn samples(body: &str) -> BTreeMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line: {l}"));
+            (name.to_string(), value.parse().unwrap_or_else(|_| panic!("bad value: {l}")))
+        })
+        .collect()
+}
+
+pub fn metric(port: u16, name: &str) -> f64 {
+    let (code, body) = get(port, "/metrics").expect("the metrics endpoint answers");
+    assert_eq!(code, 200, "{body}");
+    samples(&body).get(name).copied().unwrap_or_else(|| panic!("no {name} in\n{body}"))
+}
+
+/// Polls until `done` holds; the deadline only bounds a failing test.
+pub fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

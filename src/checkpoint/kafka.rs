@@ -9,9 +9,9 @@
 //! - The topic must exist with `cleanup.policy=compact` and no `delete`: a deleting topic would
 //!   drop the position of a stream idle longer than its retention, and the next start would begin
 //!   from `--start` instead. This is checked before anything else is read.
-//! - Loading reads the partition backwards from its end, in growing windows, and takes the key's
-//!   message with the highest offset (compaction keeps the newest message of every key). A null
-//!   value (a tombstone) means no position.
+//! - Loading reads the partition backwards from its end (`tail`) and takes the key's message
+//!   with the highest offset (compaction keeps the newest message of every key). A null value (a
+//!   tombstone) means no position.
 //! - Only the lease holder saves (`lease`); while Kafka cannot be reached, loading and saving wait
 //!   (a stop request ends the wait after `shutdown::GRACE`).
 
@@ -24,22 +24,19 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message as _;
+use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::ClientContext;
 use tokio::runtime::Handle;
 
 use super::lease::{Holder, LeaseLost};
 use super::Position;
 use crate::shutdown::{Shutdown, Stopped};
 use crate::sink::kafka::config::{KafkaSettings, Redactor};
-use crate::sink::kafka::hint;
+use crate::sink::kafka::{hint, tail};
 
 /// The partition every position is kept in.
 pub const PARTITION: i32 = 0;
-
-/// The first window read back from the partition's end; each further one is twice as large.
-const FIRST_WINDOW: i64 = 64;
 
 /// How often waiting for Kafka says so.
 const REPORT_EVERY: Duration = Duration::from_secs(30);
@@ -109,11 +106,25 @@ impl KafkaPositions {
             "kafka-topics.sh --bootstrap-server {} --create --topic {} --partitions 1 --config cleanup.policy=compact",
             settings.brokers, self.topic
         );
+        let partitions = self.until_answered("read the metadata of the position topic", || {
+            match self.reader.fetch_metadata(Some(&self.topic), Duration::from_secs(5)) {
+                Ok(meta) => Ok(Some(meta.topics().first().map_or(0, |t| t.partitions().len()))),
+                Err(e) => {
+                    tracing::debug!("reading the metadata of Kafka topic {}: {e}", self.topic);
+                    Ok(None)
+                }
+            }
+        })?;
+        if partitions == 0 {
+            bail!(
+                "the Kafka topic {} for positions does not exist (brokers often do not create topics): create it compacted, e.g. {create}",
+                self.topic
+            );
+        }
         let policy = self.until_answered("describe the position topic", || {
             let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
             let resource = ResourceSpecifier::Topic(&self.topic);
-            let described = rt.block_on(admin.describe_configs([&resource], &options));
-            let results = match described {
+            let results = match rt.block_on(admin.describe_configs([&resource], &options)) {
                 Ok(results) => results,
                 Err(e) => {
                     tracing::debug!("describing Kafka topic {}: {e}", self.topic);
@@ -122,10 +133,6 @@ impl KafkaPositions {
             };
             match results.into_iter().next() {
                 Some(Ok(config)) => Ok(Some(config.get("cleanup.policy").and_then(|e| e.value.clone()).unwrap_or_default())),
-                Some(Err(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)) => bail!(
-                    "the Kafka topic {} for positions does not exist (brokers often do not create topics): create it compacted, e.g. {create}",
-                    self.topic
-                ),
                 Some(Err(code @ (RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::ClusterAuthorizationFailed))) => bail!(
                     "cannot read the configuration of the Kafka topic {} ({code}): grant this client DESCRIBE_CONFIGS on it, so that binlog-tail can check that it is compacted",
                     self.topic
@@ -136,8 +143,9 @@ impl KafkaPositions {
         })?;
         let policies: Vec<&str> = policy.split(',').map(str::trim).collect();
         if !policies.contains(&"compact") || policies.contains(&"delete") {
+            let policy = if policy.is_empty() { "delete (Kafka's default)" } else { &policy };
             bail!(
-                "the Kafka topic {} for positions has cleanup.policy={policy}: it must be compact only, or Kafka deletes the position of a stream that stays idle longer than the topic's retention, and its next start would skip or repeat changes. Change it with kafka-configs.sh --bootstrap-server {} --alter --entity-type topics --entity-name {} --add-config cleanup.policy=compact",
+                "the Kafka topic {} for positions has cleanup.policy {policy}: it must be compact only, or Kafka deletes the position of a stream that stays idle longer than the topic's retention, and its next start would skip or repeat changes. Change it with kafka-configs.sh --bootstrap-server {} --alter --entity-type topics --entity-name {} --add-config cleanup.policy=compact",
                 self.topic,
                 settings.brokers,
                 self.topic
@@ -148,68 +156,28 @@ impl KafkaPositions {
 
     /// The newest position under the key, None if there is none.
     pub fn load(&self) -> Result<Option<Position>> {
-        let (low, high) = self.until_answered("read the end of the position topic", || {
-            match self.reader.fetch_watermarks(&self.topic, PARTITION, Duration::from_secs(5)) {
-                Ok(marks) => Ok(Some(marks)),
+        let key = self.key.as_bytes();
+        let newest = self.until_answered("read the position", || {
+            let ours = |msg: &BorrowedMessage<'_>| (msg.key() == Some(key)).then(|| msg.payload().map(<[u8]>::to_vec));
+            match tail::newest(&self.reader, &self.topic, PARTITION, i64::MAX, ours) {
+                Ok(found) => Ok(Some(found)),
                 Err(e) => {
-                    tracing::debug!("reading the offsets of Kafka {}[{PARTITION}]: {e}", self.topic);
+                    tracing::debug!("{e:#}");
                     Ok(None)
                 }
             }
         })?;
-        let mut to = high;
-        let mut window = FIRST_WINDOW;
-        while to > low {
-            let from = low.max(to - window);
-            if let Some((offset, value)) = self.until_answered("read the position", || self.newest_in(from, to))? {
-                let Some(value) = value else {
-                    tracing::info!("{self} was deleted (a tombstone at offset {offset}): no saved position");
-                    return Ok(None);
-                };
+        match newest {
+            None => Ok(None),
+            Some((offset, None)) => {
+                tracing::info!("{self} was deleted (a tombstone at offset {offset}): no saved position");
+                Ok(None)
+            }
+            Some((offset, Some(value))) => {
                 let text = std::str::from_utf8(&value).map_err(|_| anyhow!("{self} at offset {offset} is not UTF-8 text"))?;
-                return Position::parse(text).with_context(|| format!("{self}, offset {offset}")).map(Some);
+                Position::parse(text).with_context(|| format!("{self}, offset {offset}")).map(Some)
             }
-            to = from;
-            window = window.saturating_mul(2);
         }
-        Ok(None)
-    }
-
-    /// The key's newest message at offsets `from..to`: its offset and value (None: a
-    /// tombstone); Ok(None) while the partition cannot be read.
-    #[allow(clippy::type_complexity)]
-    fn newest_in(&self, from: i64, to: i64) -> Result<Option<Option<(i64, Option<Vec<u8>>)>>> {
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(&self.topic, PARTITION, Offset::Offset(from))?;
-        self.reader.assign(&assignment)?;
-        let mut newest = None;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let read = loop {
-            if Instant::now() > deadline {
-                break false;
-            }
-            let msg = match self.reader.poll(Duration::from_millis(200)) {
-                None => continue,
-                Some(Err(KafkaError::PartitionEOF(_))) => break true,
-                Some(Err(e)) => {
-                    tracing::debug!("reading Kafka {}[{PARTITION}]: {e}", self.topic);
-                    break false;
-                }
-                Some(Ok(msg)) => msg,
-            };
-            if msg.offset() >= to {
-                break true;
-            }
-            if msg.key() == Some(self.key.as_bytes()) {
-                newest = Some((msg.offset(), msg.payload().map(<[u8]>::to_vec)));
-            }
-            // Compaction leaves gaps in the offsets: the window ends at its last offset or after.
-            if msg.offset() >= to - 1 {
-                break true;
-            }
-        };
-        self.reader.unassign()?;
-        Ok(read.then_some(newest))
     }
 
     /// Writes `pos` and waits until Kafka acknowledged it.

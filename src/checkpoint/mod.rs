@@ -247,7 +247,8 @@ impl<'a> Checkpointing<'a> {
 
     /// Saves `resume` (which the sink has acknowledged) unless it is already saved.
     fn save(&mut self, resume: Option<Resume>) -> Result<()> {
-        self.schedule.done();
+        // A checkpoint short of the last commit leaves the rest due: an idle moment saves it.
+        self.schedule.done(resume == self.last_commit);
         let (Some(resume), Some((flavor, identity))) = (resume, &self.server) else {
             return Ok(());
         };
@@ -342,12 +343,14 @@ pub struct Schedule {
     pub every: u64,
     pub interval: Duration,
     pending: u64,
+    /// The last checkpoint saved less than the last commit (the sink had not acknowledged it).
+    behind: bool,
     last: Instant,
 }
 
 impl Schedule {
     pub fn new(every: u64, interval: Duration) -> Schedule {
-        Schedule { every: every.max(1), interval, pending: 0, last: Instant::now() }
+        Schedule { every: every.max(1), interval, pending: 0, behind: false, last: Instant::now() }
     }
 
     /// Records one committed transaction; true if a checkpoint is due now.
@@ -356,13 +359,16 @@ impl Schedule {
         self.pending >= self.every || self.last.elapsed() >= self.interval
     }
 
-    /// True if transactions are waiting and the interval has passed (for idle moments).
+    /// True if transactions are waiting, or were left out of the last checkpoint, and the
+    /// interval has passed (for idle moments).
     pub fn overdue(&self) -> bool {
-        self.pending > 0 && self.last.elapsed() >= self.interval
+        (self.pending > 0 || self.behind) && self.last.elapsed() >= self.interval
     }
 
-    pub fn done(&mut self) {
+    /// A checkpoint was saved; `complete` if it reached the last commit.
+    pub fn done(&mut self, complete: bool) {
         self.pending = 0;
+        self.behind = !complete;
         self.last = Instant::now();
     }
 }
@@ -394,10 +400,14 @@ mod tests {
         assert!(!s.committed());
         assert!(!s.committed());
         assert!(s.committed());
-        s.done();
+        s.done(true);
         assert!(!s.overdue());
         let mut s = Schedule::new(1000, Duration::ZERO);
         assert!(s.committed());
         assert!(s.overdue());
+        s.done(false);
+        assert!(s.overdue(), "what the checkpoint left out is still due");
+        s.done(true);
+        assert!(!s.overdue());
     }
 }

@@ -1,6 +1,6 @@
 //! The HTTP endpoint of `--metrics-addr`: `/metrics` (Prometheus text format), `/healthz`
 //! (liveness: 200 while the process runs) and `/readyz` (200 while connected and streaming, 503
-//! while connecting, reconnecting or waiting for the server).
+//! while connecting, reconnecting, waiting for the server or standing by for the stream lease).
 //!
 //! Invariants: it runs on its own thread and only reads the shared `Metrics`, so a slow scraper
 //! can never hold up the pipeline; any other path is a 404.
@@ -24,6 +24,7 @@ pub fn serve(addr: SocketAddr, metrics: Metrics) -> Result<()> {
                 "/metrics" => text(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8"),
                 "/healthz" => text(200, "ok\n".into(), "text/plain"),
                 "/readyz" if metrics.ready() => text(200, "ready\n".into(), "text/plain"),
+                "/readyz" if !metrics.lease_held() => text(503, "standing by: another instance holds the stream lease\n".into(), "text/plain"),
                 "/readyz" => text(503, "not connected to the server\n".into(), "text/plain"),
                 _ => text(404, "try /metrics, /healthz or /readyz\n".into(), "text/plain"),
             };

@@ -21,18 +21,21 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message as _};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::ClientConfig;
+
+use super::tail;
 
 /// The header every message carries.
 pub const HEADER: &str = "binlog_tail.seq";
 
-/// How far back a tail is searched for this stream's last message past other producers' ones.
-const LOOKBACK: i64 = 64;
+/// How far back a tail is searched for this stream's last message past other producers' ones
+/// (read in growing windows: most searches end within the last 64 messages).
+const LOOKBACK: i64 = 16_384;
 
 /// Where a message stands in the binlog order of its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,7 +187,7 @@ pub struct Tails {
 impl Tails {
     /// `config`: the consumer settings (`KafkaSettings::consumer_config`).
     pub fn new(stream: String, mut config: ClientConfig) -> Result<Tails> {
-        config.set("group.id", "binlog-tail-tail-reader");
+        config.set("group.id", "binlog-tail-tail-reader").set("enable.partition.eof", "true");
         let consumer = config.create().context("cannot create the Kafka client that reads partition tails")?;
         Ok(Tails { stream, consumer, topics: HashMap::new() })
     }
@@ -243,44 +246,12 @@ impl Tails {
 /// The order key of this stream's last message in one partition, looking back past messages of
 /// other producers (or other streams) at most `LOOKBACK` messages.
 fn read_tail(consumer: &BaseConsumer, stream: &str, topic: &str, partition: i32) -> Result<Option<OrderKey>> {
-    let (low, high) = consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(10))
-        .with_context(|| format!("cannot read the end offsets of Kafka {topic}[{partition}]"))?;
-    if high <= low {
-        return Ok(None);
-    }
-    let from = low.max(high - LOOKBACK);
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
-    consumer.assign(&assignment)?;
-    let mut last = None;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            if Instant::now() > deadline {
-                bail!("reading the last messages of Kafka {topic}[{partition}] (offsets {from} to {high}) timed out: the broker did not serve them");
-            }
-            continue;
-        };
-        let msg = msg.with_context(|| format!("cannot read the last messages of Kafka {topic}[{partition}]"))?;
-        let ours = msg.headers().and_then(|h| {
-            h.iter()
-                .find(|x| x.key == HEADER)
-                .and_then(|x| std::str::from_utf8(x.value?).ok())
-                .and_then(OrderKey::parse_header)
-                .filter(|(s, _)| *s == stream)
-                .map(|(_, key)| key)
-        });
-        if ours.is_some() {
-            last = ours;
-        }
-        // Compacted topics may lack the offsets up to high - 1; the last one read is the end.
-        if msg.offset() >= high - 1 {
-            break;
-        }
-    }
-    consumer.unassign()?;
-    Ok(last)
+    let ours = |msg: &BorrowedMessage<'_>| {
+        let value = msg.headers()?.iter().find(|x| x.key == HEADER)?.value?;
+        let (s, key) = OrderKey::parse_header(std::str::from_utf8(value).ok()?)?;
+        (s == stream).then_some(key)
+    };
+    Ok(tail::newest(consumer, topic, partition, LOOKBACK, ours)?.map(|(_, key)| key))
 }
 
 /// 16 hex digits naming one stream: the position file's own id and the configuration (filters,

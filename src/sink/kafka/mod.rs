@@ -19,6 +19,7 @@ pub mod config;
 pub mod dedupe;
 mod latency;
 mod route;
+pub mod tail;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
