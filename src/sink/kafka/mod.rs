@@ -4,7 +4,12 @@
 //! - A transaction counts as acknowledged only when every message of it, and of every earlier
 //!   transaction, was acknowledged by the brokers; only then may the position move past it.
 //! - Retriable failures (broker down, leader change, timeouts) are retried by librdkafka without a
-//!   time limit; any failure it reports is permanent and stops the tool, naming the event.
+//!   time limit. A message Kafka refuses (no topic, no permission, too large) stops the tool,
+//!   naming the event and the fix: a new producer would have it refused again.
+//! - A fatal producer error (librdkafka's idempotence or gapless guarantee broke: a sequence gap,
+//!   a lost producer id) is a `Restart`: the messages it took down with it are no refusals, what
+//!   Kafka acknowledged before it stays acknowledged, and a new producer, reading the partition
+//!   tails again, sends the rest. Noticing it waits at most `FATAL_DRAIN`.
 //! - Memory is bounded: when the producer queue is full, `send` waits (and with it the binlog
 //!   reader). In-flight tracking is one counter per transaction, never one entry per row.
 //! - After a restart, messages a partition already holds are not sent again (`dedupe`).
@@ -33,6 +38,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::ClientContext;
 
 use super::Sink;
+use crate::error::Restart;
 use crate::position::Resume;
 use crate::event::{Change, Ddl, Op};
 use crate::format::Encoder;
@@ -46,11 +52,24 @@ use latency::AckLatency;
 /// How often the same librdkafka error is logged again while it persists.
 const ERROR_REPEAT: Duration = Duration::from_secs(30);
 
+/// How long a producer that hit a fatal error gets to report the messages it still had (its
+/// queue is purged at once, requests in flight are answered within moments): their deliveries
+/// move the position on, and a broker's refusal among them says a restart cannot help.
+const FATAL_DRAIN: Duration = Duration::from_secs(5);
+
+/// A failed delivery, as reported to the user.
+struct Failure {
+    text: String,
+    /// It failed with the producer, not for what it is (`collateral`).
+    collateral: bool,
+}
+
 /// Delivery reports and client errors, collected while `poll` runs on the sink's thread.
 struct Reports {
     /// Transaction sequence numbers of delivered messages and when, one entry per message.
     delivered: Mutex<Vec<(u64, Instant)>>,
-    failure: Mutex<Option<String>>,
+    /// The first failed delivery, unless a refused one follows collateral ones: that says why.
+    failure: Mutex<Option<Failure>>,
     /// When the brokers last acknowledged a message (or the producer was created).
     last_ack: Mutex<Instant>,
     /// The latest client error (broker down, connection refused, authentication failed).
@@ -90,9 +109,11 @@ impl ProducerContext for Reports {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        let refused = matches!(result, Err((err, _)) if !collateral(err));
         if let Some(m) = self.metrics.get() {
             let (Ok(msg) | Err((_, msg))) = result;
-            m.kafka_settled(msg.payload_len(), result.is_ok());
+            // What a failed producer took down with it is sent again: not refused for good.
+            m.kafka_settled(msg.payload_len(), !refused);
         }
         match result {
             Ok(_) => {
@@ -108,19 +129,30 @@ impl ProducerContext for Reports {
                         .unwrap_or_else(|| "?".into())
                 };
                 let mut failure = self.failure.lock().expect("not poisoned");
-                failure.get_or_insert_with(|| {
-                    format!(
+                if failure.as_ref().is_none_or(|f| f.collateral && refused) {
+                    let text = format!(
                         "Kafka refused the event of `{}`.`{}` at {} for topic {}: {err}{}",
                         header("db"),
                         header("table"),
                         header("pos"),
                         msg.topic(),
                         hint(err)
-                    )
-                });
+                    );
+                    *failure = Some(Failure { text, collateral: !refused });
+                }
             }
         }
     }
+}
+
+/// True when a message failed because its producer did, not for what it is: purged after a
+/// fatal error, or its idempotent sequence broke. A new producer sends it.
+fn collateral(err: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        err.rdkafka_error_code(),
+        Some(PurgeQueue | PurgeInflight | Fatal | OutOfOrderSequenceNumber | UnknownProducerId | InvalidProducerEpoch | InvalidProducerIdMapping)
+    )
 }
 
 /// What to do about a permanent delivery error.
@@ -259,6 +291,8 @@ impl KafkaSink {
                     }
                 }
                 Err((e, _)) => {
+                    // After a fatal error every send fails: that error is the one to report.
+                    self.check_failure()?;
                     return Err(anyhow!("cannot produce to Kafka topic {topic}: {e}{}", hint(&e)));
                 }
             }
@@ -301,17 +335,42 @@ impl KafkaSink {
         )
     }
 
+    /// The failure that ends sending, if any: a message Kafka refused, or a fatal producer error
+    /// (a `Restart` unless a new producer would fail the same way).
     fn check_failure(&self) -> Result<()> {
-        match self.producer.context().failure.lock().expect("not poisoned").clone() {
-            Some(f) => Err(anyhow!(f)),
-            None => Ok(()),
+        let reports = self.producer.context();
+        let Some((code, reason)) = self.producer.client().fatal_error() else {
+            return match &*reports.failure.lock().expect("not poisoned") {
+                Some(f) => Err(anyhow!(f.text.clone())),
+                None => Ok(()),
+            };
+        };
+        let until = Instant::now() + FATAL_DRAIN;
+        while self.producer.in_flight_count() > 0 && Instant::now() < until {
+            self.producer.poll(Duration::from_millis(20));
+        }
+        let fatal = format!("librdkafka fatal error {code}: {}", reports.redact.apply(&reason));
+        let hint = hint(&KafkaError::Global(code));
+        match &*reports.failure.lock().expect("not poisoned") {
+            // The gapless guarantee makes a refused message fatal too: it would be refused again.
+            Some(f) if !f.collateral => Err(anyhow!(f.text.clone())),
+            // Such as no IDEMPOTENT_WRITE permission, which the producer needs to start at all.
+            _ if !hint.is_empty() => Err(anyhow!("{fatal}{hint}")),
+            _ => Err(Restart(fatal).into()),
         }
     }
 
-    /// Applies delivery reports and advances `acked` over completed transactions.
+    /// Applies delivery reports and advances `acked` over completed transactions; then reports
+    /// the failure, if any.
     fn settle(&mut self) -> Result<()> {
         self.producer.poll(Duration::ZERO);
-        self.check_failure()?;
+        self.advance();
+        self.check_failure()
+    }
+
+    /// Applies the delivery reports polled so far and advances `acked` over completed
+    /// transactions.
+    fn advance(&mut self) {
         let delivered = std::mem::take(&mut *self.producer.context().delivered.lock().expect("not poisoned"));
         let first = self.inflight.front().map(|t| t.seq).unwrap_or(0);
         for (seq, at) in delivered {
@@ -339,7 +398,6 @@ impl KafkaSink {
             }
             self.acked = Some(resume);
         }
-        Ok(())
     }
 }
 
@@ -405,7 +463,9 @@ impl Sink for KafkaSink {
     }
 
     fn acknowledged(&mut self) -> Result<Option<Resume>> {
-        self.settle()?;
+        // Also after a failure: that is the position to save and to continue from.
+        self.producer.poll(Duration::ZERO);
+        self.advance();
         Ok(self.acked.clone())
     }
 
@@ -437,10 +497,13 @@ mod tests {
 
     use super::*;
 
+    /// A `-X` value that stands for a secret: errors must not show it.
+    const SECRET: &str = "hunter2-client";
+
     fn sink(brokers: String) -> KafkaSink {
         let settings = KafkaSettings {
             compression: "none".into(),
-            properties: vec![("retry.backoff.ms".into(), "10".into())],
+            properties: vec![("retry.backoff.ms".into(), "10".into()), ("client.id".into(), SECRET.into())],
             ..config::test_settings(&brokers)
         };
         KafkaSink::new(settings, Encoder::new(Default::default()), Shutdown::new(), "test".into()).unwrap()
@@ -540,16 +603,114 @@ mod tests {
         assert_eq!(stored(&cluster), 17);
     }
 
+    fn is_restart(err: &anyhow::Error) -> bool {
+        err.chain().any(|c| c.is::<Restart>())
+    }
+
     #[test]
     fn permanent_errors_stop_with_a_fix_and_no_position() {
+        use RDKafkaRespErr::*;
+        // Under the gapless guarantee each of these is a fatal error too; restarting cannot help.
+        let refused = "Kafka refused the event of `?`.`?` at ? for topic orders";
+        for (api, code, says, fix) in [
+            (RDKafkaApiKey::Produce, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, refused, "grant this client WRITE on the topic"),
+            (RDKafkaApiKey::Produce, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, refused, "raise the topic's max.message.bytes"),
+            // The producer cannot even start: no message is refused, all are purged.
+            (RDKafkaApiKey::InitProducerId, RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED, "librdkafka fatal error ClusterAuthorizationFailed", "grant this client WRITE"),
+        ] {
+            let cluster = MockCluster::new(1).unwrap();
+            cluster.create_topic("orders", 1, 1).unwrap();
+            cluster.request_errors(api, &[code]);
+            let mut s = sink(cluster.bootstrap_servers());
+            s.message(&message(1)).unwrap();
+            s.commit(&resume(100)).unwrap();
+            let err = s.flush().unwrap_err();
+            assert!(!is_restart(&err), "{code:?}: {err:#}");
+            let text = err.to_string();
+            assert!(text.starts_with(says) && text.contains(fix), "{code:?}: {text}");
+            assert!(s.producer.client().fatal_error().is_some(), "{code:?} was not fatal: the test proves nothing");
+            assert!(s.acked.is_none());
+        }
+    }
+
+    /// Sends transactions 1 to 3, and of transaction 4 one message, which Kafka acknowledges;
+    /// then `fail` breaks the producer and sending goes on until the sink says to restart.
+    /// Half of transaction 4 is in Kafka, but not acknowledged as a transaction: a new sink
+    /// resends from transaction 4 and the partition must end up with every message once.
+    fn restart_after(fail: impl FnOnce(&KafkaSink, &MockCluster<'_, rdkafka::producer::DefaultProducerContext>)) {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("orders", 1, 1).unwrap();
         let mut s = sink(cluster.bootstrap_servers());
-        cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED]);
-        s.message(&message(1)).unwrap();
-        s.commit(&resume(100)).unwrap();
-        let err = s.flush().unwrap_err().to_string();
-        assert!(err.contains("topic orders") && err.contains("grant this client WRITE"), "{err}");
-        assert!(s.acked.is_none());
+        send_transactions(&mut s, 1, 4);
+        s.message(&message(4)).unwrap();
+        s.producer.flush(Duration::from_secs(10)).unwrap();
+        fail(&s, &cluster);
+        let mut go_on = || -> Result<()> {
+            s.message(&message(4))?;
+            s.commit(&resume(4))?;
+            for n in 5..8 {
+                s.message(&message(n))?;
+                s.message(&message(n))?;
+                s.commit(&resume(u64::from(n)))?;
+            }
+            s.flush()
+        };
+        let err = go_on().unwrap_err();
+        assert!(is_restart(&err), "{err:#}");
+        let text = format!("{err:#}");
+        assert!(text.contains("librdkafka fatal error OutOfOrderSequenceNumber") && !text.contains("refused"), "{text}");
+        assert!(!text.contains(SECRET), "{text}");
+        let started = Instant::now();
+        let err = s.flush().unwrap_err();
+        assert!(is_restart(&err) && started.elapsed() < FATAL_DRAIN, "{err:#} after {:?}", started.elapsed());
+        assert_eq!(s.acknowledged().unwrap().map(|r| r.offset), Some(3), "acknowledged: transactions 1 to 3");
+        assert_eq!(stored(&cluster), 7, "transactions 1 to 3 and half of 4");
+        drop(s);
+        send_transactions(&mut sink(cluster.bootstrap_servers()), 4, 8);
+        assert_eq!(stored(&cluster), 14, "every message of transactions 1 to 7 once");
+    }
+
+    /// librdkafka's own test hook: the fatal error an idempotent producer raises on a sequence gap.
+    fn raise_fatal_error(s: &KafkaSink) {
+        let reason = std::ffi::CString::new(format!("injected by the test (client {SECRET})")).unwrap();
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                s.producer.client().native_ptr(),
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            )
+        };
+        assert_eq!(err, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
+    }
+
+    #[test]
+    fn a_fatal_error_restarts_from_the_acknowledged_position() {
+        restart_after(|s, _| raise_fatal_error(s));
+    }
+
+    #[test]
+    fn what_was_in_flight_at_a_fatal_error_still_counts_once_acknowledged() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("orders", 1, 1).unwrap();
+        let mut s = sink(cluster.bootstrap_servers());
+        send_transactions(&mut s, 1, 2);
+        cluster.broker_round_trip_time(1, Duration::from_millis(500)).unwrap();
+        for n in 2..4 {
+            s.message(&message(n)).unwrap();
+            s.commit(&resume(u64::from(n))).unwrap();
+        }
+        // Past linger.ms: the requests are on their way, their answers not yet back.
+        s.producer.poll(Duration::from_millis(100));
+        raise_fatal_error(&s);
+        assert!(is_restart(&s.flush().unwrap_err()));
+        assert_eq!(s.acknowledged().unwrap().map(|r| r.offset), Some(3));
+    }
+
+    #[test]
+    fn a_broken_sequence_restarts_from_the_acknowledged_position() {
+        // The broker answers the next Produce request as if a message were missing before it.
+        restart_after(|_, cluster| {
+            cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER]);
+        });
     }
 }
