@@ -9,7 +9,8 @@
 //!   `format` (the Debezium, Maxwell and Canal envelopes of a change)
 //! - `filter`, `outbox`, `signal` (incremental snapshot requests)
 //! - `sink` (stdout, Kafka), `decode` (binlog events -> changes handed to a sink)
-//! - `checkpoint` (position file), `error`, `shutdown`, `history` (is a position in a server's
+//! - `checkpoint` (the position and its stores: a file, or a compacted Kafka topic with a lease
+//!   for one writer), `error`, `shutdown`, `history` (is a position in a server's
 //!   binlog history?), `preflight`, `source` (files, servers)
 //! - `snapshot` (existing rows read in chunks, emitted at their binlog positions)
 //! - `cli`, `config`, `ops` (metrics endpoint, lag poll, status, logs, completions, man page),

@@ -109,6 +109,9 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
     }
     ops::behind::spawn(rt.handle(), connect_opts(&settings.server)?, metrics.clone());
     let mut restarts = Restarts::default();
+    // For positions saved without one (version 1), one stream id for the whole process, so a
+    // restarted term still recognises what the one before it sent.
+    let stream_id = new_stream_id();
     loop {
         let term = match &lease {
             Some(lease) => {
@@ -121,7 +124,7 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
             None => None,
         };
         metrics.set_lease_held(true);
-        let result = stream_term(&settings, &store, &rt, &shutdown, &metrics);
+        let result = stream_term(&settings, &store, &stream_id, &rt, &shutdown, &metrics);
         drop(term);
         metrics.set_ready(false);
         if shutdown.handing_over() {
@@ -133,7 +136,8 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
             continue;
         }
         match result {
-            Err(e) if e.chain().any(|c| c.is::<Restart>()) => restarts.record(&store, e)?,
+            // After a stop request, what could not be delivered stays an error, as at any stop.
+            Err(e) if e.chain().any(|c| c.is::<Restart>()) && !shutdown.requested() => restarts.record(&store, e)?,
             other => return other,
         }
     }
@@ -185,7 +189,8 @@ fn open_store(settings: &StreamSettings, rt: &Runtime, shutdown: &Arc<Shutdown>)
 
 /// One run of the stream on a position store: from the saved position (or `--start`) until a
 /// stop, a definite error, a handover or a producer restart; reconnects to the server inside.
-fn stream_term(settings: &StreamSettings, store: &PositionStore, rt: &Runtime, shutdown: &Arc<Shutdown>, metrics: &Metrics) -> Result<()> {
+/// `new_id` is the stream id when the saved position has none.
+fn stream_term(settings: &StreamSettings, store: &PositionStore, new_id: &str, rt: &Runtime, shutdown: &Arc<Shutdown>, metrics: &Metrics) -> Result<()> {
     let saved = store.load()?;
     let mut start = match &saved {
         Some(p) => {
@@ -197,7 +202,7 @@ fn stream_term(settings: &StreamSettings, store: &PositionStore, rt: &Runtime, s
         None => settings.start.clone().unwrap_or(Start::Latest),
     };
     let encoder = Encoder::new(settings.format.clone());
-    let stream_id = saved.as_ref().and_then(|p| p.stream_id.clone()).unwrap_or_else(new_stream_id);
+    let stream_id = saved.as_ref().and_then(|p| p.stream_id.clone()).unwrap_or_else(|| new_id.to_string());
     let mut out: Box<dyn Sink> = match (settings.sink, &settings.kafka) {
         (SinkKind::Kafka, Some(kafka)) => {
             // The format is part of it: another format makes other messages.
