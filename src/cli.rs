@@ -58,8 +58,23 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub server: ServerArgs,
     /// The position file to report on (read without taking its lock: a stream may be running).
-    #[arg(long, env = "BINLOG_TAIL_POSITION_FILE")]
-    pub position_file: PathBuf,
+    #[arg(long, env = "BINLOG_TAIL_POSITION_FILE", required_unless_present = "position_store")]
+    pub position_file: Option<PathBuf>,
+    /// `kafka`: report on the position kept in Kafka (with --kafka-brokers and --stream-name).
+    #[arg(long, value_enum, env = "BINLOG_TAIL_POSITION_STORE", conflicts_with = "position_file")]
+    pub position_store: Option<PositionStoreKind>,
+    /// With --position-store kafka: the stream whose position to report.
+    #[arg(long, env = "BINLOG_TAIL_STREAM_NAME", requires = "position_store")]
+    pub stream_name: Option<String>,
+    /// With --position-store kafka: bootstrap brokers, HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "BINLOG_TAIL_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// With --position-store kafka: the topic of positions [default: binlog_tail.positions].
+    #[arg(long, env = "BINLOG_TAIL_KAFKA_POSITION_TOPIC")]
+    pub kafka_position_topic: Option<String>,
+    /// With --position-store kafka: a librdkafka property (SASL, TLS); repeatable.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub kafka_property: Vec<String>,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,

@@ -191,7 +191,7 @@ impl StreamSettings {
                         name
                     }
                 };
-                let topic = args.kafka.kafka_position_topic.clone().or(file.kafka_position_topic.clone()).unwrap_or_else(|| "binlog_tail.positions".into());
+                let topic = args.kafka.kafka_position_topic.clone().or(file.kafka_position_topic.clone()).unwrap_or_else(|| crate::checkpoint::kafka::DEFAULT_TOPIC.into());
                 let lease_timeout = seconds(args.kafka.kafka_lease_timeout.or(file.kafka_lease_timeout).unwrap_or(10.0), "--kafka-lease-timeout")?;
                 if lease_timeout < Duration::from_secs(1) {
                     return Err(Usage("--kafka-lease-timeout must be at least 1 second".into()).into());
@@ -208,24 +208,22 @@ impl StreamSettings {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
                     .collect();
-                for property in &args.kafka.kafka_property {
-                    properties.push(parse_property(property).map_err(|e| Usage(format!("-X: {e}")))?);
-                }
+                properties.extend(parse_properties(&args.kafka.kafka_property)?);
                 let brokers = args
                     .kafka
                     .kafka_brokers
                     .or(file.kafka_brokers)
                     .context("--sink kafka needs --kafka-brokers HOST:PORT (or kafka_brokers in --config)")?;
                 check_brokers(&brokers).map_err(Usage)?;
+                let defaults = KafkaSettings::new(brokers, properties);
                 let kafka = KafkaSettings {
-                    brokers,
-                    topic: args.kafka.kafka_topic.or(file.kafka_topic).unwrap_or_else(|| "{db}.{table}".into()),
+                    topic: args.kafka.kafka_topic.or(file.kafka_topic).unwrap_or(defaults.topic.clone()),
                     topic_prefix: args.kafka.kafka_topic_prefix.or(file.kafka_topic_prefix).unwrap_or_default(),
-                    ddl_topic: args.kafka.kafka_ddl_topic.or(file.kafka_ddl_topic).unwrap_or_else(|| "binlog_tail.ddl".into()),
-                    key: args.kafka.kafka_key.or(file.kafka_key).unwrap_or(KeyMode::Pk),
-                    compression: args.kafka.kafka_compression.or(file.kafka_compression).unwrap_or_else(|| "lz4".into()),
-                    properties,
-                    dedupe: args.kafka.kafka_dedupe.or(file.kafka_dedupe).unwrap_or(OnOff::On) == OnOff::On,
+                    ddl_topic: args.kafka.kafka_ddl_topic.or(file.kafka_ddl_topic).unwrap_or(defaults.ddl_topic.clone()),
+                    key: args.kafka.kafka_key.or(file.kafka_key).unwrap_or(defaults.key),
+                    compression: args.kafka.kafka_compression.or(file.kafka_compression).unwrap_or(defaults.compression.clone()),
+                    dedupe: args.kafka.kafka_dedupe.or(file.kafka_dedupe).map_or(defaults.dedupe, |d| d == OnOff::On),
+                    ..defaults
                 };
                 kafka.check().map_err(usage)?;
                 Some(kafka)
@@ -262,8 +260,23 @@ impl StreamSettings {
     }
 }
 
+/// `-X key=value` flags; a malformed one is a usage error.
+fn parse_properties(flags: &[String]) -> Result<Vec<(String, String)>> {
+    flags.iter().map(|p| parse_property(p).map_err(|e| Usage(format!("-X: {e}")).into())).collect()
+}
+
+/// The Kafka cluster of a command that only reads from it (`status`): its brokers and `-X`
+/// properties, checked like those of `stream`.
+pub fn kafka_connection(brokers: Option<String>, properties: &[String]) -> Result<KafkaSettings> {
+    let brokers = brokers.context("--position-store kafka needs --kafka-brokers HOST:PORT")?;
+    check_brokers(&brokers).map_err(Usage)?;
+    let settings = KafkaSettings::new(brokers, parse_properties(properties)?);
+    settings.check().map_err(usage)?;
+    Ok(settings)
+}
+
 /// A `--stream-name`: it becomes a Kafka key and part of a consumer group id.
-fn check_stream_name(name: &str) -> Result<String> {
+pub fn check_stream_name(name: &str) -> Result<String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
     if name.is_empty() || name.len() > 200 || !name.chars().all(allowed) {
         return Err(Usage(format!("--stream-name `{name}`: use 1 to 200 letters, digits, `.`, `_` and `-`")).into());

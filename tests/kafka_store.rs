@@ -105,6 +105,26 @@ fn streaming_resumes_from_the_position_in_kafka_alone() {
     });
     assert!(first.stop().success());
 
+    // `status` reads it from Kafka too, and checks it against the server.
+    let status = |name: &str| {
+        binlog_tail()
+            .args(["status", "--url", &server.url(), "--json", "--position-store", "kafka", "--kafka-brokers", &broker.addr()])
+            .args(["--kafka-position-topic", "positions", "--stream-name", name])
+            .env("MYSQL_PWD", "replpass")
+            .output()
+            .unwrap()
+    };
+    let out = status("resume");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["position_kafka"], serde_json::json!({"topic": "positions", "key": "resume"}));
+    assert!(report["position"]["gtid_set"].as_str().unwrap().contains(&last_gtid), "{report}");
+    assert!(report["server"]["checks"].as_array().unwrap().iter().all(|c| c["status"] != "fail"), "{report}");
+    assert!(report["age_seconds"].as_u64().unwrap() < 60, "{report}");
+    let out = status("nobody");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was streamed under that name"));
+
     // A new process, with nothing on disk, continues after what was delivered: each row once.
     insert(server, &db, 11..16);
     let dir = tempfile::tempdir().unwrap();

@@ -35,6 +35,9 @@ use crate::shutdown::{Shutdown, Stopped};
 use crate::sink::kafka::config::{KafkaSettings, Redactor};
 use crate::sink::kafka::{hint, tail};
 
+/// `--kafka-position-topic` when none is given.
+pub const DEFAULT_TOPIC: &str = "binlog_tail.positions";
+
 /// The partition every position is kept in.
 pub const PARTITION: i32 = 0;
 
@@ -70,11 +73,68 @@ impl ProducerContext for Saves {
     }
 }
 
-pub struct KafkaPositions {
+/// Reads the newest position of one stream; also what `status` uses, beside a running stream.
+pub struct PositionReader {
     topic: String,
     key: String,
+    consumer: BaseConsumer,
+}
+
+/// A position as found in Kafka.
+pub struct Saved {
+    pub position: Position,
+    /// When it was written (the message's timestamp), in milliseconds since the epoch.
+    pub written_ms: Option<i64>,
+}
+
+impl PositionReader {
+    pub fn new(settings: &KafkaSettings, topic: &str, key: &str) -> Result<PositionReader> {
+        let mut config = settings.consumer_config()?;
+        config.set("group.id", "binlog-tail-position-reader").set("enable.partition.eof", "true");
+        let consumer = config.create().context("cannot create the Kafka client that reads the position")?;
+        Ok(PositionReader { topic: topic.to_string(), key: key.to_string(), consumer })
+    }
+
+    /// The key's newest message: its offset, value (None: a tombstone) and timestamp. An error
+    /// while Kafka cannot be reached.
+    #[allow(clippy::type_complexity)]
+    fn newest(&self) -> Result<Option<(i64, Option<Vec<u8>>, Option<i64>)>> {
+        let key = self.key.as_bytes();
+        let ours = |msg: &BorrowedMessage<'_>| (msg.key() == Some(key)).then(|| (msg.payload().map(<[u8]>::to_vec), msg.timestamp().to_millis()));
+        Ok(tail::newest(&self.consumer, &self.topic, PARTITION, i64::MAX, ours)?.map(|(offset, (value, ts))| (offset, value, ts)))
+    }
+
+    /// The newest position, None if there is none; an error also while Kafka cannot be reached.
+    pub fn read(&self) -> Result<Option<Saved>> {
+        let found = self.newest().with_context(|| format!("cannot read {self}"))?;
+        self.decode(found)
+    }
+
+    fn decode(&self, found: Option<(i64, Option<Vec<u8>>, Option<i64>)>) -> Result<Option<Saved>> {
+        match found {
+            None => Ok(None),
+            Some((offset, None, _)) => {
+                tracing::info!("{self} was deleted (a tombstone at offset {offset}): no saved position");
+                Ok(None)
+            }
+            Some((offset, Some(value), written_ms)) => {
+                let text = std::str::from_utf8(&value).map_err(|_| anyhow!("{self} at offset {offset} is not UTF-8 text"))?;
+                let position = Position::parse(text).with_context(|| format!("{self}, offset {offset}"))?;
+                Ok(Some(Saved { position, written_ms }))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for PositionReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the position in Kafka topic {} under key {}", self.topic, self.key)
+    }
+}
+
+pub struct KafkaPositions {
     producer: BaseProducer<Saves>,
-    reader: BaseConsumer,
+    reader: PositionReader,
     lease: Holder,
     shutdown: Arc<Shutdown>,
     redact: Redactor,
@@ -90,10 +150,8 @@ impl KafkaPositions {
         let producer = config
             .create_with_context(Saves { result: Mutex::new(None), redact: redact.clone() })
             .map_err(|e| anyhow!("cannot create the Kafka producer of the position store: {}", redact.apply(&e.to_string())))?;
-        let mut config = settings.consumer_config()?;
-        config.set("group.id", "binlog-tail-position-reader").set("enable.partition.eof", "true");
-        let reader = config.create().context("cannot create the Kafka client that reads the position")?;
-        Ok(KafkaPositions { topic: topic.to_string(), key: key.to_string(), producer, reader, lease, shutdown, redact })
+        let reader = PositionReader::new(settings, topic, key)?;
+        Ok(KafkaPositions { producer, reader, lease, shutdown, redact })
     }
 
     /// Checks that the topic exists and is compacted only, waiting while Kafka cannot be reached.
@@ -104,13 +162,13 @@ impl KafkaPositions {
             .map_err(|e| anyhow!("cannot create the Kafka admin client: {}", self.redact.apply(&e.to_string())))?;
         let create = format!(
             "kafka-topics.sh --bootstrap-server {} --create --topic {} --partitions 1 --config cleanup.policy=compact",
-            settings.brokers, self.topic
+            settings.brokers, self.reader.topic
         );
         let partitions = self.until_answered("read the metadata of the position topic", || {
-            match self.reader.fetch_metadata(Some(&self.topic), Duration::from_secs(5)) {
+            match self.reader.consumer.fetch_metadata(Some(&self.reader.topic), Duration::from_secs(5)) {
                 Ok(meta) => Ok(Some(meta.topics().first().map_or(0, |t| t.partitions().len()))),
                 Err(e) => {
-                    tracing::debug!("reading the metadata of Kafka topic {}: {e}", self.topic);
+                    tracing::debug!("reading the metadata of Kafka topic {}: {e}", self.reader.topic);
                     Ok(None)
                 }
             }
@@ -118,16 +176,16 @@ impl KafkaPositions {
         if partitions == 0 {
             bail!(
                 "the Kafka topic {} for positions does not exist (brokers often do not create topics): create it compacted, e.g. {create}",
-                self.topic
+                self.reader.topic
             );
         }
         let policy = self.until_answered("describe the position topic", || {
             let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
-            let resource = ResourceSpecifier::Topic(&self.topic);
+            let resource = ResourceSpecifier::Topic(&self.reader.topic);
             let results = match rt.block_on(admin.describe_configs([&resource], &options)) {
                 Ok(results) => results,
                 Err(e) => {
-                    tracing::debug!("describing Kafka topic {}: {e}", self.topic);
+                    tracing::debug!("describing Kafka topic {}: {e}", self.reader.topic);
                     return Ok(None);
                 }
             };
@@ -135,9 +193,9 @@ impl KafkaPositions {
                 Some(Ok(config)) => Ok(Some(config.get("cleanup.policy").and_then(|e| e.value.clone()).unwrap_or_default())),
                 Some(Err(code @ (RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::ClusterAuthorizationFailed))) => bail!(
                     "cannot read the configuration of the Kafka topic {} ({code}): grant this client DESCRIBE_CONFIGS on it, so that binlog-tail can check that it is compacted",
-                    self.topic
+                    self.reader.topic
                 ),
-                Some(Err(code)) => bail!("cannot read the configuration of the Kafka topic {}: {code}", self.topic),
+                Some(Err(code)) => bail!("cannot read the configuration of the Kafka topic {}: {code}", self.reader.topic),
                 None => Ok(None),
             }
         })?;
@@ -146,9 +204,9 @@ impl KafkaPositions {
             let policy = if policy.is_empty() { "delete (Kafka's default)" } else { &policy };
             bail!(
                 "the Kafka topic {} for positions has cleanup.policy {policy}: it must be compact only, or Kafka deletes the position of a stream that stays idle longer than the topic's retention, and its next start would skip or repeat changes. Change it with kafka-configs.sh --bootstrap-server {} --alter --entity-type topics --entity-name {} --add-config cleanup.policy=compact",
-                self.topic,
+                self.reader.topic,
                 settings.brokers,
-                self.topic
+                self.reader.topic
             );
         }
         Ok(())
@@ -156,28 +214,14 @@ impl KafkaPositions {
 
     /// The newest position under the key, None if there is none.
     pub fn load(&self) -> Result<Option<Position>> {
-        let key = self.key.as_bytes();
-        let newest = self.until_answered("read the position", || {
-            let ours = |msg: &BorrowedMessage<'_>| (msg.key() == Some(key)).then(|| msg.payload().map(<[u8]>::to_vec));
-            match tail::newest(&self.reader, &self.topic, PARTITION, i64::MAX, ours) {
-                Ok(found) => Ok(Some(found)),
-                Err(e) => {
-                    tracing::debug!("{e:#}");
-                    Ok(None)
-                }
-            }
-        })?;
-        match newest {
-            None => Ok(None),
-            Some((offset, None)) => {
-                tracing::info!("{self} was deleted (a tombstone at offset {offset}): no saved position");
+        let found = self.until_answered("read the position", || match self.reader.newest() {
+            Ok(found) => Ok(Some(found)),
+            Err(e) => {
+                tracing::debug!("{e:#}");
                 Ok(None)
             }
-            Some((offset, Some(value))) => {
-                let text = std::str::from_utf8(&value).map_err(|_| anyhow!("{self} at offset {offset} is not UTF-8 text"))?;
-                Position::parse(text).with_context(|| format!("{self}, offset {offset}")).map(Some)
-            }
-        }
+        })?;
+        Ok(self.reader.decode(found)?.map(|saved| saved.position))
     }
 
     /// Writes `pos` and waits until Kafka acknowledged it.
@@ -187,7 +231,7 @@ impl KafkaPositions {
         }
         let value = serde_json::to_vec(pos)?;
         *self.producer.context().result.lock().expect("not poisoned") = None;
-        let record = BaseRecord::to(&self.topic).partition(PARTITION).key(&self.key).payload(&value);
+        let record = BaseRecord::to(&self.reader.topic).partition(PARTITION).key(&self.reader.key).payload(&value);
         self.producer
             .send(record)
             .map_err(|(e, _)| anyhow!("cannot save {self}: {}", self.redact.apply(&e.to_string())))?;
@@ -230,7 +274,7 @@ impl KafkaPositions {
 
 impl std::fmt::Display for KafkaPositions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the position in Kafka topic {} under key {}", self.topic, self.key)
+        self.reader.fmt(f)
     }
 }
 

@@ -3,18 +3,20 @@
 //! far behind its binlog end it is. Exit code 0 healthy, 1 error, 3 the position is lost
 //! (purged, reset or diverged history) — for cron jobs and probes.
 //!
-//! Invariants: reads the position file without taking its lock (a running stream holds it) and
-//! changes nothing, neither the file nor the server.
+//! Invariants: reads the position file without taking its lock (a running stream holds it), or
+//! the position in Kafka without joining the stream's lease, and changes nothing, neither the
+//! position nor the server.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::checkpoint::kafka::{PositionReader, DEFAULT_TOPIC};
 use crate::checkpoint::{read_position, Position};
-use crate::cli::StatusArgs;
-use crate::config::server_config;
-use crate::error::Purged;
+use crate::cli::{PositionStoreKind, StatusArgs};
+use crate::config::{check_stream_name, kafka_connection, server_config};
+use crate::error::{Purged, Usage};
 use crate::history::binlogs;
 use crate::metrics::ReadPosition;
 use crate::ops::behind::bytes_behind;
@@ -23,11 +25,21 @@ use crate::source::server::{connect, connect_opts, flavor_of, redact};
 
 #[derive(Serialize)]
 struct Report {
-    position_file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position_kafka: Option<KafkaLocation>,
     position: Position,
     /// Seconds since the position file was written.
     age_seconds: u64,
     server: Option<ServerReport>,
+}
+
+/// Where a position in Kafka is.
+#[derive(Serialize)]
+struct KafkaLocation {
+    topic: String,
+    key: String,
 }
 
 #[derive(Serialize)]
@@ -46,17 +58,37 @@ struct CheckReport {
     fix: Option<String>,
 }
 
-pub fn status(args: StatusArgs) -> Result<()> {
-    let path = &args.position_file;
+/// The saved position and how old it is, from the file or from Kafka.
+fn saved(args: &StatusArgs) -> Result<Report> {
+    let report = |position, age: Option<Duration>| Report {
+        position_file: None,
+        position_kafka: None,
+        position,
+        age_seconds: age.map_or(0, |d| d.as_secs()),
+        server: None,
+    };
+    let Some(path) = &args.position_file else {
+        if args.position_store != Some(PositionStoreKind::Kafka) {
+            return Err(Usage("give --position-file PATH, or --position-store kafka with --stream-name".into()).into());
+        }
+        let name = check_stream_name(args.stream_name.as_deref().context("--position-store kafka needs --stream-name: the stream whose position to report")?)?;
+        let topic = args.kafka_position_topic.clone().unwrap_or_else(|| DEFAULT_TOPIC.into());
+        let settings = kafka_connection(args.kafka_brokers.clone(), &args.kafka_property)?;
+        let reader = PositionReader::new(&settings, &topic, &name)?;
+        let saved = reader.read()?.with_context(|| format!("there is no {reader}: nothing was streamed under that name yet (check --stream-name)"))?;
+        let written = saved.written_ms.and_then(|ms| u64::try_from(ms).ok()).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let age = written.and_then(|t| SystemTime::now().duration_since(t).ok());
+        return Ok(Report { position_kafka: Some(KafkaLocation { topic, key: name }), ..report(saved.position, age) });
+    };
     let position = read_position(path)?.with_context(|| {
         format!("there is no position file {}: nothing was streamed with it yet (check the path)", path.display())
     })?;
-    let age_seconds = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .map_or(0, |d| d.as_secs());
-    let mut report = Report { position_file: path.display().to_string(), position, age_seconds, server: None };
+    let age = std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
+    Ok(Report { position_file: Some(path.display().to_string()), ..report(position, age) })
+}
+
+pub fn status(args: StatusArgs) -> Result<()> {
+    let mut report = saved(&args)?;
     let mut lost = None;
     let mut failed = None;
     if args.server.url.is_some() {
@@ -112,7 +144,12 @@ pub fn status(args: StatusArgs) -> Result<()> {
 
 fn print_text(r: &Report) {
     let p = &r.position;
-    println!("position file  {}", r.position_file);
+    if let Some(file) = &r.position_file {
+        println!("position file  {file}");
+    }
+    if let Some(k) = &r.position_kafka {
+        println!("position in    Kafka topic {}, key {}", k.topic, k.key);
+    }
     println!("flavor         {}", p.flavor);
     println!("gtid set       {}", p.gtid_set.as_deref().unwrap_or("-"));
     println!("file:offset    {}:{}", p.file, p.offset);

@@ -38,6 +38,20 @@ pub struct KafkaSettings {
 }
 
 impl KafkaSettings {
+    /// The defaults, on `brokers` with `properties`.
+    pub fn new(brokers: String, properties: Vec<(String, String)>) -> KafkaSettings {
+        KafkaSettings {
+            brokers,
+            topic: "{db}.{table}".into(),
+            topic_prefix: String::new(),
+            ddl_topic: "binlog_tail.ddl".into(),
+            key: KeyMode::Pk,
+            compression: "lz4".into(),
+            properties,
+            dedupe: true,
+        }
+    }
+
     /// The property `partitioner`, if set.
     pub fn partitioner(&self) -> Option<&str> {
         self.properties.iter().rev().find(|(k, _)| k == "partitioner").map(|(_, v)| v.as_str())
@@ -179,16 +193,7 @@ pub fn parse_property(text: &str) -> Result<(String, String), String> {
 /// Settings for unit tests: the default routing, to `brokers`.
 #[cfg(test)]
 pub fn test_settings(brokers: &str) -> KafkaSettings {
-    KafkaSettings {
-        brokers: brokers.into(),
-        topic: "{db}.{table}".into(),
-        topic_prefix: String::new(),
-        ddl_topic: "ddl".into(),
-        key: KeyMode::Pk,
-        compression: "lz4".into(),
-        properties: vec![],
-        dedupe: true,
-    }
+    KafkaSettings { ddl_topic: "ddl".into(), ..KafkaSettings::new(brokers.into(), vec![]) }
 }
 
 #[cfg(test)]
