@@ -229,6 +229,11 @@ fn crash_test(store: Store) {
             broker.stop();
             std::thread::sleep(Duration::from_secs(11));
             broker.restart();
+            if store == Store::Kafka {
+                // Unheard for longer than its lease timeout, it stopped and stands by again.
+                run.wait_log("lost the stream lease");
+                run.wait_log("took over the stream lease");
+            }
         }
         // Kafka acknowledges after a round trip and a linger, so a run needs a moment to make
         // progress: kill after 0.5-1.5 s.

@@ -167,6 +167,8 @@ impl Holder {
 /// The stream's lease; leaving the group when dropped lets a standby take over at once.
 pub struct Lease {
     state: Arc<State>,
+    /// Terms this process has streamed on the lease.
+    terms: std::sync::atomic::AtomicU32,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -206,7 +208,7 @@ impl Lease {
             }
         })?;
         tracing::info!("stream lease: Kafka group {group}; this instance streams while it is assigned partition {PARTITION} of {topic}");
-        Ok(Lease { state, stop, thread: Some(thread) })
+        Ok(Lease { state, terms: Default::default(), stop, thread: Some(thread) })
     }
 
     pub fn holder(&self) -> Holder {
@@ -226,8 +228,11 @@ impl Lease {
             }
             if inner.held && !inner.revoking {
                 inner.streaming = true;
-                if noticed {
+                let again = self.terms.fetch_add(1, Ordering::SeqCst) > 0;
+                if noticed || again {
                     tracing::info!("took over the stream lease (Kafka group {})", state.group);
+                } else {
+                    tracing::info!("holding the stream lease (Kafka group {})", state.group);
                 }
                 return Some(Term(self));
             }
