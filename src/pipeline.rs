@@ -236,15 +236,15 @@ fn stream_term(settings: &StreamSettings, store: &PositionStore, new_id: &str, r
                 if snapshot.is_none() {
                     if let Some(snap) = &settings.snapshot {
                         let saved_progress = saved.as_ref().map(|p| p.snapshot.clone());
-                        snapshot = new_snapshot(&rt, &settings.server, &source, snap.clone(), &settings.decode, saved_progress)?;
+                        snapshot = new_snapshot(rt, &settings.server, &source, snap.clone(), &settings.decode, saved_progress)?;
                     }
                 }
                 metrics.set_ready(true);
                 sink.set_server(source.flavor, source.identity.clone());
                 let progress = snapshot.as_ref().map(Snapshot::progress);
                 sink.begin_at(Resume { snapshot: progress, ..source.start.clone() })?;
-                let mut decoder = server_decoder(&rt, &settings.server, &source, settings.decode.clone())?;
-                let result = run(&mut source, &mut decoder, &mut sink, &shutdown, snapshot.as_mut(), Until::End, &metrics);
+                let mut decoder = server_decoder(rt, &settings.server, &source, settings.decode.clone())?;
+                let result = run(&mut source, &mut decoder, &mut sink, shutdown, snapshot.as_mut(), Until::End, metrics);
                 let delivered = source.delivered();
                 drop(source);
                 match result {
@@ -288,7 +288,7 @@ fn stream_term(settings: &StreamSettings, store: &PositionStore, new_id: &str, r
         }
         attempt += 1;
         let kind = if delivered.is_some() { "stream" } else { "connect" };
-        backoff(&rt, &shutdown, &settings.server, attempt, &err, (&metrics, kind));
+        backoff(rt, shutdown, &settings.server, attempt, &err, (metrics, kind));
     }
 }
 

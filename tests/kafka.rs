@@ -252,7 +252,7 @@ fn crash_test(store: Store) {
 
     // Every committed row change is in Kafka, the first delivery of each in commit order per key.
     let mut duplicates = [0; 3];
-    for t in 0..3 {
+    for (t, duplicates) in duplicates.iter_mut().enumerate() {
         let expected_inserts = (0..txs).filter(|i| i % 3 == t).count();
         // An insert and a counter update per transaction, and the counter row's own insert.
         let expected = expected_inserts * 2 + 1;
@@ -271,7 +271,7 @@ fn crash_test(store: Store) {
         // The other producer's messages carry no id.
         for m in msgs.iter().filter(|m| m.header("id").is_some()) {
             if !seen.insert(m.header("id").unwrap().to_string()) {
-                duplicates[t] += 1;
+                *duplicates += 1;
                 continue;
             }
             let e = m.event();

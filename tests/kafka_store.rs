@@ -25,7 +25,7 @@ fn args(v: &[String]) -> Vec<&str> {
 fn saved(broker: &Broker, positions: &str, name: &str) -> Option<Value> {
     let total = broker.stored(positions) as usize;
     let msgs = broker.read(positions, total);
-    let last = msgs.iter().filter(|m| m.key.as_deref() == Some(name)).next_back()?;
+    let last = msgs.iter().rfind(|m| m.key.as_deref() == Some(name))?;
     Some(serde_json::from_slice(&last.value).expect("a position is JSON"))
 }
 

@@ -5,7 +5,7 @@
 use std::str::FromStr;
 
 use binlog_tail::checkpoint::Position;
-use binlog_tail::config::FileConfig;
+use binlog_tail::config::{check_stream_name, FileConfig};
 use binlog_tail::filter::{parse_ops, ColumnPattern, TablePattern};
 use binlog_tail::source::Start;
 use harness::BoundedAlloc;
@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
             for pattern in &config.drop_columns {
                 let _ = ColumnPattern::parse(pattern);
             }
+            let _ = config.stream_name.as_deref().map(check_stream_name);
         }
     });
 });
