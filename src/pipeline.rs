@@ -102,16 +102,17 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
     }
     let rt = runtime()?;
     let shutdown = Shutdown::install(&rt);
-    let (store, lease) = open_store(&settings, &rt, &shutdown)?;
     let metrics = Metrics::new();
     if let Some(addr) = settings.metrics_addr {
+        // Before the store, whose checks wait while Kafka cannot be reached: probes answer meanwhile.
         ops::http::serve(addr, metrics.clone())?;
     }
+    let (store, lease) = open_store(&settings, &rt, &shutdown)?;
     ops::behind::spawn(rt.handle(), connect_opts(&settings.server)?, metrics.clone());
     let mut restarts = Restarts::default();
     // For positions saved without one (version 1), one stream id for the whole process, so a
     // restarted term still recognises what the one before it sent.
-    let stream_id = new_stream_id();
+    let mut new_id = (new_stream_id(), false);
     loop {
         let term = match &lease {
             Some(lease) => {
@@ -124,7 +125,7 @@ fn stream_to_sink(args: StreamArgs) -> Result<()> {
             None => None,
         };
         metrics.set_lease_held(true);
-        let result = stream_term(&settings, &store, &stream_id, &rt, &shutdown, &metrics);
+        let result = stream_term(&settings, &store, &mut new_id, &rt, &shutdown, &metrics);
         drop(term);
         metrics.set_ready(false);
         if shutdown.handing_over() {
@@ -189,8 +190,8 @@ fn open_store(settings: &StreamSettings, rt: &Runtime, shutdown: &Arc<Shutdown>)
 
 /// One run of the stream on a position store: from the saved position (or `--start`) until a
 /// stop, a definite error, a handover or a producer restart; reconnects to the server inside.
-/// `new_id` is the stream id when the saved position has none.
-fn stream_term(settings: &StreamSettings, store: &PositionStore, new_id: &str, rt: &Runtime, shutdown: &Arc<Shutdown>, metrics: &Metrics) -> Result<()> {
+/// `new_id` is the stream id when the saved position has none, and whether a term used it.
+fn stream_term(settings: &StreamSettings, store: &PositionStore, new_id: &mut (String, bool), rt: &Runtime, shutdown: &Arc<Shutdown>, metrics: &Metrics) -> Result<()> {
     let saved = store.load()?;
     let mut start = match &saved {
         Some(p) => {
@@ -202,12 +203,18 @@ fn stream_term(settings: &StreamSettings, store: &PositionStore, new_id: &str, r
         None => settings.start.clone().unwrap_or(Start::Latest),
     };
     let encoder = Encoder::new(settings.format.clone());
-    let stream_id = saved.as_ref().and_then(|p| p.stream_id.clone()).unwrap_or_else(|| new_id.to_string());
+    let (stream_id, new_stream) = match saved.as_ref().and_then(|p| p.stream_id.clone()) {
+        Some(id) => (id, false),
+        None => (new_id.0.clone(), !std::mem::replace(&mut new_id.1, true)),
+    };
     let mut out: Box<dyn Sink> = match (settings.sink, &settings.kafka) {
         (SinkKind::Kafka, Some(kafka)) => {
             // The format is part of it: another format makes other messages.
             let configuration = format!("{:?}|{:?}|{}", settings.decode, settings.format, kafka.routing());
-            let kafka = KafkaSink::new(kafka.clone(), encoder, shutdown.clone(), dedupe::stream_name(&stream_id, &configuration))?;
+            let mut kafka = KafkaSink::new(kafka.clone(), encoder, shutdown.clone(), dedupe::stream_name(&stream_id, &configuration))?;
+            if new_stream {
+                kafka.new_stream();
+            }
             kafka.set_metrics(metrics.clone());
             Box::new(kafka)
         }

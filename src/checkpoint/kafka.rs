@@ -3,9 +3,11 @@
 //!
 //! Invariants:
 //! - Every position is written to partition 0 (whatever the topic's partition count, now or
-//!   later), with the same JSON as the position file, and a save returns only once Kafka
-//!   acknowledged it (`acks=all`): the next save is sent after that, so the newest message under
-//!   the key is the newest position.
+//!   later), with the same JSON as the position file, by an idempotent producer (`acks=all`), so
+//!   the positions of a stream land in the order they were saved and the newest message under
+//!   the key is the newest position. A save does not wait for Kafka (a crash before the
+//!   acknowledgement leaves the previous position, which is as safe); `flush` waits, and every
+//!   stop of the stream flushes before it ends.
 //! - The topic must exist with `cleanup.policy=compact` and no `delete`: a deleting topic would
 //!   drop the position of a stream idle longer than its retention, and the next start would begin
 //!   from `--start` instead. This is checked before anything else is read.
@@ -44,9 +46,13 @@ pub const PARTITION: i32 = 0;
 /// How often waiting for Kafka says so.
 const REPORT_EVERY: Duration = Duration::from_secs(30);
 
-/// The delivery report of the one position in flight.
+/// Delivery reports of the positions in flight.
 struct Saves {
-    result: Mutex<Option<Result<(), KafkaError>>>,
+    in_flight: Mutex<u64>,
+    /// The first position Kafka refused.
+    refused: Mutex<Option<KafkaError>>,
+    /// When Kafka last acknowledged a position (or the producer was created).
+    last_ack: Mutex<Instant>,
     redact: Redactor,
 }
 
@@ -69,7 +75,13 @@ impl ProducerContext for Saves {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        *self.result.lock().expect("not poisoned") = Some(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
+        *self.in_flight.lock().expect("not poisoned") -= 1;
+        match result {
+            Ok(_) => *self.last_ack.lock().expect("not poisoned") = Instant::now(),
+            Err((e, _)) => {
+                self.refused.lock().expect("not poisoned").get_or_insert_with(|| e.clone());
+            }
+        }
     }
 }
 
@@ -145,10 +157,11 @@ impl KafkaPositions {
     pub fn open(settings: &KafkaSettings, topic: &str, key: &str, lease: Holder, shutdown: Arc<Shutdown>) -> Result<KafkaPositions> {
         let redact = settings.redactor();
         let mut config = settings.client_config()?;
-        // One small message at a time, each waited for: nothing to batch.
+        // A few small messages a second: nothing to batch. Every position covers only acknowledged
+        // messages, so one lost among later ones leaves no gap.
         config.set("linger.ms", "0").remove("enable.gapless.guarantee");
         let producer = config
-            .create_with_context(Saves { result: Mutex::new(None), redact: redact.clone() })
+            .create_with_context(Saves { in_flight: Mutex::new(0), refused: Mutex::new(None), last_ack: Mutex::new(Instant::now()), redact: redact.clone() })
             .map_err(|e| anyhow!("cannot create the Kafka producer of the position store: {}", redact.apply(&e.to_string())))?;
         let reader = PositionReader::new(settings, topic, key)?;
         Ok(KafkaPositions { producer, reader, lease, shutdown, redact })
@@ -224,31 +237,61 @@ impl KafkaPositions {
         Ok(self.reader.decode(found)?.map(|saved| saved.position))
     }
 
-    /// Writes `pos` and waits until Kafka acknowledged it.
+    /// Sends `pos`; Kafka's acknowledgement is waited for by `flush` (or the next save reports
+    /// a refusal). The stream does not wait a broker round trip per checkpoint, and since the
+    /// positions of one key go to one partition in order (idempotent producer), the newest one
+    /// acknowledged is the newest saved.
     pub fn save(&self, pos: &Position) -> Result<()> {
         if !self.lease.held() {
             return Err(LeaseLost.into());
         }
+        self.producer.poll(Duration::ZERO);
+        self.check_refused()?;
         let value = serde_json::to_vec(pos)?;
-        *self.producer.context().result.lock().expect("not poisoned") = None;
-        let record = BaseRecord::to(&self.reader.topic).partition(PARTITION).key(&self.reader.key).payload(&value);
-        self.producer
-            .send(record)
-            .map_err(|(e, _)| anyhow!("cannot save {self}: {}", self.redact.apply(&e.to_string())))?;
-        let sent = Instant::now();
-        let mut reported = sent;
+        let mut record = BaseRecord::to(&self.reader.topic).partition(PARTITION).key(&self.reader.key).payload(&value);
         loop {
-            self.producer.poll(Duration::from_millis(20));
-            if let Some(result) = self.producer.context().result.lock().expect("not poisoned").take() {
-                return result.map_err(|e| anyhow!("Kafka refused {self}: {e}{}", hint(&e)));
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.wait_a_moment()?;
+                }
+                Err((e, _)) => bail!("cannot save {self}: {}", self.redact.apply(&e.to_string())),
             }
-            if let Some(why) = self.shutdown.stop_waiting(sent) {
-                bail!("stopped ({why}) before Kafka acknowledged {self}; the previous position stays saved");
-            }
+        }
+        *self.producer.context().in_flight.lock().expect("not poisoned") += 1;
+        Ok(())
+    }
+
+    /// Waits until Kafka acknowledged every position sent.
+    pub fn flush(&self) -> Result<()> {
+        let mut reported = Instant::now();
+        while *self.producer.context().in_flight.lock().expect("not poisoned") > 0 {
+            self.wait_a_moment()?;
             if reported.elapsed() >= REPORT_EVERY {
                 tracing::warn!("waiting for Kafka to acknowledge {self}");
                 reported = Instant::now();
             }
+        }
+        self.check_refused()
+    }
+
+    /// Serves delivery reports for a moment; an error once a stop was requested and Kafka
+    /// stopped acknowledging, or when it refused a position.
+    fn wait_a_moment(&self) -> Result<()> {
+        self.producer.poll(Duration::from_millis(20));
+        self.check_refused()?;
+        let last_ack = *self.producer.context().last_ack.lock().expect("not poisoned");
+        if let Some(why) = self.shutdown.stop_waiting(last_ack) {
+            bail!("stopped ({why}) before Kafka acknowledged {self}; the last position it acknowledged stays saved");
+        }
+        Ok(())
+    }
+
+    fn check_refused(&self) -> Result<()> {
+        match &*self.producer.context().refused.lock().expect("not poisoned") {
+            Some(e) => bail!("Kafka refused {self}: {e}{}", hint(e)),
+            None => Ok(()),
         }
     }
 
@@ -315,12 +358,14 @@ mod tests {
         assert_eq!(a.load().unwrap(), None, "an empty topic");
         a.save(&position(100)).unwrap();
         a.save(&position(200)).unwrap();
+        a.flush().unwrap();
         assert_eq!(a.load().unwrap().map(|p| p.offset), Some(200));
         // More messages of other streams than several windows hold.
         others(&brokers, 500);
         let b = store(&brokers, "b");
         assert_eq!(b.load().unwrap(), None, "another key has no position");
         b.save(&position(7)).unwrap();
+        b.flush().unwrap();
         assert_eq!(store(&brokers, "a").load().unwrap().map(|p| p.offset), Some(200));
         assert_eq!(b.load().unwrap().map(|p| p.offset), Some(7));
     }
@@ -332,6 +377,7 @@ mod tests {
         let brokers = cluster.bootstrap_servers();
         let a = store(&brokers, "a");
         a.save(&position(100)).unwrap();
+        a.flush().unwrap();
         let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
         producer.send(BaseRecord::<str, ()>::to("positions").partition(PARTITION).key("a")).unwrap();
         producer.flush(Duration::from_secs(10)).unwrap();
@@ -340,6 +386,22 @@ mod tests {
         producer.flush(Duration::from_secs(10)).unwrap();
         let err = format!("{:#}", a.load().unwrap_err());
         assert!(err.contains("corrupt") && err.contains("under key a, offset 2"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_position_is_an_error_at_the_flush_and_the_next_save() {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("positions", 1, 1).unwrap();
+        let a = store(&cluster.bootstrap_servers(), "a");
+        a.save(&position(100)).unwrap();
+        a.flush().unwrap();
+        cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED]);
+        a.save(&position(200)).unwrap();
+        let err = a.flush().unwrap_err().to_string();
+        assert!(err.contains("Kafka refused the position in Kafka topic positions under key a") && err.contains("grant this client WRITE"), "{err}");
+        assert!(a.save(&position(300)).is_err(), "nothing is saved after a refusal");
+        assert_eq!(a.load().unwrap().map(|p| p.offset), Some(100));
     }
 
     #[test]

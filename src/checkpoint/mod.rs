@@ -151,11 +151,20 @@ impl PositionStore {
         }
     }
 
-    /// Replaces the saved position (the file atomically; in Kafka once acknowledged).
+    /// Replaces the saved position: the file atomically; in Kafka once acknowledged, which
+    /// `flush` waits for.
     pub fn save(&self, pos: &Position) -> Result<()> {
         match self {
             PositionStore::File(f) => f.save(pos),
             PositionStore::Kafka(k) => k.save(pos),
+        }
+    }
+
+    /// Waits until every save is durable.
+    pub fn flush(&self) -> Result<()> {
+        match self {
+            PositionStore::File(_) => Ok(()),
+            PositionStore::Kafka(k) => k.flush(),
         }
     }
 }
@@ -269,16 +278,20 @@ impl<'a> Checkpointing<'a> {
 
     /// Waits for the sink to acknowledge everything and saves the position of the last commit.
     /// If that fails (a sink that refuses an event), what was acknowledged before is saved.
+    /// Either way the store has made the save durable when this returns.
     pub fn finish(&mut self) -> Result<()> {
-        match self.inner.flush() {
+        let finished = match self.inner.flush() {
             Ok(()) => self.save(self.last_commit.clone()),
             Err(e) => {
-                if let Ok(acked) = self.inner.acknowledged() {
-                    self.save(acked)?;
-                }
-                Err(e)
+                let saved = match self.inner.acknowledged() {
+                    Ok(acked) => self.save(acked),
+                    Err(_) => Ok(()),
+                };
+                saved.and(Err(e))
             }
-        }
+        };
+        let flushed = self.store.flush();
+        finished.and(flushed)
     }
 }
 

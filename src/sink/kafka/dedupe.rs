@@ -180,6 +180,8 @@ struct Topic {
 /// sending.
 pub struct Tails {
     stream: String,
+    /// The stream is new: none of its messages can be in Kafka, so no tail is read.
+    new: bool,
     consumer: BaseConsumer,
     topics: HashMap<String, Topic>,
 }
@@ -189,7 +191,13 @@ impl Tails {
     pub fn new(stream: String, mut config: ClientConfig) -> Result<Tails> {
         config.set("group.id", "binlog-tail-tail-reader").set("enable.partition.eof", "true");
         let consumer = config.create().context("cannot create the Kafka client that reads partition tails")?;
-        Ok(Tails { stream, consumer, topics: HashMap::new() })
+        Ok(Tails { stream, new: false, consumer, topics: HashMap::new() })
+    }
+
+    /// Says that the stream is new (an id never used before), which spares reading tails past
+    /// other streams' messages: up to `LOOKBACK` messages per partition.
+    pub fn new_stream(&mut self) {
+        self.new = true;
     }
 
     /// The partition count of `topic`.
@@ -215,6 +223,9 @@ impl Tails {
     /// True when the partition already holds the message at `key`: it is skipped.
     pub fn holds(&mut self, topic: &str, partition: i32, key: &OrderKey) -> Result<Option<bool>> {
         let t = self.topics.get(topic).expect("partitions() was asked first");
+        if self.new {
+            return Ok(Some(false));
+        }
         if !t.tails.contains_key(&partition) {
             let tail = match read_tail(&self.consumer, &self.stream, topic, partition) {
                 Ok(tail) => tail,

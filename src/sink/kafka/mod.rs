@@ -240,6 +240,13 @@ impl KafkaSink {
         })
     }
 
+    /// No message of this stream can be in Kafka yet (its id is new): nothing to skip.
+    pub fn new_stream(&mut self) {
+        if let Some((_, tails)) = &mut self.dedupe {
+            tails.new_stream();
+        }
+    }
+
     /// Counts messages in flight, acknowledgement latency and delivery errors for `/metrics`.
     pub fn set_metrics(&self, metrics: Metrics) {
         let _ = self.producer.context().metrics.set(metrics);
