@@ -485,4 +485,41 @@ mod tests {
         let misplaced = EmitArgs { format: Some(Format::Maxwell), debezium_time: Some(DebeziumTime::Sql), ..EmitArgs::default() };
         assert!(format_settings(&misplaced, None).unwrap_err().is::<Usage>());
     }
+
+    fn resolve(args: &[&str]) -> Result<StreamSettings> {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([&["binlog-tail", "stream"], args].concat()).expect("parses");
+        let crate::cli::Command::Stream(args) = cli.command else { unreachable!() };
+        StreamSettings::resolve(args)
+    }
+
+    #[test]
+    fn the_kafka_store_names_its_stream_after_the_server_and_the_filters() {
+        let kafka = ["--url", "mysql://repl@db.example.com:3306", "--sink", "kafka", "--kafka-brokers", "k:9092", "--position-store", "kafka"];
+        let name = |extra: &[&str]| match resolve(&[&kafka[..], extra].concat()).unwrap().position {
+            PositionSettings::Kafka { name, topic, lease_timeout } => {
+                assert_eq!((topic.as_str(), lease_timeout), ("binlog_tail.positions", Duration::from_secs(10)));
+                name
+            }
+            PositionSettings::File(_) => panic!("a file store"),
+        };
+        // Pinned: a default that changed between versions would start a new stream.
+        assert_eq!(name(&["--include", "shop"]), "db.example.com-3306-46403cf8");
+        assert_eq!(name(&["--include", "shop"]), name(&["--include", "shop", "--kafka-topic", "all"]), "routing is not a filter");
+        assert_ne!(name(&["--include", "shop"]), name(&["--include", "crm"]));
+        assert_eq!(name(&["--stream-name", "shop-cdc", "--include", "crm"]), "shop-cdc");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("c.toml");
+        std::fs::write(&config, "position_store = 'kafka'\nstream_name = 'from-file'\nkafka_position_topic = 'p'\nkafka_lease_timeout = 3.5\n").unwrap();
+        let from_file = resolve(&["--url", "mysql://r@h:1", "--sink", "kafka", "--kafka-brokers", "k:9092", "--config", config.to_str().unwrap()]).unwrap();
+        assert!(matches!(from_file.position, PositionSettings::Kafka { ref name, ref topic, lease_timeout }
+            if name == "from-file" && topic == "p" && lease_timeout == Duration::from_millis(3500)));
+        for (bad, says) in [
+            (&["--position-store", "kafka"][..], "needs --sink kafka"),
+            (&["--sink", "kafka", "--kafka-brokers", "k:9092", "--position-store", "kafka", "--kafka-lease-timeout", "0.5"][..], "at least 1 second"),
+        ] {
+            let err = resolve(&[&["--url", "mysql://r@h:1"][..], bad].concat()).unwrap_err();
+            assert!(err.is::<Usage>() && err.to_string().contains(says), "{err}");
+        }
+    }
 }
