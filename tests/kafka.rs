@@ -389,6 +389,53 @@ fn a_replay_after_sigkill_sends_nothing_twice_even_past_another_producer() {
 }
 
 #[test]
+fn a_topic_grown_between_runs_gets_duplicates_never_losses() {
+    use binlog_tail::sink::kafka::dedupe::Partitioner;
+    let server = MariaDb::start(&[]);
+    let mut broker = Broker::start();
+    broker.create_topic("g.t", 1);
+    server.sql("CREATE DATABASE g; CREATE TABLE g.t (id INT PRIMARY KEY);");
+    let insert = |rows: std::ops::Range<usize>| server.sql(&rows.map(|i| format!("INSERT INTO g.t VALUES ({i});\n")).collect::<String>());
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    // The position stays at the start, so the restart replays every row.
+    let mut extra = kafka_args(&broker);
+    extra.extend(["--start", "earliest", "--checkpoint-every", "1000000", "--checkpoint-interval", "86400"].map(String::from));
+    let first = Stream::start(&server, &position, dir.path(), 0, &args(&extra));
+    insert(0..200);
+    assert_eq!(broker.read("g.t", 200).len(), 200);
+    first.signal("-KILL");
+    drop(first);
+    broker.grow_partitions("g.t", 3);
+    insert(200..220);
+
+    // A replayed row whose key now maps to partition 0 is found in that partition's tail and
+    // skipped; one mapping to a new partition is sent again: a duplicate, never a loss.
+    let moved = (0..200).filter(|i| Partitioner::Crc32.partition(Some(format!("{{\"id\":{i}}}").as_bytes()), b"", 3) != 0).count();
+    assert!(moved > 50, "the test needs keys that move: {moved}");
+    let second = Stream::start(&server, &position, dir.path(), 1, &args(&extra[..4]));
+    let expected = 220 + moved;
+    let msgs = broker.read("g.t", expected);
+    std::thread::sleep(Duration::from_secs(2)); // anything sent more often would arrive by now
+    let log = second.log();
+    assert!(second.stop().success(), "{log}");
+    assert_eq!(broker.stored("g.t"), expected as i64, "{log}");
+    let mut copies = std::collections::HashMap::new();
+    for m in &msgs {
+        let id = m.event().after.unwrap()["id"].as_i64().unwrap();
+        copies.entry(id).or_insert_with(Vec::new).push(m.partition);
+    }
+    assert_eq!(copies.len(), 220, "every row is there");
+    for (id, partitions) in copies.iter_mut() {
+        partitions.sort();
+        let now = Partitioner::Crc32.partition(Some(format!("{{\"id\":{id}}}").as_bytes()), b"", 3);
+        let want = if *id < 200 && now != 0 { vec![0, now] } else { vec![now] };
+        assert_eq!(*partitions, want, "row {id}: where its copies are");
+    }
+    eprintln!("grown topic: 200 rows replayed into 3 partitions instead of 1, {moved} duplicates (their keys moved), {} skipped", 200 - moved);
+}
+
+#[test]
 fn initial_snapshot_lands_in_the_same_topics_keyed_like_changes() {
     let server = MariaDb::start(&[]);
     let broker = Broker::start();

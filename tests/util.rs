@@ -479,6 +479,30 @@ impl Broker {
         assert!(out.status.success(), "topic create {name}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// Grows `topic` to `partitions` partitions, as `kafka-topics.sh --alter --partitions` would on
+    /// a real cluster. tansu 0.6 has no CreatePartitions request, so this stops the broker, adds
+    /// the partitions to its sqlite storage the way creating the topic would have (a `topition`
+    /// and an empty `watermark` row each), and starts it again on the same data.
+    pub fn grow_partitions(&mut self, topic: &str, partitions: i32) {
+        self.stop();
+        let name = topic.replace('\'', "''");
+        let mut sql = format!("UPDATE topic SET partitions = {partitions} WHERE name = '{name}';\n");
+        for p in 0..partitions {
+            sql.push_str(&format!(
+                "INSERT OR IGNORE INTO topition (topic, partition) SELECT id, {p} FROM topic WHERE name = '{name}';
+                 INSERT INTO watermark (topition) SELECT tp.id FROM topition tp JOIN topic t ON tp.topic = t.id
+                   WHERE t.name = '{name}' AND tp.partition = {p} AND NOT EXISTS (SELECT 1 FROM watermark w WHERE w.topition = tp.id);\n"
+            ));
+        }
+        let out = Command::new("sqlite3").arg(self.dir.path().join("tansu.db")).arg(&sql).output().expect("sqlite3 (scripts/install-deps installs it)");
+        assert!(out.status.success(), "growing {topic}: {}", String::from_utf8_lossy(&out.stderr));
+        self.restart();
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", self.addr()).create().unwrap();
+        let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        assert_eq!(meta.topics()[0].partitions().len() as i32, partitions, "{topic} did not grow");
+    }
+
     /// How many messages `topic` holds, over all its partitions.
     pub fn stored(&self, topic: &str) -> i64 {
         use rdkafka::consumer::{BaseConsumer, Consumer};
