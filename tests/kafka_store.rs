@@ -83,14 +83,21 @@ fn the_position_topic_must_exist_compacted_and_the_store_needs_the_kafka_sink() 
     assert!(code == Some(2) && err.contains("--stream-name `a b`"), "{err}");
 }
 
-#[test]
-fn streaming_resumes_from_the_position_in_kafka_alone() {
+/// A fresh database `db` with a table `t`, and a broker with its topic of `partitions` and a
+/// compacted topic `positions`.
+fn setup(db: &str, partitions: u32) -> (&'static MariaDb, String, Broker) {
     let server = MariaDb::shared();
-    let db = server.fresh_db("kstore");
+    let db = server.fresh_db(db);
     server.sql(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT);"));
     let broker = Broker::start();
     broker.create_topic_with("positions", 1, &["cleanup.policy=compact"]);
-    broker.create_topic(&format!("{db}.t"), 2);
+    broker.create_topic(&format!("{db}.t"), partitions);
+    (server, db, broker)
+}
+
+#[test]
+fn streaming_resumes_from_the_position_in_kafka_alone() {
+    let (server, db, broker) = setup("kstore", 2);
     let dir = tempfile::tempdir().unwrap();
     let mut extra = kafka_store(&broker, "positions", "resume");
     extra.extend(["--include".into(), db.clone()]);
@@ -142,12 +149,7 @@ fn streaming_resumes_from_the_position_in_kafka_alone() {
 
 #[test]
 fn one_instance_streams_and_a_standby_takes_over_after_a_kill_and_a_clean_stop() {
-    let server = MariaDb::shared();
-    let db = server.fresh_db("klease");
-    server.sql(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT);"));
-    let broker = Broker::start();
-    broker.create_topic_with("positions", 1, &["cleanup.policy=compact"]);
-    broker.create_topic(&format!("{db}.t"), 3);
+    let (server, db, broker) = setup("klease", 3);
     let dir = tempfile::tempdir().unwrap();
     let instance = |n: usize| {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

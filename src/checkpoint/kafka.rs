@@ -34,7 +34,7 @@ use tokio::runtime::Handle;
 use super::lease::{Holder, LeaseLost};
 use super::Position;
 use crate::shutdown::{Shutdown, Stopped};
-use crate::sink::kafka::config::{KafkaSettings, Redactor};
+use crate::sink::kafka::config::{log_librdkafka, KafkaSettings, Redactor};
 use crate::sink::kafka::{hint, tail};
 
 /// `--kafka-position-topic` when none is given.
@@ -58,11 +58,7 @@ struct Saves {
 
 impl ClientContext for Saves {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        let message = self.redact.apply(message);
-        match level {
-            RDKafkaLogLevel::Debug => tracing::trace!("librdkafka positions {fac}: {message}"),
-            _ => tracing::debug!("librdkafka positions {fac}: {message}"),
-        }
+        log_librdkafka(" positions", level, fac, &self.redact.apply(message));
     }
 
     // The sink's producer logs why the brokers cannot be reached; once is enough.

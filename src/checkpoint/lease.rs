@@ -32,7 +32,7 @@ use thiserror::Error;
 
 use super::kafka::PARTITION;
 use crate::shutdown::Shutdown;
-use crate::sink::kafka::config::KafkaSettings;
+use crate::sink::kafka::config::{log_librdkafka, KafkaSettings, Redactor};
 
 /// How long a holder asked to give the lease back waits for its stream to stop and save. The
 /// stream's own wait for Kafka after a stop request ends sooner (`shutdown::GRACE`).
@@ -101,25 +101,26 @@ impl State {
     }
 }
 
-struct Context(Arc<State>);
+struct Context {
+    state: Arc<State>,
+    /// Takes `-X` values out of librdkafka's text.
+    redact: Redactor,
+}
 
 impl Context {
     fn ours(&self, tpl: &TopicPartitionList) -> bool {
-        tpl.find_partition(&self.0.topic, PARTITION).is_some()
+        tpl.find_partition(&self.state.topic, PARTITION).is_some()
     }
 }
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Debug => tracing::trace!("librdkafka lease {fac}: {message}"),
-            _ => tracing::debug!("librdkafka lease {fac}: {message}"),
-        }
+        log_librdkafka(" lease", level, fac, &self.redact.apply(message));
     }
 
     // Broker errors are logged by the producer, which meets the same brokers.
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::debug!("Kafka lease: {reason} ({error})");
+        tracing::debug!("Kafka lease: {} ({error})", self.redact.apply(reason));
     }
 }
 
@@ -127,7 +128,7 @@ impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             if self.ours(tpl) {
-                self.0.revoked(consumer.assignment_lost());
+                self.state.revoked(consumer.assignment_lost());
             }
         }
     }
@@ -135,7 +136,7 @@ impl ConsumerContext for Context {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             if self.ours(tpl) {
-                self.0.assigned();
+                self.state.assigned();
             }
         }
     }
@@ -197,7 +198,7 @@ impl Lease {
             // The group reads no positions; the store does.
             .set("auto.offset.reset", "latest");
         let consumer: BaseConsumer<Context> =
-            config.create_with_context(Context(state.clone())).context("cannot create the Kafka client that holds the stream lease")?;
+            config.create_with_context(Context { state: state.clone(), redact: settings.redactor() }).context("cannot create the Kafka client that holds the stream lease")?;
         consumer.subscribe(&[topic]).with_context(|| format!("cannot join the Kafka group {group}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();

@@ -135,6 +135,15 @@ const PRODUCER_ONLY: [&str; 11] = [
     "partitioner",
 ];
 
+/// Logs one of librdkafka's own log lines (`client` names which of binlog-tail's clients): at
+/// debug level, its debug lines at trace; they are only read with `-v`.
+pub fn log_librdkafka(client: &str, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    match level {
+        rdkafka::config::RDKafkaLogLevel::Debug => tracing::trace!("librdkafka{client} {fac}: {message}"),
+        _ => tracing::debug!("librdkafka{client} {fac}: {message}"),
+    }
+}
+
 /// Takes the values of `-X` properties out of librdkafka's text: its errors quote them ("Invalid
 /// value \"...\" for configuration property"), and a value may be a password.
 #[derive(Debug, Clone)]

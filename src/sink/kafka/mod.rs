@@ -83,11 +83,7 @@ struct Reports {
 
 impl ClientContext for Reports {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        let message = self.redact.apply(message);
-        match level {
-            RDKafkaLogLevel::Debug => tracing::trace!("librdkafka {fac}: {message}"),
-            _ => tracing::debug!("librdkafka {fac}: {message}"),
-        }
+        config::log_librdkafka("", level, fac, &self.redact.apply(message));
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
