@@ -10,14 +10,17 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{EmitArgs, LogFormat, OnOff, PositionStoreKind, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode, StreamArgs, TlsArgs};
+use crate::cli::{
+    EmitArgs, LogFormat, OnOff, PositionStoreKind, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode,
+    StreamArgs, TlsArgs,
+};
 use crate::decode::Options;
 use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
 use crate::format::{default_server_name, DebeziumTime, Format, FormatSettings};
 use crate::outbox::OutboxTable;
-use crate::snapshot::{self, KeyOverride};
 use crate::sink::kafka::config::{check_brokers, parse_property, KafkaSettings, KeyMode};
+use crate::snapshot::{self, KeyOverride};
 use crate::source::server::{parse_url, redact, ServerConfig};
 use crate::source::tls::{self, TlsOptions};
 use crate::source::Start;
@@ -119,7 +122,11 @@ pub enum PositionSettings {
     File(PathBuf),
     /// A compacted topic on the Kafka sink's brokers, under the stream's name, which also names
     /// its lease; `lease_timeout` is how long an instance may go unheard before a standby takes over.
-    Kafka { topic: String, name: String, lease_timeout: Duration },
+    Kafka {
+        topic: String,
+        name: String,
+        lease_timeout: Duration,
+    },
 }
 
 impl StreamSettings {
@@ -130,7 +137,9 @@ impl StreamSettings {
         };
         let start = match (args.server.start.clone(), &file.start) {
             (Some(s), _) => Some(s),
-            (None, Some(s)) => Some(s.parse::<Start>().map_err(|e| Usage(format!("bad `start` in the config file: {e:#}")))?),
+            (None, Some(s)) => {
+                Some(s.parse::<Start>().map_err(|e| Usage(format!("bad `start` in the config file: {e:#}")))?)
+            }
             (None, None) => None,
         };
         let merged = ServerArgs {
@@ -219,9 +228,17 @@ impl StreamSettings {
                 let kafka = KafkaSettings {
                     topic: args.kafka.kafka_topic.or(file.kafka_topic).unwrap_or(defaults.topic.clone()),
                     topic_prefix: args.kafka.kafka_topic_prefix.or(file.kafka_topic_prefix).unwrap_or_default(),
-                    ddl_topic: args.kafka.kafka_ddl_topic.or(file.kafka_ddl_topic).unwrap_or(defaults.ddl_topic.clone()),
+                    ddl_topic: args
+                        .kafka
+                        .kafka_ddl_topic
+                        .or(file.kafka_ddl_topic)
+                        .unwrap_or(defaults.ddl_topic.clone()),
                     key: args.kafka.kafka_key.or(file.kafka_key).unwrap_or(defaults.key),
-                    compression: args.kafka.kafka_compression.or(file.kafka_compression).unwrap_or(defaults.compression.clone()),
+                    compression: args
+                        .kafka
+                        .kafka_compression
+                        .or(file.kafka_compression)
+                        .unwrap_or(defaults.compression.clone()),
                     dedupe: args.kafka.kafka_dedupe.or(file.kafka_dedupe).map_or(defaults.dedupe, |d| d == OnOff::On),
                     ..defaults
                 };
@@ -252,7 +269,10 @@ impl StreamSettings {
             metrics_addr: args.metrics_addr.or(file.metrics_addr).as_deref().map(socket_addr).transpose()?,
             kafka,
             checkpoint_every: args.checkpoint_every.or(file.checkpoint_every).unwrap_or(1000).max(1),
-            checkpoint_interval: seconds(args.checkpoint_interval.or(file.checkpoint_interval).unwrap_or(1.0), "checkpoint interval")?,
+            checkpoint_interval: seconds(
+                args.checkpoint_interval.or(file.checkpoint_interval).unwrap_or(1.0),
+                "checkpoint interval",
+            )?,
             decode,
             snapshot,
             format,
@@ -288,7 +308,8 @@ pub fn check_stream_name(name: &str) -> Result<String> {
 /// filters (which decide what the stream holds), e.g. `db.example.com-3306-5f3a9c1e`.
 fn default_stream_name(url: &str, emit: &EmitArgs) -> Result<String> {
     let opts = parse_url(url)?;
-    let host: String = opts.ip_or_hostname().chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
+    let host: String =
+        opts.ip_or_hostname().chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
     let filters = format!(
         "include={:?};exclude={:?};ops={:?};drop_column={:?}",
         emit.include,
@@ -313,7 +334,11 @@ pub fn snapshot_settings(args: &SnapshotArgs) -> Result<Option<snapshot::Setting
     }
     let keys = args.snapshot_key.iter().map(|k| KeyOverride::parse(k)).collect::<Result<_>>()?;
     if args.snapshot_method == Some(snapshot::Method::Watermark) && signal_table.is_none() {
-        return Err(Usage("--snapshot-method watermark writes its watermarks to the signal table: give --signal-table db.table".into()).into());
+        return Err(Usage(
+            "--snapshot-method watermark writes its watermarks to the signal table: give --signal-table db.table"
+                .into(),
+        )
+        .into());
     }
     Ok(Some(snapshot::Settings { method: args.snapshot_method, initial, chunk_size, keys, signal_table }))
 }
@@ -321,17 +346,18 @@ pub fn snapshot_settings(args: &SnapshotArgs) -> Result<Option<snapshot::Setting
 /// `db.table`, exactly (no wildcards).
 pub fn parse_table(text: &str) -> Result<(String, String)> {
     match text.split_once('.') {
-        Some((db, t)) if !db.is_empty() && !t.is_empty() && !text.contains(['*', '?']) => Ok((db.to_string(), t.to_string())),
+        Some((db, t)) if !db.is_empty() && !t.is_empty() && !text.contains(['*', '?']) => {
+            Ok((db.to_string(), t.to_string()))
+        }
         _ => Err(Usage(format!("`{text}` is not a table: use db.table")).into()),
     }
 }
 
 /// The connection settings shared by every subcommand.
 pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
-    let url = args
-        .url
-        .clone()
-        .context("give --url mysql://USER@HOST:PORT to read from a server (or, for dump, --file PATH... to read binlog files)")?;
+    let url = args.url.clone().context(
+        "give --url mysql://USER@HOST:PORT to read from a server (or, for dump, --file PATH... to read binlog files)",
+    )?;
     if redact(&url) != url {
         tracing::warn!(
             "the --url holds a password, which other users of this machine can read (`ps`, /proc, shell history): put it in --password-file or MYSQL_PWD instead"
@@ -339,7 +365,10 @@ pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
     }
     if args.server_id == Some(0) {
         // Clap refuses 0 on the command line; this is the config file's value.
-        return Err(Usage("server_id 0 in the config file: a replica id must be 1 or more (or leave it out for a random one)".into()).into());
+        return Err(Usage(
+            "server_id 0 in the config file: a replica id must be 1 or more (or leave it out for a random one)".into(),
+        )
+        .into());
     }
     let password = match &args.password_file {
         Some(path) => {
@@ -366,7 +395,9 @@ fn tls_options(args: &TlsArgs) -> Result<TlsOptions> {
     let identity = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
         (None, None) => None,
-        (Some(_), None) => return Err(Usage("--tls-cert needs --tls-key: the client certificate's private key".into()).into()),
+        (Some(_), None) => {
+            return Err(Usage("--tls-cert needs --tls-key: the client certificate's private key".into()).into())
+        }
         (None, Some(_)) => return Err(Usage("--tls-key needs --tls-cert: the client certificate".into()).into()),
     };
     Ok(TlsOptions {
@@ -390,7 +421,8 @@ fn filter_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
         ops: args.ops.as_deref().map(parse_ops).transpose()?.unwrap_or_default(),
         drop_columns: args.drop_column.iter().map(|p| ColumnPattern::parse(p)).collect::<Result<_>>()?,
     };
-    let outbox = args.outbox.iter().map(|t| OutboxTable::with_defaults(t, &args.outbox_topic)).collect::<Result<_>>()?;
+    let outbox =
+        args.outbox.iter().map(|t| OutboxTable::with_defaults(t, &args.outbox_topic)).collect::<Result<_>>()?;
     Ok(Options { limit, filter, emit_ddl: args.emit_ddl, outbox, signal_table: None })
 }
 
@@ -476,13 +508,18 @@ mod tests {
 
     #[test]
     fn format_settings_from_the_file_and_flags() {
-        let file: FileConfig = toml::from_str("format = 'debezium'\ndebezium_time = 'sql'\ndebezium_tombstones = false").unwrap();
-        assert_eq!((file.format, file.debezium_time, file.debezium_tombstones), (Some(Format::Debezium), Some(DebeziumTime::Sql), Some(false)));
+        let file: FileConfig =
+            toml::from_str("format = 'debezium'\ndebezium_time = 'sql'\ndebezium_tombstones = false").unwrap();
+        assert_eq!(
+            (file.format, file.debezium_time, file.debezium_tombstones),
+            (Some(Format::Debezium), Some(DebeziumTime::Sql), Some(false))
+        );
         assert!(toml::from_str::<FileConfig>("format = 'avro'").is_err());
         let debezium = EmitArgs { format: Some(Format::Debezium), ..EmitArgs::default() };
         let settings = format_settings(&debezium, Some("mysql://repl@db.prod:3306")).unwrap();
         assert_eq!((settings.debezium_name.as_str(), settings.debezium_tombstones), ("db_prod", true));
-        let misplaced = EmitArgs { format: Some(Format::Maxwell), debezium_time: Some(DebeziumTime::Sql), ..EmitArgs::default() };
+        let misplaced =
+            EmitArgs { format: Some(Format::Maxwell), debezium_time: Some(DebeziumTime::Sql), ..EmitArgs::default() };
         assert!(format_settings(&misplaced, None).unwrap_err().is::<Usage>());
     }
 
@@ -495,7 +532,16 @@ mod tests {
 
     #[test]
     fn the_kafka_store_names_its_stream_after_the_server_and_the_filters() {
-        let kafka = ["--url", "mysql://repl@db.example.com:3306", "--sink", "kafka", "--kafka-brokers", "k:9092", "--position-store", "kafka"];
+        let kafka = [
+            "--url",
+            "mysql://repl@db.example.com:3306",
+            "--sink",
+            "kafka",
+            "--kafka-brokers",
+            "k:9092",
+            "--position-store",
+            "kafka",
+        ];
         let name = |extra: &[&str]| match resolve(&[&kafka[..], extra].concat()).unwrap().position {
             PositionSettings::Kafka { name, topic, lease_timeout } => {
                 assert_eq!((topic.as_str(), lease_timeout), ("binlog_tail.positions", Duration::from_secs(10)));
@@ -505,18 +551,44 @@ mod tests {
         };
         // Pinned: a default that changed between versions would start a new stream.
         assert_eq!(name(&["--include", "shop"]), "db.example.com-3306-46403cf8");
-        assert_eq!(name(&["--include", "shop"]), name(&["--include", "shop", "--kafka-topic", "all"]), "routing is not a filter");
+        assert_eq!(
+            name(&["--include", "shop"]),
+            name(&["--include", "shop", "--kafka-topic", "all"]),
+            "routing is not a filter"
+        );
         assert_ne!(name(&["--include", "shop"]), name(&["--include", "crm"]));
         assert_eq!(name(&["--stream-name", "shop-cdc", "--include", "crm"]), "shop-cdc");
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("c.toml");
         std::fs::write(&config, "position_store = 'kafka'\nstream_name = 'from-file'\nkafka_position_topic = 'p'\nkafka_lease_timeout = 3.5\n").unwrap();
-        let from_file = resolve(&["--url", "mysql://r@h:1", "--sink", "kafka", "--kafka-brokers", "k:9092", "--config", config.to_str().unwrap()]).unwrap();
+        let from_file = resolve(&[
+            "--url",
+            "mysql://r@h:1",
+            "--sink",
+            "kafka",
+            "--kafka-brokers",
+            "k:9092",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .unwrap();
         assert!(matches!(from_file.position, PositionSettings::Kafka { ref name, ref topic, lease_timeout }
             if name == "from-file" && topic == "p" && lease_timeout == Duration::from_millis(3500)));
         for (bad, says) in [
             (&["--position-store", "kafka"][..], "needs --sink kafka"),
-            (&["--sink", "kafka", "--kafka-brokers", "k:9092", "--position-store", "kafka", "--kafka-lease-timeout", "0.5"][..], "at least 1 second"),
+            (
+                &[
+                    "--sink",
+                    "kafka",
+                    "--kafka-brokers",
+                    "k:9092",
+                    "--position-store",
+                    "kafka",
+                    "--kafka-lease-timeout",
+                    "0.5",
+                ][..],
+                "at least 1 second",
+            ),
         ] {
             let err = resolve(&[&["--url", "mysql://r@h:1"][..], bad].concat()).unwrap_err();
             assert!(err.is::<Usage>() && err.to_string().contains(says), "{err}");

@@ -164,10 +164,7 @@ fn fde_checksum_alg(body: &[u8]) -> Option<u8> {
 /// `"10.11.6-MariaDB-log"` -> (10, 11, 6).
 pub fn split_version(raw: &[u8]) -> (u32, u32, u32) {
     let text = String::from_utf8_lossy(raw);
-    let mut nums = text
-        .split(|c: char| !c.is_ascii_digit())
-        .take(3)
-        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let mut nums = text.split(|c: char| !c.is_ascii_digit()).take(3).map(|n| n.parse::<u32>().unwrap_or(0));
     (nums.next().unwrap_or(0), nums.next().unwrap_or(0), nums.next().unwrap_or(0))
 }
 

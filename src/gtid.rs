@@ -45,10 +45,8 @@ impl GtidSet {
     /// Parses either flavour: MariaDB's `D-S-N[,D-S-N]` or MySQL's `uuid:1-5[:tag:1-3][,uuid:...]`.
     pub fn parse(text: &str) -> Result<Self> {
         let trimmed = text.trim();
-        let looks_mariadb = !trimmed.is_empty()
-            && trimmed
-                .split(',')
-                .all(|g| g.trim().split('-').count() == 3 && !g.contains(':'));
+        let looks_mariadb =
+            !trimmed.is_empty() && trimmed.split(',').all(|g| g.trim().split('-').count() == 3 && !g.contains(':'));
         if looks_mariadb {
             MariaDbGtidPos::parse(trimmed).map(GtidSet::MariaDb)
         } else {
@@ -59,9 +57,7 @@ impl GtidSet {
     pub fn add(&mut self, gtid: &Gtid) {
         match (self, gtid) {
             (GtidSet::MySql(set), Gtid::MySql { sid, tag, gno }) => set.add(*sid, tag, *gno),
-            (GtidSet::MariaDb(pos), Gtid::MariaDb { domain, server, seq }) => {
-                pos.set(*domain, *server, *seq)
-            }
+            (GtidSet::MariaDb(pos), Gtid::MariaDb { domain, server, seq }) => pos.set(*domain, *server, *seq),
             // A flavour change mid-stream cannot happen within one server's binlog.
             _ => {}
         }
@@ -99,8 +95,7 @@ impl MySqlGtidSet {
         for member in text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
             let mut parts = member.split(':');
             let uuid_text = parts.next().unwrap_or_default();
-            let sid = parse_uuid(uuid_text)
-                .with_context(|| format!("`{member}` does not start with a server UUID"))?;
+            let sid = parse_uuid(uuid_text).with_context(|| format!("`{member}` does not start with a server UUID"))?;
             let mut tag = String::new();
             let mut saw_interval = false;
             for part in parts {
@@ -114,7 +109,10 @@ impl MySqlGtidSet {
                         }
                     };
                     if start == 0 || end < start || end >= MAX_GNO {
-                        bail!("GTID interval `{part}` in `{member}` is empty, starts at 0 or ends beyond {}", MAX_GNO - 1);
+                        bail!(
+                            "GTID interval `{part}` in `{member}` is empty, starts at 0 or ends beyond {}",
+                            MAX_GNO - 1
+                        );
                     }
                     set.add_interval(sid, &tag, start, end + 1);
                     saw_interval = true;
@@ -170,7 +168,8 @@ impl MySqlGtidSet {
             let sid: [u8; 16] = r.take(16)?.try_into().expect("16 bytes");
             let tag = if tagged {
                 let len = r.varlen()?;
-                let tag = std::str::from_utf8(r.take(usize::try_from(len)?)?).ok().filter(|t| t.is_empty() || valid_tag(t));
+                let tag =
+                    std::str::from_utf8(r.take(usize::try_from(len)?)?).ok().filter(|t| t.is_empty() || valid_tag(t));
                 tag.context("PREVIOUS_GTIDS holds an invalid GTID tag")?.to_ascii_lowercase()
             } else {
                 String::new()
@@ -189,7 +188,6 @@ impl MySqlGtidSet {
         }
         Ok(set)
     }
-
 
     /// True if every transaction of `self` is in `other`.
     pub fn is_subset(&self, other: &MySqlGtidSet) -> bool {
@@ -354,9 +352,7 @@ fn parse_mariadb_gtid(member: &str) -> Result<(u32, u32, u64)> {
 }
 
 fn parse_gno(text: &str, member: &str) -> Result<u64> {
-    text.trim()
-        .parse()
-        .with_context(|| format!("`{text}` in `{member}` is not a transaction number"))
+    text.trim().parse().with_context(|| format!("`{text}` in `{member}` is not a transaction number"))
 }
 
 fn valid_tag(tag: &str) -> bool {
@@ -373,8 +369,7 @@ pub fn parse_uuid(text: &str) -> Result<[u8; 16]> {
     }
     let mut out = [0u8; 16];
     for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .with_context(|| format!("`{text}` is not a UUID"))?;
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).with_context(|| format!("`{text}` is not a UUID"))?;
     }
     Ok(out)
 }

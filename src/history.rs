@@ -64,13 +64,21 @@ pub async fn binlogs(conn: &mut Conn) -> Result<Vec<BinlogFile>> {
 /// Where a file named by a position is among the server's binlog files.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Place {
-    Present { size: u64 },
+    Present {
+        size: u64,
+    },
     /// Older than the oldest file: purged in the normal way.
-    Purged { oldest: String },
+    Purged {
+        oldest: String,
+    },
     /// Newer than the newest file: the numbering started again (`RESET MASTER`, a rebuilt server).
-    Newer { newest: String },
+    Newer {
+        newest: String,
+    },
     /// Missing although older and newer files exist, or named after another basename.
-    Foreign { have: String },
+    Foreign {
+        have: String,
+    },
 }
 
 /// `binlog.000042` -> ("binlog", 42).
@@ -105,7 +113,13 @@ pub fn place(logs: &[BinlogFile], file: &str) -> Place {
 /// A saved position against this server. `same_server`: the server's identity is the one saved
 /// with the position, so its file and offset mean something here. `by_gtid`: the position will
 /// be resumed by its GTID set (else by file and offset, which only the same server can serve).
-pub async fn check_saved(conn: &mut Conn, flavor: Flavor, saved: &Position, same_server: bool, by_gtid: bool) -> Result<Finding> {
+pub async fn check_saved(
+    conn: &mut Conn,
+    flavor: Flavor,
+    saved: &Position,
+    same_server: bool,
+    by_gtid: bool,
+) -> Result<Finding> {
     let logs = binlogs(conn).await?;
     let gtids = saved.gtids()?;
     if !same_server && !by_gtid {
@@ -163,7 +177,9 @@ pub async fn check_saved(conn: &mut Conn, flavor: Flavor, saved: &Position, same
     let fine = || Ok(Finding::Fine(format!("{}:{} is on the server", saved.file, saved.offset)));
     match (flavor, gtids) {
         (Flavor::MariaDb, Some(GtidSet::MariaDb(set))) => mariadb_gtids(conn, &set, &logs, Purpose::Saved).await,
-        (Flavor::MySql, Some(GtidSet::MySql(set))) if mysql_gtid_mode(conn).await => mysql_gtids(conn, &set, Purpose::Saved).await,
+        (Flavor::MySql, Some(GtidSet::MySql(set))) if mysql_gtid_mode(conn).await => {
+            mysql_gtids(conn, &set, Purpose::Saved).await
+        }
         // MySQL without GTIDs resumes by file and offset, checked above.
         (Flavor::MySql, Some(GtidSet::MySql(_))) | (_, None) => fine(),
         (_, Some(_)) => Ok(refused(
@@ -181,7 +197,9 @@ pub async fn check_start_file(conn: &mut Conn, flavor: Flavor, file: &str, offse
     let range = span(&logs);
     let size = match place(&logs, file) {
         Place::Present { size } => size,
-        Place::Purged { oldest } => bail!("--start {file}:{offset}: {file} was purged; the oldest binlog on the server is {oldest} (it has {range})"),
+        Place::Purged { oldest } => bail!(
+            "--start {file}:{offset}: {file} was purged; the oldest binlog on the server is {oldest} (it has {range})"
+        ),
         Place::Newer { newest } | Place::Foreign { have: newest } => {
             bail!("--start {file}:{offset}: the server has no binlog {file} (it has {range}, newest {newest}); see SHOW BINARY LOGS")
         }
@@ -191,7 +209,9 @@ pub async fn check_start_file(conn: &mut Conn, flavor: Flavor, file: &str, offse
         Finding::Fine(_) => {}
     }
     Ok(match flavor {
-        Flavor::MariaDb => gtid_state_at(conn, file, offset).await?.filter(|s| !s.domains.is_empty()).map(GtidSet::MariaDb),
+        Flavor::MariaDb => {
+            gtid_state_at(conn, file, offset).await?.filter(|s| !s.domains.is_empty()).map(GtidSet::MariaDb)
+        }
         Flavor::MySql => None,
     })
 }
@@ -213,7 +233,14 @@ pub async fn check_start_gtids(conn: &mut Conn, flavor: Flavor, set: &GtidSet) -
 }
 
 /// Is `offset` an event boundary of `file` (of `size` bytes), with the GTID state `gtids` there?
-async fn check_offset(conn: &mut Conn, flavor: Flavor, file: &str, offset: u64, size: u64, gtids: Option<&GtidSet>) -> Result<Finding> {
+async fn check_offset(
+    conn: &mut Conn,
+    flavor: Flavor,
+    file: &str,
+    offset: u64,
+    size: u64,
+    gtids: Option<&GtidSet>,
+) -> Result<Finding> {
     if offset > size {
         return Ok(refused(
             format!("{file}:{offset} is past the end of that file ({size} bytes): the binlog was reset and written again, or the position belongs to another server"),
@@ -281,7 +308,8 @@ async fn gtid_state_at(conn: &mut Conn, file: &str, offset: u64) -> Result<Optio
 
 /// MySQL's PREVIOUS_GTIDS at the start of a binlog file.
 async fn previous_gtids(conn: &mut Conn, file: &str) -> Result<Option<MySqlGtidSet>> {
-    let events: Vec<mysql_async::Row> = conn.query(format!("SHOW BINLOG EVENTS IN {} LIMIT 4", sql_string(file))).await?;
+    let events: Vec<mysql_async::Row> =
+        conn.query(format!("SHOW BINLOG EVENTS IN {} LIMIT 4", sql_string(file))).await?;
     let info = events
         .iter()
         .find(|r| r.get::<String, _>(2).as_deref() == Some("Previous_gtids"))
@@ -297,7 +325,12 @@ enum Purpose {
     Start,
 }
 
-async fn mariadb_gtids(conn: &mut Conn, set: &MariaDbGtidPos, logs: &[BinlogFile], purpose: Purpose) -> Result<Finding> {
+async fn mariadb_gtids(
+    conn: &mut Conn,
+    set: &MariaDbGtidPos,
+    logs: &[BinlogFile],
+    purpose: Purpose,
+) -> Result<Finding> {
     let lost = purpose == Purpose::Saved;
     let current = MariaDbGtidPos::parse(&var(conn, "gtid_binlog_pos").await?.unwrap_or_default())?;
     let state = MariaDbBinlogState::parse(&var(conn, "gtid_binlog_state").await?.unwrap_or_default())?;
@@ -337,7 +370,10 @@ async fn mariadb_gtids(conn: &mut Conn, set: &MariaDbGtidPos, logs: &[BinlogFile
     for (domain, (server, seq)) in &purged.domains {
         let have = set.domains.get(domain).map(|(_, s)| *s).unwrap_or(0);
         if have < *seq {
-            gone.push(format!("domain {domain}: sequence numbers {} to {seq} (last {domain}-{server}-{seq})", have + 1));
+            gone.push(format!(
+                "domain {domain}: sequence numbers {} to {seq} (last {domain}-{server}-{seq})",
+                have + 1
+            ));
         }
     }
     if gone.is_empty() {
@@ -360,7 +396,11 @@ async fn mysql_gtids(conn: &mut Conn, set: &MySqlGtidSet, purpose: Purpose) -> R
     if lost.ranges.is_empty() {
         return Ok(Finding::Fine("the GTID set is on the server".into()));
     }
-    Ok(refused(format!("transactions after the position were purged; lost: {lost}"), FIX_PURGED, purpose == Purpose::Saved))
+    Ok(refused(
+        format!("transactions after the position were purged; lost: {lost}"),
+        FIX_PURGED,
+        purpose == Purpose::Saved,
+    ))
 }
 
 async fn mysql_gtid_mode(conn: &mut Conn) -> bool {

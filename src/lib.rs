@@ -36,7 +36,7 @@ pub mod preflight;
 pub mod schema;
 pub mod shutdown;
 pub mod signal;
-pub mod snapshot;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod text;

@@ -117,28 +117,90 @@ impl Metrics {
             last_checkpoint: Mutex::new(None),
             registry: Registry::default(),
         };
-        registry.register("events_read", "Binlog events read from the server (heartbeats included)", inner.events_read.clone());
+        registry.register(
+            "events_read",
+            "Binlog events read from the server (heartbeats included)",
+            inner.events_read.clone(),
+        );
         registry.register("bytes_read", "Binlog bytes read from the server", inner.bytes_read.clone());
         registry.register("changes_emitted", "Change events emitted, by table and operation", inner.changes.clone());
-        registry.register("rows_events_filtered", "Rows events skipped undecoded by --include/--exclude/--ops", inner.rows_events_filtered.clone());
+        registry.register(
+            "rows_events_filtered",
+            "Rows events skipped undecoded by --include/--exclude/--ops",
+            inner.rows_events_filtered.clone(),
+        );
         registry.register("transactions", "Transactions read to their end", inner.transactions.clone());
-        registry.register_with_unit("lag", "Now minus the timestamp of the last event read; 0 when caught up with the server", Unit::Seconds, inner.lag.clone());
-        registry.register_with_unit("behind", "How far the read position is behind the end of the server's binlog", Unit::Bytes, inner.behind.clone());
-        registry.register_with_unit("checkpoint_age", "Seconds since the position file was last written", Unit::Seconds, inner.checkpoint_age.clone());
+        registry.register_with_unit(
+            "lag",
+            "Now minus the timestamp of the last event read; 0 when caught up with the server",
+            Unit::Seconds,
+            inner.lag.clone(),
+        );
+        registry.register_with_unit(
+            "behind",
+            "How far the read position is behind the end of the server's binlog",
+            Unit::Bytes,
+            inner.behind.clone(),
+        );
+        registry.register_with_unit(
+            "checkpoint_age",
+            "Seconds since the position file was last written",
+            Unit::Seconds,
+            inner.checkpoint_age.clone(),
+        );
         registry.register("checkpoints", "Position file writes", inner.checkpoints.clone());
-        registry.register("checkpoint_file_number", "Number of the binlog file in the saved position (binlog.000042: 42)", inner.checkpoint_file.clone());
-        registry.register_with_unit("checkpoint_offset", "Offset in that binlog file of the saved position", Unit::Bytes, inner.checkpoint_offset.clone());
+        registry.register(
+            "checkpoint_file_number",
+            "Number of the binlog file in the saved position (binlog.000042: 42)",
+            inner.checkpoint_file.clone(),
+        );
+        registry.register_with_unit(
+            "checkpoint_offset",
+            "Offset in that binlog file of the saved position",
+            Unit::Bytes,
+            inner.checkpoint_offset.clone(),
+        );
         registry.register("reconnects", "Reconnections to the server after a failure", inner.reconnects.clone());
         registry.register("stream_lease", "1 while this instance holds the stream (the position file's lock, or the Kafka store's lease); 0 while it stands by", inner.lease_held.clone());
-        registry.register("errors", "Errors by kind (connect: opening the stream; stream: while streaming)", inner.errors.clone());
+        registry.register(
+            "errors",
+            "Errors by kind (connect: opening the stream; stream: while streaming)",
+            inner.errors.clone(),
+        );
         let snapshot = registry.sub_registry_with_prefix("snapshot");
-        snapshot.register("tables_done", "Tables whose snapshot is complete (rows read: changes_emitted{op=\"read\"})", inner.snapshot_tables_done.clone());
-        snapshot.register("tables_pending", "Tables the running snapshot has still to read, the current one included", inner.snapshot_tables_pending.clone());
+        snapshot.register(
+            "tables_done",
+            "Tables whose snapshot is complete (rows read: changes_emitted{op=\"read\"})",
+            inner.snapshot_tables_done.clone(),
+        );
+        snapshot.register(
+            "tables_pending",
+            "Tables the running snapshot has still to read, the current one included",
+            inner.snapshot_tables_pending.clone(),
+        );
         let kafka = registry.sub_registry_with_prefix("kafka");
-        kafka.register("in_flight_messages", "Messages handed to the Kafka producer and not yet acknowledged", inner.kafka_in_flight_messages.clone());
-        kafka.register_with_unit("in_flight", "Bytes of message values not yet acknowledged", Unit::Bytes, inner.kafka_in_flight_bytes.clone());
-        kafka.register_with_unit("ack_latency", "From reading a transaction's end to Kafka's acknowledgement of it and everything before it", Unit::Seconds, inner.kafka_ack_latency.clone());
-        kafka.register("delivery_errors", "Messages Kafka refused for good (each stops binlog-tail)", inner.kafka_delivery_errors.clone());
+        kafka.register(
+            "in_flight_messages",
+            "Messages handed to the Kafka producer and not yet acknowledged",
+            inner.kafka_in_flight_messages.clone(),
+        );
+        kafka.register_with_unit(
+            "in_flight",
+            "Bytes of message values not yet acknowledged",
+            Unit::Bytes,
+            inner.kafka_in_flight_bytes.clone(),
+        );
+        kafka.register_with_unit(
+            "ack_latency",
+            "From reading a transaction's end to Kafka's acknowledgement of it and everything before it",
+            Unit::Seconds,
+            inner.kafka_ack_latency.clone(),
+        );
+        kafka.register(
+            "delivery_errors",
+            "Messages Kafka refused for good (each stops binlog-tail)",
+            inner.kafka_delivery_errors.clone(),
+        );
         // Both kinds exist from the start, so `increase()` sees the first error.
         for kind in ["connect", "stream"] {
             let _ = inner.errors.get_or_create(&ErrorLabels { kind });
@@ -283,7 +345,14 @@ mod tests {
         let m = Metrics::new();
         let file: Arc<str> = Arc::from("binlog.000001");
         let old = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() - 100;
-        let header = |type_code, timestamp, event_size| Header { timestamp, type_code, server_id: 1, event_size, log_pos: 150, flags: 0 };
+        let header = |type_code, timestamp, event_size| Header {
+            timestamp,
+            type_code,
+            server_id: 1,
+            event_size,
+            log_pos: 150,
+            flags: 0,
+        };
         m.event_read(&header(2, old as u32, 50), &file, 150);
         let text = m.render();
         let lag = value(&text, "binlog_tail_lag_seconds ");

@@ -139,7 +139,12 @@ fn raw_value(kind: &Kind, json: &[u8]) -> Result<Option<Vec<u8>>> {
     if json == b"null" {
         return Ok(None);
     }
-    let binary = matches!(kind, Kind::FixedBinary { .. } | Kind::Str { text: TextEncoding::Binary, .. } | Kind::Blob { text: TextEncoding::Binary, .. });
+    let binary = matches!(
+        kind,
+        Kind::FixedBinary { .. }
+            | Kind::Str { text: TextEncoding::Binary, .. }
+            | Kind::Blob { text: TextEncoding::Binary, .. }
+    );
     if json.first() == Some(&b'"') && !matches!(kind, Kind::Json { .. }) {
         let s: String = serde_json::from_slice(json)?;
         if binary {

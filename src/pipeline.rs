@@ -17,24 +17,28 @@ use crate::checkpoint::kafka::KafkaPositions;
 use crate::checkpoint::lease::Lease;
 use crate::checkpoint::{Checkpointing, Position, PositionFile, PositionStore, Schedule};
 use crate::cli::{CheckArgs, DumpArgs, SignalArgs, SinkKind, StreamArgs};
-use crate::config::{decode_options, format_settings, parse_table, server_config, snapshot_settings, PositionSettings, StreamSettings};
-use crate::error::{Restart, Usage};
-use crate::format::Encoder;
+use crate::config::{
+    decode_options, format_settings, parse_table, server_config, snapshot_settings, PositionSettings, StreamSettings,
+};
 use crate::decode::{Decoder, Flow, Options};
-use crate::position::Resume;
 use crate::error::is_transient;
+use crate::error::{Restart, Usage};
+use crate::event::Op;
+use crate::format::Encoder;
 use crate::metrics::Metrics;
 use crate::ops;
-use crate::preflight::{self, Status};
-use crate::event::Op;
+use crate::position::Resume;
 use crate::position::{Flavor, SnapshotProgress};
+use crate::preflight::{self, Status};
 use crate::shutdown::Shutdown;
-use crate::snapshot::{self, Snapshot, Snapshotting};
 use crate::sink::kafka::{dedupe, KafkaSink};
 use crate::sink::stdout::{self, Closed, StdoutSink};
 use crate::sink::Sink;
+use crate::snapshot::{self, Snapshot, Snapshotting};
 use crate::source::file::read_files;
-use crate::source::server::{connect, connect_opts, flavor_of, redact, Checks, EndedAtOnce, InfoSchema, Next, ServerConfig, ServerSource};
+use crate::source::server::{
+    connect, connect_opts, flavor_of, redact, Checks, EndedAtOnce, InfoSchema, Next, ServerConfig, ServerSource,
+};
 use crate::source::Start;
 
 pub fn dump(args: DumpArgs) -> Result<()> {
@@ -88,7 +92,9 @@ pub fn stream(args: StreamArgs) -> Result<()> {
     stream_to_sink(args).map_err(|e| {
         if e.chain().any(|c| c.is::<Closed>()) {
             // Unlike `dump | head`, a stream's reader going away is a failure: say so.
-            anyhow::anyhow!("stdout was closed by its reader; the position file holds the last transaction written before that")
+            anyhow::anyhow!(
+                "stdout was closed by its reader; the position file holds the last transaction written before that"
+            )
         } else {
             e
         }
@@ -164,9 +170,14 @@ impl Restarts {
         self.count = if moved { 1 } else { self.count + 1 };
         self.at = now;
         if self.count > MAX_RESTARTS {
-            return Err(err.context(format!("the Kafka producer failed {MAX_RESTARTS} times in a row without delivering anything")));
+            return Err(err.context(format!(
+                "the Kafka producer failed {MAX_RESTARTS} times in a row without delivering anything"
+            )));
         }
-        tracing::warn!("{err:#}; starting again from the acknowledged position with a new Kafka producer (restart {})", self.count);
+        tracing::warn!(
+            "{err:#}; starting again from the acknowledged position with a new Kafka producer (restart {})",
+            self.count
+        );
         Ok(())
     }
 }
@@ -175,7 +186,11 @@ impl Restarts {
 const MAX_RESTARTS: u32 = 5;
 
 /// The position store, and with the Kafka store the lease only whose holder streams.
-fn open_store(settings: &StreamSettings, rt: &Runtime, shutdown: &Arc<Shutdown>) -> Result<(PositionStore, Option<Lease>)> {
+fn open_store(
+    settings: &StreamSettings,
+    rt: &Runtime,
+    shutdown: &Arc<Shutdown>,
+) -> Result<(PositionStore, Option<Lease>)> {
     match &settings.position {
         PositionSettings::File(path) => Ok((PositionStore::File(PositionFile::open(path)?), None)),
         PositionSettings::Kafka { topic, name, lease_timeout } => {
@@ -191,7 +206,14 @@ fn open_store(settings: &StreamSettings, rt: &Runtime, shutdown: &Arc<Shutdown>)
 /// One run of the stream on a position store: from the saved position (or `--start`) until a
 /// stop, a definite error, a handover or a producer restart; reconnects to the server inside.
 /// `new_id` is the stream id when the saved position has none, and whether a term used it.
-fn stream_term(settings: &StreamSettings, store: &PositionStore, new_id: &mut (String, bool), rt: &Runtime, shutdown: &Arc<Shutdown>, metrics: &Metrics) -> Result<()> {
+fn stream_term(
+    settings: &StreamSettings,
+    store: &PositionStore,
+    new_id: &mut (String, bool),
+    rt: &Runtime,
+    shutdown: &Arc<Shutdown>,
+    metrics: &Metrics,
+) -> Result<()> {
     let saved = store.load()?;
     let mut start = match &saved {
         Some(p) => {
@@ -211,7 +233,12 @@ fn stream_term(settings: &StreamSettings, store: &PositionStore, new_id: &mut (S
         (SinkKind::Kafka, Some(kafka)) => {
             // The format is part of it: another format makes other messages.
             let configuration = format!("{:?}|{:?}|{}", settings.decode, settings.format, kafka.routing());
-            let mut kafka = KafkaSink::new(kafka.clone(), encoder, shutdown.clone(), dedupe::stream_name(&stream_id, &configuration))?;
+            let mut kafka = KafkaSink::new(
+                kafka.clone(),
+                encoder,
+                shutdown.clone(),
+                dedupe::stream_name(&stream_id, &configuration),
+            )?;
             if new_stream {
                 kafka.new_stream();
             }
@@ -243,7 +270,14 @@ fn stream_term(settings: &StreamSettings, store: &PositionStore, new_id: &mut (S
                 if snapshot.is_none() {
                     if let Some(snap) = &settings.snapshot {
                         let saved_progress = saved.as_ref().map(|p| p.snapshot.clone());
-                        snapshot = new_snapshot(rt, &settings.server, &source, snap.clone(), &settings.decode, saved_progress)?;
+                        snapshot = new_snapshot(
+                            rt,
+                            &settings.server,
+                            &source,
+                            snap.clone(),
+                            &settings.decode,
+                            saved_progress,
+                        )?;
                     }
                 }
                 metrics.set_ready(true);
@@ -251,7 +285,8 @@ fn stream_term(settings: &StreamSettings, store: &PositionStore, new_id: &mut (S
                 let progress = snapshot.as_ref().map(Snapshot::progress);
                 sink.begin_at(Resume { snapshot: progress, ..source.start.clone() })?;
                 let mut decoder = server_decoder(rt, &settings.server, &source, settings.decode.clone())?;
-                let result = run(&mut source, &mut decoder, &mut sink, shutdown, snapshot.as_mut(), Until::End, metrics);
+                let result =
+                    run(&mut source, &mut decoder, &mut sink, shutdown, snapshot.as_mut(), Until::End, metrics);
                 let delivered = source.delivered();
                 drop(source);
                 match result {
@@ -348,7 +383,11 @@ pub fn signal(args: SignalArgs) -> Result<()> {
     rt.block_on(async {
         use mysql_async::prelude::Queryable;
         let mut conn = connect(&opts, cfg.wait_for_server).await?;
-        let sql = format!("INSERT INTO `{}`.`{}` (id, type, data) VALUES (?, ?, ?)", db.replace('`', "``"), table.replace('`', "``"));
+        let sql = format!(
+            "INSERT INTO `{}`.`{}` (id, type, data) VALUES (?, ?, ?)",
+            db.replace('`', "``"),
+            table.replace('`', "``")
+        );
         conn.exec_drop(sql, (&id, kind, &data)).await.map_err(|e| match &e {
             mysql_async::Error::Server(s) if s.code == 1146 => anyhow::anyhow!(
                 "the signal table `{db}`.`{table}` does not exist: create it with CREATE TABLE `{db}`.`{table}` {}",
@@ -422,9 +461,22 @@ fn new_snapshot(
             return Ok(None);
         }
     };
-    let skip = opts.outbox.iter().filter_map(|o| o.table.split_once('.')).map(|(d, t)| (d.to_string(), t.to_string())).collect();
+    let skip = opts
+        .outbox
+        .iter()
+        .filter_map(|o| o.table.split_once('.'))
+        .map(|(d, t)| (d.to_string(), t.to_string()))
+        .collect();
     let server = (source.flavor, source.identity.server_id);
-    Ok(Some(Snapshot::new(rt.handle().clone(), connect_opts(cfg)?, settings, opts.filter.clone(), skip, progress, server)?))
+    Ok(Some(Snapshot::new(
+        rt.handle().clone(),
+        connect_opts(cfg)?,
+        settings,
+        opts.filter.clone(),
+        skip,
+        progress,
+        server,
+    )?))
 }
 
 fn server_decoder(rt: &Runtime, cfg: &ServerConfig, source: &ServerSource, opts: Options) -> Result<Decoder> {
@@ -484,7 +536,12 @@ fn run(
                 let next_offset = u64::from(h.log_pos);
                 let offset = next_offset.saturating_sub(u64::from(h.event_size));
                 let flow = match snapshot.as_deref_mut() {
-                    Some(snap) => decoder.feed(ev.raw(), offset, next_offset, &mut Snapshotting { sink: &mut *sink, snapshot: snap })?,
+                    Some(snap) => decoder.feed(
+                        ev.raw(),
+                        offset,
+                        next_offset,
+                        &mut Snapshotting { sink: &mut *sink, snapshot: snap },
+                    )?,
                     None => decoder.feed(ev.raw(), offset, next_offset, sink)?,
                 };
                 metrics.event_read(&h, decoder.file(), next_offset);
@@ -542,7 +599,14 @@ const MAX_EMPTY_STREAMS: u32 = 5;
 /// without a limit (a CDC process must outlive a DNS or network blip), so every attempt is
 /// logged with its number and the address; counted as an error of `kind` and a reconnect, and
 /// not ready meanwhile.
-fn backoff(rt: &Runtime, shutdown: &Shutdown, server: &ServerConfig, attempt: u32, err: &anyhow::Error, (metrics, kind): (&Metrics, &'static str)) {
+fn backoff(
+    rt: &Runtime,
+    shutdown: &Shutdown,
+    server: &ServerConfig,
+    attempt: u32,
+    err: &anyhow::Error,
+    (metrics, kind): (&Metrics, &'static str),
+) {
     metrics.set_ready(false);
     metrics.error(kind);
     metrics.reconnect();

@@ -9,8 +9,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
 use crate::checkpoint::{Position, ServerIdentity};
-use crate::position::Flavor;
 use crate::history::{self, Finding};
+use crate::position::Flavor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -66,7 +66,12 @@ pub async fn identity(conn: &mut Conn, flavor: Flavor) -> Result<ServerIdentity>
 
 /// Every check, in a fixed order. `saved` is the position streaming would resume from.
 /// `resume_by_gtid`: a saved position will be resumed by its GTID set where the server has GTIDs.
-pub async fn run(conn: &mut Conn, flavor: Flavor, saved: Option<&Position>, resume_by_gtid: bool) -> Result<Vec<Check>> {
+pub async fn run(
+    conn: &mut Conn,
+    flavor: Flavor,
+    saved: Option<&Position>,
+    resume_by_gtid: bool,
+) -> Result<Vec<Check>> {
     use Status::*;
     let mut checks = Vec::new();
     let on = |v: &Option<String>| v.as_deref().is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("ON"));
@@ -142,7 +147,8 @@ pub async fn run(conn: &mut Conn, flavor: Flavor, saved: Option<&Position>, resu
                 check(
                     "gtid_strict_mode",
                     Warn,
-                    "OFF: out-of-order GTIDs are accepted, so a GTID position may not identify one point in history".into(),
+                    "OFF: out-of-order GTIDs are accepted, so a GTID position may not identify one point in history"
+                        .into(),
                     Some("SET GLOBAL gtid_strict_mode=ON and in my.cnf"),
                 )
             });

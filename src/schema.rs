@@ -41,32 +41,68 @@ pub struct Table {
 /// How a column's value is laid out in the binlog's row format (and so how it is decoded).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    Int { bytes: u8, unsigned: bool },
+    Int {
+        bytes: u8,
+        unsigned: bool,
+    },
     Float,
     Double,
-    Decimal { precision: u8, scale: u8 },
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
     Year,
     Date,
     /// Pre-5.6 TIME, DATETIME and TIMESTAMP formats (no fractional seconds).
     OldTime,
     OldDateTime,
     OldTimestamp,
-    Time2 { fsp: u8 },
-    DateTime2 { fsp: u8 },
-    Timestamp2 { fsp: u8 },
+    Time2 {
+        fsp: u8,
+    },
+    DateTime2 {
+        fsp: u8,
+    },
+    Timestamp2 {
+        fsp: u8,
+    },
     /// CHAR, VARCHAR, BINARY, VARBINARY: a 1- or 2-byte length, then the bytes.
-    Str { len_bytes: u8, text: TextEncoding },
+    Str {
+        len_bytes: u8,
+        text: TextEncoding,
+    },
     /// BINARY(n): stored without trailing zero bytes, which are restored up to `width`.
-    FixedBinary { len_bytes: u8, width: u16 },
+    FixedBinary {
+        len_bytes: u8,
+        width: u16,
+    },
     /// BLOB and TEXT families: a 1- to 4-byte length, then the bytes.
-    Blob { len_bytes: u8, text: TextEncoding },
-    Json { len_bytes: u8 },
-    Geometry { len_bytes: u8 },
-    Vector { len_bytes: u8 },
+    Blob {
+        len_bytes: u8,
+        text: TextEncoding,
+    },
+    Json {
+        len_bytes: u8,
+    },
+    Geometry {
+        len_bytes: u8,
+    },
+    Vector {
+        len_bytes: u8,
+    },
     /// BIT(bits), stored in `bytes` big-endian bytes.
-    Bit { bytes: u8, bits: u8 },
-    Enum { bytes: u8, names: Option<Vec<String>> },
-    Set { bytes: u8, names: Option<Vec<String>> },
+    Bit {
+        bytes: u8,
+        bits: u8,
+    },
+    Enum {
+        bytes: u8,
+        names: Option<Vec<String>>,
+    },
+    Set {
+        bytes: u8,
+        names: Option<Vec<String>>,
+    },
 }
 
 impl Kind {

@@ -113,7 +113,8 @@ impl Shutdown {
         }
         let handover = *self.handover_at.lock().expect("not poisoned");
         let asked = self.first.get().copied().into_iter().chain(handover).min()?;
-        (progress.max(asked).elapsed() >= GRACE).then(|| format!("no acknowledgement for {} s after the stop was asked", GRACE.as_secs()))
+        (progress.max(asked).elapsed() >= GRACE)
+            .then(|| format!("no acknowledgement for {} s after the stop was asked", GRACE.as_secs()))
     }
 }
 

@@ -47,7 +47,9 @@ impl Signal {
         let id = text("id").unwrap_or_default();
         let kind = text("type").ok_or_else(|| format!("signal `{id}` has no `type`"))?;
         let data: Data = match text("data").filter(|d| !d.trim().is_empty()) {
-            Some(d) => serde_json::from_str(&d).map_err(|e| format!("signal `{id}`: `data` is not the expected JSON ({e})"))?,
+            Some(d) => {
+                serde_json::from_str(&d).map_err(|e| format!("signal `{id}`: `data` is not the expected JSON ({e})"))?
+            }
             None => Data::default(),
         };
         if let Some(k) = data.kind.as_deref().filter(|k| !k.eq_ignore_ascii_case("incremental")) {
@@ -58,10 +60,14 @@ impl Signal {
             _ => {}
         }
         match kind.as_str() {
-            "execute-snapshot" if data.collections.is_empty() => Err(format!("signal `{id}` names no data-collections")),
+            "execute-snapshot" if data.collections.is_empty() => {
+                Err(format!("signal `{id}` names no data-collections"))
+            }
             "execute-snapshot" => Ok(Signal::Execute(data.collections)),
             "stop-snapshot" => Ok(Signal::Stop(data.collections)),
-            other => Err(format!("signal `{id}` has type `{other}`; binlog-tail knows execute-snapshot and stop-snapshot")),
+            other => {
+                Err(format!("signal `{id}` has type `{other}`; binlog-tail knows execute-snapshot and stop-snapshot"))
+            }
         }
     }
 }

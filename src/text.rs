@@ -95,7 +95,9 @@ impl TextEncoding {
                 })?;
                 write_json_str(s, out);
             }
-            TextEncoding::Latin1 => write_json_str(&encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes).0, out),
+            TextEncoding::Latin1 => {
+                write_json_str(&encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes).0, out)
+            }
             TextEncoding::Utf16Be | TextEncoding::Utf16Le => {
                 let enc = if self == TextEncoding::Utf16Be { encoding_rs::UTF_16BE } else { encoding_rs::UTF_16LE };
                 let (s, had_errors) = enc.decode_without_bom_handling(bytes);

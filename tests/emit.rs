@@ -54,12 +54,21 @@ fn table_operation_and_column_filters() {
          INSERT INTO crm.contacts VALUES (7);",
     );
     let filters = [
-        "--include", "shop.*", "--include", "crm", "--exclude", "*.audit_*", "--ops", "insert,update",
-        "--drop-column", "shop.users.password_*",
+        "--include",
+        "shop.*",
+        "--include",
+        "crm",
+        "--exclude",
+        "*.audit_*",
+        "--ops",
+        "insert,update",
+        "--drop-column",
+        "shop.users.password_*",
     ];
     let out = server.dump(&[&["--start", "earliest"][..], &filters].concat());
     let ev = ok_events(&out);
-    let summary: Vec<(String, String, String)> = ev.iter().map(|e| (e.db.clone(), e.table.clone(), e.op.clone())).collect();
+    let summary: Vec<(String, String, String)> =
+        ev.iter().map(|e| (e.db.clone(), e.table.clone(), e.op.clone())).collect();
     let expected = [
         ("shop", "orders", "insert"),
         ("shop", "orders", "insert"),
@@ -79,7 +88,8 @@ fn table_operation_and_column_filters() {
 
     // Files and server give the same filtered events.
     let files = server.binlog_files();
-    let from_files = binlog_tail().args(["dump", "--stdout"]).args(filters).arg("--file").args(&files).output().unwrap();
+    let from_files =
+        binlog_tail().args(["dump", "--stdout"]).args(filters).arg("--file").args(&files).output().unwrap();
     assert_eq!(ok_events(&from_files), ev);
 }
 
@@ -99,7 +109,8 @@ fn positions_advance_past_filtered_transactions() {
     let head = server.gtid_pos();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let saved: Value = serde_json::from_str(&std::fs::read_to_string(&position).unwrap_or_default()).unwrap_or(Value::Null);
+        let saved: Value =
+            serde_json::from_str(&std::fs::read_to_string(&position).unwrap_or_default()).unwrap_or(Value::Null);
         if saved["gtid_set"] == json!(head) {
             break;
         }
@@ -202,7 +213,11 @@ fn ddl_and_truncate_events() {
     }
     let sql: Vec<&str> = ddl.iter().map(|d| d.sql.as_str()).collect();
     assert_eq!(sql, ["CREATE TABLE t (id INT PRIMARY KEY)", "TRUNCATE TABLE t", "ALTER TABLE t ADD COLUMN x INT"]);
-    assert!(ddl.iter().all(|d| d.op == "ddl" && d.db == db && d.gtid.is_some() && d.ts > 0 && d.pos.starts_with("binlog.")));
+    assert!(ddl.iter().all(|d| d.op == "ddl"
+        && d.db == db
+        && d.gtid.is_some()
+        && d.ts > 0
+        && d.pos.starts_with("binlog.")));
     assert_eq!(changes.len(), 1);
     // Off by default.
     let plain = lines(&server.dump(&["--start", &start, "--include", &db]));

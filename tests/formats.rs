@@ -154,10 +154,20 @@ fn every_type_in_debezium_format() {
     let temporal = ["dt", "dtm", "dtm6", "ts", "tm", "tm3"].map(|c| first[c].clone());
     assert_eq!(
         temporal,
-        [json!("1000-01-01"), json!("1000-01-01 00:00:00"), json!("1000-01-01 00:00:00.000001"), json!("1970-01-01 00:00:01.000000"), json!("-838:59:59"), json!("-00:00:00.500")]
+        [
+            json!("1000-01-01"),
+            json!("1000-01-01 00:00:00"),
+            json!("1000-01-01 00:00:00.000001"),
+            json!("1970-01-01 00:00:01.000000"),
+            json!("-838:59:59"),
+            json!("-00:00:00.500")
+        ]
     );
     let zero = sql[2].after.as_ref().unwrap();
-    assert_eq!(["dt", "dtm", "dtm6", "ts"].map(|c| zero[c].clone()), [Value::Null, Value::Null, Value::Null, Value::Null]);
+    assert_eq!(
+        ["dt", "dtm", "dtm6", "ts"].map(|c| zero[c].clone()),
+        [Value::Null, Value::Null, Value::Null, Value::Null]
+    );
     assert_eq!(zero["tm"], json!("00:00:00"));
 }
 
@@ -184,7 +194,12 @@ fn every_type_in_maxwell_format() {
     }
     // DECIMAL is a JSON number with every digit (more than an f64 holds, so checked as text).
     let text = String::from_utf8(out.stdout).unwrap();
-    for digits in ["-99999999999999999999999999999999999.999999999999999999999999999999", "0.000000000000000000000000000001", "-999.99", "0.00"] {
+    for digits in [
+        "-99999999999999999999999999999999999.999999999999999999999999999999",
+        "0.000000000000000000000000000001",
+        "-999.99",
+        "0.00",
+    ] {
         assert!(text.contains(&format!(":{digits},")), "DECIMAL {digits} as an exact number: {text}");
     }
 }
@@ -205,11 +220,19 @@ fn every_type_in_canal_format() {
         assert_eq!(g.mysql_type, mysql_type);
         assert_eq!(g.sql_type, sql_type);
         assert_eq!(g.pk_names, Some(vec!["id".to_string()]));
-        assert_eq!((g.database.as_str(), g.table.as_str(), g.is_ddl, g.sql.as_str()), (db.as_str(), "types", false, ""));
+        assert_eq!(
+            (g.database.as_str(), g.table.as_str(), g.is_ddl, g.sql.as_str()),
+            (db.as_str(), "types", false, "")
+        );
         assert_eq!(g.id, got[0].id + n as u64, "message ids count up");
         assert!(g.es % 1000 == 0 && g.ts >= g.es, "es is the commit time, ts the processing time");
         // Every value a string or null.
-        assert!(g.data.iter().chain(g.old.iter().flatten()).flat_map(|r| r.values()).all(|v| v.is_string() || v.is_null()));
+        assert!(g
+            .data
+            .iter()
+            .chain(g.old.iter().flatten())
+            .flat_map(|r| r.values())
+            .all(|v| v.is_string() || v.is_null()));
     }
 }
 
@@ -266,7 +289,9 @@ fn each_format_has_the_shape_of_its_documented_example() {
              UPDATE {db}.maxwell SET daemon = 'Firebus!  Firebus!' WHERE id = 1;"
         )
     });
-    let dump = |format: &str, table: &str| lines(&server.dump(&["--start", &start, "--include", &format!("{db}.{table}"), "--format", format]));
+    let dump = |format: &str, table: &str| {
+        lines(&server.dump(&["--start", &start, "--include", &format!("{db}.{table}"), "--format", format]))
+    };
 
     let debezium = dump("debezium", "products");
     let update = &debezium[1];
@@ -291,7 +316,10 @@ fn each_format_has_the_shape_of_its_documented_example() {
     let example = fixture("formats/canal.example.json");
     same_shape("", &canal[1], &example, &[], &[]);
     assert_eq!(canal[1]["sqlType"], example["sqlType"], "JDBC type codes as in the example");
-    assert_eq!((canal[1]["data"][0]["weight"].clone(), canal[1]["old"][0]["weight"].clone()), (json!("5.15"), json!("5.18")));
+    assert_eq!(
+        (canal[1]["data"][0]["weight"].clone(), canal[1]["old"][0]["weight"].clone()),
+        (json!("5.15"), json!("5.18"))
+    );
 }
 
 #[test]
@@ -315,12 +343,17 @@ fn debezium_turns_a_primary_key_change_into_delete_and_create() {
     assert_eq!(got[2].after.as_ref().unwrap()["id"], json!(2));
     assert_eq!((got[1].source.row, got[2].source.row), (0, 0), "both halves are the same binlog row");
     // --drop-column holds in every format.
-    assert!(got.iter().flat_map(|e| e.before.iter().chain(e.after.iter())).all(|r| !r.contains_key("secret") && r.contains_key("v")));
+    assert!(got
+        .iter()
+        .flat_map(|e| e.before.iter().chain(e.after.iter()))
+        .all(|r| !r.contains_key("secret") && r.contains_key("v")));
     let maxwell: Vec<Maxwell> = parse(&args("maxwell"));
     assert_eq!(maxwell[1].old, Some(BTreeMap::from([("id".to_string(), json!(1))])));
     assert!(maxwell.iter().all(|e| !e.data.contains_key("secret")));
     let canal: Vec<Canal> = parse(&args("canal"));
-    assert!(canal.iter().all(|e| !e.data[0].contains_key("secret") && !e.sql_type.contains_key("secret") && !e.mysql_type.contains_key("secret")));
+    assert!(canal.iter().all(|e| !e.data[0].contains_key("secret")
+        && !e.sql_type.contains_key("secret")
+        && !e.mysql_type.contains_key("secret")));
     let native = ok_events(&args("native"));
     assert_eq!(native.len(), 3);
 }
@@ -348,7 +381,11 @@ fn mysql_written_binlogs_in_debezium_and_canal_formats() {
     let dump = |format: &str| binlog_tail().args(["dump", "--format", format, "--file"]).arg(&file).output().unwrap();
     let debezium: Vec<Debezium> = parse(&dump("debezium"));
     let s = &debezium[0].source;
-    assert_eq!((s.connector.as_str(), s.name.as_str(), s.thread), ("mysql", "binlog-tail", Some(9)), "thread from MySQL's BEGIN");
+    assert_eq!(
+        (s.connector.as_str(), s.name.as_str(), s.thread),
+        ("mysql", "binlog-tail", Some(9)),
+        "thread from MySQL's BEGIN"
+    );
     assert_eq!(s.gtid.as_deref(), Some("fbda2ad0-7c46-11ec-ae30-4ef7efc81a2a:3"));
     // BIT(3) b'100' and BIT(8) 32 as Debezium's bytes, least significant first.
     let after = debezium[0].after.as_ref().unwrap();
@@ -368,7 +405,8 @@ fn stream_takes_the_format_from_its_config_file() {
     let position = dir.path().join("position.json");
     let config = dir.path().join("binlog-tail.toml");
     std::fs::write(&config, format!("include = [\"{db}\"]\nformat = \"canal\"\n")).unwrap();
-    let run = Stream::start(server, &position, dir.path(), 0, &["--config", config.to_str().unwrap(), "--start", "latest"]);
+    let run =
+        Stream::start(server, &position, dir.path(), 0, &["--config", config.to_str().unwrap(), "--start", "latest"]);
     run.wait_ready(&position);
     server.sql(&format!("INSERT INTO {db}.t VALUES (1, 'x'); UPDATE {db}.t SET v = 'y' WHERE id = 1;"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -45,7 +45,8 @@ fn limit_zero_prints_nothing() {
     assert!(ok_events(&server.dump(&["--start", "earliest", "--limit", "0"])).is_empty());
     assert_eq!(ok_events(&server.dump(&["--start", "earliest", "--limit", "2"])).len(), 2);
     let files = server.binlog_files();
-    let from_files = |limit: &str| binlog_tail().args(["dump", "--limit", limit, "--file"]).args(&files).output().unwrap();
+    let from_files =
+        |limit: &str| binlog_tail().args(["dump", "--limit", limit, "--file"]).args(&files).output().unwrap();
     assert!(ok_events(&from_files("0")).is_empty());
     assert_eq!(ok_events(&from_files("1")).len(), 1);
 }
@@ -66,7 +67,10 @@ fn bad_values_are_usage_errors_that_write_nothing() {
         (kafka(",,,"), "an empty entry; give HOST:PORT"),
         (kafka("nohostport"), "`nohostport` has no port; give HOST:PORT"),
         (kafka("kafka:ninety"), "`ninety` in `kafka:ninety` is not a port"),
-        (stream(&["--include", "["]), "`[`: `[` is not pattern syntax here; patterns know only * (any run of characters) and ?"),
+        (
+            stream(&["--include", "["]),
+            "`[`: `[` is not pattern syntax here; patterns know only * (any run of characters) and ?",
+        ),
         (stream(&["--exclude", "shop.{a,b}"]), "`{` is not pattern syntax here"),
         (stream(&["--drop-column", "shop.users.[pw]"]), "`[` is not pattern syntax here"),
         (stream(&["--ops", "upsert"]), "`upsert` is not an operation"),
@@ -109,7 +113,11 @@ fn kafka_property_values_are_never_printed() {
 #[test]
 fn help_hides_a_url_from_the_environment() {
     for sub in ["dump", "stream", "check"] {
-        let out = binlog_tail().args([sub, "--help"]).env("BINLOG_TAIL_URL", "mysql://repl:hunter2@db:3306").output().unwrap();
+        let out = binlog_tail()
+            .args([sub, "--help"])
+            .env("BINLOG_TAIL_URL", "mysql://repl:hunter2@db:3306")
+            .output()
+            .unwrap();
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success() && help.contains("BINLOG_TAIL_URL"), "{help}");
         assert!(!help.contains("hunter2"), "`{sub} --help` shows the password: {help}");
@@ -123,14 +131,21 @@ fn a_password_in_the_url_is_warned_about_and_never_shown() {
     let out = output(binlog_tail().args(["dump", "--start", "latest", "--url", &url]));
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("WARN") && err.contains("the --url holds a password") && err.contains("--password-file or MYSQL_PWD"), "{err}");
+    assert!(
+        err.contains("WARN")
+            && err.contains("the --url holds a password")
+            && err.contains("--password-file or MYSQL_PWD"),
+        "{err}"
+    );
     assert!(!err.contains("replpass"), "{err}");
 }
 
 #[test]
 fn dump_without_replication_slave_names_the_grant() {
     let server = MariaDb::shared();
-    server.sql("CREATE USER IF NOT EXISTS noslave@'%' IDENTIFIED BY 'pw'; GRANT SELECT, BINLOG MONITOR ON *.* TO noslave@'%';");
+    server.sql(
+        "CREATE USER IF NOT EXISTS noslave@'%' IDENTIFIED BY 'pw'; GRANT SELECT, BINLOG MONITOR ON *.* TO noslave@'%';",
+    );
     let url = format!("mysql://noslave@127.0.0.1:{}", server.port);
     for sub in ["dump", "check"] {
         let out = output(binlog_tail().args([sub, "--url", &url]).env("MYSQL_PWD", "pw"));
@@ -200,7 +215,10 @@ fn sigterm_while_reconnecting_saves_the_position_and_exits_0() {
     let address = format!("reconnecting to mysql://repl@127.0.0.1:{}", server.port);
     let log = wait_for_log(&run, "(attempt 3)");
     for n in 1..=3 {
-        assert!(log.lines().any(|l| l.contains(&address) && l.contains(&format!("(attempt {n})"))), "attempt {n}: {log}");
+        assert!(
+            log.lines().any(|l| l.contains(&address) && l.contains(&format!("(attempt {n})"))),
+            "attempt {n}: {log}"
+        );
     }
     let log_before = run.log();
     let status = run.stop();
@@ -331,7 +349,11 @@ struct Tmpfs(tempfile::TempDir);
 impl Tmpfs {
     fn mount(size: &str) -> Tmpfs {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path()).output().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "this test mounts a small tmpfs to fill it, which needs root (scripts/test and CI run as root): {}",

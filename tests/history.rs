@@ -130,14 +130,16 @@ fn a_start_the_server_cannot_serve_is_refused_before_anything_is_saved() {
     // The same value from a config file is a configuration error too (exit 2).
     let config = dir.path().join("binlog-tail.toml");
     std::fs::write(&config, format!("url = '{}'\nstart = 'binlog.000001:x'\n", server.url())).unwrap();
-    let out = binlog_tail().args(["stream", "--position-file"]).arg(&position).arg("--config").arg(&config).output().unwrap();
+    let out =
+        binlog_tail().args(["stream", "--position-file"]).arg(&position).arg("--config").arg(&config).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", crate::util::stderr(&out));
     assert!(crate::util::stderr(&out).contains("bad `start` in the config file"), "{}", crate::util::stderr(&out));
     assert!(!position.exists());
 
     // A valid start at an event boundary is taken and saved; its GTID state is the one there.
     let boundary = server.sql("SHOW BINLOG EVENTS IN 'binlog.000001'");
-    let third_gtid_end = boundary.lines().filter(|l| l.contains("\tXid\t")).nth(1).unwrap().split('\t').nth(4).unwrap().to_string();
+    let third_gtid_end =
+        boundary.lines().filter(|l| l.contains("\tXid\t")).nth(1).unwrap().split('\t').nth(4).unwrap().to_string();
     let start = format!("binlog.000001:{third_gtid_end}");
     let run = Stream::start(&server, &position, dir.path(), 10, &["--start", &start]);
     let events = wait_for_rows(std::slice::from_ref(&run.stdout), "s", 1);

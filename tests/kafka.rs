@@ -114,7 +114,10 @@ fn permanent_errors_stop_with_the_position_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
     let mut extra = kafka_args(&broker);
-    extra.extend(["--start", "latest", "-X", "message.max.bytes=20000", "-X", "topic.metadata.propagation.max.ms=2000"].map(String::from));
+    extra.extend(
+        ["--start", "latest", "-X", "message.max.bytes=20000", "-X", "topic.metadata.propagation.max.ms=2000"]
+            .map(String::from),
+    );
     let first = Stream::start(&server, &position, dir.path(), 0, &args(&extra));
     first.wait_ready(&position);
     server.sql("INSERT INTO p.t VALUES (1, 'small');");
@@ -135,7 +138,10 @@ fn permanent_errors_stop_with_the_position_unchanged() {
     server.sql("DELETE FROM p.t WHERE id = 2;");
     let pos_file2 = dir.path().join("position2.json");
     let mut extra2 = kafka_args(&broker);
-    extra2.extend(["--start", "latest", "--include", "p.missing", "-X", "topic.metadata.propagation.max.ms=2000"].map(String::from));
+    extra2.extend(
+        ["--start", "latest", "--include", "p.missing", "-X", "topic.metadata.propagation.max.ms=2000"]
+            .map(String::from),
+    );
     let mut run = Stream::start(&server, &pos_file2, dir.path(), 2, &args(&extra2));
     run.wait_ready(&pos_file2);
     let saved2 = std::fs::read(&pos_file2).unwrap();
@@ -203,7 +209,8 @@ fn crash_test(store: Store) {
     let foreign = (store == Store::Kafka).then(|| ForeignWriter::start(&broker, "k.t1"));
     let txs = 10_000;
     // Written in two halves: the database restarts between them, while binlog-tail streams.
-    let mut writer = Some(crate::util::write_in_batches(server.port, &workload(0..txs / 2), 250, Duration::from_millis(150)));
+    let mut writer =
+        Some(crate::util::write_in_batches(server.port, &workload(0..txs / 2), 250, Duration::from_millis(150)));
     let mut rng = crate::util::XorShift(0x9e3779b97f4a7c15u64);
     let kills = 22;
     for n in 0..kills {
@@ -221,8 +228,17 @@ fn crash_test(store: Store) {
             std::thread::sleep(Duration::from_secs(1));
             server.restart(&[]);
             std::thread::sleep(Duration::from_secs(1));
-            assert!(run.child.try_wait().unwrap().is_none(), "binlog-tail exited when the database restarted: {}", run.log());
-            writer = Some(crate::util::write_in_batches(server.port, &workload(txs / 2..txs), 250, Duration::from_millis(150)));
+            assert!(
+                run.child.try_wait().unwrap().is_none(),
+                "binlog-tail exited when the database restarted: {}",
+                run.log()
+            );
+            writer = Some(crate::util::write_in_batches(
+                server.port,
+                &workload(txs / 2..txs),
+                250,
+                Duration::from_millis(150),
+            ));
         }
         if n == kills / 2 {
             // The broker is down for over 10 s while binlog-tail keeps running, then comes back.
@@ -286,7 +302,12 @@ fn crash_test(store: Store) {
                 other => panic!("unexpected {other}"),
             }
         }
-        let missing: Vec<i64> = (0..txs as i64).filter(|i| i % 3 == t as i64).map(|i| i + 1).filter(|id| !inserted.contains(id)).take(10).collect();
+        let missing: Vec<i64> = (0..txs as i64)
+            .filter(|i| i % 3 == t as i64)
+            .map(|i| i + 1)
+            .filter(|id| !inserted.contains(id))
+            .take(10)
+            .collect();
         assert_eq!(
             inserted.len(),
             expected_inserts,
@@ -329,7 +350,11 @@ impl ForeignWriter {
         let thread = std::thread::spawn(move || {
             use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
             // Retries through the broker's outage, like any producer.
-            let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &addr).set("message.timeout.ms", "0").create().unwrap();
+            let producer: BaseProducer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &addr)
+                .set("message.timeout.ms", "0")
+                .create()
+                .unwrap();
             let mut sent = 0;
             while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
                 let value = format!("not binlog-tail's {sent}");
@@ -357,14 +382,18 @@ fn a_replay_after_sigkill_sends_nothing_twice_even_past_another_producer() {
     broker.create_topic("x.t", 3);
     server.sql("CREATE DATABASE x; CREATE TABLE x.t (id INT PRIMARY KEY);");
     let insert = |from: usize, to: usize| {
-        let sql: String = (from..to).map(|i| format!("INSERT INTO x.t VALUES ({i}), ({}), ({});\n", i + 100_000, i + 200_000)).collect();
+        let sql: String = (from..to)
+            .map(|i| format!("INSERT INTO x.t VALUES ({i}), ({}), ({});\n", i + 100_000, i + 200_000))
+            .collect();
         server.sql(&sql);
     };
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
     // The position stays at the start, so a restart replays everything.
     let mut extra = kafka_args(&broker);
-    extra.extend(["--start", "earliest", "--checkpoint-every", "1000000", "--checkpoint-interval", "86400"].map(String::from));
+    extra.extend(
+        ["--start", "earliest", "--checkpoint-every", "1000000", "--checkpoint-interval", "86400"].map(String::from),
+    );
     let first = Stream::start(&server, &position, dir.path(), 0, &args(&extra));
     insert(0, 100);
     assert_eq!(broker.read("x.t", 300).len(), 300);
@@ -384,7 +413,8 @@ fn a_replay_after_sigkill_sends_nothing_twice_even_past_another_producer() {
     assert!(second.stop().success(), "{log}");
     assert_eq!(broker.stored("x.t"), expected, "each row once, and the other producer's messages: {log}");
     assert!(log.contains("were already there and skipped"), "the skipped replay is logged: {log}");
-    let ids: HashSet<String> = broker.read("x.t", expected as usize).iter().filter_map(|m| m.header("id").map(str::to_string)).collect();
+    let ids: HashSet<String> =
+        broker.read("x.t", expected as usize).iter().filter_map(|m| m.header("id").map(str::to_string)).collect();
     assert_eq!(ids.len(), 330);
 }
 
@@ -395,12 +425,16 @@ fn a_topic_grown_between_runs_gets_duplicates_never_losses() {
     let mut broker = Broker::start();
     broker.create_topic("g.t", 1);
     server.sql("CREATE DATABASE g; CREATE TABLE g.t (id INT PRIMARY KEY);");
-    let insert = |rows: std::ops::Range<usize>| server.sql(&rows.map(|i| format!("INSERT INTO g.t VALUES ({i});\n")).collect::<String>());
+    let insert = |rows: std::ops::Range<usize>| {
+        server.sql(&rows.map(|i| format!("INSERT INTO g.t VALUES ({i});\n")).collect::<String>())
+    };
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
     // The position stays at the start, so the restart replays every row.
     let mut extra = kafka_args(&broker);
-    extra.extend(["--start", "earliest", "--checkpoint-every", "1000000", "--checkpoint-interval", "86400"].map(String::from));
+    extra.extend(
+        ["--start", "earliest", "--checkpoint-every", "1000000", "--checkpoint-interval", "86400"].map(String::from),
+    );
     let first = Stream::start(&server, &position, dir.path(), 0, &args(&extra));
     insert(0..200);
     assert_eq!(broker.read("g.t", 200).len(), 200);
@@ -411,7 +445,9 @@ fn a_topic_grown_between_runs_gets_duplicates_never_losses() {
 
     // A replayed row whose key now maps to partition 0 is found in that partition's tail and
     // skipped; one mapping to a new partition is sent again: a duplicate, never a loss.
-    let moved = (0..200).filter(|i| Partitioner::Crc32.partition(Some(format!("{{\"id\":{i}}}").as_bytes()), b"", 3) != 0).count();
+    let moved = (0..200)
+        .filter(|i| Partitioner::Crc32.partition(Some(format!("{{\"id\":{i}}}").as_bytes()), b"", 3) != 0)
+        .count();
     assert!(moved > 50, "the test needs keys that move: {moved}");
     let second = Stream::start(&server, &position, dir.path(), 1, &args(&extra[..4]));
     let expected = 220 + moved;
@@ -481,7 +517,11 @@ fn debezium_and_maxwell_keys_tombstones_and_primary_key_changes() {
     server.sql("CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, status VARCHAR(10));");
     let dir = tempfile::tempdir().unwrap();
     // One stream per setting, each from the start of the binlog into its own topics.
-    let runs = [("dbz.", "debezium", None), ("nt.", "debezium", Some("--debezium-tombstones=false")), ("mx.", "maxwell", None)];
+    let runs = [
+        ("dbz.", "debezium", None),
+        ("nt.", "debezium", Some("--debezium-tombstones=false")),
+        ("mx.", "maxwell", None),
+    ];
     let mut streams = Vec::new();
     for (n, (prefix, format, flag)) in runs.iter().enumerate() {
         broker.create_topic(&format!("{prefix}shop.orders"), 1);

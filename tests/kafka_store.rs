@@ -11,7 +11,16 @@ use crate::util::{binlog_tail, get, metric, until, Broker, MariaDb, Stream};
 
 /// `stream` arguments for the Kafka sink with the position in `positions`, under `name`.
 fn kafka_store(broker: &Broker, positions: &str, name: &str) -> Vec<String> {
-    let args = ["--sink", "kafka", "--kafka-brokers", &broker.addr(), "--position-store", "kafka", "--kafka-position-topic", positions];
+    let args = [
+        "--sink",
+        "kafka",
+        "--kafka-brokers",
+        &broker.addr(),
+        "--position-store",
+        "kafka",
+        "--kafka-position-topic",
+        positions,
+    ];
     let mut v: Vec<String> = args.map(String::from).to_vec();
     v.extend(["--stream-name".into(), name.into(), "--kafka-lease-timeout".into(), "2".into()]);
     v
@@ -64,14 +73,21 @@ fn the_position_topic_must_exist_compacted_and_the_store_needs_the_kafka_sink() 
     };
     let (code, log) = run(&kafka_store(&broker, "missing", "s"));
     assert_eq!(code, Some(1), "{log}");
-    assert!(log.contains("topic missing for positions does not exist") && log.contains("--config cleanup.policy=compact"), "{log}");
+    assert!(
+        log.contains("topic missing for positions does not exist") && log.contains("--config cleanup.policy=compact"),
+        "{log}"
+    );
     let (code, log) = run(&kafka_store(&broker, "deleting", "s"));
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("cleanup.policy delete") && log.contains("--add-config cleanup.policy=compact"), "{log}");
 
     // Usage errors exit 2 before anything is read.
     let usage = |extra: &[&str]| {
-        let out = binlog_tail().args(["stream", "--url", &server.url(), "--position-store", "kafka"]).args(extra).output().unwrap();
+        let out = binlog_tail()
+            .args(["stream", "--url", &server.url(), "--position-store", "kafka"])
+            .args(extra)
+            .output()
+            .unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
     let (code, err) = usage(&[]);
@@ -108,14 +124,24 @@ fn streaming_resumes_from_the_position_in_kafka_alone() {
     // Once idle, the saved position reaches the last transaction.
     let last_gtid = server.gtid_pos();
     until("the position reaches the last transaction", || {
-        saved(&broker, "positions", "resume").is_some_and(|p| p["gtid_set"].as_str().is_some_and(|g| g.contains(&last_gtid)))
+        saved(&broker, "positions", "resume")
+            .is_some_and(|p| p["gtid_set"].as_str().is_some_and(|g| g.contains(&last_gtid)))
     });
     assert!(first.stop().success());
 
     // `status` reads it from Kafka too, and checks it against the server.
     let status = |name: &str| {
         binlog_tail()
-            .args(["status", "--url", &server.url(), "--json", "--position-store", "kafka", "--kafka-brokers", &broker.addr()])
+            .args([
+                "status",
+                "--url",
+                &server.url(),
+                "--json",
+                "--position-store",
+                "kafka",
+                "--kafka-brokers",
+                &broker.addr(),
+            ])
             .args(["--kafka-position-topic", "positions", "--stream-name", name])
             .env("MYSQL_PWD", "replpass")
             .output()

@@ -207,7 +207,15 @@ fn json_logs_put_one_json_object_on_every_stderr_line() {
     assert!(dump.status.success());
     assert_eq!(in_db(crate::util::events(&dump), &db).len(), 1);
     let failing = binlog_tail()
-        .args(["stream", "--log-format", "json", "--url", "mysql://repl@127.0.0.1:1", "--position-file", "/nonexistent/dir/p.json"])
+        .args([
+            "stream",
+            "--log-format",
+            "json",
+            "--url",
+            "mysql://repl@127.0.0.1:1",
+            "--position-file",
+            "/nonexistent/dir/p.json",
+        ])
         .env("MYSQL_PWD", "secret-password")
         .output()
         .unwrap();
@@ -232,7 +240,10 @@ fn completions_and_the_man_page_are_generated_from_the_command_line() {
         let out = binlog_tail().args(["completions", shell]).output().unwrap();
         assert!(out.status.success(), "{shell}");
         let script = String::from_utf8(out.stdout).unwrap();
-        assert!(script.contains("binlog-tail") && script.contains("position-file") && script.contains("status"), "{shell}");
+        assert!(
+            script.contains("binlog-tail") && script.contains("position-file") && script.contains("status"),
+            "{shell}"
+        );
     }
     let bash = binlog_tail().args(["completions", "bash"]).output().unwrap().stdout;
     let dir = tempfile::tempdir().unwrap();
@@ -277,7 +288,11 @@ fn the_compose_files_mysql_options_pass_check() {
     for mysql_only in ["gtid-mode=ON", "enforce-gtid-consistency=ON"] {
         assert!(options.contains(&mysql_only), "{options:?}");
     }
-    let shared: Vec<String> = options.iter().filter(|o| o.starts_with("binlog-") || o.starts_with("log-bin")).map(|o| format!("--{o}")).collect();
+    let shared: Vec<String> = options
+        .iter()
+        .filter(|o| o.starts_with("binlog-") || o.starts_with("log-bin"))
+        .map(|o| format!("--{o}"))
+        .collect();
     assert_eq!(shared.len(), 4, "{options:?}");
     let shared: Vec<&str> = shared.iter().map(String::as_str).collect();
     let server = MariaDb::start(&shared);
@@ -294,8 +309,11 @@ fn the_compose_files_mysql_options_pass_check() {
 fn the_workflows_commands_are_the_readmes() {
     let workflow = std::fs::read_to_string(crate::util::root().join("examples/github-actions.yml")).unwrap();
     let readme = std::fs::read_to_string(crate::util::root().join("README.md")).unwrap();
-    let commands: Vec<&str> =
-        workflow.lines().filter_map(|l| l.trim().strip_prefix("run: ")).filter(|c| c.starts_with("binlog-tail ")).collect();
+    let commands: Vec<&str> = workflow
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("run: "))
+        .filter(|c| c.starts_with("binlog-tail "))
+        .collect();
     assert_eq!(commands.len(), 2, "{workflow}");
     for c in commands {
         assert!(readme.contains(c), "the README does not show `{c}`");
@@ -346,13 +364,16 @@ fn snapshot_progress_shows_in_metrics_and_status() {
     let run = Stream::start(&server, &position, dir.path(), 0, &extra);
     wait_for_rows(std::slice::from_ref(&run.stdout), "sm", 252);
     until("the snapshot is complete in /metrics", || {
-        get(port, "/metrics").is_some_and(|(_, body)| samples(&body).get("binlog_tail_snapshot_tables_done") == Some(&2.0))
+        get(port, "/metrics")
+            .is_some_and(|(_, body)| samples(&body).get("binlog_tail_snapshot_tables_done") == Some(&2.0))
     });
     assert_eq!(metric(port, "binlog_tail_snapshot_tables_pending"), 0.0);
     let (_, body) = get(port, "/metrics").unwrap();
     let read_a: f64 = samples(&body)
         .iter()
-        .filter(|(k, _)| k.starts_with("binlog_tail_changes_emitted_total") && k.contains("table=\"a\"") && k.contains("op=\"read\""))
+        .filter(|(k, _)| {
+            k.starts_with("binlog_tail_changes_emitted_total") && k.contains("table=\"a\"") && k.contains("op=\"read\"")
+        })
         .map(|(_, v)| v)
         .sum();
     assert_eq!(read_a, 250.0, "{body}");

@@ -49,7 +49,11 @@ fn read_events_are_byte_for_byte_the_binlog_inserts() {
         let (file, offset) = e.pos.rsplit_once(':').unwrap();
         assert!(file.starts_with("binlog.") && offset.parse::<u64>().unwrap() > 4, "pos {}", e.pos);
     }
-    assert_eq!(events.iter().map(|e| (e.row, e.commit)).collect::<Vec<_>>(), [(0, false), (1, false), (2, true)], "one chunk, one transaction");
+    assert_eq!(
+        events.iter().map(|e| (e.row, e.commit)).collect::<Vec<_>>(),
+        [(0, false), (1, false), (2, true)],
+        "one chunk, one transaction"
+    );
 }
 
 #[test]
@@ -69,8 +73,16 @@ fn filters_keys_and_empty_tables() {
     ));
     let events = in_db(
         ok_events(&server.dump(&[
-            "--snapshot", "initial", "--snapshot-chunk-size", "2",
-            "--include", &db, "--exclude", "*.audit_*", "--drop-column", &format!("{db}.users.secret"),
+            "--snapshot",
+            "initial",
+            "--snapshot-chunk-size",
+            "2",
+            "--include",
+            &db,
+            "--exclude",
+            "*.audit_*",
+            "--drop-column",
+            &format!("{db}.users.secret"),
         ])),
         &db,
     );
@@ -86,10 +98,18 @@ fn filters_keys_and_empty_tables() {
 
     let none = in_db(ok_events(&server.dump(&["--snapshot", "initial", "--include", &db, "--ops", "insert"])), &db);
     assert!(none.is_empty(), "--ops without read takes no snapshot: {none:?}");
-    let keyed = server.dump(&["--snapshot", "initial", "--include", &format!("{db}.bag"), "--snapshot-key", &format!("{db}.bag=nope")]);
+    let keyed = server.dump(&[
+        "--snapshot",
+        "initial",
+        "--include",
+        &format!("{db}.bag"),
+        "--snapshot-key",
+        &format!("{db}.bag=nope"),
+    ]);
     let err = crate::util::failure(&keyed);
     assert!(err.contains("--snapshot-key names `nope`"), "{err}");
-    for bad in [&["--snapshot-key", "bag=x"][..], &["--snapshot-chunk-size", "0"], &["--snapshot-method", "watermark"]] {
+    for bad in [&["--snapshot-key", "bag=x"][..], &["--snapshot-chunk-size", "0"], &["--snapshot-method", "watermark"]]
+    {
         let out = server.dump(&[&["--snapshot", "initial"][..], bad].concat());
         let err = crate::util::stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{bad:?} is a usage error: {err}");
@@ -119,14 +139,25 @@ fn workload_batch(rng: &mut XorShift, txs: usize) -> String {
             let stmt = match rng.next() % 9 {
                 0 => format!("DELETE FROM big WHERE id = {};", 1 + rng.next() % 105_000),
                 1 | 2 => format!("UPDATE big SET v = {v}, s = 'u{v}' WHERE id = {};", 1 + rng.next() % 105_000),
-                3 => format!("INSERT INTO big VALUES ({}, {v}, 'i{v}') ON DUPLICATE KEY UPDATE v = {v};", 1 + rng.next() % 105_000),
-                4 => format!("DELETE FROM ci WHERE k = '{}' AND n = {};", LETTERS[(rng.next() % 8) as usize], rng.next() % 300),
+                3 => format!(
+                    "INSERT INTO big VALUES ({}, {v}, 'i{v}') ON DUPLICATE KEY UPDATE v = {v};",
+                    1 + rng.next() % 105_000
+                ),
+                4 => format!(
+                    "DELETE FROM ci WHERE k = '{}' AND n = {};",
+                    LETTERS[(rng.next() % 8) as usize],
+                    rng.next() % 300
+                ),
                 5 => format!(
                     "INSERT INTO ci VALUES ('{}', {}, {v}) ON DUPLICATE KEY UPDATE v = {v};",
                     LETTERS[(rng.next() % 8) as usize],
                     rng.next() % 300
                 ),
-                6 => format!("UPDATE ci SET v = {v} WHERE k = '{}' AND n = {};", LETTERS[(rng.next() % 8) as usize], rng.next() % 300),
+                6 => format!(
+                    "UPDATE ci SET v = {v} WHERE k = '{}' AND n = {};",
+                    LETTERS[(rng.next() % 8) as usize],
+                    rng.next() % 300
+                ),
                 7 => format!("DELETE FROM uq WHERE u = {};", rng.next() % 3000),
                 _ => format!("INSERT INTO uq VALUES ({}, {v}) ON DUPLICATE KEY UPDATE v = {v};", rng.next() % 3000),
             };
@@ -194,7 +225,18 @@ fn correctness(method: &str) {
         })
     };
     let chunk = 2000;
-    let args = ["--snapshot", "initial", "--snapshot-chunk-size", "2000", "--include", "c.*", "--snapshot-method", method, "--signal-table", "c.signals"];
+    let args = [
+        "--snapshot",
+        "initial",
+        "--snapshot-chunk-size",
+        "2000",
+        "--include",
+        "c.*",
+        "--snapshot-method",
+        method,
+        "--signal-table",
+        "c.signals",
+    ];
     let mut files: Vec<PathBuf> = Vec::new();
     let kills = 3;
     for n in 0..kills {
@@ -203,7 +245,11 @@ fn correctness(method: &str) {
         // Kill once this run has emitted a few chunks of its own, mid-table.
         let deadline = Instant::now() + Duration::from_secs(60);
         while reads_in(&run.stdout) < 3 * chunk + 700 {
-            assert!(Instant::now() < deadline && run.child.try_wait().unwrap().is_none(), "no snapshot progress: {}", run.log());
+            assert!(
+                Instant::now() < deadline && run.child.try_wait().unwrap().is_none(),
+                "no snapshot progress: {}",
+                run.log()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         run.signal("-KILL");
@@ -240,7 +286,13 @@ fn correctness(method: &str) {
             })
             .collect();
         for w in positions.windows(2) {
-            assert!((w[0].0, w[0].1) <= (w[1].0, w[1].1), "{}: {:?} is emitted before the older {:?}", file.display(), w[0], w[1]);
+            assert!(
+                (w[0].0, w[0].1) <= (w[1].0, w[1].1),
+                "{}: {:?} is emitted before the older {:?}",
+                file.display(),
+                w[0],
+                w[1]
+            );
         }
     }
 
@@ -280,7 +332,10 @@ fn correctness(method: &str) {
     }
     let wrong: Vec<_> = expected.iter().filter(|(k, v)| state.get(*k) != Some(*v)).take(5).collect();
     let extra: Vec<_> = state.keys().filter(|k| !expected.contains_key(*k)).take(5).collect();
-    assert!(wrong.is_empty() && extra.is_empty(), "replayed output differs from the tables: missing or stale {wrong:?}, extra {extra:?}");
+    assert!(
+        wrong.is_empty() && extra.is_empty(),
+        "replayed output differs from the tables: missing or stale {wrong:?}, extra {extra:?}"
+    );
     assert_eq!(state.len(), expected.len());
     assert!(expected.len() > 100_000);
 
@@ -330,7 +385,13 @@ fn signal_table_starts_and_stops_incremental_snapshots_while_streaming() {
     ));
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
-    let run = Stream::start(server, &position, dir.path(), 0, &["--signal-table", &format!("{db}.signals"), "--include", &db]);
+    let run = Stream::start(
+        server,
+        &position,
+        dir.path(),
+        0,
+        &["--signal-table", &format!("{db}.signals"), "--include", &db],
+    );
     run.wait_ready(&position);
     let files = [run.stdout.clone()];
     // Started and stopped in one transaction: nothing is read.
@@ -359,7 +420,11 @@ fn signal_table_starts_and_stops_incremental_snapshots_while_streaming() {
     let row2 = events.iter().find(|e| e.op == "read" && e.pk.as_ref().unwrap()["id"] == 2).unwrap();
     assert_eq!(row2.after.as_ref().unwrap()["v"], 20, "the read sees the update before it");
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&position).unwrap()).unwrap();
-    assert_eq!((saved["version"].clone(), saved["snapshot"]["done"].clone()), (Value::from(2), Value::from(1)), "{saved}");
+    assert_eq!(
+        (saved["version"].clone(), saved["snapshot"]["done"].clone()),
+        (Value::from(2), Value::from(1)),
+        "{saved}"
+    );
 }
 
 #[test]
@@ -372,7 +437,13 @@ fn a_table_dropped_during_its_snapshot_is_skipped_and_the_stream_goes_on() {
     ));
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
-    let run = Stream::start(server, &position, dir.path(), 0, &["--snapshot", "initial", "--snapshot-chunk-size", "1", "--include", &db]);
+    let run = Stream::start(
+        server,
+        &position,
+        dir.path(),
+        0,
+        &["--snapshot", "initial", "--snapshot-chunk-size", "1", "--include", &db],
+    );
     let files = [run.stdout.clone()];
     wait_for(&files, "the first reads", |ev| ev.iter().any(|e| e.op == "read"));
     server.sql(&format!("DROP TABLE {db}.a; INSERT INTO {db}.z VALUES (2);"));
@@ -386,7 +457,8 @@ fn a_table_dropped_during_its_snapshot_is_skipped_and_the_stream_goes_on() {
     assert!(log.contains("dropped during"), "{log}");
     // The next table is read (before or after the insert, at whichever position its chunk
     // belongs) and the stream goes on.
-    let z: std::collections::BTreeSet<_> = events.iter().filter(|e| e.table == "z").map(|e| e.after.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+    let z: std::collections::BTreeSet<_> =
+        events.iter().filter(|e| e.table == "z").map(|e| e.after.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
     assert_eq!(z, [1, 2].into_iter().collect());
 }
 
@@ -404,7 +476,11 @@ fn sigterm_stops_at_a_chunk_boundary_and_the_restart_reads_every_row_once() {
     assert!(first.stop().success());
     let stopped = read_events(&files[..1]);
     assert!(stopped.len() < 30_000, "stopped mid-snapshot: {} rows", stopped.len());
-    assert!(stopped.len().is_multiple_of(100) && stopped.last().unwrap().commit, "a whole number of chunks: {}", stopped.len());
+    assert!(
+        stopped.len().is_multiple_of(100) && stopped.last().unwrap().commit,
+        "a whole number of chunks: {}",
+        stopped.len()
+    );
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&position).unwrap()).unwrap();
     assert_eq!(saved["snapshot"]["pending"].as_array().unwrap().len(), 1, "{saved}");
     assert!(saved["snapshot"]["after"].is_array(), "the last emitted key is saved: {saved}");
@@ -429,19 +505,31 @@ fn sigterm_stops_at_a_chunk_boundary_and_the_restart_reads_every_row_once() {
 fn a_table_altered_during_its_snapshot_goes_on_with_its_new_columns() {
     let server = MariaDb::shared();
     let db = server.fresh_db("snap_alter");
-    server.sql(&format!("USE {db}; CREATE TABLE b (id INT PRIMARY KEY, v INT); INSERT INTO b SELECT seq, seq FROM seq_1_to_400;"));
+    server.sql(&format!(
+        "USE {db}; CREATE TABLE b (id INT PRIMARY KEY, v INT); INSERT INTO b SELECT seq, seq FROM seq_1_to_400;"
+    ));
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
-    let run = Stream::start(server, &position, dir.path(), 0, &["--snapshot", "initial", "--snapshot-chunk-size", "1", "--include", &db]);
+    let run = Stream::start(
+        server,
+        &position,
+        dir.path(),
+        0,
+        &["--snapshot", "initial", "--snapshot-chunk-size", "1", "--include", &db],
+    );
     let files = [run.stdout.clone()];
     wait_for(&files, "the first reads", |ev| ev.iter().any(|e| e.op == "read"));
     server.sql(&format!("ALTER TABLE {db}.b ADD COLUMN extra INT NOT NULL DEFAULT 7"));
-    let events = wait_for(&files, "the whole table", |ev| ev.iter().any(|e| e.pk.as_ref().is_some_and(|k| k["id"] == 400)));
+    let events =
+        wait_for(&files, "the whole table", |ev| ev.iter().any(|e| e.pk.as_ref().is_some_and(|k| k["id"] == 400)));
     let log = run.log();
     assert!(run.stop().success(), "{log}");
     let ids: Vec<i64> = events.iter().map(|e| e.pk.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, (1..=400).collect::<Vec<_>>(), "every row once, in order");
-    let with_extra = events.iter().position(|e| e.after.as_ref().unwrap().contains_key("extra")).expect("later chunks carry the new column");
+    let with_extra = events
+        .iter()
+        .position(|e| e.after.as_ref().unwrap().contains_key("extra"))
+        .expect("later chunks carry the new column");
     assert!(with_extra > 0, "the ALTER landed mid-table");
     assert!(events[with_extra..].iter().all(|e| e.after.as_ref().unwrap()["extra"] == 7));
 }

@@ -54,7 +54,11 @@ fn verify(events: &[Event], expected_rows: usize) -> usize {
         // rows beyond it were never delivered at all.
         let mut gaps = Vec::new();
         for (table, last) in &last_id {
-            let ids: HashSet<i64> = events.iter().filter(|e| &e.table == table).map(|e| e.after.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+            let ids: HashSet<i64> = events
+                .iter()
+                .filter(|e| &e.table == table)
+                .map(|e| e.after.as_ref().unwrap()["id"].as_i64().unwrap())
+                .collect();
             gaps.extend((1..*last).filter(|id| !ids.contains(id)).take(10).map(|id| format!("{table}.{id}")));
         }
         panic!("committed rows missing from the output: {} of {expected_rows} delivered; highest ids {last_id:?}; gaps {gaps:?}", seen.len());
@@ -105,7 +109,8 @@ fn sigkill_at_random_moments_loses_nothing_resuming_by_file_offset() {
 /// The workload grows with the kills so that they keep landing while rows stream.
 fn crash_test(resume_by: &str) {
     let _heavy = crate::util::heavy();
-    let kills: usize = std::env::var("BINLOG_TAIL_CHAOS_KILLS").map_or(24, |k| k.parse().expect("BINLOG_TAIL_CHAOS_KILLS is a number"));
+    let kills: usize = std::env::var("BINLOG_TAIL_CHAOS_KILLS")
+        .map_or(24, |k| k.parse().expect("BINLOG_TAIL_CHAOS_KILLS is a number"));
     let txs = 10_000 * kills.max(24) / 24;
     let server = MariaDb::start(&[]);
     create_tables(&server, "crash");
@@ -135,7 +140,14 @@ fn crash_test(resume_by: &str) {
     let distinct: HashSet<_> = events.iter().map(row_key).collect();
     if distinct.len() < rows {
         // What a loss looks like from here: where the last run started and what it said.
-        let logs: Vec<String> = (0..=kills).map(|n| format!("run {n}: {}", std::fs::read_to_string(dir.path().join(format!("err.{n}.log"))).unwrap_or_default())).collect();
+        let logs: Vec<String> = (0..=kills)
+            .map(|n| {
+                format!(
+                    "run {n}: {}",
+                    std::fs::read_to_string(dir.path().join(format!("err.{n}.log"))).unwrap_or_default()
+                )
+            })
+            .collect();
         panic!(
             "{} of {rows} rows delivered; position file: {}\n{}",
             distinct.len(),
@@ -144,7 +156,10 @@ fn crash_test(resume_by: &str) {
         );
     }
     let duplicates = verify(&events, rows);
-    let busy_runs = files[..kills].iter().filter(|f| !crate::util::in_db(read_events(&[f.to_path_buf()]), "crash").is_empty()).count();
+    let busy_runs = files[..kills]
+        .iter()
+        .filter(|f| !crate::util::in_db(read_events(&[f.to_path_buf()]), "crash").is_empty())
+        .count();
     eprintln!(
         "crash test (resume by {resume_by}): {rows} rows in {txs} transactions, {kills} SIGKILLs ({busy_runs} while delivering), 0 lost, {duplicates} duplicates"
     );
@@ -398,7 +413,11 @@ fn config_file_flags_and_environment_in_that_order() {
     };
     // The flag's URL beats the environment's (port 2) and the file's (port 1); the position file
     // comes from the config file.
-    run(&[("BINLOG_TAIL_URL", "mysql://repl@127.0.0.1:2")], &["--url", &server.url()], &dir.path().join("from-config.json"));
+    run(
+        &[("BINLOG_TAIL_URL", "mysql://repl@127.0.0.1:2")],
+        &["--url", &server.url()],
+        &dir.path().join("from-config.json"),
+    );
     // The environment beats the file, for the URL and for the position file.
     let env_position = dir.path().join("from-env.json");
     run(

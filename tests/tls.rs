@@ -71,9 +71,15 @@ impl Pki {
 
     fn openssl(&self, args: &[&str]) -> Command {
         let found = Command::new("openssl").arg("version").output().is_ok_and(|o| o.status.success());
-        assert!(found, "the TLS tests make their certificates with openssl: run scripts/install-deps (or apt-get install openssl)");
+        assert!(
+            found,
+            "the TLS tests make their certificates with openssl: run scripts/install-deps (or apt-get install openssl)"
+        );
         let mut cmd = Command::new("openssl");
-        cmd.args(args).current_dir(self.dir.path()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         cmd
     }
 
@@ -163,11 +169,8 @@ fn a_trusted_ca_reads_the_rows_written() {
         let out = dump(url, &args, &env);
         assert_eq!(afters(ok_events(&out), "tls_trusted"), written, "with {what}");
     }
-    let check = binlog_tail()
-        .args(["check", "--url", &ip, "--tls-ca", &ca])
-        .env("MYSQL_PWD", "replpass")
-        .output()
-        .unwrap();
+    let check =
+        binlog_tail().args(["check", "--url", &ip, "--tls-ca", &ca]).env("MYSQL_PWD", "replpass").output().unwrap();
     assert!(check.status.success(), "check over TLS: {}{}", String::from_utf8_lossy(&check.stdout), stderr(&check));
 }
 
@@ -176,19 +179,30 @@ fn an_unknown_ca_fails_at_once_with_a_tls_error() {
     let pki = Pki::shared();
     let server = tls_server();
     let url = server.url();
-    for args in [vec!["--tls-ca", &pki.arg("other-ca.pem")], vec!["--tls"], vec!["--tls-ca", &pki.arg("other-ca.pem"), "--tls-ca-only"]] {
+    for args in [
+        vec!["--tls-ca", &pki.arg("other-ca.pem")],
+        vec!["--tls"],
+        vec!["--tls-ca", &pki.arg("other-ca.pem"), "--tls-ca-only"],
+    ] {
         let err = failure(&dump(&url, &args, &[]));
         assert!(err.contains("TLS connection to 127.0.0.1"), "{args:?}: {err}");
-        assert!(err.contains("not signed by a CA binlog-tail trusts") && err.contains("--tls-ca FILE"), "{args:?}: {err}");
+        assert!(
+            err.contains("not signed by a CA binlog-tail trusts") && err.contains("--tls-ca FILE"),
+            "{args:?}: {err}"
+        );
     }
     // The URL's own switch verifies the same way (against the system's and built-in CAs).
     let err = failure(&dump(&format!("{url}?require_ssl=true"), &[], &[]));
-    assert!(err.contains("TLS connection to 127.0.0.1") && err.contains("not signed by a CA binlog-tail trusts"), "{err}");
+    assert!(
+        err.contains("TLS connection to 127.0.0.1") && err.contains("not signed by a CA binlog-tail trusts"),
+        "{err}"
+    );
     // `stream` does not retry it either, however long it may wait for a starting server.
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
     let other_ca = pki.arg("other-ca.pem");
-    let mut stream = Stream::start(server, &position, dir.path(), 0, &["--tls-ca", &other_ca, "--wait-for-server", "3600"]);
+    let mut stream =
+        Stream::start(server, &position, dir.path(), 0, &["--tls-ca", &other_ca, "--wait-for-server", "3600"]);
     let status = stream.wait();
     let log = stream.log();
     assert_eq!(status.code(), Some(1), "{log}");
@@ -298,11 +312,23 @@ fn bad_tls_options_are_refused_before_connecting() {
     usage_error(&dump(url, &["--tls-key", &key], &[]), "--tls-key needs --tls-cert");
     usage_error(&dump(url, &["--tls-cert", &cert, "--tls-key", &cert], &[]), "holds no usable private key");
     let stranger_key = pki.arg("stranger.key");
-    usage_error(&dump(url, &["--tls-cert", &cert, "--tls-key", &stranger_key], &[]), "the key does not belong to the certificate");
-    usage_error(&dump(url, &["--tls-ca-only"], &[]), "--tls-ca-only (or built_in_roots=false in --url) needs --tls-ca FILE");
-    usage_error(&dump(url, &["--tls-ca", &ca, "--tls-server-name", "not a name"], &[]), "--tls-server-name `not a name`");
+    usage_error(
+        &dump(url, &["--tls-cert", &cert, "--tls-key", &stranger_key], &[]),
+        "the key does not belong to the certificate",
+    );
+    usage_error(
+        &dump(url, &["--tls-ca-only"], &[]),
+        "--tls-ca-only (or built_in_roots=false in --url) needs --tls-ca FILE",
+    );
+    usage_error(
+        &dump(url, &["--tls-ca", &ca, "--tls-server-name", "not a name"], &[]),
+        "--tls-server-name `not a name`",
+    );
     usage_error(&dump(&format!("{url}?require_ssl=true&verify_ca=false"), &["--tls-ca", &ca], &[]), "verify_ca=false");
-    usage_error(&dump(&format!("{url}?require_ssl=true&verify_identity=false"), &[], &[]), "verify_identity=false in --url is not supported");
+    usage_error(
+        &dump(&format!("{url}?require_ssl=true&verify_identity=false"), &[], &[]),
+        "verify_identity=false in --url is not supported",
+    );
     usage_error(&dump(url, &["--tls"], &[("SSL_CERT_FILE", &missing)]), "SSL_CERT_FILE");
 
     let dir = tempfile::tempdir().unwrap();
@@ -320,7 +346,8 @@ fn a_config_file_sets_up_tls_for_stream() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("binlog-tail.toml");
     let [ca, cert, key] = ["ca.pem", "client.pem", "client.key"].map(|f| pki.arg(f));
-    std::fs::write(&config, format!("tls_ca = '{ca}'\ntls_ca_only = true\ntls_cert = '{cert}'\ntls_key = '{key}'\n")).unwrap();
+    std::fs::write(&config, format!("tls_ca = '{ca}'\ntls_ca_only = true\ntls_cert = '{cert}'\ntls_key = '{key}'\n"))
+        .unwrap();
     let position = dir.path().join("position.json");
     let stream = Stream::start(server, &position, dir.path(), 0, &["--config", config.to_str().unwrap()]);
     stream.wait_ready(&position);
@@ -349,7 +376,10 @@ fn a_dropped_tls_connection_is_resumed_unlike_a_certificate_failure() {
     assert_eq!(crate::util::wait_for_rows(&files, "tls_restart", 1).len(), 1, "{}", stream.log());
     server.restart(&options);
     server.sql("INSERT INTO tls_restart.t VALUES (2)");
-    let ids: Vec<_> = crate::util::wait_for_rows(&files, "tls_restart", 2).iter().map(|e| e.after.clone().unwrap()["id"].clone()).collect();
+    let ids: Vec<_> = crate::util::wait_for_rows(&files, "tls_restart", 2)
+        .iter()
+        .map(|e| e.after.clone().unwrap()["id"].clone())
+        .collect();
     assert_eq!(ids, [serde_json::json!(1), serde_json::json!(2)], "{}", stream.log());
     assert!(stream.log().contains("reconnecting"), "{}", stream.log());
     assert_eq!(stream.stop().code(), Some(0));

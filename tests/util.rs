@@ -189,7 +189,11 @@ impl MariaDb {
             .lines()
             .map(|l| {
                 let p = Path::new(l.trim());
-                if p.is_absolute() { p.to_path_buf() } else { data.join(p) }
+                if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    data.join(p)
+                }
             })
             .collect()
     }
@@ -217,7 +221,12 @@ pub fn sql_at(port: u16, sql: &str) -> String {
     use std::io::Write;
     child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "SQL failed: {}\n{}", String::from_utf8_lossy(&out.stderr), &sql[..sql.len().min(2000)]);
+    assert!(
+        out.status.success(),
+        "SQL failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        &sql[..sql.len().min(2000)]
+    );
     String::from_utf8(out.stdout).unwrap().trim_end().to_string()
 }
 
@@ -420,7 +429,10 @@ impl Broker {
     fn binary() -> PathBuf {
         let out = Command::new(root().join("scripts/install-tansu")).arg("--path").output().unwrap();
         let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-        assert!(path.exists(), "tansu (the Kafka-protocol broker) is not installed: run scripts/install-tansu (scripts/test does)");
+        assert!(
+            path.exists(),
+            "tansu (the Kafka-protocol broker) is not installed: run scripts/install-tansu (scripts/test does)"
+        );
         path
     }
 
@@ -448,7 +460,11 @@ impl Broker {
         }
         // Without this index tansu's fetches slow down as topics grow, until consumers time out.
         let index = Command::new(root().join("scripts/tansu-index")).arg(self.dir.path()).output().unwrap();
-        assert!(index.status.success(), "scripts/tansu-index (needs sqlite3: scripts/install-deps): {}", String::from_utf8_lossy(&index.stderr));
+        assert!(
+            index.status.success(),
+            "scripts/tansu-index (needs sqlite3: scripts/install-deps): {}",
+            String::from_utf8_lossy(&index.stderr)
+        );
     }
 
     /// Stops the broker the way an operator would (SIGTERM), waiting for it to exit.
@@ -494,11 +510,16 @@ impl Broker {
                    WHERE t.name = '{name}' AND tp.partition = {p} AND NOT EXISTS (SELECT 1 FROM watermark w WHERE w.topition = tp.id);\n"
             ));
         }
-        let out = Command::new("sqlite3").arg(self.dir.path().join("tansu.db")).arg(&sql).output().expect("sqlite3 (scripts/install-deps installs it)");
+        let out = Command::new("sqlite3")
+            .arg(self.dir.path().join("tansu.db"))
+            .arg(&sql)
+            .output()
+            .expect("sqlite3 (scripts/install-deps installs it)");
         assert!(out.status.success(), "growing {topic}: {}", String::from_utf8_lossy(&out.stderr));
         self.restart();
         use rdkafka::consumer::{BaseConsumer, Consumer};
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", self.addr()).create().unwrap();
+        let consumer: BaseConsumer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", self.addr()).create().unwrap();
         let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
         assert_eq!(meta.topics()[0].partitions().len() as i32, partitions, "{topic} did not grow");
     }
@@ -506,7 +527,8 @@ impl Broker {
     /// How many messages `topic` holds, over all its partitions.
     pub fn stored(&self, topic: &str) -> i64 {
         use rdkafka::consumer::{BaseConsumer, Consumer};
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", self.addr()).create().unwrap();
+        let consumer: BaseConsumer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", self.addr()).create().unwrap();
         let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
         (0..meta.topics()[0].partitions().len() as i32)
             .map(|p| {
@@ -520,10 +542,14 @@ impl Broker {
     /// producer would.
     pub fn write_foreign(&self, topic: &str, n: usize) {
         use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-        let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", self.addr()).create().unwrap();
-        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", self.addr()).create().unwrap();
+        let producer: BaseProducer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", self.addr()).create().unwrap();
+        let consumer: rdkafka::consumer::BaseConsumer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", self.addr()).create().unwrap();
         use rdkafka::consumer::Consumer;
-        let partitions = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap().topics()[0].partitions().len() as i32;
+        let partitions = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap().topics()[0]
+            .partitions()
+            .len() as i32;
         for p in 0..partitions {
             for i in 0..n {
                 producer.send(BaseRecord::<(), _>::to(topic).payload(&format!("foreign {i}")).partition(p)).unwrap();
@@ -538,7 +564,12 @@ impl Broker {
     }
 
     /// Reads `topic` from the beginning until `done` says so or `timeout` passed.
-    pub fn read_until(&self, topic: &str, timeout: Duration, mut done: impl FnMut(&[KafkaMessage]) -> bool) -> Vec<KafkaMessage> {
+    pub fn read_until(
+        &self,
+        topic: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&[KafkaMessage]) -> bool,
+    ) -> Vec<KafkaMessage> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::message::{Headers, Message};
         use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -612,7 +643,8 @@ impl KafkaMessage {
     }
 
     pub fn event(&self) -> Event {
-        serde_json::from_slice(&self.value).unwrap_or_else(|e| panic!("bad value ({e}): {}", String::from_utf8_lossy(&self.value)))
+        serde_json::from_slice(&self.value)
+            .unwrap_or_else(|e| panic!("bad value ({e}): {}", String::from_utf8_lossy(&self.value)))
     }
 }
 
@@ -631,7 +663,8 @@ impl XorShift {
 /// Runs a workload of `START TRANSACTION ... COMMIT;` blocks in batches of `per_batch`
 /// transactions with a pause between batches, so it lasts long enough for crash tests.
 pub fn write_in_batches(port: u16, sql: &str, per_batch: usize, pause: Duration) -> std::thread::JoinHandle<()> {
-    let batches: Vec<String> = sql.split_inclusive("COMMIT;\n").collect::<Vec<_>>().chunks(per_batch).map(|c| c.concat()).collect();
+    let batches: Vec<String> =
+        sql.split_inclusive("COMMIT;\n").collect::<Vec<_>>().chunks(per_batch).map(|c| c.concat()).collect();
     std::thread::spawn(move || {
         for batch in batches {
             sql_at(port, &batch);

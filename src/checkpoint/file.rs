@@ -95,8 +95,9 @@ fn resolve(path: &Path) -> Result<PathBuf> {
         Err(_) => path.to_path_buf(),
     };
     let name = target.file_name().with_context(|| format!("the position file {} names no file", path.display()))?;
-    let dir = fs::canonicalize(parent(&target))
-        .with_context(|| format!("the directory of the position file {} does not exist: create it first", target.display()))?;
+    let dir = fs::canonicalize(parent(&target)).with_context(|| {
+        format!("the directory of the position file {} does not exist: create it first", target.display())
+    })?;
     Ok(dir.join(name))
 }
 
@@ -117,7 +118,6 @@ pub fn read_position(path: &Path) -> Result<Option<Position>> {
     let pos = Position::parse(&text).with_context(|| path.display().to_string())?;
     Ok(Some(pos))
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -108,8 +108,11 @@ impl PositionReader {
     #[allow(clippy::type_complexity)]
     fn newest(&self) -> Result<Option<(i64, Option<Vec<u8>>, Option<i64>)>> {
         let key = self.key.as_bytes();
-        let ours = |msg: &BorrowedMessage<'_>| (msg.key() == Some(key)).then(|| (msg.payload().map(<[u8]>::to_vec), msg.timestamp().to_millis()));
-        Ok(tail::newest(&self.consumer, &self.topic, PARTITION, i64::MAX, ours)?.map(|(offset, (value, ts))| (offset, value, ts)))
+        let ours = |msg: &BorrowedMessage<'_>| {
+            (msg.key() == Some(key)).then(|| (msg.payload().map(<[u8]>::to_vec), msg.timestamp().to_millis()))
+        };
+        Ok(tail::newest(&self.consumer, &self.topic, PARTITION, i64::MAX, ours)?
+            .map(|(offset, (value, ts))| (offset, value, ts)))
     }
 
     /// The newest position, None if there is none; an error also while Kafka cannot be reached.
@@ -126,7 +129,8 @@ impl PositionReader {
                 Ok(None)
             }
             Some((offset, Some(value), written_ms)) => {
-                let text = std::str::from_utf8(&value).map_err(|_| anyhow!("{self} at offset {offset} is not UTF-8 text"))?;
+                let text =
+                    std::str::from_utf8(&value).map_err(|_| anyhow!("{self} at offset {offset} is not UTF-8 text"))?;
                 let position = Position::parse(text).with_context(|| format!("{self}, offset {offset}"))?;
                 Ok(Some(Saved { position, written_ms }))
             }
@@ -150,15 +154,28 @@ pub struct KafkaPositions {
 
 impl KafkaPositions {
     /// The store of stream `key` in `topic`; `lease` says when saving is allowed.
-    pub fn open(settings: &KafkaSettings, topic: &str, key: &str, lease: Holder, shutdown: Arc<Shutdown>) -> Result<KafkaPositions> {
+    pub fn open(
+        settings: &KafkaSettings,
+        topic: &str,
+        key: &str,
+        lease: Holder,
+        shutdown: Arc<Shutdown>,
+    ) -> Result<KafkaPositions> {
         let redact = settings.redactor();
         let mut config = settings.client_config()?;
         // A few small messages a second: nothing to batch. Every position covers only acknowledged
         // messages, so one lost among later ones leaves no gap.
         config.set("linger.ms", "0").remove("enable.gapless.guarantee");
         let producer = config
-            .create_with_context(Saves { in_flight: Mutex::new(0), refused: Mutex::new(None), last_ack: Mutex::new(Instant::now()), redact: redact.clone() })
-            .map_err(|e| anyhow!("cannot create the Kafka producer of the position store: {}", redact.apply(&e.to_string())))?;
+            .create_with_context(Saves {
+                in_flight: Mutex::new(0),
+                refused: Mutex::new(None),
+                last_ack: Mutex::new(Instant::now()),
+                redact: redact.clone(),
+            })
+            .map_err(|e| {
+                anyhow!("cannot create the Kafka producer of the position store: {}", redact.apply(&e.to_string()))
+            })?;
         let reader = PositionReader::new(settings, topic, key)?;
         Ok(KafkaPositions { producer, reader, lease, shutdown, redact })
     }
@@ -339,7 +356,9 @@ mod tests {
         let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
         for i in 0..n {
             let value = format!("{{\"other\": {i}}}");
-            producer.send(BaseRecord::to("positions").partition(PARTITION).key(&format!("other-{}", i % 7)).payload(&value)).unwrap();
+            producer
+                .send(BaseRecord::to("positions").partition(PARTITION).key(&format!("other-{}", i % 7)).payload(&value))
+                .unwrap();
         }
         producer.send(BaseRecord::<str, ()>::to("positions").partition(PARTITION).key("other-0")).unwrap();
         producer.flush(Duration::from_secs(10)).unwrap();
@@ -378,7 +397,9 @@ mod tests {
         producer.send(BaseRecord::<str, ()>::to("positions").partition(PARTITION).key("a")).unwrap();
         producer.flush(Duration::from_secs(10)).unwrap();
         assert_eq!(a.load().unwrap(), None, "a tombstone deletes the position");
-        producer.send(BaseRecord::to("positions").partition(PARTITION).key("a").payload("{\"version\": 2, \"fla")).unwrap();
+        producer
+            .send(BaseRecord::to("positions").partition(PARTITION).key("a").payload("{\"version\": 2, \"fla"))
+            .unwrap();
         producer.flush(Duration::from_secs(10)).unwrap();
         let err = format!("{:#}", a.load().unwrap_err());
         assert!(err.contains("corrupt") && err.contains("under key a, offset 2"), "{err}");
@@ -395,7 +416,11 @@ mod tests {
         cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED]);
         a.save(&position(200)).unwrap();
         let err = a.flush().unwrap_err().to_string();
-        assert!(err.contains("Kafka refused the position in Kafka topic positions under key a") && err.contains("grant this client WRITE"), "{err}");
+        assert!(
+            err.contains("Kafka refused the position in Kafka topic positions under key a")
+                && err.contains("grant this client WRITE"),
+            "{err}"
+        );
         assert!(a.save(&position(300)).is_err(), "nothing is saved after a refusal");
         assert_eq!(a.load().unwrap().map(|p| p.offset), Some(100));
     }

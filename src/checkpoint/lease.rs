@@ -177,7 +177,13 @@ pub struct Lease {
 impl Lease {
     /// Joins the stream's group. `timeout` is how long this instance may go unheard before a
     /// standby takes over.
-    pub fn join(settings: &KafkaSettings, topic: &str, name: &str, timeout: Duration, shutdown: Arc<Shutdown>) -> Result<Lease> {
+    pub fn join(
+        settings: &KafkaSettings,
+        topic: &str,
+        name: &str,
+        timeout: Duration,
+        shutdown: Arc<Shutdown>,
+    ) -> Result<Lease> {
         let group = format!("binlog-tail.{name}");
         let state = Arc::new(State {
             topic: topic.to_string(),
@@ -197,8 +203,9 @@ impl Lease {
             .set("max.poll.interval.ms", (session * 2).max(300_000).to_string())
             // The group reads no positions; the store does.
             .set("auto.offset.reset", "latest");
-        let consumer: BaseConsumer<Context> =
-            config.create_with_context(Context { state: state.clone(), redact: settings.redactor() }).context("cannot create the Kafka client that holds the stream lease")?;
+        let consumer: BaseConsumer<Context> = config
+            .create_with_context(Context { state: state.clone(), redact: settings.redactor() })
+            .context("cannot create the Kafka client that holds the stream lease")?;
         consumer.subscribe(&[topic]).with_context(|| format!("cannot join the Kafka group {group}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();

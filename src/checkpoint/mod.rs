@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::position::{Flavor, Resume, SnapshotProgress};
 use crate::event::{Change, Ddl, Op};
-use crate::outbox::Message;
 use crate::gtid::GtidSet;
 use crate::metrics::{ChangeLabels, Counter, Metrics};
+use crate::outbox::Message;
+use crate::position::{Flavor, Resume, SnapshotProgress};
 use crate::schema::Table;
 use crate::sink::Sink;
 
@@ -201,9 +201,26 @@ pub struct Checkpointing<'a> {
 }
 
 impl<'a> Checkpointing<'a> {
-    pub fn new(inner: &'a mut dyn Sink, store: &'a PositionStore, schedule: Schedule, saved: Option<Position>, stream_id: String) -> Self {
+    pub fn new(
+        inner: &'a mut dyn Sink,
+        store: &'a PositionStore,
+        schedule: Schedule,
+        saved: Option<Position>,
+        stream_id: String,
+    ) -> Self {
         let snapshot = saved.as_ref().and_then(|p| p.snapshot.clone()).map(Arc::new);
-        Checkpointing { inner, store, schedule, server: None, last_commit: None, saved, stream_id, snapshot, metrics: None, counting: None }
+        Checkpointing {
+            inner,
+            store,
+            schedule,
+            server: None,
+            last_commit: None,
+            saved,
+            stream_id,
+            snapshot,
+            metrics: None,
+            counting: None,
+        }
     }
 
     fn position_at(&self, flavor: Flavor, resume: &Resume, identity: &ServerIdentity) -> Position {
@@ -304,7 +321,11 @@ impl Sink for Checkpointing<'_> {
                 counter.inc();
             }
             _ => {
-                let labels = ChangeLabels { db: change.table.db.clone(), table: change.table.name.clone(), op: change.op.as_str() };
+                let labels = ChangeLabels {
+                    db: change.table.db.clone(),
+                    table: change.table.name.clone(),
+                    op: change.op.as_str(),
+                };
                 let counter = m.changes(&labels);
                 counter.inc();
                 self.counting = Some((change.table.clone(), change.op, counter));
@@ -387,10 +408,7 @@ impl Schedule {
 }
 
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     crate::decode::value::format_utc(secs)
 }
 

@@ -52,11 +52,7 @@ pub fn parse_gtid_list(body: &[u8]) -> Result<Vec<Gtid>> {
     }
     (0..count)
         .map(|_| {
-            Ok(Gtid::MariaDb {
-                domain: cur.uint_le(4)? as u32,
-                server: cur.uint_le(4)? as u32,
-                seq: cur.uint_le(8)?,
-            })
+            Ok(Gtid::MariaDb { domain: cur.uint_le(4)? as u32, server: cur.uint_le(4)? as u32, seq: cur.uint_le(8)? })
         })
         .collect()
 }

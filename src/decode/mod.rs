@@ -19,24 +19,22 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use mysql_common::binlog::consts::{BinlogVersion, EventType};
-use mysql_common::binlog::events::{
-    FormatDescriptionEvent, GtidEvent, QueryEvent, RotateEvent, TableMapEvent,
-};
+use mysql_common::binlog::events::{FormatDescriptionEvent, GtidEvent, QueryEvent, RotateEvent, TableMapEvent};
 use mysql_common::binlog::BinlogCtx;
 use mysql_common::io::ParseBuf;
 use mysql_common::proto::MyDeserialize;
 
 use crate::event::{Change, Ddl, Op};
 use crate::filter::Filter;
-use crate::outbox::OutboxTable;
-use crate::signal::Signal;
-use crate::gtid::{Gtid, GtidSet, MySqlGtidSet, MAX_GNO};
-use crate::sink::Sink;
 use crate::frame::{Checksums, EventReader, Partial, RawEvent, HEADER_LEN};
+use crate::gtid::{Gtid, GtidSet, MySqlGtidSet, MAX_GNO};
+use crate::outbox::OutboxTable;
 use crate::position::{Flavor, Resume};
+use crate::schema::Table;
+use crate::signal::Signal;
+use crate::sink::Sink;
 use payload::Payload;
 use rows::RowsEvent;
-use crate::schema::Table;
 use table::{ColumnInfo, TableCache};
 
 /// Event type codes the decoder acts on.
@@ -240,7 +238,9 @@ impl Decoder {
                         self.tx.open = true;
                     }
                     "COMMIT" | "ROLLBACK" => return self.end_transaction(None, next_offset, sink),
-                    "XA" if sql.to_ascii_uppercase().contains("COMMIT") || sql.to_ascii_uppercase().contains("ROLLBACK") => {
+                    "XA" if sql.to_ascii_uppercase().contains("COMMIT")
+                        || sql.to_ascii_uppercase().contains("ROLLBACK") =>
+                    {
                         return self.end_transaction(None, next_offset, sink);
                     }
                     _ if !self.tx.open => {
@@ -292,7 +292,8 @@ impl Decoder {
         let table_id_len = if fde.get_event_type_header_length(EventType::TABLE_MAP_EVENT) == 6 { 4 } else { 6 };
         table::check_optional_metadata(ev.body, table_id_len)?;
         let id = tme.table_id();
-        let signal = self.opts.signal_table.as_ref().is_some_and(|(d, t)| *d == tme.database_name() && *t == tme.table_name());
+        let signal =
+            self.opts.signal_table.as_ref().is_some_and(|(d, t)| *d == tme.database_name() && *t == tme.table_name());
         if !signal && !self.opts.filter.includes_table(&tme.database_name(), &tme.table_name()) {
             self.tables.insert(id, ev.body, None);
             return Ok(());
@@ -333,15 +334,19 @@ impl Decoder {
     }
 
     fn rows(&mut self, ev: &RawEvent<'_>, offset: u64, sink: &mut dyn Sink) -> Result<Flow> {
-        let post_header_len = self
-            .fde
-            .get_event_type_header_length(EventType::try_from(ev.header.type_code).unwrap_or(EventType::WRITE_ROWS_EVENT));
+        let post_header_len = self.fde.get_event_type_header_length(
+            EventType::try_from(ev.header.type_code).unwrap_or(EventType::WRITE_ROWS_EVENT),
+        );
         let rows_event = RowsEvent::parse(ev.header.type_code, ev.body, post_header_len)?;
-        let table = self
-            .tables
-            .get(rows_event.table_id)
-            .with_context(|| format!("rows event for table id {} without a preceding TABLE_MAP (start the stream at a transaction boundary)", rows_event.table_id))?;
-        if let Some(table) = table.filter(|t| self.opts.signal_table.as_ref().is_some_and(|(d, n)| *d == t.db && *n == t.name)) {
+        let table = self.tables.get(rows_event.table_id).with_context(|| {
+            format!(
+                "rows event for table id {} without a preceding TABLE_MAP (start the stream at a transaction boundary)",
+                rows_event.table_id
+            )
+        })?;
+        if let Some(table) =
+            table.filter(|t| self.opts.signal_table.as_ref().is_some_and(|(d, n)| *d == t.db && *n == t.name))
+        {
             if rows_event.op == Op::Insert {
                 let table = table.clone();
                 rows_event.for_each_row(&table, |_, after| {
@@ -358,7 +363,8 @@ impl Decoder {
             return Ok(Flow::Continue);
         }
         let outbox = table.and_then(|t| t.outbox).map(|i| &self.opts.outbox[i]);
-        let Some(table) = table.filter(|_| outbox.is_some() || self.opts.filter.includes_op(rows_event.op)).cloned() else {
+        let Some(table) = table.filter(|_| outbox.is_some() || self.opts.filter.includes_op(rows_event.op)).cloned()
+        else {
             self.stats.filtered_events += 1;
             self.stats.filtered_bytes += ev.body.len() as u64;
             return Ok(Flow::Continue);
@@ -497,7 +503,14 @@ mod tests {
         decoder.set_file(FILE);
         let mut sink = StdoutSink::new(Vec::new(), crate::format::Encoder::new(Default::default()));
         for (i, (type_code, body)) in events.iter().enumerate() {
-            let header = Header { timestamp: 1, type_code: *type_code, server_id: 1, event_size: (HEADER_LEN + body.len()) as u32, log_pos: 0, flags: 0 };
+            let header = Header {
+                timestamp: 1,
+                type_code: *type_code,
+                server_id: 1,
+                event_size: (HEADER_LEN + body.len()) as u32,
+                log_pos: 0,
+                flags: 0,
+            };
             let at = 4 + 1000 * i as u64;
             decoder.feed(RawEvent { header, body }, at, at + 1000, &mut sink).map_err(|e| format!("{e:#}"))?;
         }
@@ -539,7 +552,8 @@ mod tests {
 
     #[test]
     fn rows_that_consume_no_bytes_are_an_error_not_an_endless_loop() {
-        let err = feed(&[(code::TABLE_MAP, table_map_one_int()), (rows::WRITE_V2, write_rows(0, &[0; 3]))]).unwrap_err();
+        let err =
+            feed(&[(code::TABLE_MAP, table_map_one_int()), (rows::WRITE_V2, write_rows(0, &[0; 3]))]).unwrap_err();
         assert_names_place(&err, 1004, rows::WRITE_V2, "a row of zero bytes");
         // The same table with the column present decodes.
         feed(&[(code::TABLE_MAP, table_map_one_int()), (rows::WRITE_V2, write_rows(1, &[0, 42, 0, 0, 0]))]).unwrap();

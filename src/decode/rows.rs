@@ -160,9 +160,8 @@ impl RowImage {
                         apply_json_diffs(before.value(i), cur.take(len)?, &mut image.json)
                             .with_context(|| format!("partial JSON update of column `{}`", col.name))?;
                     }
-                    _ => write_value(&col.kind, cur, &mut image.json).with_context(|| {
-                        format!("column `{}` of `{}`.`{}`", col.name, table.db, table.name)
-                    })?,
+                    _ => write_value(&col.kind, cur, &mut image.json)
+                        .with_context(|| format!("column `{}` of `{}`.`{}`", col.name, table.db, table.name))?,
                 }
             }
             image.spans[i] = Some((start as u32, image.json.len() as u32));
@@ -278,7 +277,12 @@ fn parse_path(path: &str) -> Result<Vec<Step>> {
     Ok(steps)
 }
 
-fn apply_one(doc: &mut serde_json::Value, path: &str, op: JsonDiffOperation, value: Option<serde_json::Value>) -> Result<()> {
+fn apply_one(
+    doc: &mut serde_json::Value,
+    path: &str,
+    op: JsonDiffOperation,
+    value: Option<serde_json::Value>,
+) -> Result<()> {
     use serde_json::Value;
     let mut steps = parse_path(path)?;
     let last = steps.pop();

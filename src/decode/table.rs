@@ -33,8 +33,7 @@ pub struct ColumnInfo {
 impl Table {
     /// True when the binlog metadata is too thin to decode rows without `information_schema`.
     pub fn needs_lookup(tme: &TableMapEvent<'_>) -> bool {
-        !tme.iter_optional_meta()
-            .any(|f| matches!(f, Ok(OptionalMetadataField::ColumnName(_))))
+        !tme.iter_optional_meta().any(|f| matches!(f, Ok(OptionalMetadataField::ColumnName(_))))
     }
 
     pub fn from_table_map(tme: &TableMapEvent<'_>, info: Option<&[ColumnInfo]>, filter: &Filter) -> Result<Table> {
@@ -49,8 +48,8 @@ impl Table {
                 );
             }
         }
-        let meta = OptionalMetaExtractor::new(tme.iter_optional_meta())
-            .context("bad optional metadata in TABLE_MAP")?;
+        let meta =
+            OptionalMetaExtractor::new(tme.iter_optional_meta()).context("bad optional metadata in TABLE_MAP")?;
         let mut enum_values = Vec::new();
         let mut set_values = Vec::new();
         let mut has_signedness = false;
@@ -143,8 +142,7 @@ impl Table {
                     let v = values(sets.next(), &mut gaps);
                     Kind::Set { bytes: byte_at(col_meta, 1, i)?, names: v }
                 }
-                _ => kind_of(ty, col_meta, unsigned, text)
-                    .with_context(|| format!("column {i} of `{db}`.`{name}`"))?,
+                _ => kind_of(ty, col_meta, unsigned, text).with_context(|| format!("column {i} of `{db}`.`{name}`"))?,
             };
             let col_name = match (names.next().transpose()?, col_info) {
                 (Some(n), _) => n.name().into_owned(),
@@ -304,11 +302,8 @@ fn kind_of(ty: ColumnType, meta: &[u8], unsigned: bool, text: TextEncoding) -> R
         MYSQL_TYPE_STRING => {
             // CHAR(n): the maximum byte length is split across the two metadata bytes.
             let (b0, b1) = (m(0)?, m(1)?);
-            let max = if b0 & 0x30 != 0x30 {
-                u16::from(b1) | (u16::from((b0 & 0x30) ^ 0x30) << 4)
-            } else {
-                u16::from(b1)
-            };
+            let max =
+                if b0 & 0x30 != 0x30 { u16::from(b1) | (u16::from((b0 & 0x30) ^ 0x30) << 4) } else { u16::from(b1) };
             let len_bytes = if max < 256 { 1 } else { 2 };
             if text == TextEncoding::Binary {
                 // BINARY(n) loses its trailing zero bytes in the binlog; they are part of the value.
@@ -389,7 +384,11 @@ pub fn sql_type(ty: ColumnType, kind: &Kind) -> String {
         None => base.to_string(),
     };
     let text_or_binary = |text: &TextEncoding, as_text: &str, as_binary: &str| {
-        if *text == TextEncoding::Binary { as_binary.to_string() } else { as_text.to_string() }
+        if *text == TextEncoding::Binary {
+            as_binary.to_string()
+        } else {
+            as_text.to_string()
+        }
     };
     match kind {
         Kind::Int { bytes, unsigned } => {
@@ -400,7 +399,11 @@ pub fn sql_type(ty: ColumnType, kind: &Kind) -> String {
                 4 => "int",
                 _ => "bigint",
             };
-            if *unsigned { format!("{base} unsigned") } else { base.to_string() }
+            if *unsigned {
+                format!("{base} unsigned")
+            } else {
+                base.to_string()
+            }
         }
         Kind::Float => "float".into(),
         Kind::Double => "double".into(),

@@ -101,7 +101,14 @@ pub fn write_value(kind: &Kind, cur: &mut Cursor<'_>, out: &mut Vec<u8>) -> Resu
         Kind::OldDateTime => {
             let v = cur.uint_le(8)?;
             let (d, t) = (v / 1_000_000, v % 1_000_000);
-            write_datetime(out, (d / 10000, (d / 100) % 100, d % 100), (t / 10000, (t / 100) % 100, t % 100), 0, 0, false);
+            write_datetime(
+                out,
+                (d / 10000, (d / 100) % 100, d % 100),
+                (t / 10000, (t / 100) % 100, t % 100),
+                0,
+                0,
+                false,
+            );
         }
         Kind::OldTimestamp => {
             let secs = cur.uint_le(4)?;
@@ -125,7 +132,14 @@ pub fn write_value(kind: &Kind, cur: &mut Cursor<'_>, out: &mut Vec<u8>) -> Resu
             let ymd = int_part >> 17;
             let ym = ymd >> 5;
             let hms = int_part % (1 << 17);
-            write_datetime(out, (ym / 13, ym % 13, ymd % 32), (hms >> 12, (hms >> 6) % 64, hms % 64), frac, *fsp, false);
+            write_datetime(
+                out,
+                (ym / 13, ym % 13, ymd % 32),
+                (hms >> 12, (hms >> 6) % 64, hms % 64),
+                frac,
+                *fsp,
+                false,
+            );
         }
         Kind::Timestamp2 { fsp } => {
             let secs = cur.uint_be(4)?;
@@ -245,12 +259,9 @@ pub fn write_jsonb(raw: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
         return Ok(());
     }
     check_jsonb(raw)?;
-    let value: jsonb::Value<'_> = ParseBuf(raw)
-        .parse(())
-        .map_err(|e| ValueError::Invalid(format!("bad binary JSON: {e}")))?;
-    let dom = value
-        .parse()
-        .map_err(|e| ValueError::Invalid(format!("bad binary JSON: {e}")))?;
+    let value: jsonb::Value<'_> =
+        ParseBuf(raw).parse(()).map_err(|e| ValueError::Invalid(format!("bad binary JSON: {e}")))?;
+    let dom = value.parse().map_err(|e| ValueError::Invalid(format!("bad binary JSON: {e}")))?;
     let dom: serde_json::Value = dom.into();
     serde_json::to_writer(&mut *out, &dom).map_err(|e| ValueError::Invalid(e.to_string()))
 }
@@ -273,9 +284,9 @@ fn walk_jsonb(type_code: u8, data: &[u8], depth: usize, budget: &mut usize) -> R
     const STRING: u8 = 0x0c;
     const OPAQUE: u8 = 0x0f;
     fn spend(budget: &mut usize, n: usize) -> Result<(), ValueError> {
-        *budget = budget
-            .checked_sub(n)
-            .ok_or_else(|| ValueError::Invalid("bad binary JSON: entries, keys or strings are shared or overlap".into()))?;
+        *budget = budget.checked_sub(n).ok_or_else(|| {
+            ValueError::Invalid("bad binary JSON: entries, keys or strings are shared or overlap".into())
+        })?;
         Ok(())
     }
     let (large, object) = match type_code {
@@ -293,7 +304,8 @@ fn walk_jsonb(type_code: u8, data: &[u8], depth: usize, budget: &mut usize) -> R
     // Offsets and counts are 2 bytes in small containers, 4 in large ones. Whatever is
     // inconsistent is left for mysql_common to report: only what it would recurse into matters.
     let width = if large { 4 } else { 2 };
-    let offset = |b: &[u8], at: usize| b.get(at..at + width).map(|b| b.iter().rev().fold(0usize, |a, &x| (a << 8) | x as usize));
+    let offset =
+        |b: &[u8], at: usize| b.get(at..at + width).map(|b| b.iter().rev().fold(0usize, |a, &x| (a << 8) | x as usize));
     let (Some(count), Some(bytes)) = (offset(data, 0), offset(data, width)) else { return Ok(()) };
     let Some(container) = data.get(..bytes) else { return Ok(()) };
     let key_entries = if object { count * (width + 2) } else { 0 };
@@ -304,7 +316,10 @@ fn walk_jsonb(type_code: u8, data: &[u8], depth: usize, budget: &mut usize) -> R
         spend(budget, 1)?;
         if object {
             let key = 2 * width + (width + 2) * pos;
-            spend(budget, container.get(key + width..key + width + 2).map_or(0, |l| u16::from_le_bytes([l[0], l[1]]) as usize))?;
+            spend(
+                budget,
+                container.get(key + width..key + width + 2).map_or(0, |l| u16::from_le_bytes([l[0], l[1]]) as usize),
+            )?;
         }
         let entry = 2 * width + key_entries + (width + 1) * pos;
         let child_type = container[entry];

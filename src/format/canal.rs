@@ -118,7 +118,9 @@ impl State {
 /// `YYYY-MM-DD hh:mm:ss[.f]` (TIMESTAMP in UTC), SET joined by commas, JSON documents as text.
 fn write_field(kind: &Kind, v: &[u8], out: &mut Vec<u8>) {
     match kind {
-        Kind::OldDateTime | Kind::DateTime2 { .. } | Kind::OldTimestamp | Kind::Timestamp2 { .. } => write_sql_datetime(v, out),
+        Kind::OldDateTime | Kind::DateTime2 { .. } | Kind::OldTimestamp | Kind::Timestamp2 { .. } => {
+            write_sql_datetime(v, out)
+        }
         Kind::Set { .. } => write_set_joined(v, out),
         _ => write_as_string(v, out),
     }
@@ -147,10 +149,34 @@ fn jdbc_type(column: &Column) -> i32 {
     let fixed = column.sql_type.starts_with("char") || column.sql_type.starts_with("binary");
     match &column.kind {
         // Unsigned integers take the next wider type, as Canal reports them.
-        Kind::Int { bytes: 1, unsigned } => if *unsigned { SMALLINT } else { TINYINT },
-        Kind::Int { bytes: 2, unsigned } => if *unsigned { INTEGER } else { SMALLINT },
-        Kind::Int { bytes: 3 | 4, unsigned } => if *unsigned { BIGINT } else { INTEGER },
-        Kind::Int { unsigned, .. } => if *unsigned { DECIMAL } else { BIGINT },
+        Kind::Int { bytes: 1, unsigned } => {
+            if *unsigned {
+                SMALLINT
+            } else {
+                TINYINT
+            }
+        }
+        Kind::Int { bytes: 2, unsigned } => {
+            if *unsigned {
+                INTEGER
+            } else {
+                SMALLINT
+            }
+        }
+        Kind::Int { bytes: 3 | 4, unsigned } => {
+            if *unsigned {
+                BIGINT
+            } else {
+                INTEGER
+            }
+        }
+        Kind::Int { unsigned, .. } => {
+            if *unsigned {
+                DECIMAL
+            } else {
+                BIGINT
+            }
+        }
         Kind::Float => REAL,
         Kind::Double => DOUBLE,
         Kind::Decimal { .. } => DECIMAL,
@@ -158,8 +184,20 @@ fn jdbc_type(column: &Column) -> i32 {
         Kind::Date => DATE,
         Kind::OldTime | Kind::Time2 { .. } => TIME,
         Kind::OldDateTime | Kind::DateTime2 { .. } | Kind::OldTimestamp | Kind::Timestamp2 { .. } => TIMESTAMP,
-        Kind::Str { text, .. } if *text == crate::text::TextEncoding::Binary => if fixed { BINARY } else { VARBINARY },
-        Kind::Str { .. } => if fixed { CHAR } else { VARCHAR },
+        Kind::Str { text, .. } if *text == crate::text::TextEncoding::Binary => {
+            if fixed {
+                BINARY
+            } else {
+                VARBINARY
+            }
+        }
+        Kind::Str { .. } => {
+            if fixed {
+                CHAR
+            } else {
+                VARCHAR
+            }
+        }
         Kind::FixedBinary { .. } | Kind::Geometry { .. } => BINARY,
         Kind::Blob { text, .. } if *text == crate::text::TextEncoding::Binary => BLOB,
         Kind::Blob { .. } => CLOB,

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 
-use super::text::{datetime_micros, days, inner, is_zero_date, time_micros, write_as_string, write_set_joined, write_sql_datetime};
+use super::text::{
+    datetime_micros, days, inner, is_zero_date, time_micros, write_as_string, write_set_joined, write_sql_datetime,
+};
 use super::{now_ns, pk_value, push_int, DebeziumTime, FormatSettings, Part};
 use crate::event::{write_row, Change, Op};
 use crate::position::Flavor;
@@ -39,7 +41,11 @@ pub struct State {
 impl State {
     pub fn new(settings: &FormatSettings) -> State {
         let head = |connector: &str| {
-            let mut h = format!(",\"source\":{{\"version\":\"binlog-tail-{}\",\"connector\":\"{connector}\",\"name\":", env!("CARGO_PKG_VERSION")).into_bytes();
+            let mut h = format!(
+                ",\"source\":{{\"version\":\"binlog-tail-{}\",\"connector\":\"{connector}\",\"name\":",
+                env!("CARGO_PKG_VERSION")
+            )
+            .into_bytes();
             write_json_str(&settings.debezium_name, &mut h);
             h.extend_from_slice(b",\"ts_ms\":");
             h
@@ -63,7 +69,11 @@ impl State {
         push_int(out, c.ts * 1_000_000_000);
         // Debezium marks snapshot reads "true" (its "last" needs to know the snapshot's final row
         // in advance; chunks are read as the stream goes, so every read says "true").
-        out.extend_from_slice(if op == Op::Read { b",\"snapshot\":\"true\",\"db\":" } else { b",\"snapshot\":\"false\",\"db\":" });
+        out.extend_from_slice(if op == Op::Read {
+            b",\"snapshot\":\"true\",\"db\":"
+        } else {
+            b",\"snapshot\":\"false\",\"db\":"
+        });
         out.extend_from_slice(&t.db_json);
         out.extend_from_slice(b",\"table\":");
         out.extend_from_slice(&t.name_json);
@@ -129,7 +139,9 @@ fn write_field(time: DebeziumTime, kind: &Kind, v: &[u8], out: &mut Vec<u8>) {
             DebeziumTime::Connect => write_number(inner(v).and_then(time_micros), out),
             DebeziumTime::Sql => out.extend_from_slice(v),
         },
-        Kind::OldDateTime | Kind::DateTime2 { .. } | Kind::OldTimestamp | Kind::Timestamp2 { .. } if is_zero_date(v) => {
+        Kind::OldDateTime | Kind::DateTime2 { .. } | Kind::OldTimestamp | Kind::Timestamp2 { .. }
+            if is_zero_date(v) =>
+        {
             out.extend_from_slice(b"null")
         }
         Kind::OldDateTime | Kind::DateTime2 { .. } => match time {
@@ -199,7 +211,10 @@ mod tests {
         assert_eq!(field(Connect, Kind::DateTime2 { fsp: 0 }, r#""1970-01-01T00:00:01""#), "1000");
         assert_eq!(field(Connect, Kind::DateTime2 { fsp: 6 }, r#""1969-12-31T23:59:59.999999""#), "-1");
         assert_eq!(field(Connect, Kind::DateTime2 { fsp: 3 }, r#""1969-12-31T23:59:59.999""#), "-1");
-        assert_eq!(field(Sql, Kind::Timestamp2 { fsp: 2 }, r#""2024-01-01T00:00:00.50Z""#), r#""2024-01-01 00:00:00.50""#);
+        assert_eq!(
+            field(Sql, Kind::Timestamp2 { fsp: 2 }, r#""2024-01-01T00:00:00.50Z""#),
+            r#""2024-01-01 00:00:00.50""#
+        );
         assert_eq!(field(Connect, Kind::Time2 { fsp: 0 }, r#""-01:00:00""#), "-3600000000");
         assert_eq!(field(Connect, Kind::Bit { bytes: 1, bits: 1 }, "1"), "true");
         assert_eq!(field(Connect, Kind::Bit { bytes: 2, bits: 9 }, "258"), r#""AgE=""#);

@@ -78,7 +78,9 @@ fn write_db_table(t: &Table, out: &mut Vec<u8>) {
 fn write_field(kind: &Kind, v: &[u8], out: &mut Vec<u8>) {
     match kind {
         Kind::Decimal { .. } => out.extend_from_slice(inner(v).unwrap_or(v)),
-        Kind::OldDateTime | Kind::DateTime2 { .. } | Kind::OldTimestamp | Kind::Timestamp2 { .. } => write_sql_datetime(v, out),
+        Kind::OldDateTime | Kind::DateTime2 { .. } | Kind::OldTimestamp | Kind::Timestamp2 { .. } => {
+            write_sql_datetime(v, out)
+        }
         _ => out.extend_from_slice(v),
     }
 }
@@ -93,7 +95,10 @@ mod tests {
         let field = |kind, v| converted(write_field, kind, v);
         assert_eq!(field(Kind::Decimal { precision: 5, scale: 2 }, r#""-999.99""#), "-999.99");
         assert_eq!(field(Kind::DateTime2 { fsp: 0 }, r#""0000-00-00T00:00:00""#), r#""0000-00-00 00:00:00""#);
-        assert_eq!(field(Kind::Timestamp2 { fsp: 6 }, r#""1970-01-01T00:00:01.000000Z""#), r#""1970-01-01 00:00:01.000000""#);
+        assert_eq!(
+            field(Kind::Timestamp2 { fsp: 6 }, r#""1970-01-01T00:00:01.000000Z""#),
+            r#""1970-01-01 00:00:01.000000""#
+        );
         assert_eq!(field(Kind::Decimal { precision: 5, scale: 2 }, "null"), "null");
     }
 }

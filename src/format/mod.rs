@@ -183,7 +183,11 @@ fn push_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
 
 /// A value converted by a format's `write_field`, as text (for unit tests).
 #[cfg(test)]
-fn converted(write_field: impl Fn(&crate::schema::Kind, &[u8], &mut Vec<u8>), kind: crate::schema::Kind, native: &str) -> String {
+fn converted(
+    write_field: impl Fn(&crate::schema::Kind, &[u8], &mut Vec<u8>),
+    kind: crate::schema::Kind,
+    native: &str,
+) -> String {
     let mut out = Vec::new();
     write_field(&kind, native.as_bytes(), &mut out);
     String::from_utf8(out).expect("JSON text")
@@ -206,7 +210,8 @@ mod tests {
             sql_type: String::new(),
             dropped: false,
         };
-        let columns = vec![col("id", Kind::Int { bytes: 4, unsigned: false }), col("day", Kind::Date), col("v", Kind::Double)];
+        let columns =
+            vec![col("id", Kind::Int { bytes: 4, unsigned: false }), col("day", Kind::Date), col("v", Kind::Double)];
         Arc::new(Table {
             db: "shop".into(),
             name: "t".into(),
@@ -271,7 +276,10 @@ mod tests {
         assert!(!debezium.tombstone_after(&changed, Part::Whole));
         let maxwell = Encoder::new(settings(Format::Maxwell));
         assert_eq!(maxwell.parts(&moved), [Part::Whole], "only Debezium splits a key change");
-        assert_eq!(key(&maxwell, &moved, Part::Whole).as_deref(), Some(r#"{"database":"shop","table":"t","pk.id":2,"pk.day":"2024-02-29"}"#));
+        assert_eq!(
+            key(&maxwell, &moved, Part::Whole).as_deref(),
+            Some(r#"{"database":"shop","table":"t","pk.id":2,"pk.day":"2024-02-29"}"#)
+        );
         assert_eq!(key(&Encoder::new(settings(Format::Canal)), &changed, Part::Whole).as_deref(), Some(r#"{"id":1}"#));
         let keyless = update(table(vec![]), ["1", "null", "1.5"], ["2", "null", "1.5"]);
         assert_eq!(key(&debezium, &keyless, Part::Whole), None);

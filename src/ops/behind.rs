@@ -75,7 +75,9 @@ impl Progress {
     fn new(behind: u64) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(behind);
-            if let Ok(style) = ProgressStyle::with_template("catching up {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}") {
+            if let Ok(style) =
+                ProgressStyle::with_template("catching up {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+            {
                 bar.set_style(style);
             }
             bar

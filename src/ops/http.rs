@@ -24,7 +24,9 @@ pub fn serve(addr: SocketAddr, metrics: Metrics) -> Result<()> {
                 "/metrics" => text(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8"),
                 "/healthz" => text(200, "ok\n".into(), "text/plain"),
                 "/readyz" if metrics.ready() => text(200, "ready\n".into(), "text/plain"),
-                "/readyz" if !metrics.lease_held() => text(503, "standing by: another instance holds the stream lease\n".into(), "text/plain"),
+                "/readyz" if !metrics.lease_held() => {
+                    text(503, "standing by: another instance holds the stream lease\n".into(), "text/plain")
+                }
                 "/readyz" => text(503, "not connected to the server\n".into(), "text/plain"),
                 _ => text(404, "try /metrics, /healthz or /readyz\n".into(), "text/plain"),
             };

@@ -71,19 +71,27 @@ fn saved(args: &StatusArgs) -> Result<Report> {
         if args.position_store != Some(PositionStoreKind::Kafka) {
             return Err(Usage("give --position-file PATH, or --position-store kafka with --stream-name".into()).into());
         }
-        let name = check_stream_name(args.stream_name.as_deref().context("--position-store kafka needs --stream-name: the stream whose position to report")?)?;
+        let name = check_stream_name(
+            args.stream_name
+                .as_deref()
+                .context("--position-store kafka needs --stream-name: the stream whose position to report")?,
+        )?;
         let topic = args.kafka_position_topic.clone().unwrap_or_else(|| DEFAULT_TOPIC.into());
         let settings = kafka_connection(args.kafka_brokers.clone(), &args.kafka_property)?;
         let reader = PositionReader::new(&settings, &topic, &name)?;
-        let saved = reader.read()?.with_context(|| format!("there is no {reader}: nothing was streamed under that name yet (check --stream-name)"))?;
-        let written = saved.written_ms.and_then(|ms| u64::try_from(ms).ok()).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let saved = reader.read()?.with_context(|| {
+            format!("there is no {reader}: nothing was streamed under that name yet (check --stream-name)")
+        })?;
+        let written =
+            saved.written_ms.and_then(|ms| u64::try_from(ms).ok()).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
         let age = written.and_then(|t| SystemTime::now().duration_since(t).ok());
         return Ok(Report { position_kafka: Some(KafkaLocation { topic, key: name }), ..report(saved.position, age) });
     };
     let position = read_position(path)?.with_context(|| {
         format!("there is no position file {}: nothing was streamed with it yet (check the path)", path.display())
     })?;
-    let age = std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
+    let age =
+        std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
     Ok(Report { position_file: Some(path.display().to_string()), ..report(position, age) })
 }
 
@@ -157,7 +165,9 @@ fn print_text(r: &Report) {
     println!("written        {} ({} s ago)", p.updated_at, r.age_seconds);
     if let Some(s) = &p.snapshot {
         match s.pending.first() {
-            Some([db, table]) => println!("snapshot       {} table(s) done, {} left, reading `{db}`.`{table}`", s.done, s.pending.len()),
+            Some([db, table]) => {
+                println!("snapshot       {} table(s) done, {} left, reading `{db}`.`{table}`", s.done, s.pending.len())
+            }
             None => println!("snapshot       complete: {} table(s)", s.done),
         }
     }

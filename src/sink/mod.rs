@@ -7,9 +7,9 @@ pub mod stdout;
 
 use anyhow::Result;
 
-use crate::position::Resume;
 use crate::event::{Change, Ddl};
 use crate::outbox::Message;
+use crate::position::Resume;
 use crate::signal::Signal;
 
 pub trait Sink {

@@ -15,10 +15,10 @@ use anyhow::{bail, Result};
 use thiserror::Error;
 
 use super::Sink;
-use crate::position::Resume;
 use crate::event::{Change, Ddl};
 use crate::format::Encoder;
 use crate::outbox::Message;
+use crate::position::Resume;
 
 #[derive(Debug, Error)]
 #[error("stdout was closed")]
@@ -103,7 +103,9 @@ impl<W: Write> Sink for StdoutSink<W> {
 pub fn check_delivers(allow_discard: bool) -> Result<()> {
     let stdout = io::stdout();
     let fd = stdout.as_fd();
-    let flags = rustix::fs::fcntl_getfl(fd).map_err(|e| anyhow::anyhow!("stdout is not open ({e}): give binlog-tail a stdout to write to, or use --sink kafka"))?;
+    let flags = rustix::fs::fcntl_getfl(fd).map_err(|e| {
+        anyhow::anyhow!("stdout is not open ({e}): give binlog-tail a stdout to write to, or use --sink kafka")
+    })?;
     if !matches!(flags & rustix::fs::OFlags::RWMODE, rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::RDWR) {
         bail!("stdout is not open for writing: redirect it to a file or a pipe, or use --sink kafka");
     }

@@ -91,7 +91,13 @@ pub async fn read(conn: &mut Conn, spec: &TableSpec, after: Option<&[KeyValue]>,
     let mut params = Vec::new();
     if let Some(after) = after.filter(|_| !spec.key.is_empty()) {
         if after.len() != spec.key.len() {
-            bail!("the saved snapshot key has {} values but `{}`.`{}` has {} key columns: the table's key changed", after.len(), spec.table.db, spec.table.name, spec.key.len());
+            bail!(
+                "the saved snapshot key has {} values but `{}`.`{}` has {} key columns: the table's key changed",
+                after.len(),
+                spec.table.db,
+                spec.table.name,
+                spec.key.len()
+            );
         }
         sql.push_str(" WHERE ");
         sql.push_str(&after_clause(spec, after, &mut params));
@@ -153,11 +159,28 @@ pub fn quote(name: &str) -> String {
 }
 
 /// One row of `information_schema.COLUMNS`.
-type ColumnRow = (String, String, String, Option<String>, Option<String>, Option<u64>, Option<u64>, Option<u64>, Option<u64>, String);
+type ColumnRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    String,
+);
 
 /// The table as it is now; None if it does not exist (any more). `key_override` names the
 /// chunk key columns (`--snapshot-key`).
-pub async fn describe(conn: &mut Conn, db: &str, name: &str, filter: &Filter, key_override: Option<&[String]>) -> Result<Option<TableSpec>> {
+pub async fn describe(
+    conn: &mut Conn,
+    db: &str,
+    name: &str,
+    filter: &Filter,
+    key_override: Option<&[String]>,
+) -> Result<Option<TableSpec>> {
     let columns: Vec<ColumnRow> = conn
         .exec(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, COLLATION_NAME, NUMERIC_PRECISION, NUMERIC_SCALE, \
@@ -181,7 +204,9 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str, filter: &Filter, ke
     let key = match key_override {
         Some(names) => names
             .iter()
-            .map(|n| position(n).with_context(|| format!("--snapshot-key names `{n}`, which `{db}`.`{name}` does not have")))
+            .map(|n| {
+                position(n).with_context(|| format!("--snapshot-key names `{n}`, which `{db}`.`{name}` does not have"))
+            })
             .collect::<Result<Vec<_>>>()?,
         None if !pk.is_empty() => pk.clone(),
         None => unique_not_null(&indexes, &columns),
@@ -194,14 +219,26 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str, filter: &Filter, ke
         write_json_str(&c.0, &mut key_json);
         key_json.push(b':');
         // The same type text the binlog path gives (only CHAR and BINARY need the column type).
-        let ty = if matches!(c.1.as_str(), "char" | "binary") { mysql_common::constants::ColumnType::MYSQL_TYPE_STRING } else { mysql_common::constants::ColumnType::MYSQL_TYPE_VARCHAR };
+        let ty = if matches!(c.1.as_str(), "char" | "binary") {
+            mysql_common::constants::ColumnType::MYSQL_TYPE_STRING
+        } else {
+            mysql_common::constants::ColumnType::MYSQL_TYPE_VARCHAR
+        };
         let sql_type = crate::decode::table::sql_type(ty, &kind);
-        table_columns.push(Column { name: c.0.clone(), key_json, dropped: filter.drops_column(db, name, &c.0), kind, sql_type });
+        table_columns.push(Column {
+            name: c.0.clone(),
+            key_json,
+            dropped: filter.drops_column(db, name, &c.0),
+            kind,
+            sql_type,
+        });
     }
     for &k in &key {
         let c = &columns[k];
         key_params.push(match (&c.3, &c.4, c.1.as_str()) {
-            (Some(charset), Some(collation), _) => format!("CAST(? AS CHAR CHARACTER SET {charset}) COLLATE {collation}"),
+            (Some(charset), Some(collation), _) => {
+                format!("CAST(? AS CHAR CHARACTER SET {charset}) COLLATE {collation}")
+            }
             (_, _, "decimal") => format!("CAST(? AS DECIMAL({}, {}))", c.5.unwrap_or(65), c.6.unwrap_or(0)),
             _ => "?".to_string(),
         });
@@ -255,7 +292,9 @@ fn kind_of(c: &ColumnRow) -> Result<Kind> {
     let unsigned = column_type.contains("unsigned");
     let fsp = c.7.unwrap_or(0).min(6) as u8;
     let text = match charset {
-        Some(cs) => TextEncoding::from_charset(cs).with_context(|| format!("charset {cs} is not one binlog-tail knows"))?,
+        Some(cs) => {
+            TextEncoding::from_charset(cs).with_context(|| format!("charset {cs} is not one binlog-tail knows"))?
+        }
         None => TextEncoding::Binary,
     };
     Ok(match data_type.as_str() {

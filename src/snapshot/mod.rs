@@ -80,7 +80,9 @@ pub struct KeyOverride {
 impl KeyOverride {
     /// `db.table=col1,col2`.
     pub fn parse(text: &str) -> Result<KeyOverride> {
-        let bad = || Usage(format!("--snapshot-key `{text}`: use db.table=column[,column...] naming unique, NOT NULL columns"));
+        let bad = || {
+            Usage(format!("--snapshot-key `{text}`: use db.table=column[,column...] naming unique, NOT NULL columns"))
+        };
         let (table, columns) = text.split_once('=').ok_or_else(bad)?;
         let (db, table) = table.split_once('.').ok_or_else(bad)?;
         let columns: Vec<String> = columns.split(',').map(|c| c.trim().to_string()).collect();
@@ -104,7 +106,11 @@ fn tables(rt: &Handle, opts: &Opts, filter: &Filter, wanted: &dyn Fn(&str, &str)
             .await?;
         Ok::<_, anyhow::Error>(rows)
     })?;
-    Ok(tables.into_iter().filter(|(db, t)| filter.includes_table(db, t) && wanted(db, t)).map(|(db, t)| [db, t]).collect())
+    Ok(tables
+        .into_iter()
+        .filter(|(db, t)| filter.includes_table(db, t) && wanted(db, t))
+        .map(|(db, t)| [db, t])
+        .collect())
 }
 
 type ChunkResult = (Conn, Result<Option<Chunk>>);
@@ -185,7 +191,9 @@ impl Snapshot {
     }
 
     fn tables(&self, wanted: &dyn Fn(&str, &str) -> bool) -> Result<Vec<[String; 2]>> {
-        tables(&self.rt, &self.opts, &self.filter, &|db, t| wanted(db, t) && !self.skip.iter().any(|(d, n)| d == db && n == t))
+        tables(&self.rt, &self.opts, &self.filter, &|db, t| {
+            wanted(db, t) && !self.skip.iter().any(|(d, n)| d == db && n == t)
+        })
     }
 
     /// Acts on a signal: queues tables for an incremental snapshot, or drops them from it.
@@ -248,11 +256,25 @@ impl Snapshot {
     /// The stream stands between transactions at `file:offset`, having executed `gtids`: emits
     /// every chunk that belongs here (waiting for its rows if need be) and starts the next read.
     /// Once `shutdown` is requested no chunk is started, so the stream can stop here.
-    pub fn reached(&mut self, file: &Arc<str>, offset: u64, gtids: &Option<GtidSet>, sink: &mut dyn Sink, shutdown: &Shutdown) -> Result<()> {
+    pub fn reached(
+        &mut self,
+        file: &Arc<str>,
+        offset: u64,
+        gtids: &Option<GtidSet>,
+        sink: &mut dyn Sink,
+        shutdown: &Shutdown,
+    ) -> Result<()> {
         self.step(file, offset, gtids, sink, shutdown).map_err(classify)
     }
 
-    fn step(&mut self, file: &Arc<str>, offset: u64, gtids: &Option<GtidSet>, sink: &mut dyn Sink, shutdown: &Shutdown) -> Result<()> {
+    fn step(
+        &mut self,
+        file: &Arc<str>,
+        offset: u64,
+        gtids: &Option<GtidSet>,
+        sink: &mut dyn Sink,
+        shutdown: &Shutdown,
+    ) -> Result<()> {
         let here = BinlogPos { file: file.clone(), offset };
         loop {
             if self.progress.complete() || shutdown.requested() {
@@ -289,7 +311,9 @@ impl Snapshot {
                     Some(chunk)
                 }
                 Ok(None) => {
-                    tracing::warn!("snapshot: `{db}`.`{table}` no longer exists (dropped during the snapshot?); skipping it");
+                    tracing::warn!(
+                        "snapshot: `{db}`.`{table}` no longer exists (dropped during the snapshot?); skipping it"
+                    );
                     None
                 }
                 Err(e) => match server_error(&e) {
@@ -329,9 +353,15 @@ impl Snapshot {
             if let Some(chunk) = chunk {
                 emit(chunk, &at, read_at, self.server, sink)?;
             }
-            let resume = Resume { snapshot: Some(self.progress.clone()), ..Resume::new(file.clone(), offset, gtids.clone()) };
+            let resume =
+                Resume { snapshot: Some(self.progress.clone()), ..Resume::new(file.clone(), offset, gtids.clone()) };
             sink.commit(&resume)?;
-            self.report.rows(&db, &table, rows as u64, self.progress.pending.first() != Some(&[db.clone(), table.clone()]));
+            self.report.rows(
+                &db,
+                &table,
+                rows as u64,
+                self.progress.pending.first() != Some(&[db.clone(), table.clone()]),
+            );
             if self.progress.complete() {
                 tracing::info!("snapshot complete: {} table(s)", self.progress.done);
             }
@@ -371,7 +401,8 @@ impl Snapshot {
             self.window += 1;
             let id = |kind: &str| format!("binlog-tail-{}-{}-{kind}", self.instance, self.window);
             let (low, high) = (id("low"), id("high"));
-            let due = Due::Window { low: low.clone(), high: high.clone(), open: false, closed: false, changed: Vec::new() };
+            let due =
+                Due::Window { low: low.clone(), high: high.clone(), open: false, closed: false, changed: Vec::new() };
             self.rt.spawn(async move {
                 let result = async {
                     let signals = format!("{}.{}", chunk::quote(&db_s), chunk::quote(&t_s));
@@ -430,7 +461,8 @@ impl Snapshot {
     fn observe(&mut self, change: &Change) {
         if let Some(Reading { due: Due::Window { open: true, closed: false, changed, .. }, .. }) = &mut self.reading {
             if self.progress.pending.first().is_some_and(|[d, t]| *d == change.table.db && *t == change.table.name) {
-                changed.extend(change.before.iter().chain(&change.after).map(|img| (change.table.clone(), img.clone())));
+                changed
+                    .extend(change.before.iter().chain(&change.after).map(|img| (change.table.clone(), img.clone())));
             }
         }
     }
@@ -439,7 +471,8 @@ impl Snapshot {
 /// Drops the chunk's rows whose key (every column, for a table without one) is that of a row
 /// changed inside the chunk's window: the stream carries those rows' newer values.
 fn leave_out_changed(chunk: &mut Chunk, changed: &[(Arc<Table>, RowImage)]) {
-    let key: Vec<usize> = if chunk.key.is_empty() { (0..chunk.table.columns.len()).collect() } else { chunk.key.clone() };
+    let key: Vec<usize> =
+        if chunk.key.is_empty() { (0..chunk.table.columns.len()).collect() } else { chunk.key.clone() };
     let names: Vec<&str> = key.iter().map(|&k| chunk.table.columns[k].name.as_str()).collect();
     let mut keys = HashSet::new();
     for (table, image) in changed {
@@ -505,7 +538,13 @@ impl Sink for Snapshotting<'_> {
 }
 
 /// The chunk's rows as one transaction of `read` events at the chunk's position.
-fn emit(chunk: Chunk, at: &BinlogPos, read_at: u64, (flavor, server_id): (Flavor, u32), sink: &mut dyn Sink) -> Result<()> {
+fn emit(
+    chunk: Chunk,
+    at: &BinlogPos,
+    read_at: u64,
+    (flavor, server_id): (Flavor, u32),
+    sink: &mut dyn Sink,
+) -> Result<()> {
     let count = chunk.rows.len() as u64;
     for (n, image) in chunk.rows.into_iter().enumerate() {
         let change = Change {
@@ -540,7 +579,10 @@ fn server_error(e: &anyhow::Error) -> Option<u16> {
 /// Wraps connection errors of the snapshot as transient, so the stream reconnects and goes on.
 fn classify(e: anyhow::Error) -> anyhow::Error {
     let lost = |c: &(dyn std::error::Error + 'static)| {
-        matches!(c.downcast_ref::<mysql_async::Error>(), Some(mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)))
+        matches!(
+            c.downcast_ref::<mysql_async::Error>(),
+            Some(mysql_async::Error::Io(_) | mysql_async::Error::Driver(_))
+        )
     };
     if e.chain().any(lost) && !crate::error::is_transient(&e) {
         Transient(e.context("the snapshot's connection failed")).into()
@@ -588,7 +630,11 @@ impl Report {
         let rate = t.rows as f64 / t.started.elapsed().as_secs_f64().max(1e-3);
         if table_done {
             t.bar.finish_and_clear();
-            tracing::info!("snapshot of `{db}`.`{table}` done: {} rows in {:.1?} ({rate:.0} rows/s)", t.rows, t.started.elapsed());
+            tracing::info!(
+                "snapshot of `{db}`.`{table}` done: {} rows in {:.1?} ({rate:.0} rows/s)",
+                t.rows,
+                t.started.elapsed()
+            );
             self.table = None;
         } else if now - t.last_line >= Duration::from_secs(10) && t.bar.is_hidden() {
             tracing::info!("snapshot of `{db}`.`{table}`: {} rows so far ({rate:.0} rows/s)", t.rows);
@@ -603,7 +649,8 @@ fn progress_bar(name: &str, estimate: u64) -> ProgressBar {
     }
     let bar = ProgressBar::new(estimate);
     bar.set_style(
-        ProgressStyle::with_template("{prefix} {bar:30} {pos}/~{len} rows {per_sec} eta {eta}").expect("static template"),
+        ProgressStyle::with_template("{prefix} {bar:30} {pos}/~{len} rows {per_sec} eta {eta}")
+            .expect("static template"),
     );
     bar.set_prefix(name.to_string());
     bar
@@ -622,7 +669,10 @@ mod tests {
     #[test]
     fn snapshot_keys_parse() {
         let k = KeyOverride::parse("shop.log=day,seq").unwrap();
-        assert_eq!((k.db.as_str(), k.table.as_str(), k.columns), ("shop", "log", vec!["day".to_string(), "seq".to_string()]));
+        assert_eq!(
+            (k.db.as_str(), k.table.as_str(), k.columns),
+            ("shop", "log", vec!["day".to_string(), "seq".to_string()])
+        );
         for bad in ["shop.log", "log=id", "shop.log=", "shop.log=a,,b"] {
             assert!(KeyOverride::parse(bad).is_err(), "{bad}");
         }

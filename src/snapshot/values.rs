@@ -21,8 +21,12 @@ pub fn write_value(kind: &Kind, value: &Value, out: &mut Vec<u8>) -> Result<()> 
         return Ok(());
     }
     match (kind, value) {
-        (Kind::Int { .. } | Kind::Year, Value::Int(v)) => out.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes()),
-        (Kind::Int { .. } | Kind::Year, Value::UInt(v)) => out.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes()),
+        (Kind::Int { .. } | Kind::Year, Value::Int(v)) => {
+            out.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes())
+        }
+        (Kind::Int { .. } | Kind::Year, Value::UInt(v)) => {
+            out.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes())
+        }
         (Kind::Float, Value::Float(v)) => write_f32(*v, out),
         (Kind::Double, Value::Double(v)) => write_f64(*v, out),
         (Kind::Decimal { .. }, Value::Bytes(digits)) => {
@@ -53,11 +57,14 @@ pub fn write_value(kind: &Kind, value: &Value, out: &mut Vec<u8>) -> Result<()> 
         // The server returns BINARY(n) with its trailing zero bytes, as the decoder restores them.
         (Kind::FixedBinary { .. }, Value::Bytes(b)) => TextEncoding::Binary.write_json(b, out)?,
         (Kind::Json { .. }, Value::Bytes(b)) => {
-            let doc: serde_json::Value = serde_json::from_slice(b).context("the server returned a JSON column that is not JSON")?;
+            let doc: serde_json::Value =
+                serde_json::from_slice(b).context("the server returned a JSON column that is not JSON")?;
             serde_json::to_writer(&mut *out, &doc)?;
         }
         // The server sends geometry as stored: a 4-byte SRID, then the WKB.
-        (Kind::Geometry { .. }, Value::Bytes(b)) => TextEncoding::Binary.write_json(b.get(4..).unwrap_or_default(), out)?,
+        (Kind::Geometry { .. }, Value::Bytes(b)) => {
+            TextEncoding::Binary.write_json(b.get(4..).unwrap_or_default(), out)?
+        }
         (Kind::Vector { .. }, Value::Bytes(b)) => {
             out.push(b'[');
             for (i, c) in b.chunks_exact(4).enumerate() {
@@ -138,11 +145,17 @@ mod tests {
 
     #[test]
     fn values_render_like_the_binlog_decoder() {
-        assert_eq!(render(Kind::Timestamp2 { fsp: 3 }, Value::Date(2024, 1, 1, 0, 0, 0, 500_000)), "\"2024-01-01T00:00:00.500Z\"");
+        assert_eq!(
+            render(Kind::Timestamp2 { fsp: 3 }, Value::Date(2024, 1, 1, 0, 0, 0, 500_000)),
+            "\"2024-01-01T00:00:00.500Z\""
+        );
         assert_eq!(render(Kind::Timestamp2 { fsp: 0 }, Value::Date(0, 0, 0, 0, 0, 0, 0)), "\"0000-00-00T00:00:00Z\"");
         assert_eq!(render(Kind::Time2 { fsp: 2 }, Value::Time(true, 34, 22, 59, 59, 990_000)), "\"-838:59:59.99\"");
         assert_eq!(render(Kind::Bit { bytes: 1, bits: 5 }, Value::Bytes(vec![0x1f])), "31");
-        assert_eq!(render(Kind::Set { bytes: 1, names: None }, Value::Bytes(b"red,blue".to_vec())), "[\"red\",\"blue\"]");
+        assert_eq!(
+            render(Kind::Set { bytes: 1, names: None }, Value::Bytes(b"red,blue".to_vec())),
+            "[\"red\",\"blue\"]"
+        );
         assert_eq!(render(Kind::Set { bytes: 1, names: None }, Value::Bytes(Vec::new())), "[]");
         assert_eq!(render(Kind::Decimal { precision: 5, scale: 2 }, Value::Bytes(b"-999.99".to_vec())), "\"-999.99\"");
         let mut out = Vec::new();
@@ -151,7 +164,13 @@ mod tests {
 
     #[test]
     fn keys_round_trip() {
-        for v in [Value::Int(-3), Value::UInt(u64::MAX), Value::Bytes(b"a\xff".to_vec()), Value::Date(2024, 2, 29, 1, 2, 3, 4), Value::Time(true, 1, 2, 3, 4, 5)] {
+        for v in [
+            Value::Int(-3),
+            Value::UInt(u64::MAX),
+            Value::Bytes(b"a\xff".to_vec()),
+            Value::Date(2024, 2, 29, 1, 2, 3, 4),
+            Value::Time(true, 1, 2, 3, 4, 5),
+        ] {
             assert_eq!(sql_value(&key_value(&v)), v);
         }
     }

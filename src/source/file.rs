@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::frame::{Checksums, EventReader, FrameError, Partial};
 use crate::decode::{Decoder, Flow};
+use crate::frame::{Checksums, EventReader, FrameError, Partial};
 use crate::sink::Sink;
 
 const MAGIC: [u8; 4] = [0xfe, b'b', b'i', b'n'];
@@ -48,7 +48,13 @@ fn progress_bar(total: u64) -> ProgressBar {
     bar
 }
 
-fn read_file(path: &Path, follow: bool, decoder: &mut Decoder, sink: &mut dyn Sink, progress: &ProgressBar) -> Result<Flow> {
+fn read_file(
+    path: &Path,
+    follow: bool,
+    decoder: &mut Decoder,
+    sink: &mut dyn Sink,
+    progress: &ProgressBar,
+) -> Result<Flow> {
     let file = File::open(path).context("cannot open the file")?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     read_binlog(&name, BufReader::with_capacity(256 * 1024, file), follow, decoder, sink, progress)
@@ -80,7 +86,10 @@ pub fn read_binlog(
         match events.next_event() {
             Ok(Ok((offset, event))) => {
                 if first && event.header.type_code != crate::frame::FORMAT_DESCRIPTION_EVENT {
-                    bail!("not a binlog file: its first event is not a format description (type {})", event.header.type_code);
+                    bail!(
+                        "not a binlog file: its first event is not a format description (type {})",
+                        event.header.type_code
+                    );
                 }
                 first = false;
                 let next = offset + u64::from(event.header.event_size);

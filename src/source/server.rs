@@ -20,15 +20,15 @@ use tokio::sync::mpsc;
 
 use tokio::sync::Notify;
 
-use crate::frame::{Header, RawEvent};
 use super::{tls, Start};
 use crate::checkpoint::{Position, ServerIdentity};
 use crate::decode::table::ColumnInfo;
 use crate::decode::SchemaLookup;
-use crate::position::{Flavor, Resume};
 use crate::error::{is_transient, Purged, Transient};
-use crate::history;
+use crate::frame::{Header, RawEvent};
 use crate::gtid::GtidSet;
+use crate::history;
+use crate::position::{Flavor, Resume};
 use crate::preflight::{self, Check, Status};
 
 #[derive(Debug, Clone)]
@@ -138,7 +138,9 @@ impl ServerSource {
             let (flavor, _) = flavor_of(&mut conn).await?;
             match checks {
                 Checks::Basic => check_server(&mut conn).await?,
-                Checks::Preflight(saved) => enforce(preflight::run(&mut conn, flavor, saved, cfg.resume_by_gtid).await?)?,
+                Checks::Preflight(saved) => {
+                    enforce(preflight::run(&mut conn, flavor, saved, cfg.resume_by_gtid).await?)?
+                }
             }
             let identity = preflight::identity(&mut conn, flavor).await?;
             let at = resolve_start(&mut conn, flavor, start, cfg.resume_by_gtid).await?;
@@ -224,7 +226,9 @@ pub fn parse_url(url: &str) -> Result<Opts> {
     let url = if url.contains("://") { url.to_string() } else { format!("mysql://{url}") };
     Opts::from_url(&url).map_err(|e| {
         let hint = match &e {
-            mysql_async::UrlError::UnknownParameter { param } if param.starts_with("ssl") || param.starts_with("tls") => {
+            mysql_async::UrlError::UnknownParameter { param }
+                if param.starts_with("ssl") || param.starts_with("tls") =>
+            {
                 ": TLS files are given with --tls-ca, --tls-cert and --tls-key"
             }
             _ => " (expected mysql://USER@HOST:PORT)",
@@ -349,10 +353,8 @@ pub async fn flavor_of(conn: &mut Conn) -> Result<(Flavor, String)> {
 
 /// Refuses servers whose binlog cannot give us rows.
 async fn check_server(conn: &mut Conn) -> Result<()> {
-    let (log_bin, format): (i64, String) = conn
-        .query_first("SELECT @@log_bin, @@binlog_format")
-        .await?
-        .context("the server returned no settings")?;
+    let (log_bin, format): (i64, String) =
+        conn.query_first("SELECT @@log_bin, @@binlog_format").await?.context("the server returned no settings")?;
     if log_bin == 0 {
         bail!("binary logging is off on this server (log_bin=OFF): start it with --log-bin --binlog-format=ROW --binlog-row-image=FULL --binlog-row-metadata=FULL");
     }
@@ -446,7 +448,12 @@ async fn binlog_head(conn: &mut Conn) -> Result<Head> {
     Ok(Head { file, pos, executed: executed.map(|g| GtidSet::parse(&g)).transpose()? })
 }
 
-async fn request_stream(mut conn: Conn, flavor: Flavor, cfg: &ServerConfig, at: &StartAt) -> Result<mysql_async::BinlogStream> {
+async fn request_stream(
+    mut conn: Conn,
+    flavor: Flavor,
+    cfg: &ServerConfig,
+    at: &StartAt,
+) -> Result<mysql_async::BinlogStream> {
     conn.query_drop(format!("SET @master_heartbeat_period = {}", cfg.heartbeat.as_nanos())).await?;
     if flavor == Flavor::MariaDb {
         // Without this MariaDB sends a MySQL 5.x-compatible stream that hides its GTIDs.
@@ -627,10 +634,7 @@ impl SchemaLookup for InfoSchema {
 
 /// `enum('a','it''s')` -> ["a", "it's"]; None for other types.
 fn enum_values(column_type: &str) -> Option<Vec<String>> {
-    let inner = column_type
-        .strip_prefix("enum(")
-        .or_else(|| column_type.strip_prefix("set("))?
-        .strip_suffix(')')?;
+    let inner = column_type.strip_prefix("enum(").or_else(|| column_type.strip_prefix("set("))?.strip_suffix(')')?;
     let mut values = Vec::new();
     let mut chars = inner.chars().peekable();
     while let Some(c) = chars.next() {

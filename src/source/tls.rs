@@ -70,7 +70,10 @@ pub fn resolve(options: &TlsOptions, url: &Opts) -> Result<Option<SslOpts>> {
             roots.push(ca.clone().into());
         }
         None if ca_only => {
-            return Err(Usage("--tls-ca-only (or built_in_roots=false in --url) needs --tls-ca FILE: the CA to trust".into()).into())
+            return Err(Usage(
+                "--tls-ca-only (or built_in_roots=false in --url) needs --tls-ca FILE: the CA to trust".into(),
+            )
+            .into())
         }
         None => {}
     }

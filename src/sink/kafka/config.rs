@@ -59,7 +59,14 @@ impl KafkaSettings {
 
     /// What decides which message goes where (never the property values, which may be secrets).
     pub fn routing(&self) -> String {
-        format!("{}|{}|{}|{:?}|{}", self.topic, self.topic_prefix, self.ddl_topic, self.key, self.partitioner().unwrap_or(""))
+        format!(
+            "{}|{}|{}|{:?}|{}",
+            self.topic,
+            self.topic_prefix,
+            self.ddl_topic,
+            self.key,
+            self.partitioner().unwrap_or("")
+        )
     }
 
     pub fn client_config(&self) -> Result<ClientConfig> {
@@ -107,14 +114,18 @@ impl KafkaSettings {
         match self.client_config()?.create_native_config() {
             Ok(_) => Ok(()),
             Err(KafkaError::ClientConfig(_, desc, key, _)) => {
-                bail!("bad Kafka property `{key}`: {} (see librdkafka's CONFIGURATION.md)", self.redactor().apply(&desc))
+                bail!(
+                    "bad Kafka property `{key}`: {} (see librdkafka's CONFIGURATION.md)",
+                    self.redactor().apply(&desc)
+                )
             }
             Err(e) => bail!("bad Kafka settings: {}", self.redactor().apply(&e.to_string())),
         }
     }
 
     pub fn redactor(&self) -> Redactor {
-        let mut values: Vec<String> = self.properties.iter().map(|(_, v)| v.clone()).filter(|v| !v.is_empty()).collect();
+        let mut values: Vec<String> =
+            self.properties.iter().map(|(_, v)| v.clone()).filter(|v| !v.is_empty()).collect();
         // Longest first, so a value containing another is replaced whole.
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         Redactor(values)
@@ -171,7 +182,11 @@ pub fn check_brokers(list: &str) -> Result<(), String> {
     let problem = list.split(',').map(str::trim).find_map(|entry| {
         let addr = entry.split_once("://").map_or(entry, |(_, addr)| addr);
         let Some((host, port)) = addr.rsplit_once(':') else {
-            return Some(if entry.is_empty() { "an empty entry".to_string() } else { format!("`{entry}` has no port") });
+            return Some(if entry.is_empty() {
+                "an empty entry".to_string()
+            } else {
+                format!("`{entry}` has no port")
+            });
         };
         let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         if host.is_empty() || host.contains(|c: char| c.is_whitespace() || "/[]".contains(c)) {
@@ -184,9 +199,9 @@ pub fn check_brokers(list: &str) -> Result<(), String> {
     });
     match problem {
         None => Ok(()),
-        Some(why) => Err(format!(
-            "--kafka-brokers `{list}`: {why}; give HOST:PORT[,HOST:PORT...], e.g. kafka1:9092,kafka2:9092"
-        )),
+        Some(why) => {
+            Err(format!("--kafka-brokers `{list}`: {why}; give HOST:PORT[,HOST:PORT...], e.g. kafka1:9092,kafka2:9092"))
+        }
     }
 }
 
@@ -223,11 +238,15 @@ mod tests {
 
     #[test]
     fn property_values_never_appear_in_errors() {
-        let with = |k: &str, v: &str| KafkaSettings { properties: vec![(k.into(), v.into())], ..test_settings("b:9092") };
+        let with =
+            |k: &str, v: &str| KafkaSettings { properties: vec![(k.into(), v.into())], ..test_settings("b:9092") };
         let err = with("sasl.pasword", "hunter2secret").check().unwrap_err().to_string();
         assert!(err.contains("`sasl.pasword`") && !err.contains("hunter2secret"), "{err}");
         let err = with("security.protocol", "hunter2secret").check().unwrap_err().to_string();
-        assert!(err.contains("`security.protocol`") && err.contains("\"***\"") && !err.contains("hunter2secret"), "{err}");
+        assert!(
+            err.contains("`security.protocol`") && err.contains("\"***\"") && !err.contains("hunter2secret"),
+            "{err}"
+        );
         let err = with("linger.ms", "xyz").check().unwrap_err().to_string();
         assert!(!err.contains("xyz"), "{err}");
         with("sasl.password", "hunter2secret").check().unwrap();

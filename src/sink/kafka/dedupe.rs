@@ -69,7 +69,9 @@ impl OrderKey {
     pub fn compare(&self, other: &OrderKey) -> Option<Ordering> {
         let series = match (&self.series, &other.series) {
             (Series::Gtid { domain: a, seq: x }, Series::Gtid { domain: b, seq: y }) if a == b => x.cmp(y),
-            (Series::File { base: a, number: n, offset: o }, Series::File { base: b, number: m, offset: p }) if a == b => {
+            (Series::File { base: a, number: n, offset: o }, Series::File { base: b, number: m, offset: p })
+                if a == b =>
+            {
                 (n, o).cmp(&(m, p))
             }
             _ => return None,
@@ -240,14 +242,18 @@ impl Tails {
             self.topics.get_mut(topic).expect("present").tails.insert(partition, tail);
         }
         let t = self.topics.get_mut(topic).expect("present");
-        let held = t.tails[&partition].as_ref().is_some_and(|tail| key.compare(tail).is_some_and(|o| o != Ordering::Greater));
+        let held =
+            t.tails[&partition].as_ref().is_some_and(|tail| key.compare(tail).is_some_and(|o| o != Ordering::Greater));
         if held {
             t.skipped += 1;
         } else if t.tails.get(&partition).is_some_and(Option::is_some) {
             // The first message past the tail: from here on the partition gets everything.
             t.tails.insert(partition, None);
             if t.skipped > 0 {
-                tracing::info!("Kafka dedupe: {} replayed messages of topic {topic} were already there and skipped", t.skipped);
+                tracing::info!(
+                    "Kafka dedupe: {} replayed messages of topic {topic} were already there and skipped",
+                    t.skipped
+                );
             }
         }
         Ok(Some(held))
@@ -295,7 +301,11 @@ mod tests {
         assert_eq!(key(&format!("{uuid}:7"), 0).compare(&key(&format!("{uuid}:10"), 0)), Some(Ordering::Less));
         assert_eq!(key(&format!("{uuid}:blue:7"), 0).compare(&key(&format!("{uuid}:7"), 0)), None, "another tag");
         assert_eq!(key("binlog.000002:4", 0).compare(&key("binlog.000001:900", 5)), Some(Ordering::Greater));
-        assert_eq!(key("binlog.000002:400", 0).compare(&key("binlog.000002:4000", 0)), Some(Ordering::Less), "offsets as numbers");
+        assert_eq!(
+            key("binlog.000002:400", 0).compare(&key("binlog.000002:4000", 0)),
+            Some(Ordering::Less),
+            "offsets as numbers"
+        );
         assert_eq!(key("other.000002:4", 0).compare(&key("binlog.000001:900", 5)), None);
         assert_eq!(key("0-1-5", 0).compare(&key("binlog.000001:900", 0)), None);
         let header = format!("abc/{uuid}:7/12");
@@ -310,8 +320,14 @@ mod tests {
         assert_eq!(murmur2(b"21") as i32, -973_932_308);
         assert_eq!(murmur2(b"foobar") as i32, -790_332_482);
         assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985_981_536);
-        assert_eq!(Partitioner::Crc32.partition(Some(b"{\"id\":1}"), b"x", 3), (crc32fast::hash(b"{\"id\":1}") % 3) as i32);
-        assert_eq!(Partitioner::Crc32.partition(None, b"0-1-5/0", 3), Partitioner::Crc32.partition(None, b"0-1-5/0", 3));
+        assert_eq!(
+            Partitioner::Crc32.partition(Some(b"{\"id\":1}"), b"x", 3),
+            (crc32fast::hash(b"{\"id\":1}") % 3) as i32
+        );
+        assert_eq!(
+            Partitioner::Crc32.partition(None, b"0-1-5/0", 3),
+            Partitioner::Crc32.partition(None, b"0-1-5/0", 3)
+        );
         assert!(Partitioner::from_property(Some("random")).is_err());
     }
 

@@ -31,19 +31,19 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::ClientContext;
 
 use super::Sink;
 use crate::error::Restart;
-use crate::position::Resume;
 use crate::event::{Change, Ddl, Op};
 use crate::format::Encoder;
 use crate::metrics::Metrics;
 use crate::outbox::Message;
+use crate::position::Resume;
 use crate::shutdown::Shutdown;
 use config::KafkaSettings;
 use dedupe::{OrderKey, Partitioner, Tails};
@@ -147,7 +147,15 @@ fn collateral(err: &KafkaError) -> bool {
     use RDKafkaErrorCode::*;
     matches!(
         err.rdkafka_error_code(),
-        Some(PurgeQueue | PurgeInflight | Fatal | OutOfOrderSequenceNumber | UnknownProducerId | InvalidProducerEpoch | InvalidProducerIdMapping)
+        Some(
+            PurgeQueue
+                | PurgeInflight
+                | Fatal
+                | OutOfOrderSequenceNumber
+                | UnknownProducerId
+                | InvalidProducerEpoch
+                | InvalidProducerIdMapping
+        )
     )
 }
 
@@ -200,7 +208,12 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     /// `stream` names the position file and configuration this run continues (see `dedupe`).
-    pub fn new(settings: KafkaSettings, encoder: Encoder, shutdown: Arc<Shutdown>, stream: String) -> Result<KafkaSink> {
+    pub fn new(
+        settings: KafkaSettings,
+        encoder: Encoder,
+        shutdown: Arc<Shutdown>,
+        stream: String,
+    ) -> Result<KafkaSink> {
         let redact = settings.redactor();
         let reports = Reports {
             delivered: Mutex::new(Vec::new()),
@@ -213,10 +226,16 @@ impl KafkaSink {
         };
         let config = settings.client_config()?;
         let producer: BaseProducer<Reports> = config.create_with_context(reports).map_err(|e| {
-            anyhow!("cannot create the Kafka producer (check --kafka-brokers and the -X properties): {}", redact.apply(&e.to_string()))
+            anyhow!(
+                "cannot create the Kafka producer (check --kafka-brokers and the -X properties): {}",
+                redact.apply(&e.to_string())
+            )
         })?;
         let dedupe = match settings.dedupe {
-            true => Some((Partitioner::from_property(settings.partitioner())?, Tails::new(stream.clone(), settings.consumer_config()?)?)),
+            true => Some((
+                Partitioner::from_property(settings.partitioner())?,
+                Tails::new(stream.clone(), settings.consumer_config()?)?,
+            )),
             false => None,
         };
         Ok(KafkaSink {
@@ -251,7 +270,14 @@ impl KafkaSink {
     /// Hands one message to the producer, waiting while its queue is full; with `dedupe`, skips
     /// it when its partition already holds it. `origin` is the transaction's GTID or position. A
     /// message without a value is a tombstone.
-    fn send(&mut self, topic: &str, key: Option<&[u8]>, headers: OwnedHeaders, value: Option<&[u8]>, origin: &str) -> Result<()> {
+    fn send(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        headers: OwnedHeaders,
+        value: Option<&[u8]>,
+        origin: &str,
+    ) -> Result<()> {
         let origin = self.tx_origin.get_or_insert_with(|| origin.to_string()).clone();
         let index = self.tx_index;
         self.tx_index += 1;
@@ -289,7 +315,10 @@ impl KafkaSink {
                     self.check_failure()?;
                     self.check_stop(self.producer.in_flight_count() as u64)?;
                     if waited.elapsed() > Duration::from_secs(30) {
-                        tracing::warn!("Kafka is not acknowledging: {} messages waiting; reading paused", self.producer.in_flight_count());
+                        tracing::warn!(
+                            "Kafka is not acknowledging: {} messages waiting; reading paused",
+                            self.producer.in_flight_count()
+                        );
                         waited = Instant::now();
                     }
                 }
@@ -414,7 +443,9 @@ impl Drop for KafkaSink {
 
 impl Sink for KafkaSink {
     fn change(&mut self, change: &Change) -> Result<()> {
-        let context = || format!("the event of `{}`.`{}` at {}:{}", change.table.db, change.table.name, change.file, change.offset);
+        let context = || {
+            format!("the event of `{}`.`{}` at {}:{}", change.table.db, change.table.name, change.file, change.offset)
+        };
         // Snapshot reads are never skipped: chunks of several tables can share a position, so
         // their order cannot be told from it (an empty origin has no order key).
         let origin = match change.op {
@@ -432,7 +463,8 @@ impl Sink for KafkaSink {
             sent.with_context(context)?;
             if routed.key.is_some() && self.encoder.tombstone_after(change, part) {
                 let tombstone = route::change(&self.settings, &self.encoder, change, part, "tombstone");
-                self.send(&tombstone.topic, tombstone.key.as_deref(), tombstone.headers, None, &origin).with_context(context)?;
+                self.send(&tombstone.topic, tombstone.key.as_deref(), tombstone.headers, None, &origin)
+                    .with_context(context)?;
             }
         }
         Ok(())
@@ -513,7 +545,13 @@ mod tests {
     }
 
     fn message(n: u32) -> Message {
-        Message { origin: format!("0-1-{n}"), topic: "orders".into(), key: Some(n.to_string().into_bytes()), headers: vec![], value: format!("{{\"n\":{n}}}").into_bytes() }
+        Message {
+            origin: format!("0-1-{n}"),
+            topic: "orders".into(),
+            key: Some(n.to_string().into_bytes()),
+            headers: vec![],
+            value: format!("{{\"n\":{n}}}").into_bytes(),
+        }
     }
 
     fn resume(offset: u64) -> Resume {
@@ -544,7 +582,11 @@ mod tests {
         let mut s = sink(cluster.bootstrap_servers());
         cluster.request_errors(
             RDKafkaApiKey::Produce,
-            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS],
+            &[
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            ],
         );
         // A first transaction while the broker is up (its partition tail is read then).
         s.message(&message(9)).unwrap();
@@ -591,7 +633,8 @@ mod tests {
         send_transactions(&mut sink(cluster.bootstrap_servers()), 1, 4);
         assert_eq!(stored(&cluster), 6);
         // Another producer writes to the same partition.
-        let foreign: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", cluster.bootstrap_servers()).create().unwrap();
+        let foreign: BaseProducer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", cluster.bootstrap_servers()).create().unwrap();
         for _ in 0..3 {
             foreign.send(BaseRecord::<(), _>::to("orders").payload("not ours").partition(0)).unwrap();
         }
@@ -601,7 +644,13 @@ mod tests {
         send_transactions(&mut sink(cluster.bootstrap_servers()), 2, 6);
         assert_eq!(stored(&cluster), 13);
         // Another stream (another position file or configuration) proves nothing: all is sent.
-        let mut other = KafkaSink::new(config::test_settings(&cluster.bootstrap_servers()), Encoder::new(Default::default()), Shutdown::new(), "other".into()).unwrap();
+        let mut other = KafkaSink::new(
+            config::test_settings(&cluster.bootstrap_servers()),
+            Encoder::new(Default::default()),
+            Shutdown::new(),
+            "other".into(),
+        )
+        .unwrap();
         send_transactions(&mut other, 4, 6);
         assert_eq!(stored(&cluster), 17);
     }
@@ -616,10 +665,25 @@ mod tests {
         // Under the gapless guarantee each of these is a fatal error too; restarting cannot help.
         let refused = "Kafka refused the event of `?`.`?` at ? for topic orders";
         for (api, code, says, fix) in [
-            (RDKafkaApiKey::Produce, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, refused, "grant this client WRITE on the topic"),
-            (RDKafkaApiKey::Produce, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, refused, "raise the topic's max.message.bytes"),
+            (
+                RDKafkaApiKey::Produce,
+                RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+                refused,
+                "grant this client WRITE on the topic",
+            ),
+            (
+                RDKafkaApiKey::Produce,
+                RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+                refused,
+                "raise the topic's max.message.bytes",
+            ),
             // The producer cannot even start: no message is refused, all are purged.
-            (RDKafkaApiKey::InitProducerId, RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED, "librdkafka fatal error ClusterAuthorizationFailed", "grant this client WRITE"),
+            (
+                RDKafkaApiKey::InitProducerId,
+                RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED,
+                "librdkafka fatal error ClusterAuthorizationFailed",
+                "grant this client WRITE",
+            ),
         ] {
             let cluster = MockCluster::new(1).unwrap();
             cluster.create_topic("orders", 1, 1).unwrap();
@@ -661,7 +725,10 @@ mod tests {
         let err = go_on().unwrap_err();
         assert!(is_restart(&err), "{err:#}");
         let text = format!("{err:#}");
-        assert!(text.contains("librdkafka fatal error OutOfOrderSequenceNumber") && !text.contains("refused"), "{text}");
+        assert!(
+            text.contains("librdkafka fatal error OutOfOrderSequenceNumber") && !text.contains("refused"),
+            "{text}"
+        );
         assert!(!text.contains(SECRET), "{text}");
         let started = Instant::now();
         let err = s.flush().unwrap_err();
@@ -713,7 +780,10 @@ mod tests {
     fn a_broken_sequence_restarts_from_the_acknowledged_position() {
         // The broker answers the next Produce request as if a message were missing before it.
         restart_after(|_, cluster| {
-            cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER]);
+            cluster.request_errors(
+                RDKafkaApiKey::Produce,
+                &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+            );
         });
     }
 }

@@ -22,7 +22,8 @@ pub struct Routed {
 /// tombstones).
 pub fn change(settings: &KafkaSettings, encoder: &Encoder, c: &Change, part: Part, op: &str) -> Routed {
     let t = &c.table;
-    let topic = format!("{}{}", settings.topic_prefix, settings.topic.replace("{db}", &t.db).replace("{table}", &t.name));
+    let topic =
+        format!("{}{}", settings.topic_prefix, settings.topic.replace("{db}", &t.db).replace("{table}", &t.name));
     let key = match settings.key {
         KeyMode::Pk => {
             let mut k = Vec::with_capacity(32);
@@ -68,5 +69,9 @@ pub fn ddl(settings: &KafkaSettings, d: &Ddl) -> Routed {
         .insert(Header { key: "op", value: Some("ddl") })
         .insert(Header { key: "db", value: Some(d.db.as_str()) })
         .insert(Header { key: "pos", value: Some(position.as_str()) });
-    Routed { topic: format!("{}{}", settings.topic_prefix, settings.ddl_topic), key: Some(d.db.clone().into_bytes()), headers }
+    Routed {
+        topic: format!("{}{}", settings.topic_prefix, settings.ddl_topic),
+        key: Some(d.db.clone().into_bytes()),
+        headers,
+    }
 }
