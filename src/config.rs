@@ -1,101 +1,31 @@
-//! The TOML config file of `stream`, merged under flags and environment variables.
+//! Settings from the parsed options: what needs more than one option, the server or a file to
+//! check, or a default that depends on another option.
 //!
-//! Invariants: unknown keys are an error (a typo must not silently fall back to a default), and
-//! every value is validated the same way whether it came from a flag, the environment or the file.
+//! Invariants: every value is validated here or by clap before anything is read or written, and
+//! a bad one is a usage error (exit code 2), whichever source (flag, environment, config file)
+//! it came from.
 
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use anyhow::{Context, Result};
 
 use crate::cli::{
-    EmitArgs, LogFormat, OnOff, PositionStoreKind, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode,
-    StreamArgs, TlsArgs,
+    EmitArgs, OnOff, PositionStoreKind, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode, StreamArgs, TlsArgs,
 };
 use crate::decode::Options;
 use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
-use crate::format::{default_server_name, DebeziumTime, Format, FormatSettings};
+use crate::format::{default_server_name, Format, FormatSettings};
 use crate::outbox::OutboxTable;
-use crate::sink::kafka::config::{check_brokers, parse_property, KafkaSettings, KeyMode};
 use crate::snapshot::{self, KeyOverride};
+use crate::sink::kafka::config::{check_brokers, parse_property, KafkaSettings};
 use crate::source::server::{parse_url, redact, ServerConfig};
 use crate::source::tls::{self, TlsOptions};
 use crate::source::Start;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub url: Option<String>,
-    pub password_file: Option<PathBuf>,
-    pub server_id: Option<u32>,
-    pub start: Option<String>,
-    pub heartbeat: Option<f64>,
-    pub wait_for_server: Option<f64>,
-    pub tls: Option<bool>,
-    pub tls_ca: Option<PathBuf>,
-    pub tls_ca_only: Option<bool>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub tls_server_name: Option<String>,
-    pub position_file: Option<PathBuf>,
-    pub position_store: Option<PositionStoreKind>,
-    pub stream_name: Option<String>,
-    pub sink: Option<SinkKind>,
-    pub checkpoint_every: Option<u64>,
-    pub checkpoint_interval: Option<f64>,
-    pub resume_by: Option<ResumeBy>,
-    pub allow_discard: Option<bool>,
-    pub metrics_addr: Option<String>,
-    pub log_format: Option<LogFormat>,
-    #[serde(default)]
-    pub include: Vec<String>,
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    pub ops: Option<String>,
-    #[serde(default)]
-    pub drop_columns: Vec<String>,
-    pub emit_ddl: Option<bool>,
-    #[serde(default)]
-    pub outbox: Vec<OutboxTable>,
-    pub format: Option<Format>,
-    pub debezium_time: Option<DebeziumTime>,
-    pub debezium_name: Option<String>,
-    pub debezium_tombstones: Option<bool>,
-    pub kafka_brokers: Option<String>,
-    pub kafka_topic: Option<String>,
-    pub kafka_topic_prefix: Option<String>,
-    pub kafka_key: Option<KeyMode>,
-    pub kafka_compression: Option<String>,
-    pub kafka_ddl_topic: Option<String>,
-    pub kafka_dedupe: Option<OnOff>,
-    pub kafka_position_topic: Option<String>,
-    pub kafka_lease_timeout: Option<f64>,
-    /// librdkafka properties.
-    #[serde(default)]
-    pub kafka: std::collections::BTreeMap<String, toml::Value>,
-    pub snapshot: Option<SnapshotMode>,
-    pub snapshot_chunk_size: Option<u64>,
-    #[serde(default)]
-    pub snapshot_keys: Vec<String>,
-    pub signal_table: Option<String>,
-    pub snapshot_method: Option<snapshot::Method>,
-}
-
-impl FileConfig {
-    pub fn load(path: &Path) -> Result<FileConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --config {}", path.display()))?;
-        FileConfig::parse(&text).with_context(|| format!("bad config file {}", path.display()))
-    }
-
-    pub fn parse(text: &str) -> Result<FileConfig> {
-        Ok(toml::from_str(text)?)
-    }
-}
-
-/// Everything `stream` runs with, after merging.
+/// Everything `stream` runs with.
 #[derive(Debug)]
 pub struct StreamSettings {
     pub server: ServerConfig,
@@ -114,6 +44,8 @@ pub struct StreamSettings {
     pub snapshot: Option<snapshot::Settings>,
     /// Where to serve /metrics, /healthz and /readyz.
     pub metrics_addr: Option<SocketAddr>,
+    /// What decides which Kafka message is which (see `message_identity`); empty without Kafka.
+    pub message_identity: String,
 }
 
 /// Where the position is kept.
@@ -122,160 +54,80 @@ pub enum PositionSettings {
     File(PathBuf),
     /// A compacted topic on the Kafka sink's brokers, under the stream's name, which also names
     /// its lease; `lease_timeout` is how long an instance may go unheard before a standby takes over.
-    Kafka {
-        topic: String,
-        name: String,
-        lease_timeout: Duration,
-    },
+    Kafka { topic: String, name: String, lease_timeout: Duration },
 }
 
 impl StreamSettings {
     pub fn resolve(args: StreamArgs) -> Result<StreamSettings> {
-        let file = match &args.config {
-            Some(path) => FileConfig::load(path)?,
-            None => FileConfig::default(),
-        };
-        let start = match (args.server.start.clone(), &file.start) {
-            (Some(s), _) => Some(s),
-            (None, Some(s)) => {
-                Some(s.parse::<Start>().map_err(|e| Usage(format!("bad `start` in the config file: {e:#}")))?)
-            }
-            (None, None) => None,
-        };
-        let merged = ServerArgs {
-            url: args.server.url.or(file.url),
-            password_file: args.server.password_file.or(file.password_file),
-            server_id: args.server.server_id.or(file.server_id),
-            start: None,
-            heartbeat: args.server.heartbeat.or(file.heartbeat),
-            wait_for_server: args.server.wait_for_server.or(file.wait_for_server),
-            tls: TlsArgs {
-                tls: args.server.tls.tls || file.tls.unwrap_or(false),
-                tls_ca: args.server.tls.tls_ca.or(file.tls_ca),
-                tls_ca_only: args.server.tls.tls_ca_only || file.tls_ca_only.unwrap_or(false),
-                tls_cert: args.server.tls.tls_cert.or(file.tls_cert),
-                tls_key: args.server.tls.tls_key.or(file.tls_key),
-                tls_server_name: args.server.tls.tls_server_name.or(file.tls_server_name),
-            },
-        };
-        // Lists from flags replace the file's lists rather than adding to them.
-        let pick = |flag: Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag };
-        file.outbox.iter().try_for_each(OutboxTable::validate).map_err(usage)?;
-        let emit = EmitArgs {
-            include: pick(args.emit.include, file.include),
-            exclude: pick(args.emit.exclude, file.exclude),
-            ops: args.emit.ops.or(file.ops),
-            drop_column: pick(args.emit.drop_column, file.drop_columns),
-            emit_ddl: args.emit.emit_ddl || file.emit_ddl.unwrap_or(false),
-            outbox: args.emit.outbox.clone(),
-            outbox_topic: args.emit.outbox_topic.clone(),
-            format: args.emit.format.or(file.format),
-            debezium_time: args.emit.debezium_time.or(file.debezium_time),
-            debezium_name: args.emit.debezium_name.or(file.debezium_name),
-            debezium_tombstones: args.emit.debezium_tombstones.or(file.debezium_tombstones),
-        };
-        let format = format_settings(&emit, merged.url.as_deref())?;
-        let mut decode = decode_options(&emit, None)?;
-        if emit.outbox.is_empty() {
-            decode.outbox = file.outbox;
-        }
-        let sink = args.sink.or(file.sink).unwrap_or(SinkKind::Stdout);
-        let position = match args.position_store.or(file.position_store).unwrap_or(PositionStoreKind::File) {
-            PositionStoreKind::File => PositionSettings::File(args.position_file.or(file.position_file).context(
-                "give --position-file PATH (or position_file in --config): it is where streaming resumes after a restart (or keep the position in Kafka: --position-store kafka)",
+        let format = format_settings(&args.emit, args.server.url.as_deref())?;
+        let mut decode = decode_options(&args.emit, None)?;
+        let sink = args.sink;
+        let position = match args.position_store {
+            PositionStoreKind::File => PositionSettings::File(args.position_file.context(
+                "give --position-file PATH: it is where streaming resumes after a restart (or keep the position in Kafka: --position-store kafka)",
             )?),
             PositionStoreKind::Kafka => {
                 if sink != SinkKind::Kafka {
                     return Err(Usage("--position-store kafka keeps the position on the Kafka sink's brokers: it needs --sink kafka".into()).into());
                 }
-                if args.position_file.is_some() || file.position_file.is_some() {
+                if args.position_file.is_some() {
                     return Err(Usage("--position-file applies to --position-store file; with --position-store kafka the position is in --kafka-position-topic".into()).into());
                 }
-                let name = match args.stream_name.or(file.stream_name) {
+                let name = match args.stream_name {
                     Some(name) => check_stream_name(&name)?,
                     None => {
-                        let url = merged.url.as_deref().context("give --url mysql://USER@HOST:PORT: the server to stream from")?;
-                        let name = default_stream_name(url, &emit)?;
+                        let url = args.server.url.as_deref().context("give --url mysql://USER@HOST:PORT: the server to stream from")?;
+                        let name = default_stream_name(url, &args.emit)?;
                         tracing::info!("stream name {name} (from the server and the filters; set --stream-name to keep the position when they change)");
                         name
                     }
                 };
-                let topic = args.kafka.kafka_position_topic.clone().or(file.kafka_position_topic.clone()).unwrap_or_else(|| crate::checkpoint::kafka::DEFAULT_TOPIC.into());
-                let lease_timeout = seconds(args.kafka.kafka_lease_timeout.or(file.kafka_lease_timeout).unwrap_or(10.0), "--kafka-lease-timeout")?;
-                if lease_timeout < Duration::from_secs(1) {
-                    return Err(Usage("--kafka-lease-timeout must be at least 1 second".into()).into());
-                }
-                PositionSettings::Kafka { topic, name, lease_timeout }
+                let topic = args.kafka.kafka_position_topic.clone();
+                PositionSettings::Kafka { topic, name, lease_timeout: args.kafka.kafka_lease_timeout }
             }
         };
         let kafka = match sink {
             SinkKind::Stdout => None,
             SinkKind::Kafka => {
-                // Properties from the file first, so `-X` flags override them.
-                let mut properties: Vec<(String, String)> = file
-                    .kafka
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
-                    .collect();
-                properties.extend(parse_properties(&args.kafka.kafka_property)?);
-                let brokers = args
-                    .kafka
-                    .kafka_brokers
-                    .or(file.kafka_brokers)
-                    .context("--sink kafka needs --kafka-brokers HOST:PORT (or kafka_brokers in --config)")?;
+                let k = args.kafka;
+                let brokers = k.kafka_brokers.context("--sink kafka needs --kafka-brokers HOST:PORT")?;
                 check_brokers(&brokers).map_err(Usage)?;
-                let defaults = KafkaSettings::new(brokers, properties);
                 let kafka = KafkaSettings {
-                    topic: args.kafka.kafka_topic.or(file.kafka_topic).unwrap_or(defaults.topic.clone()),
-                    topic_prefix: args.kafka.kafka_topic_prefix.or(file.kafka_topic_prefix).unwrap_or_default(),
-                    ddl_topic: args
-                        .kafka
-                        .kafka_ddl_topic
-                        .or(file.kafka_ddl_topic)
-                        .unwrap_or(defaults.ddl_topic.clone()),
-                    key: args.kafka.kafka_key.or(file.kafka_key).unwrap_or(defaults.key),
-                    compression: args
-                        .kafka
-                        .kafka_compression
-                        .or(file.kafka_compression)
-                        .unwrap_or(defaults.compression.clone()),
-                    dedupe: args.kafka.kafka_dedupe.or(file.kafka_dedupe).map_or(defaults.dedupe, |d| d == OnOff::On),
-                    ..defaults
+                    topic: k.kafka_topic,
+                    topic_prefix: k.kafka_topic_prefix,
+                    ddl_topic: k.kafka_ddl_topic,
+                    key: k.kafka_key,
+                    compression: k.kafka_compression,
+                    dedupe: k.kafka_dedupe == OnOff::On,
+                    ..KafkaSettings::new(brokers, parse_properties(&k.kafka_property)?)
                 };
                 kafka.check().map_err(usage)?;
                 Some(kafka)
             }
         };
-        let snapshot_args = SnapshotArgs {
-            snapshot: args.snapshot.snapshot.or(file.snapshot),
-            snapshot_chunk_size: args.snapshot.snapshot_chunk_size.or(file.snapshot_chunk_size),
-            snapshot_key: pick(args.snapshot.snapshot_key, file.snapshot_keys),
-            signal_table: args.snapshot.signal_table.or(file.signal_table),
-            snapshot_method: args.snapshot.snapshot_method.or(file.snapshot_method),
-        };
-        let snapshot = snapshot_settings(&snapshot_args)?;
+        let snapshot = snapshot_settings(&args.snapshot)?;
         decode.signal_table = snapshot.as_ref().and_then(|s| s.signal_table.clone());
-        let mut server = server_config(&merged, true)?;
+        let message_identity =
+            kafka.as_ref().map(|k| message_identity(&args.emit, &decode, &format, k)).unwrap_or_default();
+        let mut server = server_config(&args.server, true)?;
         // `stream` retries every connection itself, without a limit, logging each attempt and
         // stopping at a signal; a wait inside one attempt would only hide that.
         server.wait_for_server = Duration::ZERO;
-        server.resume_by_gtid = args.resume_by.or(file.resume_by).unwrap_or(ResumeBy::Gtid) == ResumeBy::Gtid;
+        server.resume_by_gtid = args.resume_by == ResumeBy::Gtid;
         Ok(StreamSettings {
             server,
-            start,
+            start: args.server.start,
             position,
             sink,
-            allow_discard: args.allow_discard || file.allow_discard.unwrap_or(false),
-            metrics_addr: args.metrics_addr.or(file.metrics_addr).as_deref().map(socket_addr).transpose()?,
+            allow_discard: args.allow_discard,
+            metrics_addr: args.metrics_addr,
             kafka,
-            checkpoint_every: args.checkpoint_every.or(file.checkpoint_every).unwrap_or(1000).max(1),
-            checkpoint_interval: seconds(
-                args.checkpoint_interval.or(file.checkpoint_interval).unwrap_or(1.0),
-                "checkpoint interval",
-            )?,
+            checkpoint_every: args.checkpoint_every,
+            checkpoint_interval: args.checkpoint_interval,
             decode,
             snapshot,
             format,
+            message_identity,
         })
     }
 }
@@ -310,28 +162,61 @@ fn default_stream_name(url: &str, emit: &EmitArgs) -> Result<String> {
     let opts = parse_url(url)?;
     let host: String =
         opts.ip_or_hostname().chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
-    let filters = format!(
+    let fingerprint = crate::sink::kafka::dedupe::stream_name(&format!("{host}:{}", opts.tcp_port()), &filters(emit));
+    Ok(format!("{host}-{}-{}", opts.tcp_port(), &fingerprint[..8]))
+}
+
+/// The filters, as text for fingerprints.
+fn filters(emit: &EmitArgs) -> String {
+    format!(
         "include={:?};exclude={:?};ops={:?};drop_column={:?}",
         emit.include,
         emit.exclude,
         emit.ops.as_deref().unwrap_or(""),
         emit.drop_column
-    );
-    let fingerprint = crate::sink::kafka::dedupe::stream_name(&format!("{host}:{}", opts.tcp_port()), &filters);
-    Ok(format!("{host}-{}-{}", opts.tcp_port(), &fingerprint[..8]))
+    )
+}
+
+/// What decides which Kafka message is which, for the name of the deduplication stream
+/// (`dedupe::stream_name`): the filters, DDL events, the outbox and signal tables, the format and
+/// the routing. Written out field by field, never as a Debug text of a settings struct, so a
+/// setting added in a later version changes no existing stream's name (pinned by a test).
+fn message_identity(emit: &EmitArgs, decode: &Options, format: &FormatSettings, kafka: &KafkaSettings) -> String {
+    let outbox: Vec<String> = decode
+        .outbox
+        .iter()
+        .map(|o| {
+            let columns = [&o.id_column, &o.aggregate_type_column, &o.aggregate_id_column, &o.type_column, &o.payload_column];
+            format!("{}>{}>{}", o.table, o.topic, columns.map(String::as_str).join(","))
+        })
+        .collect();
+    let signal_table = decode.signal_table.as_ref().map(|(db, t)| format!("{db}.{t}")).unwrap_or_default();
+    format!(
+        "{};emit_ddl={};outbox={};signal_table={signal_table};format={};debezium_time={};debezium_name={};debezium_tombstones={};routing={}",
+        filters(emit),
+        decode.emit_ddl,
+        outbox.join("|"),
+        value_name(&format.format),
+        value_name(&format.debezium_time),
+        format.debezium_name,
+        format.debezium_tombstones,
+        kafka.routing()
+    )
+}
+
+/// An option value's name, as on the command line.
+fn value_name(value: &impl clap::ValueEnum) -> String {
+    value.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
 }
 
 /// The snapshot settings, when a snapshot was asked for or may be (with a signal table).
 pub fn snapshot_settings(args: &SnapshotArgs) -> Result<Option<snapshot::Settings>> {
-    let initial = args.snapshot == Some(SnapshotMode::Initial);
+    let initial = args.snapshot == SnapshotMode::Initial;
     let signal_table = args.signal_table.as_deref().map(parse_table).transpose()?;
     if !initial && signal_table.is_none() {
         return Ok(None);
     }
-    let chunk_size = args.snapshot_chunk_size.unwrap_or(10_000);
-    if chunk_size == 0 {
-        return Err(Usage("--snapshot-chunk-size must be at least 1".into()).into());
-    }
+    let chunk_size = args.snapshot_chunk_size;
     let keys = args.snapshot_key.iter().map(|k| KeyOverride::parse(k)).collect::<Result<_>>()?;
     if args.snapshot_method == Some(snapshot::Method::Watermark) && signal_table.is_none() {
         return Err(Usage(
@@ -363,13 +248,6 @@ pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
             "the --url holds a password, which other users of this machine can read (`ps`, /proc, shell history): put it in --password-file or MYSQL_PWD instead"
         );
     }
-    if args.server_id == Some(0) {
-        // Clap refuses 0 on the command line; this is the config file's value.
-        return Err(Usage(
-            "server_id 0 in the config file: a replica id must be 1 or more (or leave it out for a random one)".into(),
-        )
-        .into());
-    }
     let password = match &args.password_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -384,8 +262,8 @@ pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
         password,
         server_id: args.server_id.unwrap_or_else(random_server_id),
         follow,
-        heartbeat: seconds(args.heartbeat.unwrap_or(10.0), "heartbeat")?.max(Duration::from_millis(100)),
-        wait_for_server: seconds(args.wait_for_server.unwrap_or(0.0), "wait-for-server")?,
+        heartbeat: args.heartbeat,
+        wait_for_server: args.wait_for_server,
         resume_by_gtid: true,
         tls,
     })
@@ -422,13 +300,13 @@ fn filter_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
         drop_columns: args.drop_column.iter().map(|p| ColumnPattern::parse(p)).collect::<Result<_>>()?,
     };
     let outbox =
-        args.outbox.iter().map(|t| OutboxTable::with_defaults(t, &args.outbox_topic)).collect::<Result<_>>()?;
+        args.outbox.iter().map(|t| OutboxTable::parse(t, &args.outbox_topic)).collect::<Result<_>>()?;
     Ok(Options { limit, filter, emit_ddl: args.emit_ddl, outbox, signal_table: None })
 }
 
 /// The output format from the format flags; the server URL names Debezium's logical server.
 pub fn format_settings(args: &EmitArgs, url: Option<&str>) -> Result<FormatSettings> {
-    let format = args.format.unwrap_or_default();
+    let format = args.format;
     let debezium_only = [
         ("--debezium-time", args.debezium_time.is_some()),
         ("--debezium-name", args.debezium_name.is_some()),
@@ -452,21 +330,6 @@ fn usage(e: anyhow::Error) -> anyhow::Error {
     Usage(format!("{e:#}")).into()
 }
 
-/// `HOST:PORT` for `--metrics-addr` (a bad value is a usage error, exit 2).
-fn socket_addr(addr: &str) -> Result<SocketAddr> {
-    addr.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| Usage(format!("bad --metrics-addr `{addr}`: expected HOST:PORT, e.g. 0.0.0.0:9187")).into())
-}
-
-fn seconds(secs: f64, what: &str) -> Result<Duration> {
-    if !(0.0..=86_400.0 * 365.0).contains(&secs) {
-        bail!("{what} of {secs} seconds is out of range");
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 /// A replica id unlikely to collide with real replicas (which use small ids) or with another
 /// binlog-tail: servers refuse a second replica with the same id.
 fn random_server_id() -> u32 {
@@ -478,28 +341,23 @@ fn random_server_id() -> u32 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn unknown_keys_are_rejected() {
-        let err = toml::from_str::<FileConfig>("url = 'mysql://a@b:1'\nposition_fle = 'x'").unwrap_err();
-        assert!(err.to_string().contains("position_fle"), "{err}");
-        let ok: FileConfig = toml::from_str("url = 'mysql://a@b:1'\nsink = 'stdout'\ncheckpoint_every = 5").unwrap();
-        assert_eq!(ok.checkpoint_every, Some(5));
+    fn resolve(args: &[&str]) -> Result<StreamSettings> {
+        let cli = crate::cli::parse_from([&["binlog-tail", "stream"], args].concat()).expect("parses");
+        let crate::cli::Command::Stream(args) = cli.command else { unreachable!() };
+        StreamSettings::resolve(args)
     }
 
     #[test]
-    fn snapshot_keys_in_the_config_file() {
-        let file: FileConfig = toml::from_str(
+    fn snapshot_settings_from_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
             "snapshot = 'initial'\nsnapshot_chunk_size = 500\nsnapshot_keys = ['a.b=c']\nsignal_table = 'a.signals'\nsnapshot_method = 'watermark'",
         )
         .unwrap();
-        let args = SnapshotArgs {
-            snapshot: file.snapshot,
-            snapshot_chunk_size: file.snapshot_chunk_size,
-            snapshot_key: file.snapshot_keys,
-            snapshot_method: file.snapshot_method,
-            signal_table: file.signal_table,
-        };
-        let s = snapshot_settings(&args).unwrap().unwrap();
+        let settings = resolve(&["--url", "mysql://r@h:1", "--position-file", "p", "--config", config.to_str().unwrap()]);
+        let s = settings.unwrap().snapshot.unwrap();
         assert!(s.initial && s.chunk_size == 500 && s.method == Some(snapshot::Method::Watermark));
         assert_eq!(s.signal_table, Some(("a".into(), "signals".into())));
         assert_eq!(s.keys[0].columns, ["c"]);
@@ -507,27 +365,13 @@ mod tests {
     }
 
     #[test]
-    fn format_settings_from_the_file_and_flags() {
-        let file: FileConfig =
-            toml::from_str("format = 'debezium'\ndebezium_time = 'sql'\ndebezium_tombstones = false").unwrap();
-        assert_eq!(
-            (file.format, file.debezium_time, file.debezium_tombstones),
-            (Some(Format::Debezium), Some(DebeziumTime::Sql), Some(false))
-        );
-        assert!(toml::from_str::<FileConfig>("format = 'avro'").is_err());
-        let debezium = EmitArgs { format: Some(Format::Debezium), ..EmitArgs::default() };
-        let settings = format_settings(&debezium, Some("mysql://repl@db.prod:3306")).unwrap();
+    fn format_settings_from_the_flags() {
+        let debezium = resolve(&["--url", "mysql://repl@db.prod:3306", "--position-file", "p", "--format", "debezium"]);
+        let settings = debezium.unwrap().format;
         assert_eq!((settings.debezium_name.as_str(), settings.debezium_tombstones), ("db_prod", true));
         let misplaced =
-            EmitArgs { format: Some(Format::Maxwell), debezium_time: Some(DebeziumTime::Sql), ..EmitArgs::default() };
-        assert!(format_settings(&misplaced, None).unwrap_err().is::<Usage>());
-    }
-
-    fn resolve(args: &[&str]) -> Result<StreamSettings> {
-        use clap::Parser;
-        let cli = crate::cli::Cli::try_parse_from([&["binlog-tail", "stream"], args].concat()).expect("parses");
-        let crate::cli::Command::Stream(args) = cli.command else { unreachable!() };
-        StreamSettings::resolve(args)
+            resolve(&["--url", "mysql://r@h:1", "--position-file", "p", "--format", "maxwell", "--debezium-time", "sql"]);
+        assert!(misplaced.unwrap_err().is::<Usage>());
     }
 
     #[test]
@@ -560,7 +404,11 @@ mod tests {
         assert_eq!(name(&["--stream-name", "shop-cdc", "--include", "crm"]), "shop-cdc");
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("c.toml");
-        std::fs::write(&config, "position_store = 'kafka'\nstream_name = 'from-file'\nkafka_position_topic = 'p'\nkafka_lease_timeout = 3.5\n").unwrap();
+        std::fs::write(
+            &config,
+            "position_store = 'kafka'\nstream_name = 'from-file'\nkafka_position_topic = 'p'\nkafka_lease_timeout = 3.5\n",
+        )
+        .unwrap();
         let from_file = resolve(&[
             "--url",
             "mysql://r@h:1",
@@ -574,24 +422,26 @@ mod tests {
         .unwrap();
         assert!(matches!(from_file.position, PositionSettings::Kafka { ref name, ref topic, lease_timeout }
             if name == "from-file" && topic == "p" && lease_timeout == Duration::from_millis(3500)));
-        for (bad, says) in [
-            (&["--position-store", "kafka"][..], "needs --sink kafka"),
-            (
-                &[
-                    "--sink",
-                    "kafka",
-                    "--kafka-brokers",
-                    "k:9092",
-                    "--position-store",
-                    "kafka",
-                    "--kafka-lease-timeout",
-                    "0.5",
-                ][..],
-                "at least 1 second",
-            ),
-        ] {
-            let err = resolve(&[&["--url", "mysql://r@h:1"][..], bad].concat()).unwrap_err();
-            assert!(err.is::<Usage>() && err.to_string().contains(says), "{err}");
+        let err = resolve(&["--url", "mysql://r@h:1", "--position-store", "kafka"]).unwrap_err();
+        assert!(err.is::<Usage>() && err.to_string().contains("needs --sink kafka"), "{err}");
+    }
+
+    #[test]
+    fn the_kafka_messages_identity_is_written_out_and_pinned() {
+        let kafka = ["--url", "mysql://repl@db:3306", "--position-file", "p", "--sink", "kafka", "--kafka-brokers", "k:9092"];
+        let identity = |extra: &[&str]| resolve(&[&kafka[..], extra].concat()).unwrap().message_identity;
+        // Pinned: a name that changed between versions would send again what a restart replays.
+        let plain = identity(&[]);
+        assert_eq!(
+            plain,
+            "include=[];exclude=[];ops=\"\";drop_column=[];emit_ddl=false;outbox=;signal_table=;format=native;\
+             debezium_time=connect;debezium_name=db;debezium_tombstones=true;routing={db}.{table}||binlog_tail.ddl|Pk|"
+        );
+        assert_eq!(crate::sink::kafka::dedupe::stream_name("id", &plain), "8f0d67d866056021");
+        for other in [&["--format", "maxwell"][..], &["--include", "a"], &["--outbox", "a.o"], &["--kafka-key", "table"]] {
+            assert_ne!(identity(other), plain, "{other:?}");
         }
+        // Settings that do not change which message is which leave it alone.
+        assert_eq!(identity(&["--checkpoint-every", "5", "--kafka-compression", "zstd"]), plain);
     }
 }

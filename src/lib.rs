@@ -13,11 +13,13 @@
 //!   for one writer), `error`, `shutdown`, `history` (is a position in a server's
 //!   binlog history?), `preflight`, `source` (files, servers)
 //! - `snapshot` (existing rows read in chunks, emitted at their binlog positions)
-//! - `cli`, `config`, `ops` (metrics endpoint, lag poll, status, logs, completions, man page),
-//!   `pipeline` (what each subcommand runs)
+//! - `cli` (every option, declared once; environment variables and the config file derived from
+//!   the declarations), `config` (settings from the options), `ops` (metrics endpoint, lag poll,
+//!   status, logs, completions, man page), `commands` (what each subcommand runs)
 
 pub mod checkpoint;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod decode;
 pub mod error;
@@ -30,7 +32,6 @@ pub mod history;
 pub mod metrics;
 pub mod ops;
 pub mod outbox;
-pub mod pipeline;
 pub mod position;
 pub mod preflight;
 pub mod schema;

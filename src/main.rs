@@ -3,21 +3,19 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use binlog_tail::cli::{Cli, Command};
+use binlog_tail::cli::{self, Command};
 use binlog_tail::ops::{logging, manual, status};
-use binlog_tail::{error, pipeline, shutdown, sink};
+use binlog_tail::{commands, error, shutdown, sink};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let log_format = logging::format(&cli);
+    let cli = cli::parse();
+    let log_format = cli.log_format;
     logging::init(cli.verbose, log_format);
     let result = match cli.command {
-        Command::Dump(args) => pipeline::dump(args),
-        Command::Stream(args) => pipeline::stream(args),
-        Command::Check(args) => pipeline::check(args),
-        Command::Snapshot(args) => pipeline::signal(args),
+        Command::Dump(args) => commands::dump(args),
+        Command::Stream(args) => commands::stream(args),
+        Command::Check(args) => commands::check(args),
+        Command::Snapshot(args) => commands::signal(args),
         Command::Status(args) => status::status(args),
         Command::Completions { shell } => manual::completions(shell),
         Command::Man => manual::man(),

@@ -36,8 +36,11 @@ pub struct OutboxTable {
     pub payload_column: String,
 }
 
+/// The topic template of outbox tables that name none (`--outbox-topic`).
+pub const DEFAULT_TOPIC: &str = "outbox.event.{aggregate_type}";
+
 pub fn default_topic() -> String {
-    "outbox.event.{aggregate_type}".into()
+    DEFAULT_TOPIC.into()
 }
 fn default_id() -> String {
     "id".into()
@@ -69,6 +72,22 @@ impl OutboxTable {
         };
         t.validate()?;
         Ok(t)
+    }
+
+    /// An `--outbox` value: `db.table`, or a JSON object with `table` and any of the column
+    /// names and the topic (the config file's `[[outbox]]` tables arrive as such objects).
+    pub fn parse(spec: &str, topic: &str) -> Result<OutboxTable> {
+        if !spec.trim_start().starts_with('{') {
+            return OutboxTable::with_defaults(spec, topic);
+        }
+        let mut value: serde_json::Value =
+            serde_json::from_str(spec).with_context(|| format!("--outbox `{spec}` is not a JSON object"))?;
+        if let Some(object) = value.as_object_mut() {
+            object.entry("topic").or_insert_with(|| topic.into());
+        }
+        let table: OutboxTable = serde_json::from_value(value).with_context(|| format!("--outbox `{spec}`"))?;
+        table.validate()?;
+        Ok(table)
     }
 
     pub fn validate(&self) -> Result<()> {

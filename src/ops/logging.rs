@@ -5,21 +5,7 @@
 //! error included; nothing logged carries a password (URLs are redacted where they are logged,
 //! Kafka property values are never logged).
 
-use std::path::Path;
-
-use crate::cli::{Cli, Command, LogFormat};
-use crate::config::FileConfig;
-
-/// The format from `--log-format`/`BINLOG_TAIL_LOG_FORMAT`, else `log_format` in `stream`'s
-/// config file (which `stream` itself reports if it cannot be read), else text.
-pub fn format(cli: &Cli) -> LogFormat {
-    let from_config = |path: &Path| FileConfig::load(path).ok().and_then(|c| c.log_format);
-    let configured = match &cli.command {
-        Command::Stream(args) => args.config.as_deref().and_then(from_config),
-        _ => None,
-    };
-    cli.log_format.or(configured).unwrap_or(LogFormat::Text)
-}
+use crate::cli::LogFormat;
 
 pub fn init(verbose: u8, format: LogFormat) {
     let default = match verbose {

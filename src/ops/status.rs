@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::checkpoint::kafka::{PositionReader, DEFAULT_TOPIC};
+use crate::checkpoint::kafka::PositionReader;
 use crate::checkpoint::{read_position, Position};
 use crate::cli::{PositionStoreKind, StatusArgs};
 use crate::config::{check_stream_name, kafka_connection, server_config};
@@ -76,7 +76,7 @@ fn saved(args: &StatusArgs) -> Result<Report> {
                 .as_deref()
                 .context("--position-store kafka needs --stream-name: the stream whose position to report")?,
         )?;
-        let topic = args.kafka_position_topic.clone().unwrap_or_else(|| DEFAULT_TOPIC.into());
+        let topic = args.kafka_position_topic.clone();
         let settings = kafka_connection(args.kafka_brokers.clone(), &args.kafka_property)?;
         let reader = PositionReader::new(&settings, &topic, &name)?;
         let saved = reader.read()?.with_context(|| {

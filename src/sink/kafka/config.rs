@@ -37,16 +37,23 @@ pub struct KafkaSettings {
     pub dedupe: bool,
 }
 
+/// `--kafka-topic`'s default.
+pub const DEFAULT_TOPIC: &str = "{db}.{table}";
+/// `--kafka-ddl-topic`'s default.
+pub const DEFAULT_DDL_TOPIC: &str = "binlog_tail.ddl";
+/// `--kafka-compression`'s default.
+pub const DEFAULT_COMPRESSION: &str = "lz4";
+
 impl KafkaSettings {
     /// The defaults, on `brokers` with `properties`.
     pub fn new(brokers: String, properties: Vec<(String, String)>) -> KafkaSettings {
         KafkaSettings {
             brokers,
-            topic: "{db}.{table}".into(),
+            topic: DEFAULT_TOPIC.into(),
             topic_prefix: String::new(),
-            ddl_topic: "binlog_tail.ddl".into(),
+            ddl_topic: DEFAULT_DDL_TOPIC.into(),
             key: KeyMode::Pk,
-            compression: "lz4".into(),
+            compression: DEFAULT_COMPRESSION.into(),
             properties,
             dedupe: true,
         }

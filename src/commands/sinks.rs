@@ -1,0 +1,45 @@
+//! The sink a stream writes to, built in one place: stdout, or Kafka with its deduplication
+//! stream, each with the encoder of the chosen format.
+
+use std::io::{self, BufWriter, StdoutLock};
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::cli::SinkKind;
+use crate::config::StreamSettings;
+use crate::format::{Encoder, FormatSettings};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::sink::kafka::{dedupe, KafkaSink};
+use crate::sink::stdout::StdoutSink;
+use crate::sink::Sink;
+
+/// JSON lines on stdout, buffered.
+pub fn stdout(format: FormatSettings) -> StdoutSink<BufWriter<StdoutLock<'static>>> {
+    StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()), Encoder::new(format))
+}
+
+/// The sink of `stream`, for a term on the position of `stream_id`; `new_stream` says that
+/// nothing was ever sent under that id (so Kafka holds nothing of it to skip).
+pub fn output(
+    settings: &StreamSettings,
+    stream_id: &str,
+    new_stream: bool,
+    shutdown: &Arc<Shutdown>,
+    metrics: &Metrics,
+) -> Result<Box<dyn Sink>> {
+    let format = settings.format.clone();
+    match (settings.sink, &settings.kafka) {
+        (SinkKind::Kafka, Some(kafka)) => {
+            let stream = dedupe::stream_name(stream_id, &settings.message_identity);
+            let mut kafka = KafkaSink::new(kafka.clone(), Encoder::new(format), shutdown.clone(), stream)?;
+            if new_stream {
+                kafka.new_stream();
+            }
+            kafka.set_metrics(metrics.clone());
+            Ok(Box::new(kafka))
+        }
+        _ => Ok(Box::new(stdout(format))),
+    }
+}
