@@ -19,8 +19,8 @@ use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
 use crate::format::{default_server_name, Format, FormatSettings};
 use crate::outbox::OutboxTable;
-use crate::snapshot::{self, KeyOverride};
 use crate::sink::kafka::config::{check_brokers, parse_property, KafkaSettings};
+use crate::snapshot::{self, KeyOverride};
 use crate::source::server::{parse_url, redact, ServerConfig};
 use crate::source::tls::{self, TlsOptions};
 use crate::source::Start;
@@ -54,7 +54,11 @@ pub enum PositionSettings {
     File(PathBuf),
     /// A compacted topic on the Kafka sink's brokers, under the stream's name, which also names
     /// its lease; `lease_timeout` is how long an instance may go unheard before a standby takes over.
-    Kafka { topic: String, name: String, lease_timeout: Duration },
+    Kafka {
+        topic: String,
+        name: String,
+        lease_timeout: Duration,
+    },
 }
 
 impl StreamSettings {
@@ -186,7 +190,8 @@ fn message_identity(emit: &EmitArgs, decode: &Options, format: &FormatSettings, 
         .outbox
         .iter()
         .map(|o| {
-            let columns = [&o.id_column, &o.aggregate_type_column, &o.aggregate_id_column, &o.type_column, &o.payload_column];
+            let columns =
+                [&o.id_column, &o.aggregate_type_column, &o.aggregate_id_column, &o.type_column, &o.payload_column];
             format!("{}>{}>{}", o.table, o.topic, columns.map(String::as_str).join(","))
         })
         .collect();
@@ -299,8 +304,7 @@ fn filter_options(args: &EmitArgs, limit: Option<u64>) -> Result<Options> {
         ops: args.ops.as_deref().map(parse_ops).transpose()?.unwrap_or_default(),
         drop_columns: args.drop_column.iter().map(|p| ColumnPattern::parse(p)).collect::<Result<_>>()?,
     };
-    let outbox =
-        args.outbox.iter().map(|t| OutboxTable::parse(t, &args.outbox_topic)).collect::<Result<_>>()?;
+    let outbox = args.outbox.iter().map(|t| OutboxTable::parse(t, &args.outbox_topic)).collect::<Result<_>>()?;
     Ok(Options { limit, filter, emit_ddl: args.emit_ddl, outbox, signal_table: None })
 }
 
@@ -356,7 +360,8 @@ mod tests {
             "snapshot = 'initial'\nsnapshot_chunk_size = 500\nsnapshot_keys = ['a.b=c']\nsignal_table = 'a.signals'\nsnapshot_method = 'watermark'",
         )
         .unwrap();
-        let settings = resolve(&["--url", "mysql://r@h:1", "--position-file", "p", "--config", config.to_str().unwrap()]);
+        let settings =
+            resolve(&["--url", "mysql://r@h:1", "--position-file", "p", "--config", config.to_str().unwrap()]);
         let s = settings.unwrap().snapshot.unwrap();
         assert!(s.initial && s.chunk_size == 500 && s.method == Some(snapshot::Method::Watermark));
         assert_eq!(s.signal_table, Some(("a".into(), "signals".into())));
@@ -369,8 +374,16 @@ mod tests {
         let debezium = resolve(&["--url", "mysql://repl@db.prod:3306", "--position-file", "p", "--format", "debezium"]);
         let settings = debezium.unwrap().format;
         assert_eq!((settings.debezium_name.as_str(), settings.debezium_tombstones), ("db_prod", true));
-        let misplaced =
-            resolve(&["--url", "mysql://r@h:1", "--position-file", "p", "--format", "maxwell", "--debezium-time", "sql"]);
+        let misplaced = resolve(&[
+            "--url",
+            "mysql://r@h:1",
+            "--position-file",
+            "p",
+            "--format",
+            "maxwell",
+            "--debezium-time",
+            "sql",
+        ]);
         assert!(misplaced.unwrap_err().is::<Usage>());
     }
 
@@ -428,7 +441,8 @@ mod tests {
 
     #[test]
     fn the_kafka_messages_identity_is_written_out_and_pinned() {
-        let kafka = ["--url", "mysql://repl@db:3306", "--position-file", "p", "--sink", "kafka", "--kafka-brokers", "k:9092"];
+        let kafka =
+            ["--url", "mysql://repl@db:3306", "--position-file", "p", "--sink", "kafka", "--kafka-brokers", "k:9092"];
         let identity = |extra: &[&str]| resolve(&[&kafka[..], extra].concat()).unwrap().message_identity;
         // Pinned: a name that changed between versions would send again what a restart replays.
         let plain = identity(&[]);
@@ -438,7 +452,9 @@ mod tests {
              debezium_time=connect;debezium_name=db;debezium_tombstones=true;routing={db}.{table}||binlog_tail.ddl|Pk|"
         );
         assert_eq!(crate::sink::kafka::dedupe::stream_name("id", &plain), "8f0d67d866056021");
-        for other in [&["--format", "maxwell"][..], &["--include", "a"], &["--outbox", "a.o"], &["--kafka-key", "table"]] {
+        for other in
+            [&["--format", "maxwell"][..], &["--include", "a"], &["--outbox", "a.o"], &["--kafka-key", "table"]]
+        {
             assert_ne!(identity(other), plain, "{other:?}");
         }
         // Settings that do not change which message is which leave it alone.

@@ -81,7 +81,7 @@ fn bad_values_are_usage_errors_that_write_nothing() {
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "server_id = 0\n").unwrap();
     let err = usage_error(&stream(&["--config", config.to_str().unwrap()]));
-    assert!(err.contains("server_id 0 in the config file"), "{err}");
+    assert!(err.contains("'0' for '--server-id") && err.contains("config file"), "{err}");
     assert!(!position.exists() && !dir.path().join("position.json.lock").exists(), "nothing was written");
 }
 

@@ -113,7 +113,7 @@ fn filters_keys_and_empty_tables() {
         let out = server.dump(&[&["--snapshot", "initial"][..], bad].concat());
         let err = crate::util::stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{bad:?} is a usage error: {err}");
-        assert!(err.starts_with("error: ") && err.lines().count() == 1, "{err}");
+        assert!(err.starts_with("error: ") && !err.contains("panicked"), "{err}");
     }
 }
 

@@ -428,6 +428,50 @@ fn config_file_flags_and_environment_in_that_order() {
 
     std::fs::write(&config, "url = 'mysql://repl@127.0.0.1:1'\nposition_fle = 'typo'\n").unwrap();
     let out = crate::util::binlog_tail().args(["stream", "--config"]).arg(&config).output().unwrap();
-    let err = crate::util::failure(&out);
-    assert!(err.contains("position_fle"), "unknown keys are rejected: {err}");
+    let err = crate::util::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("position_fle") && err.contains("no such option"), "unknown keys are rejected: {err}");
+}
+
+/// However a term ends, what the sink acknowledged is saved: here, with no checkpoint due, the
+/// reconnect after a dropped connection fails for good (the user is gone).
+#[test]
+fn a_definite_error_while_reconnecting_saves_what_was_delivered() {
+    let server = MariaDb::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let out = dir.path().join("out.jsonl");
+    server.sql(
+        "CREATE USER gone@'%' IDENTIFIED BY 'gonepass'; \
+         GRANT REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR, SELECT ON *.* TO gone@'%'; \
+         CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY);",
+    );
+    let url = server.url().replace("repl@", "gone@");
+    let child = crate::util::binlog_tail()
+        .args(["stream", "--url", &url, "--include", "d", "--checkpoint-every", "1000000"])
+        .args(["--checkpoint-interval", "86400", "--position-file", position.to_str().unwrap()])
+        .env("MYSQL_PWD", "gonepass")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("err.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stream = Stream { child, stdout: out.clone(), stderr: dir.path().join("err.log") };
+    stream.wait_ready(&position);
+    server.sql("INSERT INTO d.t VALUES (1); INSERT INTO d.t VALUES (2); INSERT INTO d.t VALUES (3);");
+    let delivered = server.gtid_pos();
+    crate::util::until("three rows on stdout", || {
+        std::fs::read_to_string(&out).unwrap_or_default().lines().count() == 3
+    });
+    server.sql("DROP USER gone@'%'");
+    let ids = server.sql("SELECT id FROM information_schema.PROCESSLIST WHERE USER = 'gone'");
+    for id in ids.lines() {
+        server.sql(&format!("KILL CONNECTION {id}"));
+    }
+    let status = stream.wait();
+    assert_eq!(status.code(), Some(1), "{}", stream.log());
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&position).unwrap()).unwrap();
+    // At least the three rows' transactions (the DROP USER after them may be delivered too).
+    let seq = |gtid: &str| gtid.rsplit('-').next().unwrap().parse::<u64>().unwrap();
+    let saved = saved["gtid_set"].as_str().unwrap().to_string();
+    assert!(seq(&saved) >= seq(&delivered), "saved {saved}, delivered {delivered}: {}", stream.log());
 }

@@ -68,7 +68,7 @@ fn limit_stops_after_n_events() {
         "CREATE TABLE {db}.t (id INT PRIMARY KEY);
          INSERT INTO {db}.t VALUES (1), (2), (3), (4), (5);"
     ));
-    let ev = ok_events(&server.dump(&["--start", &start, "--limit", "3"]));
+    let ev = ok_events(&server.dump(&["--start", &start, "--include", &db, "--limit", "3"]));
     assert_eq!(ev.len(), 3);
     let ids: Vec<i64> = ev.iter().map(|e| e.after.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, [1, 2, 3]);

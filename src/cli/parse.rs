@@ -82,10 +82,15 @@ fn with_env(arg: Arg) -> Arg {
 
 /// The config file as arguments for subcommand `name`, leaving out what `matches` (the command
 /// line and the environment) already set.
-fn config_args(cmd: &clap::Command, name: &str, path: &Path, matches: &ArgMatches) -> Result<Vec<OsString>, clap::Error> {
+fn config_args(
+    cmd: &clap::Command,
+    name: &str,
+    path: &Path,
+    matches: &ArgMatches,
+) -> Result<Vec<OsString>, clap::Error> {
     let shown = path.display();
-    let text =
-        std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read the config file --config {shown}: {e}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read the config file --config {shown}: {e}")))?;
     let sub_matches = matches.subcommand_matches(name).expect("the subcommand that was parsed");
     let given = |arg: &Arg| {
         let matches = if arg.is_global_set() { matches } else { sub_matches };
@@ -140,9 +145,8 @@ pub fn file_args(
 }
 
 fn find_arg<'a>(cmd: &'a clap::Command, long: &str) -> Option<&'a Arg> {
-    cmd.get_arguments().find(|a| {
-        a.get_long() == Some(long) || a.get_all_aliases().is_some_and(|aliases| aliases.contains(&long))
-    })
+    cmd.get_arguments()
+        .find(|a| a.get_long() == Some(long) || a.get_all_aliases().is_some_and(|aliases| aliases.contains(&long)))
 }
 
 /// librdkafka properties with their dotted names: TOML reads `linger.ms = 5` as a table
@@ -280,7 +284,10 @@ mod tests {
                     emit_ddl = true\ndrop_columns = ['a.t.x']\nsnapshot_keys = ['a.t=k']\n[kafka]\nacks = 'all'\nlinger.ms = 7\n";
         let s = stream(&[], file).unwrap();
         assert_eq!(s.server.heartbeat, Duration::from_secs(3));
-        assert_eq!((s.emit.include.as_slice(), s.emit.format), (&["a".to_string(), "b".into()][..], crate::format::Format::Maxwell));
+        assert_eq!(
+            (s.emit.include.as_slice(), s.emit.format),
+            (&["a".to_string(), "b".into()][..], crate::format::Format::Maxwell)
+        );
         assert!(s.emit.emit_ddl);
         assert_eq!((s.emit.drop_column.len(), s.snapshot.snapshot_key.len()), (1, 1));
         assert_eq!(s.kafka.kafka_property, ["acks=all", "linger.ms=7"]);
@@ -293,7 +300,8 @@ mod tests {
         assert_eq!(s.emit.format, crate::format::Format::Debezium);
         assert_eq!(s.kafka.kafka_property, ["acks=all", "linger.ms=7", "acks=1"], "file first, the flag last wins");
         assert_eq!(s.kafka.kafka_topic, "file");
-        let s = stream(&["--heartbeat", "5", "--include", "e", "--format", "canal", "--kafka-topic", "flag"], file).unwrap();
+        let s = stream(&["--heartbeat", "5", "--include", "e", "--format", "canal", "--kafka-topic", "flag"], file)
+            .unwrap();
         assert_eq!(s.server.heartbeat, Duration::from_secs(5));
         assert_eq!((s.emit.include.as_slice(), s.emit.format), (&["e".to_string()][..], crate::format::Format::Canal));
         assert_eq!(s.kafka.kafka_topic, "flag");

@@ -96,8 +96,14 @@ fn reconnecting(
                 if snapshot.is_none() {
                     if let Some(snap) = &settings.snapshot {
                         let saved_progress = saved.map(|p| p.snapshot.clone());
-                        snapshot =
-                            new_snapshot(rt, &settings.server, &source, snap.clone(), &settings.decode, saved_progress)?;
+                        snapshot = new_snapshot(
+                            rt,
+                            &settings.server,
+                            &source,
+                            snap.clone(),
+                            &settings.decode,
+                            saved_progress,
+                        )?;
                     }
                 }
                 metrics.set_ready(true);

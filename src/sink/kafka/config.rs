@@ -1,8 +1,10 @@
 //! Kafka producer configuration: safe defaults, pass-through librdkafka properties, and the
 //! routing settings.
 //!
-//! Invariants: idempotence, `acks=all` and unlimited retries are the defaults (a user may
-//! override them deliberately with `-X`); secrets given as properties are never logged.
+//! Invariants: idempotence and `acks=all` are fixed (`FIXED`: the position moves only past
+//! messages every in-sync replica holds, and dedupe relies on the gapless guarantee); unlimited
+//! retries and the tuning defaults may be overridden with `-X`; secrets given as properties are
+//! never logged.
 
 use anyhow::{bail, Result};
 use rdkafka::error::KafkaError;
@@ -118,6 +120,14 @@ impl KafkaSettings {
     /// Every setting checked as librdkafka will read it, without creating a client: a misspelled
     /// key or a bad value is named, its value never printed.
     pub fn check(&self) -> Result<()> {
+        for (key, value) in &self.properties {
+            if let Some((_, allowed, why)) = FIXED.iter().find(|(k, _, _)| k == key) {
+                let fixed_here = *key != "enable.gapless.guarantee" || self.dedupe;
+                if fixed_here && !allowed.contains(&value.as_str()) {
+                    bail!("-X {key} cannot be changed: {why}");
+                }
+            }
+        }
         match self.client_config()?.create_native_config() {
             Ok(_) => Ok(()),
             Err(KafkaError::ClientConfig(_, desc, key, _)) => {
@@ -138,6 +148,13 @@ impl KafkaSettings {
         Redactor(values)
     }
 }
+
+/// Properties whose value binlog-tail's guarantees depend on: (key, accepted values, why).
+pub const FIXED: [(&str, &[&str], &str); 3] = [
+    ("acks", &["all", "-1"], "the position moves only past messages that every in-sync replica holds (acks=all); with fewer acknowledgements a broker failure loses messages the position already counts as delivered"),
+    ("enable.idempotence", &["true"], "an idempotent producer is what keeps retries from writing duplicates or reordering messages"),
+    ("enable.gapless.guarantee", &["true"], "--kafka-dedupe skips what a partition's last message proves delivered, which holds only if no message can be lost before it (turn dedupe off with --kafka-dedupe off to change it)"),
+];
 
 const PRODUCER_ONLY: [&str; 11] = [
     "enable.idempotence",
@@ -241,6 +258,20 @@ mod tests {
         assert!(KafkaSettings { compression: "brotli".into(), ..s }.client_config().is_err());
         assert_eq!(parse_property("sasl.password=a=b").unwrap(), ("sasl.password".into(), "a=b".into()));
         assert!(parse_property("nonsense").is_err());
+    }
+
+    #[test]
+    fn the_properties_the_guarantees_rest_on_are_fixed() {
+        let with = |k: &str, v: &str, dedupe| KafkaSettings {
+            properties: vec![(k.into(), v.into())],
+            dedupe,
+            ..test_settings("b:9092")
+        };
+        assert!(with("acks", "1", true).check().unwrap_err().to_string().contains("-X acks cannot be changed"));
+        assert!(with("enable.idempotence", "false", false).check().is_err());
+        assert!(with("enable.gapless.guarantee", "false", true).check().is_err());
+        assert!(with("acks", "all", true).check().is_ok());
+        assert!(with("linger.ms", "50", true).check().is_ok());
     }
 
     #[test]
