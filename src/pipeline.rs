@@ -35,11 +35,11 @@ use crate::sink::kafka::{dedupe, KafkaSink};
 use crate::sink::stdout::{self, Closed, StdoutSink};
 use crate::sink::Sink;
 use crate::snapshot::{self, Snapshot, Snapshotting};
+use crate::source::connection::{connect, connect_opts, flavor_of, redact};
 use crate::source::file::read_files;
-use crate::source::server::{
-    connect, connect_opts, flavor_of, redact, Checks, EndedAtOnce, InfoSchema, Next, ServerConfig, ServerSource,
-};
-use crate::source::Start;
+use crate::source::info_schema::InfoSchema;
+use crate::source::server::{Checks, EndedAtOnce, Next, ServerSource};
+use crate::source::{ServerConfig, Start};
 
 pub fn dump(args: DumpArgs) -> Result<()> {
     let encoder = Encoder::new(format_settings(&args.emit, args.server.url.as_deref())?);

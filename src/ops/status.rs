@@ -21,7 +21,7 @@ use crate::history::binlogs;
 use crate::metrics::ReadPosition;
 use crate::ops::behind::bytes_behind;
 use crate::preflight::{self, Status};
-use crate::source::server::{connect, connect_opts, flavor_of, redact};
+use crate::source::connection::{connect, connect_opts, flavor_of, redact};
 
 #[derive(Serialize)]
 struct Report {
