@@ -15,7 +15,7 @@ use tokio::runtime::Runtime;
 
 use crate::checkpoint::kafka::KafkaPositions;
 use crate::checkpoint::lease::Lease;
-use crate::checkpoint::{Checkpointing, Position, PositionFile, PositionStore, Schedule};
+use crate::checkpoint::{Checkpointing, PositionFile, PositionStore, Schedule};
 use crate::cli::{CheckArgs, DumpArgs, SignalArgs, SinkKind, StreamArgs};
 use crate::config::{
     decode_options, format_settings, parse_table, server_config, snapshot_settings, PositionSettings, StreamSettings,
@@ -28,7 +28,7 @@ use crate::format::Encoder;
 use crate::metrics::Metrics;
 use crate::ops;
 use crate::position::Resume;
-use crate::position::{Flavor, SnapshotProgress};
+use crate::position::{Flavor, Position, SnapshotProgress};
 use crate::preflight::{self, Status};
 use crate::shutdown::Shutdown;
 use crate::sink::kafka::{dedupe, KafkaSink};

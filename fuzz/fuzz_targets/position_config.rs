@@ -4,9 +4,9 @@
 
 use std::str::FromStr;
 
-use binlog_tail::checkpoint::Position;
 use binlog_tail::config::{check_stream_name, FileConfig};
 use binlog_tail::filter::{parse_ops, ColumnPattern, TablePattern};
+use binlog_tail::position::Position;
 use binlog_tail::source::Start;
 use harness::BoundedAlloc;
 use libfuzzer_sys::fuzz_target;

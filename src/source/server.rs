@@ -20,12 +20,11 @@ use tokio::sync::{mpsc, Notify};
 
 use super::connection::{classify, connect, connect_opts, flavor_of};
 use super::{ServerConfig, Start};
-use crate::checkpoint::{Position, ServerIdentity};
 use crate::error::{is_transient, Purged, Transient};
 use crate::frame::{Header, RawEvent};
 use crate::gtid::GtidSet;
 use crate::history;
-use crate::position::{Flavor, Resume};
+use crate::position::{Flavor, Position, Resume, ServerIdentity};
 use crate::preflight::{self, Check, Status};
 
 /// One event as received, checksum verified and stripped.
