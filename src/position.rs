@@ -163,6 +163,13 @@ impl Position {
     pub fn gtids(&self) -> Result<Option<GtidSet>> {
         self.gtid_set.as_deref().map(GtidSet::parse).transpose()
     }
+
+    /// Whether `other` is the same place in the stream: the same file, offset and snapshot
+    /// progress, whenever and by whichever stream it was written. (The GTID set follows from the
+    /// file and offset.)
+    pub fn same_place(&self, other: &Position) -> bool {
+        (&self.file, self.offset, &self.snapshot) == (&other.file, other.offset, &other.snapshot)
+    }
 }
 
 /// How far a snapshot has come: saved in the position file with the position its last emitted
@@ -226,5 +233,22 @@ mod tests {
         let mysql = ServerIdentity { uuid: Some("3e11fa47-71ca-11e1-9e33-c80aa9429562".into()), ..mariadb };
         assert_eq!(mysql.to_string(), "server_id 1 on host db1 (server_uuid 3e11fa47-71ca-11e1-9e33-c80aa9429562)");
         assert_eq!(format!("{} {}", Flavor::MariaDb, FlavorName::Mysql), "MariaDB MySQL");
+    }
+
+    #[test]
+    fn same_place_ignores_when_and_by_whom() {
+        let server = ServerIdentity { uuid: None, server_id: 1, hostname: "db1".into() };
+        let at = |offset, snapshot: Option<SnapshotProgress>| {
+            let resume =
+                Resume { snapshot: snapshot.map(Arc::new), ..Resume::new(Arc::from("b.000001"), offset, None) };
+            Position::new(Flavor::MariaDb, &resume, server.clone(), "2026-01-01T00:00:00Z".into())
+        };
+        let later =
+            Position { updated_at: "2026-01-02T00:00:00Z".into(), stream_id: Some("s".into()), ..at(100, None) };
+        assert!(at(100, None).same_place(&later));
+        assert!(!at(100, None).same_place(&at(200, None)));
+        let progress = SnapshotProgress { pending: vec![["db".into(), "t".into()]], after: None, done: 0 };
+        assert!(!at(100, None).same_place(&at(100, Some(progress.clone()))));
+        assert!(at(100, Some(progress.clone())).same_place(&at(100, Some(progress))));
     }
 }

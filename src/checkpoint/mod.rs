@@ -173,13 +173,10 @@ impl<'a> Checkpointing<'a> {
         let (Some(resume), Some((flavor, identity))) = (resume, &self.server) else {
             return Ok(());
         };
-        let same = |s: &Position| {
-            s.file == *resume.file && s.offset == resume.offset && s.snapshot.as_ref() == resume.snapshot.as_deref()
-        };
-        if self.saved.as_ref().is_some_and(same) {
+        let pos = self.position_at(*flavor, &resume, identity);
+        if self.saved.as_ref().is_some_and(|saved| saved.same_place(&pos)) {
             return Ok(());
         }
-        let pos = self.position_at(*flavor, &resume, identity);
         self.store.save(&pos)?;
         if let Some(m) = &self.metrics {
             m.checkpoint_saved(&pos.file, pos.offset);
