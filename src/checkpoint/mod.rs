@@ -1,6 +1,6 @@
 //! Where streaming resumes after a restart: the stores of the saved position (a local file, or a
-//! compacted Kafka topic), and the sink wrapper that saves it. The position itself and its JSON
-//! are `crate::position::Position`.
+//! compacted Kafka topic), and the sink wrapper that saves it (and counts the changes it passes
+//! on, `counting`). The position itself and its JSON are `crate::position::Position`.
 //!
 //! Invariants:
 //! - A saved position names the end of a transaction whose every event the sink has
@@ -12,6 +12,7 @@
 //!   (`lease`), and refuses to save once it lost it.
 //! - Both stores hold the same JSON.
 
+mod counting;
 pub mod file;
 pub mod kafka;
 pub mod lease;
@@ -23,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::event::{Change, Ddl, Op};
-use crate::metrics::{ChangeLabels, Counter, Metrics};
+use crate::event::{Change, Ddl};
+use crate::metrics::Metrics;
 use crate::outbox::Message;
 use crate::position::{Flavor, Position, Resume, ServerIdentity, SnapshotProgress};
-use crate::schema::Table;
 use crate::sink::Sink;
+use counting::ChangeCounts;
 
 /// Where positions are kept (`--position-store`).
 pub enum PositionStore {
@@ -88,10 +89,8 @@ pub struct Checkpointing<'a> {
     stream_id: String,
     snapshot: Option<Arc<SnapshotProgress>>,
     metrics: Option<Metrics>,
-    /// The counter of the last table and operation seen: rows come in runs of one table, so
-    /// counting a row is one comparison and one atomic add, not a label lookup. Holding the
-    /// table keeps its address from being reused by another.
-    counting: Option<(Arc<Table>, Op, Counter)>,
+    /// Changes per table and operation, counted when there are metrics.
+    counts: Option<ChangeCounts>,
 }
 
 impl<'a> Checkpointing<'a> {
@@ -113,7 +112,7 @@ impl<'a> Checkpointing<'a> {
             stream_id,
             snapshot,
             metrics: None,
-            counting: None,
+            counts: None,
         }
     }
 
@@ -133,6 +132,7 @@ impl<'a> Checkpointing<'a> {
 
     /// Counts changes, transactions and position file writes for `/metrics`.
     pub fn set_metrics(&mut self, metrics: Metrics) {
+        self.counts = Some(ChangeCounts::new(metrics.clone()));
         self.metrics = Some(metrics);
     }
 
@@ -207,21 +207,8 @@ impl<'a> Checkpointing<'a> {
 impl Sink for Checkpointing<'_> {
     fn change(&mut self, change: &Change) -> Result<()> {
         self.inner.change(change)?;
-        let Some(m) = &self.metrics else { return Ok(()) };
-        match &self.counting {
-            Some((table, op, counter)) if Arc::ptr_eq(table, &change.table) && *op == change.op => {
-                counter.inc();
-            }
-            _ => {
-                let labels = ChangeLabels {
-                    db: change.table.db.clone(),
-                    table: change.table.name.clone(),
-                    op: change.op.as_str(),
-                };
-                let counter = m.changes(&labels);
-                counter.inc();
-                self.counting = Some((change.table.clone(), change.op, counter));
-            }
+        if let Some(counts) = &mut self.counts {
+            counts.count(change);
         }
         Ok(())
     }
