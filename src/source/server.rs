@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Opts};
-use mysql_common::binlog::consts::BinlogChecksumAlg;
+use mysql_common::binlog::consts::{BinlogChecksumAlg, EventType};
 use mysql_common::packets::{GnoInterval, Sid};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, Notify};
@@ -161,9 +161,13 @@ pub struct EndedAtOnce;
 /// An event from the pump, noting whether it is more than the stream's preamble.
 fn received(delivered: &mut bool, ev: Result<OwnedEvent>) -> Result<Next> {
     use crate::decode::mariadb::{BINLOG_CHECKPOINT, GTID_LIST};
-    use crate::frame::FORMAT_DESCRIPTION_EVENT;
-    const PREVIOUS_GTIDS: u8 = 35;
-    const PREAMBLE: [u8; 5] = [ROTATE_EVENT, FORMAT_DESCRIPTION_EVENT, PREVIOUS_GTIDS, BINLOG_CHECKPOINT, GTID_LIST];
+    const PREAMBLE: [u8; 5] = [
+        EventType::ROTATE_EVENT as u8,
+        EventType::FORMAT_DESCRIPTION_EVENT as u8,
+        EventType::PREVIOUS_GTIDS_EVENT as u8,
+        BINLOG_CHECKPOINT,
+        GTID_LIST,
+    ];
     let ev = ev?;
     *delivered |= !PREAMBLE.contains(&ev.header.type_code);
     Ok(Next::Event(ev))
@@ -392,13 +396,11 @@ fn verified(event: &mysql_common::binlog::events::Event) -> Result<OwnedEvent> {
         }
     }
     let mut body = event.data().to_vec();
-    if header.type_code == ROTATE_EVENT {
+    if header.type_code == EventType::ROTATE_EVENT as u8 {
         strip_unannounced_crc(&header, &mut body);
     }
     Ok(OwnedEvent { header, body })
 }
-
-const ROTATE_EVENT: u8 = 4;
 
 /// The artificial ROTATE a server sends first precedes the format description that announces
 /// checksums, so mysql_common leaves its CRC32 on the end of the file name. Strip it when the
