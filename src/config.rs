@@ -21,9 +21,9 @@ use crate::format::{default_server_name, Format, FormatSettings};
 use crate::outbox::OutboxTable;
 use crate::sink::kafka::config::{check_brokers, parse_property, KafkaSettings};
 use crate::snapshot::{self, KeyOverride};
-use crate::source::server::{parse_url, redact, ServerConfig};
+use crate::source::connection::{parse_url, redact};
 use crate::source::tls::{self, TlsOptions};
-use crate::source::Start;
+use crate::source::{ServerConfig, Start};
 
 /// Everything `stream` runs with.
 #[derive(Debug)]

@@ -8,6 +8,7 @@
 
 use std::io::{self, Read};
 
+use mysql_common::binlog::consts::EventType;
 use thiserror::Error;
 
 pub const HEADER_LEN: usize = 19;
@@ -17,7 +18,6 @@ const MAX_EVENT_SIZE: u32 = 1 << 30;
 /// How much the read buffer grows per read while an event is incomplete.
 const READ_CHUNK: usize = 256 * 1024;
 
-pub const FORMAT_DESCRIPTION_EVENT: u8 = 15;
 const CHECKSUM_ALG_CRC32: u8 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +92,7 @@ impl Checksums {
     /// event announces.
     fn layout(&mut self, header: &Header, full: &[u8]) -> Option<Layout> {
         let body = &full[HEADER_LEN..];
-        if header.type_code == FORMAT_DESCRIPTION_EVENT {
+        if header.type_code == EventType::FORMAT_DESCRIPTION_EVENT as u8 {
             let alg = fde_checksum_alg(body);
             self.crc32 = alg == Some(CHECKSUM_ALG_CRC32);
             if alg.is_some() {
@@ -116,7 +116,7 @@ struct Layout {
 
 fn crc_of(header: &Header, covered: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
-    if header.type_code == FORMAT_DESCRIPTION_EVENT {
+    if header.type_code == EventType::FORMAT_DESCRIPTION_EVENT as u8 {
         // The server clears LOG_EVENT_BINLOG_IN_USE_F on close without rewriting the checksum,
         // so the checksum is computed with that flag cleared.
         let mut head = [0u8; HEADER_LEN];
@@ -325,7 +325,7 @@ mod tests {
         fde_body.resize(2 + 50 + 4 + 1, 0);
         fde_body.extend([0; 27]); // post-header lengths
         fde_body.push(CHECKSUM_ALG_CRC32);
-        let mut file = event(FORMAT_DESCRIPTION_EVENT, &fde_body, true);
+        let mut file = event(EventType::FORMAT_DESCRIPTION_EVENT as u8, &fde_body, true);
         file.extend(&bytes);
         reseal(&mut file);
         let mut reader = EventReader::new(&file[..], 4, Checksums::default());

@@ -21,9 +21,8 @@ use anyhow::{bail, Result};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
-use crate::checkpoint::Position;
 use crate::gtid::{GtidSet, MariaDbBinlogState, MariaDbGtidPos, MySqlGtidSet};
-use crate::position::Flavor;
+use crate::position::{Flavor, Position};
 
 /// The outcome of a history check.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,16 +2,17 @@
 //! targets drive directly.
 //!
 //! Layers, each using only those above it in this list (no import circles):
-//! - `gtid`, `position` (flavour, resume point), `text` (charsets, JSON strings), `frame`
-//!   (binlog event framing, CRC32), then `metrics` (counters and probe state, fed by the layers
-//!   below)
+//! - `gtid`, `position` (flavour, resume point, the saved position and its JSON), `text`
+//!   (charsets, JSON strings), `frame` (binlog event framing, CRC32), then `metrics` (counters
+//!   and probe state, fed by the layers below)
 //! - `schema` (decoded tables and row images), then `event` (the JSON contract, `Op`), then
 //!   `format` (the Debezium, Maxwell and Canal envelopes of a change)
 //! - `filter`, `outbox`, `signal` (incremental snapshot requests)
 //! - `sink` (stdout, Kafka), `decode` (binlog events -> changes handed to a sink)
-//! - `checkpoint` (the position and its stores: a file, or a compacted Kafka topic with a lease
-//!   for one writer), `error`, `shutdown`, `history` (is a position in a server's
-//!   binlog history?), `preflight`, `source` (files, servers)
+//! - `checkpoint` (the position's stores: a file, or a compacted Kafka topic with a lease for
+//!   one writer; the sink wrapper that saves it), `error`, `shutdown`, `history` (is a position
+//!   in a server's binlog history?), `preflight`, `source` (files; servers: connection,
+//!   replication stream, information_schema columns)
 //! - `snapshot` (existing rows read in chunks, emitted at their binlog positions)
 //! - `cli` (every option, declared once; environment variables and the config file derived from
 //!   the declarations), `config` (settings from the options), `ops` (metrics endpoint, lag poll,

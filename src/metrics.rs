@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use mysql_common::binlog::consts::EventType;
 use prometheus_client::encoding::EncodeLabelSet;
 
 use crate::frame::Header;
@@ -74,10 +75,6 @@ pub struct ReadPosition {
     pub file: Arc<str>,
     pub offset: u64,
 }
-
-/// Event type codes (MySQL and MariaDB) that say where reading is rather than what changed.
-const ROTATE: u8 = 4;
-const HEARTBEAT: u8 = 27;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -214,7 +211,8 @@ impl Metrics {
         let m = &self.0;
         m.events_read.inc();
         m.bytes_read.inc_by(u64::from(h.event_size));
-        if h.type_code == HEARTBEAT {
+        // Rotates and heartbeats (MySQL and MariaDB) say where reading is, not what changed.
+        if h.type_code == EventType::HEARTBEAT_EVENT as u8 {
             m.caught_up.store(true, Ordering::Relaxed);
             return;
         }
@@ -223,7 +221,7 @@ impl Metrics {
             m.caught_up.store(false, Ordering::Relaxed);
         }
         // A rotate's offset belongs to the file before it, and artificial events have none.
-        if h.type_code == ROTATE || next == 0 {
+        if h.type_code == EventType::ROTATE_EVENT as u8 || next == 0 {
             return;
         }
         let mut read = m.read.lock().unwrap_or_else(|e| e.into_inner());
@@ -353,11 +351,11 @@ mod tests {
             log_pos: 150,
             flags: 0,
         };
-        m.event_read(&header(2, old as u32, 50), &file, 150);
+        m.event_read(&header(EventType::QUERY_EVENT as u8, old as u32, 50), &file, 150);
         let text = m.render();
         let lag = value(&text, "binlog_tail_lag_seconds ");
         assert!(lag >= 100.0, "{text}");
-        m.event_read(&header(HEARTBEAT, 0, 40), &file, 150);
+        m.event_read(&header(EventType::HEARTBEAT_EVENT as u8, 0, 40), &file, 150);
         assert_eq!(value(&m.render(), "binlog_tail_lag_seconds "), 0.0);
         assert_eq!(value(&m.render(), "binlog_tail_events_read_total "), 2.0);
         assert_eq!(value(&m.render(), "binlog_tail_bytes_read_total "), 90.0);

@@ -8,9 +8,8 @@ use anyhow::Result;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
-use crate::checkpoint::{Position, ServerIdentity};
 use crate::history::{self, Finding};
-use crate::position::Flavor;
+use crate::position::{Flavor, Position, ServerIdentity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {

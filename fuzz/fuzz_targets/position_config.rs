@@ -2,9 +2,9 @@
 //! survives a round trip (a saved position reads back as itself).
 #![no_main]
 
-use binlog_tail::checkpoint::Position;
 use binlog_tail::config::check_stream_name;
 use binlog_tail::filter::{parse_ops, ColumnPattern, TablePattern};
+use binlog_tail::position::Position;
 use harness::BoundedAlloc;
 use libfuzzer_sys::fuzz_target;
 

@@ -3,6 +3,7 @@
 //! `scripts/fuzz` seeds it with every (TABLE_MAP, rows event) pair of the sample binlogs.
 #![no_main]
 
+use binlog_tail::decode::code::{TABLE_MAP, XID};
 use binlog_tail::decode::rows::{DELETE_V1, DELETE_V2, PARTIAL_UPDATE, UPDATE_V1, UPDATE_V2, WRITE_V1, WRITE_V2};
 use binlog_tail::decode::{Decoder, Options};
 use binlog_tail::frame::{Header, RawEvent, HEADER_LEN};
@@ -14,8 +15,6 @@ use libfuzzer_sys::fuzz_target;
 #[global_allocator]
 static ALLOC: BoundedAlloc = BoundedAlloc::new();
 
-const TABLE_MAP: u8 = 19;
-const XID: u8 = 16;
 const ROWS_TYPES: [u8; 7] = [WRITE_V1, UPDATE_V1, DELETE_V1, WRITE_V2, UPDATE_V2, DELETE_V2, PARTIAL_UPDATE];
 
 fn event(type_code: u8, body: &[u8]) -> RawEvent<'_> {

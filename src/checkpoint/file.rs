@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::Position;
+use crate::position::Position;
 
 /// The position file and its lock.
 pub struct PositionFile {
@@ -122,14 +122,15 @@ pub fn read_position(path: &Path) -> Result<Option<Position>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{Position, ServerIdentity, VERSION};
+    use crate::checkpoint::now_rfc3339;
     use crate::gtid::GtidSet;
-    use crate::position::{Flavor, Resume, SnapshotProgress};
+    use crate::position::{Flavor, Resume, ServerIdentity, SnapshotProgress, VERSION};
     use std::sync::Arc;
 
     fn position(offset: u64) -> Position {
         let resume = Resume::new(Arc::from("binlog.000003"), offset, Some(GtidSet::parse("0-1-42").unwrap()));
-        Position::new(Flavor::MariaDb, &resume, ServerIdentity { uuid: None, server_id: 1, hostname: "db".into() })
+        let server = ServerIdentity { uuid: None, server_id: 1, hostname: "db".into() };
+        Position::new(Flavor::MariaDb, &resume, server, now_rfc3339())
     }
 
     #[test]

@@ -32,7 +32,7 @@ use rdkafka::ClientContext;
 use tokio::runtime::Handle;
 
 use super::lease::{Holder, LeaseLost};
-use super::Position;
+use crate::position::Position;
 use crate::shutdown::{Shutdown, Stopped};
 use crate::sink::kafka::config::{log_librdkafka, KafkaSettings, Redactor};
 use crate::sink::kafka::{hint, tail};
@@ -337,13 +337,14 @@ impl std::fmt::Display for KafkaPositions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::ServerIdentity;
-    use crate::position::{Flavor, Resume};
+    use crate::checkpoint::now_rfc3339;
+    use crate::position::{Flavor, Resume, ServerIdentity};
     use rdkafka::mocking::MockCluster;
 
     fn position(offset: u64) -> Position {
         let resume = Resume::new(Arc::from("binlog.000003"), offset, None);
-        Position::new(Flavor::MariaDb, &resume, ServerIdentity { uuid: None, server_id: 1, hostname: "db".into() })
+        let server = ServerIdentity { uuid: None, server_id: 1, hostname: "db".into() };
+        Position::new(Flavor::MariaDb, &resume, server, now_rfc3339())
     }
 
     fn store(brokers: &str, key: &str) -> KafkaPositions {

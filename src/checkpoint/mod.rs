@@ -1,17 +1,18 @@
-//! Where streaming resumes after a restart: the saved position, its stores (a local file, or a
-//! compacted Kafka topic), and the sink wrapper that saves it.
+//! Where streaming resumes after a restart: the stores of the saved position (a local file, or a
+//! compacted Kafka topic), and the sink wrapper that saves it (and counts the changes it passes
+//! on, `counting`). The position itself and its JSON are `crate::position::Position`.
 //!
 //! Invariants:
 //! - A saved position names the end of a transaction whose every event the sink has
-//!   acknowledged, and of all transactions before it; it never points into a transaction.
+//!   acknowledged, and of all transactions before it; it never points into a transaction. A
+//!   running snapshot's progress is saved with the position of its last acknowledged chunk.
 //! - A position that cannot be read or parsed stops the tool and is left untouched: it is never
 //!   silently reset, which would replay or skip history.
 //! - One writer per stream: the file store locks the file, the Kafka store holds a lease
 //!   (`lease`), and refuses to save once it lost it.
-//! - Version 2 adds the progress of a running snapshot (saved with the position of its last
-//!   acknowledged chunk); version 1 positions are read as positions without a snapshot and
-//!   written back as version 2. Both stores hold the same JSON.
+//! - Both stores hold the same JSON.
 
+mod counting;
 pub mod file;
 pub mod kafka;
 pub mod lease;
@@ -21,120 +22,14 @@ pub use file::{read_position, PositionFile};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::Result;
 
-use crate::event::{Change, Ddl, Op};
-use crate::gtid::GtidSet;
-use crate::metrics::{ChangeLabels, Counter, Metrics};
+use crate::event::{Change, Ddl};
+use crate::metrics::Metrics;
 use crate::outbox::Message;
-use crate::position::{Flavor, Resume, SnapshotProgress};
-use crate::schema::Table;
+use crate::position::{Flavor, Position, Resume, ServerIdentity, SnapshotProgress};
 use crate::sink::Sink;
-
-pub(crate) const VERSION: u32 = 2;
-/// Older versions this binlog-tail reads (and upgrades on the next save).
-const READS: [u32; 2] = [1, 2];
-
-/// The server a position was taken on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerIdentity {
-    /// MySQL's `@@server_uuid`; MariaDB has none.
-    pub uuid: Option<String>,
-    pub server_id: u32,
-    pub hostname: String,
-}
-
-impl std::fmt::Display for ServerIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "server_id {} on host {}", self.server_id, self.hostname)?;
-        match &self.uuid {
-            Some(uuid) => write!(f, " (server_uuid {uuid})"),
-            None => Ok(()),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Position {
-    pub version: u32,
-    pub flavor: FlavorName,
-    /// Executed GTID set up to and including the last delivered transaction, when the server
-    /// has GTIDs: MySQL `uuid:1-100,...`, MariaDB `0-1-100,...`.
-    pub gtid_set: Option<String>,
-    /// Binlog file and offset just after the last delivered transaction.
-    pub file: String,
-    pub offset: u64,
-    pub server: ServerIdentity,
-    /// When this position was written (RFC 3339, UTC).
-    pub updated_at: String,
-    /// Names the stream this file keeps the position of, in the messages it sends (so a restart
-    /// can tell its own messages in Kafka from those of an earlier, abandoned position file).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream_id: Option<String>,
-    /// A snapshot's progress; absent when no snapshot was ever started with this file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<SnapshotProgress>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FlavorName {
-    Mysql,
-    Mariadb,
-}
-
-impl std::fmt::Display for FlavorName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FlavorName::Mysql => Flavor::MySql.fmt(f),
-            FlavorName::Mariadb => Flavor::MariaDb.fmt(f),
-        }
-    }
-}
-
-impl From<Flavor> for FlavorName {
-    fn from(f: Flavor) -> Self {
-        match f {
-            Flavor::MySql => FlavorName::Mysql,
-            Flavor::MariaDb => FlavorName::Mariadb,
-        }
-    }
-}
-
-impl Position {
-    pub fn new(flavor: Flavor, resume: &Resume, server: ServerIdentity) -> Position {
-        Position {
-            version: VERSION,
-            flavor: flavor.into(),
-            gtid_set: resume.gtids.as_ref().map(|g| g.to_string()).filter(|g| !g.is_empty()),
-            file: resume.file.to_string(),
-            offset: resume.offset,
-            server,
-            updated_at: now_rfc3339(),
-            stream_id: None,
-            snapshot: resume.snapshot.as_deref().cloned(),
-        }
-    }
-
-    /// A saved position's text, checked: its version, and its GTID set parses.
-    pub fn parse(text: &str) -> Result<Position> {
-        let pos: Position = serde_json::from_str(text).context(
-            "the saved position is corrupt; it was left as it is. Fix it by hand, or move it away and choose --start deliberately (events may be replayed or skipped)",
-        )?;
-        if !READS.contains(&pos.version) {
-            bail!("the saved position has version {}, this binlog-tail understands {READS:?}", pos.version);
-        }
-        pos.gtids().context("the saved position holds a bad GTID set")?;
-        Ok(pos)
-    }
-
-    pub fn gtids(&self) -> Result<Option<GtidSet>> {
-        self.gtid_set.as_deref().map(GtidSet::parse).transpose()
-    }
-}
+use counting::ChangeCounts;
 
 /// Where positions are kept (`--position-store`).
 pub enum PositionStore {
@@ -194,10 +89,8 @@ pub struct Checkpointing<'a> {
     stream_id: String,
     snapshot: Option<Arc<SnapshotProgress>>,
     metrics: Option<Metrics>,
-    /// The counter of the last table and operation seen: rows come in runs of one table, so
-    /// counting a row is one comparison and one atomic add, not a label lookup. Holding the
-    /// table keeps its address from being reused by another.
-    counting: Option<(Arc<Table>, Op, Counter)>,
+    /// Changes per table and operation, counted when there are metrics.
+    counts: Option<ChangeCounts>,
 }
 
 impl<'a> Checkpointing<'a> {
@@ -219,12 +112,13 @@ impl<'a> Checkpointing<'a> {
             stream_id,
             snapshot,
             metrics: None,
-            counting: None,
+            counts: None,
         }
     }
 
     fn position_at(&self, flavor: Flavor, resume: &Resume, identity: &ServerIdentity) -> Position {
-        Position { stream_id: Some(self.stream_id.clone()), ..Position::new(flavor, resume, identity.clone()) }
+        let pos = Position::new(flavor, resume, identity.clone(), now_rfc3339());
+        Position { stream_id: Some(self.stream_id.clone()), ..pos }
     }
 
     /// `resume` with the newest snapshot progress; true if it moved the snapshot on.
@@ -238,6 +132,7 @@ impl<'a> Checkpointing<'a> {
 
     /// Counts changes, transactions and position file writes for `/metrics`.
     pub fn set_metrics(&mut self, metrics: Metrics) {
+        self.counts = Some(ChangeCounts::new(metrics.clone()));
         self.metrics = Some(metrics);
     }
 
@@ -278,13 +173,10 @@ impl<'a> Checkpointing<'a> {
         let (Some(resume), Some((flavor, identity))) = (resume, &self.server) else {
             return Ok(());
         };
-        let same = |s: &Position| {
-            s.file == *resume.file && s.offset == resume.offset && s.snapshot.as_ref() == resume.snapshot.as_deref()
-        };
-        if self.saved.as_ref().is_some_and(same) {
+        let pos = self.position_at(*flavor, &resume, identity);
+        if self.saved.as_ref().is_some_and(|saved| saved.same_place(&pos)) {
             return Ok(());
         }
-        let pos = self.position_at(*flavor, &resume, identity);
         self.store.save(&pos)?;
         if let Some(m) = &self.metrics {
             m.checkpoint_saved(&pos.file, pos.offset);
@@ -315,21 +207,8 @@ impl<'a> Checkpointing<'a> {
 impl Sink for Checkpointing<'_> {
     fn change(&mut self, change: &Change) -> Result<()> {
         self.inner.change(change)?;
-        let Some(m) = &self.metrics else { return Ok(()) };
-        match &self.counting {
-            Some((table, op, counter)) if Arc::ptr_eq(table, &change.table) && *op == change.op => {
-                counter.inc();
-            }
-            _ => {
-                let labels = ChangeLabels {
-                    db: change.table.db.clone(),
-                    table: change.table.name.clone(),
-                    op: change.op.as_str(),
-                };
-                let counter = m.changes(&labels);
-                counter.inc();
-                self.counting = Some((change.table.clone(), change.op, counter));
-            }
+        if let Some(counts) = &mut self.counts {
+            counts.count(change);
         }
         Ok(())
     }
@@ -415,15 +294,6 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identities_and_flavours_read_as_text() {
-        let mariadb = ServerIdentity { uuid: None, server_id: 1, hostname: "db1".into() };
-        assert_eq!(mariadb.to_string(), "server_id 1 on host db1");
-        let mysql = ServerIdentity { uuid: Some("3e11fa47-71ca-11e1-9e33-c80aa9429562".into()), ..mariadb };
-        assert_eq!(mysql.to_string(), "server_id 1 on host db1 (server_uuid 3e11fa47-71ca-11e1-9e33-c80aa9429562)");
-        assert_eq!(format!("{} {}", Flavor::MariaDb, FlavorName::Mysql), "MariaDB MySQL");
-    }
 
     #[test]
     fn schedule_by_count_and_time() {

@@ -8,7 +8,7 @@ use crate::checkpoint::PositionFile;
 use crate::cli::CheckArgs;
 use crate::config::server_config;
 use crate::preflight::{self, Status};
-use crate::source::server::{connect, connect_opts, flavor_of, redact};
+use crate::source::connection::{connect, connect_opts, flavor_of, redact};
 
 pub fn check(args: CheckArgs) -> Result<()> {
     let cfg = server_config(&args.server, false)?;

@@ -14,7 +14,8 @@ use crate::ops;
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
 use crate::source::file::read_files;
-use crate::source::server::{connect_opts, Checks, ServerSource};
+use crate::source::connection::connect_opts;
+use crate::source::server::{Checks, ServerSource};
 use crate::source::Start;
 
 pub fn dump(args: DumpArgs) -> Result<()> {

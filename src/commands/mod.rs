@@ -27,7 +27,10 @@ use crate::decode::{Decoder, Options};
 use crate::event::Op;
 use crate::position::{Flavor, SnapshotProgress};
 use crate::snapshot::{self, Snapshot};
-use crate::source::server::{connect_opts, InfoSchema, ServerConfig, ServerSource};
+use crate::source::connection::connect_opts;
+use crate::source::info_schema::InfoSchema;
+use crate::source::server::ServerSource;
+use crate::source::ServerConfig;
 
 fn runtime() -> Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()

@@ -6,7 +6,7 @@ use super::runtime;
 use crate::cli::SignalArgs;
 use crate::config::{parse_table, server_config};
 use crate::error::Usage;
-use crate::source::server::{connect, connect_opts};
+use crate::source::connection::{connect, connect_opts};
 
 pub fn signal(args: SignalArgs) -> Result<()> {
     let (db, table) = parse_table(&args.signal_table)?;

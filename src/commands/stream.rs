@@ -14,7 +14,8 @@ use super::runtime;
 use super::term::term;
 use crate::checkpoint::kafka::KafkaPositions;
 use crate::checkpoint::lease::Lease;
-use crate::checkpoint::{Position, PositionFile, PositionStore};
+use crate::checkpoint::{PositionFile, PositionStore};
+use crate::position::Position;
 use crate::cli::{SinkKind, StreamArgs};
 use crate::config::{PositionSettings, StreamSettings};
 use crate::error::Restart;
@@ -22,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::ops;
 use crate::shutdown::Shutdown;
 use crate::sink::stdout::{self, Closed};
-use crate::source::server::connect_opts;
+use crate::source::connection::connect_opts;
 
 /// Producer restarts in a row, without progress, after which the error stands.
 const MAX_RESTARTS: u32 = 5;
@@ -102,7 +103,7 @@ impl Restarts {
     /// stops helping.
     fn record(&mut self, now: Option<Position>, err: anyhow::Error) -> Result<()> {
         let moved = match (&self.at, &now) {
-            (Some(a), Some(b)) => (&a.file, a.offset, &a.snapshot) != (&b.file, b.offset, &b.snapshot),
+            (Some(a), Some(b)) => !a.same_place(b),
             (None, None) => false,
             _ => true,
         };

@@ -13,14 +13,16 @@ use tokio::runtime::Runtime;
 
 use super::run::{run, Until};
 use super::{new_snapshot, server_decoder, sinks};
-use crate::checkpoint::{Checkpointing, Position, PositionStore, Schedule};
+use crate::checkpoint::{Checkpointing, PositionStore, Schedule};
 use crate::config::StreamSettings;
 use crate::error::is_transient;
 use crate::metrics::Metrics;
-use crate::position::Resume;
+use crate::position::{Position, Resume};
 use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshot;
-use crate::source::server::{redact, Checks, EndedAtOnce, ServerConfig, ServerSource};
+use crate::source::connection::redact;
+use crate::source::server::{Checks, EndedAtOnce, ServerSource};
+use crate::source::ServerConfig;
 use crate::source::Start;
 
 /// Consecutive streams closed before their first event after which retrying stops.

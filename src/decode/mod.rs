@@ -37,19 +37,21 @@ use payload::Payload;
 use rows::RowsEvent;
 use table::{ColumnInfo, TableCache};
 
-/// Event type codes the decoder acts on.
-mod code {
-    pub const QUERY: u8 = 2;
-    pub const ROTATE: u8 = 4;
-    pub const FORMAT_DESCRIPTION: u8 = 15;
-    pub const XID: u8 = 16;
-    pub const TABLE_MAP: u8 = 19;
-    pub const GTID: u8 = 33;
-    pub const ANONYMOUS_GTID: u8 = 34;
-    pub const PREVIOUS_GTIDS: u8 = 35;
-    pub const XA_PREPARE: u8 = 38;
-    pub const TRANSACTION_PAYLOAD: u8 = 40;
-    pub const GTID_TAGGED: u8 = 42;
+/// Event type codes the decoder acts on, as the header's byte (for `match`).
+pub mod code {
+    use mysql_common::binlog::consts::EventType;
+
+    pub const QUERY: u8 = EventType::QUERY_EVENT as u8;
+    pub const ROTATE: u8 = EventType::ROTATE_EVENT as u8;
+    pub const FORMAT_DESCRIPTION: u8 = EventType::FORMAT_DESCRIPTION_EVENT as u8;
+    pub const XID: u8 = EventType::XID_EVENT as u8;
+    pub const TABLE_MAP: u8 = EventType::TABLE_MAP_EVENT as u8;
+    pub const GTID: u8 = EventType::GTID_EVENT as u8;
+    pub const ANONYMOUS_GTID: u8 = EventType::ANONYMOUS_GTID_EVENT as u8;
+    pub const PREVIOUS_GTIDS: u8 = EventType::PREVIOUS_GTIDS_EVENT as u8;
+    pub const XA_PREPARE: u8 = EventType::XA_PREPARE_LOG_EVENT as u8;
+    pub const TRANSACTION_PAYLOAD: u8 = EventType::TRANSACTION_PAYLOAD_EVENT as u8;
+    pub const GTID_TAGGED: u8 = EventType::GTID_TAGGED_LOG_EVENT as u8;
 }
 
 /// Column information for tables whose binlog metadata is MINIMAL.

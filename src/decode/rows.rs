@@ -6,6 +6,7 @@
 //! applied to the before image, and where that is impossible the value says so explicitly.
 
 use anyhow::{bail, Context, Result};
+use mysql_common::binlog::consts::EventType;
 use mysql_common::binlog::jsondiff::{JsonDiff, JsonDiffOperation};
 use mysql_common::io::ParseBuf;
 
@@ -13,14 +14,14 @@ use super::value::{check_jsonb, write_value, Cursor};
 use crate::event::Op;
 use crate::schema::{Kind, RowImage, Table};
 
-/// Rows event type codes.
-pub const WRITE_V1: u8 = 23;
-pub const UPDATE_V1: u8 = 24;
-pub const DELETE_V1: u8 = 25;
-pub const WRITE_V2: u8 = 30;
-pub const UPDATE_V2: u8 = 31;
-pub const DELETE_V2: u8 = 32;
-pub const PARTIAL_UPDATE: u8 = 39;
+/// Rows event type codes, as the header's byte (MariaDB writes the same codes).
+pub const WRITE_V1: u8 = EventType::WRITE_ROWS_EVENT_V1 as u8;
+pub const UPDATE_V1: u8 = EventType::UPDATE_ROWS_EVENT_V1 as u8;
+pub const DELETE_V1: u8 = EventType::DELETE_ROWS_EVENT_V1 as u8;
+pub const WRITE_V2: u8 = EventType::WRITE_ROWS_EVENT as u8;
+pub const UPDATE_V2: u8 = EventType::UPDATE_ROWS_EVENT as u8;
+pub const DELETE_V2: u8 = EventType::DELETE_ROWS_EVENT as u8;
+pub const PARTIAL_UPDATE: u8 = EventType::PARTIAL_UPDATE_ROWS_EVENT as u8;
 
 pub fn op_of(type_code: u8) -> Option<Op> {
     match type_code {

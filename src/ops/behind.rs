@@ -15,7 +15,7 @@ use tokio::runtime::Handle;
 
 use crate::history::{binlogs, BinlogFile};
 use crate::metrics::{Metrics, ReadPosition};
-use crate::source::server::connect;
+use crate::source::connection::connect;
 
 const POLL: Duration = Duration::from_secs(2);
 const LOG_EVERY: Duration = Duration::from_secs(10);

@@ -13,15 +13,16 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::checkpoint::kafka::PositionReader;
-use crate::checkpoint::{read_position, Position};
+use crate::checkpoint::read_position;
 use crate::cli::{PositionStoreKind, StatusArgs};
 use crate::config::{check_stream_name, kafka_connection, server_config};
 use crate::error::{Purged, Usage};
 use crate::history::binlogs;
 use crate::metrics::ReadPosition;
 use crate::ops::behind::bytes_behind;
+use crate::position::Position;
 use crate::preflight::{self, Status};
-use crate::source::server::{connect, connect_opts, flavor_of, redact};
+use crate::source::connection::{connect, connect_opts, flavor_of, redact};
 
 #[derive(Serialize)]
 struct Report {

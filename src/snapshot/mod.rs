@@ -42,7 +42,7 @@ use crate::schema::{RowImage, Table};
 use crate::shutdown::Shutdown;
 use crate::signal::{Signal, WINDOW_CLOSE, WINDOW_OPEN};
 use crate::sink::Sink;
-use crate::source::server::connect;
+use crate::source::connection::connect;
 use chunk::{BinlogPos, Chunk, SESSION_SETUP};
 
 /// How a chunk finds its place in the stream.

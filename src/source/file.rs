@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use mysql_common::binlog::consts::EventType;
 
 use crate::decode::{Decoder, Flow};
 use crate::frame::{Checksums, EventReader, FrameError, Partial};
@@ -85,7 +86,7 @@ pub fn read_binlog(
         let before = events.offset;
         match events.next_event() {
             Ok(Ok((offset, event))) => {
-                if first && event.header.type_code != crate::frame::FORMAT_DESCRIPTION_EVENT {
+                if first && event.header.type_code != EventType::FORMAT_DESCRIPTION_EVENT as u8 {
                     bail!(
                         "not a binlog file: its first event is not a format description (type {})",
                         event.header.type_code

@@ -1,15 +1,39 @@
 //! Where binlog events come from: binlog files on disk, or a server we replicate from.
 //! Both hand the decoder framed events whose checksums were verified.
+//!
+//! A server is reached through `connection`, streamed from by `server`, and asked for the
+//! columns the binlog leaves out by `info_schema`; `tls` resolves its TLS settings.
 
+pub mod connection;
 pub mod file;
+pub mod info_schema;
 pub mod server;
 pub mod tls;
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::gtid::GtidSet;
+
+/// How to reach a server, and how to stream from it.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub url: String,
+    pub password: Option<String>,
+    pub server_id: u32,
+    /// Keep tailing at the server's end instead of stopping there.
+    pub follow: bool,
+    pub heartbeat: Duration,
+    /// How long to keep retrying the first connection while the server is starting.
+    pub wait_for_server: Duration,
+    /// Resume saved positions by GTID set where the server has GTIDs (else by file and offset).
+    pub resume_by_gtid: bool,
+    /// TLS settings resolved from the options and the URL (`tls::resolve`); `None` leaves the
+    /// URL's own.
+    pub tls: Option<mysql_async::SslOpts>,
+}
 
 /// Where a server stream starts.
 #[derive(Debug, Clone, PartialEq)]

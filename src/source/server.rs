@@ -1,4 +1,4 @@
-//! A MySQL or MariaDB server, read as a replica over the replication protocol.
+//! The replication stream of a MySQL or MariaDB server, read as a replica.
 //!
 //! Invariants: the connection is checked (binary log on, ROW format) before any event is read;
 //! every event's CRC32 is verified; a connection that sends neither events nor heartbeats for
@@ -7,46 +7,25 @@
 //! memory.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStreamRequest, Conn, Opts, OptsBuilder};
-use mysql_common::binlog::consts::BinlogChecksumAlg;
+use mysql_async::{BinlogStreamRequest, Conn, Opts};
+use mysql_common::binlog::consts::{BinlogChecksumAlg, EventType};
 use mysql_common::packets::{GnoInterval, Sid};
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
-use tokio::sync::Notify;
-
-use super::{tls, Start};
-use crate::checkpoint::{Position, ServerIdentity};
-use crate::decode::table::ColumnInfo;
-use crate::decode::SchemaLookup;
+use super::connection::{classify, connect, connect_opts, flavor_of};
+use super::{ServerConfig, Start};
 use crate::error::{is_transient, Purged, Transient};
 use crate::frame::{Header, RawEvent};
 use crate::gtid::GtidSet;
 use crate::history;
-use crate::position::{Flavor, Resume};
+use crate::position::{Flavor, Position, Resume, ServerIdentity};
 use crate::preflight::{self, Check, Status};
-
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub url: String,
-    pub password: Option<String>,
-    pub server_id: u32,
-    /// Keep tailing at the server's end instead of stopping there.
-    pub follow: bool,
-    pub heartbeat: Duration,
-    /// How long to keep retrying the first connection while the server is starting.
-    pub wait_for_server: Duration,
-    /// Resume saved positions by GTID set where the server has GTIDs (else by file and offset).
-    pub resume_by_gtid: bool,
-    /// TLS settings resolved from the options and the URL (`tls::resolve`); `None` leaves the
-    /// URL's own.
-    pub tls: Option<mysql_async::SslOpts>,
-}
 
 /// One event as received, checksum verified and stripped.
 pub struct OwnedEvent {
@@ -182,9 +161,13 @@ pub struct EndedAtOnce;
 /// An event from the pump, noting whether it is more than the stream's preamble.
 fn received(delivered: &mut bool, ev: Result<OwnedEvent>) -> Result<Next> {
     use crate::decode::mariadb::{BINLOG_CHECKPOINT, GTID_LIST};
-    use crate::frame::FORMAT_DESCRIPTION_EVENT;
-    const PREVIOUS_GTIDS: u8 = 35;
-    const PREAMBLE: [u8; 5] = [ROTATE_EVENT, FORMAT_DESCRIPTION_EVENT, PREVIOUS_GTIDS, BINLOG_CHECKPOINT, GTID_LIST];
+    const PREAMBLE: [u8; 5] = [
+        EventType::ROTATE_EVENT as u8,
+        EventType::FORMAT_DESCRIPTION_EVENT as u8,
+        EventType::PREVIOUS_GTIDS_EVENT as u8,
+        BINLOG_CHECKPOINT,
+        GTID_LIST,
+    ];
     let ev = ev?;
     *delivered |= !PREAMBLE.contains(&ev.header.type_code);
     Ok(Next::Event(ev))
@@ -208,147 +191,6 @@ fn enforce(checks: Vec<Check>) -> Result<()> {
         return Err(Purged(text).into());
     }
     bail!("the server is not ready for streaming without losing events: {text}")
-}
-
-pub fn connect_opts(cfg: &ServerConfig) -> Result<Opts> {
-    let mut builder = OptsBuilder::from_opts(parse_url(&cfg.url)?).prefer_socket(false);
-    if let Some(pw) = &cfg.password {
-        builder = builder.pass(Some(pw.clone()));
-    }
-    if let Some(tls) = &cfg.tls {
-        builder = builder.ssl_opts(tls.clone());
-    }
-    Ok(builder.into())
-}
-
-/// The `--url` as the driver reads it (`mysql://` may be left out).
-pub fn parse_url(url: &str) -> Result<Opts> {
-    let url = if url.contains("://") { url.to_string() } else { format!("mysql://{url}") };
-    Opts::from_url(&url).map_err(|e| {
-        let hint = match &e {
-            mysql_async::UrlError::UnknownParameter { param }
-                if param.starts_with("ssl") || param.starts_with("tls") =>
-            {
-                ": TLS files are given with --tls-ca, --tls-cert and --tls-key"
-            }
-            _ => " (expected mysql://USER@HOST:PORT)",
-        };
-        anyhow!("bad --url `{}`: {e}{hint}", redact(&url))
-    })
-}
-
-/// The URL with any password replaced, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// Connects, retrying refused or unreachable connections until `wait` has passed. A server that
-/// cannot be reached at all is a `Transient` error, so a streaming caller can retry.
-pub async fn connect(opts: &Opts, wait: Duration) -> Result<Conn> {
-    let deadline = Instant::now() + wait;
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let attempt = tokio::time::timeout(Duration::from_secs(10), Conn::new(opts.clone())).await;
-        let err = match attempt {
-            Ok(Ok(conn)) => return Ok(conn),
-            Ok(Err(e)) => e,
-            Err(_) if Instant::now() < deadline => continue,
-            Err(_) => {
-                return Err(Transient(anyhow!(
-                    "connecting to {}:{} timed out after 10 s: check the host, port and firewall",
-                    opts.ip_or_hostname(),
-                    opts.tcp_port()
-                ))
-                .into())
-            }
-        };
-        let retriable = matches!(err, mysql_async::Error::Io(_)) && tls::explain(&err, opts).is_none();
-        if retriable && Instant::now() + delay < deadline {
-            tracing::info!("server not reachable yet ({err}); retrying in {delay:?}");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-            continue;
-        }
-        return Err(classify(err, opts));
-    }
-}
-
-/// Turns a driver error into a message that says what to do, typed by what should happen next.
-pub fn classify(err: mysql_async::Error, opts: &Opts) -> anyhow::Error {
-    let host = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
-    let user = opts.user().unwrap_or("");
-    if let Some(tls_failure) = tls::explain(&err, opts) {
-        return tls_failure;
-    }
-    match &err {
-        mysql_async::Error::Server(e) if e.code == 1045 => {
-            // The server answers a plain connection it requires TLS for, and a missing client
-            // certificate, with the same error as a wrong password.
-            let tls_hint = match opts.ssl_opts() {
-                None => "; or the server requires TLS (require_secure_transport): connect with --tls, or --tls-ca FILE for a private CA",
-                Some(ssl) if ssl.client_identity().is_none() => "; or the user requires a client certificate (REQUIRE X509): give it with --tls-cert and --tls-key",
-                Some(_) => "; or the server does not accept this client certificate for the user",
-            };
-            anyhow!(
-                "access denied for user `{user}` at {host}: check the password (--password-file or MYSQL_PWD) and that the user may connect from this host{tls_hint}"
-            )
-        }
-        // MySQL's ER_SECURE_TRANSPORT_REQUIRED (MariaDB answers with 1045 instead).
-        mysql_async::Error::Server(e) if e.code == 3159 => anyhow!(
-            "the server at {host} requires TLS ({}): connect with --tls, or --tls-ca FILE for a private CA",
-            e.message
-        ),
-        mysql_async::Error::Server(e) if e.code == 1236 && diverged(&e.message) => Purged(format!(
-            "the server's binlog does not hold the requested position in its history: {} — the position comes from another history (a diverged server, or a binlog reset since). Point --url at the server (or a replica of it) whose history the position belongs to; to start over, move the position file away and choose --start deliberately",
-            e.message
-        ))
-        .into(),
-        mysql_async::Error::Server(e) if e.code == 1236 => Purged(format!(
-            "the server cannot send the binlog from the requested position: {} — the binlog there was probably purged (see SHOW BINARY LOGS and gtid_purged); the changes in between are lost. To go on anyway, move the position file away and start from `earliest` or a newer position",
-            e.message
-        ))
-        .into(),
-        mysql_async::Error::Server(e) if e.code == 4052 || e.message.contains("same server_uuid/server_id") => anyhow!(
-            "another replica is connected with the same server id: give each binlog-tail its own --server-id ({})",
-            e.message
-        ),
-        mysql_async::Error::Server(e) if e.code == 1227 || e.code == 1044 => anyhow!(
-            "user `{user}` lacks a privilege: {}. Grant it: GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO ...",
-            e.message
-        ),
-        mysql_async::Error::Io(io) => Transient(anyhow!(
-            "cannot connect to {host}: {io}. Is the server running and listening there? (--wait-for-server SECS waits for a server that is starting)"
-        ))
-        .into(),
-        // The server shutting down or killing our connection, lost connections: try again.
-        mysql_async::Error::Server(e) if matches!(e.code, 1053 | 1927 | 2006 | 2013 | 1040 | 1203) => {
-            Transient(anyhow!("the server ended the connection: {}", e.message)).into()
-        }
-        mysql_async::Error::Driver(_) => Transient(anyhow!("connection to {host} failed: {err}")).into(),
-        _ => anyhow!("{err}"),
-    }
-}
-
-/// MariaDB's refusals of a GTID that its binlog never held (as opposed to one it purged).
-fn diverged(message: &str) -> bool {
-    ["diverged", "is not in the master's binlog", "is missing the GTID", "conflicts with the binary log"]
-        .iter()
-        .any(|m| message.contains(m))
-}
-
-/// The server's flavour and its version string.
-pub async fn flavor_of(conn: &mut Conn) -> Result<(Flavor, String)> {
-    let version: String = conn.query_first("SELECT @@version").await?.context("the server returned no version")?;
-    Ok((Flavor::from_version(&version), version))
 }
 
 /// Refuses servers whose binlog cannot give us rows.
@@ -554,13 +396,11 @@ fn verified(event: &mysql_common::binlog::events::Event) -> Result<OwnedEvent> {
         }
     }
     let mut body = event.data().to_vec();
-    if header.type_code == ROTATE_EVENT {
+    if header.type_code == EventType::ROTATE_EVENT as u8 {
         strip_unannounced_crc(&header, &mut body);
     }
     Ok(OwnedEvent { header, body })
 }
-
-const ROTATE_EVENT: u8 = 4;
 
 /// The artificial ROTATE a server sends first precedes the format description that announces
 /// checksums, so mysql_common leaves its CRC32 on the end of the file name. Strip it when the
@@ -583,95 +423,5 @@ fn strip_unannounced_crc(header: &Header, body: &mut Vec<u8>) {
     hasher.update(&body[..split]);
     if hasher.finalize().to_le_bytes() == body[split..] {
         body.truncate(split);
-    }
-}
-
-/// `information_schema` lookups for tables whose binlog metadata is MINIMAL.
-pub struct InfoSchema {
-    rt: Handle,
-    opts: Opts,
-    conn: Option<Conn>,
-}
-
-impl InfoSchema {
-    pub fn new(rt: Handle, opts: Opts) -> Self {
-        InfoSchema { rt, opts, conn: None }
-    }
-}
-
-impl SchemaLookup for InfoSchema {
-    fn columns(&mut self, db: &str, table: &str) -> Result<Vec<ColumnInfo>> {
-        let rows: Vec<(String, String, Option<String>, String, String)> = self.rt.block_on(async {
-            if self.conn.is_none() {
-                self.conn = Some(connect(&self.opts, Duration::ZERO).await?);
-            }
-            let conn = self.conn.as_mut().expect("just connected");
-            let rows = conn
-                .exec(
-                    "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, COLUMN_KEY, DATA_TYPE FROM information_schema.COLUMNS \
-                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
-                    (db, table),
-                )
-                .await?;
-            Ok::<_, anyhow::Error>(rows)
-        })?;
-        if rows.is_empty() {
-            bail!("`{db}`.`{table}` is not in information_schema (dropped since?), and the binlog has no column metadata: set binlog_row_metadata=FULL on the server");
-        }
-        Ok(rows
-            .into_iter()
-            .map(|(name, column_type, charset, key, data_type)| ColumnInfo {
-                name,
-                unsigned: column_type.contains("unsigned"),
-                charset,
-                values: enum_values(&column_type),
-                is_pk: key == "PRI",
-                data_type: data_type.to_ascii_lowercase(),
-            })
-            .collect())
-    }
-}
-
-/// `enum('a','it''s')` -> ["a", "it's"]; None for other types.
-fn enum_values(column_type: &str) -> Option<Vec<String>> {
-    let inner = column_type.strip_prefix("enum(").or_else(|| column_type.strip_prefix("set("))?.strip_suffix(')')?;
-    let mut values = Vec::new();
-    let mut chars = inner.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\'' {
-            continue;
-        }
-        let mut v = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\'' if chars.peek() == Some(&'\'') => {
-                    chars.next();
-                    v.push('\'');
-                }
-                '\'' => break,
-                '\\' => v.extend(chars.next()),
-                c => v.push(c),
-            }
-        }
-        values.push(v);
-    }
-    Some(values)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn enum_values_from_column_type() {
-        assert_eq!(enum_values("enum('a','it''s','b,c')").unwrap(), ["a", "it's", "b,c"]);
-        assert_eq!(enum_values("set('x','y')").unwrap(), ["x", "y"]);
-        assert_eq!(enum_values("int(10) unsigned"), None);
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(redact("mysql://u:secret@h:3306/db"), "mysql://u:***@h:3306/db");
-        assert_eq!(redact("mysql://u@h:3306"), "mysql://u@h:3306");
     }
 }
