@@ -304,11 +304,11 @@ fn the_compose_files_mysql_options_pass_check() {
     }
 }
 
-/// Every binlog-tail command the example workflow runs is the README's.
+/// Every binlog-tail command the example workflow runs is shown in the docs.
 #[test]
-fn the_workflows_commands_are_the_readmes() {
+fn the_workflows_commands_are_the_docs() {
     let workflow = std::fs::read_to_string(crate::util::root().join("examples/github-actions.yml")).unwrap();
-    let readme = std::fs::read_to_string(crate::util::root().join("README.md")).unwrap();
+    let docs: String = crate::docs::doc_files().into_iter().map(|(_, text)| text).collect();
     let commands: Vec<&str> = workflow
         .lines()
         .filter_map(|l| l.trim().strip_prefix("run: "))
@@ -316,7 +316,7 @@ fn the_workflows_commands_are_the_readmes() {
         .collect();
     assert_eq!(commands.len(), 2, "{workflow}");
     for c in commands {
-        assert!(readme.contains(c), "the README does not show `{c}`");
+        assert!(docs.contains(c), "neither README.md nor docs/ show `{c}`");
     }
 }
 

@@ -4,6 +4,7 @@
 mod util;
 
 mod bad_input;
+mod docs;
 mod emit;
 mod files;
 mod formats;
