@@ -1,7 +1,7 @@
 # binlog-tail in a small runtime image, running as a non-root user.
 #   docker build -t binlog-tail .
 #   docker run --rm binlog-tail check --url mysql://repl@db:3306
-# Not built on the project's machines (no Docker there); see README "Operating binlog-tail".
+# Not built on the project's machines (no Docker there); see docs/operating.md.
 FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends pkg-config libssl-dev cmake \
     && rm -rf /var/lib/apt/lists/*

@@ -1,6 +1,6 @@
 //! The JSON change event: the contract every sink emits, one object per changed row.
 //!
-//! Invariants: field order and names are fixed (documented in the README, field by field);
+//! Invariants: field order and names are fixed (documented in docs/events.md, field by field);
 //! `before`/`after` hold only the columns the binlog carried; `pk` is taken from the after image
 //! (the before image for deletes, or where the after image lacks a key column) and is null for
 //! tables without a primary key.

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use binlog_tail::cli::Cli;
 use clap::Parser;
 
 use crate::util::root;
@@ -73,12 +72,22 @@ fn is_assignment(word: &str) -> bool {
 
 #[test]
 fn every_command_line_in_the_docs_parses() {
+    // A `--config FILE` in the docs reads the example file of docs/configuration.md, so the
+    // example is parsed too.
+    let dir = tempfile::tempdir().unwrap();
+    let example = dir.path().join("binlog-tail.toml");
+    let configuration = std::fs::read_to_string(crate::util::root().join("docs/configuration.md")).unwrap();
+    let toml = configuration.split("```toml\n").nth(1).and_then(|t| t.split("```").next()).expect("a TOML example");
+    std::fs::write(&example, toml).unwrap();
     let mut failures = Vec::new();
     let mut count = 0;
     for (path, text) in doc_files() {
-        for (line, words) in commands(&text) {
+        for (line, mut words) in commands(&text) {
             count += 1;
-            if let Err(e) = Cli::try_parse_from(&words) {
+            if let Some(at) = words.iter().position(|w| w == "--config") {
+                words[at + 1] = example.to_str().unwrap().to_string();
+            }
+            if let Err(e) = binlog_tail::cli::parse_from(&words) {
                 failures.push(format!("{path}:{line}: `{}`\n{}", words.join(" "), e.render()));
             }
         }

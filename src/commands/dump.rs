@@ -13,8 +13,8 @@ use crate::metrics::Metrics;
 use crate::ops;
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
-use crate::source::file::read_files;
 use crate::source::connection::connect_opts;
+use crate::source::file::read_files;
 use crate::source::server::{Checks, ServerSource};
 use crate::source::Start;
 

@@ -3,7 +3,7 @@
 //! Invariants: every read is bounds-checked against the row bytes (malformed input is an error,
 //! never a panic or a read past the event); every value is exact — unsigned integers stay
 //! unsigned, DECIMAL keeps every digit as a string, zero dates stay zero, text is decoded by its
-//! column's charset. The mapping is the event contract documented in the README.
+//! column's charset. The mapping is the event contract documented in docs/events.md.
 
 use mysql_common::binlog::jsonb;
 use mysql_common::io::ParseBuf;

@@ -2,7 +2,7 @@
 //! JSON converter without schemas: `before`, `after`, `source`, `transaction`, `op`, `ts_ms`.
 //!
 //! Invariants: values follow Debezium's defaults wherever they are unambiguous without a schema
-//! (README, "Formats"); DECIMAL stays an exact string (`decimal.handling.mode=string`) and
+//! (docs/formats.md); DECIMAL stays an exact string (`decimal.handling.mode=string`) and
 //! BIGINT UNSIGNED an exact number. With `--debezium-time sql`, temporal values are SQL text
 //! instead. Zero dates, which Debezium cannot represent, are `null`.
 

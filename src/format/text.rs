@@ -1,7 +1,7 @@
 //! Reading the native JSON text of a value back into the parts other formats need: the text of a
 //! string literal, dates and times as numbers, SET arrays as joined text.
 //!
-//! Invariants: the input is always text the decoder wrote (its shapes are the README's value
+//! Invariants: the input is always text the decoder wrote (its shapes are docs/events.md's value
 //! table), but nothing here panics on other input: a shape that does not parse yields `None`,
 //! and the callers then write `null`.
 
