@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
 
 use crate::util::root;
 
