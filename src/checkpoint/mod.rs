@@ -177,6 +177,10 @@ impl<'a> Checkpointing<'a> {
         if self.saved.as_ref().is_some_and(|saved| saved.same_place(&pos)) {
             return Ok(());
         }
+        if self.saved.is_some() {
+            // Moved on from a saved position (not the first save of a new stream, at its start).
+            self.schedule.moved();
+        }
         self.store.save(&pos)?;
         if let Some(m) = &self.metrics {
             m.checkpoint_saved(&pos.file, pos.offset);
@@ -259,23 +263,26 @@ pub struct Schedule {
     /// The last checkpoint saved less than the last commit (the sink had not acknowledged it).
     behind: bool,
     last: Instant,
+    /// No checkpoint has moved the position since the start: every commit tries to save, so a
+    /// process that keeps dying young (a crash loop) still makes progress.
+    fresh: bool,
 }
 
 impl Schedule {
     pub fn new(every: u64, interval: Duration) -> Schedule {
-        Schedule { every: every.max(1), interval, pending: 0, behind: false, last: Instant::now() }
+        Schedule { every: every.max(1), interval, pending: 0, behind: false, last: Instant::now(), fresh: true }
     }
 
     /// Records one committed transaction; true if a checkpoint is due now.
     pub fn committed(&mut self) -> bool {
         self.pending += 1;
-        self.pending >= self.every || self.last.elapsed() >= self.interval
+        self.fresh || self.pending >= self.every || self.last.elapsed() >= self.interval
     }
 
     /// True if transactions are waiting, or were left out of the last checkpoint, and the
     /// interval has passed (for idle moments).
     pub fn overdue(&self) -> bool {
-        (self.pending > 0 || self.behind) && self.last.elapsed() >= self.interval
+        (self.pending > 0 || self.behind) && (self.fresh || self.last.elapsed() >= self.interval)
     }
 
     /// A checkpoint was saved; `complete` if it reached the last commit.
@@ -283,6 +290,11 @@ impl Schedule {
         self.pending = 0;
         self.behind = !complete;
         self.last = Instant::now();
+    }
+
+    /// A checkpoint moved the position: from now on, by the schedule.
+    pub fn moved(&mut self) {
+        self.fresh = false;
     }
 }
 
@@ -298,6 +310,7 @@ mod tests {
     #[test]
     fn schedule_by_count_and_time() {
         let mut s = Schedule::new(3, Duration::from_secs(3600));
+        s.moved();
         assert!(!s.committed());
         assert!(!s.committed());
         assert!(s.committed());
@@ -310,5 +323,16 @@ mod tests {
         assert!(s.overdue(), "what the checkpoint left out is still due");
         s.done(true);
         assert!(!s.overdue());
+    }
+
+    #[test]
+    fn after_a_start_every_commit_is_due_until_the_position_moves() {
+        let mut s = Schedule::new(1000, Duration::from_secs(3600));
+        assert!(s.committed(), "the first commit after a start");
+        s.done(false);
+        assert!(s.committed() && s.overdue(), "not acknowledged yet: still due");
+        s.moved();
+        s.done(true);
+        assert!(!s.committed() && !s.overdue(), "then by the schedule");
     }
 }
