@@ -189,6 +189,13 @@ impl MySqlGtidSet {
         Ok(set)
     }
 
+    /// True if the transaction `sid:tag:gno` is in the set.
+    pub fn contains_gtid(&self, sid: [u8; 16], tag: &str, gno: u64) -> bool {
+        let Some(ranges) = self.ranges.get(&(sid, tag.to_string())) else { return false };
+        let at = ranges.partition_point(|&(_, end)| end <= gno);
+        ranges.get(at).is_some_and(|&(start, _)| start <= gno)
+    }
+
     /// True if every transaction of `self` is in `other`.
     pub fn is_subset(&self, other: &MySqlGtidSet) -> bool {
         self.ranges.iter().all(|(key, ranges)| {

@@ -19,6 +19,7 @@
 //!   the snapshot continues after the last acknowledged chunk.
 
 pub mod chunk;
+pub mod gtid_window;
 pub mod values;
 
 use std::collections::{HashMap, HashSet};
