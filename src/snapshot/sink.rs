@@ -1,0 +1,48 @@
+//! The decoder's sink while snapshots can run.
+
+use anyhow::Result;
+
+use super::Snapshot;
+use crate::event::Change;
+use crate::position::Resume;
+use crate::signal::Signal;
+use crate::sink::Sink;
+
+/// The sink the decoder writes to while snapshots can run: signals go to the snapshot, and a
+/// commit carries the snapshot's progress when a signal moved it, so a signal is saved with the
+/// transaction that carried it.
+pub struct Snapshotting<'a> {
+    pub sink: &'a mut dyn Sink,
+    pub snapshot: &'a mut Snapshot,
+}
+
+impl Sink for Snapshotting<'_> {
+    fn change(&mut self, change: &Change) -> Result<()> {
+        self.snapshot.observe(change);
+        self.sink.change(change)
+    }
+
+    fn ddl(&mut self, ddl: &crate::event::Ddl) -> Result<()> {
+        self.sink.ddl(ddl)
+    }
+
+    fn message(&mut self, msg: &crate::outbox::Message) -> Result<()> {
+        self.sink.message(msg)
+    }
+
+    fn signal(&mut self, signal: &Signal) -> Result<()> {
+        self.snapshot.signal(signal)
+    }
+
+    fn commit(&mut self, resume: &Resume) -> Result<()> {
+        self.sink.commit(&self.snapshot.moved(resume))
+    }
+
+    fn acknowledged(&mut self) -> Result<Option<Resume>> {
+        self.sink.acknowledged()
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.sink.flush()
+    }
+}
