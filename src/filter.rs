@@ -29,6 +29,16 @@ impl TablePattern {
     pub fn matches(&self, db: &str, table: &str) -> bool {
         glob(&self.db, db) && glob(&self.table, table)
     }
+
+    /// The database, if the pattern names exactly one (no wildcard in it).
+    pub fn exact_db(&self) -> Option<&str> {
+        (!self.db.contains(['*', '?'])).then_some(self.db.as_str())
+    }
+
+    /// The table, if the pattern names exactly one.
+    pub fn exact_table(&self) -> Option<(&str, &str)> {
+        self.exact_db().filter(|_| !self.table.contains(['*', '?'])).map(|db| (db, self.table.as_str()))
+    }
 }
 
 /// A `db.table.column` pattern (wildcards allowed in each part).

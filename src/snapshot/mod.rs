@@ -18,9 +18,22 @@
 //!   newer values are in the stream). Correctness depends only on binlog order, not on timing.
 //! - One table at a time, in key order: at most one chunk being emitted and the next one being
 //!   read, so memory is bounded by two chunks (a table without a usable key is one chunk).
-//! - Progress (tables left, the last emitted key) rides on the commit that follows each chunk,
-//!   so the position file records it only once the sink acknowledged the chunk: after a crash
-//!   the snapshot continues after the last acknowledged chunk.
+//! - Progress (tables left, the last emitted key) rides on the commit that follows each chunk
+//!   (`Snapshot::moved`, the one place it is attached), so the position file records it only
+//!   once the sink acknowledged the chunk: after a crash the snapshot continues after the last
+//!   acknowledged chunk.
+//! - Nothing is skipped silently: an initial snapshot plans only when the user provably sees and
+//!   may read every included table (`plan`), and a `--snapshot-key` must be NOT NULL and unique
+//!   (`chunk::describe`); both are checked before anything is recorded.
+//! - A `read` event carries the key change events carry (`decode::table::primary_key`: the
+//!   server's primary key, which may be a promoted unique NOT NULL index), so a row's read and
+//!   changes share a Kafka key and partition.
+//! - A table without a primary key is read in one chunk, and its changes are left out from when
+//!   it is queued until that read is emitted (watermarks: until its window opens): the read
+//!   contains them, so replaying in order gives its rows as a multiset. (With watermarks, a row
+//!   changed inside the window is left out of the read with every identical copy, which is exact
+//!   only for tables without duplicate rows.)
+//! - `--limit` counts read events with the stream's changes (`Snapshot::set_limit`).
 
 pub mod chunk;
 mod plan;
@@ -33,6 +46,7 @@ use anyhow::Result;
 
 use crate::error::Usage;
 
+pub use plan::check_request;
 pub use schedule::Snapshot;
 pub use sink::Snapshotting;
 

@@ -63,6 +63,10 @@ pub struct Snapshot {
     window: u64,
     /// The server the rows are read from, named in the events of some formats.
     server: (Flavor, u32),
+    /// Events (reads and the stream's changes) left before `--limit`; None: no limit.
+    left: Option<u64>,
+    /// Tables whose changes were left out while waiting for their read (see `holds_back`).
+    held: HashSet<[String; 2]>,
 }
 
 impl Snapshot {
@@ -92,23 +96,32 @@ impl Snapshot {
             instance: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
             window: 0,
             server,
+            left: None,
+            held: HashSet::new(),
         };
-        match progress {
-            Some(progress) => snapshot.progress = Arc::new(progress),
-            None if snapshot.settings.initial => {
-                let pending = snapshot.tables(&|_, _| true)?;
+        let initial = progress.is_none() && snapshot.settings.initial;
+        let pending = snapshot.rt.block_on(async {
+            let mut conn = connect(&snapshot.opts, Duration::ZERO).await?;
+            // Refused now rather than when its table comes up: nothing is recorded yet.
+            for k in &snapshot.settings.keys {
+                if chunk::describe(&mut conn, &k.db, &k.table, &snapshot.filter, Some(&k.columns)).await?.is_none() {
+                    tracing::warn!("--snapshot-key names `{}`.`{}`, which does not exist", k.db, k.table);
+                }
+            }
+            match initial {
+                true => plan::included(&mut conn, &snapshot.filter, &snapshot.skip).await.map(Some),
+                false => Ok::<_, anyhow::Error>(None),
+            }
+        })?;
+        match (progress, pending) {
+            (Some(progress), _) => snapshot.progress = Arc::new(progress),
+            (None, Some(pending)) => {
                 tracing::info!("snapshot of {} table(s) planned", pending.len());
                 snapshot.progress = Arc::new(SnapshotProgress { pending, after: None, done: 0 });
             }
-            None => {}
+            (None, None) => {}
         }
         Ok(snapshot)
-    }
-
-    fn tables(&self, wanted: &dyn Fn(&str, &str) -> bool) -> Result<Vec<[String; 2]>> {
-        plan::tables(&self.rt, &self.opts, &self.filter, &|db, t| {
-            wanted(db, t) && !self.skip.iter().any(|(d, n)| d == db && n == t)
-        })
     }
 
     /// Acts on a signal: queues tables for an incremental snapshot, or drops them from it.
@@ -133,18 +146,31 @@ impl Snapshot {
                 return Ok(());
             }
         };
-        let matches = |t: &[String; 2]| patterns.iter().any(|p| p.matches(&t[0], &t[1]));
         let mut next = (*self.progress).clone();
         match signal {
             Signal::Execute(_) => {
-                let tables = self.tables(&|db, t| matches(&[db.to_string(), t.to_string()]))?;
-                let new: Vec<_> = tables.into_iter().filter(|t| !next.pending.contains(t)).collect();
+                let (tables, unmatched, unreadable) = self.rt.block_on(async {
+                    let mut conn = connect(&self.opts, Duration::ZERO).await?;
+                    let (tables, unmatched) = plan::requested(&mut conn, &patterns, &self.filter, &self.skip).await?;
+                    let unreadable = plan::unreadable(&mut conn, &tables).await?;
+                    Ok::<_, anyhow::Error>((tables, unmatched, unreadable))
+                })?;
+                for (i, why) in unmatched {
+                    tracing::warn!("incremental snapshot of `{}`: nothing to read: {why}", names[i]);
+                }
+                for (_, why) in &unreadable {
+                    tracing::warn!("incremental snapshot: not read: {why}");
+                }
+                let new: Vec<_> = tables
+                    .into_iter()
+                    .filter(|t| !next.pending.contains(t) && !unreadable.iter().any(|(u, _)| u == t))
+                    .collect();
                 tracing::info!("incremental snapshot requested: {} table(s) queued ({})", new.len(), names.join(", "));
                 next.pending.extend(new);
             }
             Signal::Window { .. } => unreachable!("handled above"),
             Signal::Stop(_) => {
-                let stopped = |t: &[String; 2]| patterns.is_empty() || matches(t);
+                let stopped = |t: &[String; 2]| patterns.is_empty() || patterns.iter().any(|p| p.matches(&t[0], &t[1]));
                 if next.pending.first().is_some_and(stopped) {
                     // Its chunk in flight is dropped with it.
                     next.after = None;
@@ -152,6 +178,13 @@ impl Snapshot {
                     self.conn = None;
                 }
                 let before = next.pending.len();
+                for t in next.pending.iter().filter(|t| stopped(t) && self.held.contains(*t)) {
+                    tracing::warn!(
+                        "snapshot of `{}`.`{}` stopped before its read: its changes since it was queued were left out (the read would have contained them); request its snapshot again to have them",
+                        t[0],
+                        t[1]
+                    );
+                }
                 next.pending.retain(|t| !stopped(t));
                 tracing::info!("snapshot stopped for {} table(s)", before - next.pending.len());
             }
@@ -175,8 +208,48 @@ impl Snapshot {
         Resume { snapshot: moved.then(|| self.progress.clone()), ..resume.clone() }
     }
 
+    /// True when every table is read, or `--limit` events were emitted.
     pub fn complete(&self) -> bool {
-        self.progress.complete()
+        self.progress.complete() || self.left == Some(0)
+    }
+
+    /// Makes `--limit` count read events too: `limit` events in all, reads and the changes the
+    /// stream emits through `Snapshotting`; none after that.
+    pub fn set_limit(&mut self, limit: Option<u64>) {
+        self.left = limit;
+    }
+
+    /// Counts one event against `--limit`; false if none may be emitted any more.
+    pub(super) fn count(&mut self) -> bool {
+        match &mut self.left {
+            Some(0) => false,
+            Some(left) => {
+                *left -= 1;
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// True while the rows of `table` are left out of the stream because a read still to come
+    /// contains them: a table without a primary key (whose changes a consumer cannot apply to
+    /// rows it has not read yet, and cannot tell from the read's copies) from when it is queued
+    /// until its read is emitted (consistent method: every change before the read's position is
+    /// in it) or its read's watermark window opens (watermarks: changes inside the window are
+    /// emitted and their rows left out of the read). So replaying in order gives the table's rows.
+    pub(super) fn holds_back(&mut self, table: &Table) -> bool {
+        if !table.pk.is_empty() {
+            return false;
+        }
+        let Some(i) = self.progress.pending.iter().position(|[d, t]| *d == table.db && *t == table.name) else {
+            return false;
+        };
+        let window_open = matches!(self.reading, Some(Reading { due: Due::Window { open: true, .. }, .. }));
+        if i == 0 && (self.progress.after.is_some() || window_open) {
+            return false;
+        }
+        self.held.insert(self.progress.pending[i].clone());
+        true
     }
 
     /// The stream stands between transactions at `file:offset`, having executed `gtids`: emits
@@ -203,7 +276,7 @@ impl Snapshot {
     ) -> Result<()> {
         let here = BinlogPos { file: file.clone(), offset };
         loop {
-            if self.progress.complete() || shutdown.requested() {
+            if self.complete() || shutdown.requested() {
                 return Ok(());
             }
             let Some(reading) = &mut self.reading else {
@@ -277,7 +350,7 @@ impl Snapshot {
                 Due::Window { .. } => here.clone(),
             };
             if let Some(chunk) = chunk {
-                emit(chunk, &at, read_at, self.server, sink)?;
+                self.emit(chunk, &at, read_at, sink)?;
             }
             let resume = self.moved(&Resume::new(file.clone(), offset, gtids.clone()));
             sink.commit(&resume)?;
@@ -381,6 +454,36 @@ impl Snapshot {
         Ok(())
     }
 
+    /// The chunk's rows as one transaction of `read` events at the chunk's position (fewer once
+    /// `--limit` is reached).
+    fn emit(&mut self, chunk: Chunk, at: &BinlogPos, read_at: u64, sink: &mut dyn Sink) -> Result<()> {
+        let (flavor, server_id) = self.server;
+        let count = chunk.rows.len() as u64;
+        for (n, image) in chunk.rows.into_iter().enumerate() {
+            if !self.count() {
+                break;
+            }
+            let change = Change {
+                op: Op::Read,
+                table: chunk.table.clone(),
+                server_id,
+                thread: None,
+                flavor,
+                ts: read_at,
+                gtid: None,
+                file: at.file.clone(),
+                offset: at.offset,
+                xid: None,
+                row: n as u64,
+                commit: n as u64 + 1 == count,
+                before: None,
+                after: Some(image),
+            };
+            sink.change(&change)?;
+        }
+        Ok(())
+    }
+
     /// A change the stream emitted: inside a chunk's watermark window, on its table, its keys
     /// are left out of the chunk.
     pub(super) fn observe(&mut self, change: &Change) {
@@ -421,37 +524,6 @@ fn leave_out_changed(chunk: &mut Chunk, changed: &[(Arc<Table>, RowImage)]) {
         }
         !keys.contains(&k)
     });
-}
-
-/// The chunk's rows as one transaction of `read` events at the chunk's position.
-fn emit(
-    chunk: Chunk,
-    at: &BinlogPos,
-    read_at: u64,
-    (flavor, server_id): (Flavor, u32),
-    sink: &mut dyn Sink,
-) -> Result<()> {
-    let count = chunk.rows.len() as u64;
-    for (n, image) in chunk.rows.into_iter().enumerate() {
-        let change = Change {
-            op: Op::Read,
-            table: chunk.table.clone(),
-            server_id,
-            thread: None,
-            flavor,
-            ts: read_at,
-            gtid: None,
-            file: at.file.clone(),
-            offset: at.offset,
-            xid: None,
-            row: n as u64,
-            commit: n as u64 + 1 == count,
-            before: None,
-            after: Some(image),
-        };
-        sink.change(&change)?;
-    }
-    Ok(())
 }
 
 /// The server's error code, if `e` is a server error.

@@ -5,12 +5,14 @@ use anyhow::Result;
 use super::Snapshot;
 use crate::event::Change;
 use crate::position::Resume;
+use crate::schema::Table;
 use crate::signal::Signal;
 use crate::sink::Sink;
 
-/// The sink the decoder writes to while snapshots can run: signals go to the snapshot, and a
-/// commit carries the snapshot's progress when a signal moved it, so a signal is saved with the
-/// transaction that carried it.
+/// The sink the decoder writes to while snapshots can run: signals go to the snapshot; a commit
+/// carries the snapshot's progress when a signal moved it, so a signal is saved with the
+/// transaction that carried it; the rows of a table waiting for its read are left out
+/// (`Snapshot::holds_back`); changes count against `--limit` with the reads.
 pub struct Snapshotting<'a> {
     pub sink: &'a mut dyn Sink,
     pub snapshot: &'a mut Snapshot,
@@ -18,8 +20,15 @@ pub struct Snapshotting<'a> {
 
 impl Sink for Snapshotting<'_> {
     fn change(&mut self, change: &Change) -> Result<()> {
+        if !self.snapshot.count() {
+            return Ok(());
+        }
         self.snapshot.observe(change);
         self.sink.change(change)
+    }
+
+    fn leaves_out(&mut self, table: &Table) -> bool {
+        self.snapshot.holds_back(table)
     }
 
     fn ddl(&mut self, ddl: &crate::event::Ddl) -> Result<()> {
