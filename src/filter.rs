@@ -157,6 +157,15 @@ mod tests {
     }
 
     #[test]
+    fn exact_names() {
+        let p = |t: &str| TablePattern::parse(t).unwrap();
+        assert_eq!(p("shop.orders").exact_table(), Some(("shop", "orders")));
+        assert_eq!((p("shop.order_*").exact_table(), p("shop.order_*").exact_db()), (None, Some("shop")));
+        assert_eq!((p("crm").exact_table(), p("crm").exact_db()), (None, Some("crm")));
+        assert_eq!((p("s?op.orders").exact_table(), p("*.orders").exact_db()), (None, None));
+    }
+
+    #[test]
     fn include_exclude_exclude_wins() {
         let f = Filter {
             include: vec![TablePattern::parse("shop.*").unwrap(), TablePattern::parse("crm").unwrap()],
