@@ -100,19 +100,24 @@ impl Snapshot {
             held: HashSet::new(),
         };
         let initial = progress.is_none() && snapshot.settings.initial;
-        let pending = snapshot.rt.block_on(async {
-            let mut conn = connect(&snapshot.opts, Duration::ZERO).await?;
-            // Refused now rather than when its table comes up: nothing is recorded yet.
-            for k in &snapshot.settings.keys {
-                if chunk::describe(&mut conn, &k.db, &k.table, &snapshot.filter, Some(&k.columns)).await?.is_none() {
-                    tracing::warn!("--snapshot-key names `{}`.`{}`, which does not exist", k.db, k.table);
+        let pending = if !initial && snapshot.settings.keys.is_empty() {
+            None
+        } else {
+            snapshot.rt.block_on(async {
+                let mut conn = connect(&snapshot.opts, Duration::ZERO).await?;
+                // Refused now rather than when its table comes up: nothing is recorded yet.
+                for k in &snapshot.settings.keys {
+                    if chunk::describe(&mut conn, &k.db, &k.table, &snapshot.filter, Some(&k.columns)).await?.is_none()
+                    {
+                        tracing::warn!("--snapshot-key names `{}`.`{}`, which does not exist", k.db, k.table);
+                    }
                 }
-            }
-            match initial {
-                true => plan::included(&mut conn, &snapshot.filter, &snapshot.skip).await.map(Some),
-                false => Ok::<_, anyhow::Error>(None),
-            }
-        })?;
+                match initial {
+                    true => plan::included(&mut conn, &snapshot.filter, &snapshot.skip).await.map(Some),
+                    false => Ok::<_, anyhow::Error>(None),
+                }
+            })?
+        };
         match (progress, pending) {
             (Some(progress), _) => snapshot.progress = Arc::new(progress),
             (None, Some(pending)) => {
@@ -214,7 +219,8 @@ impl Snapshot {
     }
 
     /// Makes `--limit` count read events too: `limit` events in all, reads and the changes the
-    /// stream emits through `Snapshotting`; none after that.
+    /// stream emits through `Snapshotting`; none after that. For `dump`, which saves no position:
+    /// the progress counts a chunk cut short by the limit as read.
     pub fn set_limit(&mut self, limit: Option<u64>) {
         self.left = limit;
     }
