@@ -44,8 +44,12 @@ fn read_events_are_byte_for_byte_the_binlog_inserts() {
     let read = raw_afters(&snap.stdout, "read");
     assert_eq!(inserted.len(), 3, "the fixture inserts three rows");
     assert_eq!(read, inserted, "read events must print every value exactly as the binlog decoder does");
+    // The read's GTID set holds every insert it read.
+    let newest_insert =
+        crate::util::events(&binlog).iter().filter_map(|e| e.gtid.as_deref().map(seq_of)).max().unwrap();
     for e in &events {
-        assert_eq!((e.op.as_str(), e.before.is_none(), e.xid, e.gtid.as_deref()), ("read", true, None, None));
+        assert_eq!((e.op.as_str(), e.before.is_none(), e.xid), ("read", true, None));
+        assert!(seq_of(e.gtid.as_deref().unwrap()) >= newest_insert, "{:?}", e.gtid);
         let (file, offset) = e.pos.rsplit_once(':').unwrap();
         assert!(file.starts_with("binlog.") && offset.parse::<u64>().unwrap() > 4, "pos {}", e.pos);
     }
@@ -296,6 +300,24 @@ fn correctness(method: &str) {
                 w[0],
                 w[1]
             );
+        }
+    }
+
+    // The same by GTID: a read's set holds every change emitted before it, none after it.
+    for file in &files {
+        let mut last: Option<(u64, bool)> = None;
+        for e in read_events(std::slice::from_ref(file)) {
+            let seq = seq_of(e.gtid.as_deref().expect("every event has a GTID"));
+            if let Some((prev, prev_read)) = last {
+                assert!(
+                    seq >= prev && (seq > prev || !(prev_read && e.op != "read")),
+                    "{}: {} {} {seq} after {prev}",
+                    file.display(),
+                    e.op,
+                    e.table
+                );
+            }
+            last = Some((seq, e.op == "read"));
         }
     }
 
@@ -650,6 +672,12 @@ fn tables_the_user_may_not_read_are_an_error_before_anything_is_recorded() {
     // SELECT on every table it reads: the snapshot runs.
     let events = in_db(ok_events(&dump(&["--snapshot", "initial", "--include", &a, "--include", &b])), &db);
     assert_eq!(events.iter().map(|e| e.table.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+}
+
+/// The sequence number of a GTID, or of a one-domain MariaDB GTID set (`0-1-42`).
+fn seq_of(gtid: &str) -> u64 {
+    assert!(!gtid.contains(','), "one domain: {gtid}");
+    gtid.rsplit('-').next().unwrap().parse().unwrap()
 }
 
 /// The raw `pk` text of each event of `op`, with its table.

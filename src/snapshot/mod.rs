@@ -34,6 +34,9 @@
 //!   changed inside the window is left out of the read with every identical copy, which is exact
 //!   only for tables without duplicate rows.)
 //! - `--limit` counts read events with the stream's changes (`Snapshot::set_limit`).
+//! - A `read` event's `gtid` is the GTID set the stream has executed where its chunk sits (null
+//!   without GTIDs): replaying every event before it, then the chunk, gives the tables as of that
+//!   set.
 
 pub mod chunk;
 mod plan;

@@ -356,7 +356,10 @@ impl Snapshot {
                 Due::Window { .. } => here.clone(),
             };
             if let Some(chunk) = chunk {
-                self.emit(chunk, &at, read_at, sink)?;
+                // The GTID set the stream has executed where the chunk sits: the chunk and every
+                // event before it reflect exactly those transactions.
+                let gtid = gtids.as_ref().map(ToString::to_string).filter(|g| !g.is_empty()).map(Arc::from);
+                self.emit(chunk, &at, gtid, read_at, sink)?;
             }
             let resume = self.moved(&Resume::new(file.clone(), offset, gtids.clone()));
             sink.commit(&resume)?;
@@ -460,9 +463,16 @@ impl Snapshot {
         Ok(())
     }
 
-    /// The chunk's rows as one transaction of `read` events at the chunk's position (fewer once
-    /// `--limit` is reached).
-    fn emit(&mut self, chunk: Chunk, at: &BinlogPos, read_at: u64, sink: &mut dyn Sink) -> Result<()> {
+    /// The chunk's rows as one transaction of `read` events at the chunk's position, with the
+    /// `gtid` set executed there (fewer once `--limit` is reached).
+    fn emit(
+        &mut self,
+        chunk: Chunk,
+        at: &BinlogPos,
+        gtid: Option<Arc<str>>,
+        read_at: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<()> {
         let (flavor, server_id) = self.server;
         let count = chunk.rows.len() as u64;
         for (n, image) in chunk.rows.into_iter().enumerate() {
@@ -476,7 +486,7 @@ impl Snapshot {
                 thread: None,
                 flavor,
                 ts: read_at,
-                gtid: None,
+                gtid: gtid.clone(),
                 file: at.file.clone(),
                 offset: at.offset,
                 xid: None,
