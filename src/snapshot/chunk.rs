@@ -307,8 +307,8 @@ fn chunk_key(
     }
     if !unique.iter().any(|index| !index.is_empty() && index.iter().all(|c| key.contains(c))) {
         return Err(flag(
-            "these columns are not unique (no PRIMARY KEY or UNIQUE index is made of them), so rows sharing a key \
-             value would be skipped at chunk boundaries: name the columns of a unique index"
+            "these columns are not unique (no PRIMARY KEY or UNIQUE index has all its columns among them), so \
+             rows sharing a key value would be skipped at chunk boundaries: name the columns of a unique index"
                 .into(),
         )
         .into());

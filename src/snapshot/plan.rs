@@ -48,8 +48,9 @@ async fn try_read(conn: &mut Conn, db: &str, table: &str) -> Result<Result<(), u
 
 /// True if the user may SELECT every table of `db` (None: of every database).
 async fn reads_all(conn: &mut Conn, db: Option<&str>) -> Result<bool> {
-    // 1146: no such table, which only a user who may read it is told.
-    Ok(try_read(conn, db.unwrap_or(NO_SUCH_DB), NO_SUCH_TABLE).await? == Err(1146))
+    // "No such table" (or database), which only a user who may read it is told; others are
+    // denied (1142).
+    Ok(matches!(try_read(conn, db.unwrap_or(NO_SUCH_DB), NO_SUCH_TABLE).await?, Err(1146 | 1049)))
 }
 
 /// Of `tables`, those this user may not read, each with the reason and the GRANT that fixes it.
