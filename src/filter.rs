@@ -29,6 +29,16 @@ impl TablePattern {
     pub fn matches(&self, db: &str, table: &str) -> bool {
         glob(&self.db, db) && glob(&self.table, table)
     }
+
+    /// The database, if the pattern names exactly one (no wildcard in it).
+    pub fn exact_db(&self) -> Option<&str> {
+        (!self.db.contains(['*', '?'])).then_some(self.db.as_str())
+    }
+
+    /// The table, if the pattern names exactly one.
+    pub fn exact_table(&self) -> Option<(&str, &str)> {
+        self.exact_db().filter(|_| !self.table.contains(['*', '?'])).map(|db| (db, self.table.as_str()))
+    }
 }
 
 /// A `db.table.column` pattern (wildcards allowed in each part).
@@ -144,6 +154,15 @@ mod tests {
         assert!(glob("a?c", "abc"));
         assert!(!glob("a?c", "ac"));
         assert!(glob("*a*b*", "xxaxxbxx"));
+    }
+
+    #[test]
+    fn exact_names() {
+        let p = |t: &str| TablePattern::parse(t).unwrap();
+        assert_eq!(p("shop.orders").exact_table(), Some(("shop", "orders")));
+        assert_eq!((p("shop.order_*").exact_table(), p("shop.order_*").exact_db()), (None, Some("shop")));
+        assert_eq!((p("crm").exact_table(), p("crm").exact_db()), (None, Some("crm")));
+        assert_eq!((p("s?op.orders").exact_table(), p("*.orders").exact_db()), (None, None));
     }
 
     #[test]

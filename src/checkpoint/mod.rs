@@ -75,10 +75,10 @@ impl std::fmt::Display for PositionStore {
 
 /// A sink wrapper that saves the position of acknowledged transactions: after every `every`
 /// commits or `interval` it asks the inner sink how far it has acknowledged and writes that; when
-/// the source is idle it waits for everything to be acknowledged first. Every commit carries the
-/// newest snapshot progress (the decoder's commits have none of their own), and a commit that
-/// moves a snapshot on is checkpointed at once, so a crash re-reads at most the chunks the sink
-/// had not acknowledged.
+/// the source is idle it waits for everything to be acknowledged first. Every commit is saved with
+/// the newest snapshot progress (a commit carries progress only when it moved it: see
+/// `Snapshot::moved`), and a commit that moves a snapshot on is checkpointed at once, so a crash
+/// re-reads at most the chunks the sink had not acknowledged.
 pub struct Checkpointing<'a> {
     inner: &'a mut dyn Sink,
     store: &'a PositionStore,

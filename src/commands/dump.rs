@@ -49,6 +49,10 @@ pub fn dump(args: DumpArgs) -> Result<()> {
         Some(settings) => new_snapshot(&rt, &cfg, &source, settings, &opts, None)?,
         None => None,
     };
+    if let Some(snapshot) = snapshot.as_mut() {
+        // Reads and changes count against one --limit.
+        snapshot.set_limit(args.limit);
+    }
     let mut decoder = server_decoder(&rt, &cfg, &source, opts)?;
     // Only for the catch-up progress: dump serves no metrics.
     let metrics = Metrics::new();

@@ -23,6 +23,10 @@ pub fn signal(args: SignalArgs) -> Result<()> {
     rt.block_on(async {
         use mysql_async::prelude::Queryable;
         let mut conn = connect(&opts, cfg.wait_for_server).await?;
+        if !args.stop {
+            // Said to the requester now, not only in the stream's log: a pattern matching no table.
+            crate::snapshot::check_request(&mut conn, &args.table, &crate::filter::Filter::default()).await?;
+        }
         let sql = format!(
             "INSERT INTO `{}`.`{}` (id, type, data) VALUES (?, ?, ?)",
             db.replace('`', "``"),

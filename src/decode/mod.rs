@@ -384,6 +384,9 @@ impl Decoder {
             }
             return Ok(Flow::Continue);
         }
+        if sink.leaves_out(&table) {
+            return Ok(Flow::Continue);
+        }
         let ts = if self.tx.ts > 0 { self.tx.ts } else { u64::from(ev.header.timestamp) };
         let mut flow = Flow::Continue;
         rows_event.for_each_row(&table, |before, after| {

@@ -165,7 +165,7 @@ impl Table {
         }
         if pk.is_empty() {
             if let Some(info) = info {
-                pk = info.iter().enumerate().filter(|(_, c)| c.is_pk).map(|(i, _)| i).collect();
+                pk = primary_key(&info.iter().map(|c| c.is_pk).collect::<Vec<_>>(), &[]);
             }
         }
         if pk.iter().any(|&i| i >= count) {
@@ -181,6 +181,19 @@ impl Table {
         pk.retain(|&i| !columns[i].dropped);
         Ok(Table { db, name, db_json, name_json, columns, pk, gaps, looked_up: info.is_some(), outbox: None })
     }
+}
+
+/// The key change events carry (`pk`) when the binlog does not name it, and the key a snapshot's
+/// `read` events carry: the columns information_schema marks `PRI` (`is_pk`, by column). That is
+/// the PRIMARY KEY or, in a table without one, the UNIQUE index on NOT NULL columns that the
+/// server uses as its primary key (and names in the binlog's own metadata). Its columns come in
+/// that index's order when `unique` (the unique indexes, each as column positions in index
+/// order) holds an index of exactly those columns, as the binlog names them; else in column order.
+pub fn primary_key(is_pk: &[bool], unique: &[Vec<usize>]) -> Vec<usize> {
+    let columns: Vec<usize> = (0..is_pk.len()).filter(|&i| is_pk[i]).collect();
+    let same_columns =
+        |index: &&Vec<usize>| index.len() == columns.len() && index.iter().all(|c| columns.binary_search(c).is_ok());
+    unique.iter().find(same_columns).cloned().unwrap_or(columns)
 }
 
 /// Columns that get a SIGNEDNESS bit, as the server's table map writer counts them (YEAR and
@@ -468,5 +481,19 @@ impl TableCache {
         if self.by_id.len() > 4096 {
             self.by_id.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::primary_key;
+
+    #[test]
+    fn primary_key_columns_in_their_index_order() {
+        // PRIMARY KEY (c, a) or a promoted UNIQUE (c, a): the index's order, as the binlog names it.
+        assert_eq!(primary_key(&[true, false, true], &[vec![1], vec![2, 0]]), [2, 0]);
+        // No index known (the decoder's information_schema fallback): column order.
+        assert_eq!(primary_key(&[true, false, true], &[]), [0, 2]);
+        assert_eq!(primary_key(&[false, false], &[vec![0]]), Vec::<usize>::new());
     }
 }

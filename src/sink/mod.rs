@@ -10,6 +10,7 @@ use anyhow::Result;
 use crate::event::{Change, Ddl};
 use crate::outbox::Message;
 use crate::position::Resume;
+use crate::schema::Table;
 use crate::signal::Signal;
 
 pub trait Sink {
@@ -20,6 +21,11 @@ pub trait Sink {
     /// A row of the signal table; only a stream running snapshots acts on it.
     fn signal(&mut self, _signal: &Signal) -> Result<()> {
         Ok(())
+    }
+    /// True while the rows of `table` are to be left out of the stream: a snapshot read still to
+    /// come contains their effect (see `snapshot::Snapshot::holds_back`).
+    fn leaves_out(&mut self, _table: &Table) -> bool {
+        false
     }
     /// A transaction ended; reading may later resume at `resume`.
     fn commit(&mut self, resume: &Resume) -> Result<()>;

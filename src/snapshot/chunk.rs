@@ -19,6 +19,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Row, Value};
 
 use super::values::{key_value, sql_value, write_value};
+use crate::decode::table::primary_key;
+use crate::error::Usage;
 use crate::filter::Filter;
 use crate::position::KeyValue;
 use crate::schema::{Column, Kind, RowImage, Table};
@@ -170,10 +172,12 @@ type ColumnRow = (
     Option<u64>,
     Option<u64>,
     String,
+    String,
 );
 
 /// The table as it is now; None if it does not exist (any more). `key_override` names the
-/// chunk key columns (`--snapshot-key`).
+/// chunk key columns (`--snapshot-key`), which must be unique and NOT NULL (a usage error if
+/// not: a chunk key with duplicates or NULLs would skip rows at chunk boundaries).
 pub async fn describe(
     conn: &mut Conn,
     db: &str,
@@ -184,7 +188,7 @@ pub async fn describe(
     let columns: Vec<ColumnRow> = conn
         .exec(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, COLLATION_NAME, NUMERIC_PRECISION, NUMERIC_SCALE, \
-             DATETIME_PRECISION, CHARACTER_OCTET_LENGTH, IS_NULLABLE FROM information_schema.COLUMNS \
+             DATETIME_PRECISION, CHARACTER_OCTET_LENGTH, IS_NULLABLE, COLUMN_KEY FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (db, name),
         )
@@ -192,24 +196,33 @@ pub async fn describe(
     if columns.is_empty() {
         return Ok(None);
     }
-    let indexes: Vec<(String, i64, String)> = conn
+    let indexes: Vec<(String, String)> = conn
         .exec(
-            "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME FROM information_schema.STATISTICS \
-             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY INDEX_NAME <> 'PRIMARY', INDEX_NAME, SEQ_IN_INDEX",
+            "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 ORDER BY INDEX_NAME, SEQ_IN_INDEX",
             (db, name),
         )
         .await?;
     let position = |col: &str| columns.iter().position(|c| c.0 == col);
-    let pk: Vec<usize> = indexes.iter().filter(|i| i.0 == "PRIMARY").filter_map(|i| position(&i.2)).collect();
+    let mut unique: Vec<Vec<usize>> = Vec::new();
+    for (n, (index, column)) in indexes.iter().enumerate() {
+        if n == 0 || indexes[n - 1].0 != *index {
+            unique.push(Vec::new());
+        }
+        unique.last_mut().expect("pushed above").extend(position(column));
+    }
+    let is_pk: Vec<bool> = columns.iter().map(|c| c.10 == "PRI").collect();
+    let pk = primary_key(&is_pk, &unique);
     let key = match key_override {
-        Some(names) => names
-            .iter()
-            .map(|n| {
-                position(n).with_context(|| format!("--snapshot-key names `{n}`, which `{db}`.`{name}` does not have"))
-            })
-            .collect::<Result<Vec<_>>>()?,
+        Some(names) => chunk_key(db, name, names, &columns, &unique)?,
         None if !pk.is_empty() => pk.clone(),
-        None => unique_not_null(&indexes, &columns),
+        // No primary key (e.g. a unique index on a column prefix): any unique NOT NULL index
+        // still chunks the table; without one it is read in one go.
+        None => unique
+            .iter()
+            .find(|i| !i.is_empty() && i.iter().all(|&c| columns[c].9 == "NO"))
+            .cloned()
+            .unwrap_or_default(),
     };
     let mut table_columns = Vec::with_capacity(columns.len());
     let mut key_params = Vec::new();
@@ -268,21 +281,39 @@ pub async fn describe(
     Ok(Some(TableSpec { table: Arc::new(table), key, key_params, select }))
 }
 
-/// The first unique index whose columns are all NOT NULL (a key as good as a primary key).
-fn unique_not_null(indexes: &[(String, i64, String)], columns: &[ColumnRow]) -> Vec<usize> {
-    let mut names: Vec<&str> = indexes.iter().filter(|i| i.1 == 0).map(|i| i.0.as_str()).collect();
-    names.dedup();
-    for index in names {
-        let cols: Vec<Option<usize>> = indexes
+/// The `--snapshot-key` columns of `db`.`name`, checked: they exist, are NOT NULL, and include
+/// every column of some unique index (so no two rows share a key).
+fn chunk_key(
+    db: &str,
+    name: &str,
+    names: &[String],
+    columns: &[ColumnRow],
+    unique: &[Vec<usize>],
+) -> Result<Vec<usize>> {
+    let flag = |why: String| Usage(format!("--snapshot-key {db}.{name}={}: {why}", names.join(",")));
+    let mut key = Vec::with_capacity(names.len());
+    for n in names {
+        let c = columns
             .iter()
-            .filter(|i| i.0 == index)
-            .map(|i| columns.iter().position(|c| c.0 == i.2 && c.9 == "NO"))
-            .collect();
-        if cols.iter().all(Option::is_some) {
-            return cols.into_iter().flatten().collect();
+            .position(|c| c.0 == *n)
+            .ok_or_else(|| Usage(format!("--snapshot-key names `{n}`, which `{db}`.`{name}` does not have")))?;
+        if columns[c].9 != "NO" {
+            return Err(flag(format!(
+                "`{n}` is nullable, and rows whose key is NULL cannot be read in chunks: name NOT NULL columns"
+            ))
+            .into());
         }
+        key.push(c);
     }
-    Vec::new()
+    if !unique.iter().any(|index| !index.is_empty() && index.iter().all(|c| key.contains(c))) {
+        return Err(flag(
+            "these columns are not unique (no PRIMARY KEY or UNIQUE index has all its columns among them), so \
+             rows sharing a key value would be skipped at chunk boundaries: name the columns of a unique index"
+                .into(),
+        )
+        .into());
+    }
+    Ok(key)
 }
 
 /// The decoder's kind for a column as information_schema describes it (the byte-layout fields a

@@ -1,0 +1,82 @@
+//! How far a snapshot has come, for the person watching: a progress bar per table on a terminal,
+//! log lines otherwise. Nothing here decides what is read or saved.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+
+/// Progress: on a terminal a bar per table (rows, rows/s, ETA from the server's row estimate);
+/// otherwise a log line when a table starts and ends, and every 10 s.
+#[derive(Default)]
+pub(super) struct Report {
+    /// `information_schema.TABLES.TABLE_ROWS` (an estimate) per table, fetched once.
+    pub(super) estimates: Option<HashMap<(String, String), u64>>,
+    table: Option<TableReport>,
+}
+
+struct TableReport {
+    db: String,
+    name: String,
+    started: Instant,
+    last_line: Instant,
+    rows: u64,
+    bar: ProgressBar,
+}
+
+impl Report {
+    pub(super) fn rows(&mut self, db: &str, table: &str, rows: u64, table_done: bool) {
+        let now = Instant::now();
+        if !self.table.as_ref().is_some_and(|t| t.db == db && t.name == table) {
+            let estimate = self.estimates.as_ref().and_then(|e| e.get(&(db.to_string(), table.to_string()))).copied();
+            tracing::info!("snapshot of `{db}`.`{table}` started (about {} rows)", estimate.unwrap_or(0));
+            self.table = Some(TableReport {
+                db: db.to_string(),
+                name: table.to_string(),
+                started: now,
+                last_line: now,
+                rows: 0,
+                bar: progress_bar(&format!("{db}.{table}"), estimate.unwrap_or(0)),
+            });
+        }
+        let t = self.table.as_mut().expect("set above");
+        t.rows += rows;
+        t.bar.inc(rows);
+        let rate = t.rows as f64 / t.started.elapsed().as_secs_f64().max(1e-3);
+        if table_done {
+            t.bar.finish_and_clear();
+            tracing::info!(
+                "snapshot of `{db}`.`{table}` done: {} rows in {:.1?} ({rate:.0} rows/s)",
+                t.rows,
+                t.started.elapsed()
+            );
+            self.table = None;
+        } else if now - t.last_line >= Duration::from_secs(10) && t.bar.is_hidden() {
+            tracing::info!("snapshot of `{db}`.`{table}`: {} rows so far ({rate:.0} rows/s)", t.rows);
+            t.last_line = now;
+        }
+    }
+}
+
+fn progress_bar(name: &str, estimate: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(estimate);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} {bar:30} {pos}/~{len} rows {per_sec} eta {eta}")
+            .expect("static template"),
+    );
+    bar.set_prefix(name.to_string());
+    bar
+}
+
+pub(super) async fn table_estimates(conn: &mut Conn) -> Result<HashMap<(String, String), u64>> {
+    let rows: Vec<(String, String, Option<u64>)> =
+        conn.query("SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE'").await?;
+    Ok(rows.into_iter().map(|(db, t, n)| ((db, t), n.unwrap_or(0))).collect())
+}

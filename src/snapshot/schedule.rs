@@ -1,0 +1,566 @@
+//! When each chunk is read and where it goes in the stream: the snapshot's state, driven by the
+//! stream at every point between transactions (see the module invariants in `snapshot`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Result};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use super::chunk::{self, BinlogPos, Chunk, SESSION_SETUP};
+use super::progress::{table_estimates, Report};
+use super::{plan, Method, Settings};
+use crate::error::Transient;
+use crate::event::{Change, Op};
+use crate::filter::{Filter, TablePattern};
+use crate::gtid::GtidSet;
+use crate::position::{Flavor, Resume, SnapshotProgress};
+use crate::schema::{RowImage, Table};
+use crate::shutdown::Shutdown;
+use crate::signal::{Signal, WINDOW_CLOSE, WINDOW_OPEN};
+use crate::sink::Sink;
+use crate::source::connection::connect;
+
+type ChunkResult = (Conn, Result<Option<Chunk>>);
+
+/// A chunk being read: where it belongs in the stream, and its rows once read.
+struct Reading {
+    due: Due,
+    read_at: u64,
+    rows: oneshot::Receiver<ChunkResult>,
+    /// The result, when it arrived before the chunk was due.
+    got: Option<ChunkResult>,
+}
+
+enum Due {
+    /// Consistent method: the binlog position the chunk's view matches.
+    At(BinlogPos),
+    /// Watermark method: the chunk belongs after its high watermark; rows whose keys changed
+    /// between the watermarks (`changed` holds those changes' images) are left out.
+    Window { low: String, high: String, open: bool, closed: bool, changed: Vec<(Arc<Table>, RowImage)> },
+}
+
+pub struct Snapshot {
+    rt: Handle,
+    opts: Opts,
+    settings: Settings,
+    filter: Filter,
+    /// Tables never snapshotted: outbox tables (their rows are never change events) and the
+    /// signal table.
+    skip: Vec<(String, String)>,
+    progress: Arc<SnapshotProgress>,
+    /// The progress the last commit carried (see `moved`).
+    announced: Option<Arc<SnapshotProgress>>,
+    conn: Option<Conn>,
+    reading: Option<Reading>,
+    report: Report,
+    /// Names this process's watermarks: a start time, and a count.
+    instance: u128,
+    window: u64,
+    /// The server the rows are read from, named in the events of some formats.
+    server: (Flavor, u32),
+    /// Events (reads and the stream's changes) left before `--limit`; None: no limit.
+    left: Option<u64>,
+    /// Tables whose changes were left out while waiting for their read (see `holds_back`).
+    held: HashSet<[String; 2]>,
+}
+
+impl Snapshot {
+    /// A snapshot with `progress`, or (None) a new one: every included table when the settings
+    /// say `initial`, else none until a signal asks for some.
+    pub fn new(
+        rt: Handle,
+        opts: Opts,
+        settings: Settings,
+        filter: Filter,
+        mut skip: Vec<(String, String)>,
+        progress: Option<SnapshotProgress>,
+        server: (Flavor, u32),
+    ) -> Result<Snapshot> {
+        skip.extend(settings.signal_table.clone());
+        let mut snapshot = Snapshot {
+            rt,
+            opts,
+            settings,
+            filter,
+            skip,
+            progress: Arc::new(SnapshotProgress { pending: Vec::new(), after: None, done: 0 }),
+            announced: None,
+            conn: None,
+            reading: None,
+            report: Report::default(),
+            instance: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+            window: 0,
+            server,
+            left: None,
+            held: HashSet::new(),
+        };
+        let initial = progress.is_none() && snapshot.settings.initial;
+        let pending = if !initial && snapshot.settings.keys.is_empty() {
+            None
+        } else {
+            snapshot.rt.block_on(async {
+                let mut conn = connect(&snapshot.opts, Duration::ZERO).await?;
+                // Refused now rather than when its table comes up: nothing is recorded yet.
+                for k in &snapshot.settings.keys {
+                    if chunk::describe(&mut conn, &k.db, &k.table, &snapshot.filter, Some(&k.columns)).await?.is_none()
+                    {
+                        tracing::warn!("--snapshot-key names `{}`.`{}`, which does not exist", k.db, k.table);
+                    }
+                }
+                match initial {
+                    true => plan::included(&mut conn, &snapshot.filter, &snapshot.skip).await.map(Some),
+                    false => Ok::<_, anyhow::Error>(None),
+                }
+            })?
+        };
+        match (progress, pending) {
+            (Some(progress), _) => snapshot.progress = Arc::new(progress),
+            (None, Some(pending)) => {
+                tracing::info!("snapshot of {} table(s) planned", pending.len());
+                snapshot.progress = Arc::new(SnapshotProgress { pending, after: None, done: 0 });
+            }
+            (None, None) => {}
+        }
+        Ok(snapshot)
+    }
+
+    /// Acts on a signal: queues tables for an incremental snapshot, or drops them from it.
+    pub fn signal(&mut self, signal: &Signal) -> Result<()> {
+        let names = match signal {
+            Signal::Execute(names) | Signal::Stop(names) => names,
+            Signal::Window { open, id } => {
+                if let Some(Reading { due: Due::Window { low, high, open: o, closed, .. }, .. }) = &mut self.reading {
+                    match open {
+                        true if low == id => *o = true,
+                        false if high == id => *closed = true,
+                        _ => {}
+                    }
+                }
+                return Ok(());
+            }
+        };
+        let patterns = match names.iter().map(|n| TablePattern::parse(n)).collect::<Result<Vec<_>>>() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("ignoring a signal: {e:#}");
+                return Ok(());
+            }
+        };
+        let mut next = (*self.progress).clone();
+        match signal {
+            Signal::Execute(_) => {
+                let (tables, unmatched, unreadable) = self.rt.block_on(async {
+                    let mut conn = connect(&self.opts, Duration::ZERO).await?;
+                    let (tables, unmatched) = plan::requested(&mut conn, &patterns, &self.filter, &self.skip).await?;
+                    let unreadable = plan::unreadable(&mut conn, &tables).await?;
+                    Ok::<_, anyhow::Error>((tables, unmatched, unreadable))
+                })?;
+                for (i, why) in unmatched {
+                    tracing::warn!("incremental snapshot of `{}`: nothing to read: {why}", names[i]);
+                }
+                for (_, why) in &unreadable {
+                    tracing::warn!("incremental snapshot: not read: {why}");
+                }
+                let new: Vec<_> = tables
+                    .into_iter()
+                    .filter(|t| !next.pending.contains(t) && !unreadable.iter().any(|(u, _)| u == t))
+                    .collect();
+                tracing::info!("incremental snapshot requested: {} table(s) queued ({})", new.len(), names.join(", "));
+                next.pending.extend(new);
+            }
+            Signal::Window { .. } => unreachable!("handled above"),
+            Signal::Stop(_) => {
+                let stopped = |t: &[String; 2]| patterns.is_empty() || patterns.iter().any(|p| p.matches(&t[0], &t[1]));
+                if next.pending.first().is_some_and(stopped) {
+                    // Its chunk in flight is dropped with it.
+                    next.after = None;
+                    self.reading = None;
+                    self.conn = None;
+                }
+                let before = next.pending.len();
+                for t in next.pending.iter().filter(|t| stopped(t) && self.held.contains(*t)) {
+                    tracing::warn!(
+                        "snapshot of `{}`.`{}` stopped before its read: its changes since it was queued were left out (the read would have contained them); request its snapshot again to have them",
+                        t[0],
+                        t[1]
+                    );
+                }
+                next.pending.retain(|t| !stopped(t));
+                tracing::info!("snapshot stopped for {} table(s)", before - next.pending.len());
+            }
+        }
+        self.progress = Arc::new(next);
+        Ok(())
+    }
+
+    pub fn progress(&self) -> Arc<SnapshotProgress> {
+        self.progress.clone()
+    }
+
+    /// `resume` carrying the snapshot's progress if it moved since the last commit that carried
+    /// it (a chunk emitted, or a signal in this transaction); the checkpoint keeps the newest
+    /// progress for every commit after it. The one place progress is attached to commits.
+    pub(super) fn moved(&mut self, resume: &Resume) -> Resume {
+        let moved = !self.announced.as_ref().is_some_and(|a| Arc::ptr_eq(a, &self.progress));
+        if moved {
+            self.announced = Some(self.progress.clone());
+        }
+        Resume { snapshot: moved.then(|| self.progress.clone()), ..resume.clone() }
+    }
+
+    /// True when every table is read, or `--limit` events were emitted.
+    pub fn complete(&self) -> bool {
+        self.progress.complete() || self.left == Some(0)
+    }
+
+    /// Makes `--limit` count read events too: `limit` events in all, reads and the changes the
+    /// stream emits through `Snapshotting`; none after that. For `dump`, which saves no position:
+    /// the progress counts a chunk cut short by the limit as read.
+    pub fn set_limit(&mut self, limit: Option<u64>) {
+        self.left = limit;
+    }
+
+    /// Counts one event against `--limit`; false if none may be emitted any more.
+    pub(super) fn count(&mut self) -> bool {
+        match &mut self.left {
+            Some(0) => false,
+            Some(left) => {
+                *left -= 1;
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// True while the rows of `table` are left out of the stream because a read still to come
+    /// contains them: a table without a primary key (whose changes a consumer cannot apply to
+    /// rows it has not read yet, and cannot tell from the read's copies) from when it is queued
+    /// until its read is emitted (consistent method: every change before the read's position is
+    /// in it) or its read's watermark window opens (watermarks: changes inside the window are
+    /// emitted and their rows left out of the read). So replaying in order gives the table's rows.
+    pub(super) fn holds_back(&mut self, table: &Table) -> bool {
+        if !table.pk.is_empty() {
+            return false;
+        }
+        let Some(i) = self.progress.pending.iter().position(|[d, t]| *d == table.db && *t == table.name) else {
+            return false;
+        };
+        let window_open = matches!(self.reading, Some(Reading { due: Due::Window { open: true, .. }, .. }));
+        if i == 0 && (self.progress.after.is_some() || window_open) {
+            return false;
+        }
+        self.held.insert(self.progress.pending[i].clone());
+        true
+    }
+
+    /// The stream stands between transactions at `file:offset`, having executed `gtids`: emits
+    /// every chunk that belongs here (waiting for its rows if need be) and starts the next read.
+    /// Once `shutdown` is requested no chunk is started, so the stream can stop here.
+    pub fn reached(
+        &mut self,
+        file: &Arc<str>,
+        offset: u64,
+        gtids: &Option<GtidSet>,
+        sink: &mut dyn Sink,
+        shutdown: &Shutdown,
+    ) -> Result<()> {
+        self.step(file, offset, gtids, sink, shutdown).map_err(classify)
+    }
+
+    fn step(
+        &mut self,
+        file: &Arc<str>,
+        offset: u64,
+        gtids: &Option<GtidSet>,
+        sink: &mut dyn Sink,
+        shutdown: &Shutdown,
+    ) -> Result<()> {
+        let here = BinlogPos { file: file.clone(), offset };
+        loop {
+            if self.complete() || shutdown.requested() {
+                return Ok(());
+            }
+            let Some(reading) = &mut self.reading else {
+                self.start(&here)?;
+                continue;
+            };
+            if reading.got.is_none() {
+                reading.got = reading.rows.try_recv().ok();
+            }
+            let due = match &reading.due {
+                Due::At(p) => here.at_or_after(&p.file, p.offset),
+                // A read that failed writes no high watermark: handle its error now.
+                Due::Window { closed, .. } => *closed || matches!(reading.got, Some((_, Err(_)))),
+            };
+            if !due {
+                return Ok(());
+            }
+            let Reading { due, read_at, rows, got } = self.reading.take().expect("checked above");
+            let (conn, result) = match got {
+                Some(got) => got,
+                None => self.rt.block_on(rows).map_err(|_| anyhow!("the snapshot read was cancelled"))?,
+            };
+            self.conn = Some(conn);
+            let [db, table] = self.progress.pending[0].clone();
+            let mut next = (*self.progress).clone();
+            let chunk = match result {
+                Ok(Some(mut chunk)) => {
+                    if let Due::Window { changed, .. } = &due {
+                        leave_out_changed(&mut chunk, changed);
+                    }
+                    Some(chunk)
+                }
+                Ok(None) => {
+                    tracing::warn!(
+                        "snapshot: `{db}`.`{table}` no longer exists (dropped during the snapshot?); skipping it"
+                    );
+                    None
+                }
+                Err(e) => match server_error(&e) {
+                    Some(1146) => {
+                        tracing::warn!("snapshot: `{db}`.`{table}` was dropped during its snapshot; skipping it");
+                        None
+                    }
+                    // The table changed after the chunk's view was taken, or a lock conflict.
+                    Some(1412 | 1213 | 1205) => {
+                        tracing::info!("snapshot: reading `{db}`.`{table}` again: {e:#}");
+                        continue;
+                    }
+                    _ => {
+                        self.conn = None;
+                        return Err(e.context(format!("snapshot of `{db}`.`{table}`")));
+                    }
+                },
+            };
+            let rows = chunk.as_ref().map_or(0, |c| c.rows.len());
+            match chunk.as_ref().filter(|c| !c.last) {
+                Some(c) => next.after = c.last_key.clone(),
+                None => {
+                    next.pending.remove(0);
+                    next.after = None;
+                    next.done += 1;
+                }
+            }
+            self.progress = Arc::new(next);
+            // Read the next chunk while this one is emitted: it starts here, so its view is newer.
+            if !self.progress.complete() && !shutdown.requested() {
+                self.start(&here)?;
+            }
+            let at = match due {
+                Due::At(p) => p,
+                Due::Window { .. } => here.clone(),
+            };
+            if let Some(chunk) = chunk {
+                // The GTID set the stream has executed where the chunk sits: the chunk and every
+                // event before it reflect exactly those transactions.
+                let gtid = gtids.as_ref().map(ToString::to_string).filter(|g| !g.is_empty()).map(Arc::from);
+                self.emit(chunk, &at, gtid, read_at, sink)?;
+            }
+            let resume = self.moved(&Resume::new(file.clone(), offset, gtids.clone()));
+            sink.commit(&resume)?;
+            self.report.rows(
+                &db,
+                &table,
+                rows as u64,
+                self.progress.pending.first() != Some(&[db.clone(), table.clone()]),
+            );
+            if self.progress.complete() {
+                tracing::info!("snapshot complete: {} table(s)", self.progress.done);
+            }
+        }
+    }
+
+    /// The snapshot's connection, set up.
+    fn connection(&mut self) -> Result<Conn> {
+        if let Some(conn) = self.conn.take() {
+            return Ok(conn);
+        }
+        self.rt.block_on(async {
+            let mut conn = connect(&self.opts, Duration::ZERO).await?;
+            for sql in SESSION_SETUP {
+                conn.query_drop(sql).await?;
+            }
+            if self.report.estimates.is_none() {
+                self.report.estimates = Some(table_estimates(&mut conn).await?);
+            }
+            Ok(conn)
+        })
+    }
+
+    /// Starts reading the next chunk in the background: with the consistent method, in a
+    /// snapshot transaction whose position is at or after `here`; with watermarks, between a
+    /// low and a high watermark row.
+    fn start(&mut self, here: &BinlogPos) -> Result<()> {
+        let [db, table] = self.progress.pending[0].clone();
+        let key = self.settings.keys.iter().find(|k| k.db == db && k.table == table).map(|k| k.columns.clone());
+        let after = self.progress.after.clone();
+        let (limit, filter) = (self.settings.chunk_size, self.filter.clone());
+        let mut conn = self.connection()?;
+        let read_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let (tx, rx) = oneshot::channel();
+        if self.settings.method == Some(Method::Watermark) {
+            let (db_s, t_s) = self.settings.signal_table.clone().expect("checked when the snapshot was set up");
+            self.window += 1;
+            let id = |kind: &str| format!("binlog-tail-{}-{}-{kind}", self.instance, self.window);
+            let (low, high) = (id("low"), id("high"));
+            let due =
+                Due::Window { low: low.clone(), high: high.clone(), open: false, closed: false, changed: Vec::new() };
+            self.rt.spawn(async move {
+                let result = async {
+                    let signals = format!("{}.{}", chunk::quote(&db_s), chunk::quote(&t_s));
+                    let mark = format!("INSERT INTO {signals} (id, type, data) VALUES (?, ?, NULL)");
+                    conn.exec_drop(&mark, (&low, WINDOW_OPEN)).await?;
+                    let chunk = match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
+                        Some(spec) => Some(chunk::read(&mut conn, &spec, after.as_deref(), limit).await?),
+                        None => None,
+                    };
+                    conn.exec_drop(&mark, (&high, WINDOW_CLOSE)).await?;
+                    conn.exec_drop(format!("DELETE FROM {signals} WHERE id IN (?, ?)"), (&low, &high)).await?;
+                    Ok(chunk)
+                }
+                .await;
+                let _ = tx.send((conn, result));
+            });
+            self.reading = Some(Reading { due, read_at, rows: rx, got: None });
+            return Ok(());
+        }
+        let at = self.rt.block_on(async {
+            // A transaction can reach the binlog (and the stream) an instant before it becomes
+            // visible to new snapshots: a view older than what the stream has read is retried.
+            for attempt in 0.. {
+                let at = chunk::begin(&mut conn).await?;
+                if at.at_or_after(&here.file, here.offset) {
+                    return Ok::<_, anyhow::Error>(at);
+                }
+                conn.query_drop("ROLLBACK").await?;
+                if attempt == 1000 {
+                    bail!("the server's snapshot position {}:{} stays behind the binlog position {}:{} the stream has read", at.file, at.offset, here.file, here.offset);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            unreachable!("the loop returns or fails")
+        })?;
+        self.rt.spawn(async move {
+            let result = async {
+                let Some(spec) = chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? else {
+                    conn.query_drop("ROLLBACK").await?;
+                    return Ok(None);
+                };
+                if spec.key.is_empty() && after.is_some() {
+                    bail!("`{db}`.`{table}` has lost its key since the snapshot began reading it in chunks");
+                }
+                chunk::read(&mut conn, &spec, after.as_deref(), limit).await.map(Some)
+            }
+            .await;
+            let _ = tx.send((conn, result));
+        });
+        self.reading = Some(Reading { due: Due::At(at), read_at, rows: rx, got: None });
+        Ok(())
+    }
+
+    /// The chunk's rows as one transaction of `read` events at the chunk's position, with the
+    /// `gtid` set executed there (fewer once `--limit` is reached).
+    fn emit(
+        &mut self,
+        chunk: Chunk,
+        at: &BinlogPos,
+        gtid: Option<Arc<str>>,
+        read_at: u64,
+        sink: &mut dyn Sink,
+    ) -> Result<()> {
+        let (flavor, server_id) = self.server;
+        let count = chunk.rows.len() as u64;
+        for (n, image) in chunk.rows.into_iter().enumerate() {
+            if !self.count() {
+                break;
+            }
+            let change = Change {
+                op: Op::Read,
+                table: chunk.table.clone(),
+                server_id,
+                thread: None,
+                flavor,
+                ts: read_at,
+                gtid: gtid.clone(),
+                file: at.file.clone(),
+                offset: at.offset,
+                xid: None,
+                row: n as u64,
+                commit: n as u64 + 1 == count,
+                before: None,
+                after: Some(image),
+            };
+            sink.change(&change)?;
+        }
+        Ok(())
+    }
+
+    /// A change the stream emitted: inside a chunk's watermark window, on its table, its keys
+    /// are left out of the chunk.
+    pub(super) fn observe(&mut self, change: &Change) {
+        if let Some(Reading { due: Due::Window { open: true, closed: false, changed, .. }, .. }) = &mut self.reading {
+            if self.progress.pending.first().is_some_and(|[d, t]| *d == change.table.db && *t == change.table.name) {
+                changed
+                    .extend(change.before.iter().chain(&change.after).map(|img| (change.table.clone(), img.clone())));
+            }
+        }
+    }
+}
+
+/// Drops the chunk's rows whose key (every column, for a table without one) is that of a row
+/// changed inside the chunk's window: the stream carries those rows' newer values.
+fn leave_out_changed(chunk: &mut Chunk, changed: &[(Arc<Table>, RowImage)]) {
+    let key: Vec<usize> =
+        if chunk.key.is_empty() { (0..chunk.table.columns.len()).collect() } else { chunk.key.clone() };
+    let names: Vec<&str> = key.iter().map(|&k| chunk.table.columns[k].name.as_str()).collect();
+    let mut keys = HashSet::new();
+    for (table, image) in changed {
+        let mut k = Vec::new();
+        for name in &names {
+            match table.columns.iter().position(|c| c.name == *name).and_then(|c| image.value(c)) {
+                Some(v) => {
+                    k.extend_from_slice(v);
+                    k.push(0);
+                }
+                None => break,
+            }
+        }
+        keys.insert(k);
+    }
+    chunk.rows.retain(|row| {
+        let mut k = Vec::new();
+        for &c in &key {
+            k.extend_from_slice(row.value(c).unwrap_or(b"null"));
+            k.push(0);
+        }
+        !keys.contains(&k)
+    });
+}
+
+/// The server's error code, if `e` is a server error.
+fn server_error(e: &anyhow::Error) -> Option<u16> {
+    e.chain().find_map(|c| match c.downcast_ref::<mysql_async::Error>() {
+        Some(mysql_async::Error::Server(s)) => Some(s.code),
+        _ => None,
+    })
+}
+
+/// Wraps connection errors of the snapshot as transient, so the stream reconnects and goes on.
+fn classify(e: anyhow::Error) -> anyhow::Error {
+    let lost = |c: &(dyn std::error::Error + 'static)| {
+        matches!(
+            c.downcast_ref::<mysql_async::Error>(),
+            Some(mysql_async::Error::Io(_) | mysql_async::Error::Driver(_))
+        )
+    };
+    if e.chain().any(lost) && !crate::error::is_transient(&e) {
+        Transient(e.context("the snapshot's connection failed")).into()
+    } else {
+        e
+    }
+}
