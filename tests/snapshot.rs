@@ -757,7 +757,20 @@ fn a_snapshot_request_that_matches_nothing_is_a_warning_with_the_reason() {
     );
     run.wait_ready(&position);
     let (nope, hidden) = (format!("{db}.nope"), format!("{db}.hidden"));
-    signal(server, &["--signal-table", &signals, "--table", &nope, "--table", &hidden]);
+    // `binlog-tail snapshot` refuses a table that does not exist, before writing the signal...
+    let refused = crate::util::binlog_tail()
+        .args(["snapshot", "--url", &format!("mysql://admin@127.0.0.1:{}", server.port)])
+        .args(["--signal-table", &signals, "--table", &nope])
+        .env("MYSQL_PWD", "adminpass")
+        .output()
+        .unwrap();
+    let err = crate::util::stderr(&refused);
+    assert!(refused.status.code() == Some(2) && err.contains(&format!("`{nope}`: no such table")), "{err}");
+    // ...and the stream warns about a signal row written by hand (the filters are its own).
+    server.sql(&format!(
+        "INSERT INTO {signals} VALUES ('by-hand', 'execute-snapshot', \
+         '{{\"data-collections\": [\"{nope}\", \"{hidden}\"], \"type\": \"incremental\"}}')"
+    ));
     run.wait_log("0 table(s) queued");
     let log = run.log();
     assert!(run.stop().success(), "{log}");
