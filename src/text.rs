@@ -1,8 +1,11 @@
-//! Text columns decoded by their column charset, and JSON string escaping.
+//! Text columns decoded by their column charset, JSON string escaping, and names made safe for
+//! log lines and error messages.
 //!
 //! Invariants: bytes are never reinterpreted silently — a charset we know is decoded exactly
 //! (latin1 is MySQL's cp1252), binary columns become base64, and bytes that are invalid in their
-//! declared charset are an error rather than replacement characters.
+//! declared charset are an error rather than replacement characters. A name that comes from
+//! binlog bytes or from the server (database, table, column, binlog file) reaches a log line or
+//! an error message only through `Escaped`, so it can never start a line of its own.
 
 use base64::Engine as _;
 use mysql_common::collations::{Collation, CollationId};
@@ -173,6 +176,32 @@ pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
+/// Shows a name from binlog bytes or the server with control characters escaped as Rust writes
+/// them (`\n`, `\t`, `\u{1b}`), backslashes doubled so an escape cannot be faked, and the
+/// invisible characters that reorder or break lines (bidi controls, U+2028/U+2029) as `\u{..}`.
+pub struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0;
+        let mut start = 0;
+        for (i, c) in s.char_indices() {
+            let reorders = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if !(c == '\\' || c.is_control() || reorders || c == '\u{2028}' || c == '\u{2029}') {
+                continue;
+            }
+            f.write_str(&s[start..i])?;
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '\n' | '\r' | '\t' => write!(f, "{}", c.escape_default())?,
+                _ => write!(f, "{}", c.escape_unicode())?,
+            }
+            start = i + c.len_utf8();
+        }
+        f.write_str(&s[start..])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +218,20 @@ mod tests {
             let mut out = Vec::new();
             write_json_str(s, &mut out);
             assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn escaped_names_stay_on_one_line() {
+        let shown = |s| Escaped(s).to_string();
+        assert_eq!(shown("orders"), "orders");
+        assert_eq!(shown("a\nb"), "a\\nb");
+        assert_eq!(shown("x\r\ty\u{1b}[31m\0"), "x\\r\\ty\\u{1b}[31m\\u{0}");
+        assert_eq!(shown("back\\n"), "back\\\\n", "a literal backslash-n stays distinct from a newline");
+        assert_eq!(shown("ü 😀 `q`"), "ü 😀 `q`");
+        assert_eq!(shown("a\u{2028}b\u{202e}c\u{85}"), "a\\u{2028}b\\u{202e}c\\u{85}");
+        for s in ["a\nb", "\u{2028}", "\r", "\u{85}"] {
+            assert!(!shown(s).contains(['\n', '\r', '\u{2028}', '\u{85}']), "{s:?}");
         }
     }
 

@@ -33,6 +33,7 @@ use crate::position::{Flavor, Resume};
 use crate::schema::Table;
 use crate::signal::Signal;
 use crate::sink::Sink;
+use crate::text::Escaped;
 use payload::Payload;
 use rows::RowsEvent;
 use table::{ColumnInfo, TableCache};
@@ -163,7 +164,7 @@ impl Decoder {
     pub fn feed(&mut self, ev: RawEvent<'_>, offset: u64, next_offset: u64, sink: &mut dyn Sink) -> Result<Flow> {
         self.stats.events += 1;
         self.handle(ev, offset, next_offset, sink)
-            .with_context(|| format!("at {}:{offset} (event type {})", self.file, ev.header.type_code))
+            .with_context(|| format!("at {}:{offset} (event type {})", Escaped(&self.file), ev.header.type_code))
     }
 
     fn handle(&mut self, ev: RawEvent<'_>, offset: u64, next_offset: u64, sink: &mut dyn Sink) -> Result<Flow> {
@@ -220,10 +221,10 @@ impl Decoder {
                 }
             }
             mariadb::ANNOTATE_ROWS => {
-                tracing::trace!(statement = %mariadb::parse_annotate_rows(ev.body), "annotate rows");
+                tracing::trace!(statement = %Escaped(&mariadb::parse_annotate_rows(ev.body)), "annotate rows");
             }
             mariadb::BINLOG_CHECKPOINT => {
-                tracing::trace!(file = %mariadb::parse_binlog_checkpoint(ev.body)?, "binlog checkpoint");
+                tracing::trace!(file = %Escaped(&mariadb::parse_binlog_checkpoint(ev.body)?), "binlog checkpoint");
             }
             code::QUERY => {
                 let q: QueryEvent<'_> = parse(&fde, &ev)?;
@@ -321,13 +322,14 @@ impl Decoder {
         if looked_up {
             tracing::warn!(
                 "`{}`.`{}`: the binlog has no column metadata (binlog_row_metadata=MINIMAL); column names and types are taken from information_schema as it is now, which is wrong for rows written before a schema change. Set binlog_row_metadata=FULL on the server",
-                table.db, table.name
+                Escaped(&table.db),
+                Escaped(&table.name)
             );
         } else {
             tracing::warn!(
                 "`{}`.`{}`: the binlog lacks {} (binlog_row_metadata=MINIMAL); set binlog_row_metadata=FULL on the server, or read from the server with --url so information_schema can fill them in",
-                table.db,
-                table.name,
+                Escaped(&table.db),
+                Escaped(&table.name),
                 table.gaps.join(", ")
             );
         }
@@ -354,7 +356,11 @@ impl Decoder {
                     match Signal::from_row(&table, &after) {
                         Ok(signal) => sink.signal(&signal),
                         Err(why) => {
-                            tracing::warn!("ignoring a row of the signal table at {}:{offset}: {why}", self.file);
+                            tracing::warn!(
+                                "ignoring a row of the signal table at {}:{offset}: {}",
+                                Escaped(&self.file),
+                                Escaped(&why)
+                            );
                             Ok(())
                         }
                     }
@@ -376,7 +382,7 @@ impl Decoder {
                     let after = after.context("an insert without an after image")?;
                     let origin = crate::event::origin(self.tx.gtid_text.as_deref(), &self.file, offset);
                     let msg = crate::outbox::message(spec, &table, &after, origin)
-                        .with_context(|| format!("outbox row at {}:{offset}", self.file))?;
+                        .with_context(|| format!("outbox row at {}:{offset}", Escaped(&self.file)))?;
                     sink.message(&msg)
                 })?;
             }

@@ -22,7 +22,7 @@ use super::values::{key_value, sql_value, write_value};
 use crate::filter::Filter;
 use crate::position::KeyValue;
 use crate::schema::{Column, Kind, RowImage, Table};
-use crate::text::{write_json_str, TextEncoding};
+use crate::text::{write_json_str, Escaped, TextEncoding};
 
 /// Settings every snapshot connection runs with. `SET NAMES binary` makes results raw bytes in
 /// each column's charset, and makes bound key values binary strings that `CAST(... CHARACTER SET
@@ -94,8 +94,8 @@ pub async fn read(conn: &mut Conn, spec: &TableSpec, after: Option<&[KeyValue]>,
             bail!(
                 "the saved snapshot key has {} values but `{}`.`{}` has {} key columns: the table's key changed",
                 after.len(),
-                spec.table.db,
-                spec.table.name,
+                Escaped(&spec.table.db),
+                Escaped(&spec.table.name),
                 spec.key.len()
             );
         }
@@ -147,8 +147,9 @@ fn image(table: &Table, values: &[Value]) -> Result<RowImage> {
     let mut spans = Vec::with_capacity(values.len());
     for (column, value) in table.columns.iter().zip(values) {
         let start = json.len() as u32;
-        write_value(&column.kind, value, &mut json)
-            .with_context(|| format!("column `{}` of `{}`.`{}`", column.name, table.db, table.name))?;
+        write_value(&column.kind, value, &mut json).with_context(|| {
+            format!("column `{}` of `{}`.`{}`", Escaped(&column.name), Escaped(&table.db), Escaped(&table.name))
+        })?;
         spans.push(Some((start, json.len() as u32)));
     }
     Ok(RowImage { json, spans })
@@ -205,7 +206,13 @@ pub async fn describe(
         Some(names) => names
             .iter()
             .map(|n| {
-                position(n).with_context(|| format!("--snapshot-key names `{n}`, which `{db}`.`{name}` does not have"))
+                position(n).with_context(|| {
+                    format!(
+                        "--snapshot-key names `{n}`, which `{db}`.`{name}` does not have",
+                        db = Escaped(db),
+                        name = Escaped(name)
+                    )
+                })
             })
             .collect::<Result<Vec<_>>>()?,
         None if !pk.is_empty() => pk.clone(),
@@ -214,7 +221,9 @@ pub async fn describe(
     let mut table_columns = Vec::with_capacity(columns.len());
     let mut key_params = Vec::new();
     for c in &columns {
-        let kind = kind_of(c).with_context(|| format!("column `{}` of `{db}`.`{name}`", c.0))?;
+        let kind = kind_of(c).with_context(|| {
+            format!("column `{}` of `{db}`.`{name}`", Escaped(&c.0), db = Escaped(db), name = Escaped(name))
+        })?;
         let mut key_json = Vec::with_capacity(c.0.len() + 3);
         write_json_str(&c.0, &mut key_json);
         key_json.push(b':');

@@ -43,6 +43,7 @@ use crate::shutdown::Shutdown;
 use crate::signal::{Signal, WINDOW_CLOSE, WINDOW_OPEN};
 use crate::sink::Sink;
 use crate::source::server::connect;
+use crate::text::Escaped;
 use chunk::{BinlogPos, Chunk, SESSION_SETUP};
 
 /// How a chunk finds its place in the stream.
@@ -312,23 +313,37 @@ impl Snapshot {
                 }
                 Ok(None) => {
                     tracing::warn!(
-                        "snapshot: `{db}`.`{table}` no longer exists (dropped during the snapshot?); skipping it"
+                        "snapshot: `{db}`.`{table}` no longer exists (dropped during the snapshot?); skipping it",
+                        db = Escaped(&db),
+                        table = Escaped(&table)
                     );
                     None
                 }
                 Err(e) => match server_error(&e) {
                     Some(1146) => {
-                        tracing::warn!("snapshot: `{db}`.`{table}` was dropped during its snapshot; skipping it");
+                        tracing::warn!(
+                            "snapshot: `{db}`.`{table}` was dropped during its snapshot; skipping it",
+                            db = Escaped(&db),
+                            table = Escaped(&table)
+                        );
                         None
                     }
                     // The table changed after the chunk's view was taken, or a lock conflict.
                     Some(1412 | 1213 | 1205) => {
-                        tracing::info!("snapshot: reading `{db}`.`{table}` again: {e:#}");
+                        tracing::info!(
+                            "snapshot: reading `{db}`.`{table}` again: {e:#}",
+                            db = Escaped(&db),
+                            table = Escaped(&table)
+                        );
                         continue;
                     }
                     _ => {
                         self.conn = None;
-                        return Err(e.context(format!("snapshot of `{db}`.`{table}`")));
+                        return Err(e.context(format!(
+                            "snapshot of `{db}`.`{table}`",
+                            db = Escaped(&db),
+                            table = Escaped(&table)
+                        )));
                     }
                 },
             };
@@ -445,7 +460,11 @@ impl Snapshot {
                     return Ok(None);
                 };
                 if spec.key.is_empty() && after.is_some() {
-                    bail!("`{db}`.`{table}` has lost its key since the snapshot began reading it in chunks");
+                    bail!(
+                        "`{db}`.`{table}` has lost its key since the snapshot began reading it in chunks",
+                        db = Escaped(&db),
+                        table = Escaped(&table)
+                    );
                 }
                 chunk::read(&mut conn, &spec, after.as_deref(), limit).await.map(Some)
             }
@@ -614,7 +633,12 @@ impl Report {
         let now = Instant::now();
         if !self.table.as_ref().is_some_and(|t| t.db == db && t.name == table) {
             let estimate = self.estimates.as_ref().and_then(|e| e.get(&(db.to_string(), table.to_string()))).copied();
-            tracing::info!("snapshot of `{db}`.`{table}` started (about {} rows)", estimate.unwrap_or(0));
+            tracing::info!(
+                "snapshot of `{db}`.`{table}` started (about {} rows)",
+                estimate.unwrap_or(0),
+                db = Escaped(db),
+                table = Escaped(table)
+            );
             self.table = Some(TableReport {
                 db: db.to_string(),
                 name: table.to_string(),

@@ -30,6 +30,7 @@ use crate::gtid::GtidSet;
 use crate::history;
 use crate::position::{Flavor, Resume};
 use crate::preflight::{self, Check, Status};
+use crate::text::Escaped;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -616,7 +617,7 @@ impl SchemaLookup for InfoSchema {
             Ok::<_, anyhow::Error>(rows)
         })?;
         if rows.is_empty() {
-            bail!("`{db}`.`{table}` is not in information_schema (dropped since?), and the binlog has no column metadata: set binlog_row_metadata=FULL on the server");
+            bail!("`{db}`.`{table}` is not in information_schema (dropped since?), and the binlog has no column metadata: set binlog_row_metadata=FULL on the server", db = Escaped(db), table = Escaped(table));
         }
         Ok(rows
             .into_iter()
