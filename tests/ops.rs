@@ -106,6 +106,8 @@ struct Status {
     position: SavedPosition,
     age_seconds: u64,
     server: Option<ServerStatus>,
+    /// Why status exits non-zero.
+    error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,12 +192,37 @@ fn status_reports_the_saved_position_and_exits_3_once_its_binlog_is_purged() {
     let (code, report, stderr) = status(&server, &position);
     assert_eq!(code, Some(3), "{stderr} {report:?}");
     assert!(stderr.contains("purged"), "{stderr}");
+    assert!(report.error.as_deref().is_some_and(|e| e.contains("purged")), "{report:?}");
     let checked = report.server.unwrap();
     assert!(checked.checks.iter().any(|c| c.name == "saved position" && c.status == "fail"), "{checked:?}");
 
     let missing = binlog_tail().args(["status", "--position-file"]).arg(dir.path().join("none.json")).output().unwrap();
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("there is no position file"));
+}
+
+/// `status --json` that fails before it has a report still prints one JSON object, with the
+/// error, and keeps the exit code.
+#[test]
+fn status_json_prints_its_error_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_error = |out: &std::process::Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON on stdout ({e}): {stderr}"));
+        assert_eq!(report.as_object().map(|o| o.len()), Some(1), "{report}");
+        report["error"].as_str().unwrap_or_else(|| panic!("no error in {report}")).to_string()
+    };
+    let missing =
+        binlog_tail().args(["status", "--json", "--position-file"]).arg(dir.path().join("none.json")).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(json_error(&missing).contains("there is no position file"));
+    let usage = binlog_tail()
+        .args(["status", "--json", "--position-store", "kafka", "--stream-name", "a b", "--kafka-brokers", "x:1"])
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2), "a usage error still exits 2");
+    assert!(json_error(&usage).contains("--stream-name `a b`"));
 }
 
 #[test]
