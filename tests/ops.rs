@@ -98,6 +98,47 @@ fn metrics_and_probes_follow_a_stream_behind_a_backlog_and_a_server_restart() {
     assert_eq!(reader.join().unwrap(), 20002, "every row counted was printed");
 }
 
+/// A frozen server (SIGSTOP: no events, no heartbeats, the connection open) shows a lag that
+/// grows with the time nothing arrived, and back to 0 once it answers again.
+#[test]
+fn lag_grows_while_the_server_is_frozen() {
+    let server = MariaDb::start(&[]);
+    server.sql("CREATE DATABASE z; CREATE TABLE z.t (id INT PRIMARY KEY); INSERT INTO z.t VALUES (1);");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let position = dir.path().join("position.json");
+    let run = Stream::start(&server, &position, dir.path(), 0, &["--heartbeat", "1", "--metrics-addr", &addr]);
+    until("the stream is ready", || get(port, "/readyz").is_some_and(|(c, _)| c == 200));
+    server.sql("INSERT INTO z.t VALUES (2);");
+    wait_for_rows(std::slice::from_ref(&run.stdout), "z", 1);
+    let lag = || metric(port, "binlog_tail_lag_seconds");
+    until("caught up", || lag() == 0.0);
+
+    /// Sends SIGCONT when dropped, so a failing test does not leave the server frozen.
+    struct Frozen(String);
+    impl Drop for Frozen {
+        fn drop(&mut self) {
+            Command::new("kill").args(["-CONT", &self.0]).status().unwrap();
+        }
+    }
+    let pid = std::fs::read_to_string(server.dir.path().join("data/mysqld.pid")).unwrap().trim().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let frozen = Frozen(pid);
+    let since = std::time::Instant::now();
+    until("the lag shows the silence", || lag() >= 2.5);
+    let first = lag();
+    std::thread::sleep(Duration::from_secs(2));
+    let second = lag();
+    assert!(second >= first + 1.5, "the lag grows while nothing arrives: {first} then {second}\n{}", run.log());
+    assert!(second <= since.elapsed().as_secs_f64() + 1.5, "at most the time frozen: {second}");
+    drop(frozen);
+    until("the lag is 0 again", || lag() == 0.0);
+    server.sql("INSERT INTO z.t VALUES (3);");
+    wait_for_rows(std::slice::from_ref(&run.stdout), "z", 2);
+    assert!(run.stop().success());
+}
+
 /// `status --json`, decoded strictly.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
