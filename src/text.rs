@@ -1,5 +1,5 @@
-//! Text columns decoded by their column charset, JSON string escaping, and names made safe for
-//! log lines and error messages.
+//! Text columns decoded by their column charset, JSON string escaping, names made safe for log
+//! lines and error messages, and figures rounded for them.
 //!
 //! Invariants: bytes are never reinterpreted silently — a charset we know is decoded exactly
 //! (latin1 is MySQL's cp1252), binary columns become base64, and bytes that are invalid in their
@@ -202,9 +202,42 @@ impl std::fmt::Display for Escaped<'_> {
     }
 }
 
+/// `count` things done in `elapsed`, for log lines: `20000 rows in 1.3 s (15.4k rows/s)`.
+/// Durations are rounded to what a reader can use, and a rate over less than a millisecond
+/// (which says more about the clock than about the work) is left out: `8 rows in 44 µs`.
+pub struct Throughput<'a> {
+    pub count: u64,
+    pub unit: &'a str,
+    pub elapsed: std::time::Duration,
+}
+
+impl std::fmt::Display for Throughput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (count, unit, secs) = (self.count, self.unit, self.elapsed.as_secs_f64());
+        match self.elapsed.as_micros() {
+            0..1_000 => write!(f, "{count} {unit} in {} µs", self.elapsed.as_micros())?,
+            1_000..1_000_000 => write!(f, "{count} {unit} in {} ms", self.elapsed.as_millis())?,
+            1_000_000..100_000_000 => write!(f, "{count} {unit} in {secs:.1} s")?,
+            _ => write!(f, "{count} {unit} in {secs:.0} s")?,
+        }
+        if self.elapsed.as_micros() < 1_000 {
+            return Ok(());
+        }
+        let rate = count as f64 / secs;
+        let (scaled, prefix) = match rate {
+            r if r < 10_000.0 => return write!(f, " ({r:.0} {unit}/s)"),
+            r if r < 1e6 => (r / 1e3, "k"),
+            r if r < 1e9 => (r / 1e6, "M"),
+            r => (r / 1e9, "G"),
+        };
+        write!(f, " ({scaled:.1}{prefix} {unit}/s)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn json(enc: TextEncoding, bytes: &[u8]) -> String {
         let mut out = Vec::new();
@@ -233,6 +266,18 @@ mod tests {
         for s in ["a\nb", "\u{2028}", "\r", "\u{85}"] {
             assert!(!shown(s).contains(['\n', '\r', '\u{2028}', '\u{85}']), "{s:?}");
         }
+    }
+
+    #[test]
+    fn throughput_is_rounded_for_people() {
+        let shown = |count, elapsed| Throughput { count, unit: "rows", elapsed }.to_string();
+        assert_eq!(shown(8, Duration::from_nanos(43_600)), "8 rows in 43 µs");
+        assert_eq!(shown(600, Duration::from_micros(43_600)), "600 rows in 43 ms (13.8k rows/s)");
+        assert_eq!(shown(300, Duration::from_micros(43_600)), "300 rows in 43 ms (6881 rows/s)");
+        assert_eq!(shown(20_000, Duration::from_millis(1_300)), "20000 rows in 1.3 s (15.4k rows/s)");
+        assert_eq!(shown(13_749_000, Duration::from_secs(1)), "13749000 rows in 1.0 s (13.7M rows/s)");
+        assert_eq!(shown(5_000_000, Duration::from_secs(250)), "5000000 rows in 250 s (20.0k rows/s)");
+        assert_eq!(shown(0, Duration::from_secs(2)), "0 rows in 2.0 s (0 rows/s)");
     }
 
     #[test]

@@ -43,7 +43,7 @@ use crate::shutdown::Shutdown;
 use crate::signal::{Signal, WINDOW_CLOSE, WINDOW_OPEN};
 use crate::sink::Sink;
 use crate::source::server::connect;
-use crate::text::Escaped;
+use crate::text::{Escaped, Throughput};
 use chunk::{BinlogPos, Chunk, SESSION_SETUP};
 
 /// How a chunk finds its place in the stream.
@@ -651,17 +651,14 @@ impl Report {
         let t = self.table.as_mut().expect("set above");
         t.rows += rows;
         t.bar.inc(rows);
-        let rate = t.rows as f64 / t.started.elapsed().as_secs_f64().max(1e-3);
+        let read = Throughput { count: t.rows, unit: "rows", elapsed: t.started.elapsed() };
+        let (db, table) = (Escaped(db), Escaped(table));
         if table_done {
             t.bar.finish_and_clear();
-            tracing::info!(
-                "snapshot of `{db}`.`{table}` done: {} rows in {:.1?} ({rate:.0} rows/s)",
-                t.rows,
-                t.started.elapsed()
-            );
+            tracing::info!("snapshot of `{db}`.`{table}` done: {read}");
             self.table = None;
         } else if now - t.last_line >= Duration::from_secs(10) && t.bar.is_hidden() {
-            tracing::info!("snapshot of `{db}`.`{table}`: {} rows so far ({rate:.0} rows/s)", t.rows);
+            tracing::info!("snapshot of `{db}`.`{table}` so far: {read}");
             t.last_line = now;
         }
     }
