@@ -4,8 +4,10 @@
 //! - Every change is handed to the sink before the end of its transaction, and a transaction's
 //!   end (`Sink::commit`) is reported only after all its rows — so a position taken from a commit
 //!   never skips a row. Positions are never taken at BEGIN.
-//! - One row is held back until the next row or the transaction end is seen, so the last row of
-//!   each transaction carries `commit: true` without buffering the transaction.
+//! - A transaction's rows are held back until its end (up to `HELD_ROWS` rows or `HELD_BYTES` of
+//!   row images), so each carries the transaction's XID, which only its end tells, and the last
+//!   `commit: true`. Past the bound the oldest rows go out early, without the XID: memory stays
+//!   bounded whatever the transaction's size, and the last row always has both.
 //! - Any event the decoder cannot decode faithfully (compressed MariaDB events, a corrupt payload,
 //!   an unknown column type) is an error that names the position; rows are never skipped.
 
@@ -15,6 +17,7 @@ pub mod rows;
 pub mod table;
 pub mod value;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -76,7 +79,17 @@ struct Transaction {
     thread: Option<u32>,
     /// Inside BEGIN ... COMMIT/XID (or a GTID group that is not standalone).
     open: bool,
-    pending: Option<Change>,
+    /// Rows not yet handed to the sink, oldest first, and the bytes of their images.
+    held: VecDeque<Change>,
+    held_bytes: usize,
+}
+
+/// At most this many rows, or this many bytes of row images, are held back in a transaction.
+const HELD_ROWS: usize = 10_000;
+const HELD_BYTES: usize = 8 << 20;
+
+fn image_bytes(c: &Change) -> usize {
+    [&c.before, &c.after].into_iter().flatten().map(|i| i.json.len()).sum()
 }
 
 pub struct Decoder {
@@ -412,8 +425,14 @@ impl Decoder {
             };
             self.tx.rows += 1;
             self.stats.changes += 1;
-            if let Some(prev) = self.tx.pending.replace(change) {
-                flow = self.emit(prev, sink)?;
+            self.tx.held_bytes += image_bytes(&change);
+            self.tx.held.push_back(change);
+            while flow == Flow::Continue
+                && (self.tx.held.len() > HELD_ROWS || (self.tx.held_bytes > HELD_BYTES && self.tx.held.len() > 1))
+            {
+                let early = self.tx.held.pop_front().expect("more than one row is held");
+                self.tx.held_bytes -= image_bytes(&early);
+                flow = self.emit(early, sink)?;
             }
             Ok(())
         })?;
@@ -433,10 +452,15 @@ impl Decoder {
 
     fn end_transaction(&mut self, xid: Option<u64>, next_offset: u64, sink: &mut dyn Sink) -> Result<Flow> {
         let mut flow = Flow::Continue;
-        if let Some(mut last) = self.tx.pending.take() {
-            last.commit = true;
-            last.xid = xid;
-            flow = self.emit(last, sink)?;
+        let held = std::mem::take(&mut self.tx.held);
+        let last = held.len().saturating_sub(1);
+        for (i, mut change) in held.into_iter().enumerate() {
+            if flow == Flow::Stop {
+                break;
+            }
+            change.xid = xid;
+            change.commit = i == last;
+            flow = self.emit(change, sink)?;
         }
         if let Some(gtid) = &self.tx.gtid {
             self.gtids.get_or_insert_with(|| GtidSet::empty_like(gtid)).add(gtid);
