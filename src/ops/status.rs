@@ -22,6 +22,7 @@ use crate::metrics::ReadPosition;
 use crate::ops::behind::bytes_behind;
 use crate::preflight::{self, Status};
 use crate::source::server::{connect, connect_opts, flavor_of, redact};
+use crate::text::Escaped;
 
 #[derive(Serialize)]
 struct Report {
@@ -189,7 +190,13 @@ fn print_text(r: &Report) {
     if let Some(s) = &p.snapshot {
         match s.pending.first() {
             Some([db, table]) => {
-                println!("snapshot       {} table(s) done, {} left, reading `{db}`.`{table}`", s.done, s.pending.len())
+                println!(
+                    "snapshot       {} table(s) done, {} left, reading `{}`.`{}`",
+                    s.done,
+                    s.pending.len(),
+                    Escaped(db),
+                    Escaped(table)
+                )
             }
             None => println!("snapshot       complete: {} table(s)", s.done),
         }

@@ -215,7 +215,7 @@ impl Snapshot {
         let patterns = match names.iter().map(|n| TablePattern::parse(n)).collect::<Result<Vec<_>>>() {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!("ignoring a signal: {e:#}");
+                tracing::warn!("ignoring a signal: {}", Escaped(&format!("{e:#}")));
                 return Ok(());
             }
         };
@@ -225,7 +225,11 @@ impl Snapshot {
             Signal::Execute(_) => {
                 let tables = self.tables(&|db, t| matches(&[db.to_string(), t.to_string()]))?;
                 let new: Vec<_> = tables.into_iter().filter(|t| !next.pending.contains(t)).collect();
-                tracing::info!("incremental snapshot requested: {} table(s) queued ({})", new.len(), names.join(", "));
+                tracing::info!(
+                    "incremental snapshot requested: {} table(s) queued ({})",
+                    new.len(),
+                    Escaped(&names.join(", "))
+                );
                 next.pending.extend(new);
             }
             Signal::Window { .. } => unreachable!("handled above"),
