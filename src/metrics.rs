@@ -67,8 +67,8 @@ struct Inner {
     /// Nothing is left to read: a heartbeat came after the last event, or the read position is
     /// the server's binlog end.
     caught_up: AtomicBool,
-    /// When anything (an event or a heartbeat) last arrived, in milliseconds since `started`;
-    /// the start itself before the first.
+    /// When anything (an event or a heartbeat) last arrived, or the lease was taken if later,
+    /// in milliseconds since `started`.
     last_heard_ms: AtomicU64,
     started: Instant,
     /// The server's heartbeat period in milliseconds, 0 while unknown.
@@ -313,7 +313,12 @@ impl Metrics {
     }
 
     pub fn set_lease_held(&self, held: bool) {
-        self.0.lease_held.set(i64::from(held));
+        let m = &self.0;
+        if held && !self.lease_held() {
+            // Silence counts from taking the stream over, not from before, while standing by.
+            m.last_heard_ms.store(m.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        m.lease_held.set(i64::from(held));
     }
 
     pub fn lease_held(&self) -> bool {
@@ -420,6 +425,9 @@ mod tests {
         assert!(lag(&m) >= 0.1, "not connected: the time since anything arrived");
         m.set_lease_held(false);
         assert_eq!(lag(&m), 0.0, "a standby reads nothing and lags nothing");
+        std::thread::sleep(Duration::from_millis(100));
+        m.set_lease_held(true);
+        assert!(lag(&m) < 0.1, "the silence counts from taking the stream over");
     }
 
     fn value(text: &str, prefix: &str) -> f64 {
