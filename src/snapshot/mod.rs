@@ -649,7 +649,7 @@ impl Report {
                 started: now,
                 last_line: now,
                 rows: 0,
-                bar: progress_bar(&format!("{db}.{table}"), estimate.unwrap_or(0)),
+                bar: progress_bar(&format!("{}.{}", Escaped(db), Escaped(table)), estimate.unwrap_or(0)),
             });
         }
         let t = self.table.as_mut().expect("set above");
