@@ -46,7 +46,8 @@ pub struct Change {
     pub file: Arc<str>,
     /// Offset of the rows event (of the enclosing compressed payload, for MySQL).
     pub offset: u64,
-    /// The transaction's XID; known only at its end, so set on the commit row.
+    /// The transaction's XID, known only at its end: set on every row the decoder held back
+    /// until then (all rows of a transaction that fits its bound, and always the commit row).
     pub xid: Option<u64>,
     /// Index of this row within its transaction, from 0.
     pub row: u64,
@@ -68,7 +69,8 @@ impl Change {
         out.extend_from_slice(&t.name_json);
         write_origin(out, self.ts, self.gtid.as_deref(), &self.file, self.offset);
         out.extend_from_slice(b",\"xid\":");
-        match self.xid {
+        // The native event names the XID on the commit row only (Maxwell's format on every row).
+        match self.xid.filter(|_| self.commit) {
             Some(x) => out.extend_from_slice(itoa::Buffer::new().format(x).as_bytes()),
             None => out.extend_from_slice(b"null"),
         }

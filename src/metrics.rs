@@ -1,11 +1,14 @@
 //! Prometheus metrics and the probes' state, shared by the pipeline and the HTTP endpoint.
 //!
-//! Invariants: a `Metrics` handle is only created when `--metrics-addr` is given, so runs without
-//! it (and `dump --file` always) count nothing. Counters only go up. `binlog_tail_lag_seconds`
-//! is computed when scraped: 0 once the server has said that nothing is left to send (a
-//! heartbeat, which servers send only at the end of their binlog) or the read position is the
-//! server's binlog end, and otherwise now minus the timestamp of the last event read, so a
-//! stalled stream (no events, no heartbeats) shows a growing lag instead of a frozen one.
+//! Invariants: `stream` and `dump --url` always count (the catch-up progress and the readiness
+//! read the handle too); only `--metrics-addr` serves what they count, and `dump --file` counts
+//! nothing. Counters only go up. `binlog_tail_lag_seconds` is computed when scraped: 0 once the
+//! server has said that nothing is left to send (a heartbeat, which servers send only at the end
+//! of their binlog) or the read position is the server's binlog end, and otherwise now minus the
+//! timestamp of the last event read. A connection that has gone silent — nothing, not even a
+//! heartbeat, for one and a half heartbeat periods, or one found dead and not yet replaced —
+//! shows at least the time since anything arrived, so a frozen or dead server shows a growing
+//! lag, never a frozen 0 (a standby instance, which reads nothing, shows none).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,6 +68,12 @@ struct Inner {
     /// Nothing is left to read: a heartbeat came after the last event, or the read position is
     /// the server's binlog end.
     caught_up: AtomicBool,
+    /// When anything (an event or a heartbeat) last arrived, or the lease was taken if later,
+    /// in milliseconds since `started`.
+    last_heard_ms: AtomicU64,
+    started: Instant,
+    /// The server's heartbeat period in milliseconds, 0 while unknown.
+    heartbeat_ms: AtomicU64,
     read: Mutex<ReadPosition>,
     last_checkpoint: Mutex<Option<Instant>>,
 }
@@ -110,6 +119,9 @@ impl Metrics {
             ready: AtomicBool::new(false),
             last_event_ts: AtomicU64::new(0),
             caught_up: AtomicBool::new(false),
+            last_heard_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            heartbeat_ms: AtomicU64::new(0),
             read: Mutex::default(),
             last_checkpoint: Mutex::new(None),
             registry: Registry::default(),
@@ -211,6 +223,7 @@ impl Metrics {
         let m = &self.0;
         m.events_read.inc();
         m.bytes_read.inc_by(u64::from(h.event_size));
+        m.last_heard_ms.store(m.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         // Rotates and heartbeats (MySQL and MariaDB) say where reading is, not what changed.
         if h.type_code == EventType::HEARTBEAT_EVENT as u8 {
             m.caught_up.store(true, Ordering::Relaxed);
@@ -229,6 +242,11 @@ impl Metrics {
             read.file = file.clone();
         }
         read.offset = next;
+    }
+
+    /// The heartbeat period asked of the server: a connection silent for longer shows a lag.
+    pub fn set_heartbeat(&self, period: Duration) {
+        self.0.heartbeat_ms.store(period.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn read_position(&self) -> ReadPosition {
@@ -293,7 +311,12 @@ impl Metrics {
     }
 
     pub fn set_lease_held(&self, held: bool) {
-        self.0.lease_held.set(i64::from(held));
+        let m = &self.0;
+        if held && !self.lease_held() {
+            // Silence counts from taking the stream over, not from before, while standing by.
+            m.last_heard_ms.store(m.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        m.lease_held.set(i64::from(held));
     }
 
     pub fn lease_held(&self) -> bool {
@@ -317,13 +340,28 @@ impl Metrics {
         self.0.ready.load(Ordering::Relaxed)
     }
 
+    /// How long nothing has arrived, when that means the connection is silent or dead: longer
+    /// than one and a half heartbeat periods, or not connected (the pump gives a connection up
+    /// after three silent periods). Zero otherwise, and while standing by for the lease.
+    fn silence(&self) -> Duration {
+        let m = &self.0;
+        let since = m.started.elapsed().saturating_sub(Duration::from_millis(m.last_heard_ms.load(Ordering::Relaxed)));
+        let heartbeat = Duration::from_millis(m.heartbeat_ms.load(Ordering::Relaxed));
+        let overdue = !heartbeat.is_zero() && since > heartbeat.mul_f64(1.5);
+        if self.lease_held() && (overdue || !self.ready()) {
+            since
+        } else {
+            Duration::ZERO
+        }
+    }
+
     /// The Prometheus text exposition, with the time-dependent gauges computed now.
     pub fn render(&self) -> String {
         let m = &self.0;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
         let last = m.last_event_ts.load(Ordering::Relaxed);
         let lag = if m.caught_up.load(Ordering::Relaxed) || last == 0 { 0.0 } else { (now - last as f64).max(0.0) };
-        m.lag.set(lag);
+        m.lag.set(lag.max(self.silence().as_secs_f64()));
         if let Some(at) = *m.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) {
             m.checkpoint_age.set(at.elapsed().as_secs_f64());
         }
@@ -359,6 +397,41 @@ mod tests {
         assert_eq!(value(&m.render(), "binlog_tail_lag_seconds "), 0.0);
         assert_eq!(value(&m.render(), "binlog_tail_events_read_total "), 2.0);
         assert_eq!(value(&m.render(), "binlog_tail_bytes_read_total "), 90.0);
+    }
+
+    #[test]
+    fn a_silent_connection_shows_the_time_since_anything_arrived() {
+        let m = Metrics::new();
+        let file: Arc<str> = Arc::from("binlog.000001");
+        let heartbeat = Header {
+            timestamp: 0,
+            type_code: EventType::HEARTBEAT_EVENT as u8,
+            server_id: 1,
+            event_size: 40,
+            log_pos: 150,
+            flags: 0,
+        };
+        let lag = |m: &Metrics| value(&m.render(), "binlog_tail_lag_seconds ");
+        m.set_lease_held(true);
+        m.set_ready(true);
+        m.set_heartbeat(Duration::from_millis(40));
+        m.event_read(&heartbeat, &file, 150);
+        assert_eq!(lag(&m), 0.0, "a heartbeat just arrived");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(lag(&m) >= 0.1, "overdue heartbeats");
+        m.event_read(&heartbeat, &file, 150);
+        assert_eq!(lag(&m), 0.0);
+
+        m.set_heartbeat(Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(lag(&m), 0.0, "within the heartbeat period while connected");
+        m.set_ready(false);
+        assert!(lag(&m) >= 0.1, "not connected: the time since anything arrived");
+        m.set_lease_held(false);
+        assert_eq!(lag(&m), 0.0, "a standby reads nothing and lags nothing");
+        std::thread::sleep(Duration::from_millis(100));
+        m.set_lease_held(true);
+        assert!(lag(&m) < 0.1, "the silence counts from taking the stream over");
     }
 
     fn value(text: &str, prefix: &str) -> f64 {

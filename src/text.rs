@@ -1,8 +1,11 @@
-//! Text columns decoded by their column charset, and JSON string escaping.
+//! Text columns decoded by their column charset, JSON string escaping, names made safe for log
+//! lines and error messages, and figures rounded for them.
 //!
 //! Invariants: bytes are never reinterpreted silently — a charset we know is decoded exactly
 //! (latin1 is MySQL's cp1252), binary columns become base64, and bytes that are invalid in their
-//! declared charset are an error rather than replacement characters.
+//! declared charset are an error rather than replacement characters. A name that comes from
+//! binlog bytes or from the server (database, table, column, binlog file) reaches a log line or
+//! an error message only through `Escaped`, so it can never start a line of its own.
 
 use base64::Engine as _;
 use mysql_common::collations::{Collation, CollationId};
@@ -173,9 +176,68 @@ pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
+/// Shows a name from binlog bytes or the server with control characters escaped as Rust writes
+/// them (`\n`, `\t`, `\u{1b}`), backslashes doubled so an escape cannot be faked, and the
+/// invisible characters that reorder or break lines (bidi controls, U+2028/U+2029) as `\u{..}`.
+pub struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0;
+        let mut start = 0;
+        for (i, c) in s.char_indices() {
+            let reorders = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if !(c == '\\' || c.is_control() || reorders || c == '\u{2028}' || c == '\u{2029}') {
+                continue;
+            }
+            f.write_str(&s[start..i])?;
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '\n' | '\r' | '\t' => write!(f, "{}", c.escape_default())?,
+                _ => write!(f, "{}", c.escape_unicode())?,
+            }
+            start = i + c.len_utf8();
+        }
+        f.write_str(&s[start..])
+    }
+}
+
+/// `count` things done in `elapsed`, for log lines: `20000 rows in 1.3 s (15.4k rows/s)`.
+/// Durations are rounded to what a reader can use, and a rate over less than a millisecond
+/// (which says more about the clock than about the work) is left out: `8 rows in 44 µs`.
+pub struct Throughput<'a> {
+    pub count: u64,
+    pub unit: &'a str,
+    pub elapsed: std::time::Duration,
+}
+
+impl std::fmt::Display for Throughput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (count, unit, secs) = (self.count, self.unit, self.elapsed.as_secs_f64());
+        match self.elapsed.as_micros() {
+            0..1_000 => write!(f, "{count} {unit} in {} µs", self.elapsed.as_micros())?,
+            1_000..1_000_000 => write!(f, "{count} {unit} in {} ms", self.elapsed.as_millis())?,
+            1_000_000..100_000_000 => write!(f, "{count} {unit} in {secs:.1} s")?,
+            _ => write!(f, "{count} {unit} in {secs:.0} s")?,
+        }
+        if self.elapsed.as_micros() < 1_000 {
+            return Ok(());
+        }
+        let rate = count as f64 / secs;
+        let (scaled, prefix) = match rate {
+            r if r < 10_000.0 => return write!(f, " ({r:.0} {unit}/s)"),
+            r if r < 1e6 => (r / 1e3, "k"),
+            r if r < 1e9 => (r / 1e6, "M"),
+            r => (r / 1e9, "G"),
+        };
+        write!(f, " ({scaled:.1}{prefix} {unit}/s)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn json(enc: TextEncoding, bytes: &[u8]) -> String {
         let mut out = Vec::new();
@@ -190,6 +252,32 @@ mod tests {
             write_json_str(s, &mut out);
             assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), s);
         }
+    }
+
+    #[test]
+    fn escaped_names_stay_on_one_line() {
+        let shown = |s| Escaped(s).to_string();
+        assert_eq!(shown("orders"), "orders");
+        assert_eq!(shown("a\nb"), "a\\nb");
+        assert_eq!(shown("x\r\ty\u{1b}[31m\0"), "x\\r\\ty\\u{1b}[31m\\u{0}");
+        assert_eq!(shown("back\\n"), "back\\\\n", "a literal backslash-n stays distinct from a newline");
+        assert_eq!(shown("ü 😀 `q`"), "ü 😀 `q`");
+        assert_eq!(shown("a\u{2028}b\u{202e}c\u{85}"), "a\\u{2028}b\\u{202e}c\\u{85}");
+        for s in ["a\nb", "\u{2028}", "\r", "\u{85}"] {
+            assert!(!shown(s).contains(['\n', '\r', '\u{2028}', '\u{85}']), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn throughput_is_rounded_for_people() {
+        let shown = |count, elapsed| Throughput { count, unit: "rows", elapsed }.to_string();
+        assert_eq!(shown(8, Duration::from_nanos(43_600)), "8 rows in 43 µs");
+        assert_eq!(shown(600, Duration::from_micros(43_600)), "600 rows in 43 ms (13.8k rows/s)");
+        assert_eq!(shown(300, Duration::from_micros(43_600)), "300 rows in 43 ms (6881 rows/s)");
+        assert_eq!(shown(20_000, Duration::from_millis(1_300)), "20000 rows in 1.3 s (15.4k rows/s)");
+        assert_eq!(shown(13_749_000, Duration::from_secs(1)), "13749000 rows in 1.0 s (13.7M rows/s)");
+        assert_eq!(shown(5_000_000, Duration::from_secs(250)), "5000000 rows in 250 s (20.0k rows/s)");
+        assert_eq!(shown(0, Duration::from_secs(2)), "0 rows in 2.0 s (0 rows/s)");
     }
 
     #[test]

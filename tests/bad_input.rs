@@ -173,3 +173,24 @@ fn mariadb_compressed_events_stop_the_stream_with_the_fix() {
     let err = failure(&out);
     assert!(err.contains("log_bin_compress=OFF"), "{err}");
 }
+
+/// A table name with a newline (MariaDB accepts any character in a quoted name, and a crafted
+/// binlog can hold any bytes) is escaped in log lines: it cannot forge a line of its own. The
+/// change event keeps the name exactly.
+#[test]
+fn names_with_newlines_cannot_forge_log_lines() {
+    // MINIMAL metadata: reading the file without --url warns about the table by name.
+    let server = MariaDb::start(&["--binlog-row-metadata=MINIMAL"]);
+    server.sql(
+        "CREATE DATABASE inj; CREATE TABLE inj.`t\nERROR forged line` (id INT PRIMARY KEY);
+         INSERT INTO inj.`t\nERROR forged line` VALUES (1);",
+    );
+    let out = binlog_tail().args(["dump", "--stdout", "--file"]).args(server.binlog_files()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(r"`inj`.`t\nERROR forged line`: the binlog lacks"), "the warning names the table: {err}");
+    assert!(!err.lines().any(|l| l.starts_with("ERROR forged")), "a forged line on stderr: {err}");
+    let events = crate::util::events(&out);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].table, "t\nERROR forged line");
+}

@@ -156,7 +156,11 @@ fn streaming_resumes_from_the_position_in_kafka_alone() {
     assert!(report["age_seconds"].as_u64().unwrap() < 60, "{report}");
     let out = status("nobody");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was streamed under that name"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("there is no position in Kafka topic positions under key nobody: nothing was streamed"),
+        "{err}"
+    );
 
     // A new process, with nothing on disk, continues after what was delivered: each row once.
     insert(server, &db, 11..16);

@@ -98,6 +98,47 @@ fn metrics_and_probes_follow_a_stream_behind_a_backlog_and_a_server_restart() {
     assert_eq!(reader.join().unwrap(), 20002, "every row counted was printed");
 }
 
+/// A frozen server (SIGSTOP: no events, no heartbeats, the connection open) shows a lag that
+/// grows with the time nothing arrived, and back to 0 once it answers again.
+#[test]
+fn lag_grows_while_the_server_is_frozen() {
+    let server = MariaDb::start(&[]);
+    server.sql("CREATE DATABASE z; CREATE TABLE z.t (id INT PRIMARY KEY); INSERT INTO z.t VALUES (1);");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let position = dir.path().join("position.json");
+    let run = Stream::start(&server, &position, dir.path(), 0, &["--heartbeat", "1", "--metrics-addr", &addr]);
+    until("the stream is ready", || get(port, "/readyz").is_some_and(|(c, _)| c == 200));
+    server.sql("INSERT INTO z.t VALUES (2);");
+    wait_for_rows(std::slice::from_ref(&run.stdout), "z", 1);
+    let lag = || metric(port, "binlog_tail_lag_seconds");
+    until("caught up", || lag() == 0.0);
+
+    /// Sends SIGCONT when dropped, so a failing test does not leave the server frozen.
+    struct Frozen(String);
+    impl Drop for Frozen {
+        fn drop(&mut self) {
+            Command::new("kill").args(["-CONT", &self.0]).status().unwrap();
+        }
+    }
+    let pid = std::fs::read_to_string(server.dir.path().join("data/mysqld.pid")).unwrap().trim().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let frozen = Frozen(pid);
+    let since = std::time::Instant::now();
+    until("the lag shows the silence", || lag() >= 2.5);
+    let first = lag();
+    std::thread::sleep(Duration::from_secs(2));
+    let second = lag();
+    assert!(second >= first + 1.5, "the lag grows while nothing arrives: {first} then {second}\n{}", run.log());
+    assert!(second <= since.elapsed().as_secs_f64() + 1.5, "at most the time frozen: {second}");
+    drop(frozen);
+    until("the lag is 0 again", || lag() == 0.0);
+    server.sql("INSERT INTO z.t VALUES (3);");
+    wait_for_rows(std::slice::from_ref(&run.stdout), "z", 2);
+    assert!(run.stop().success());
+}
+
 /// `status --json`, decoded strictly.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,6 +147,8 @@ struct Status {
     position: SavedPosition,
     age_seconds: u64,
     server: Option<ServerStatus>,
+    /// Why status exits non-zero.
+    error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,12 +233,37 @@ fn status_reports_the_saved_position_and_exits_3_once_its_binlog_is_purged() {
     let (code, report, stderr) = status(&server, &position);
     assert_eq!(code, Some(3), "{stderr} {report:?}");
     assert!(stderr.contains("purged"), "{stderr}");
+    assert!(report.error.as_deref().is_some_and(|e| e.contains("purged")), "{report:?}");
     let checked = report.server.unwrap();
     assert!(checked.checks.iter().any(|c| c.name == "saved position" && c.status == "fail"), "{checked:?}");
 
     let missing = binlog_tail().args(["status", "--position-file"]).arg(dir.path().join("none.json")).output().unwrap();
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("there is no position file"));
+}
+
+/// `status --json` that fails before it has a report still prints one JSON object, with the
+/// error, and keeps the exit code.
+#[test]
+fn status_json_prints_its_error_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_error = |out: &std::process::Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON on stdout ({e}): {stderr}"));
+        assert_eq!(report.as_object().map(|o| o.len()), Some(1), "{report}");
+        report["error"].as_str().unwrap_or_else(|| panic!("no error in {report}")).to_string()
+    };
+    let missing =
+        binlog_tail().args(["status", "--json", "--position-file"]).arg(dir.path().join("none.json")).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(json_error(&missing).contains("there is no position file"));
+    let usage = binlog_tail()
+        .args(["status", "--json", "--position-store", "kafka", "--stream-name", "a b", "--kafka-brokers", "x:1"])
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2), "a usage error still exits 2");
+    assert!(json_error(&usage).contains("--stream-name `a b`"));
 }
 
 #[test]

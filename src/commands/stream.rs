@@ -48,6 +48,8 @@ fn supervise(settings: StreamSettings) -> Result<()> {
     let rt = runtime()?;
     let shutdown = Shutdown::install(&rt);
     let metrics = Metrics::new();
+    // An overdue heartbeat makes the lag grow (a frozen server), before the connection is given up.
+    metrics.set_heartbeat(settings.server.heartbeat);
     if let Some(addr) = settings.metrics_addr {
         // Before the store, whose checks wait while Kafka cannot be reached: probes answer meanwhile.
         ops::http::serve(addr, metrics.clone())?;

@@ -4,8 +4,10 @@
 //! - Every change is handed to the sink before the end of its transaction, and a transaction's
 //!   end (`Sink::commit`) is reported only after all its rows — so a position taken from a commit
 //!   never skips a row. Positions are never taken at BEGIN.
-//! - One row is held back until the next row or the transaction end is seen, so the last row of
-//!   each transaction carries `commit: true` without buffering the transaction.
+//! - A transaction's rows are held back until its end (up to `HELD_ROWS` rows or `HELD_BYTES` of
+//!   row images), so each carries the transaction's XID, which only its end tells, and the last
+//!   `commit: true`. Past the bound the oldest rows go out early, without the XID: memory stays
+//!   bounded whatever the transaction's size, and the last row always has both.
 //! - Any event the decoder cannot decode faithfully (compressed MariaDB events, a corrupt payload,
 //!   an unknown column type) is an error that names the position; rows are never skipped.
 
@@ -15,6 +17,7 @@ pub mod rows;
 pub mod table;
 pub mod value;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -33,6 +36,7 @@ use crate::position::{Flavor, Resume};
 use crate::schema::Table;
 use crate::signal::Signal;
 use crate::sink::Sink;
+use crate::text::Escaped;
 use payload::Payload;
 use rows::RowsEvent;
 use table::{ColumnInfo, TableCache};
@@ -77,7 +81,17 @@ struct Transaction {
     thread: Option<u32>,
     /// Inside BEGIN ... COMMIT/XID (or a GTID group that is not standalone).
     open: bool,
-    pending: Option<Change>,
+    /// Rows not yet handed to the sink, oldest first, and the bytes of their images.
+    held: VecDeque<Change>,
+    held_bytes: usize,
+}
+
+/// At most this many rows, or this many bytes of row images, are held back in a transaction.
+const HELD_ROWS: usize = 10_000;
+const HELD_BYTES: usize = 8 << 20;
+
+fn image_bytes(c: &Change) -> usize {
+    [&c.before, &c.after].into_iter().flatten().map(|i| i.json.len()).sum()
 }
 
 pub struct Decoder {
@@ -165,7 +179,7 @@ impl Decoder {
     pub fn feed(&mut self, ev: RawEvent<'_>, offset: u64, next_offset: u64, sink: &mut dyn Sink) -> Result<Flow> {
         self.stats.events += 1;
         self.handle(ev, offset, next_offset, sink)
-            .with_context(|| format!("at {}:{offset} (event type {})", self.file, ev.header.type_code))
+            .with_context(|| format!("at {}:{offset} (event type {})", Escaped(&self.file), ev.header.type_code))
     }
 
     fn handle(&mut self, ev: RawEvent<'_>, offset: u64, next_offset: u64, sink: &mut dyn Sink) -> Result<Flow> {
@@ -222,10 +236,10 @@ impl Decoder {
                 }
             }
             mariadb::ANNOTATE_ROWS => {
-                tracing::trace!(statement = %mariadb::parse_annotate_rows(ev.body), "annotate rows");
+                tracing::trace!(statement = %Escaped(&mariadb::parse_annotate_rows(ev.body)), "annotate rows");
             }
             mariadb::BINLOG_CHECKPOINT => {
-                tracing::trace!(file = %mariadb::parse_binlog_checkpoint(ev.body)?, "binlog checkpoint");
+                tracing::trace!(file = %Escaped(&mariadb::parse_binlog_checkpoint(ev.body)?), "binlog checkpoint");
             }
             code::QUERY => {
                 let q: QueryEvent<'_> = parse(&fde, &ev)?;
@@ -323,13 +337,14 @@ impl Decoder {
         if looked_up {
             tracing::warn!(
                 "`{}`.`{}`: the binlog has no column metadata (binlog_row_metadata=MINIMAL); column names and types are taken from information_schema as it is now, which is wrong for rows written before a schema change. Set binlog_row_metadata=FULL on the server",
-                table.db, table.name
+                Escaped(&table.db),
+                Escaped(&table.name)
             );
         } else {
             tracing::warn!(
                 "`{}`.`{}`: the binlog lacks {} (binlog_row_metadata=MINIMAL); set binlog_row_metadata=FULL on the server, or read from the server with --url so information_schema can fill them in",
-                table.db,
-                table.name,
+                Escaped(&table.db),
+                Escaped(&table.name),
                 table.gaps.join(", ")
             );
         }
@@ -356,7 +371,11 @@ impl Decoder {
                     match Signal::from_row(&table, &after) {
                         Ok(signal) => sink.signal(&signal),
                         Err(why) => {
-                            tracing::warn!("ignoring a row of the signal table at {}:{offset}: {why}", self.file);
+                            tracing::warn!(
+                                "ignoring a row of the signal table at {}:{offset}: {}",
+                                Escaped(&self.file),
+                                Escaped(&why)
+                            );
                             Ok(())
                         }
                     }
@@ -378,7 +397,7 @@ impl Decoder {
                     let after = after.context("an insert without an after image")?;
                     let origin = crate::event::origin(self.tx.gtid_text.as_deref(), &self.file, offset);
                     let msg = crate::outbox::message(spec, &table, &after, origin)
-                        .with_context(|| format!("outbox row at {}:{offset}", self.file))?;
+                        .with_context(|| format!("outbox row at {}:{offset}", Escaped(&self.file)))?;
                     sink.message(&msg)
                 })?;
             }
@@ -411,8 +430,14 @@ impl Decoder {
             };
             self.tx.rows += 1;
             self.stats.changes += 1;
-            if let Some(prev) = self.tx.pending.replace(change) {
-                flow = self.emit(prev, sink)?;
+            self.tx.held_bytes += image_bytes(&change);
+            self.tx.held.push_back(change);
+            while flow == Flow::Continue
+                && (self.tx.held.len() > HELD_ROWS || (self.tx.held_bytes > HELD_BYTES && self.tx.held.len() > 1))
+            {
+                let early = self.tx.held.pop_front().expect("more than one row is held");
+                self.tx.held_bytes -= image_bytes(&early);
+                flow = self.emit(early, sink)?;
             }
             Ok(())
         })?;
@@ -432,10 +457,15 @@ impl Decoder {
 
     fn end_transaction(&mut self, xid: Option<u64>, next_offset: u64, sink: &mut dyn Sink) -> Result<Flow> {
         let mut flow = Flow::Continue;
-        if let Some(mut last) = self.tx.pending.take() {
-            last.commit = true;
-            last.xid = xid;
-            flow = self.emit(last, sink)?;
+        let held = std::mem::take(&mut self.tx.held);
+        let last = held.len().saturating_sub(1);
+        for (i, mut change) in held.into_iter().enumerate() {
+            if flow == Flow::Stop {
+                break;
+            }
+            change.xid = xid;
+            change.commit = i == last;
+            flow = self.emit(change, sink)?;
         }
         if let Some(gtid) = &self.tx.gtid {
             self.gtids.get_or_insert_with(|| GtidSet::empty_like(gtid)).add(gtid);

@@ -13,6 +13,7 @@ use mysql_common::io::ParseBuf;
 use super::value::{check_jsonb, write_value, Cursor};
 use crate::event::Op;
 use crate::schema::{Kind, RowImage, Table};
+use crate::text::Escaped;
 
 /// Rows event type codes, as the header's byte (MariaDB writes the same codes).
 pub const WRITE_V1: u8 = EventType::WRITE_ROWS_EVENT_V1 as u8;
@@ -79,8 +80,8 @@ impl<'a> RowsEvent<'a> {
             bail!(
                 "rows event has {} columns but the table map of `{}`.`{}` has {}",
                 self.columns,
-                table.db,
-                table.name,
+                Escaped(&table.db),
+                Escaped(&table.name),
                 table.columns.len()
             );
         }
@@ -106,7 +107,7 @@ impl<'a> RowsEvent<'a> {
             }
             if cur.pos == row_start {
                 // A row of no bytes (no columns present) would repeat forever.
-                bail!("rows event for `{}`.`{}` holds a row of zero bytes (its column bitmap names no column): the event is corrupt", table.db, table.name);
+                bail!("rows event for `{}`.`{}` holds a row of zero bytes (its column bitmap names no column): the event is corrupt", Escaped(&table.db), Escaped(&table.name));
             }
         }
         Ok(())
@@ -159,10 +160,16 @@ impl RowImage {
                     (Some(before), Kind::Json { len_bytes }) => {
                         let len = cur.uint_le(*len_bytes as usize)? as usize;
                         apply_json_diffs(before.value(i), cur.take(len)?, &mut image.json)
-                            .with_context(|| format!("partial JSON update of column `{}`", col.name))?;
+                            .with_context(|| format!("partial JSON update of column `{}`", Escaped(&col.name)))?;
                     }
-                    _ => write_value(&col.kind, cur, &mut image.json)
-                        .with_context(|| format!("column `{}` of `{}`.`{}`", col.name, table.db, table.name))?,
+                    _ => write_value(&col.kind, cur, &mut image.json).with_context(|| {
+                        format!(
+                            "column `{}` of `{}`.`{}`",
+                            Escaped(&col.name),
+                            Escaped(&table.db),
+                            Escaped(&table.name)
+                        )
+                    })?,
                 }
             }
             image.spans[i] = Some((start as u32, image.json.len() as u32));
@@ -272,7 +279,7 @@ fn parse_path(path: &str) -> Result<Vec<Step>> {
                 steps.push(Step::Index(idx.trim().parse().context("bad array index in JSON path")?));
             }
             c if c.is_whitespace() => {}
-            c => bail!("unexpected `{c}` in JSON path"),
+            c => bail!("unexpected `{}` in JSON path", c.escape_debug()),
         }
     }
     Ok(steps)
@@ -315,7 +322,7 @@ fn apply_one(
         (JsonDiffOperation::REMOVE, Some(Step::Index(i)), Value::Array(a)) if i < a.len() => {
             a.remove(i);
         }
-        _ => bail!("cannot apply {op:?} at {path}"),
+        _ => bail!("cannot apply {op:?} at {}", Escaped(path)),
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use mysql_common::constants::ColumnType;
 use super::value::Cursor;
 use crate::filter::Filter;
 use crate::schema::{Column, Kind, Table};
-use crate::text::{write_json_str, TextEncoding};
+use crate::text::{write_json_str, Escaped, TextEncoding};
 
 /// One column as `information_schema.COLUMNS` describes it (the MINIMAL-metadata fallback).
 #[derive(Debug, Clone, PartialEq)]
@@ -40,10 +40,12 @@ impl Table {
         let db = tme.database_name().into_owned();
         let name = tme.table_name().into_owned();
         let count = tme.columns_count() as usize;
+        // For messages: the names come from the binlog's bytes.
+        let shown = format!("`{}`.`{}`", Escaped(&db), Escaped(&name));
         if let Some(info) = info {
             if info.len() != count {
                 bail!(
-                    "table `{db}`.`{name}` has {count} columns in the binlog but {} in information_schema: its schema changed since these rows were written. Set binlog_row_metadata=FULL on the server so the binlog carries its own column names",
+                    "table {shown} has {count} columns in the binlog but {} in information_schema: its schema changed since these rows were written. Set binlog_row_metadata=FULL on the server so the binlog carries its own column names",
                     info.len()
                 );
             }
@@ -91,8 +93,8 @@ impl Table {
         for i in 0..count {
             let ty = tme
                 .get_column_type(i)
-                .map_err(|e| anyhow::anyhow!("column {i} of `{db}`.`{name}`: {e}"))?
-                .with_context(|| format!("TABLE_MAP of `{db}`.`{name}` lacks column {i}"))?;
+                .map_err(|e| anyhow::anyhow!("column {i} of {shown}: {e}"))?
+                .with_context(|| format!("TABLE_MAP of {shown} lacks column {i}"))?;
             let col_meta = tme.get_column_metadata(i).unwrap_or_default();
             let col_info = info.map(|c| &c[i]);
             let unsigned = if is_numeric(ty) { signedness.next() } else { None };
@@ -115,10 +117,10 @@ impl Table {
             };
             let text = match (charset, col_info.and_then(|c| c.charset.as_deref())) {
                 (Some(id), _) => TextEncoding::from_collation(id).with_context(|| {
-                    format!("column {i} of `{db}`.`{name}` has collation id {id}, which binlog-tail does not know")
+                    format!("column {i} of {shown} has collation id {id}, which binlog-tail does not know")
                 })?,
                 (None, Some(cs)) => TextEncoding::from_charset(cs).with_context(|| {
-                    format!("column {i} of `{db}`.`{name}` has charset {cs}, which binlog-tail does not know")
+                    format!("column {i} of {shown} has charset {cs}, which binlog-tail does not know")
                 })?,
                 (None, None) => {
                     if is_character(ty) && !has_charsets {
@@ -142,7 +144,7 @@ impl Table {
                     let v = values(sets.next(), &mut gaps);
                     Kind::Set { bytes: byte_at(col_meta, 1, i)?, names: v }
                 }
-                _ => kind_of(ty, col_meta, unsigned, text).with_context(|| format!("column {i} of `{db}`.`{name}`"))?,
+                _ => kind_of(ty, col_meta, unsigned, text).with_context(|| format!("column {i} of {shown}"))?,
             };
             let col_name = match (names.next().transpose()?, col_info) {
                 (Some(n), _) => n.name().into_owned(),
@@ -169,7 +171,7 @@ impl Table {
             }
         }
         if pk.iter().any(|&i| i >= count) {
-            bail!("TABLE_MAP of `{db}`.`{name}` names a primary-key column beyond its {count} columns");
+            bail!("TABLE_MAP of {shown} names a primary-key column beyond its {count} columns");
         }
         let mut db_json = Vec::new();
         write_json_str(&db, &mut db_json);
@@ -255,8 +257,10 @@ fn check_types(db: &str, table: &str, tme: &TableMapEvent<'_>, info: &[ColumnInf
             bail!(
                 "`{db}`.`{table}` changed since these rows were written: column {} is {ty:?} in the binlog but `{}` {} in information_schema, so its rows cannot be named by today's schema. Set binlog_row_metadata=FULL on the server (the binlog then carries its own column names), and start from a position after the schema change",
                 i + 1,
-                col.name,
-                col.data_type
+                Escaped(&col.name),
+                Escaped(&col.data_type),
+                db = Escaped(db),
+                table = Escaped(table),
             );
         }
     }

@@ -4,8 +4,10 @@
 //!
 //! Invariants: values are Maxwell's — DECIMAL a JSON number with every digit, DATETIME and
 //! TIMESTAMP as `"YYYY-MM-DD hh:mm:ss[.ffffff]"` (TIMESTAMP in UTC), zero dates kept, SET an
-//! array; `xid` appears where it is known (the commit row), `commit` only on the last row of a
-//! transaction, as Maxwell writes them.
+//! array; `xid` on every row of a transaction, as Maxwell writes it (it buffers the transaction,
+//! spilling to disk; the decoder holds up to 10,000 rows or 8 MiB, and rows of a larger
+//! transaction beyond that go out before its end is known, without `xid`), `commit` only on its
+//! last row.
 
 use super::text::{inner, write_sql_datetime};
 use super::{pk_value, push_int, Part};

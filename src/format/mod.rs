@@ -67,8 +67,11 @@ impl Default for FormatSettings {
     }
 }
 
-/// Debezium's logical server name by default: the host of the server URL, as a Kafka-topic-safe
-/// name (`mysql://repl@db-1.prod:3306` -> `db_1_prod`); `binlog-tail` for files.
+/// Debezium's logical server name by default: the host of the server URL with every character
+/// but ASCII letters, digits and `_` made `_` (`mysql://repl@db-1.prod:3306` -> `db_1_prod`,
+/// `127.0.0.1` -> `127_0_0_1`); `binlog-tail` for files. Debezium's `topic.prefix` would also
+/// allow `.` and `-`, but the default stays what it has always been: consumers that match on
+/// `source.name` must not see it change with an upgrade (`--debezium-name` sets any name).
 pub fn default_server_name(url: Option<&str>) -> String {
     let host = url.and_then(|u| {
         let rest = u.split_once("://").map_or(u, |(_, r)| r);

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
 use crate::checkpoint::kafka::PositionReader;
@@ -23,6 +23,7 @@ use crate::ops::behind::bytes_behind;
 use crate::position::Position;
 use crate::preflight::{self, Status};
 use crate::source::connection::{connect, connect_opts, flavor_of, redact};
+use crate::text::Escaped;
 
 #[derive(Serialize)]
 struct Report {
@@ -34,6 +35,9 @@ struct Report {
     /// Seconds since the position file was written.
     age_seconds: u64,
     server: Option<ServerReport>,
+    /// Why `status` fails (its exit code is not 0), or absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 /// Where a position in Kafka is.
@@ -67,6 +71,7 @@ fn saved(args: &StatusArgs) -> Result<Report> {
         position,
         age_seconds: age.map_or(0, |d| d.as_secs()),
         server: None,
+        error: None,
     };
     let Some(path) = &args.position_file else {
         if args.position_store != Some(PositionStoreKind::Kafka) {
@@ -81,7 +86,9 @@ fn saved(args: &StatusArgs) -> Result<Report> {
         let settings = kafka_connection(args.kafka_brokers.clone(), &args.kafka_property)?;
         let reader = PositionReader::new(&settings, &topic, &name)?;
         let saved = reader.read()?.with_context(|| {
-            format!("there is no {reader}: nothing was streamed under that name yet (check --stream-name)")
+            format!(
+                "there is no position in Kafka topic {topic} under key {name}: nothing was streamed under that name yet (check --stream-name)"
+            )
         })?;
         let written =
             saved.written_ms.and_then(|ms| u64::try_from(ms).ok()).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
@@ -96,8 +103,31 @@ fn saved(args: &StatusArgs) -> Result<Report> {
     Ok(Report { position_file: Some(path.display().to_string()), ..report(position, age) })
 }
 
+/// Prints the report; with `--json` always one JSON object on stdout, whose `error` holds the
+/// error a failure exits with (the report's other fields only when there is a report).
 pub fn status(args: StatusArgs) -> Result<()> {
-    let mut report = saved(&args)?;
+    let (mut report, verdict) = match check(&args) {
+        Ok(checked) => checked,
+        Err(e) => {
+            if args.json {
+                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            }
+            return Err(e);
+        }
+    };
+    if args.json {
+        report.error = verdict.as_ref().err().map(|e| format!("{e:#}"));
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_text(&report);
+    }
+    verdict
+}
+
+/// The saved position and, with `--url`, the server's view of it; the verdict fails when the
+/// server cannot continue from the position.
+fn check(args: &StatusArgs) -> Result<(Report, Result<()>)> {
+    let mut report = saved(args)?;
     let mut lost = None;
     let mut failed = None;
     if args.server.url.is_some() {
@@ -137,18 +167,12 @@ pub fn status(args: StatusArgs) -> Result<()> {
             .collect();
         report.server = Some(ServerReport { url: redact(&cfg.url), behind_bytes: behind, checks });
     }
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_text(&report);
-    }
-    if let Some(text) = lost {
-        return Err(Purged(format!("the server cannot continue from the saved position: {text}")).into());
-    }
-    if let Some(text) = failed {
-        bail!("the server is not ready to continue from the saved position: {text}");
-    }
-    Ok(())
+    let verdict = match (lost, failed) {
+        (Some(text), _) => Err(Purged(format!("the server cannot continue from the saved position: {text}")).into()),
+        (None, Some(text)) => Err(anyhow!("the server is not ready to continue from the saved position: {text}")),
+        (None, None) => Ok(()),
+    };
+    Ok((report, verdict))
 }
 
 fn print_text(r: &Report) {
@@ -167,7 +191,13 @@ fn print_text(r: &Report) {
     if let Some(s) = &p.snapshot {
         match s.pending.first() {
             Some([db, table]) => {
-                println!("snapshot       {} table(s) done, {} left, reading `{db}`.`{table}`", s.done, s.pending.len())
+                println!(
+                    "snapshot       {} table(s) done, {} left, reading `{}`.`{}`",
+                    s.done,
+                    s.pending.len(),
+                    Escaped(db),
+                    Escaped(table)
+                )
             }
             None => println!("snapshot       complete: {} table(s)", s.done),
         }

@@ -10,6 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
+use crate::text::{Escaped, Throughput};
+
 /// Progress: on a terminal a bar per table (rows, rows/s, ETA from the server's row estimate);
 /// otherwise a log line when a table starts and ends, and every 10 s.
 #[derive(Default)]
@@ -17,6 +19,8 @@ pub(super) struct Report {
     /// `information_schema.TABLES.TABLE_ROWS` (an estimate) per table, fetched once.
     pub(super) estimates: Option<HashMap<(String, String), u64>>,
     table: Option<TableReport>,
+    /// Tables finished since the last `take_tables_done`: this snapshot's, not the position's total.
+    tables_done: u64,
 }
 
 struct TableReport {
@@ -29,14 +33,19 @@ struct TableReport {
 }
 
 impl Report {
+    pub(super) fn take_tables_done(&mut self) -> u64 {
+        std::mem::take(&mut self.tables_done)
+    }
+
     pub(super) fn rows(&mut self, db: &str, table: &str, rows: u64, table_done: bool) {
         let now = Instant::now();
         if !self.table.as_ref().is_some_and(|t| t.db == db && t.name == table) {
             let estimate = self.estimates.as_ref().and_then(|e| e.get(&(db.to_string(), table.to_string()))).copied();
+            let (db, table) = (Escaped(db), Escaped(table));
             tracing::info!("snapshot of `{db}`.`{table}` started (about {} rows)", estimate.unwrap_or(0));
             self.table = Some(TableReport {
-                db: db.to_string(),
-                name: table.to_string(),
+                db: db.0.to_string(),
+                name: table.0.to_string(),
                 started: now,
                 last_line: now,
                 rows: 0,
@@ -46,17 +55,15 @@ impl Report {
         let t = self.table.as_mut().expect("set above");
         t.rows += rows;
         t.bar.inc(rows);
-        let rate = t.rows as f64 / t.started.elapsed().as_secs_f64().max(1e-3);
+        let read = Throughput { count: t.rows, unit: "rows", elapsed: t.started.elapsed() };
+        let (db, table) = (Escaped(db), Escaped(table));
         if table_done {
+            self.tables_done += 1;
             t.bar.finish_and_clear();
-            tracing::info!(
-                "snapshot of `{db}`.`{table}` done: {} rows in {:.1?} ({rate:.0} rows/s)",
-                t.rows,
-                t.started.elapsed()
-            );
+            tracing::info!("snapshot of `{db}`.`{table}` done: {read}");
             self.table = None;
         } else if now - t.last_line >= Duration::from_secs(10) && t.bar.is_hidden() {
-            tracing::info!("snapshot of `{db}`.`{table}`: {} rows so far ({rate:.0} rows/s)", t.rows);
+            tracing::info!("snapshot of `{db}`.`{table}` so far: {read}");
             t.last_line = now;
         }
     }

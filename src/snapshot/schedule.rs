@@ -370,7 +370,7 @@ impl Snapshot {
                 self.progress.pending.first() != Some(&[db.clone(), table.clone()]),
             );
             if self.progress.complete() {
-                tracing::info!("snapshot complete: {} table(s)", self.progress.done);
+                tracing::info!("snapshot complete: {} table(s)", self.report.take_tables_done());
             }
         }
     }

@@ -11,6 +11,7 @@ use tokio::runtime::Handle;
 use super::connection::connect;
 use crate::decode::table::ColumnInfo;
 use crate::decode::SchemaLookup;
+use crate::text::Escaped;
 
 /// `information_schema` lookups for tables whose binlog metadata is MINIMAL.
 pub struct InfoSchema {
@@ -42,7 +43,7 @@ impl SchemaLookup for InfoSchema {
             Ok::<_, anyhow::Error>(rows)
         })?;
         if rows.is_empty() {
-            bail!("`{db}`.`{table}` is not in information_schema (dropped since?), and the binlog has no column metadata: set binlog_row_metadata=FULL on the server");
+            bail!("`{db}`.`{table}` is not in information_schema (dropped since?), and the binlog has no column metadata: set binlog_row_metadata=FULL on the server", db = Escaped(db), table = Escaped(table));
         }
         Ok(rows
             .into_iter()

@@ -29,6 +29,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::ClientConfig;
 
 use super::tail;
+use crate::text::Escaped;
 
 /// The header every message carries.
 pub const HEADER: &str = "binlog_tail.seq";
@@ -210,13 +211,13 @@ impl Tails {
         let meta = match self.consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
             Ok(meta) => meta,
             Err(e) => {
-                tracing::debug!("reading the metadata of Kafka topic {topic}: {e}");
+                tracing::debug!("reading the metadata of Kafka topic {}: {e}", Escaped(topic));
                 return Ok(None);
             }
         };
         let partitions = meta.topics().first().map(|t| t.partitions().len() as i32).unwrap_or(0);
         if partitions == 0 {
-            bail!("Kafka topic {topic} does not exist (or has no partitions): create the topic (the broker does not create topics automatically), or route with --kafka-topic");
+            bail!("Kafka topic {} does not exist (or has no partitions): create the topic (the broker does not create topics automatically), or route with --kafka-topic", Escaped(topic));
         }
         self.topics.insert(topic.to_string(), Topic { partitions, tails: HashMap::new(), skipped: 0 });
         Ok(Some(partitions))

@@ -45,6 +45,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Message;
 use crate::position::Resume;
 use crate::shutdown::Shutdown;
+use crate::text::Escaped;
 use config::KafkaSettings;
 use dedupe::{OrderKey, Partitioner, Tails};
 use latency::AckLatency;
@@ -128,10 +129,10 @@ impl ProducerContext for Reports {
                 if failure.as_ref().is_none_or(|f| f.collateral && refused) {
                     let text = format!(
                         "Kafka refused the event of `{}`.`{}` at {} for topic {}: {err}{}",
-                        header("db"),
-                        header("table"),
-                        header("pos"),
-                        msg.topic(),
+                        Escaped(&header("db")),
+                        Escaped(&header("table")),
+                        Escaped(&header("pos")),
+                        Escaped(msg.topic()),
                         hint(err)
                     );
                     *failure = Some(Failure { text, collateral: !refused });
@@ -325,7 +326,7 @@ impl KafkaSink {
                 Err((e, _)) => {
                     // After a fatal error every send fails: that error is the one to report.
                     self.check_failure()?;
-                    return Err(anyhow!("cannot produce to Kafka topic {topic}: {e}{}", hint(&e)));
+                    return Err(anyhow!("cannot produce to Kafka topic {}: {e}{}", Escaped(topic), hint(&e)));
                 }
             }
         }
@@ -444,7 +445,14 @@ impl Drop for KafkaSink {
 impl Sink for KafkaSink {
     fn change(&mut self, change: &Change) -> Result<()> {
         let context = || {
-            format!("the event of `{}`.`{}` at {}:{}", change.table.db, change.table.name, change.file, change.offset)
+            let t = &change.table;
+            format!(
+                "the event of `{}`.`{}` at {}:{}",
+                Escaped(&t.db),
+                Escaped(&t.name),
+                Escaped(&change.file),
+                change.offset
+            )
         };
         // Snapshot reads are never skipped: chunks of several tables can share a position, so
         // their order cannot be told from it (an empty origin has no order key).
