@@ -7,6 +7,9 @@ use binlog_tail::cli::{self, Command};
 use binlog_tail::ops::{logging, manual, status};
 use binlog_tail::{commands, error, shutdown, sink};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::parse();
     let log_format = cli.log_format;
