@@ -96,6 +96,61 @@ fn malformed_event_bodies_never_panic() {
     }
 }
 
+/// A MySQL 8.0 binlog holding one row of one JSON column whose binary value is `doc`: format
+/// description, table map, WRITE_ROWS_V2 and XID, with CRC32 checksums.
+fn mysql_json_binlog(doc: &[u8]) -> Vec<u8> {
+    let mut file = vec![0xfe, b'b', b'i', b'n'];
+    let mut event = |type_code: u8, body: &[u8]| {
+        let size = (19 + body.len() + 4) as u32;
+        let start = file.len();
+        file.extend(1u32.to_le_bytes()); // timestamp
+        file.push(type_code);
+        file.extend(1u32.to_le_bytes()); // server id
+        file.extend(size.to_le_bytes());
+        file.extend((start as u32 + size).to_le_bytes()); // next event's offset
+        file.extend(0u16.to_le_bytes()); // flags
+        file.extend(body);
+        let crc = crc32fast::hash(&file[start..]);
+        file.extend(crc.to_le_bytes());
+    };
+    let mut fde = vec![4, 0];
+    fde.extend(b"8.0.36");
+    fde.resize(2 + 50 + 4, 0); // server version, creation time
+    fde.push(19); // header length
+                  // MySQL 8.0's post-header lengths, by event type from 1.
+    fde.extend([0, 13, 0, 8, 0, 0, 0, 0, 4, 0, 4, 0, 0, 0, 97, 0, 4, 26, 8, 0, 0, 0, 8, 8, 8, 2, 0, 0, 0, 10]);
+    fde.extend([10, 10, 42, 42, 0, 18, 52, 0, 10, 40]);
+    fde.push(1); // CRC32
+    event(15, &fde);
+    // Table 7, `db`.`t`: one nullable JSON column (4-byte length).
+    event(19, &[7, 0, 0, 0, 0, 0, 1, 0, 2, b'd', b'b', 0, 1, b't', 0, 1, 0xf5, 1, 4, 1]);
+    let mut rows = vec![7, 0, 0, 0, 0, 0, 1, 0, 2, 0, 1, 1, 0]; // ..., columns present, null bitmap
+    rows.extend((doc.len() as u32).to_le_bytes());
+    rows.extend(doc);
+    event(30, &rows);
+    event(16, &42u64.to_le_bytes());
+    file
+}
+
+#[test]
+fn a_json_opaque_decimal_of_hostile_precision_is_an_error_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    // DECIMAL(10,4) 1234.5678 as MySQL stores it in a JSON document: opaque, type NEWDECIMAL.
+    let decimal = |precision, scale| [&[0x0f, 246, 7, precision, scale][..], &[0x80, 0x04, 0xd2, 0x16, 0x2e]].concat();
+    let path = dir.path().join("json-decimal.bin");
+    std::fs::write(&path, mysql_json_binlog(&decimal(10, 4))).unwrap();
+    let events = crate::util::ok_events(&dump_file(&path));
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].after.as_ref().unwrap()["@1"], "1234.5678");
+    // Precision 5 with scale 200 made mysql_common allocate exabytes and abort the process.
+    let hostile = mysql_json_binlog(&decimal(5, 200));
+    std::fs::write(&path, &hostile).unwrap();
+    let err = failure(&dump_file(&path));
+    assert!(err.contains("DECIMAL(5,200) is impossible"), "{err}");
+    assert!(err.contains("json-decimal.bin"), "the error names the file: {err}");
+    assert!(!err.contains("memory allocation"), "{err}");
+}
+
 fn event_spans(bytes: &[u8]) -> Vec<(usize, usize)> {
     let mut spans = Vec::new();
     let mut at = 4;

@@ -294,8 +294,8 @@ fn walk_jsonb(type_code: u8, data: &[u8], depth: usize, budget: &mut usize) -> R
         1 => (true, true),
         2 => (false, false),
         3 => (true, false),
-        STRING => return spend(budget, jsonb_varlen(data)),
-        OPAQUE => return spend(budget, jsonb_varlen(data.get(1..).unwrap_or_default())),
+        STRING => return spend(budget, jsonb_varlen(data).map_or(0, |(len, _)| len)),
+        OPAQUE => return spend(budget, check_opaque(data)?),
         _ => return Ok(()),
     };
     if depth >= MAX_JSON_DEPTH {
@@ -338,30 +338,84 @@ fn walk_jsonb(type_code: u8, data: &[u8], depth: usize, budget: &mut usize) -> R
     Ok(())
 }
 
-/// The length prefix of a binary JSON string: 7 bits per byte, low bits first.
-fn jsonb_varlen(data: &[u8]) -> usize {
+/// The length prefix of a binary JSON string or opaque value, 7 bits per byte, low bits first:
+/// (length, bytes of the prefix), or None when it does not end within 5 bytes.
+fn jsonb_varlen(data: &[u8]) -> Option<(usize, usize)> {
     let mut len = 0usize;
     for (i, &b) in data.iter().take(5).enumerate() {
         len |= usize::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
-            break;
+            return Some((len, i + 1));
         }
     }
-    len
+    None
+}
+
+/// Checks a binary JSON opaque value (a MySQL column type, then that type's binary form) the way
+/// MySQL writes it, and returns its length. mysql_common decodes DECIMAL and the temporal types
+/// itself and trusts their bytes: a hostile precision made it allocate exabytes, a hostile digit
+/// or packed value overflows its arithmetic. Other types it only copies.
+fn check_opaque(data: &[u8]) -> Result<usize, ValueError> {
+    const TIMESTAMP: u8 = 7;
+    const DATE: u8 = 10;
+    const TIME: u8 = 11;
+    const DATETIME: u8 = 12;
+    const NEWDECIMAL: u8 = 246;
+    let bad = |what: String| ValueError::Invalid(format!("bad binary JSON: {what}"));
+    let Some((&field_type, rest)) = data.split_first() else { return Err(bad("opaque value without a type".into())) };
+    let (len, prefix) = jsonb_varlen(rest).ok_or_else(|| bad("opaque value without a length".into()))?;
+    let value = rest
+        .get(prefix..prefix + len)
+        .ok_or_else(|| bad(format!("opaque value of {len} bytes in the {} bytes left", rest.len() - prefix)))?;
+    match field_type {
+        NEWDECIMAL => {
+            let [precision, scale, packed @ ..] = value else {
+                return Err(bad(format!("opaque DECIMAL of {len} bytes")));
+            };
+            // MySQL's limits (MariaDB stores JSON as text): scale 30 on top of the column's.
+            let size = decimal_size(*precision, *scale)
+                .ok()
+                .filter(|_| *scale <= 30)
+                .ok_or_else(|| bad(format!("opaque DECIMAL({precision},{scale}) is impossible")))?;
+            if packed.len() != size {
+                return Err(bad(format!("opaque DECIMAL({precision},{scale}) of {} bytes, not {size}", packed.len())));
+            }
+            write_decimal(&mut Cursor::new(packed), *precision, *scale, &mut Vec::new())
+                .map_err(|e| bad(format!("opaque {e}")))?;
+        }
+        TIMESTAMP | DATE | TIME | DATETIME => {
+            // A packed i64; mysql_common negates negative ones, which overflows at i64::MIN.
+            let packed = <[u8; 8]>::try_from(value)
+                .map_err(|_| bad(format!("opaque temporal value (type {field_type}) of {len} bytes, not 8")))?;
+            if i64::from_le_bytes(packed) == i64::MIN {
+                return Err(bad(format!("impossible packed temporal value (type {field_type})")));
+            }
+        }
+        _ => {}
+    }
+    Ok(len)
 }
 
 const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
 
-/// MySQL's packed DECIMAL: 9 digits per 4 bytes, sign in the top bit, negatives inverted.
-fn write_decimal(cur: &mut Cursor<'_>, precision: u8, scale: u8, out: &mut Vec<u8>) -> Result<(), ValueError> {
+/// The bytes of a packed DECIMAL(precision, scale): 9 digits per 4 bytes, the rest by
+/// `DIG2BYTES`; an error for a pair no server allows.
+fn decimal_size(precision: u8, scale: u8) -> Result<usize, ValueError> {
     if scale > precision || precision == 0 || precision > 65 {
         return Err(ValueError::Invalid(format!("DECIMAL({precision},{scale}) is impossible")));
     }
     let intg = (precision - scale) as usize;
+    let scale = scale as usize;
+    Ok(intg / 9 * 4 + DIG2BYTES[intg % 9] + scale / 9 * 4 + DIG2BYTES[scale % 9])
+}
+
+/// MySQL's packed DECIMAL: 9 digits per 4 bytes, sign in the top bit, negatives inverted. A group
+/// holding more digits than its place (no server writes one) is an error, as in MySQL.
+fn write_decimal(cur: &mut Cursor<'_>, precision: u8, scale: u8, out: &mut Vec<u8>) -> Result<(), ValueError> {
+    let raw = cur.take(decimal_size(precision, scale)?)?;
+    let intg = (precision - scale) as usize;
     let (intg0, intg0x) = (intg / 9, intg % 9);
     let (frac0, frac0x) = (scale as usize / 9, scale as usize % 9);
-    let size = intg0 * 4 + DIG2BYTES[intg0x] + frac0 * 4 + DIG2BYTES[frac0x];
-    let raw = cur.take(size)?;
     let negative = raw[0] & 0x80 == 0;
     let mask: u8 = if negative { 0xff } else { 0 };
     let mut bytes = [0u8; 40];
@@ -370,10 +424,17 @@ fn write_decimal(cur: &mut Cursor<'_>, precision: u8, scale: u8, out: &mut Vec<u
     }
     bytes[0] ^= 0x80;
     let mut pos = 0;
-    let mut group = |n: usize| {
+    // The next group of `digits` digits.
+    let mut group = |digits: usize| {
+        let n = DIG2BYTES[digits];
         let v = be(&bytes[pos..pos + n]);
         pos += n;
-        v
+        if v >= 10u64.pow(digits as u32) {
+            return Err(ValueError::Invalid(format!(
+                "DECIMAL({precision},{scale}) has a group of more than {digits} digits"
+            )));
+        }
+        Ok(v)
     };
     let start = out.len();
     if negative {
@@ -381,10 +442,10 @@ fn write_decimal(cur: &mut Cursor<'_>, precision: u8, scale: u8, out: &mut Vec<u
     }
     let digits_start = out.len();
     if intg0x > 0 {
-        push_padded(out, group(DIG2BYTES[intg0x]), intg0x);
+        push_padded(out, group(intg0x)?, intg0x);
     }
     for _ in 0..intg0 {
-        push_padded(out, group(4), 9);
+        push_padded(out, group(9)?, 9);
     }
     let leading_zeros = out[digits_start..].iter().take_while(|&&b| b == b'0').count();
     out.drain(digits_start..digits_start + leading_zeros);
@@ -394,10 +455,10 @@ fn write_decimal(cur: &mut Cursor<'_>, precision: u8, scale: u8, out: &mut Vec<u
     if scale > 0 {
         out.push(b'.');
         for _ in 0..frac0 {
-            push_padded(out, group(4), 9);
+            push_padded(out, group(9)?, 9);
         }
         if frac0x > 0 {
-            push_padded(out, group(DIG2BYTES[frac0x]), frac0x);
+            push_padded(out, group(frac0x)?, frac0x);
         }
     }
     let all_zero = out[digits_start..].iter().all(|&b| b == b'0' || b == b'.');
@@ -648,6 +709,92 @@ mod tests {
         }
         let err = write_jsonb(&doc, &mut Vec::new()).unwrap_err().to_string();
         assert!(err.contains("shared or overlap"), "{err}");
+    }
+
+    /// Binary JSON holding one opaque value: a MySQL column type and that type's bytes.
+    fn jsonb_opaque(field_type: u8, value: &[u8]) -> Vec<u8> {
+        let mut doc = vec![0x0f, field_type];
+        let mut len = value.len();
+        while len >= 0x80 {
+            doc.push(len as u8 | 0x80);
+            len >>= 7;
+        }
+        doc.push(len as u8);
+        doc.extend(value);
+        doc
+    }
+
+    const NEWDECIMAL: u8 = 246;
+
+    #[test]
+    fn hostile_opaque_decimals_are_an_error_not_an_abort() {
+        // Precision 5 with scale 200 made mysql_common size a buffer of exabytes ("memory
+        // allocation of 8198552921648689710 bytes failed"), found in a 242-byte binlog.
+        let cases: [(&[u8], &str); 7] = [
+            (&[5, 200, 0x80, 0, 0], "DECIMAL(5,200) is impossible"),
+            (&[0, 0, 0x80], "DECIMAL(0,0) is impossible"),
+            (&[66, 0, 0x80], "DECIMAL(66,0) is impossible"),
+            (&[65, 31], "DECIMAL(65,31) is impossible"),
+            // DECIMAL(10,4) is 5 bytes.
+            (&[10, 4, 0x80, 0x04, 0xd2, 0x16], "DECIMAL(10,4) of 4 bytes, not 5"),
+            (&[10, 4, 0x80, 0x04, 0xd2, 0x16, 0x2e, 0], "DECIMAL(10,4) of 6 bytes, not 5"),
+            // One fractional digit in a byte that holds 127: mysql_common's `x * 10^8` overflowed.
+            (&[1, 1, 0xff], "more than 1 digits"),
+        ];
+        for (value, expected) in cases {
+            let err = write_jsonb(&jsonb_opaque(NEWDECIMAL, value), &mut Vec::new()).unwrap_err().to_string();
+            assert!(err.contains(expected), "{value:?}: {err}");
+            // Inside an array, as a column's document would hold it.
+            let opaque = jsonb_opaque(NEWDECIMAL, value);
+            let mut doc = vec![2];
+            doc.extend(jsonb_array(1, opaque[0], 7, &opaque[1..]));
+            let err = write_jsonb(&doc, &mut Vec::new()).unwrap_err().to_string();
+            assert!(err.contains(expected), "{value:?} in an array: {err}");
+        }
+        // The opaque value's length runs past the document.
+        let err = write_jsonb(&[0x0f, NEWDECIMAL, 9, 10, 4, 0x80], &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("opaque value of 9 bytes"), "{err}");
+    }
+
+    #[test]
+    fn opaque_values_as_mysql_writes_them_decode() {
+        let mut out = Vec::new();
+        write_jsonb(&jsonb_opaque(NEWDECIMAL, &[10, 4, 0x80, 0x04, 0xd2, 0x16, 0x2e]), &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "\"1234.5678\"");
+        // 2024-02-29 12:34:56.5 packed as MySQL does: ((ymd << 17 | hms) << 24) | microseconds.
+        let ymd: i64 = ((2024 * 13 + 2) << 5) | 29;
+        let hms: i64 = (12 << 12) | (34 << 6) | 56;
+        let datetime = (((ymd << 17) | hms) << 24) | 500_000;
+        let date = (ymd << 17) << 24;
+        let time = (hms << 24) | 500_000;
+        for (field_type, packed, expected) in [
+            (12, datetime, "2024-02-29 12:34:56.500000"), // DATETIME
+            (7, datetime, "2024-02-29 12:34:56.500000"),  // TIMESTAMP
+            (10, date, "2024-02-29"),                     // DATE
+            (11, time, "12:34:56.500000"),                // TIME
+            (11, -time, "-12:34:56.500000"),
+        ] {
+            let mut out = Vec::new();
+            write_jsonb(&jsonb_opaque(field_type, &packed.to_le_bytes()), &mut out).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), format!("\"{expected}\""), "type {field_type}");
+        }
+        // Other types are kept as their bytes (mysql_common's `base64:type<N>:` form).
+        let mut out = Vec::new();
+        write_jsonb(&jsonb_opaque(252, b"\x01\x02"), &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "\"base64:type252:AQI=\"");
+    }
+
+    #[test]
+    fn hostile_opaque_temporals_are_an_error_not_a_panic() {
+        for field_type in [7, 10, 11, 12] {
+            // mysql_common negates a negative packed value: i64::MIN overflowed.
+            let err = write_jsonb(&jsonb_opaque(field_type, &i64::MIN.to_le_bytes()), &mut Vec::new()).unwrap_err();
+            assert!(err.to_string().contains("impossible packed"), "type {field_type}: {err}");
+            for len in [0, 7, 9] {
+                let err = write_jsonb(&jsonb_opaque(field_type, &vec![0; len]), &mut Vec::new()).unwrap_err();
+                assert!(err.to_string().contains(&format!("of {len} bytes, not 8")), "type {field_type}: {err}");
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,196 @@
+//! Real MariaDB servers started by scripts/mariadb-start, and SQL run through Debian's client.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use super::{binlog_tail, free_port, root};
+
+pub struct MariaDb {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+static SHARED: OnceLock<MariaDb> = OnceLock::new();
+
+impl MariaDb {
+    /// One server shared by the tests of this run; each test works in its own database.
+    pub fn shared() -> &'static MariaDb {
+        SHARED.get_or_init(|| MariaDb::start(&[]))
+    }
+
+    /// A server of its own, with extra mariadbd options.
+    pub fn start(extra: &[&str]) -> MariaDb {
+        Self::start_with_env(&[], extra)
+    }
+
+    /// A server of its own; `env` goes to scripts/mariadb-start (e.g. SERVER_ID).
+    pub fn start_with_env(env: &[(&str, &str)], extra: &[&str]) -> MariaDb {
+        Self::launch(free_port(), env, extra)
+    }
+
+    /// A server of its own on the given port.
+    pub fn start_on_port(port: u16) -> MariaDb {
+        Self::launch(port, &[], &[])
+    }
+
+    fn launch(port: u16, env: &[(&str, &str)], extra: &[&str]) -> MariaDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Command::new(root().join("scripts/mariadb-start"))
+            .envs(env.iter().copied())
+            .arg(dir.path().join("data"))
+            .arg(port.to_string())
+            .arg("--owner-pid")
+            .arg(std::process::id().to_string())
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/mariadb-start");
+        assert!(
+            out.status.success(),
+            "could not start MariaDB: {}\nThe tests need Debian's mariadb-server: run scripts/test (it installs it) or apt-get install mariadb-server",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        MariaDb { port, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://repl@127.0.0.1:{}", self.port)
+    }
+
+    /// Runs SQL as the admin user; returns tab-separated output without headers.
+    pub fn sql(&self, sql: &str) -> String {
+        sql_at(self.port, sql)
+    }
+
+    /// A fresh database for one test, and the GTID position before it was created.
+    pub fn fresh_db(&self, name: &str) -> String {
+        self.sql(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name};"));
+        name.to_string()
+    }
+
+    pub fn gtid_pos(&self) -> String {
+        self.sql("SELECT @@gtid_binlog_pos")
+    }
+
+    /// `binlog-tail dump --url` with the replication user's password in MYSQL_PWD.
+    pub fn dump(&self, args: &[&str]) -> Output {
+        binlog_tail()
+            .args(["dump", "--url", &self.url(), "--stdout"])
+            .args(args)
+            .env("MYSQL_PWD", "replpass")
+            .output()
+            .unwrap()
+    }
+
+    /// Purges every binlog file but the newest. MariaDB keeps a binlog until its binlog
+    /// checkpoint has moved on: purge until it is gone.
+    pub fn purge_all_but_newest(&self) {
+        let newest = self.sql("SHOW MASTER STATUS").split('\t').next().unwrap().to_string();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            self.sql(&format!("PURGE BINARY LOGS TO '{newest}'"));
+            if self.sql("SHOW BINARY LOGS").lines().count() == 1 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "could not purge: {}", self.sql("SHOW BINARY LOGS"));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The server's binlog files, oldest first.
+    pub fn binlog_files(&self) -> Vec<PathBuf> {
+        let data = self.dir.path().join("data");
+        let index = std::fs::read_to_string(data.join("binlog.index")).expect("binlog index");
+        index
+            .lines()
+            .map(|l| {
+                let p = Path::new(l.trim());
+                if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    data.join(p)
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let pid_file = self.dir.path().join("data/mysqld.pid");
+        if let Ok(pid) = std::fs::read_to_string(pid_file) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+/// Runs SQL as the admin user of the server on `port` (through Debian's mariadb client).
+pub fn sql_at(port: u16, sql: &str) -> String {
+    let mut child = Command::new("mariadb")
+        .args(["--no-defaults", "--default-character-set=utf8mb4", "-h127.0.0.1", "-uadmin", "-padminpass", "-N", "-B"])
+        .arg(format!("-P{port}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the mariadb client (scripts/install-deps installs it)");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "SQL failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        &sql[..sql.len().min(2000)]
+    );
+    String::from_utf8(out.stdout).unwrap().trim_end().to_string()
+}
+
+impl MariaDb {
+    /// Stops the server (as a crash would, without a clean shutdown) and starts it again on the
+    /// same data and port.
+    pub fn restart(&self, extra: &[&str]) {
+        self.crash();
+        self.start_again(extra);
+    }
+
+    /// Kills the server without a clean shutdown and waits until it is gone.
+    pub fn crash(&self) {
+        let data = self.dir.path().join("data");
+        let pid = std::fs::read_to_string(data.join("mysqld.pid")).unwrap();
+        Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
+        while Command::new("kill").args(["-0", pid.trim()]).stderr(Stdio::null()).status().unwrap().success() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the server again on the same data and port.
+    pub fn start_again(&self, extra: &[&str]) {
+        let data = self.dir.path().join("data");
+        let out = Command::new(root().join("scripts/mariadb-start"))
+            .arg(&data)
+            .arg(self.port.to_string())
+            .arg("--owner-pid")
+            .arg(std::process::id().to_string())
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "restart failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Runs a workload of `START TRANSACTION ... COMMIT;` blocks in batches of `per_batch`
+/// transactions with a pause between batches, so it lasts long enough for crash tests.
+pub fn write_in_batches(port: u16, sql: &str, per_batch: usize, pause: Duration) -> std::thread::JoinHandle<()> {
+    let batches: Vec<String> =
+        sql.split_inclusive("COMMIT;\n").collect::<Vec<_>>().chunks(per_batch).map(|c| c.concat()).collect();
+    std::thread::spawn(move || {
+        for batch in batches {
+            sql_at(port, &batch);
+            std::thread::sleep(pause);
+        }
+    })
+}
