@@ -63,9 +63,12 @@ impl BinlogPos {
     }
 }
 
-/// One chunk, read and converted.
+/// One chunk: read as the server's values, converted (`convert`) where it is emitted, so the
+/// reading thread only reads (it was the snapshot's bottleneck, converting as well).
 pub struct Chunk {
+    /// The rows as the decoder's JSON, after `convert`.
     pub rows: Vec<RowImage>,
+    raw: Vec<Vec<Value>>,
     pub table: Arc<Table>,
     /// Chunk key columns (indexes into `table.columns`).
     pub key: Vec<usize>,
@@ -112,7 +115,7 @@ pub async fn read(conn: &mut Conn, spec: &TableSpec, after: Option<&[KeyValue]>,
     let rows: Vec<Row> = conn.exec(sql, Params::Positional(params)).await?;
     conn.query_drop("COMMIT").await?;
     let last = spec.key.is_empty() || (rows.len() as u64) < limit;
-    let mut images = Vec::with_capacity(rows.len());
+    let mut raw = Vec::with_capacity(rows.len());
     let mut last_key = None;
     let count = rows.len();
     for (n, row) in rows.into_iter().enumerate() {
@@ -120,9 +123,21 @@ pub async fn read(conn: &mut Conn, spec: &TableSpec, after: Option<&[KeyValue]>,
         if n + 1 == count && !spec.key.is_empty() {
             last_key = Some(spec.key.iter().map(|&k| key_value(&values[k])).collect());
         }
-        images.push(image(&spec.table, &values)?);
+        raw.push(values);
     }
-    Ok(Chunk { rows: images, table: spec.table.clone(), key: spec.key.clone(), last_key, last })
+    Ok(Chunk { rows: Vec::new(), raw, table: spec.table.clone(), key: spec.key.clone(), last_key, last })
+}
+
+impl Chunk {
+    /// Converts the values read into row images (once; the values are dropped).
+    pub fn convert(&mut self) -> Result<()> {
+        let raw = std::mem::take(&mut self.raw);
+        self.rows.reserve(raw.len());
+        for values in raw {
+            self.rows.push(image(&self.table, &values)?);
+        }
+        Ok(())
+    }
 }
 
 /// `(k1, k2) > (v1, v2)` as `k1 >= v1 AND (k1 > v1 OR (k1 = v1 AND k2 > v2))`: the same rows,

@@ -309,12 +309,7 @@ impl Snapshot {
             let [db, table] = self.progress.pending[0].clone();
             let mut next = (*self.progress).clone();
             let chunk = match result {
-                Ok(Some(mut chunk)) => {
-                    if let Due::Window { changed, .. } = &due {
-                        leave_out_changed(&mut chunk, changed);
-                    }
-                    Some(chunk)
-                }
+                Ok(Some(chunk)) => Some(chunk),
                 Ok(None) => {
                     tracing::warn!(
                         "snapshot: `{db}`.`{table}` no longer exists (dropped during the snapshot?); skipping it"
@@ -337,7 +332,6 @@ impl Snapshot {
                     }
                 },
             };
-            let rows = chunk.as_ref().map_or(0, |c| c.rows.len());
             match chunk.as_ref().filter(|c| !c.last) {
                 Some(c) => next.after = c.last_key.clone(),
                 None => {
@@ -351,6 +345,18 @@ impl Snapshot {
             if !self.progress.complete() && !shutdown.requested() {
                 self.start(&here)?;
             }
+            // Converted here, while the next chunk is read.
+            let chunk = match chunk {
+                Some(mut chunk) => {
+                    chunk.convert().map_err(|e| e.context(format!("snapshot of `{db}`.`{table}`")))?;
+                    if let Due::Window { changed, .. } = &due {
+                        leave_out_changed(&mut chunk, changed);
+                    }
+                    Some(chunk)
+                }
+                None => None,
+            };
+            let rows = chunk.as_ref().map_or(0, |c| c.rows.len());
             let at = match due {
                 Due::At(p) => p,
                 Due::Window { .. } => here.clone(),
