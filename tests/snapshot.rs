@@ -880,3 +880,112 @@ fn a_keyless_table_under_writes_replays_to_its_rows() {
     assert_eq!(read_at, 0, "changes before the table's read are contained in it: left out");
     assert!(changes_after > 0, "the writes went on after the read");
 }
+
+/// MariaDB's snapshot writes nothing: a replica with `read_only=ON`, read by a user holding only
+/// SELECT, REPLICATION SLAVE and BINLOG MONITOR (REPLICATION CLIENT), is snapshotted and streamed
+/// while its primary takes writes, and the tables rebuilt from the events equal the replica's.
+#[test]
+fn a_read_only_replica_is_snapshotted_and_streamed_by_a_user_who_may_only_read() {
+    let primary = MariaDb::start(&[]);
+    let replica = MariaDb::start_with_env(&[("SERVER_ID", "2")], &["--read-only=ON", "--log-slave-updates=ON"]);
+    primary.sql(
+        "CREATE DATABASE ro; CREATE TABLE ro.t (id INT PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO ro.t SELECT seq, CONCAT('v', seq) FROM ro.seq_1_to_5000;
+         CREATE TABLE ro.bag (v INT); INSERT INTO ro.bag SELECT seq % 7 FROM ro.seq_1_to_300;",
+    );
+    replica.sql(&format!(
+        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='repl', MASTER_PASSWORD='replpass', \
+         MASTER_USE_GTID=slave_pos; START SLAVE;",
+        primary.port
+    ));
+    let caught_up = || replica.sql("SELECT @@gtid_slave_pos") == primary.sql("SELECT @@gtid_binlog_pos");
+    crate::util::until("the replica caught up", caught_up);
+    // The replication user of scripts/mariadb-start holds exactly these (no INSERT anywhere).
+    let grants = replica.sql("SHOW GRANTS FOR repl@'%'");
+    assert!(grants.contains("SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.*"), "{grants}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let run = Stream::start(
+        &replica,
+        &position,
+        dir.path(),
+        0,
+        &["--snapshot", "initial", "--include", "ro", "--snapshot-chunk-size", "400"],
+    );
+    // 200 transactions on the primary while the replica's snapshot runs.
+    let sql: String = (0..200)
+        .map(|i| {
+            format!(
+                "BEGIN; UPDATE ro.t SET v = CONCAT(v, '+') WHERE id % 97 = {m};
+                 INSERT INTO ro.t VALUES ({new}, 'new') ON DUPLICATE KEY UPDATE v = 'again';
+                 DELETE FROM ro.t WHERE id = {gone}; INSERT INTO ro.bag VALUES ({m7});
+                 DELETE FROM ro.bag WHERE v = 3 LIMIT 1; COMMIT;\n",
+                m = i % 97,
+                new = 10_000 + i,
+                gone = 1 + (i * 37) % 5000,
+                m7 = i % 7
+            )
+        })
+        .collect();
+    let writes = crate::util::write_in_batches(primary.port, &sql, 10, Duration::from_millis(30));
+    writes.join().unwrap();
+    crate::util::until("the replica caught up", caught_up);
+    let end = replica.sql("SELECT @@gtid_binlog_pos");
+    let saved = || {
+        let text = std::fs::read_to_string(&position).unwrap_or_default();
+        serde_json::from_str::<Value>(&text).map(|p| p["gtid_set"].clone()).unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while saved() != end.as_str() {
+        assert!(Instant::now() < deadline, "saved {} of {end}: {}", saved(), run.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = run.stdout.clone();
+    assert!(run.stop().success());
+
+    // Nothing was written on the replica: every transaction in its binlog came from the primary.
+    let state = replica.sql("SELECT @@gtid_binlog_state");
+    assert!(state.split(',').all(|g| g.split('-').nth(1) == Some("1")), "the replica wrote {state}");
+    let events = crate::util::read_events(&[out]);
+    assert!(events.iter().any(|e| e.op == "read") && events.iter().any(|e| e.op != "read"));
+    let mut rows: BTreeMap<String, String> = BTreeMap::new();
+    let mut bag: Vec<String> = Vec::new();
+    for e in events.iter().filter(|e| e.db == "ro") {
+        let image =
+            |i: &Option<BTreeMap<String, serde_json::Value>>| serde_json::to_string(i.as_ref().unwrap()).unwrap();
+        match (e.table.as_str(), e.op.as_str()) {
+            ("t", "delete") => {
+                rows.remove(&serde_json::to_string(&e.pk).unwrap());
+            }
+            ("t", _) => {
+                rows.insert(serde_json::to_string(&e.pk).unwrap(), image(&e.after));
+            }
+            ("bag", "delete") => {
+                let gone = image(&e.before);
+                let at = bag.iter().position(|r| *r == gone).expect("a deleted row was there");
+                bag.remove(at);
+            }
+            ("bag", _) => bag.push(image(&e.after)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let expected: BTreeMap<String, String> = replica
+        .sql("SELECT JSON_OBJECT('id', id), JSON_OBJECT('id', id, 'v', v) FROM ro.t")
+        .lines()
+        .map(|l| l.split_once('\t').unwrap())
+        .map(|(k, v)| (compact(k), compact(v)))
+        .collect();
+    assert_eq!(rows.len(), expected.len());
+    assert!(rows == expected, "the rebuilt table differs from the replica's");
+    let mut expected_bag: Vec<String> =
+        replica.sql("SELECT JSON_OBJECT('v', v) FROM ro.bag").lines().map(compact).collect();
+    bag.sort();
+    expected_bag.sort();
+    assert_eq!(bag, expected_bag);
+}
+
+/// JSON text in serde_json's compact form, for comparing the server's JSON with events.
+fn compact(json: &str) -> String {
+    serde_json::to_string(&serde_json::from_str::<serde_json::Value>(json).unwrap()).unwrap()
+}
