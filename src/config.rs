@@ -42,8 +42,10 @@ pub struct StreamSettings {
     pub kafka: Option<KafkaSettings>,
     /// Set with `--snapshot initial`.
     pub snapshot: Option<snapshot::Settings>,
-    /// Where to serve /metrics, /healthz and /readyz.
+    /// Where to serve /metrics, /healthz, /readyz and snapshot requests.
     pub metrics_addr: Option<SocketAddr>,
+    /// The bearer token snapshot requests must carry (`--http-token-file`).
+    pub http_token: Option<String>,
     /// What decides which Kafka message is which (see `message_identity`); empty without Kafka.
     pub message_identity: String,
 }
@@ -109,7 +111,8 @@ impl StreamSettings {
                 Some(kafka)
             }
         };
-        let snapshot = snapshot_settings(&args.snapshot)?;
+        // The HTTP endpoint takes snapshot requests too.
+        let snapshot = snapshot_settings(&args.snapshot, args.metrics_addr.is_some())?;
         decode.signal_table = snapshot.as_ref().and_then(|s| s.signal_table.clone());
         let message_identity =
             kafka.as_ref().map(|k| message_identity(&args.emit, &decode, &format, k)).unwrap_or_default();
@@ -125,6 +128,7 @@ impl StreamSettings {
             sink,
             allow_discard: args.allow_discard,
             metrics_addr: args.metrics_addr,
+            http_token: args.http_token_file.as_deref().map(read_token).transpose()?,
             kafka,
             checkpoint_every: args.checkpoint_every,
             checkpoint_interval: args.checkpoint_interval,
@@ -133,6 +137,16 @@ impl StreamSettings {
             format,
             message_identity,
         })
+    }
+}
+
+/// A bearer token from its file (the first line); an empty one is a usage error.
+pub fn read_token(path: &std::path::Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the token file {}", path.display()))?;
+    match text.lines().next().map(str::trim).filter(|t| !t.is_empty()) {
+        Some(token) => Ok(token.to_string()),
+        None => Err(Usage(format!("the token file {} is empty", path.display())).into()),
     }
 }
 
@@ -215,10 +229,10 @@ fn value_name(value: &impl clap::ValueEnum) -> String {
 }
 
 /// The snapshot settings, when a snapshot was asked for or may be (with a signal table).
-pub fn snapshot_settings(args: &SnapshotArgs) -> Result<Option<snapshot::Settings>> {
+pub fn snapshot_settings(args: &SnapshotArgs, requests: bool) -> Result<Option<snapshot::Settings>> {
     let initial = args.snapshot == SnapshotMode::Initial;
     let signal_table = args.signal_table.as_deref().map(parse_table).transpose()?;
-    if !initial && signal_table.is_none() {
+    if !initial && signal_table.is_none() && !requests {
         return Ok(None);
     }
     let chunk_size = args.snapshot_chunk_size;
@@ -230,7 +244,7 @@ pub fn snapshot_settings(args: &SnapshotArgs) -> Result<Option<snapshot::Setting
         )
         .into());
     }
-    Ok(Some(snapshot::Settings { method: args.snapshot_method, initial, chunk_size, keys, signal_table }))
+    Ok(Some(snapshot::Settings { method: args.snapshot_method, initial, requests, chunk_size, keys, signal_table }))
 }
 
 /// `db.table`, exactly (no wildcards).

@@ -989,3 +989,51 @@ fn a_read_only_replica_is_snapshotted_and_streamed_by_a_user_who_may_only_read()
 fn compact(json: &str) -> String {
     serde_json::to_string(&serde_json::from_str::<serde_json::Value>(json).unwrap()).unwrap()
 }
+
+/// No signal table and no write to the server: `binlog-tail snapshot --to` asks the stream over
+/// its HTTP endpoint, with its bearer token, and hears what it did.
+#[test]
+fn an_incremental_snapshot_is_requested_over_http() {
+    let server = MariaDb::shared();
+    let db = server.fresh_db("snap_http");
+    server.sql(&format!(
+        "USE {db}; CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t SELECT seq, seq FROM seq_1_to_50;"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let (position, token) = (dir.path().join("position.json"), dir.path().join("token"));
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let port = crate::util::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let run = Stream::start(
+        server,
+        &position,
+        dir.path(),
+        0,
+        &["--include", &db, "--metrics-addr", &addr, "--http-token-file", token.to_str().unwrap()],
+    );
+    run.wait_ready(&position);
+    let to = format!("http://{addr}");
+    let ask = |extra: &[&str]| crate::util::binlog_tail().args(["snapshot", "--to", &to]).args(extra).output().unwrap();
+    let table = format!("{db}.t");
+    let anonymous = ask(&["--table", &table]);
+    assert_eq!(anonymous.status.code(), Some(1), "{}", crate::util::stderr(&anonymous));
+    assert!(crate::util::stderr(&anonymous).contains("bearer token"));
+
+    let asked = ask(&["--table", &table, "--token-file", token.to_str().unwrap()]);
+    assert!(asked.status.success(), "{}", crate::util::stderr(&asked));
+    assert_eq!(String::from_utf8_lossy(&asked.stdout).trim(), format!("1 table(s) queued ({table})"));
+    let events = wait_for(std::slice::from_ref(&run.stdout), "the 50 read events", |e| {
+        e.iter().filter(|e| e.op == "read").count() == 50
+    });
+    let ids: Vec<i64> =
+        events.iter().filter(|e| e.op == "read").map(|e| e.after.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, (1..=50).collect::<Vec<_>>());
+
+    let nothing = ask(&["--table", &format!("{db}.nope"), "--token-file", token.to_str().unwrap()]);
+    let err = crate::util::stderr(&nothing);
+    assert!(nothing.status.code() == Some(2) && err.contains("nothing to read"), "{err}");
+    assert!(run.stop().success());
+    // The request was saved with the position: the snapshot is recorded as done.
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&position).unwrap()).unwrap();
+    assert_eq!(saved["snapshot"]["done"], 1, "{saved}");
+}

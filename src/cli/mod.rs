@@ -46,7 +46,8 @@ pub enum Command {
     Stream(StreamArgs),
     /// Check that a server is set up for change data capture, and say what to fix.
     Check(CheckArgs),
-    /// Ask a running stream (through its --signal-table) to snapshot tables again.
+    /// Ask a running stream to snapshot tables again: over its HTTP endpoint (--to), or through
+    /// its --signal-table.
     Snapshot(SignalArgs),
     /// Show a saved position, and with --url whether the server can continue from it (exit 3: lost).
     Status(StatusArgs),
@@ -155,9 +156,16 @@ pub struct SnapshotArgs {
 pub struct SignalArgs {
     #[command(flatten)]
     pub server: ServerArgs,
-    /// The signal table the stream watches (db.table).
+    /// The stream's --metrics-addr endpoint, e.g. http://127.0.0.1:9187: the request goes there
+    /// (nothing is written to the server), and the answer says what the stream did.
+    #[arg(long, value_name = "URL", required_unless_present = "signal_table", conflicts_with = "signal_table")]
+    pub to: Option<String>,
+    /// With --to: a file holding the stream's bearer token (its --http-token-file).
+    #[arg(long, value_name = "FILE", requires = "to")]
+    pub token_file: Option<PathBuf>,
+    /// The signal table the stream watches (db.table): the request is a row written there.
     #[arg(long, value_name = "DB.TABLE")]
-    pub signal_table: String,
+    pub signal_table: Option<String>,
     /// A table (db.table; * and ? wildcards) to snapshot; repeatable.
     #[arg(long, value_name = "DB.TABLE", required = true)]
     pub table: Vec<String>,
@@ -217,6 +225,10 @@ pub struct StreamArgs {
     /// not given.
     #[arg(long, value_name = "HOST:PORT", value_parser = metrics_addr)]
     pub metrics_addr: Option<SocketAddr>,
+    /// A file holding the bearer token that `POST /snapshot` on --metrics-addr requires (incremental
+    /// snapshot requests, `binlog-tail snapshot --to`); without it, only loopback clients may post.
+    #[arg(long, value_name = "FILE")]
+    pub http_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

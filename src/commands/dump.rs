@@ -33,7 +33,7 @@ pub fn dump(args: DumpArgs) -> Result<()> {
         log_stats(&decoder);
         return sink.flush();
     }
-    let settings = snapshot_settings(&args.snapshot)?;
+    let settings = snapshot_settings(&args.snapshot, false)?;
     opts.signal_table = settings.as_ref().and_then(|s| s.signal_table.clone());
     // A snapshot needs the stream to go on until its last chunk is emitted; `dump` then stops at
     // the server's end unless --follow.

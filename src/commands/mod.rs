@@ -85,6 +85,10 @@ fn new_snapshot(
     if method == snapshot::Method::Consistent && source.flavor == Flavor::MySql {
         return Err(Usage("--snapshot-method consistent needs MariaDB's binlog_snapshot_position; on MySQL use --snapshot-method watermark".into()).into());
     }
+    if method == snapshot::Method::Watermark && settings.signal_table.is_none() && !settings.initial {
+        tracing::info!("snapshot requests over HTTP need --signal-table on MySQL (the watermark method writes there)");
+        return Ok(None);
+    }
     if method == snapshot::Method::Watermark && settings.signal_table.is_none() {
         return Err(Usage(format!(
             "snapshots on MySQL use watermarks written to a signal table: give --signal-table db.table (CREATE TABLE db.table {}; the user needs INSERT and DELETE on it)",
@@ -92,7 +96,8 @@ fn new_snapshot(
         ))
         .into());
     }
-    let signals = settings.signal_table.is_some();
+    // Incremental snapshots may be asked for (a signal table, or HTTP requests).
+    let signals = settings.signal_table.is_some() || settings.requests;
     let progress = match saved {
         None => None,
         Some(Some(progress)) if !progress.complete() => {

@@ -1,21 +1,28 @@
-//! `binlog-tail snapshot`: writes the signal row that asks a running stream for a snapshot.
+//! `binlog-tail snapshot`: asks a running stream for an incremental snapshot (or to stop one),
+//! over the stream's HTTP endpoint or with a row in its signal table.
 
 use anyhow::Result;
 
 use super::runtime;
 use crate::cli::SignalArgs;
-use crate::config::{parse_table, server_config};
+use crate::config::{parse_table, read_token, server_config};
 use crate::error::Usage;
 use crate::source::connection::{connect, connect_opts};
 
 pub fn signal(args: SignalArgs) -> Result<()> {
-    let (db, table) = parse_table(&args.signal_table)?;
     for t in &args.table {
         crate::filter::TablePattern::parse(t).map_err(|e| Usage(format!("--table: {e:#}")))?;
     }
+    let kind = if args.stop { "stop-snapshot" } else { "execute-snapshot" };
+    if let Some(to) = &args.to {
+        let token = args.token_file.as_deref().map(read_token).transpose()?;
+        let body = serde_json::json!({"type": kind, "data-collections": args.table}).to_string();
+        println!("{}", post(to, token.as_deref(), &body)?);
+        return Ok(());
+    }
+    let (db, table) = parse_table(args.signal_table.as_deref().expect("clap requires --to or --signal-table"))?;
     let cfg = server_config(&args.server, false)?;
     let opts = connect_opts(&cfg)?;
-    let kind = if args.stop { "stop-snapshot" } else { "execute-snapshot" };
     let data = serde_json::json!({"data-collections": args.table, "type": "incremental"}).to_string();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let id = format!("binlog-tail-{nanos}-{}", std::process::id());
@@ -47,4 +54,35 @@ pub fn signal(args: SignalArgs) -> Result<()> {
     })?;
     println!("{kind} signal {id} written to {db}.{table} for {}", args.table.join(", "));
     Ok(())
+}
+
+/// `POST /snapshot` to the stream at `to` (`http://HOST:PORT`), and its answer: the body of a
+/// 200; a usage error for a request the stream refused (4xx but 401/403); an error otherwise.
+fn post(to: &str, token: Option<&str>, body: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let bad_url = || Usage(format!("--to `{to}`: use http://HOST:PORT (the stream's --metrics-addr)"));
+    let authority = to.strip_prefix("http://").ok_or_else(bad_url)?.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') {
+        return Err(bad_url().into());
+    }
+    let mut conn = std::net::TcpStream::connect(authority)
+        .map_err(|e| anyhow::anyhow!("cannot reach the stream at {to}: {e} (is it running with --metrics-addr?)"))?;
+    conn.set_read_timeout(Some(crate::snapshot::requests::WAIT + std::time::Duration::from_secs(5)))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        conn,
+        "POST /snapshot HTTP/1.1\r\nHost: {authority}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response)?;
+    let (head, answer) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let answer = answer.trim().to_string();
+    match status {
+        200 => Ok(answer),
+        401 | 403 => anyhow::bail!("the stream at {to} refused the request ({status}): {answer}"),
+        400..=499 => Err(Usage(format!("the stream at {to} refused the request: {answer}")).into()),
+        _ => anyhow::bail!("the stream at {to} answered {status}: {answer}"),
+    }
 }

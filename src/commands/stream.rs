@@ -23,6 +23,7 @@ use crate::ops;
 use crate::position::Position;
 use crate::shutdown::Shutdown;
 use crate::sink::stdout::{self, Closed};
+use crate::snapshot::requests::Requests;
 use crate::source::connection::connect_opts;
 
 /// Producer restarts in a row, without progress, after which the error stands.
@@ -48,11 +49,12 @@ fn supervise(settings: StreamSettings) -> Result<()> {
     let rt = runtime()?;
     let shutdown = Shutdown::install(&rt);
     let metrics = Metrics::new();
+    let requests = Requests::default();
     // An overdue heartbeat makes the lag grow (a frozen server), before the connection is given up.
     metrics.set_heartbeat(settings.server.heartbeat);
     if let Some(addr) = settings.metrics_addr {
         // Before the store, whose checks wait while Kafka cannot be reached: probes answer meanwhile.
-        ops::http::serve(addr, metrics.clone())?;
+        ops::http::serve(addr, metrics.clone(), requests.clone(), settings.http_token.clone())?;
     }
     let (store, lease) = open_store(&settings, &rt, &shutdown)?;
     ops::behind::spawn(rt.handle(), connect_opts(&settings.server)?, metrics.clone());
@@ -72,7 +74,7 @@ fn supervise(settings: StreamSettings) -> Result<()> {
             None => None,
         };
         metrics.set_lease_held(true);
-        let result = term(&settings, &store, &mut new_id, &rt, &shutdown, &metrics);
+        let result = term(&settings, &store, &mut new_id, &rt, (&shutdown, &metrics, &requests));
         drop(held);
         metrics.set_ready(false);
         if shutdown.handing_over() {

@@ -19,6 +19,7 @@ use crate::error::is_transient;
 use crate::metrics::Metrics;
 use crate::position::{Position, Resume};
 use crate::shutdown::Shutdown;
+use crate::snapshot::requests::Requests;
 use crate::snapshot::Snapshot;
 use crate::source::connection::redact;
 use crate::source::server::{Checks, EndedAtOnce, ServerSource};
@@ -35,8 +36,7 @@ pub fn term(
     store: &PositionStore,
     new_id: &mut (String, bool),
     rt: &Runtime,
-    shutdown: &Arc<Shutdown>,
-    metrics: &Metrics,
+    (shutdown, metrics, requests): (&Arc<Shutdown>, &Metrics, &Requests),
 ) -> Result<()> {
     let saved = store.load()?;
     let start = match &saved {
@@ -56,7 +56,7 @@ pub fn term(
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
     let mut sink = Checkpointing::new(out.as_mut(), store, schedule, saved.clone(), stream_id);
     sink.set_metrics(metrics.clone());
-    let result = reconnecting(settings, saved.as_ref(), start, &mut sink, (rt, shutdown, metrics));
+    let result = reconnecting(settings, saved.as_ref(), start, &mut sink, (rt, shutdown, metrics, requests));
     match result {
         Ok(()) => sink.finish(),
         Err(e) => {
@@ -76,7 +76,7 @@ fn reconnecting(
     saved: Option<&Position>,
     mut start: Start,
     sink: &mut Checkpointing,
-    (rt, shutdown, metrics): (&Runtime, &Arc<Shutdown>, &Metrics),
+    (rt, shutdown, metrics, requests): (&Runtime, &Arc<Shutdown>, &Metrics, &Requests),
 ) -> Result<()> {
     let mut snapshot: Option<Snapshot> = None;
     // Failed attempts since a stream last delivered something; of those, the streams that the
@@ -106,6 +106,9 @@ fn reconnecting(
                             &settings.decode,
                             saved_progress,
                         )?;
+                        if let Some(snapshot) = snapshot.as_mut().filter(|_| snap.requests) {
+                            snapshot.set_requests(requests.clone());
+                        }
                     }
                 }
                 metrics.set_ready(true);

@@ -42,6 +42,7 @@ pub mod chunk;
 pub mod gtid_window;
 mod plan;
 mod progress;
+pub mod requests;
 mod schedule;
 mod sink;
 pub mod values;
@@ -73,6 +74,8 @@ pub struct Settings {
     pub initial: bool,
     /// Where incremental snapshots are requested (db, table).
     pub signal_table: Option<(String, String)>,
+    /// Incremental snapshots may be requested over HTTP (`--metrics-addr`).
+    pub requests: bool,
     /// Rows per chunk.
     pub chunk_size: u64,
     /// Chunk keys named by `--snapshot-key db.table=col,...`.

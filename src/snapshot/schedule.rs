@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::chunk::{self, BinlogPos, Chunk, SESSION_SETUP};
 use super::progress::{table_estimates, Report};
+use super::requests::Requests;
 use super::{plan, Method, Settings};
 use crate::error::Transient;
 use crate::event::{Change, Op};
@@ -44,6 +45,13 @@ enum Due {
     Window { low: String, high: String, open: bool, closed: bool, changed: Vec<(Arc<Table>, RowImage)> },
 }
 
+/// What a signal did: for the log and a requester.
+pub struct Applied {
+    pub text: String,
+    /// Tables queued or stopped.
+    pub tables: usize,
+}
+
 pub struct Snapshot {
     rt: Handle,
     opts: Opts,
@@ -67,6 +75,8 @@ pub struct Snapshot {
     left: Option<u64>,
     /// Tables whose changes were left out while waiting for their read (see `holds_back`).
     held: HashSet<[String; 2]>,
+    /// Requests that arrive over HTTP, applied like signals.
+    requests: Option<Requests>,
 }
 
 impl Snapshot {
@@ -98,6 +108,7 @@ impl Snapshot {
             server,
             left: None,
             held: HashSet::new(),
+            requests: None,
         };
         let initial = progress.is_none() && snapshot.settings.initial;
         let pending = if !initial && snapshot.settings.keys.is_empty() {
@@ -129,8 +140,30 @@ impl Snapshot {
         Ok(snapshot)
     }
 
+    /// Takes incremental snapshot requests from `requests` (HTTP) from now on.
+    pub fn set_requests(&mut self, requests: Requests) {
+        self.requests = Some(requests);
+    }
+
+    /// Applies the requests waiting, at this point between transactions: each one's progress is
+    /// handed to the checkpoint with a commit here before the requester is answered.
+    fn take_requests(&mut self, here: &Resume, sink: &mut dyn Sink) -> Result<()> {
+        let Some(requests) = self.requests.clone() else { return Ok(()) };
+        while let Some((signal, reply)) = requests.take() {
+            let answer = match self.signal(&signal) {
+                Ok(Applied { text, tables: 0 }) if matches!(signal, Signal::Execute(_)) => Err(text),
+                Ok(applied) => Ok(applied.text),
+                Err(e) => Err(format!("{e:#}")),
+            };
+            sink.commit(&self.moved(here))?;
+            // A requester that gave up waiting is no error of the stream's.
+            let _ = reply.send(answer);
+        }
+        Ok(())
+    }
+
     /// Acts on a signal: queues tables for an incremental snapshot, or drops them from it.
-    pub fn signal(&mut self, signal: &Signal) -> Result<()> {
+    pub fn signal(&mut self, signal: &Signal) -> Result<Applied> {
         let names = match signal {
             Signal::Execute(names) | Signal::Stop(names) => names,
             Signal::Window { open, id } => {
@@ -141,18 +174,19 @@ impl Snapshot {
                         _ => {}
                     }
                 }
-                return Ok(());
+                return Ok(Applied { text: String::new(), tables: 0 });
             }
         };
         let patterns = match names.iter().map(|n| TablePattern::parse(n)).collect::<Result<Vec<_>>>() {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!("ignoring a signal: {e:#}");
-                return Ok(());
+                return Ok(Applied { text: format!("{e:#}"), tables: 0 });
             }
         };
         let mut next = (*self.progress).clone();
-        match signal {
+        let mut notes = Vec::new();
+        let applied = match signal {
             Signal::Execute(_) => {
                 let (tables, unmatched, unreadable) = self.rt.block_on(async {
                     let mut conn = connect(&self.opts, Duration::ZERO).await?;
@@ -162,16 +196,22 @@ impl Snapshot {
                 })?;
                 for (i, why) in unmatched {
                     tracing::warn!("incremental snapshot of `{}`: nothing to read: {why}", names[i]);
+                    notes.push(format!("`{}`: nothing to read: {why}", names[i]));
                 }
                 for (_, why) in &unreadable {
                     tracing::warn!("incremental snapshot: not read: {why}");
+                    notes.push(format!("not read: {why}"));
                 }
                 let new: Vec<_> = tables
                     .into_iter()
                     .filter(|t| !next.pending.contains(t) && !unreadable.iter().any(|(u, _)| u == t))
                     .collect();
                 tracing::info!("incremental snapshot requested: {} table(s) queued ({})", new.len(), names.join(", "));
+                let queued: Vec<String> = new.iter().map(|[d, t]| format!("{d}.{t}")).collect();
+                let text = format!("{} table(s) queued ({})", new.len(), queued.join(", "));
+                let tables = new.len();
                 next.pending.extend(new);
+                Applied { text, tables }
             }
             Signal::Window { .. } => unreachable!("handled above"),
             Signal::Stop(_) => {
@@ -191,11 +231,14 @@ impl Snapshot {
                     );
                 }
                 next.pending.retain(|t| !stopped(t));
-                tracing::info!("snapshot stopped for {} table(s)", before - next.pending.len());
+                let tables = before - next.pending.len();
+                tracing::info!("snapshot stopped for {tables} table(s)");
+                Applied { text: format!("snapshot stopped for {tables} table(s)"), tables }
             }
-        }
+        };
         self.progress = Arc::new(next);
-        Ok(())
+        notes.insert(0, applied.text);
+        Ok(Applied { text: notes.join("; "), ..applied })
     }
 
     pub fn progress(&self) -> Arc<SnapshotProgress> {
@@ -281,6 +324,7 @@ impl Snapshot {
         shutdown: &Shutdown,
     ) -> Result<()> {
         let here = BinlogPos { file: file.clone(), offset };
+        self.take_requests(&Resume::new(file.clone(), offset, gtids.clone()), sink)?;
         loop {
             if self.complete() || shutdown.requested() {
                 return Ok(());

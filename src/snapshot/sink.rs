@@ -40,7 +40,7 @@ impl Sink for Snapshotting<'_> {
     }
 
     fn signal(&mut self, signal: &Signal) -> Result<()> {
-        self.snapshot.signal(signal)
+        self.snapshot.signal(signal).map(drop)
     }
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {

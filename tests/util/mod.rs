@@ -34,7 +34,7 @@ pub fn shared_binlogs() -> Option<PathBuf> {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
