@@ -17,6 +17,10 @@
 //! - A new claim is used only `2T` after its claimant read it back; or at once if the newest
 //!   claim before it was released by its holder after that holder had used it and stopped (a
 //!   clean handover, see `Record::Release`).
+//! - Who claims: the member assigned partition 0, when the newest claim was released, or when
+//!   the group assigns the partition anew and the newest claim was not renewed for `T` (its
+//!   holder renews every `T/3`): a live holder keeps the stream even if the coordinator hands
+//!   the partition to a second member. Only liveness depends on the group; safety does not.
 //!
 //! Why two instances cannot send at once: once claim C is in the log, every read of another
 //! instance that starts later finds it and fences that instance; a read that started earlier
@@ -28,6 +32,9 @@
 //!   (`acks=all`, reads up to the high watermark) — what any Kafka-protocol broker provides.
 //! - Clocks: only durations on each machine's monotonic clock; their rates may differ by far
 //!   less than the spare `T` (no wall clock, no synchronisation).
+//! - Every instance of the stream runs a version that claims (an older one only follows the
+//!   group). Compaction may remove claims: an instance that cannot find the newest claim and its
+//!   release assumes the worst and waits `2T`.
 //! - The spare `T` also covers messages handed to the producer before the fence: they are sent
 //!   within `linger.ms` and a round trip. A request still unanswered after that (a broker stalled
 //!   for seconds) can land after the new holder started: Kafka itself cannot fence a
@@ -40,7 +47,7 @@
 //! - A fenced or lost holder saves nothing more, sends nothing more, and stands by until its
 //!   group assigns the partition again or the claim that fenced it is released.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -125,6 +132,8 @@ struct State {
     metrics: Metrics,
     /// Writes the lease records.
     producer: Option<BaseProducer>,
+    /// Counts the times sending was stopped, so a sink may keep a copy of `until` meanwhile.
+    fences: AtomicU64,
     inner: Mutex<Inner>,
     changed: Condvar,
 }
@@ -207,6 +216,7 @@ impl State {
     /// Stops sending at once: the claim is no longer ours to use.
     fn fence(&self, inner: &mut Inner) {
         inner.until = None;
+        self.fences.fetch_add(1, Ordering::SeqCst);
         if inner.mine.take().is_some_and(|m| m.usable) {
             self.metrics.set_lease_held(false);
             self.shutdown.handover();
@@ -230,7 +240,9 @@ impl State {
                 inner.heard = Instant::now();
             }
             Record::Renew(id) => {
-                if inner.last == Last::Claimed(id) {
+                // Unknown: the claim was older than this instance's look back, or compacted away.
+                if matches!(&inner.last, Last::Claimed(c) if *c == id) || inner.last == Last::Unknown {
+                    inner.last = Last::Claimed(id);
                     inner.heard = Instant::now();
                 }
             }
@@ -341,6 +353,7 @@ impl Holder {
             shutdown: Shutdown::new(),
             metrics: Metrics::new(),
             producer: None,
+            fences: AtomicU64::new(0),
             inner: Mutex::new(Inner::new()),
             changed: Condvar::new(),
         };
@@ -375,19 +388,25 @@ impl Inner {
 pub struct Fenced {
     sink: Box<dyn Sink>,
     lease: Holder,
+    /// A copy of the lease's `until`, valid while its `fences` count is the same: a message
+    /// costs an atomic load and a clock read, not a lock.
+    until: Option<(u64, Instant)>,
 }
 
 impl Fenced {
     pub fn new(sink: Box<dyn Sink>, lease: Holder) -> Fenced {
-        Fenced { sink, lease }
+        Fenced { sink, lease, until: None }
     }
 
-    fn check(&self) -> Result<()> {
-        if self.lease.held() {
-            Ok(())
-        } else {
-            self.lease.wait_fence()
+    fn check(&mut self) -> Result<()> {
+        let state = &self.lease.0;
+        let fences = state.fences.load(Ordering::SeqCst);
+        if self.until.is_some_and(|(n, until)| n == fences && Instant::now() < until) {
+            return Ok(());
         }
+        self.lease.wait_fence()?;
+        self.until = state.lock().until.map(|until| (fences, until));
+        Ok(())
     }
 }
 
@@ -452,6 +471,7 @@ impl Lease {
             shutdown,
             metrics,
             producer: Some(producer),
+            fences: AtomicU64::new(0),
             inner: Mutex::new(Inner::new()),
             changed: Condvar::new(),
         });
@@ -510,8 +530,8 @@ impl Lease {
                 return None;
             }
             // A claim renewed lately is in use, whatever the group says (a coordinator may assign
-            // the partition to two members); one not renewed for 2T was left by a dead holder.
-            let silent = inner.heard.elapsed() > state.timeout * 2;
+            // the partition to two members); one not renewed for T was left by a dead holder.
+            let silent = inner.heard.elapsed() > state.timeout;
             let free = !matches!(&inner.last, Last::Claimed(_)) || (inner.assigned > inner.claimed && silent);
             if inner.held && !inner.revoking && inner.following && free {
                 inner.claimed = inner.assigned;
@@ -713,6 +733,7 @@ impl Drop for Term<'_> {
         state.metrics.set_lease_held(false);
         let mut inner = state.lock();
         inner.until = None;
+        state.fences.fetch_add(1, Ordering::SeqCst);
         let mine = inner.mine.take();
         if let Some(mine) = &mine {
             // Stopped: this instance may claim again, and (once the release is read) the next
