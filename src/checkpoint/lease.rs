@@ -98,7 +98,8 @@ enum Record {
     /// The claim's holder still streams on it (written every `T / 3`).
     Renew(String),
     /// The claim's holder stopped; `used`: it had streamed on it (so every earlier claim was
-    /// stopped too), which lets the next claim be used at once.
+    /// stopped too) and everything it sent was acknowledged, which lets the next claim be used
+    /// at once.
     Release {
         claim: String,
         used: bool,
@@ -544,10 +545,14 @@ impl Lease {
                         } else {
                             tracing::info!("holding the stream lease (Kafka group {})", state.group);
                         }
-                        return Some(Term(self));
+                        return Some(Term { lease: self, settled: false });
                     }
                     Ok(false) => {}
-                    Err(e) => tracing::warn!("cannot claim the stream lease: {e:#}"),
+                    Err(e) => {
+                        state.lock().mine = None;
+                        tracing::warn!("cannot claim the stream lease: {e:#}");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
                 }
                 continue;
             }
@@ -601,10 +606,15 @@ impl Lease {
         }
         inner.mine.as_mut().expect("checked above").usable = true;
         // Sending starts with the next complete read.
-        while inner.until.is_none() && inner.mine.is_some() {
+        while inner.until.is_none() && inner.mine.is_some() && !state.shutdown.requested() {
             inner = state.changed.wait_timeout(inner, Duration::from_millis(50)).expect("not poisoned").0;
         }
-        if inner.mine.is_none() {
+        if inner.until.is_none() {
+            let unused = inner.mine.take().is_some();
+            drop(inner);
+            if unused {
+                let _ = self.write(&Record::Release { claim: id, used: false });
+            }
             return Ok(false);
         }
         inner.streaming = true;
@@ -724,11 +734,23 @@ impl Drop for Lease {
 
 /// A stream running on the lease; when it ends, the claim is released and a pending revocation
 /// may complete.
-pub struct Term<'a>(&'a Lease);
+pub struct Term<'a> {
+    lease: &'a Lease,
+    /// The stream stopped with everything it sent acknowledged (`end`).
+    settled: bool,
+}
+
+impl Term<'_> {
+    /// Ends the term; `settled`: everything sent was acknowledged, so the next claim need not
+    /// wait for what is still in flight.
+    pub fn end(mut self, settled: bool) {
+        self.settled = settled;
+    }
+}
 
 impl Drop for Term<'_> {
     fn drop(&mut self) {
-        let lease = self.0;
+        let (lease, used) = (self.lease, self.settled);
         let state = &lease.state;
         state.metrics.set_lease_held(false);
         let mut inner = state.lock();
@@ -736,13 +758,13 @@ impl Drop for Term<'_> {
         state.fences.fetch_add(1, Ordering::SeqCst);
         let mine = inner.mine.take();
         if let Some(mine) = &mine {
-            // Stopped: this instance may claim again, and (once the release is read) the next
-            // claim need not wait.
-            inner.last = Last::Released { claim: mine.id.clone(), used: true };
+            // Stopped: this instance may claim again, and (once the release is read, if the
+            // stream settled) the next claim need not wait.
+            inner.last = Last::Released { claim: mine.id.clone(), used };
         }
         drop(inner);
         if let Some(mine) = mine {
-            if let Err(e) = lease.write(&Record::Release { claim: mine.id, used: true }) {
+            if let Err(e) = lease.write(&Record::Release { claim: mine.id, used }) {
                 tracing::debug!("Kafka lease: releasing the claim: {e:#}");
             }
         }

@@ -71,7 +71,9 @@ fn supervise(settings: StreamSettings) -> Result<()> {
         };
         metrics.set_lease_held(true);
         let result = term(&settings, &store, &mut new_id, &rt, &shutdown, &metrics);
-        drop(held);
+        if let Some(held) = held {
+            held.end(result.is_ok());
+        }
         metrics.set_ready(false);
         if shutdown.handing_over() {
             // The lease went to another instance: stand by again.
