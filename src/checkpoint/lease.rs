@@ -10,11 +10,11 @@
 //!
 //! - A claim is a record `{"claim": ID}` under the key `NAME/lease` (a name cannot hold `/`)
 //!   in partition 0. Every instance follows the partition from its start (`follow`).
-//! - A holder sends (and saves positions) only until `T` after the start of its last complete
+//! - A holder sends (and saves positions) only until `T/2` after the start of its last complete
 //!   read of the partition up to its end that found no newer claim of another instance (`T` is
 //!   `--kafka-lease-timeout`). A newer claim fences it at once; a read that fails or is late
 //!   lets the fence lapse, and the sink waits for the next read (`Fenced`).
-//! - A new claim is used only `2T` after its claimant read it back; or at once if the newest
+//! - A new claim is used only `T` after its claimant read it back; or at once if the newest
 //!   claim before it was released by its holder after that holder had used it and stopped (a
 //!   clean handover, see `Record::Release`).
 //! - Who claims: the member assigned partition 0, when the newest claim was released, or when
@@ -24,18 +24,18 @@
 //!
 //! Why two instances cannot send at once: once claim C is in the log, every read of another
 //! instance that starts later finds it and fences that instance; a read that started earlier
-//! lets it send for at most `T` after that start, so `T` after C landed every other holder has
-//! stopped handing messages to the producer, and C's claimant waits `2T`. With the shortcut, by
+//! lets it send for at most `T/2` after that start, so `T/2` after C landed every other holder
+//! has stopped handing messages to the producer, and C's claimant waits `T`. With the shortcut, by
 //! induction: the released claim was the only one in use, its holder stopped before writing
 //! the release, and no claim came between. This relies on:
 //! - Kafka: an acknowledged record is seen by every read that starts after the acknowledgement
 //!   (`acks=all`, reads up to the high watermark) — what any Kafka-protocol broker provides.
 //! - Clocks: only durations on each machine's monotonic clock; their rates may differ by far
-//!   less than the spare `T` (no wall clock, no synchronisation).
+//!   less than the spare `T/2` (no wall clock, no synchronisation).
 //! - Every instance of the stream runs a version that claims (an older one only follows the
 //!   group). Compaction may remove claims: an instance that cannot find the newest claim and its
-//!   release assumes the worst and waits `2T`.
-//! - The spare `T` also covers messages handed to the producer before the fence: they are sent
+//!   release assumes the worst and waits `T`.
+//! - The spare `T/2` also covers messages handed to the producer before the fence: they are sent
 //!   within `linger.ms` and a round trip. A request still unanswered after that (a broker stalled
 //!   for seconds) can land after the new holder started: Kafka itself cannot fence a
 //!   non-transactional producer. Such a late message duplicates one; it cannot leave a gap, as
@@ -261,7 +261,7 @@ impl State {
     fn checked(&self, start: Instant) {
         let mut inner = self.lock();
         if inner.mine.as_ref().is_some_and(|m| m.usable) {
-            inner.until = Some(start + self.timeout);
+            inner.until = Some(start + self.timeout / 2);
         }
         drop(inner);
         self.changed.notify_all();
@@ -582,11 +582,11 @@ impl Lease {
             let Some(mine) = ours else { return Ok(false) };
             match mine.seen {
                 Some((true, _)) => break,
-                Some((false, seen)) if seen.elapsed() >= state.timeout * 2 => break,
+                Some((false, seen)) if seen.elapsed() >= state.timeout => break,
                 Some((false, _)) if !told => {
                     tracing::info!(
                         "claimed the stream lease: waiting {} s, until any other holder surely stopped sending",
-                        (state.timeout * 2).as_secs()
+                        state.timeout.as_secs_f32()
                     );
                     told = true;
                 }
