@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{binlog_tail, get, metric, until, Broker, MariaDb, Stream};
+use crate::util::{binlog_tail, get, metric, samples, until, Broker, MariaDb, Stream};
 
 /// `stream` arguments for the Kafka sink with the position in `positions`, under `name`.
 fn kafka_store(broker: &Broker, positions: &str, name: &str) -> Vec<String> {
@@ -222,4 +222,73 @@ fn one_instance_streams_and_a_standby_takes_over_after_a_kill_and_a_clean_stop()
     let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "duplicates: {twice:?}");
     assert_eq!((count.len(), broker.stored(&format!("{db}.t"))), (40, 40));
+}
+
+/// Two instances of one stream for `LEASE_TEST_SECS` seconds (60 unless set; `scripts/lease-soak`
+/// runs longer) under a steady insert load and no fault: never two holders at once, and every
+/// row exactly once in the topic.
+#[test]
+fn two_instances_under_load_never_hold_the_lease_at_once() {
+    let secs: u64 = std::env::var("LEASE_TEST_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let (server, db, broker) = setup("kfence", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let instance = |n: usize| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut extra = kafka_store(&broker, "positions", "fence");
+        // The timeout of the reported overlaps.
+        *extra.last_mut().unwrap() = "3".into();
+        extra.extend(["--include".into(), db.clone(), "--metrics-addr".into(), format!("127.0.0.1:{port}")]);
+        (Stream::spawn(server, dir.path(), n, &args(&extra)), port)
+    };
+    let (a, a_port) = instance(0);
+    a.wait_streaming();
+    let (b, b_port) = instance(1);
+    until("both serve metrics", || get(a_port, "/metrics").is_some() && get(b_port, "/metrics").is_some());
+
+    // About 25 rows a second, one transaction each, while both instances' lease gauges are
+    // sampled every 100 ms.
+    let load = {
+        let (port, db) = (server.port, db.clone());
+        std::thread::spawn(move || {
+            let (until, mut next) = (std::time::Instant::now() + Duration::from_secs(secs), 1);
+            while std::time::Instant::now() < until {
+                let sql: String =
+                    (next..next + 5).map(|i| format!("INSERT INTO {db}.t VALUES ({i}, {i});\n")).collect();
+                crate::util::sql_at(port, &sql);
+                next += 5;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            next - 1
+        })
+    };
+    let started = std::time::Instant::now();
+    let (mut both, mut sampled, mut holders) = (Vec::new(), 0, [0u32; 2]);
+    while !load.is_finished() {
+        let held = [a_port, b_port].map(|p| match get(p, "/metrics") {
+            Some((_, body)) => samples(&body).get("binlog_tail_stream_lease") == Some(&1.0),
+            None => panic!("an instance stopped: --- A\n{}\n--- B\n{}", a.log(), b.log()),
+        });
+        sampled += 1;
+        for (n, h) in held.iter().enumerate() {
+            holders[n] += u32::from(*h);
+        }
+        if held == [true, true] {
+            both.push(started.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rows = load.join().unwrap();
+    let count = arrivals(&broker, &format!("{db}.t"), rows as usize);
+    std::thread::sleep(Duration::from_secs(2)); // a duplicate in flight arrives by now
+    let logs = format!("--- A\n{}\n--- B\n{}", a.log(), b.log());
+    assert!(both.is_empty(), "both instances held the lease at {both:?} s ({sampled} samples): {logs}");
+    assert!(holders.iter().sum::<u32>() > sampled / 2, "someone streamed: {holders:?} of {sampled}: {logs}");
+    let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "{} rows more than once: {twice:?}: {logs}", twice.len());
+    assert_eq!((count.len(), broker.stored(&format!("{db}.t"))), (rows as usize, rows as i64));
+    let takeovers = logs.matches("claimed the stream lease").count();
+    eprintln!(
+        "{rows} rows once each; {sampled} samples, held by A {} and B {}; {takeovers} claims waited",
+        holders[0], holders[1]
+    );
 }

@@ -303,6 +303,13 @@ pub fn now_rfc3339() -> String {
     crate::decode::value::format_utc(secs)
 }
 
+/// A new id, random enough that two never meet: a position file's stream id, a lease claim.
+pub fn new_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{:016x}", RandomState::new().hash_one((now.as_nanos(), std::process::id())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use super::runtime;
 use super::term::term;
 use crate::checkpoint::kafka::KafkaPositions;
 use crate::checkpoint::lease::Lease;
-use crate::checkpoint::{PositionFile, PositionStore};
+use crate::checkpoint::{self, PositionFile, PositionStore};
 use crate::cli::{SinkKind, StreamArgs};
 use crate::config::{PositionSettings, StreamSettings};
 use crate::error::Restart;
@@ -56,12 +56,12 @@ fn supervise(settings: StreamSettings) -> Result<()> {
         // Before the store, whose checks wait while Kafka cannot be reached: probes answer meanwhile.
         ops::http::serve(addr, metrics.clone(), requests.clone(), settings.http_token.clone())?;
     }
-    let (store, lease) = open_store(&settings, &rt, &shutdown)?;
+    let (store, lease) = open_store(&settings, &rt, &shutdown, &metrics)?;
     ops::behind::spawn(rt.handle(), connect_opts(&settings.server)?, metrics.clone());
     let mut restarts = Restarts::default();
     // For positions saved without one (version 1), one stream id for the whole process, so a
     // restarted term still recognises what the one before it sent.
-    let mut new_id = (new_stream_id(), false);
+    let mut new_id = (checkpoint::new_id(), false);
     loop {
         let held = match &lease {
             Some(lease) => {
@@ -75,7 +75,9 @@ fn supervise(settings: StreamSettings) -> Result<()> {
         };
         metrics.set_lease_held(true);
         let result = term(&settings, &store, &mut new_id, &rt, (&shutdown, &metrics, &requests));
-        drop(held);
+        if let Some(held) = held {
+            held.end(result.is_ok());
+        }
         metrics.set_ready(false);
         if shutdown.handing_over() {
             // The lease went to another instance: stand by again.
@@ -132,24 +134,18 @@ fn open_store(
     settings: &StreamSettings,
     rt: &Runtime,
     shutdown: &Arc<Shutdown>,
+    metrics: &Metrics,
 ) -> Result<(PositionStore, Option<Lease>)> {
     match &settings.position {
         PositionSettings::File(path) => Ok((PositionStore::File(PositionFile::open(path)?), None)),
         PositionSettings::Kafka { topic, name, lease_timeout } => {
             let kafka = settings.kafka.as_ref().expect("the Kafka store comes with the Kafka sink");
-            let lease = Lease::join(kafka, topic, name, *lease_timeout, shutdown.clone())?;
+            let lease = Lease::join(kafka, topic, name, *lease_timeout, shutdown.clone(), metrics.clone())?;
             let positions = KafkaPositions::open(kafka, topic, name, lease.holder(), shutdown.clone())?;
             positions.check_topic(kafka, rt.handle())?;
             Ok((PositionStore::Kafka(positions), Some(lease)))
         }
     }
-}
-
-/// A new position file's stream id: random enough that two position files never share one.
-fn new_stream_id() -> String {
-    use std::hash::{BuildHasher, RandomState};
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    format!("{:016x}", RandomState::new().hash_one((now.as_nanos(), std::process::id())))
 }
 
 #[cfg(test)]
