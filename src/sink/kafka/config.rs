@@ -23,6 +23,19 @@ pub enum KeyMode {
     None,
 }
 
+/// Which headers binlog-tail puts on the messages it makes (an outbox message's own headers are
+/// part of it and always sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HeaderMode {
+    /// `gtid`, `op`, `db`, `table`, `pos`, `id` and `binlog_tail.seq`.
+    All,
+    /// `id` (for consumers that deduplicate) and `binlog_tail.seq` (for --kafka-dedupe): the rest
+    /// is in the value, the topic and the key.
+    Minimal,
+    /// None: only with --kafka-dedupe off, which needs `binlog_tail.seq`.
+    None,
+}
+
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
     pub brokers: String,
@@ -37,6 +50,7 @@ pub struct KafkaSettings {
     pub properties: Vec<(String, String)>,
     /// Skip replayed messages that a partition already holds (`--kafka-dedupe`).
     pub dedupe: bool,
+    pub headers: HeaderMode,
 }
 
 /// `--kafka-topic`'s default.
@@ -58,6 +72,7 @@ impl KafkaSettings {
             compression: DEFAULT_COMPRESSION.into(),
             properties,
             dedupe: true,
+            headers: HeaderMode::Minimal,
         }
     }
 
@@ -120,6 +135,9 @@ impl KafkaSettings {
     /// Every setting checked as librdkafka will read it, without creating a client: a misspelled
     /// key or a bad value is named, its value never printed.
     pub fn check(&self) -> Result<()> {
+        if self.headers == HeaderMode::None && self.dedupe {
+            bail!("--kafka-headers none leaves out the binlog_tail.seq header that --kafka-dedupe relies on: add --kafka-dedupe off, or use --kafka-headers minimal");
+        }
         for (key, value) in &self.properties {
             if let Some((_, allowed, why)) = FIXED.iter().find(|(k, _, _)| k == key) {
                 let fixed_here = *key != "enable.gapless.guarantee" || self.dedupe;
