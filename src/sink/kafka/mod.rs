@@ -12,6 +12,9 @@
 //!   tails again, sends the rest. Noticing it waits at most `FATAL_DRAIN`.
 //! - Memory is bounded: when the producer queue is full, `send` waits (and with it the binlog
 //!   reader). In-flight tracking is one counter per transaction, never one entry per row.
+//! - Per message, nothing is allocated here (buffers are reused; the order header's transaction
+//!   part is written once per transaction): what a message costs beyond that is librdkafka's, and
+//!   it grows with the headers (`--kafka-headers`).
 //! - After a restart, messages a partition already holds are not sent again (`dedupe`).
 //! - After a stop request, waiting lasts while the brokers acknowledge: it ends once the shutdown
 //!   grace passed without an acknowledgement. What was not acknowledged then is not in the
@@ -27,6 +30,7 @@ mod route;
 pub mod tail;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -58,6 +62,9 @@ const ERROR_REPEAT: Duration = Duration::from_secs(30);
 /// move the position on, and a broker's refusal among them says a restart cannot help.
 const FATAL_DRAIN: Duration = Duration::from_secs(5);
 
+/// How many messages are sent between two servings of delivery reports.
+const SERVE_EVERY: u32 = 512;
+
 /// A failed delivery, as reported to the user.
 struct Failure {
     text: String,
@@ -77,6 +84,8 @@ struct Acks {
 /// Delivery reports and client errors, collected while `poll` runs on the sink's thread.
 struct Reports {
     acks: Mutex<Acks>,
+    /// Delivery reports served so far (tells `serve` when none was ready).
+    served: AtomicU64,
     /// The first failed delivery, unless a refused one follows collateral ones: that says why.
     failure: Mutex<Option<Failure>>,
     /// The latest client error (broker down, connection refused, authentication failed).
@@ -112,6 +121,7 @@ impl ProducerContext for Reports {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        self.served.fetch_add(1, Ordering::Relaxed);
         let refused = matches!(result, Err((err, _)) if !collateral(err));
         if let Some(m) = self.metrics.get() {
             let (Ok(msg) | Err((_, msg))) = result;
@@ -219,6 +229,8 @@ pub struct KafkaSink {
     tx_index: u64,
     /// With `dedupe`: the open transaction's order key (its index is set per message).
     tx_key: Option<OrderKey>,
+    /// Messages sent since delivery reports were last served.
+    unserved: u32,
     /// Set with `--kafka-dedupe`: partitions are chosen here, and their tails read.
     dedupe: Option<(Partitioner, Tails)>,
 }
@@ -234,6 +246,7 @@ impl KafkaSink {
         let redact = settings.redactor();
         let reports = Reports {
             acks: Mutex::new(Acks { runs: Vec::new(), last: Instant::now() }),
+            served: AtomicU64::new(0),
             failure: Mutex::new(None),
             last_error: Mutex::new(None),
             logged: Mutex::new(HashMap::new()),
@@ -260,6 +273,7 @@ impl KafkaSink {
             seq: stream + "/",
             tx_index: 0,
             tx_key: None,
+            unserved: 0,
             dedupe,
             producer,
             settings,
@@ -359,7 +373,8 @@ impl KafkaSink {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
-                    self.producer.poll(Duration::from_millis(50));
+                    // Not longer: a poll lasts its whole timeout, however soon room is made.
+                    self.producer.poll(Duration::from_millis(1));
                     self.check_failure()?;
                     self.check_stop(self.producer.in_flight_count() as u64)?;
                     if waited.elapsed() > Duration::from_secs(30) {
@@ -381,8 +396,26 @@ impl KafkaSink {
         if let Some(m) = self.producer.context().metrics.get() {
             m.kafka_sent(value.map_or(0, <[u8]>::len));
         }
-        self.producer.poll(Duration::ZERO);
+        // Each poll costs clock reads and a lock: reports are served every so many messages (and
+        // at each commit), which bounds nothing more than the producer queue already does.
+        self.unserved += 1;
+        if self.unserved < SERVE_EVERY {
+            return Ok(());
+        }
+        self.serve();
         self.check_failure()
+    }
+
+    /// Serves every delivery report and client error that is ready (one `poll` serves one).
+    fn serve(&mut self) {
+        self.unserved = 0;
+        loop {
+            let served = self.producer.context().served.load(Ordering::Relaxed);
+            self.producer.poll(Duration::ZERO);
+            if self.producer.context().served.load(Ordering::Relaxed) == served {
+                return;
+            }
+        }
     }
 
     /// Asks `lookup` of the partition tails until Kafka answers, meanwhile polling the producer
@@ -443,7 +476,7 @@ impl KafkaSink {
     /// Applies delivery reports and advances `acked` over completed transactions; then reports
     /// the failure, if any.
     fn settle(&mut self) -> Result<()> {
-        self.producer.poll(Duration::ZERO);
+        self.serve();
         self.advance();
         self.check_failure()
     }
@@ -555,7 +588,7 @@ impl Sink for KafkaSink {
 
     fn acknowledged(&mut self) -> Result<Option<Resume>> {
         // Also after a failure: that is the position to save and to continue from.
-        self.producer.poll(Duration::ZERO);
+        self.serve();
         self.advance();
         Ok(self.acked.clone())
     }
