@@ -105,6 +105,7 @@ impl StreamSettings {
                     key: k.kafka_key,
                     compression: k.kafka_compression,
                     dedupe: k.kafka_dedupe == OnOff::On,
+                    headers: k.kafka_headers,
                     ..KafkaSettings::new(brokers, parse_properties(&k.kafka_property)?)
                 };
                 kafka.check().map_err(usage)?;

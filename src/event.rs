@@ -142,9 +142,20 @@ impl Ddl {
 /// Where an event came from, as one string: its transaction's GTID, else the event's
 /// `FILE:OFFSET` (Kafka's `id` header and deduplication order, outbox messages).
 pub fn origin(gtid: Option<&str>, file: &str, offset: u64) -> String {
+    let mut out = String::new();
+    push_origin(&mut out, gtid, file, offset);
+    out
+}
+
+/// Appends `origin` to `out` (no allocation in a buffer that is reused).
+pub fn push_origin(out: &mut String, gtid: Option<&str>, file: &str, offset: u64) {
     match gtid {
-        Some(g) => g.to_string(),
-        None => format!("{file}:{offset}"),
+        Some(g) => out.push_str(g),
+        None => {
+            out.push_str(file);
+            out.push(':');
+            out.push_str(itoa::Buffer::new().format(offset));
+        }
     }
 }
 

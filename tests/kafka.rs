@@ -32,7 +32,7 @@ fn events_land_with_keys_headers_and_routing() {
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
     let mut extra = kafka_args(&broker);
-    extra.extend(["--start".into(), "earliest".into(), "--outbox".into(), "shop.outbox".into()]);
+    extra.extend(["--start", "earliest", "--outbox", "shop.outbox", "--kafka-headers", "all"].map(String::from));
     let mut run = Stream::start(&server, &position, dir.path(), 0, &args(&extra));
     server.sql(
         "INSERT INTO shop.orders VALUES (1, 'new'), (2, 'new');
@@ -103,6 +103,11 @@ fn fixed_topic_prefix_and_table_keys() {
     let keys: Vec<_> = msgs.iter().map(|m| m.key.clone().unwrap()).collect();
     assert_eq!(keys.iter().filter(|k| *k == "a.t").count(), 2);
     assert_eq!(keys.iter().filter(|k| *k == "a.u").count(), 1);
+    // By default (--kafka-headers minimal) only what consumers and dedupe need.
+    for m in &msgs {
+        let names: Vec<_> = m.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["id", "binlog_tail.seq"]);
+    }
 }
 
 #[test]
@@ -487,7 +492,7 @@ fn initial_snapshot_lands_in_the_same_topics_keyed_like_changes() {
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
     let mut extra = kafka_args(&broker);
-    extra.extend(["--snapshot", "initial", "--snapshot-chunk-size", "10"].map(String::from));
+    extra.extend(["--snapshot", "initial", "--snapshot-chunk-size", "10", "--kafka-headers", "all"].map(String::from));
     let run = Stream::start(&server, &position, dir.path(), 0, &args(&extra));
     let nokey = broker.read("shop.nokey", 3);
     assert_eq!(broker.read("shop.orders", 25).len(), 25, "the snapshot arrives first: {}", run.log());
@@ -527,7 +532,10 @@ fn debezium_and_maxwell_keys_tombstones_and_primary_key_changes() {
         broker.create_topic(&format!("{prefix}shop.orders"), 1);
         let position = dir.path().join(format!("position.{n}.json"));
         let mut extra = kafka_args(&broker);
-        extra.extend(["--start", "earliest", "--kafka-topic-prefix", prefix, "--format", format].map(String::from));
+        extra.extend(
+            ["--start", "earliest", "--kafka-topic-prefix", prefix, "--format", format, "--kafka-headers", "all"]
+                .map(String::from),
+        );
         extra.extend(flag.map(String::from));
         let run = Stream::start(&server, &position, dir.path(), n, &args(&extra));
         run.wait_ready(&position);

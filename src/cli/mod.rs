@@ -17,7 +17,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::format::{DebeziumTime, Format};
-use crate::sink::kafka::config::{self as kafka_config, KeyMode};
+use crate::sink::kafka::config::{self as kafka_config, HeaderMode, KeyMode};
 use crate::source::Start;
 
 pub use parse::{command, env_name, file_args, parse, parse_from, CONFIG_TABLE_KAFKA, ENV_PREFIX};
@@ -336,6 +336,10 @@ pub struct KafkaArgs {
     /// last messages once).
     #[arg(long, value_enum, default_value = "on")]
     pub kafka_dedupe: OnOff,
+    /// Headers on each message: minimal (`id`, `binlog_tail.seq`), all (adds `gtid`, `op`, `db`,
+    /// `table`, `pos`) or none (needs --kafka-dedupe off).
+    #[arg(long, value_enum, default_value = "minimal")]
+    pub kafka_headers: HeaderMode,
     /// With --position-store kafka: the compacted topic of positions.
     #[arg(long, default_value = crate::checkpoint::kafka::DEFAULT_TOPIC)]
     pub kafka_position_topic: String,

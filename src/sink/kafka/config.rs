@@ -23,6 +23,19 @@ pub enum KeyMode {
     None,
 }
 
+/// Which headers binlog-tail puts on the messages it makes (an outbox message's own headers are
+/// part of it and always sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HeaderMode {
+    /// `gtid`, `op`, `db`, `table`, `pos`, `id` and `binlog_tail.seq`.
+    All,
+    /// `id` (for consumers that deduplicate) and `binlog_tail.seq` (for --kafka-dedupe): the rest
+    /// is in the value, the topic and the key.
+    Minimal,
+    /// None: only with --kafka-dedupe off, which needs `binlog_tail.seq`.
+    None,
+}
+
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
     pub brokers: String,
@@ -37,6 +50,7 @@ pub struct KafkaSettings {
     pub properties: Vec<(String, String)>,
     /// Skip replayed messages that a partition already holds (`--kafka-dedupe`).
     pub dedupe: bool,
+    pub headers: HeaderMode,
 }
 
 /// `--kafka-topic`'s default.
@@ -58,6 +72,7 @@ impl KafkaSettings {
             compression: DEFAULT_COMPRESSION.into(),
             properties,
             dedupe: true,
+            headers: HeaderMode::Minimal,
         }
     }
 
@@ -90,11 +105,17 @@ impl KafkaSettings {
             // Retriable errors are retried until they succeed: nothing is dropped by a timeout.
             .set("message.timeout.ms", "0")
             .set("compression.type", &self.compression)
+            // Latency stays bounded by linger.ms (a batch waits at most that long); under load a
+            // batch fills up first: up to 10,000 messages or 1 MB per partition and request.
             .set("linger.ms", "5")
             .set("batch.num.messages", "10000")
-            // Bounded memory: when this much is in flight, reading the binlog waits.
-            .set("queue.buffering.max.kbytes", "32768")
-            .set("queue.buffering.max.messages", "100000");
+            .set("batch.size", "1000000")
+            // Bounded memory: when this much is in flight, reading the binlog waits. The byte
+            // limit counts keys and values only; each message costs librdkafka a few hundred
+            // bytes more, so the count is what keeps the process within 64 MiB. 20,000 messages
+            // are still tens of milliseconds of work at full speed, more than a broker round trip.
+            .set("queue.buffering.max.kbytes", "16384")
+            .set("queue.buffering.max.messages", "20000");
         if self.dedupe {
             // A partition's last message proves the ones before it are there only if no
             // message can land after one that failed.
@@ -120,6 +141,9 @@ impl KafkaSettings {
     /// Every setting checked as librdkafka will read it, without creating a client: a misspelled
     /// key or a bad value is named, its value never printed.
     pub fn check(&self) -> Result<()> {
+        if self.headers == HeaderMode::None && self.dedupe {
+            bail!("--kafka-headers none leaves out the binlog_tail.seq header that --kafka-dedupe relies on: add --kafka-dedupe off, or use --kafka-headers minimal");
+        }
         for (key, value) in &self.properties {
             if let Some((_, allowed, why)) = FIXED.iter().find(|(k, _, _)| k == key) {
                 let fixed_here = *key != "enable.gapless.guarantee" || self.dedupe;
@@ -156,12 +180,13 @@ pub const FIXED: [(&str, &[&str], &str); 3] = [
     ("enable.gapless.guarantee", &["true"], "--kafka-dedupe skips what a partition's last message proves delivered, which holds only if no message can be lost before it (turn dedupe off with --kafka-dedupe off to change it)"),
 ];
 
-const PRODUCER_ONLY: [&str; 11] = [
+const PRODUCER_ONLY: [&str; 12] = [
     "enable.idempotence",
     "acks",
     "compression.type",
     "linger.ms",
     "batch.num.messages",
+    "batch.size",
     "message.timeout.ms",
     "queue.buffering.max.kbytes",
     "queue.buffering.max.messages",
@@ -272,6 +297,10 @@ mod tests {
         assert!(with("enable.gapless.guarantee", "false", true).check().is_err());
         assert!(with("acks", "all", true).check().is_ok());
         assert!(with("linger.ms", "50", true).check().is_ok());
+        // Dedupe reads back the order header: a stream without headers cannot have it.
+        let bare = |dedupe| KafkaSettings { headers: HeaderMode::None, dedupe, ..test_settings("b:9092") };
+        assert!(bare(true).check().unwrap_err().to_string().contains("--kafka-dedupe off"));
+        assert!(bare(false).check().is_ok());
     }
 
     #[test]

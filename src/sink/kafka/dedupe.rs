@@ -59,6 +59,11 @@ impl OrderKey {
         Some(OrderKey { series: Series::parse(origin)?, index })
     }
 
+    /// The same transaction's message at `index`.
+    pub fn set_index(&mut self, index: u64) {
+        self.index = index;
+    }
+
     /// `STREAM/ORIGIN/INDEX` -> (stream, key).
     pub fn parse_header(value: &str) -> Option<(&str, OrderKey)> {
         let (stream, rest) = value.split_once('/')?;

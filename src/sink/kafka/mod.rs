@@ -12,6 +12,9 @@
 //!   tails again, sends the rest. Noticing it waits at most `FATAL_DRAIN`.
 //! - Memory is bounded: when the producer queue is full, `send` waits (and with it the binlog
 //!   reader). In-flight tracking is one counter per transaction, never one entry per row.
+//! - Per message, nothing is allocated here (buffers are reused; the order header's transaction
+//!   part is written once per transaction): what a message costs beyond that is librdkafka's, and
+//!   it grows with the headers (`--kafka-headers`).
 //! - After a restart, messages a partition already holds are not sent again (`dedupe`).
 //! - After a stop request, waiting lasts while the brokers acknowledge: it ends once the shutdown
 //!   grace passed without an acknowledgement. What was not acknowledged then is not in the
@@ -27,6 +30,7 @@ mod route;
 pub mod tail;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -39,16 +43,17 @@ use rdkafka::ClientContext;
 
 use super::Sink;
 use crate::error::Restart;
-use crate::event::{Change, Ddl, Op};
+use crate::event::{push_origin, Change, Ddl, Op};
 use crate::format::Encoder;
 use crate::metrics::Metrics;
 use crate::outbox::Message;
 use crate::position::Resume;
 use crate::shutdown::Shutdown;
 use crate::text::Escaped;
-use config::KafkaSettings;
+use config::{HeaderMode, KafkaSettings};
 use dedupe::{OrderKey, Partitioner, Tails};
 use latency::AckLatency;
+use route::Router;
 
 /// How often the same librdkafka error is logged again while it persists.
 const ERROR_REPEAT: Duration = Duration::from_secs(30);
@@ -58,6 +63,9 @@ const ERROR_REPEAT: Duration = Duration::from_secs(30);
 /// move the position on, and a broker's refusal among them says a restart cannot help.
 const FATAL_DRAIN: Duration = Duration::from_secs(5);
 
+/// How many messages are sent between two servings of delivery reports.
+const SERVE_EVERY: u32 = 512;
+
 /// A failed delivery, as reported to the user.
 struct Failure {
     text: String,
@@ -65,14 +73,22 @@ struct Failure {
     collateral: bool,
 }
 
+/// Delivered messages, as runs of one transaction: acknowledgements come per partition, in
+/// batches, so a run holds many messages and tracking them allocates nothing per message.
+struct Acks {
+    /// (transaction sequence number, messages, when the last of them was acknowledged).
+    runs: Vec<(u64, u64, Instant)>,
+    /// When the brokers last acknowledged a message (or the producer was created).
+    last: Instant,
+}
+
 /// Delivery reports and client errors, collected while `poll` runs on the sink's thread.
 struct Reports {
-    /// Transaction sequence numbers of delivered messages and when, one entry per message.
-    delivered: Mutex<Vec<(u64, Instant)>>,
+    acks: Mutex<Acks>,
+    /// Delivery reports served so far (tells `serve` when none was ready).
+    served: AtomicU64,
     /// The first failed delivery, unless a refused one follows collateral ones: that says why.
     failure: Mutex<Option<Failure>>,
-    /// When the brokers last acknowledged a message (or the producer was created).
-    last_ack: Mutex<Instant>,
     /// The latest client error (broker down, connection refused, authentication failed).
     last_error: Mutex<Option<String>>,
     /// When each distinct client error was last logged.
@@ -106,6 +122,7 @@ impl ProducerContext for Reports {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        self.served.fetch_add(1, Ordering::Relaxed);
         let refused = matches!(result, Err((err, _)) if !collateral(err));
         if let Some(m) = self.metrics.get() {
             let (Ok(msg) | Err((_, msg))) = result;
@@ -115,23 +132,30 @@ impl ProducerContext for Reports {
         match result {
             Ok(_) => {
                 let now = Instant::now();
-                self.delivered.lock().expect("not poisoned").push((seq as u64, now));
-                *self.last_ack.lock().expect("not poisoned") = now;
+                let mut acks = self.acks.lock().expect("not poisoned");
+                match acks.runs.last_mut() {
+                    Some((s, n, at)) if *s == seq as u64 => (*n, *at) = (*n + 1, now),
+                    _ => acks.runs.push((seq as u64, 1, now)),
+                }
+                acks.last = now;
             }
             Err((err, msg)) => {
                 let header = |name: &str| {
                     msg.headers()
                         .and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value))
                         .map(|v| String::from_utf8_lossy(v).into_owned())
-                        .unwrap_or_else(|| "?".into())
+                };
+                // As much as the message's headers tell (`--kafka-headers`).
+                let what = match (header("db"), header("table"), header("pos"), header("id")) {
+                    (Some(db), Some(table), Some(pos), _) => format!("the event of `{db}`.`{table}` at {pos}"),
+                    (.., Some(id)) => format!("the event {id}"),
+                    _ => "a message".to_string(),
                 };
                 let mut failure = self.failure.lock().expect("not poisoned");
                 if failure.as_ref().is_none_or(|f| f.collateral && refused) {
                     let text = format!(
-                        "Kafka refused the event of `{}`.`{}` at {} for topic {}: {err}{}",
-                        Escaped(&header("db")),
-                        Escaped(&header("table")),
-                        Escaped(&header("pos")),
+                        "Kafka refused {} for topic {}: {err}{}",
+                        Escaped(&what),
                         Escaped(msg.topic()),
                         hint(err)
                     );
@@ -196,13 +220,23 @@ pub struct KafkaSink {
     /// When `acked` was acknowledged.
     acked_at: Option<Instant>,
     value: Vec<u8>,
+    router: Router,
+    /// The delivery runs being applied, swapped with `Reports`' buffer (both keep their room).
+    delivered: Vec<(u64, u64, Instant)>,
     shutdown: Arc<Shutdown>,
     latency: AckLatency,
-    /// Names this stream in every message's order header (`dedupe`).
-    stream: String,
-    /// The open transaction's origin and how many messages it has sent.
-    tx_origin: Option<String>,
+    /// The order header of the message being sent (`dedupe`), `STREAM/ORIGIN/INDEX`: STREAM
+    /// names this stream; up to `seq_index` it is the same for the whole open transaction.
+    seq: String,
+    /// Where ORIGIN starts, and where INDEX does.
+    seq_origin: usize,
+    seq_index: usize,
+    /// How many messages the open transaction has sent.
     tx_index: u64,
+    /// With `dedupe`: the open transaction's order key (its index is set per message).
+    tx_key: Option<OrderKey>,
+    /// Messages sent since delivery reports were last served.
+    unserved: u32,
     /// Set with `--kafka-dedupe`: partitions are chosen here, and their tails read.
     dedupe: Option<(Partitioner, Tails)>,
 }
@@ -217,9 +251,9 @@ impl KafkaSink {
     ) -> Result<KafkaSink> {
         let redact = settings.redactor();
         let reports = Reports {
-            delivered: Mutex::new(Vec::new()),
+            acks: Mutex::new(Acks { runs: Vec::new(), last: Instant::now() }),
+            served: AtomicU64::new(0),
             failure: Mutex::new(None),
-            last_ack: Mutex::new(Instant::now()),
             last_error: Mutex::new(None),
             logged: Mutex::new(HashMap::new()),
             redact: redact.clone(),
@@ -240,9 +274,12 @@ impl KafkaSink {
             false => None,
         };
         Ok(KafkaSink {
-            stream,
-            tx_origin: None,
+            seq_origin: stream.len() + 1,
+            seq_index: stream.len() + 1,
+            seq: stream + "/",
             tx_index: 0,
+            tx_key: None,
+            unserved: 0,
             dedupe,
             producer,
             settings,
@@ -251,6 +288,8 @@ impl KafkaSink {
             acked: None,
             acked_at: None,
             value: Vec::with_capacity(4096),
+            router: Router::default(),
+            delivered: Vec::new(),
             shutdown,
             latency: AckLatency::new(),
         })
@@ -269,42 +308,70 @@ impl KafkaSink {
     }
 
     /// Hands one message to the producer, waiting while its queue is full; with `dedupe`, skips
-    /// it when its partition already holds it. `origin` is the transaction's GTID or position. A
-    /// message without a value is a tombstone.
+    /// it when its partition already holds it. `origin` writes the transaction's GTID or position
+    /// (asked for at its first message). A message without a value is a tombstone.
     fn send(
         &mut self,
         topic: &str,
         key: Option<&[u8]>,
-        headers: OwnedHeaders,
+        headers: Option<OwnedHeaders>,
         value: Option<&[u8]>,
-        origin: &str,
+        origin: impl FnOnce(&mut String),
     ) -> Result<()> {
-        let origin = self.tx_origin.get_or_insert_with(|| origin.to_string()).clone();
+        if self.tx_index == 0 {
+            self.seq.truncate(self.seq_origin);
+            origin(&mut self.seq);
+            self.seq.push('/');
+            self.seq_index = self.seq.len();
+            if self.dedupe.is_some() {
+                self.tx_key = OrderKey::new(&self.seq[self.seq_origin..self.seq_index - 1], 0);
+            }
+        }
         let index = self.tx_index;
         self.tx_index += 1;
-        let order = format!("{origin}/{index}");
-        let header = format!("{}/{order}", self.stream);
-        let headers = headers.insert(Header { key: dedupe::HEADER, value: Some(header.as_str()) });
+        self.seq.truncate(self.seq_index);
+        self.seq.push_str(itoa::Buffer::new().format(index));
+        let mut partition = None;
+        if let Some((partitioner, _)) = &self.dedupe {
+            let partitioner = *partitioner;
+            let partitions = self.while_unreachable(|tails| tails.partitions(topic))?;
+            let p = partitioner.partition(key, &self.seq.as_bytes()[self.seq_origin..], partitions);
+            // Taken out while asking, put back after: no copy per message.
+            let mut order = self.tx_key.take();
+            let held = match &mut order {
+                Some(k) => {
+                    k.set_index(index);
+                    self.while_unreachable(|tails| tails.holds(topic, p, k))
+                }
+                None => Ok(false),
+            };
+            self.tx_key = order;
+            if held? {
+                return Ok(());
+            }
+            partition = Some(p);
+        }
+        let headers = match self.settings.headers {
+            HeaderMode::None => headers,
+            _ => Some(
+                headers
+                    .unwrap_or_else(|| OwnedHeaders::new_with_capacity(1))
+                    .insert(Header { key: dedupe::HEADER, value: Some(self.seq.as_str()) }),
+            ),
+        };
         let seq = self.inflight.back().expect("an open transaction").seq;
-        let mut record = BaseRecord::with_opaque_to(topic, seq as usize).headers(headers);
+        let mut record = BaseRecord::with_opaque_to(topic, seq as usize);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
         if let Some(v) = value {
             record = record.payload(v);
         }
         if let Some(k) = key {
             record = record.key(k);
         }
-        if let Some((partitioner, _)) = &self.dedupe {
-            let partitioner = *partitioner;
-            let partitions = self.while_unreachable(|tails| tails.partitions(topic))?;
-            let partition = partitioner.partition(key, order.as_bytes(), partitions);
-            record = record.partition(partition);
-            let held = match OrderKey::new(&origin, index) {
-                Some(k) => self.while_unreachable(|tails| tails.holds(topic, partition, &k))?,
-                None => false,
-            };
-            if held {
-                return Ok(());
-            }
+        if let Some(p) = partition {
+            record = record.partition(p);
         }
         let mut waited = Instant::now();
         loop {
@@ -312,7 +379,8 @@ impl KafkaSink {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
-                    self.producer.poll(Duration::from_millis(50));
+                    // Not longer: a poll lasts its whole timeout, however soon room is made.
+                    self.producer.poll(Duration::from_millis(1));
                     self.check_failure()?;
                     self.check_stop(self.producer.in_flight_count() as u64)?;
                     if waited.elapsed() > Duration::from_secs(30) {
@@ -334,8 +402,26 @@ impl KafkaSink {
         if let Some(m) = self.producer.context().metrics.get() {
             m.kafka_sent(value.map_or(0, <[u8]>::len));
         }
-        self.producer.poll(Duration::ZERO);
+        // Each poll costs clock reads and a lock: reports are served every so many messages (and
+        // at each commit), which bounds nothing more than the producer queue already does.
+        self.unserved += 1;
+        if self.unserved < SERVE_EVERY {
+            return Ok(());
+        }
+        self.serve();
         self.check_failure()
+    }
+
+    /// Serves every delivery report and client error that is ready (one `poll` serves one).
+    fn serve(&mut self) {
+        self.unserved = 0;
+        loop {
+            let served = self.producer.context().served.load(Ordering::Relaxed);
+            self.producer.poll(Duration::ZERO);
+            if self.producer.context().served.load(Ordering::Relaxed) == served {
+                return;
+            }
+        }
     }
 
     /// Asks `lookup` of the partition tails until Kafka answers, meanwhile polling the producer
@@ -355,7 +441,7 @@ impl KafkaSink {
 
     /// Gives up waiting for acknowledgements once a stop was requested and Kafka stalled.
     fn check_stop(&self, waiting: u64) -> Result<()> {
-        let last_ack = *self.producer.context().last_ack.lock().expect("not poisoned");
+        let last_ack = self.producer.context().acks.lock().expect("not poisoned").last;
         let Some(why) = self.shutdown.stop_waiting(last_ack) else {
             return Ok(());
         };
@@ -396,7 +482,7 @@ impl KafkaSink {
     /// Applies delivery reports and advances `acked` over completed transactions; then reports
     /// the failure, if any.
     fn settle(&mut self) -> Result<()> {
-        self.producer.poll(Duration::ZERO);
+        self.serve();
         self.advance();
         self.check_failure()
     }
@@ -404,11 +490,11 @@ impl KafkaSink {
     /// Applies the delivery reports polled so far and advances `acked` over completed
     /// transactions.
     fn advance(&mut self) {
-        let delivered = std::mem::take(&mut *self.producer.context().delivered.lock().expect("not poisoned"));
+        std::mem::swap(&mut self.producer.context().acks.lock().expect("not poisoned").runs, &mut self.delivered);
         let first = self.inflight.front().map(|t| t.seq).unwrap_or(0);
-        for (seq, at) in delivered {
+        for (seq, n, at) in self.delivered.drain(..) {
             if let Some(tx) = self.inflight.get_mut((seq - first) as usize) {
-                tx.outstanding -= 1;
+                tx.outstanding -= n;
                 tx.last_ack = tx.last_ack.max(Some(at));
             }
         }
@@ -456,50 +542,58 @@ impl Sink for KafkaSink {
         };
         // Snapshot reads are never skipped: chunks of several tables can share a position, so
         // their order cannot be told from it (an empty origin has no order key).
-        let origin = match change.op {
-            Op::Read => String::new(),
-            _ => crate::event::origin(change.gtid.as_deref(), &change.file, change.offset),
+        let origin = |out: &mut String| {
+            if change.op != Op::Read {
+                push_origin(out, change.gtid.as_deref(), &change.file, change.offset);
+            }
         };
+        // Taken out while sending, put back after: their buffers are reused.
+        let mut router = std::mem::take(&mut self.router);
+        let mut value = std::mem::take(&mut self.value);
+        let mut sent = Ok(());
         for &part in self.encoder.parts(change) {
             let op = part.view(change).0.as_str();
-            let routed = route::change(&self.settings, &self.encoder, change, part, op);
-            let mut value = std::mem::take(&mut self.value);
+            let headers = router.change(&self.settings, &self.encoder, change, part, op);
             value.clear();
             self.encoder.write_value(change, part, &mut value);
-            let sent = self.send(&routed.topic, routed.key.as_deref(), routed.headers, Some(&value), &origin);
-            self.value = value;
-            sent.with_context(context)?;
-            if routed.key.is_some() && self.encoder.tombstone_after(change, part) {
-                let tombstone = route::change(&self.settings, &self.encoder, change, part, "tombstone");
-                self.send(&tombstone.topic, tombstone.key.as_deref(), tombstone.headers, None, &origin)
-                    .with_context(context)?;
+            sent = self.send(&router.topic, router.key(), headers, Some(&value), origin);
+            if sent.is_ok() && router.key().is_some() && self.encoder.tombstone_after(change, part) {
+                let headers = router.change(&self.settings, &self.encoder, change, part, "tombstone");
+                sent = self.send(&router.topic, router.key(), headers, None, origin);
+            }
+            if sent.is_err() {
+                break;
             }
         }
-        Ok(())
+        self.router = router;
+        self.value = value;
+        sent.with_context(context)
     }
 
     fn ddl(&mut self, ddl: &Ddl) -> Result<()> {
-        let routed = route::ddl(&self.settings, ddl);
+        let mut router = std::mem::take(&mut self.router);
+        let headers = router.ddl(&self.settings, ddl);
         let mut value = Vec::new();
         ddl.write_json(&mut value);
-        let origin = crate::event::origin(ddl.gtid.as_deref(), &ddl.file, ddl.offset);
-        self.send(&routed.topic, routed.key.as_deref(), routed.headers, Some(&value), &origin)
+        let origin = |out: &mut String| push_origin(out, ddl.gtid.as_deref(), &ddl.file, ddl.offset);
+        let sent = self.send(&router.topic, router.key(), headers, Some(&value), origin);
+        self.router = router;
+        sent
     }
 
     fn message(&mut self, msg: &Message) -> Result<()> {
-        let mut headers = OwnedHeaders::new_with_capacity(msg.headers.len());
-        for (k, v) in &msg.headers {
-            headers = headers.insert(Header { key: k, value: Some(v) });
-        }
-        let topic = format!("{}{}", self.settings.topic_prefix, msg.topic);
-        self.send(&topic, msg.key.as_deref(), headers, Some(&msg.value), &msg.origin)
+        let mut router = std::mem::take(&mut self.router);
+        let headers = router.message(&self.settings, msg);
+        let sent = self.send(&router.topic, router.key(), headers, Some(&msg.value), |out| out.push_str(&msg.origin));
+        self.router = router;
+        sent
     }
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {
         let open = self.inflight.back_mut().expect("an open transaction");
         open.end = Some((resume.clone(), Instant::now()));
-        self.tx_origin = None;
         self.tx_index = 0;
+        self.tx_key = None;
         let seq = open.seq + 1;
         self.inflight.push_back(Tx { seq, outstanding: 0, end: None, last_ack: None });
         self.settle()
@@ -507,7 +601,7 @@ impl Sink for KafkaSink {
 
     fn acknowledged(&mut self) -> Result<Option<Resume>> {
         // Also after a failure: that is the position to save and to continue from.
-        self.producer.poll(Duration::ZERO);
+        self.serve();
         self.advance();
         Ok(self.acked.clone())
     }
@@ -575,7 +669,7 @@ mod tests {
             Tx { seq: 2, outstanding: 0, end: None, last_ack: None },
         ]);
         let deliver = |s: &mut KafkaSink, seq: u64| {
-            s.producer.context().delivered.lock().unwrap().push((seq, Instant::now()));
+            s.producer.context().acks.lock().unwrap().runs.push((seq, 1, Instant::now()));
             s.acknowledged().unwrap().map(|r| r.offset)
         };
         assert_eq!(deliver(&mut s, 1), None, "a later transaction alone moves nothing");
@@ -671,7 +765,7 @@ mod tests {
     fn permanent_errors_stop_with_a_fix_and_no_position() {
         use RDKafkaRespErr::*;
         // Under the gapless guarantee each of these is a fatal error too; restarting cannot help.
-        let refused = "Kafka refused the event of `?`.`?` at ? for topic orders";
+        let refused = "Kafka refused a message for topic orders";
         for (api, code, says, fix) in [
             (
                 RDKafkaApiKey::Produce,
@@ -746,6 +840,216 @@ mod tests {
         drop(s);
         send_transactions(&mut sink(cluster.bootstrap_servers()), 4, 8);
         assert_eq!(stored(&cluster), 14, "every message of transactions 1 to 7 once");
+    }
+
+    /// One message as read back: key, headers, value.
+    type Stored = (Option<String>, Vec<(String, Option<String>)>, Option<String>);
+
+    /// Every message of `topic`'s partition 0, in order.
+    fn read_back(cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>, topic: &str) -> Vec<Stored> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "pin")
+            .set("enable.partition.eof", "true")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8(b.to_vec()).unwrap());
+        let mut out = Vec::new();
+        loop {
+            match consumer.poll(Duration::from_secs(10)).expect("a message or the end") {
+                Err(KafkaError::PartitionEOF(_)) => return out,
+                Err(e) => panic!("{e}"),
+                Ok(m) => {
+                    let headers = m.headers().map(|h| h.iter().map(|x| (x.key.to_string(), text(x.value))).collect());
+                    out.push((text(m.key()), headers.unwrap_or_default(), text(m.payload())));
+                }
+            }
+        }
+    }
+
+    /// The exact bytes of a few messages in each `--kafka-headers` mode: a speed change must not
+    /// change what lands in Kafka. `all` is what every message carried before the modes.
+    #[test]
+    fn headers_and_values_are_pinned_per_mode() {
+        use crate::position::Flavor;
+        use crate::schema::{Column, Kind, RowImage, Table};
+
+        let col = |name: &str, kind| Column {
+            name: name.into(),
+            key_json: format!("\"{name}\":").into_bytes(),
+            kind,
+            sql_type: String::new(),
+            dropped: false,
+        };
+        let table = Arc::new(Table {
+            db: "shop".into(),
+            name: "orders".into(),
+            db_json: b"\"shop\"".to_vec(),
+            name_json: b"\"orders\"".to_vec(),
+            columns: vec![col("id", Kind::Int { bytes: 4, unsigned: false }), col("status", Kind::Date)],
+            pk: vec![0],
+            gaps: vec![],
+            looked_up: false,
+            outbox: None,
+        });
+        let image = |values: [&str; 2]| {
+            let mut image = RowImage { json: Vec::new(), spans: Vec::new() };
+            for v in values {
+                let start = image.json.len() as u32;
+                image.json.extend_from_slice(v.as_bytes());
+                image.spans.push(Some((start, image.json.len() as u32)));
+            }
+            image
+        };
+        let change = |op, row, gtid: Option<&str>, before, after| Change {
+            op,
+            table: table.clone(),
+            server_id: 1,
+            thread: None,
+            flavor: Flavor::MariaDb,
+            ts: 1_700_000_000,
+            gtid: gtid.map(Arc::from),
+            file: Arc::from("binlog.000001"),
+            offset: 300 + row * 100,
+            xid: None,
+            row,
+            commit: false,
+            before,
+            after,
+        };
+        let changes = [
+            change(Op::Insert, 0, Some("0-1-7"), None, Some(image(["1", "\"new\""]))),
+            change(Op::Update, 1, Some("0-1-7"), Some(image(["1", "\"new\""])), Some(image(["1", "\"paid\""]))),
+            change(Op::Delete, 0, None, Some(image(["2", "\"old\""])), None),
+            change(Op::Read, 0, None, None, Some(image(["3", "\"x\""]))),
+        ];
+        let ddl = Ddl {
+            db: "shop".into(),
+            sql: "ALTER TABLE orders ADD note TEXT".into(),
+            ts: 1_700_000_001,
+            gtid: Some(Arc::from("0-1-9")),
+            file: Arc::from("binlog.000001"),
+            offset: 900,
+        };
+        let outbox = Message {
+            origin: "0-1-10".into(),
+            topic: "shop.orders".into(),
+            key: Some(b"o-1".to_vec()),
+            headers: vec![("type".into(), "OrderCreated".into())],
+            value: b"{\"n\":1}".to_vec(),
+        };
+
+        let send = |mode: HeaderMode| {
+            let cluster = MockCluster::new(1).unwrap();
+            cluster.create_topic("shop.orders", 1, 1).unwrap();
+            cluster.create_topic("ddl", 1, 1).unwrap();
+            let settings = KafkaSettings {
+                headers: mode,
+                dedupe: mode != HeaderMode::None,
+                compression: "none".into(),
+                ..config::test_settings(&cluster.bootstrap_servers())
+            };
+            let mut s =
+                KafkaSink::new(settings, Encoder::new(Default::default()), Shutdown::new(), "test".into()).unwrap();
+            s.new_stream();
+            s.change(&changes[0]).unwrap();
+            s.change(&changes[1]).unwrap();
+            s.commit(&resume(400)).unwrap();
+            s.change(&changes[2]).unwrap();
+            s.commit(&resume(500)).unwrap();
+            s.change(&changes[3]).unwrap();
+            s.commit(&resume(600)).unwrap();
+            s.ddl(&ddl).unwrap();
+            s.commit(&resume(900)).unwrap();
+            s.message(&outbox).unwrap();
+            s.commit(&resume(1000)).unwrap();
+            s.flush().unwrap();
+            drop(s);
+            (read_back(&cluster, "shop.orders"), read_back(&cluster, "ddl"))
+        };
+        let h = |pairs: &[(&str, Option<&str>)]| -> Vec<(String, Option<String>)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.map(str::to_string))).collect()
+        };
+        let values = [
+            r#"{"op":"insert","db":"shop","table":"orders","ts":1700000000,"gtid":"0-1-7","pos":"binlog.000001:300","xid":null,"row":0,"commit":false,"pk":{"id":1},"before":null,"after":{"id":1,"status":"new"}}"#,
+            r#"{"op":"update","db":"shop","table":"orders","ts":1700000000,"gtid":"0-1-7","pos":"binlog.000001:400","xid":null,"row":1,"commit":false,"pk":{"id":1},"before":{"id":1,"status":"new"},"after":{"id":1,"status":"paid"}}"#,
+            r#"{"op":"delete","db":"shop","table":"orders","ts":1700000000,"gtid":null,"pos":"binlog.000001:300","xid":null,"row":0,"commit":false,"pk":{"id":2},"before":{"id":2,"status":"old"},"after":null}"#,
+            r#"{"op":"read","db":"shop","table":"orders","ts":1700000000,"gtid":null,"pos":"binlog.000001:300","xid":null,"row":0,"commit":false,"pk":{"id":3},"before":null,"after":{"id":3,"status":"x"}}"#,
+        ];
+        let ddl_value = r#"{"op":"ddl","db":"shop","ts":1700000001,"gtid":"0-1-9","pos":"binlog.000001:900","sql":"ALTER TABLE orders ADD note TEXT"}"#;
+        let keys = [r#"{"id":1}"#, r#"{"id":1}"#, r#"{"id":2}"#, r#"{"id":3}"#, "o-1"];
+        let seqs = ["test/0-1-7/0", "test/0-1-7/1", "test/binlog.000001:300/0", "test//0", "test/0-1-10/0"];
+        let ids = ["0-1-7/0", "0-1-7/1", "binlog.000001:300/0", r#"binlog.000001:300/shop.orders/{"id":3}/0"#];
+        let all = [
+            h(&[
+                ("gtid", Some("0-1-7")),
+                ("op", Some("insert")),
+                ("db", Some("shop")),
+                ("table", Some("orders")),
+                ("pos", Some("binlog.000001:300")),
+                ("id", Some(ids[0])),
+                ("binlog_tail.seq", Some(seqs[0])),
+            ]),
+            h(&[
+                ("gtid", Some("0-1-7")),
+                ("op", Some("update")),
+                ("db", Some("shop")),
+                ("table", Some("orders")),
+                ("pos", Some("binlog.000001:400")),
+                ("id", Some(ids[1])),
+                ("binlog_tail.seq", Some(seqs[1])),
+            ]),
+            h(&[
+                ("gtid", None),
+                ("op", Some("delete")),
+                ("db", Some("shop")),
+                ("table", Some("orders")),
+                ("pos", Some("binlog.000001:300")),
+                ("id", Some(ids[2])),
+                ("binlog_tail.seq", Some(seqs[2])),
+            ]),
+            h(&[
+                ("gtid", None),
+                ("op", Some("read")),
+                ("db", Some("shop")),
+                ("table", Some("orders")),
+                ("pos", Some("binlog.000001:300")),
+                ("id", Some(ids[3])),
+                ("binlog_tail.seq", Some(seqs[3])),
+            ]),
+            h(&[("type", Some("OrderCreated")), ("binlog_tail.seq", Some(seqs[4]))]),
+        ];
+        let ddl_all = h(&[
+            ("gtid", Some("0-1-9")),
+            ("op", Some("ddl")),
+            ("db", Some("shop")),
+            ("pos", Some("binlog.000001:900")),
+            ("binlog_tail.seq", Some("test/0-1-9/0")),
+        ]);
+        let minimal: Vec<_> = (0..4)
+            .map(|i| h(&[("id", Some(ids[i])), ("binlog_tail.seq", Some(seqs[i]))]))
+            .chain([all[4].clone()])
+            .collect();
+        let none: Vec<_> = (0..4).map(|_| vec![]).chain([h(&[("type", Some("OrderCreated"))])]).collect();
+        for (mode, headers, ddl_headers) in [
+            (HeaderMode::All, all.to_vec(), ddl_all),
+            (HeaderMode::Minimal, minimal, h(&[("binlog_tail.seq", Some("test/0-1-9/0"))])),
+            (HeaderMode::None, none, vec![]),
+        ] {
+            let (orders, ddls) = send(mode);
+            let expected: Vec<Stored> = (0..5)
+                .map(|i| {
+                    let value = values.get(i).copied().unwrap_or(r#"{"n":1}"#);
+                    (Some(keys[i].to_string()), headers[i].clone(), Some(value.to_string()))
+                })
+                .collect();
+            assert_eq!(orders, expected, "{mode:?}");
+            assert_eq!(ddls, [(Some("shop".to_string()), ddl_headers, Some(ddl_value.to_string()))], "{mode:?}");
+        }
     }
 
     /// librdkafka's own test hook: the fatal error an idempotent producer raises on a sequence gap.
