@@ -361,6 +361,7 @@ mod tests {
     use super::*;
 
     fn resolve(args: &[&str]) -> Result<StreamSettings> {
+        let _env = crate::cli::ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let cli = crate::cli::parse_from([&["binlog-tail", "stream"], args].concat()).expect("parses");
         let crate::cli::Command::Stream(args) = cli.command else { unreachable!() };
         StreamSettings::resolve(args)

@@ -20,6 +20,8 @@ use crate::format::{DebeziumTime, Format};
 use crate::sink::kafka::config::{self as kafka_config, HeaderMode, KeyMode};
 use crate::source::Start;
 
+#[cfg(test)]
+pub(crate) use parse::ENV_LOCK;
 pub use parse::{command, env_name, file_args, parse, parse_from, CONFIG_TABLE_KAFKA, ENV_PREFIX};
 use parse::{metrics_addr, seconds};
 

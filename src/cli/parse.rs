@@ -216,6 +216,10 @@ pub(super) fn metrics_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("`{text}` is not HOST:PORT, e.g. 0.0.0.0:9187"))
 }
 
+/// Held by every unit test that parses: one of them sets environment variables.
+#[cfg(test)]
+pub(crate) static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,8 +267,7 @@ mod tests {
         }
     }
 
-    /// Held by every test that parses: one of them sets environment variables.
-    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    use super::ENV_LOCK as ENV;
 
     fn stream(args: &[&str], config: &str) -> Result<crate::cli::StreamArgs, clap::Error> {
         let dir = tempfile::tempdir().unwrap();
