@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-
 use crate::util::root;
 
 /// README.md and every docs/*.md, as (path relative to the repository, text).
