@@ -785,6 +785,17 @@ impl Nats {
         }
     }
 
+    /// Creates stream `name` for `subjects` with file storage and this duplicate window (nats-py).
+    pub fn create_stream(&self, name: &str, subjects: &str, duplicate_window: Duration) {
+        let script = format!(
+            "import asyncio, nats\nfrom nats.js.api import StreamConfig\nasync def main():\n    nc = await nats.connect('{}')\n    await nc.jetstream().add_stream(StreamConfig(name='{name}', subjects=['{subjects}'], duplicate_window={}))\n    await nc.close()\nasyncio.run(main())",
+            self.url(),
+            duplicate_window.as_secs_f64()
+        );
+        let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+        assert!(out.status.success(), "creating stream {name} (nats-py): {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Every message of `stream`, oldest first, read with nats-py.
     pub fn read(&self, stream: &str) -> Vec<NatsMessage> {
         let out = Command::new(root().join("scripts/nats-read")).args([&self.url(), stream]).output().unwrap();

@@ -783,3 +783,96 @@ fn read_id(c: &Change, part: Part) -> String {
     let part = if part == Part::Whole { "" } else { "/part" };
     format!("{}:{}/{}.{}/{}/{}{part}", c.file, c.offset, t.db, t.name, String::from_utf8_lossy(&key), c.row)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Faults the integration tests cannot time: a server restart while thousands of messages
+    //! are in flight, against a real nats-server.
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn server(port: u16, dir: &std::path::Path) -> Child {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (scripts/install-deps)");
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child
+    }
+
+    fn message(n: u32) -> Message {
+        Message {
+            origin: format!("0-1-{n}"),
+            topic: "binlog_tail.t.orders".into(),
+            key: None,
+            headers: vec![],
+            value: format!("{{\"n\":{n}}}").into_bytes(),
+        }
+    }
+
+    #[test]
+    fn a_server_restart_with_messages_in_flight_leaves_no_gap_and_no_reordering() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = server(port, dir.path());
+        let url = format!("nats://127.0.0.1:{port}");
+        let mut sink = NatsSink::new(
+            config::test_settings(&url),
+            Encoder::new(Default::default()),
+            Shutdown::new(),
+            "test".into(),
+            true,
+            None,
+        )
+        .unwrap();
+        let total = 30_000;
+        let restarted = std::thread::scope(|scope| {
+            let restart = scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(200));
+                server(port, dir.path())
+            });
+            for n in 0..total {
+                sink.message(&message(n)).unwrap();
+                sink.commit(&Resume::new(Arc::from("binlog.000001"), u64::from(n), None)).unwrap();
+            }
+            let restarted = restart.join().unwrap();
+            sink.flush().unwrap();
+            restarted
+        });
+        child = restarted;
+        assert_eq!(sink.acknowledged().unwrap().map(|r| r.offset), Some(u64::from(total - 1)));
+        // Read back in stream order with a plain request per message, not the sink's code.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let ids: Vec<String> = rt.block_on(async {
+            let client = async_nats::connect(&url).await.unwrap();
+            let js = jetstream::new(client);
+            let mut stream = js.get_stream("BINLOG_TAIL").await.unwrap();
+            let last = stream.info().await.unwrap().state.last_sequence;
+            let mut ids = Vec::new();
+            for seq in 1..=last {
+                let msg = stream.get_raw_message(seq).await.unwrap();
+                ids.push(msg.headers.get("Nats-Msg-Id").unwrap().to_string());
+            }
+            ids
+        });
+        let expected: Vec<String> = (0..total).map(|n| format!("test/0-1-{n}/0")).collect();
+        let first_wrong = ids.iter().zip(&expected).position(|(a, b)| a != b);
+        assert!(
+            ids.len() == expected.len() && first_wrong.is_none(),
+            "{} messages stored for {total}; first out of place at {first_wrong:?}: {:?}",
+            ids.len(),
+            first_wrong.map(|i| &ids[i.saturating_sub(2)..(i + 3).min(ids.len())])
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
