@@ -28,9 +28,12 @@ fn events_land_in_subjects_with_the_dump_values_and_stable_ids() {
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
     let mut extra = nats_args(&nats);
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     extra.extend(
-        ["--nats-create-stream", "--start", "earliest", "--outbox", "shop.outbox", "--emit-ddl"].map(String::from),
+        ["--nats-create-stream", "--start", "earliest", "--outbox", "shop.outbox", "--emit-ddl", "--metrics-addr"]
+            .map(String::from),
     );
+    extra.push(format!("127.0.0.1:{metrics_port}"));
     let run = Stream::start(&server, &position, dir.path(), 0, &args(&extra));
     run.wait_ready(&position);
     let start = std::fs::read(&position).unwrap();
@@ -45,6 +48,8 @@ fn events_land_in_subjects_with_the_dump_values_and_stable_ids() {
     );
     let msgs =
         nats.read_until("BINLOG_TAIL", |m| m.iter().filter(|m| m.subject == "binlog_tail.shop.orders").count() >= 5);
+    let acknowledged = crate::util::metric(metrics_port, "binlog_tail_nats_acknowledged_messages_total");
+    assert!(acknowledged >= 5.0, "{acknowledged}");
     let log = run.log();
     assert!(run.stop().success(), "{log}");
     assert!(log.contains("created NATS stream BINLOG_TAIL"), "{log}");
