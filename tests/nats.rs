@@ -241,3 +241,31 @@ fn a_missing_stream_or_an_oversized_message_stops_with_the_fix_and_the_position_
     assert_eq!(std::fs::read(&position).unwrap(), saved, "the position did not move");
     assert_eq!(nats.read("BINLOG_TAIL").len(), 1);
 }
+
+#[test]
+fn wrong_credentials_stop_with_the_fix_and_the_right_ones_stream() {
+    let server = MariaDb::shared();
+    let db = server.fresh_db("nats_auth");
+    let nats = Nats::start_with("authorization { token: \"s3cret\" }");
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "wrong\n").unwrap();
+    let mut extra = nats_args(&nats);
+    extra.extend(
+        ["--nats-create-stream", "--include", &db, "--nats-token-file", token.to_str().unwrap()].map(String::from),
+    );
+    let mut run = Stream::start(server, &position, dir.path(), 0, &args(&extra));
+    let status = run.wait();
+    let log = run.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("refused the credentials") && log.contains("--nats-token-file"), "{log}");
+    assert!(!log.contains("s3cret") && !log.contains("wrong"), "no token in the log: {log}");
+
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let run = Stream::start(server, &position, dir.path(), 1, &args(&extra));
+    run.wait_streaming();
+    server.sql(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY); INSERT INTO {db}.t VALUES (1);"));
+    assert!(run.log().contains("created NATS stream"), "{}", run.log());
+    assert!(run.stop().success());
+}

@@ -103,6 +103,8 @@ enum Failure {
 pub struct NatsSink {
     rt: tokio::runtime::Runtime,
     js: jetstream::Context,
+    /// A handle on `settings.stream`, for reading its messages.
+    stream: stream::Stream<()>,
     settings: NatsSettings,
     encoder: Encoder,
     /// Names this stream (position file and configuration) in every message id.
@@ -174,9 +176,11 @@ impl NatsSink {
         let _runtime = rt.enter();
         let js = jetstream::ContextBuilder::new().timeout(ACK_TIMEOUT).max_ack_inflight(WINDOW + 1).build(client);
         let (results_tx, results) = mpsc::channel();
+        let stream = rt.block_on(js.get_stream_no_info(&settings.stream))?;
         let mut sink = NatsSink {
             rt,
             js,
+            stream,
             settings,
             encoder,
             name,
@@ -303,8 +307,7 @@ impl NatsSink {
 
     /// The stream's message at `seq` as evidence of what it holds (it may be gone: no evidence).
     fn read_last(&mut self, seq: u64) -> Result<()> {
-        let stream = self.rt.block_on(self.js.get_stream_no_info(&self.settings.stream))?;
-        match self.rt.block_on(stream.get_raw_message(seq)) {
+        match self.rt.block_on(self.stream.get_raw_message(seq)) {
             Ok(msg) => self.prove(&msg.headers),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
             Err(e) => bail!("cannot read message {seq} of NATS stream {}: {e}", self.settings.stream),
@@ -337,8 +340,7 @@ impl NatsSink {
         let subject = &self.entries[i].subject;
         if !self.tails.contains(subject) {
             let subject = subject.clone();
-            let stream = self.rt.block_on(self.js.get_stream_no_info(&self.settings.stream)).ok()?;
-            match self.rt.block_on(stream.get_last_raw_message_by_subject(&subject)) {
+            match self.rt.block_on(self.stream.get_last_raw_message_by_subject(&subject)) {
                 Ok(msg) => self.prove(&msg.headers),
                 Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
                 Err(e) => {
@@ -549,7 +551,14 @@ impl NatsSink {
     fn classify(&self, i: usize, err: &PublishError) -> Failure {
         let e = &self.entries[i];
         let what = format!("NATS refused the message for subject {} (id {})", e.subject, e.id);
-        let js_error = std::error::Error::source(err).and_then(|s| s.downcast_ref::<jetstream::Error>());
+        let source = std::error::Error::source(err);
+        let js_error = source.and_then(|s| s.downcast_ref::<jetstream::Error>());
+        if source.is_some_and(|s| s.is::<async_nats::SubjectError>()) {
+            return Failure::Definite(format!(
+                "`{}` is not a NATS subject to publish to ({err}): change --nats-subject or the outbox topic",
+                e.subject
+            ));
+        }
         match err.kind() {
             PublishErrorKind::MaxPayloadExceeded => Failure::Definite(format!(
                 "{what}: {err} — raise max_payload in the NATS server's configuration, or drop the large column with --drop-column"
@@ -582,7 +591,9 @@ impl NatsSink {
     /// Waits for every PubAck in flight, then sends again, in order, every message not stored.
     fn recover(&mut self, why: &str) -> Result<()> {
         let text = format!("NATS: {why}; sending again from the first message without a PubAck");
-        warn_once(&mut self.logged, why.split(' ').take(3).collect::<Vec<_>>().join(" ").as_str(), &text);
+        warn_once(&mut self.logged, "resend", &text);
+        // What this run sent may be in the stream now, PubAck or not.
+        self.new = false;
         while self.in_flight > 0 {
             self.drain(Some(Duration::from_millis(100)))?;
             self.check_stop()?;
