@@ -41,8 +41,18 @@ impl NatsSettings {
         format!("nats|{}|{}|{}", self.subject, self.ddl_subject, self.stream)
     }
 
+    /// The servers of `--nats-url`.
+    pub fn servers(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).collect()
+    }
+
     /// Checks the names before anything connects.
     pub fn check(&self) -> Result<()> {
+        for server in self.servers() {
+            if let Err(e) = server.parse::<async_nats::ServerAddr>() {
+                bail!("--nats-url: `{server}` is not a NATS server address ({e}): use nats://HOST:PORT");
+            }
+        }
         check_template(&self.subject, "--nats-subject")?;
         check_template(&self.ddl_subject, "--nats-ddl-subject")?;
         if self.ddl_subject.contains('{') {
@@ -155,6 +165,10 @@ mod tests {
             assert!(NatsSettings { subject: bad.into(), ..s.clone() }.check().is_err(), "{bad}");
         }
         assert!(NatsSettings { stream: "a.b".into(), ..s.clone() }.check().is_err());
+        let two = NatsSettings { url: "nats://a:1, nats://b:2".into(), ..s.clone() };
+        assert_eq!(two.servers(), ["nats://a:1", "nats://b:2"]);
+        assert!(two.check().is_ok());
+        assert!(NatsSettings { url: "nats://a:notaport".into(), ..s.clone() }.check().is_err());
         assert!(s.check().is_ok());
     }
 

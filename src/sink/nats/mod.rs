@@ -678,7 +678,7 @@ async fn connect(settings: &NatsSettings, events: &Arc<Events>, shutdown: &Shutd
         if let Some(ca) = &settings.tls_ca {
             options = options.add_root_certificates(ca.clone()).require_tls(true);
         }
-        let err = match options.connect(settings.url.as_str()).await {
+        let err = match options.connect(settings.servers()).await {
             Ok(client) => return Ok(client),
             Err(e) => e,
         };
