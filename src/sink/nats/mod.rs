@@ -123,7 +123,8 @@ pub struct NatsSink {
     next: u64,
     in_flight: usize,
     in_flight_bytes: usize,
-    results_tx: mpsc::Sender<(u64, Result<PublishAck, PublishError>)>,
+    /// PubAck futures, awaited by one task (`acker`) that reports to `results`.
+    acks: tokio::sync::mpsc::UnboundedSender<(u64, PublishAckFuture)>,
     results: mpsc::Receiver<(u64, Result<PublishAck, PublishError>)>,
     /// The id of the last message sent since the last (re)start or recovery.
     chain: Option<String>,
@@ -176,6 +177,8 @@ impl NatsSink {
         let _runtime = rt.enter();
         let js = jetstream::ContextBuilder::new().timeout(ACK_TIMEOUT).max_ack_inflight(WINDOW + 1).build(client);
         let (results_tx, results) = mpsc::channel();
+        let (acks, pending) = tokio::sync::mpsc::unbounded_channel();
+        rt.spawn(acker(pending, results_tx));
         let stream = rt.block_on(js.get_stream_no_info(&settings.stream))?;
         let mut sink = NatsSink {
             rt,
@@ -193,7 +196,7 @@ impl NatsSink {
             next: 0,
             in_flight: 0,
             in_flight_bytes: 0,
-            results_tx,
+            acks,
             results,
             chain: None,
             broken: None,
@@ -451,7 +454,8 @@ impl NatsSink {
         let (subject, len) = (e.subject.clone(), e.payload.len());
         match self.rt.block_on(self.js.send_publish(subject, publish)) {
             Ok(ack) => {
-                self.spawn_ack(seq, ack);
+                // The acker ends only with the sink.
+                let _ = self.acks.send((seq, ack));
                 self.in_flight += 1;
                 self.in_flight_bytes += len;
                 if let Some(m) = &self.metrics {
@@ -468,13 +472,6 @@ impl NatsSink {
             },
         }
         Ok(())
-    }
-
-    fn spawn_ack(&self, seq: u64, ack: PublishAckFuture) {
-        let tx = self.results_tx.clone();
-        self.rt.spawn(async move {
-            let _ = tx.send((seq, ack.await));
-        });
     }
 
     /// Applies PubAcks (waiting up to `wait` for the first one); a definite refusal is the error.
@@ -637,6 +634,28 @@ impl NatsSink {
         bail!(
             "stopped ({why}) with {waiting} messages not acknowledged by NATS; the position covers only acknowledged transactions, the rest is sent again after a restart"
         )
+    }
+}
+
+/// Awaits PubAcks as they come, each reported with its message's sequence number.
+async fn acker(
+    mut pending: tokio::sync::mpsc::UnboundedReceiver<(u64, PublishAckFuture)>,
+    results: mpsc::Sender<(u64, Result<PublishAck, PublishError>)>,
+) {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let mut waiting = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            next = pending.recv() => match next {
+                Some((seq, ack)) => waiting.push(async move { (seq, ack.await) }),
+                None => return,
+            },
+            Some(done) = waiting.next(), if !waiting.is_empty() => {
+                if results.send(done).is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 
