@@ -55,6 +55,8 @@ use config::{covers, NatsSettings, CREATED_DUPLICATE_WINDOW};
 const WINDOW: usize = 4096;
 /// Bytes of messages waiting for their PubAck at most.
 const WINDOW_BYTES: usize = 32 << 20;
+/// Messages handed to the client in one pass over its runtime at most.
+const BATCH: usize = 256;
 /// How long a PubAck (or an API answer) may take before the message counts as lost.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the same failure is logged again while it persists.
@@ -356,7 +358,7 @@ impl NatsSink {
         Some(self.evidence.iter().any(|e| key.compare(e).is_some_and(|o| o.is_le())))
     }
 
-    /// Queues one message and sends what the window allows, waiting while it is full.
+    /// Queues one message; sends a batch when `BATCH` are queued, waiting while the window is full.
     fn send(
         &mut self,
         subject: String,
@@ -376,6 +378,10 @@ impl NatsSink {
         let tx = self.txs.back_mut().expect("an open transaction");
         tx.outstanding += 1;
         self.entries.push_back(Entry { tx: tx.seq, subject, id, key, payload, headers, state: State::Unsent });
+        if self.next + (BATCH as u64) > self.first + self.entries.len() as u64 {
+            // Sent in batches: at `BATCH` unsent messages, or at the transaction's end.
+            return Ok(());
+        }
         self.pump(false)
     }
 
@@ -393,7 +399,7 @@ impl NatsSink {
                 && self.in_flight_bytes < WINDOW_BYTES
                 && self.broken.is_none()
             {
-                self.publish_next()?;
+                self.publish_batch()?;
             }
             let unsent = self.next < self.first + self.entries.len() as u64;
             if self.broken.is_some() {
@@ -412,64 +418,91 @@ impl NatsSink {
         }
     }
 
-    /// Sends (or skips, when the stream holds it) the first unsent message.
-    fn publish_next(&mut self) -> Result<()> {
-        let seq = self.next;
-        let i = (seq - self.first) as usize;
-        if self.entries[i].state == State::Stored {
-            // Acknowledged after one before it failed: stored, not to be sent again.
+    /// Sends (or skips, when the stream holds them) the unsent messages the window allows, in
+    /// one pass over the runtime: a batch of at most `BATCH`.
+    fn publish_batch(&mut self) -> Result<()> {
+        let end = self.first + self.entries.len() as u64;
+        let mut batch = Vec::new();
+        let mut bytes = self.in_flight_bytes;
+        while self.next < end && self.in_flight + batch.len() < WINDOW && bytes < WINDOW_BYTES && batch.len() < BATCH {
+            let seq = self.next;
+            let i = (seq - self.first) as usize;
+            if self.entries[i].state == State::Stored {
+                // Acknowledged after one before it failed: stored, not to be sent again.
+                self.next += 1;
+                continue;
+            }
+            match self.held(i) {
+                None => {
+                    self.broken = Some(format!("cannot read the last message of subject {}", self.entries[i].subject));
+                    break;
+                }
+                Some(true) => {
+                    self.skipped += 1;
+                    self.stored(i);
+                    self.next += 1;
+                    continue;
+                }
+                Some(false) => {}
+            }
+            if self.skipped > 0 {
+                tracing::info!(
+                    "NATS dedupe: {} replayed messages were already in stream {} and skipped",
+                    self.skipped,
+                    self.settings.stream
+                );
+                self.skipped = 0;
+            }
+            let e = &self.entries[i];
+            let mut publish = PublishMessage::build()
+                .payload(e.payload.clone())
+                .message_id(&e.id)
+                .expected_stream(&self.settings.stream);
+            if let Some(last) = &self.chain {
+                publish = publish.expected_last_message_id(last);
+            }
+            for (k, v) in &e.headers {
+                publish = publish.header(k.as_str(), v.as_str());
+            }
+            bytes += e.payload.len();
+            self.chain = Some(e.id.clone());
+            batch.push((seq, e.subject.clone(), publish));
             self.next += 1;
+        }
+        if batch.is_empty() {
             return Ok(());
         }
-        match self.held(i) {
-            None => {
-                self.broken = Some(format!("cannot read the last message of subject {}", self.entries[i].subject));
-                return Ok(());
-            }
-            Some(true) => {
-                self.skipped += 1;
-                self.stored(i);
-                self.next += 1;
-                return Ok(());
-            }
-            Some(false) => {}
-        }
-        if self.skipped > 0 {
-            tracing::info!(
-                "NATS dedupe: {} replayed messages were already in stream {} and skipped",
-                self.skipped,
-                self.settings.stream
-            );
-            self.skipped = 0;
-        }
-        let e = &self.entries[i];
-        let mut publish =
-            PublishMessage::build().payload(e.payload.clone()).message_id(&e.id).expected_stream(&self.settings.stream);
-        if let Some(last) = &self.chain {
-            publish = publish.expected_last_message_id(last);
-        }
-        for (k, v) in &e.headers {
-            publish = publish.header(k.as_str(), v.as_str());
-        }
-        let (subject, len) = (e.subject.clone(), e.payload.len());
-        match self.rt.block_on(self.js.send_publish(subject, publish)) {
-            Ok(ack) => {
-                // The acker ends only with the sink.
-                let _ = self.acks.send((seq, ack));
-                self.in_flight += 1;
-                self.in_flight_bytes += len;
-                if let Some(m) = &self.metrics {
-                    m.nats_sent();
+        let seqs: Vec<u64> = batch.iter().map(|(seq, _, _)| *seq).collect();
+        let (js, acks) = (&self.js, &self.acks);
+        // How many went out, and why the next one did not.
+        let (sent, failed) = self.rt.block_on(async {
+            let mut sent = 0;
+            for (seq, subject, publish) in batch {
+                match js.send_publish(subject, publish).await {
+                    // The acker ends only with the sink.
+                    Ok(ack) => drop(acks.send((seq, ack))),
+                    Err(err) => return (sent, Some(err)),
                 }
-                let e = &mut self.entries[i];
-                e.state = State::InFlight;
-                self.chain = Some(e.id.clone());
-                self.next += 1;
+                sent += 1;
             }
-            Err(err) => match self.classify(i, &err) {
+            (sent, None)
+        });
+        for &seq in &seqs[..sent] {
+            let e = &mut self.entries[(seq - self.first) as usize];
+            e.state = State::InFlight;
+            self.in_flight += 1;
+            self.in_flight_bytes += e.payload.len();
+            if let Some(m) = &self.metrics {
+                m.nats_sent();
+            }
+        }
+        if let Some(err) = failed {
+            // It and what follows stay unsent.
+            self.next = seqs[sent];
+            match self.classify((self.next - self.first) as usize, &err) {
                 Failure::Definite(text) => return Err(anyhow!(text)),
                 Failure::Transient(why) => self.broken = Some(why),
-            },
+            }
         }
         Ok(())
     }
@@ -787,7 +820,7 @@ impl Sink for NatsSink {
         self.txs.push_back(Tx { seq, outstanding: 0, end: None });
         self.tx_origin = None;
         self.tx_index = 0;
-        self.drain(None)
+        self.pump(false)
     }
 
     fn acknowledged(&mut self) -> Result<Option<Resume>> {
