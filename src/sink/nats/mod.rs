@@ -856,17 +856,29 @@ mod tests {
 
     use super::*;
 
-    fn server(port: u16, dir: &std::path::Path) -> Child {
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", dir.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server (scripts/install-deps)");
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            std::thread::sleep(Duration::from_millis(10));
+    /// A nats-server with JetStream, killed when dropped (also when the test fails).
+    struct Server(Child);
+
+    impl Server {
+        fn start(port: u16, dir: &std::path::Path) -> Server {
+            let child = Command::new("nats-server")
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", dir.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server (scripts/install-deps)");
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Server(child)
         }
-        child
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 
     fn message(n: u32) -> Message {
@@ -883,7 +895,7 @@ mod tests {
     fn a_server_restart_with_messages_in_flight_leaves_no_gap_and_no_reordering() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = tempfile::tempdir().unwrap();
-        let mut child = server(port, dir.path());
+        let server = Server::start(port, dir.path());
         let url = format!("nats://127.0.0.1:{port}");
         let mut sink = NatsSink::new(
             config::test_settings(&url),
@@ -895,13 +907,12 @@ mod tests {
         )
         .unwrap();
         let total = 30_000;
-        let restarted = std::thread::scope(|scope| {
+        let _restarted = std::thread::scope(|scope| {
             let restart = scope.spawn(|| {
                 std::thread::sleep(Duration::from_millis(300));
-                let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
-                let _ = child.wait();
+                drop(server); // SIGKILL
                 std::thread::sleep(Duration::from_millis(200));
-                server(port, dir.path())
+                Server::start(port, dir.path())
             });
             for n in 0..total {
                 sink.message(&message(n)).unwrap();
@@ -911,7 +922,6 @@ mod tests {
             sink.flush().unwrap();
             restarted
         });
-        child = restarted;
         assert_eq!(sink.acknowledged().unwrap().map(|r| r.offset), Some(u64::from(total - 1)));
         // Read back in stream order with a plain request per message, not the sink's code.
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -935,7 +945,5 @@ mod tests {
             ids.len(),
             first_wrong.map(|i| &ids[i.saturating_sub(2)..(i + 3).min(ids.len())])
         );
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
