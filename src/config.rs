@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::cli::{
-    EmitArgs, OnOff, PositionStoreKind, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode, StreamArgs, TlsArgs,
+    EmitArgs, NatsArgs, OnOff, PositionStoreKind, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode,
+    StreamArgs, TlsArgs,
 };
 use crate::decode::Options;
 use crate::error::Usage;
@@ -20,6 +21,7 @@ use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
 use crate::format::{default_server_name, Format, FormatSettings};
 use crate::outbox::OutboxTable;
 use crate::sink::kafka::config::{check_brokers, parse_property, KafkaSettings};
+use crate::sink::nats::config::{self as nats_config, NatsSettings};
 use crate::snapshot::{self, KeyOverride};
 use crate::source::connection::{parse_url, redact};
 use crate::source::tls::{self, TlsOptions};
@@ -40,13 +42,15 @@ pub struct StreamSettings {
     pub format: FormatSettings,
     /// Set when the sink is Kafka.
     pub kafka: Option<KafkaSettings>,
+    /// Set when the sink is NATS.
+    pub nats: Option<NatsSettings>,
     /// Set with `--snapshot initial`.
     pub snapshot: Option<snapshot::Settings>,
     /// Where to serve /metrics, /healthz, /readyz and snapshot requests.
     pub metrics_addr: Option<SocketAddr>,
     /// The bearer token snapshot requests must carry (`--http-token-file`).
     pub http_token: Option<String>,
-    /// What decides which Kafka message is which (see `message_identity`); empty without Kafka.
+    /// What decides which Kafka or NATS message is which (see `message_identity`); empty with stdout.
     pub message_identity: String,
 }
 
@@ -92,8 +96,12 @@ impl StreamSettings {
                 PositionSettings::Kafka { topic, name, lease_timeout: args.kafka.kafka_lease_timeout }
             }
         };
+        let nats = match sink {
+            SinkKind::Nats => Some(nats_settings(args.nats, &args.emit, &decode)?),
+            _ => None,
+        };
         let kafka = match sink {
-            SinkKind::Stdout => None,
+            SinkKind::Stdout | SinkKind::Nats => None,
             SinkKind::Kafka => {
                 let k = args.kafka;
                 let brokers = k.kafka_brokers.context("--sink kafka needs --kafka-brokers HOST:PORT")?;
@@ -115,8 +123,8 @@ impl StreamSettings {
         // The HTTP endpoint takes snapshot requests too.
         let snapshot = snapshot_settings(&args.snapshot, args.metrics_addr.is_some())?;
         decode.signal_table = snapshot.as_ref().and_then(|s| s.signal_table.clone());
-        let message_identity =
-            kafka.as_ref().map(|k| message_identity(&args.emit, &decode, &format, k)).unwrap_or_default();
+        let routing = kafka.as_ref().map(KafkaSettings::routing).or_else(|| nats.as_ref().map(NatsSettings::routing));
+        let message_identity = routing.map(|r| message_identity(&args.emit, &decode, &format, &r)).unwrap_or_default();
         let mut server = server_config(&args.server, true)?;
         // `stream` retries every connection itself, without a limit, logging each attempt and
         // stopping at a signal; a wait inside one attempt would only hide that.
@@ -131,6 +139,7 @@ impl StreamSettings {
             metrics_addr: args.metrics_addr,
             http_token: args.http_token_file.as_deref().map(read_token).transpose()?,
             kafka,
+            nats,
             checkpoint_every: args.checkpoint_every,
             checkpoint_interval: args.checkpoint_interval,
             decode,
@@ -196,11 +205,30 @@ fn filters(emit: &EmitArgs) -> String {
     )
 }
 
+/// The NATS sink's settings; a bad name is a usage error.
+fn nats_settings(args: NatsArgs, emit: &EmitArgs, decode: &Options) -> Result<NatsSettings> {
+    let url = args.nats_url.context("--sink nats needs --nats-url nats://HOST:PORT")?;
+    let settings = NatsSettings {
+        url,
+        subject: args.nats_subject,
+        ddl_subject: args.nats_ddl_subject,
+        stream: args.nats_stream,
+        create_stream: args.nats_create_stream,
+        creds: args.nats_creds,
+        token_file: args.nats_token_file,
+        tls_ca: args.nats_tls_ca,
+        outbox_subjects: decode.outbox.iter().map(|o| nats_config::wildcard(&o.topic)).collect(),
+        emit_ddl: emit.emit_ddl,
+    };
+    settings.check().map_err(usage)?;
+    Ok(settings)
+}
+
 /// What decides which Kafka message is which, for the name of the deduplication stream
 /// (`dedupe::stream_name`): the filters, DDL events, the outbox and signal tables, the format and
 /// the routing. Written out field by field, never as a Debug text of a settings struct, so a
 /// setting added in a later version changes no existing stream's name (pinned by a test).
-fn message_identity(emit: &EmitArgs, decode: &Options, format: &FormatSettings, kafka: &KafkaSettings) -> String {
+fn message_identity(emit: &EmitArgs, decode: &Options, format: &FormatSettings, routing: &str) -> String {
     let outbox: Vec<String> = decode
         .outbox
         .iter()
@@ -220,7 +248,7 @@ fn message_identity(emit: &EmitArgs, decode: &Options, format: &FormatSettings, 
         value_name(&format.debezium_time),
         format.debezium_name,
         format.debezium_tombstones,
-        kafka.routing()
+        routing
     )
 }
 

@@ -59,6 +59,9 @@ struct Inner {
     kafka_in_flight_bytes: Gauge,
     kafka_ack_latency: Histogram,
     kafka_delivery_errors: Counter,
+    nats_in_flight_messages: Gauge,
+    nats_acknowledged: Counter,
+    nats_resent: Counter,
     snapshot_tables_done: Gauge,
     snapshot_tables_pending: Gauge,
     lease_held: Gauge,
@@ -113,6 +116,9 @@ impl Metrics {
             // 0.5 ms to about 65 s.
             kafka_ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             kafka_delivery_errors: Counter::default(),
+            nats_in_flight_messages: Gauge::default(),
+            nats_acknowledged: Counter::default(),
+            nats_resent: Counter::default(),
             snapshot_tables_done: Gauge::default(),
             snapshot_tables_pending: Gauge::default(),
             lease_held: Gauge::default(),
@@ -210,6 +216,18 @@ impl Metrics {
             "Messages Kafka refused for good (each stops binlog-tail)",
             inner.kafka_delivery_errors.clone(),
         );
+        let nats = registry.sub_registry_with_prefix("nats");
+        nats.register(
+            "in_flight_messages",
+            "Messages published to NATS and waiting for their PubAck",
+            inner.nats_in_flight_messages.clone(),
+        );
+        nats.register("acknowledged_messages", "Messages NATS JetStream acknowledged", inner.nats_acknowledged.clone());
+        nats.register(
+            "resent_messages",
+            "Messages sent again after a failure (no PubAck in time, the server down, a broken order)",
+            inner.nats_resent.clone(),
+        );
         // Both kinds exist from the start, so `increase()` sees the first error.
         for kind in ["connect", "stream"] {
             let _ = inner.errors.get_or_create(&ErrorLabels { kind });
@@ -304,6 +322,23 @@ impl Metrics {
         if !ok {
             self.0.kafka_delivery_errors.inc();
         }
+    }
+
+    /// A message was published to NATS.
+    pub fn nats_sent(&self) {
+        self.0.nats_in_flight_messages.inc();
+    }
+
+    /// A NATS publish was acknowledged (`ok`), or failed (and will be sent again or stop the run).
+    pub fn nats_settled(&self, ok: bool) {
+        self.0.nats_in_flight_messages.dec();
+        if ok {
+            self.0.nats_acknowledged.inc();
+        }
+    }
+
+    pub fn nats_resent(&self, messages: u64) {
+        self.0.nats_resent.inc_by(messages);
     }
 
     pub fn kafka_ack_latency(&self, latency: Duration) {

@@ -13,6 +13,7 @@ mod history;
 mod kafka;
 mod kafka_store;
 mod mysql_files;
+mod nats;
 mod ops;
 mod server;
 mod snapshot;

@@ -18,6 +18,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::format::{DebeziumTime, Format};
 use crate::sink::kafka::config::{self as kafka_config, HeaderMode, KeyMode};
+use crate::sink::nats::config as nats_config;
 use crate::source::Start;
 
 #[cfg(test)]
@@ -215,6 +216,8 @@ pub struct StreamArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
     pub snapshot: SnapshotArgs,
     /// How to resume a saved position: `gtid` where the server has GTIDs (survives failover),
     /// else `file` offsets; `file` always uses file and offset.
@@ -311,6 +314,39 @@ pub enum OnOff {
 pub enum SinkKind {
     Stdout,
     Kafka,
+    Nats,
+}
+
+/// The NATS JetStream sink.
+#[derive(Debug, Args)]
+pub struct NatsArgs {
+    /// Server(s) to publish to: nats://HOST:PORT[,nats://HOST:PORT...] (tls://... for TLS).
+    // The environment's value may hold a password (nats://user:pass@host): --help must not print it.
+    #[arg(long, hide_env_values = true)]
+    pub nats_url: Option<String>,
+    /// Subject template: {db} and {table} are replaced (a `.`, `*`, `>` or space in a name becomes `_`).
+    #[arg(long, value_name = "TEMPLATE", default_value = nats_config::DEFAULT_SUBJECT)]
+    pub nats_subject: String,
+    /// Subject of DDL events (--emit-ddl).
+    #[arg(long, value_name = "SUBJECT", default_value = nats_config::DEFAULT_DDL_SUBJECT)]
+    pub nats_ddl_subject: String,
+    /// The JetStream stream that stores the subjects (checked at start).
+    #[arg(long, value_name = "NAME", default_value = nats_config::DEFAULT_STREAM)]
+    pub nats_stream: String,
+    /// Create --nats-stream when it does not exist: file storage, the subjects of --nats-subject
+    /// (each {…} a `*`), --nats-ddl-subject and the outbox topics, a duplicate window of 2 minutes,
+    /// the server's default limits.
+    #[arg(long)]
+    pub nats_create_stream: bool,
+    /// A NATS credentials file (.creds: user JWT and NKey seed).
+    #[arg(long, value_name = "FILE", conflicts_with = "nats_token_file")]
+    pub nats_creds: Option<PathBuf>,
+    /// A file holding the NATS authentication token (first line).
+    #[arg(long, value_name = "FILE")]
+    pub nats_token_file: Option<PathBuf>,
+    /// Require TLS, trusting the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub nats_tls_ca: Option<PathBuf>,
 }
 
 /// The Kafka sink.

@@ -1,5 +1,5 @@
-//! The sink a stream writes to, built in one place: stdout, or Kafka with its deduplication
-//! stream, each with the encoder of the chosen format.
+//! The sink a stream writes to, built in one place: stdout, or Kafka or NATS with their
+//! deduplication stream, each with the encoder of the chosen format.
 
 use std::io::{self, BufWriter, StdoutLock};
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use crate::format::{Encoder, FormatSettings};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sink::kafka::{dedupe, KafkaSink};
+use crate::sink::nats::NatsSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::Sink;
 
@@ -21,7 +22,7 @@ pub fn stdout(format: FormatSettings) -> StdoutSink<BufWriter<StdoutLock<'static
 }
 
 /// The sink of `stream`, for a term on the position of `stream_id`; `new_stream` says that
-/// nothing was ever sent under that id (so Kafka holds nothing of it to skip).
+/// nothing was ever sent under that id (so Kafka or NATS holds nothing of it to skip).
 pub fn output(
     settings: &StreamSettings,
     stream_id: &str,
@@ -30,9 +31,15 @@ pub fn output(
     metrics: &Metrics,
 ) -> Result<Box<dyn Sink>> {
     let format = settings.format.clone();
-    match (settings.sink, &settings.kafka) {
-        (SinkKind::Kafka, Some(kafka)) => {
-            let stream = dedupe::stream_name(stream_id, &settings.message_identity);
+    let stream = dedupe::stream_name(stream_id, &settings.message_identity);
+    match (settings.sink, &settings.kafka, &settings.nats) {
+        (SinkKind::Nats, _, Some(nats)) => {
+            let encoder = Encoder::new(format);
+            let sink =
+                NatsSink::new(nats.clone(), encoder, shutdown.clone(), stream, new_stream, Some(metrics.clone()))?;
+            Ok(Box::new(sink))
+        }
+        (SinkKind::Kafka, Some(kafka), _) => {
             let mut kafka = KafkaSink::new(kafka.clone(), Encoder::new(format), shutdown.clone(), stream)?;
             if new_stream {
                 kafka.new_stream();

@@ -1,8 +1,9 @@
 //! Where change events go. A sink acknowledges a transaction only once everything up to its
-//! end is durably handed over (stdout: written and flushed; Kafka: acknowledged by the brokers),
+//! end is durably handed over (stdout: written and flushed; Kafka: acknowledged by the brokers; NATS: a PubAck from JetStream),
 //! which is what lets the position move.
 
 pub mod kafka;
+pub mod nats;
 pub mod stdout;
 
 use anyhow::Result;

@@ -1,18 +1,20 @@
 //! Test support, one file per fixture: real MariaDB servers started by the project's own script
 //! (`mariadb`), a tansu Kafka broker (`broker`), the real binary run as a process (`process`),
-//! HTTP probes of its endpoints (`http`), and the JSON event contract as a strict struct
+//! HTTP probes of its endpoints (`http`), a nats-server (`nats`), and the JSON event contract as a strict struct
 //! (`contract`). Everything is re-exported here, so tests `use crate::util::{...}` by name.
 
 mod broker;
 mod contract;
 mod http;
 mod mariadb;
+mod nats;
 mod process;
 
 pub use broker::*;
 pub use contract::*;
 pub use http::*;
 pub use mariadb::*;
+pub use nats::*;
 pub use process::*;
 
 use std::net::TcpListener;
