@@ -225,8 +225,9 @@ mod tests {
     use super::*;
     use crate::cli::Command;
 
-    /// Every option of `stream` and `dump`, as (long name, whether it takes a value, repeatable).
-    fn options(name: &str) -> Vec<(String, Option<String>, bool, bool)> {
+    /// Every option of subcommand `name`: its long name, environment variable, and whether it
+    /// takes a value.
+    fn options(name: &str) -> Vec<(String, Option<String>, bool)> {
         let cmd = command();
         let sub = cmd.find_subcommand(name).unwrap();
         sub.get_arguments()
@@ -235,7 +236,7 @@ mod tests {
             .map(|a| {
                 let env = a.get_env().map(|e| e.to_string_lossy().into_owned());
                 let long = a.get_long().unwrap().to_string();
-                (long, env, a.get_action().takes_values(), matches!(a.get_action(), ArgAction::Append))
+                (long, env, a.get_action().takes_values())
             })
             .collect()
     }
@@ -247,7 +248,7 @@ mod tests {
         for name in ["stream", "dump"] {
             let options = options(name);
             assert!(options.len() > 20, "{name}: {options:?}");
-            for (long, env, takes_value, _) in &options {
+            for (long, env, takes_value) in &options {
                 if long == "verbose" {
                     continue; // -v counts; RUST_LOG is its environment variable
                 }

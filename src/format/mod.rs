@@ -14,13 +14,10 @@ mod text;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Deserialize;
-
 use crate::event::{Change, Op};
 use crate::schema::RowImage;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
     /// binlog-tail's own event (the default).
     #[default]
@@ -34,8 +31,7 @@ pub enum Format {
 }
 
 /// How Debezium events carry DATE, DATETIME, TIME and TIMESTAMP values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum DebeziumTime {
     /// Debezium's defaults: days, epoch milli/microseconds, TIME in microseconds, TIMESTAMP as
     /// an ISO-8601 UTC string (what Debezium's own consumers expect).

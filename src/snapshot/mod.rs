@@ -56,8 +56,7 @@ pub use schedule::Snapshot;
 pub use sink::Snapshotting;
 
 /// How a chunk finds its place in the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Method {
     /// MariaDB: the exact binlog position of a consistent-snapshot transaction.
     Consistent,

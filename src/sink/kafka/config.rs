@@ -9,11 +9,9 @@
 use anyhow::{bail, Result};
 use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
-use serde::Deserialize;
 
 /// Which bytes become the message key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KeyMode {
     /// The primary key as a JSON object: every change of a row goes to the same partition.
     Pk,
