@@ -1,11 +1,14 @@
 //! The sink a stream writes to, built in one place: stdout, or Kafka or NATS with their
-//! deduplication stream, each with the encoder of the chosen format.
+//! deduplication stream, each with the encoder of the chosen format, and behind the lease's fence
+//! when the position is kept in Kafka.
 
 use std::io::{self, BufWriter, StdoutLock};
 use std::sync::Arc;
 
 use anyhow::Result;
 
+use crate::checkpoint::lease::Fenced;
+use crate::checkpoint::PositionStore;
 use crate::cli::SinkKind;
 use crate::config::StreamSettings;
 use crate::format::{Encoder, FormatSettings};
@@ -21,9 +24,25 @@ pub fn stdout(format: FormatSettings) -> StdoutSink<BufWriter<StdoutLock<'static
     StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()), Encoder::new(format))
 }
 
-/// The sink of `stream`, for a term on the position of `stream_id`; `new_stream` says that
-/// nothing was ever sent under that id (so Kafka or NATS holds nothing of it to skip).
+/// The sink of `stream`, for a term on the position of `stream_id` kept in `store`; `new_stream`
+/// says that nothing was ever sent under that id (so Kafka or NATS holds nothing of it to skip).
+/// With the position in Kafka, only the lease holder sends (`Fenced`).
 pub fn output(
+    settings: &StreamSettings,
+    store: &PositionStore,
+    (stream_id, new_stream): (&str, bool),
+    shutdown: &Arc<Shutdown>,
+    metrics: &Metrics,
+) -> Result<Box<dyn Sink>> {
+    let out = target(settings, stream_id, new_stream, shutdown, metrics)?;
+    Ok(match store {
+        PositionStore::Kafka(kafka) => Box::new(Fenced::new(out, kafka.lease())),
+        PositionStore::File(_) => out,
+    })
+}
+
+/// The sink that delivers to the chosen target.
+fn target(
     settings: &StreamSettings,
     stream_id: &str,
     new_stream: bool,

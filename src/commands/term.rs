@@ -13,7 +13,6 @@ use tokio::runtime::Runtime;
 
 use super::run::{run, Until};
 use super::{new_snapshot, server_decoder, sinks};
-use crate::checkpoint::lease::Fenced;
 use crate::checkpoint::{Checkpointing, PositionStore, Schedule};
 use crate::config::StreamSettings;
 use crate::error::is_transient;
@@ -53,11 +52,7 @@ pub fn term(
         Some(id) => (id, false),
         None => (new_id.0.clone(), !std::mem::replace(&mut new_id.1, true)),
     };
-    let mut out = sinks::output(settings, &stream_id, new_stream, shutdown, metrics)?;
-    if let PositionStore::Kafka(kafka) = store {
-        // Only the lease holder sends.
-        out = Box::new(Fenced::new(out, kafka.lease()));
-    }
+    let mut out = sinks::output(settings, store, (&stream_id, new_stream), shutdown, metrics)?;
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
     let mut sink = Checkpointing::new(out.as_mut(), store, schedule, saved.clone(), stream_id);
     sink.set_metrics(metrics.clone());
