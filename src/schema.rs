@@ -125,4 +125,16 @@ impl RowImage {
         let (s, e) = self.spans.get(col).copied().flatten()?;
         Some(&self.json[s as usize..e as usize])
     }
+
+    /// An image of every column from its JSON text, for unit tests.
+    #[cfg(test)]
+    pub fn from_json(values: &[&str]) -> RowImage {
+        let mut image = RowImage { json: Vec::new(), spans: Vec::new() };
+        for v in values {
+            let start = image.json.len() as u32;
+            image.json.extend_from_slice(v.as_bytes());
+            image.spans.push(Some((start, image.json.len() as u32)));
+        }
+        image
+    }
 }

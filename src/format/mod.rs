@@ -225,13 +225,7 @@ mod tests {
     }
 
     fn image(values: [&str; 3]) -> RowImage {
-        let mut image = RowImage { json: Vec::new(), spans: Vec::new() };
-        for v in values {
-            let start = image.json.len() as u32;
-            image.json.extend_from_slice(v.as_bytes());
-            image.spans.push(Some((start, image.json.len() as u32)));
-        }
-        image
+        RowImage::from_json(&values)
     }
 
     fn update(table: Arc<Table>, before: [&str; 3], after: [&str; 3]) -> Change {

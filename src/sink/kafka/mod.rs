@@ -896,15 +896,7 @@ mod tests {
             looked_up: false,
             outbox: None,
         });
-        let image = |values: [&str; 2]| {
-            let mut image = RowImage { json: Vec::new(), spans: Vec::new() };
-            for v in values {
-                let start = image.json.len() as u32;
-                image.json.extend_from_slice(v.as_bytes());
-                image.spans.push(Some((start, image.json.len() as u32)));
-            }
-            image
-        };
+        let image = |values: [&str; 2]| RowImage::from_json(&values);
         let change = |op, row, gtid: Option<&str>, before, after| Change {
             op,
             table: table.clone(),
