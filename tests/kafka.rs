@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::util::{in_db, ok_events, Broker, MariaDb, Stream};
+use crate::util::{counter_workload, create_counter_tables, in_db, ok_events, Broker, MariaDb, Stream};
 
 fn kafka_args(broker: &Broker) -> Vec<String> {
     vec!["--sink".into(), "kafka".into(), "--kafka-brokers".into(), broker.addr()]
@@ -158,20 +158,6 @@ fn permanent_errors_stop_with_the_position_unchanged() {
     assert_eq!(std::fs::read(&pos_file2).unwrap(), saved2);
 }
 
-/// Transactions `txs` of a workload that inserts rows and bumps one counter row per table, so
-/// per-key order can be checked.
-fn workload(txs: std::ops::Range<usize>) -> String {
-    let mut sql = String::new();
-    for i in txs {
-        let t = i % 3;
-        sql.push_str(&format!(
-            "START TRANSACTION;\nINSERT INTO k.t{t} VALUES ({}, {i});\nUPDATE k.t{t} SET v = {i} WHERE id = 0;\nCOMMIT;\n",
-            i + 1
-        ));
-    }
-    sql
-}
-
 #[test]
 fn sigkills_a_broker_outage_and_a_database_restart_lose_nothing() {
     crash_test(Store::File);
@@ -197,9 +183,8 @@ fn crash_test(store: Store) {
     let _heavy = crate::util::heavy();
     let server = MariaDb::start(&[]);
     let mut broker = Broker::start();
-    server.sql("CREATE DATABASE k;");
+    create_counter_tables(&server);
     for t in 0..3 {
-        server.sql(&format!("CREATE TABLE k.t{t} (id INT PRIMARY KEY, v INT); INSERT INTO k.t{t} VALUES (0, -1);"));
         broker.create_topic(&format!("k.t{t}"), 3);
     }
     let dir = tempfile::tempdir().unwrap();
@@ -214,8 +199,12 @@ fn crash_test(store: Store) {
     let foreign = (store == Store::Kafka).then(|| ForeignWriter::start(&broker, "k.t1"));
     let txs = 10_000;
     // Written in two halves: the database restarts between them, while binlog-tail streams.
-    let mut writer =
-        Some(crate::util::write_in_batches(server.port, &workload(0..txs / 2), 250, Duration::from_millis(150)));
+    let mut writer = Some(crate::util::write_in_batches(
+        server.port,
+        &counter_workload(0..txs / 2),
+        250,
+        Duration::from_millis(150),
+    ));
     let mut rng = crate::util::XorShift(0x9e3779b97f4a7c15u64);
     let kills = 22;
     for n in 0..kills {
@@ -240,7 +229,7 @@ fn crash_test(store: Store) {
             );
             writer = Some(crate::util::write_in_batches(
                 server.port,
-                &workload(txs / 2..txs),
+                &counter_workload(txs / 2..txs),
                 250,
                 Duration::from_millis(150),
             ));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::util::{in_db, ok_events, MariaDb, Nats, Stream};
+use crate::util::{counter_workload, create_counter_tables, in_db, ok_events, MariaDb, Nats, Stream};
 
 fn nats_args(nats: &Nats) -> Vec<String> {
     vec!["--sink".into(), "nats".into(), "--nats-url".into(), nats.url()]
@@ -93,20 +93,6 @@ fn events_land_in_subjects_with_the_dump_values_and_stable_ids() {
     assert_eq!(after.len(), msgs.len() + 1, "only the new row was added: {log}");
 }
 
-/// Transactions `txs` that insert rows and bump one counter row per table, so per-key order can be
-/// checked.
-fn workload(txs: std::ops::Range<usize>) -> String {
-    let mut sql = String::new();
-    for i in txs {
-        let t = i % 3;
-        sql.push_str(&format!(
-            "START TRANSACTION;\nINSERT INTO k.t{t} VALUES ({}, {i});\nUPDATE k.t{t} SET v = {i} WHERE id = 0;\nCOMMIT;\n",
-            i + 1
-        ));
-    }
-    sql
-}
-
 /// 2,000 transactions over three tables while binlog-tail is SIGKILLed 8 times and nats-server is
 /// stopped and restarted once under a running binlog-tail: every row arrives once, per-key order
 /// holds. The stream's duplicate window is 100 ms (the least JetStream allows), so what keeps replays out is reading what the
@@ -116,10 +102,7 @@ fn sigkills_and_a_server_restart_lose_nothing_and_duplicate_nothing() {
     let _heavy = crate::util::heavy();
     let server = MariaDb::start(&[]);
     let mut nats = Nats::start();
-    server.sql("CREATE DATABASE k;");
-    for t in 0..3 {
-        server.sql(&format!("CREATE TABLE k.t{t} (id INT PRIMARY KEY, v INT); INSERT INTO k.t{t} VALUES (0, -1);"));
-    }
+    create_counter_tables(&server);
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
     nats.create_stream("BINLOG_TAIL", "binlog_tail.>", Duration::from_millis(100));
@@ -127,7 +110,7 @@ fn sigkills_and_a_server_restart_lose_nothing_and_duplicate_nothing() {
     base.extend(["--position-file", position.to_str().unwrap()].map(String::from));
     base.extend(["--checkpoint-every", "50", "--include", "k", "--start", "earliest"].map(String::from));
     let txs = 2_000;
-    let writer = crate::util::write_in_batches(server.port, &workload(0..txs), 100, Duration::from_millis(80));
+    let writer = crate::util::write_in_batches(server.port, &counter_workload(0..txs), 100, Duration::from_millis(80));
     let mut rng = crate::util::XorShift(0x9e3779b97f4a7c15u64);
     let kills = 8;
     for n in 0..kills {

@@ -194,3 +194,25 @@ pub fn write_in_batches(port: u16, sql: &str, per_batch: usize, pause: Duration)
         }
     })
 }
+
+/// The crash tests' tables: k.t0, k.t1 and k.t2, each with a counter row (id 0).
+pub fn create_counter_tables(server: &MariaDb) {
+    server.sql("CREATE DATABASE k;");
+    for t in 0..3 {
+        server.sql(&format!("CREATE TABLE k.t{t} (id INT PRIMARY KEY, v INT); INSERT INTO k.t{t} VALUES (0, -1);"));
+    }
+}
+
+/// Transactions `txs` of the crash tests' workload: each inserts a row and bumps the counter row
+/// of one of the tables of `create_counter_tables`, so per-key order can be checked.
+pub fn counter_workload(txs: std::ops::Range<usize>) -> String {
+    let mut sql = String::new();
+    for i in txs {
+        let t = i % 3;
+        sql.push_str(&format!(
+            "START TRANSACTION;\nINSERT INTO k.t{t} VALUES ({}, {i});\nUPDATE k.t{t} SET v = {i} WHERE id = 0;\nCOMMIT;\n",
+            i + 1
+        ));
+    }
+    sql
+}
