@@ -137,7 +137,7 @@ impl StreamSettings {
             sink,
             allow_discard: args.allow_discard,
             metrics_addr: args.metrics_addr,
-            http_token: args.http_token_file.as_deref().map(read_token).transpose()?,
+            http_token: args.http_token_file.as_deref().map(|f| read_token(f, "--http-token-file")).transpose()?,
             kafka,
             nats,
             checkpoint_every: args.checkpoint_every,
@@ -150,13 +150,19 @@ impl StreamSettings {
     }
 }
 
-/// A bearer token from its file (the first line); an empty one is a usage error.
-pub fn read_token(path: &std::path::Path) -> Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read the token file {}", path.display()))?;
-    match text.lines().next().map(str::trim).filter(|t| !t.is_empty()) {
-        Some(token) => Ok(token.to_string()),
-        None => Err(Usage(format!("the token file {} is empty", path.display())).into()),
+/// The secret in a file given to `option` (`--password-file`, token files): its first line.
+pub fn secret_from_file(path: &std::path::Path, option: &str) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {option} {}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+/// A bearer token from its file given to `option` (the first line, trimmed); an empty one is a
+/// usage error.
+pub fn read_token(path: &std::path::Path, option: &str) -> Result<String> {
+    let token = secret_from_file(path, option)?;
+    match token.trim() {
+        "" => Err(Usage(format!("the token file {} is empty", path.display())).into()),
+        token => Ok(token.to_string()),
     }
 }
 
@@ -215,7 +221,7 @@ fn nats_settings(args: NatsArgs, emit: &EmitArgs, decode: &Options) -> Result<Na
         stream: args.nats_stream,
         create_stream: args.nats_create_stream,
         creds: args.nats_creds,
-        token_file: args.nats_token_file,
+        token: args.nats_token_file.as_deref().map(|f| secret_from_file(f, "--nats-token-file")).transpose()?,
         tls_ca: args.nats_tls_ca,
         outbox_subjects: decode.outbox.iter().map(|o| nats_config::wildcard(&o.topic)).collect(),
         emit_ddl: emit.emit_ddl,
@@ -297,11 +303,7 @@ pub fn server_config(args: &ServerArgs, follow: bool) -> Result<ServerConfig> {
         );
     }
     let password = match &args.password_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --password-file {}", path.display()))?;
-            Some(text.lines().next().unwrap_or_default().to_string())
-        }
+        Some(path) => Some(secret_from_file(path, "--password-file")?),
         None => std::env::var("MYSQL_PWD").ok(),
     };
     let tls = tls::resolve(&tls_options(&args.tls)?, &parse_url(&url)?)?;

@@ -15,7 +15,7 @@ pub fn signal(args: SignalArgs) -> Result<()> {
     }
     let kind = if args.stop { "stop-snapshot" } else { "execute-snapshot" };
     if let Some(to) = &args.to {
-        let token = args.token_file.as_deref().map(read_token).transpose()?;
+        let token = args.token_file.as_deref().map(|f| read_token(f, "--token-file")).transpose()?;
         let body = serde_json::json!({"type": kind, "data-collections": args.table}).to_string();
         println!("{}", post(to, token.as_deref(), &body)?);
         return Ok(());

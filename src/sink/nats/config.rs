@@ -27,7 +27,8 @@ pub struct NatsSettings {
     pub stream: String,
     pub create_stream: bool,
     pub creds: Option<PathBuf>,
-    pub token_file: Option<PathBuf>,
+    /// The token of `--nats-token-file`.
+    pub token: Option<String>,
     pub tls_ca: Option<PathBuf>,
     /// Subject wildcards of the outbox topic templates (`--outbox`), which the stream must cover too.
     pub outbox_subjects: Vec<String>,
@@ -141,7 +142,7 @@ pub fn test_settings(url: &str) -> NatsSettings {
         stream: DEFAULT_STREAM.into(),
         create_stream: true,
         creds: None,
-        token_file: None,
+        token: None,
         tls_ca: None,
         outbox_subjects: vec![],
         emit_ddl: false,

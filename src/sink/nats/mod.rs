@@ -695,17 +695,7 @@ async fn acker(
 /// Connects, retrying while the server cannot be reached (logging why); refused credentials or
 /// TLS stop with the fix.
 async fn connect(settings: &NatsSettings, events: &Arc<Events>, shutdown: &Shutdown) -> Result<async_nats::Client> {
-    let token = match &settings.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --nats-token-file {}", path.display()))?
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        ),
-        None => None,
-    };
+    let token = &settings.token;
     let mut logged = HashMap::new();
     loop {
         let events = events.clone();
