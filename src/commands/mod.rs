@@ -85,11 +85,14 @@ fn new_snapshot(
     if method == snapshot::Method::Consistent && source.flavor == Flavor::MySql {
         return Err(Usage("--snapshot-method consistent needs MariaDB's binlog_snapshot_position; on MySQL use --snapshot-method watermark".into()).into());
     }
-    if method == snapshot::Method::Watermark && settings.signal_table.is_none() && !settings.initial {
-        tracing::info!("snapshot requests over HTTP need --signal-table on MySQL (the watermark method writes there)");
-        return Ok(None);
-    }
     if method == snapshot::Method::Watermark && settings.signal_table.is_none() {
+        if !settings.initial {
+            // Only HTTP requests could start one: a stream without snapshots, not an error.
+            tracing::info!(
+                "snapshot requests over HTTP need --signal-table on MySQL (the watermark method writes there)"
+            );
+            return Ok(None);
+        }
         return Err(Usage(format!(
             "snapshots on MySQL use watermarks written to a signal table: give --signal-table db.table (CREATE TABLE db.table {}; the user needs INSERT and DELETE on it)",
             crate::signal::SIGNAL_TABLE_DDL
