@@ -90,6 +90,22 @@ pub async fn begin(conn: &mut Conn) -> Result<BinlogPos> {
     Ok(BinlogPos { file: Arc::from(file.as_str()), offset })
 }
 
+/// Reads the chunk of `db.table` after `after` with a plain SELECT (the window methods); None if
+/// the table does not exist.
+pub async fn describe_and_read(
+    conn: &mut Conn,
+    [db, table]: [&str; 2],
+    filter: &Filter,
+    key: Option<&[String]>,
+    after: Option<&[KeyValue]>,
+    limit: u64,
+) -> Result<Option<Chunk>> {
+    match describe(conn, db, table, filter, key).await? {
+        Some(spec) => Ok(Some(read(conn, &spec, after, limit).await?)),
+        None => Ok(None),
+    }
+}
+
 /// Reads the rows after `after` (by key) inside the open snapshot transaction, then ends it.
 pub async fn read(conn: &mut Conn, spec: &TableSpec, after: Option<&[KeyValue]>, limit: u64) -> Result<Chunk> {
     let mut sql = spec.select.clone();

@@ -16,6 +16,10 @@
 //!   written to the signal table; it is emitted right after the high watermark's transaction,
 //!   without the rows whose keys the stream saw change between the two watermarks (those rows'
 //!   newer values are in the stream). Correctness depends only on binlog order, not on timing.
+//! - GTID window method (MySQL with GTIDs; writes nothing): a chunk is read after `low` and
+//!   before `high`, both `@@global.gtid_executed`; from the first streamed transaction not in
+//!   `low` on, the keys the stream changes leave the chunk, and the chunk is emitted once the
+//!   stream has executed all of `high`. The argument is `gtid_window`'s.
 //! - One table at a time, in key order: at most one chunk being emitted and the next one being
 //!   read, so memory is bounded by two chunks (a table without a usable key is one chunk).
 //! - Progress (tables left, the last emitted key) rides on the commit that follows each chunk
@@ -50,6 +54,7 @@ pub mod values;
 use anyhow::Result;
 
 use crate::error::Usage;
+use crate::position::Flavor;
 
 pub use plan::check_request;
 pub use schedule::Snapshot;
@@ -62,12 +67,32 @@ pub enum Method {
     Consistent,
     /// DBLog's low/high watermarks, written to the signal table around each chunk's read.
     Watermark,
+    /// MySQL with GTIDs: DBLog's window bounded by `@@global.gtid_executed` read before and
+    /// after each chunk; writes nothing (`gtid_window`).
+    GtidWindow,
+}
+
+impl Method {
+    /// The method `chosen`, or the server's default: consistent on MariaDB; on MySQL gtid-window
+    /// with `gtid_mode=ON`, else watermark. A method the server cannot run is a usage error.
+    pub fn for_server(chosen: Option<Method>, flavor: Flavor, gtid_mode_on: bool) -> Result<Method, Usage> {
+        let refuse = |why: &str| Err(Usage(why.into()));
+        match (chosen, flavor) {
+            (None, Flavor::MariaDb) => Ok(Method::Consistent),
+            (None, Flavor::MySql) if gtid_mode_on => Ok(Method::GtidWindow),
+            (None, Flavor::MySql) => Ok(Method::Watermark),
+            (Some(Method::Consistent), Flavor::MySql) => refuse("--snapshot-method consistent needs MariaDB's binlog_snapshot_position; on MySQL use gtid-window (with gtid_mode=ON) or watermark"),
+            (Some(Method::GtidWindow), Flavor::MariaDb) => refuse("--snapshot-method gtid-window needs MySQL's gtid_executed set; on MariaDB use consistent (the default, which writes nothing either)"),
+            (Some(Method::GtidWindow), Flavor::MySql) if !gtid_mode_on => refuse("--snapshot-method gtid-window needs gtid_mode=ON on the server; without GTIDs use --snapshot-method watermark with --signal-table"),
+            (Some(method), _) => Ok(method),
+        }
+    }
 }
 
 /// How a snapshot is taken.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// None: by the server (consistent on MariaDB, watermark on MySQL).
+    /// None: by the server (`Method::for_server`).
     pub method: Option<Method>,
     /// Snapshot every included table when there is no saved position (`--snapshot initial`).
     pub initial: bool,
@@ -107,6 +132,25 @@ impl KeyOverride {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_server_gets_a_method_it_can_run() {
+        use Flavor::*;
+        use Method::*;
+        let method = |chosen, flavor, gtids| Method::for_server(chosen, flavor, gtids).map_err(|e| e.0);
+        assert_eq!(method(None, MariaDb, false), Ok(Consistent));
+        assert_eq!(method(None, MariaDb, true), Ok(Consistent));
+        assert_eq!(method(None, MySql, true), Ok(GtidWindow));
+        assert_eq!(method(None, MySql, false), Ok(Watermark));
+        for (chosen, flavor, gtids) in
+            [(Watermark, MySql, true), (Watermark, MariaDb, false), (GtidWindow, MySql, true)]
+        {
+            assert_eq!(method(Some(chosen), flavor, gtids), Ok(chosen));
+        }
+        assert!(method(Some(Consistent), MySql, true).unwrap_err().contains("gtid-window"));
+        assert!(method(Some(GtidWindow), MySql, false).unwrap_err().contains("gtid_mode=ON"));
+        assert!(method(Some(GtidWindow), MariaDb, true).unwrap_err().contains("on MariaDB use consistent"));
+    }
 
     #[test]
     fn snapshot_keys_parse() {

@@ -12,6 +12,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use super::chunk::{self, BinlogPos, Chunk, SESSION_SETUP};
+use super::gtid_window::{self, ChunkWindow};
 use super::progress::{table_estimates, Report};
 use super::requests::Requests;
 use super::{plan, Method, Settings};
@@ -43,6 +44,8 @@ enum Due {
     /// Watermark method: the chunk belongs after its high watermark; rows whose keys changed
     /// between the watermarks (`changed` holds those changes' images) are left out.
     Window { low: String, high: String, open: bool, closed: bool, changed: Vec<(Arc<Table>, RowImage)> },
+    /// GTID window method: see `gtid_window::ChunkWindow`.
+    Gtids(ChunkWindow),
 }
 
 /// What a signal did: for the log and a requester.
@@ -293,7 +296,8 @@ impl Snapshot {
         let Some(i) = self.progress.pending.iter().position(|[d, t]| *d == table.db && *t == table.name) else {
             return false;
         };
-        let window_open = matches!(self.reading, Some(Reading { due: Due::Window { open: true, .. }, .. }));
+        let window_open =
+            matches!(self.reading, Some(Reading { due: Due::Window { open: true, .. } | Due::Gtids(_), .. }));
         if i == 0 && (self.progress.after.is_some() || window_open) {
             return false;
         }
@@ -330,16 +334,24 @@ impl Snapshot {
                 return Ok(());
             }
             let Some(reading) = &mut self.reading else {
-                self.start(&here)?;
+                self.start(&here, gtids)?;
                 continue;
             };
             if reading.got.is_none() {
                 reading.got = reading.rows.try_recv().ok();
             }
-            let due = match &reading.due {
+            let due = match &mut reading.due {
                 Due::At(p) => here.at_or_after(&p.file, p.offset),
                 // A read that failed writes no high watermark: handle its error now.
                 Due::Window { closed, .. } => *closed || matches!(reading.got, Some((_, Err(_)))),
+                // Its place follows from `high`, read after the rows: wait for them, as at P.
+                Due::Gtids(window) => {
+                    if reading.got.is_none() {
+                        let got = self.rt.block_on(&mut reading.rows);
+                        reading.got = Some(got.map_err(|_| anyhow!("the snapshot read was cancelled"))?);
+                    }
+                    matches!(reading.got, Some((_, Err(_)))) || window.closed(gtids)
+                }
             };
             if !due {
                 return Ok(());
@@ -387,14 +399,16 @@ impl Snapshot {
             self.progress = Arc::new(next);
             // Read the next chunk while this one is emitted: it starts here, so its view is newer.
             if !self.progress.complete() && !shutdown.requested() {
-                self.start(&here)?;
+                self.start(&here, gtids)?;
             }
             // Converted here, while the next chunk is read.
             let chunk = match chunk {
                 Some(mut chunk) => {
                     chunk.convert().map_err(|e| e.context(format!("snapshot of `{db}`.`{table}`")))?;
-                    if let Due::Window { changed, .. } = &due {
-                        leave_out_changed(&mut chunk, changed);
+                    match &due {
+                        Due::Window { changed, .. } => leave_out_changed(&mut chunk, changed),
+                        Due::Gtids(window) => leave_out_changed(&mut chunk, &window.changed),
+                        Due::At(_) => {}
                     }
                     Some(chunk)
                 }
@@ -403,7 +417,7 @@ impl Snapshot {
             let rows = chunk.as_ref().map_or(0, |c| c.rows.len());
             let at = match due {
                 Due::At(p) => p,
-                Due::Window { .. } => here.clone(),
+                Due::Window { .. } | Due::Gtids(_) => here.clone(),
             };
             if let Some(chunk) = chunk {
                 // The GTID set the stream has executed where the chunk sits: the chunk and every
@@ -444,8 +458,9 @@ impl Snapshot {
 
     /// Starts reading the next chunk in the background: with the consistent method, in a
     /// snapshot transaction whose position is at or after `here`; with watermarks, between a
-    /// low and a high watermark row.
-    fn start(&mut self, here: &BinlogPos) -> Result<()> {
+    /// low and a high watermark row; with the GTID window, after `low` includes `gtids`, what
+    /// the stream has executed.
+    fn start(&mut self, here: &BinlogPos, gtids: &Option<GtidSet>) -> Result<()> {
         let [db, table] = self.progress.pending[0].clone();
         let key = self.settings.keys.iter().find(|k| k.db == db && k.table == table).map(|k| k.columns.clone());
         let after = self.progress.after.clone();
@@ -465,10 +480,15 @@ impl Snapshot {
                     let signals = format!("{}.{}", chunk::quote(&db_s), chunk::quote(&t_s));
                     let mark = format!("INSERT INTO {signals} (id, type, data) VALUES (?, ?, NULL)");
                     conn.exec_drop(&mark, (&low, WINDOW_OPEN)).await?;
-                    let chunk = match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
-                        Some(spec) => Some(chunk::read(&mut conn, &spec, after.as_deref(), limit).await?),
-                        None => None,
-                    };
+                    let chunk = chunk::describe_and_read(
+                        &mut conn,
+                        [&db, &table],
+                        &filter,
+                        key.as_deref(),
+                        after.as_deref(),
+                        limit,
+                    )
+                    .await?;
                     conn.exec_drop(&mark, (&high, WINDOW_CLOSE)).await?;
                     conn.exec_drop(format!("DELETE FROM {signals} WHERE id IN (?, ?)"), (&low, &high)).await?;
                     Ok(chunk)
@@ -477,6 +497,28 @@ impl Snapshot {
                 let _ = tx.send((conn, result));
             });
             self.reading = Some(Reading { due, read_at, rows: rx, got: None });
+            return Ok(());
+        }
+        if self.settings.method == Some(Method::GtidWindow) {
+            let (window, high) = self.rt.block_on(ChunkWindow::begin(&mut conn, gtids))?;
+            self.rt.spawn(async move {
+                let result = async {
+                    let chunk = chunk::describe_and_read(
+                        &mut conn,
+                        [&db, &table],
+                        &filter,
+                        key.as_deref(),
+                        after.as_deref(),
+                        limit,
+                    )
+                    .await?;
+                    let _ = high.send(gtid_window::executed(&mut conn).await?);
+                    Ok(chunk)
+                }
+                .await;
+                let _ = tx.send((conn, result));
+            });
+            self.reading = Some(Reading { due: Due::Gtids(window), read_at, rows: rx, got: None });
             return Ok(());
         }
         let at = self.rt.block_on(async {
@@ -550,14 +592,18 @@ impl Snapshot {
         Ok(())
     }
 
-    /// A change the stream emitted: inside a chunk's watermark window, on its table, its keys
-    /// are left out of the chunk.
+    /// A change the stream emitted: inside a chunk's window (watermarks, GTIDs), on its table,
+    /// its keys are left out of the chunk.
     pub(super) fn observe(&mut self, change: &Change) {
-        if let Some(Reading { due: Due::Window { open: true, closed: false, changed, .. }, .. }) = &mut self.reading {
-            if self.progress.pending.first().is_some_and(|[d, t]| *d == change.table.db && *t == change.table.name) {
+        let on_table =
+            || self.progress.pending.first().is_some_and(|[d, t]| *d == change.table.db && *t == change.table.name);
+        match &mut self.reading {
+            Some(Reading { due: Due::Window { open: true, closed: false, changed, .. }, .. }) if on_table() => {
                 changed
                     .extend(change.before.iter().chain(&change.after).map(|img| (change.table.clone(), img.clone())));
             }
+            Some(Reading { due: Due::Gtids(window), .. }) => window.observe(change, on_table()),
+            _ => {}
         }
     }
 }
