@@ -133,8 +133,9 @@ impl<S: Executed> GtidWindow<S> {
     }
 }
 
-/// The gtid-window method's part of the snapshot's schedule for one chunk in flight.
-pub(super) struct ChunkWindow {
+/// The gtid-window method's part of the snapshot's schedule for one chunk in flight (public for
+/// the tests that feed it a MySQL binlog).
+pub struct ChunkWindow {
     window: GtidWindow<MySqlGtidSet>,
     /// `high`, sent by the read when it is done.
     high: oneshot::Receiver<MySqlGtidSet>,
@@ -148,6 +149,17 @@ pub(super) struct ChunkWindow {
 const LOW_ATTEMPTS: u32 = 1000;
 
 impl ChunkWindow {
+    /// The window of a chunk read after `low`, the stream having delivered `streamed`; the
+    /// sender takes `high` once the read is done.
+    pub fn new(
+        low: MySqlGtidSet,
+        streamed: &MySqlGtidSet,
+    ) -> Result<(ChunkWindow, oneshot::Sender<MySqlGtidSet>), NotYetExecuted> {
+        let window = GtidWindow::new(low, streamed)?;
+        let (tx, high) = oneshot::channel();
+        Ok((ChunkWindow { window, high, seen: None, changed: Vec::new() }, tx))
+    }
+
     /// Reads `low` on the chunk's connection (again, until it includes `streamed`, what the
     /// stream has delivered): the chunk's read may start once this returns. The sender takes
     /// `high` once the read is done.
@@ -157,12 +169,8 @@ impl ChunkWindow {
     ) -> Result<(ChunkWindow, oneshot::Sender<MySqlGtidSet>)> {
         let streamed = stream_set(streamed)?;
         for attempt in 0.. {
-            let low = executed(conn).await?;
-            match GtidWindow::new(low, &streamed) {
-                Ok(window) => {
-                    let (tx, high) = oneshot::channel();
-                    return Ok((ChunkWindow { window, high, seen: None, changed: Vec::new() }, tx));
-                }
+            match ChunkWindow::new(executed(conn).await?, &streamed) {
+                Ok(started) => return Ok(started),
                 Err(NotYetExecuted) if attempt < LOW_ATTEMPTS => tokio::time::sleep(Duration::from_millis(2)).await,
                 Err(NotYetExecuted) => {
                     let low = executed(conn).await?;
@@ -177,7 +185,7 @@ impl ChunkWindow {
     }
 
     /// A change the stream emitted; `on_table`: of the chunk's table.
-    pub(super) fn observe(&mut self, change: &Change, on_table: bool) {
+    pub fn observe(&mut self, change: &Change, on_table: bool) {
         // The rows of a transaction share one `gtid` text: it is looked up once.
         if !matches!((&self.seen, &change.gtid), (Some(s), Some(g)) if Arc::ptr_eq(s, g)) {
             self.seen = change.gtid.clone();
@@ -192,7 +200,7 @@ impl ChunkWindow {
 
     /// True when the chunk belongs here, the stream having executed `streamed` (the read must
     /// be done: its result arrives after `high`).
-    pub(super) fn closed(&mut self, streamed: &Option<GtidSet>) -> bool {
+    pub fn closed(&mut self, streamed: &Option<GtidSet>) -> bool {
         if let Ok(high) = self.high.try_recv() {
             self.window.read(high);
         }
