@@ -1102,22 +1102,22 @@ fn decode_file(path: &Path, lookup: Option<Box<dyn binlog_tail::decode::SchemaLo
 /// closes exactly when the stream has executed `high`, never before the read sent it.
 #[test]
 fn gtid_window_places_a_chunk_by_the_gtids_a_mysql_server_wrote() {
-    use binlog_tail::gtid::GtidSet;
+    use binlog_tail::gtid::{GtidSet, MySqlGtidSet};
     use binlog_tail::snapshot::gtid_window::ChunkWindow;
     let Some(dir) = crate::util::shared_binlogs() else { return };
-    let sets: Vec<_> = decode_file(&dir.join("binlog_transaction_with_GTID.000001"), None)
-        .executed
-        .into_iter()
-        .map(|s| match s {
-            Some(GtidSet::MySql(set)) => set,
+    // Its Previous_gtids is empty: before the first transaction nothing was executed.
+    let mut sets = vec![MySqlGtidSet::default()];
+    for set in decode_file(&dir.join("binlog_transaction_with_GTID.000001"), None).executed {
+        match set {
+            Some(GtidSet::MySql(set)) => sets.push(set),
             other => panic!("not a MySQL GTID set: {other:?}"),
-        })
-        .collect();
-    assert!(sets.len() >= 4, "{} transactions: {sets:?}", sets.len());
-    // The transaction after executed set i: the one GTID set i + 1 adds.
+        }
+    }
+    assert_eq!(sets.len(), 4, "three transactions: {sets:?}");
+    // Transaction i: the one GTID executed set i + 1 adds.
     let gtid = |i: usize| -> Arc<str> {
         let added = sets[i + 1].difference(&sets[i]).to_string();
-        assert!(!added.contains(',') && !added.contains('-'), "one GTID per transaction: {added}");
+        assert!(!added.contains(',') && !added.rsplit(':').next().unwrap().contains('-'), "one GTID: {added}");
         Arc::from(added)
     };
     let rows = decode_file(&dir.join("json.binlog.000001"), Some(Box::new(KeyedByFirstColumn))).changes;
@@ -1129,32 +1129,32 @@ fn gtid_window_places_a_chunk_by_the_gtids_a_mysql_server_wrote() {
     };
     let stream = |i: usize| Some(GtidSet::MySql(sets[i].clone()));
 
-    // The stream stands after transaction 0; `low` holds transactions 0 and 1, and 3, whose GTID
-    // reached gtid_executed before 2's did.
-    let (t1, t2, t3) = (gtid(1), gtid(2), gtid(3));
-    let mut low = sets[2].clone();
-    for ((sid, tag), ranges) in sets[4].difference(&sets[3]).ranges {
+    // Nothing streamed yet; `low` holds transactions 0 and 2, whose GTID reached gtid_executed
+    // before 1's did.
+    let (t0, t1, t2) = (gtid(0), gtid(1), gtid(2));
+    let mut low = sets[1].clone();
+    for ((sid, tag), ranges) in sets[3].difference(&sets[2]).ranges {
         ranges.iter().for_each(|&(start, end)| low.add_interval(sid, &tag, start, end));
     }
-    assert!(ChunkWindow::new(low.clone(), &sets[3]).is_err(), "the stream delivered 2, which low lacks");
-    let (mut window, high) = ChunkWindow::new(low.clone(), &sets[1]).unwrap();
-    window.observe(&with_gtid(&rows[0], &t1), true);
+    assert!(ChunkWindow::new(low.clone(), &sets[2]).is_err(), "the stream delivered 1, which low lacks");
+    let (mut window, high) = ChunkWindow::new(low.clone(), &sets[0]).unwrap();
+    window.observe(&with_gtid(&rows[0], &t0), true);
     assert!(window.changed.is_empty(), "in low: the row stays in the chunk");
-    window.observe(&with_gtid(&rows[1], &t2), false);
+    window.observe(&with_gtid(&rows[1], &t1), false);
     assert!(window.changed.is_empty(), "another table's change opens the window, and stays in the stream");
-    window.observe(&with_gtid(&rows[2], &t3), true);
-    window.observe(&with_gtid(&rows[3], &t3), true);
+    window.observe(&with_gtid(&rows[2], &t2), true);
+    window.observe(&with_gtid(&rows[3], &t2), true);
     let images = |c: &binlog_tail::event::Change| c.before.iter().chain(&c.after).count();
-    assert_eq!(window.changed.len(), images(&rows[2]) + images(&rows[3]), "open from 2 on, though 3 is in low");
+    assert_eq!(window.changed.len(), images(&rows[2]) + images(&rows[3]), "open from 1 on, though 2 is in low");
     assert!(window.changed.iter().all(|(table, _)| Arc::ptr_eq(table, &rows[2].table)));
-    assert!(!window.closed(&stream(4)), "not before the read sent high");
-    high.send(sets[4].clone()).unwrap();
-    assert!(!window.closed(&stream(3)), "high holds transaction 4, not yet streamed");
-    assert!(window.closed(&stream(4)));
+    assert!(!window.closed(&stream(3)), "not before the read sent high");
+    high.send(sets[3].clone()).unwrap();
+    assert!(!window.closed(&stream(2)), "high holds transaction 2, not yet streamed");
+    assert!(window.closed(&stream(3)));
     assert!(!window.closed(&Some(GtidSet::parse("0-1-5").unwrap())), "a MariaDB set never closes it");
 
     // A keyless table's changes are never held back once its window starts: all leave the read.
     let (mut window, _high) = ChunkWindow::new(low, &sets[1]).unwrap();
-    window.observe(&with_gtid(&keyless[0], &t1), true);
+    window.observe(&with_gtid(&keyless[0], &t0), true);
     assert_eq!(window.changed.len(), images(&keyless[0]));
 }
