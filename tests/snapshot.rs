@@ -1158,3 +1158,17 @@ fn gtid_window_places_a_chunk_by_the_gtids_a_mysql_server_wrote() {
     window.observe(&with_gtid(&keyless[0], &t0), true);
     assert_eq!(window.changed.len(), images(&keyless[0]));
 }
+
+/// The GTID window needs MySQL's executed set: on MariaDB it is a usage error that names the
+/// method to use, before anything is read.
+#[test]
+fn gtid_window_on_mariadb_is_a_usage_error() {
+    let server = MariaDb::shared();
+    let db = server.fresh_db("snap_gtid_window");
+    server.sql(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY); INSERT INTO {db}.t VALUES (1)"));
+    let out = server.dump(&["--snapshot", "initial", "--include", &db, "--snapshot-method", "gtid-window"]);
+    let err = crate::util::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("gtid-window needs MySQL's gtid_executed set; on MariaDB use consistent"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing read");
+}
