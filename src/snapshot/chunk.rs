@@ -74,7 +74,7 @@ pub struct Chunk {
     pub key: Vec<usize>,
     /// The key of the last row, as the server returned it.
     pub last_key: Option<Vec<KeyValue>>,
-    /// Fewer rows than asked for: the table is done after this chunk.
+    /// No row after this chunk (it read one beyond its size): the table is done after it.
     pub last: bool,
 }
 
@@ -126,11 +126,13 @@ pub async fn read(conn: &mut Conn, spec: &TableSpec, after: Option<&[KeyValue]>,
     if !spec.key.is_empty() {
         sql.push_str(" ORDER BY ");
         sql.push_str(&spec.key.iter().map(|&k| quote(&spec.table.columns[k].name)).collect::<Vec<_>>().join(", "));
-        sql.push_str(&format!(" LIMIT {limit}"));
+        // One row more than the chunk: whether the table goes on (a read's `last` mark).
+        sql.push_str(&format!(" LIMIT {}", limit.saturating_add(1)));
     }
-    let rows: Vec<Row> = conn.exec(sql, Params::Positional(params)).await?;
+    let mut rows: Vec<Row> = conn.exec(sql, Params::Positional(params)).await?;
     conn.query_drop("COMMIT").await?;
-    let last = spec.key.is_empty() || (rows.len() as u64) < limit;
+    let last = spec.key.is_empty() || (rows.len() as u64) <= limit;
+    rows.truncate(if last { rows.len() } else { limit as usize });
     let mut raw = Vec::with_capacity(rows.len());
     let mut last_key = None;
     let count = rows.len();

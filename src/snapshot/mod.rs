@@ -3,7 +3,8 @@
 //!
 //! One job per file: `plan` (which tables), `schedule` (when each chunk is read and where it goes
 //! in the stream), `chunk` (reading one chunk), `values` (its values as the decoder's JSON),
-//! `sink` (the decoder's sink while snapshots can run), `progress` (the bar and log lines).
+//! `sink` (the decoder's sink while snapshots can run), `progress` (the bar and log lines),
+//! `gtid_window` (the GTID window method), `marks` (each read's place in its snapshot).
 //!
 //! Invariants:
 //! - Consistent method (MariaDB): a chunk read at binlog position P (see `chunk`) is emitted when
@@ -44,6 +45,7 @@
 
 pub mod chunk;
 pub mod gtid_window;
+mod marks;
 mod plan;
 mod progress;
 pub mod requests;

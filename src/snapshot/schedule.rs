@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::chunk::{self, BinlogPos, Chunk, SESSION_SETUP};
 use super::gtid_window::{self, ChunkWindow};
+use super::marks::Marks;
 use super::progress::{table_estimates, Report};
 use super::requests::Requests;
 use super::{plan, Method, Settings};
@@ -80,6 +81,8 @@ pub struct Snapshot {
     held: HashSet<[String; 2]>,
     /// Requests that arrive over HTTP, applied like signals.
     requests: Option<Requests>,
+    /// Where each read stands in its snapshot (Debezium's marks).
+    marks: Marks,
 }
 
 impl Snapshot {
@@ -112,6 +115,7 @@ impl Snapshot {
             left: None,
             held: HashSet::new(),
             requests: None,
+            marks: Marks::new(0, false),
         };
         let initial = progress.is_none() && snapshot.settings.initial;
         let pending = if !initial && snapshot.settings.keys.is_empty() {
@@ -133,9 +137,14 @@ impl Snapshot {
             })?
         };
         match (progress, pending) {
-            (Some(progress), _) => snapshot.progress = Arc::new(progress),
+            (Some(progress), _) => {
+                let initial = if snapshot.settings.initial { progress.pending.len() } else { 0 };
+                snapshot.marks = Marks::new(initial, progress.done == 0 && progress.after.is_none());
+                snapshot.progress = Arc::new(progress);
+            }
             (None, Some(pending)) => {
                 tracing::info!("snapshot of {} table(s) planned", pending.len());
+                snapshot.marks = Marks::new(pending.len(), true);
                 snapshot.progress = Arc::new(SnapshotProgress { pending, after: None, done: 0 });
             }
             (None, None) => {}
@@ -233,6 +242,7 @@ impl Snapshot {
                         t[1]
                     );
                 }
+                self.marks.stopped(next.pending.iter().map(|t| !stopped(t)));
                 next.pending.retain(|t| !stopped(t));
                 let tables = before - next.pending.len();
                 tracing::info!("snapshot stopped for {tables} table(s)");
@@ -388,6 +398,8 @@ impl Snapshot {
                     }
                 },
             };
+            // Where the chunk stands in its table, for the reads' marks.
+            let (table_first, table_last) = (self.progress.after.is_none(), chunk.as_ref().is_none_or(|c| c.last));
             match chunk.as_ref().filter(|c| !c.last) {
                 Some(c) => next.after = c.last_key.clone(),
                 None => {
@@ -423,7 +435,10 @@ impl Snapshot {
                 // The GTID set the stream has executed where the chunk sits: the chunk and every
                 // event before it reflect exactly those transactions.
                 let gtid = gtids.as_ref().map(ToString::to_string).filter(|g| !g.is_empty()).map(Arc::from);
-                self.emit(chunk, &at, gtid, read_at, sink)?;
+                self.emit(chunk, &at, gtid, read_at, (table_first, table_last), sink)?;
+            }
+            if table_last {
+                self.marks.table_done();
             }
             let resume = self.moved(&Resume::new(file.clone(), offset, gtids.clone()));
             sink.commit(&resume)?;
@@ -556,13 +571,15 @@ impl Snapshot {
     }
 
     /// The chunk's rows as one transaction of `read` events at the chunk's position, with the
-    /// `gtid` set executed there (fewer once `--limit` is reached).
+    /// `gtid` set executed there (fewer once `--limit` is reached); `(first, last)`: the chunk is
+    /// its table's first, last.
     fn emit(
         &mut self,
         chunk: Chunk,
         at: &BinlogPos,
         gtid: Option<Arc<str>>,
         read_at: u64,
+        (first, last): (bool, bool),
         sink: &mut dyn Sink,
     ) -> Result<()> {
         let (flavor, server_id) = self.server;
@@ -584,6 +601,7 @@ impl Snapshot {
                 xid: None,
                 row: n as u64,
                 commit: n as u64 + 1 == count,
+                snapshot: self.marks.of(n, count as usize, first, last),
                 before: None,
                 after: Some(image),
             };
