@@ -23,8 +23,9 @@
 //!   `gtid_executed`). `GtidWindow::new` refuses otherwise; `ChunkWindow::begin` reads `low`
 //!   again a moment later until it holds (the stream does not move meanwhile).
 //! - The stream must know every transaction it stands after (its executed set seeded from the
-//!   server or the binlog's `Previous_gtids`), else `high` is never reached; a stream that has no
-//!   set yet has executed nothing (a server without GTID transactions).
+//!   server or the binlog's `Previous_gtids`), and every GTID in `high` must reach the binlog,
+//!   else `high` is never reached: a chunk that waits a minute after its read names the GTIDs it
+//!   waits for. A stream that has no set yet has executed nothing (no GTID transactions).
 //! - The window sees the transactions that have change events (the decoder drops the rest): a
 //!   transaction without changes has no key to drop, and a window that opens later than the
 //!   first transaction not in `low` only keeps keys whose changes were in `low`, which the read
@@ -45,7 +46,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use mysql_async::prelude::Queryable;
@@ -143,7 +144,12 @@ pub struct ChunkWindow {
     seen: Option<Arc<str>>,
     /// The images of the chunk table's changes inside the window: their keys leave the chunk.
     pub changed: Vec<(Arc<Table>, RowImage)>,
+    /// When `high` arrived, until a stall was reported.
+    waiting_since: Option<Instant>,
 }
+
+/// How long a read chunk waits for the stream to deliver `high` before a warning says so.
+const STALL: Duration = Duration::from_secs(60);
 
 /// How long `begin` waits for `low` to include what the stream delivered.
 const LOW_ATTEMPTS: u32 = 1000;
@@ -157,7 +163,7 @@ impl ChunkWindow {
     ) -> Result<(ChunkWindow, oneshot::Sender<MySqlGtidSet>), NotYetExecuted> {
         let window = GtidWindow::new(low, streamed)?;
         let (tx, high) = oneshot::channel();
-        Ok((ChunkWindow { window, high, seen: None, changed: Vec::new() }, tx))
+        Ok((ChunkWindow { window, high, seen: None, changed: Vec::new(), waiting_since: None }, tx))
     }
 
     /// Reads `low` on the chunk's connection (again, until it includes `streamed`, what the
@@ -203,8 +209,25 @@ impl ChunkWindow {
     pub fn closed(&mut self, streamed: &Option<GtidSet>) -> bool {
         if let Ok(high) = self.high.try_recv() {
             self.window.read(high);
+            self.waiting_since = Some(Instant::now());
         }
-        stream_set(streamed).is_ok_and(|s| self.window.closed(&s))
+        let Ok(streamed) = stream_set(streamed) else { return false };
+        if self.window.closed(&streamed) {
+            return true;
+        }
+        // GTIDs that never reach the binlog (SET GLOBAL gtid_purged, a stream started without
+        // its executed set) would hold the chunk forever: say which ones it waits for.
+        if let (Some(high), Some(since)) = (&self.window.high, self.waiting_since) {
+            if since.elapsed() >= STALL {
+                tracing::warn!(
+                    "snapshot: a chunk read {}s ago waits for the stream to deliver GTIDs {}; if the stream has caught up, they are not in the binlog (SET GLOBAL gtid_purged?): use --snapshot-method watermark",
+                    since.elapsed().as_secs(),
+                    high.difference(&streamed)
+                );
+                self.waiting_since = None;
+            }
+        }
+        false
     }
 }
 
