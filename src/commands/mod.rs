@@ -77,8 +77,11 @@ fn new_snapshot(
         return Ok(None);
     }
     let mut settings = settings;
+    // The window needs GTIDs on the server and the stream's executed set: a stream started at a
+    // file position (`--start FILE:POS`) has none, and its windows would never close.
     let gtid_mode_on = source.flavor == Flavor::MySql
         && settings.method.is_none_or(|m| m == snapshot::Method::GtidWindow)
+        && source.start_gtids.is_some()
         && rt.block_on(snapshot::gtid_window::gtid_mode_on(&connect_opts(cfg)?))?;
     // Settings this server cannot work with: exit 2, like a bad command line.
     let method = snapshot::Method::for_server(settings.method, source.flavor, gtid_mode_on)?;
@@ -92,7 +95,7 @@ fn new_snapshot(
             return Ok(None);
         }
         return Err(Usage(format!(
-            "this MySQL server runs without GTIDs (gtid_mode is not ON), so snapshots use watermarks written to a signal table: give --signal-table db.table (CREATE TABLE db.table {}; the user needs INSERT and DELETE on it), or turn GTIDs on to snapshot without writing (--snapshot-method gtid-window)",
+            "this MySQL stream has no GTIDs to bound snapshot windows with (gtid_mode is not ON, or it starts at a file position), so snapshots use watermarks written to a signal table: give --signal-table db.table (CREATE TABLE db.table {}; the user needs INSERT and DELETE on it), or turn GTIDs on to snapshot without writing (--snapshot-method gtid-window)",
             crate::signal::SIGNAL_TABLE_DDL
         ))
         .into());

@@ -85,7 +85,7 @@ impl Method {
             (None, Flavor::MySql) => Ok(Method::Watermark),
             (Some(Method::Consistent), Flavor::MySql) => refuse("--snapshot-method consistent needs MariaDB's binlog_snapshot_position; on MySQL use gtid-window (with gtid_mode=ON) or watermark"),
             (Some(Method::GtidWindow), Flavor::MariaDb) => refuse("--snapshot-method gtid-window needs MySQL's gtid_executed set; on MariaDB use consistent (the default, which writes nothing either)"),
-            (Some(Method::GtidWindow), Flavor::MySql) if !gtid_mode_on => refuse("--snapshot-method gtid-window needs gtid_mode=ON on the server; without GTIDs use --snapshot-method watermark with --signal-table"),
+            (Some(Method::GtidWindow), Flavor::MySql) if !gtid_mode_on => refuse("--snapshot-method gtid-window needs gtid_mode=ON on the server and a stream that resumes by GTID (not --start FILE:POS); otherwise use --snapshot-method watermark with --signal-table"),
             (Some(method), _) => Ok(method),
         }
     }
