@@ -1,5 +1,6 @@
 //! No duplicates after a restart, without Kafka transactions: before the first message to a
-//! partition, read that partition's tail, and skip every replayed message it already holds.
+//! topic, read the tails of its partitions (together), and skip every replayed message a
+//! partition already holds.
 //!
 //! Every message carries a `binlog_tail.seq` header: `STREAM/ORIGIN/INDEX`. STREAM names one
 //! position file with one configuration; ORIGIN is the transaction's GTID (or, without GTIDs, the
