@@ -176,11 +176,15 @@ fn sigkills_503s_timeouts_and_a_receiver_restart_lose_nothing_and_replay_batches
     }
     assert_eq!(held.len(), expected, "nothing held twice");
     let failed = log.iter().filter(|r| r.status == 503).count();
+    let logs: Vec<String> =
+        (0..=kills).map(|n| std::fs::read_to_string(dir.path().join(format!("err.{n}.log"))).unwrap()).collect();
+    let resent = logs.iter().filter(|l| l.contains("sending again the batch in flight")).count();
+    let skipped = logs.iter().filter(|l| l.contains("already acknowledged were skipped")).count();
     eprintln!(
-        "http crash test: {txs} transactions, {kills} SIGKILLs, receiver restarted once, {} requests ({failed} answered 503, {replayed} repeats of a key): 0 lost, each row held once",
+        "http crash test: {txs} transactions, {kills} SIGKILLs, receiver restarted once, {} requests ({failed} answered 503, {replayed} repeats of a key); {resent} restarts sent the journal's batch again, {skipped} skipped acknowledged events: 0 lost, each row held once",
         log.len()
     );
-    assert!(replayed > 0 && failed > 0, "the faults happened");
+    assert!(replayed > 0 && failed > 0 && resent > 0 && skipped > 0, "the faults happened");
 }
 
 #[test]
@@ -193,8 +197,22 @@ fn refusals_stop_with_the_status_and_body_and_an_unreachable_receiver_is_retried
     let position = dir.path().join("position.json");
     let extra = http_args(&hook, &["--include", &db]);
 
+    // `check --sink http` says whether the receiver answers.
+    let url = hook.url();
+    let check = || {
+        let out = binlog_tail()
+            .args(["check", "--url", &server.url(), "--sink", "http", "--http-url", &url])
+            .env("MYSQL_PWD", "replpass")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(check().contains("PASS  http receiver"), "{}", check());
+
     // The receiver down: retried and logged; the position stays where it started.
     hook.stop();
+    let down = check();
+    assert!(down.contains("FAIL  http receiver") && down.contains("Connection refused"), "{down}");
     let run = Stream::start(server, &position, dir.path(), 0, &args(&extra));
     run.wait_ready(&position);
     let start = std::fs::read(&position).unwrap();
@@ -226,7 +244,9 @@ fn refusals_stop_with_the_status_and_body_and_an_unreachable_receiver_is_retried
     hook.set_faults(Faults::default());
     let run = Stream::start(server, &position, dir.path(), 9, &args(&extra));
     hook.log_until("the row arrives", |l| l.iter().any(|r| r.applied));
-    assert!(run.stop().success());
+    run.wait_streaming();
+    let log = run.log();
+    assert!(run.stop().success(), "{log}");
 }
 
 #[test]

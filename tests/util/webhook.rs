@@ -127,8 +127,8 @@ fn answer(mut request: tiny_http::Request, n: u64, log: &Mutex<Vec<Received>>, f
         let f = faults.lock().unwrap();
         match &f.refuse {
             Some((status, text)) => (*status, text.clone(), Duration::ZERO),
-            None if f.fail_every > 0 && n % f.fail_every == 0 => (503, "try later".to_string(), Duration::ZERO),
-            None if f.slow_every > 0 && n % f.slow_every == 0 => (200, "ok".to_string(), f.delay),
+            None if n.is_multiple_of(f.fail_every) => (503, "try later".to_string(), Duration::ZERO),
+            None if n.is_multiple_of(f.slow_every) => (200, "ok".to_string(), f.delay),
             None => (200, "ok".to_string(), Duration::ZERO),
         }
     };
