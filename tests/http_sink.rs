@@ -191,7 +191,9 @@ fn sigkills_503s_timeouts_and_a_receiver_restart_lose_nothing_and_replay_batches
 
 #[test]
 fn refusals_stop_with_the_status_and_body_and_an_unreachable_receiver_is_retried() {
-    let server = MariaDb::shared();
+    // A server of its own: no other test's transactions move the position.
+    let own = MariaDb::start(&[]);
+    let server = &own;
     let db = server.fresh_db("http_refusals");
     server.sql(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY);"));
     let mut hook = Webhook::start(Faults::default());
@@ -229,26 +231,33 @@ fn refusals_stop_with_the_status_and_body_and_an_unreachable_receiver_is_retried
 
     // 401 and 413: exit 1 with the status and the body's first line; the position unchanged.
     hook.restart();
-    for (status, fix) in [(401, "--http-sink-token-file"), (413, "lower --http-batch-bytes")] {
-        hook.set_faults(Faults {
-            refuse: Some((status, format!("refused {status}\nsecond line"))),
-            ..Faults::default()
-        });
-        let mut run = Stream::start(server, &position, dir.path(), status as usize, &args(&extra));
+    let refuse =
+        |status: u16| Faults { refuse: Some((status, format!("refused {status}\nsecond line"))), ..Faults::default() };
+    let refused = |run: &mut Stream, status: u16, fix: &str| {
         let code = run.wait();
         let log = run.log();
         assert_eq!(code.code(), Some(1), "{log}");
         assert!(log.contains(&format!("with {status}")) && log.contains(&format!("refused {status}")), "{log}");
         assert!(log.contains(fix) && !log.contains("second line"), "{log}");
-        assert_eq!(std::fs::read(&position).unwrap(), start, "the position did not move");
-    }
-    // With the receiver back, the row arrives (once more: the refusals were not applied).
+    };
+    // At the start, the batch the stopped run left in flight is refused.
+    hook.set_faults(refuse(401));
+    let mut run = Stream::start(server, &position, dir.path(), 1, &args(&extra));
+    refused(&mut run, 401, "--http-sink-token-file");
+    assert_eq!(std::fs::read(&position).unwrap(), start, "the position did not move");
+
+    // With the receiver back, the row arrives (once more: the refusal was not applied).
     hook.set_faults(Faults::default());
-    let run = Stream::start(server, &position, dir.path(), 9, &args(&extra));
+    let mut run = Stream::start(server, &position, dir.path(), 2, &args(&extra));
     hook.log_until("the row arrives", |l| l.iter().any(|r| r.applied));
     run.wait_streaming();
-    let log = run.log();
-    assert!(run.stop().success(), "{log}");
+    // While streaming, a batch refused for its size.
+    crate::util::until("the row's position is saved", || std::fs::read(&position).unwrap() != start);
+    let saved = std::fs::read(&position).unwrap();
+    hook.set_faults(refuse(413));
+    server.sql(&format!("INSERT INTO {db}.t VALUES (2);"));
+    refused(&mut run, 413, "lower --http-batch-bytes");
+    assert_eq!(std::fs::read(&position).unwrap(), saved, "the position did not move");
 }
 
 #[test]

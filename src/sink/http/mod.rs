@@ -120,6 +120,8 @@ pub struct HttpSink {
     reported: Option<Resume>,
     journaled_place: Option<Place>,
     flight: Option<Flight>,
+    /// The receiver's refusal, which every later call repeats.
+    refused: Option<String>,
     batches: tokio::sync::mpsc::Sender<Batch>,
     outcomes: mpsc::Receiver<Outcome>,
     skip: Option<Skip>,
@@ -175,6 +177,7 @@ impl HttpSink {
             reported: None,
             journaled_place: None,
             flight: None,
+            refused: None,
             batches,
             outcomes,
             skip: None,
@@ -364,6 +367,9 @@ impl HttpSink {
 
     /// Applies the answers that came; with `wait`, waits for the batch in flight's.
     fn poll(&mut self, wait: bool) -> Result<()> {
+        if let Some(text) = &self.refused {
+            bail!(text.clone());
+        }
         while let Some(flight) = &self.flight {
             let outcome = if wait {
                 match self.outcomes.recv_timeout(Duration::from_millis(100)) {
@@ -381,7 +387,10 @@ impl HttpSink {
                 }
             };
             match outcome {
-                Outcome::Refused(text) => bail!(text),
+                Outcome::Refused(text) => {
+                    self.refused = Some(text.clone());
+                    bail!(text)
+                }
                 Outcome::Acked { seq } => {
                     debug_assert_eq!(seq, flight.seq);
                     self.acked_event = Some((flight.last.clone(), flight.complete));
