@@ -1,5 +1,5 @@
-//! Delivers one batch at a time: `POST`s it until the receiver answers 2xx, or refuses it for
-//! good.
+//! Delivers one batch at a time: journals it, then `POST`s it until the receiver answers 2xx,
+//! or refuses it for good.
 //!
 //! Invariants:
 //! - A batch is sent again, unchanged (same body, same `Idempotency-Key`), after a 408, a 429, a
@@ -18,6 +18,7 @@ use reqwest::{Client, Response, StatusCode};
 
 use super::config::HttpSettings;
 use super::error_chain as chain;
+use super::journal::Journal;
 use crate::metrics::Metrics;
 use crate::sink::warn_once;
 
@@ -34,6 +35,8 @@ pub struct Batch {
     pub key: String,
     pub rows: usize,
     pub body: Bytes,
+    /// The journal to write, with this state, before the batch is sent.
+    pub journal: Option<(Journal, Vec<u8>)>,
 }
 
 pub enum Outcome {
@@ -66,6 +69,11 @@ async fn deliver(
     metrics: Option<&Metrics>,
     logged: &mut HashMap<String, Instant>,
 ) -> Outcome {
+    if let Some((journal, head)) = &batch.journal {
+        if let Err(e) = journal.save(head, &batch.body) {
+            return Outcome::Refused(format!("{e:#}"));
+        }
+    }
     let url = settings.shown_url();
     let mut backoff = FIRST_BACKOFF;
     loop {

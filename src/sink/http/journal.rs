@@ -4,8 +4,9 @@
 //! Invariants:
 //! - Replaced atomically and durably (`checkpoint::file::replace`): a crash leaves the old or the
 //!   new version.
-//! - Written before the batch it holds is sent, and before an acknowledgement it records is
-//!   reported to the checkpoint: the saved position is never past what the journal covers.
+//! - Written before the batch it holds is sent (by the delivery task, so the reader goes on
+//!   meanwhile), and before an acknowledgement it records is reported to the checkpoint: the
+//!   saved position is never past what the journal covers.
 //! - The body stored is byte for byte the body sent; its length is checked when read back.
 
 use std::path::{Path, PathBuf};
@@ -70,8 +71,16 @@ pub struct InFlight {
     pub bytes: usize,
 }
 
+#[derive(Clone)]
 pub struct Journal {
     path: PathBuf,
+}
+
+/// The state as the journal's first line.
+pub fn head(state: &State) -> Vec<u8> {
+    let mut head = serde_json::to_vec(state).expect("a state serializes");
+    head.push(b'\n');
+    head
 }
 
 impl Journal {
@@ -108,10 +117,9 @@ impl Journal {
         Ok(Some((state, body)))
     }
 
-    pub fn save(&self, state: &State, body: &[u8]) -> Result<()> {
-        let mut head = serde_json::to_vec(state)?;
-        head.push(b'\n');
-        crate::checkpoint::file::replace(&self.path, &[&head, body])
+    /// Replaces the journal with `head` (a state's) and `body`.
+    pub fn save(&self, head: &[u8], body: &[u8]) -> Result<()> {
+        crate::checkpoint::file::replace(&self.path, &[head, body])
             .with_context(|| format!("cannot write the HTTP sink's journal {}", self.path.display()))
     }
 }
@@ -143,10 +151,10 @@ mod tests {
                 bytes: body.len(),
             }),
         };
-        journal.save(&state, body).unwrap();
+        journal.save(&head(&state), body).unwrap();
         let (read, read_body) = journal.load().unwrap().unwrap();
         assert_eq!((read, &read_body[..]), (state.clone(), &body[..]));
-        journal.save(&state, &body[1..]).unwrap();
+        journal.save(&head(&state), &body[1..]).unwrap();
         assert!(journal.load().unwrap_err().to_string().contains("is damaged"));
     }
 }

@@ -83,6 +83,9 @@ struct Flight {
     seq: u64,
     last: String,
     complete: bool,
+    /// What may be reported once it is answered: the journal written before it holds that.
+    report: Option<Resume>,
+    place: Option<Place>,
 }
 
 /// Replayed events the receiver already acknowledged, skipped until the last of them.
@@ -214,9 +217,15 @@ impl HttpSink {
                 m.http_sent(flight.rows);
             }
             self.batches
-                .blocking_send(Batch { seq: u64::MAX, key: flight.key, rows: flight.rows, body })
+                .blocking_send(Batch { seq: u64::MAX, key: flight.key, rows: flight.rows, body, journal: None })
                 .map_err(|_| anyhow!("the HTTP delivery task ended"))?;
-            self.flight = Some(Flight { seq: u64::MAX, last: flight.last.clone(), complete: flight.complete });
+            self.flight = Some(Flight {
+                seq: u64::MAX,
+                last: flight.last.clone(),
+                complete: flight.complete,
+                report: None,
+                place: None,
+            });
             self.wait_flight()?;
             let place = flight.place.or(acked.and_then(|a| a.place));
             acked = Some(Acked { last: flight.last, complete: flight.complete, place });
@@ -224,7 +233,7 @@ impl HttpSink {
         let Some(acked) = acked else { return Ok(()) };
         self.acked_event = Some((acked.last.clone(), acked.complete));
         self.acked_place = acked.place.clone();
-        self.write_journal(None, None)?;
+        self.write_journal()?;
         let at_place = acked.place.as_ref().is_some_and(|p| p.is(&saved.file, saved.offset));
         if !(acked.complete && at_place) {
             self.skip = Some(Skip {
@@ -339,27 +348,33 @@ impl HttpSink {
         };
         let flight =
             InFlight { key: key.clone(), rows: span.rows, last: last.clone(), complete, place, bytes: body.len() };
-        self.write_journal(Some(flight), Some(&body))?;
+        let head = journal::head(&self.state(Some(flight)));
         if let Some(m) = &self.metrics {
             m.http_sent(span.rows);
         }
+        let journal = Some((self.journal.clone(), head));
         self.batches
-            .blocking_send(Batch { seq, key, rows: span.rows, body: Bytes::from(body) })
+            .blocking_send(Batch { seq, key, rows: span.rows, body: Bytes::from(body), journal })
             .map_err(|_| anyhow!("the HTTP delivery task ended"))?;
-        self.flight = Some(Flight { seq, last, complete });
+        let (report, place) = (self.acked.clone(), self.acked_place.clone());
+        self.flight = Some(Flight { seq, last, complete, report, place });
         self.cut += 1;
         Ok(())
     }
 
-    /// Writes the journal: how far the receiver acknowledged, and `flight` with its body.
-    fn write_journal(&mut self, flight: Option<InFlight>, body: Option<&[u8]>) -> Result<()> {
+    /// The journal's state: how far the receiver acknowledged, and `flight`.
+    fn state(&self, flight: Option<InFlight>) -> State {
         let acked = self.acked_event.as_ref().map(|(last, complete)| Acked {
             last: last.clone(),
             complete: *complete,
             place: self.acked_place.clone(),
         });
-        let state = State { stream: self.stream.clone(), acked, in_flight: flight };
-        self.journal.save(&state, body.unwrap_or_default())?;
+        State { stream: self.stream.clone(), acked, in_flight: flight }
+    }
+
+    /// Writes the journal with no batch in flight, and reports what it holds.
+    fn write_journal(&mut self) -> Result<()> {
+        self.journal.save(&journal::head(&self.state(None)), &[])?;
         self.journaled_place = self.acked_place.clone();
         self.reported = self.acked.clone();
         Ok(())
@@ -396,6 +411,9 @@ impl HttpSink {
                     self.acked_event = Some((flight.last.clone(), flight.complete));
                     if seq != u64::MAX {
                         self.acked_batches = seq + 1;
+                        // The journal written before it was sent holds these.
+                        self.reported = flight.report.clone();
+                        self.journaled_place = flight.place.clone();
                     }
                     self.flight = None;
                     self.last_ack = Instant::now();
@@ -429,7 +447,7 @@ impl HttpSink {
     /// Reports (journaling it first) what is acknowledged, when no batch is in flight.
     fn journal_acked(&mut self) -> Result<()> {
         if self.skip.is_none() && self.flight.is_none() && self.acked_place != self.journaled_place {
-            self.write_journal(None, None)?;
+            self.write_journal()?;
         }
         Ok(())
     }
