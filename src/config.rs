@@ -12,14 +12,15 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::cli::{
-    EmitArgs, NatsArgs, OnOff, PositionStoreKind, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode,
-    StreamArgs, TlsArgs,
+    EmitArgs, HttpSinkArgs, NatsArgs, OnOff, PositionStoreKind, ResumeBy, ServerArgs, SinkKind, SnapshotArgs,
+    SnapshotMode, StreamArgs, TlsArgs,
 };
 use crate::decode::Options;
 use crate::error::Usage;
 use crate::filter::{parse_ops, ColumnPattern, Filter, TablePattern};
 use crate::format::{default_server_name, Format, FormatSettings};
 use crate::outbox::OutboxTable;
+use crate::sink::http::config::HttpSettings;
 use crate::sink::kafka::config::{check_brokers, parse_property, KafkaSettings};
 use crate::sink::nats::config::{self as nats_config, NatsSettings};
 use crate::snapshot::{self, KeyOverride};
@@ -44,6 +45,8 @@ pub struct StreamSettings {
     pub kafka: Option<KafkaSettings>,
     /// Set when the sink is NATS.
     pub nats: Option<NatsSettings>,
+    /// Set when the sink is HTTP.
+    pub http: Option<HttpSettings>,
     /// Set with `--snapshot initial`.
     pub snapshot: Option<snapshot::Settings>,
     /// Where to serve /metrics, /healthz, /readyz and snapshot requests.
@@ -100,8 +103,12 @@ impl StreamSettings {
             SinkKind::Nats => Some(nats_settings(args.nats, &args.emit, &decode)?),
             _ => None,
         };
+        let http = match sink {
+            SinkKind::Http => Some(http_settings(args.http)?),
+            _ => None,
+        };
         let kafka = match sink {
-            SinkKind::Stdout | SinkKind::Nats => None,
+            SinkKind::Stdout | SinkKind::Nats | SinkKind::Http => None,
             SinkKind::Kafka => {
                 let k = args.kafka;
                 let brokers = k.kafka_brokers.context("--sink kafka needs --kafka-brokers HOST:PORT")?;
@@ -123,7 +130,11 @@ impl StreamSettings {
         // The HTTP endpoint takes snapshot requests too.
         let snapshot = snapshot_settings(&args.snapshot, args.metrics_addr.is_some())?;
         decode.signal_table = snapshot.as_ref().and_then(|s| s.signal_table.clone());
-        let routing = kafka.as_ref().map(KafkaSettings::routing).or_else(|| nats.as_ref().map(NatsSettings::routing));
+        let routing = kafka
+            .as_ref()
+            .map(KafkaSettings::routing)
+            .or_else(|| nats.as_ref().map(NatsSettings::routing))
+            .or_else(|| http.as_ref().map(HttpSettings::routing));
         let message_identity = routing.map(|r| message_identity(&args.emit, &decode, &format, &r)).unwrap_or_default();
         let mut server = server_config(&args.server, true)?;
         // `stream` retries every connection itself, without a limit, logging each attempt and
@@ -140,6 +151,7 @@ impl StreamSettings {
             http_token: args.http_token_file.as_deref().map(|f| read_token(f, "--http-token-file")).transpose()?,
             kafka,
             nats,
+            http,
             checkpoint_every: args.checkpoint_every,
             checkpoint_interval: args.checkpoint_interval,
             decode,
@@ -228,6 +240,14 @@ fn nats_settings(args: NatsArgs, emit: &EmitArgs, decode: &Options) -> Result<Na
     };
     settings.check().map_err(usage)?;
     Ok(settings)
+}
+
+/// The HTTP sink's settings (also for `check --sink http`); a bad value is a usage error.
+pub fn http_settings(args: HttpSinkArgs) -> Result<HttpSettings> {
+    let url = args.http_url.ok_or_else(|| Usage("--sink http needs --http-url http://HOST:PORT/PATH".into()))?;
+    let token = args.http_sink_token_file.as_deref().map(|f| read_token(f, "--http-sink-token-file")).transpose()?;
+    let batch = (args.http_batch_rows, args.http_batch_bytes);
+    HttpSettings::new(&url, &args.http_header, token, args.http_tls_ca, batch, args.http_timeout).map_err(usage)
 }
 
 /// What decides which Kafka message is which, for the name of the deduplication stream

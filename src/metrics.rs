@@ -62,6 +62,10 @@ struct Inner {
     nats_in_flight_messages: Gauge,
     nats_acknowledged: Counter,
     nats_resent: Counter,
+    http_in_flight_rows: Gauge,
+    http_acknowledged_rows: Counter,
+    http_retries: Counter,
+    http_request_latency: Histogram,
     snapshot_tables_done: Gauge,
     snapshot_tables_pending: Gauge,
     lease_held: Gauge,
@@ -119,6 +123,10 @@ impl Metrics {
             nats_in_flight_messages: Gauge::default(),
             nats_acknowledged: Counter::default(),
             nats_resent: Counter::default(),
+            http_in_flight_rows: Gauge::default(),
+            http_acknowledged_rows: Counter::default(),
+            http_retries: Counter::default(),
+            http_request_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             snapshot_tables_done: Gauge::default(),
             snapshot_tables_pending: Gauge::default(),
             lease_held: Gauge::default(),
@@ -227,6 +235,28 @@ impl Metrics {
             "resent_messages",
             "Messages sent again after a failure (no PubAck in time, the server down, a broken order)",
             inner.nats_resent.clone(),
+        );
+        let http = registry.sub_registry_with_prefix("http_sink");
+        http.register(
+            "in_flight_rows",
+            "Events POSTed and waiting for the receiver's 2xx",
+            inner.http_in_flight_rows.clone(),
+        );
+        http.register(
+            "acknowledged_rows",
+            "Events the HTTP receiver acknowledged (2xx)",
+            inner.http_acknowledged_rows.clone(),
+        );
+        http.register(
+            "retries",
+            "Requests sent again after a 408, 429 or 5xx, a timeout or a connection failure",
+            inner.http_retries.clone(),
+        );
+        http.register_with_unit(
+            "request_latency",
+            "From sending a batch to the 2xx of the attempt that delivered it",
+            Unit::Seconds,
+            inner.http_request_latency.clone(),
         );
         // Both kinds exist from the start, so `increase()` sees the first error.
         for kind in ["connect", "stream"] {
@@ -339,6 +369,22 @@ impl Metrics {
 
     pub fn nats_resent(&self, messages: u64) {
         self.0.nats_resent.inc_by(messages);
+    }
+
+    /// A batch of `rows` events was handed to the HTTP delivery task.
+    pub fn http_sent(&self, rows: usize) {
+        self.0.http_in_flight_rows.inc_by(rows as i64);
+    }
+
+    /// The receiver acknowledged a batch of `rows`; the delivering attempt took `latency`.
+    pub fn http_acknowledged(&self, rows: usize, latency: Duration) {
+        self.0.http_in_flight_rows.dec_by(rows as i64);
+        self.0.http_acknowledged_rows.inc_by(rows as u64);
+        self.0.http_request_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn http_retry(&self) {
+        self.0.http_retries.inc();
     }
 
     pub fn kafka_ack_latency(&self, latency: Duration) {

@@ -10,6 +10,7 @@ mod files;
 mod formats;
 mod hardening;
 mod history;
+mod http_sink;
 mod kafka;
 mod kafka_store;
 mod mysql_files;

@@ -58,24 +58,30 @@ impl PositionFile {
 
     /// Replaces the file atomically.
     pub fn save(&self, pos: &Position) -> Result<()> {
-        let tmp = sibling(&self.path, ".tmp");
         let mut json = serde_json::to_vec_pretty(pos)?;
         json.push(b'\n');
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            File::open(dir)?.sync_all()
-        };
-        write()
-            .inspect_err(|_| {
-                // Gone already if the rename was done; otherwise the previous file stays.
-                let _ = fs::remove_file(&tmp);
-            })
-            .with_context(|| format!("cannot write the position file {}", self.path.display()))
+        replace(&self.path, &[&json]).with_context(|| format!("cannot write the position file {}", self.path.display()))
     }
+}
+
+/// Replaces `path` with `parts` atomically and durably: temp file, fsync, rename, fsync of the
+/// directory. A failure leaves the previous file and no temp file.
+pub fn replace(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let tmp = sibling(path, ".tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        for part in parts {
+            f.write_all(part)?;
+        }
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        File::open(dir)?.sync_all()
+    };
+    write().inspect_err(|_| {
+        // Gone already if the rename was done; otherwise the previous file stays.
+        let _ = fs::remove_file(&tmp);
+    })
 }
 
 /// Where the position really lives: a symlink is followed, and a file not created yet is placed

@@ -219,6 +219,8 @@ pub struct StreamArgs {
     #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
+    pub http: HttpSinkArgs,
+    #[command(flatten)]
     pub snapshot: SnapshotArgs,
     /// How to resume a saved position: `gtid` where the server has GTIDs (survives failover),
     /// else `file` offsets; `file` always uses file and offset.
@@ -303,6 +305,11 @@ pub struct CheckArgs {
     /// Also check that the position saved in this file is still on the server.
     #[arg(long)]
     pub position_file: Option<PathBuf>,
+    /// Also check the sink a stream would write to (http: that --http-url answers).
+    #[arg(long, value_enum)]
+    pub sink: Option<SinkKind>,
+    #[command(flatten)]
+    pub http: HttpSinkArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -316,6 +323,34 @@ pub enum SinkKind {
     Stdout,
     Kafka,
     Nats,
+    Http,
+}
+
+/// The HTTP webhook sink (docs/http.md).
+#[derive(Debug, Args)]
+pub struct HttpSinkArgs {
+    /// The receiver: batches of events are POSTed there as NDJSON (http://... or https://...).
+    // The environment's value may hold a password (https://user:pass@host): --help must not print it.
+    #[arg(long, value_name = "URL", hide_env_values = true)]
+    pub http_url: Option<String>,
+    /// A header sent with every request, NAME:VALUE; repeatable.
+    #[arg(long, value_name = "NAME:VALUE", hide_env_values = true)]
+    pub http_header: Vec<String>,
+    /// A file holding the bearer token sent to --http-url (`Authorization: Bearer`, first line).
+    #[arg(long, value_name = "FILE")]
+    pub http_sink_token_file: Option<PathBuf>,
+    /// Trust the CA certificates in this PEM file for https:// (besides the system's).
+    #[arg(long, value_name = "FILE")]
+    pub http_tls_ca: Option<PathBuf>,
+    /// Events in one request at most.
+    #[arg(long, value_name = "N", default_value = "1000", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub http_batch_rows: u64,
+    /// Bytes of NDJSON in one request at most (an event larger than this goes alone).
+    #[arg(long, value_name = "BYTES", default_value = "1048576", value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
+    pub http_batch_bytes: u64,
+    /// How long one request may take, in seconds, before it counts as failed and is sent again.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds(0.01, 3600.0))]
+    pub http_timeout: Duration,
 }
 
 /// The NATS JetStream sink.

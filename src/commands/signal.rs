@@ -59,25 +59,26 @@ pub fn signal(args: SignalArgs) -> Result<()> {
 /// `POST /snapshot` to the stream at `to` (`http://HOST:PORT`), and its answer: the body of a
 /// 200; a usage error for a request the stream refused (4xx but 401/403); an error otherwise.
 fn post(to: &str, token: Option<&str>, body: &str) -> Result<String> {
-    use std::io::{Read, Write};
     let bad_url = || Usage(format!("--to `{to}`: use http://HOST:PORT (the stream's --metrics-addr)"));
     let authority = to.strip_prefix("http://").ok_or_else(bad_url)?.trim_end_matches('/');
     if authority.is_empty() || authority.contains('/') {
         return Err(bad_url().into());
     }
-    let mut conn = std::net::TcpStream::connect(authority)
-        .map_err(|e| anyhow::anyhow!("cannot reach the stream at {to}: {e} (is it running with --metrics-addr?)"))?;
-    conn.set_read_timeout(Some(crate::snapshot::requests::WAIT + std::time::Duration::from_secs(5)))?;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(
-        conn,
-        "POST /snapshot HTTP/1.1\r\nHost: {authority}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    conn.read_to_string(&mut response)?;
-    let (head, answer) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let url = reqwest::Url::parse(&format!("http://{authority}/snapshot")).map_err(|_| bad_url())?;
+    let client = reqwest::Client::builder()
+        .timeout(crate::snapshot::requests::WAIT + std::time::Duration::from_secs(5))
+        .build()?;
+    let mut request = client.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_string());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let (status, answer) = runtime()?.block_on(async {
+        let response = request.send().await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the stream at {to}: {e} (is it running with --metrics-addr?)")
+        })?;
+        let status = response.status().as_u16();
+        anyhow::Ok((status, response.text().await?))
+    })?;
     let answer = answer.trim().to_string();
     match status {
         200 => Ok(answer),

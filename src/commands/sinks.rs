@@ -1,4 +1,4 @@
-//! The sink a stream writes to, built in one place: stdout, or Kafka or NATS with their
+//! The sink a stream writes to, built in one place: stdout, or Kafka, NATS or HTTP with their
 //! deduplication stream, each with the encoder of the chosen format, and behind the lease's fence
 //! when the position is kept in Kafka.
 
@@ -14,6 +14,7 @@ use crate::config::StreamSettings;
 use crate::format::{Encoder, FormatSettings};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::sink::http::HttpSink;
 use crate::sink::kafka::{dedupe, KafkaSink};
 use crate::sink::nats::NatsSink;
 use crate::sink::stdout::StdoutSink;
@@ -34,7 +35,7 @@ pub fn output(
     shutdown: &Arc<Shutdown>,
     metrics: &Metrics,
 ) -> Result<Box<dyn Sink>> {
-    let out = target(settings, stream_id, new_stream, shutdown, metrics)?;
+    let out = target(settings, store, (stream_id, new_stream), shutdown, metrics)?;
     Ok(match store {
         PositionStore::Kafka(kafka) => Box::new(Fenced::new(out, kafka.lease())),
         PositionStore::File(_) => out,
@@ -44,8 +45,8 @@ pub fn output(
 /// The sink that delivers to the chosen target.
 fn target(
     settings: &StreamSettings,
-    stream_id: &str,
-    new_stream: bool,
+    store: &PositionStore,
+    (stream_id, new_stream): (&str, bool),
     shutdown: &Arc<Shutdown>,
     metrics: &Metrics,
 ) -> Result<Box<dyn Sink>> {
@@ -56,6 +57,24 @@ fn target(
             let encoder = Encoder::new(format);
             let sink =
                 NatsSink::new(nats.clone(), encoder, shutdown.clone(), stream, new_stream, Some(metrics.clone()))?;
+            Ok(Box::new(sink))
+        }
+        (SinkKind::Http, ..) => {
+            let (Some(http), PositionStore::File(file)) = (&settings.http, store) else {
+                anyhow::bail!("--sink http keeps its journal beside --position-file");
+            };
+            let (encoder, saved) = (Encoder::new(format), file.load()?);
+            let m = Some(metrics.clone());
+            let sink = HttpSink::new(
+                http.clone(),
+                encoder,
+                shutdown.clone(),
+                stream,
+                new_stream,
+                file.path(),
+                saved.as_ref(),
+                m,
+            )?;
             Ok(Box::new(sink))
         }
         (SinkKind::Kafka, Some(kafka), _) => {

@@ -1,10 +1,14 @@
 //! Where change events go. A sink acknowledges a transaction only once everything up to its
-//! end is durably handed over (stdout: written and flushed; Kafka: acknowledged by the brokers; NATS: a PubAck from JetStream),
-//! which is what lets the position move.
+//! end is durably handed over (stdout: written and flushed; Kafka: acknowledged by the brokers; NATS: a PubAck from JetStream;
+//! HTTP: a 2xx answer to the batch that holds it), which is what lets the position move.
 
+pub mod http;
 pub mod kafka;
 pub mod nats;
 pub mod stdout;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -35,4 +39,16 @@ pub trait Sink {
     fn acknowledged(&mut self) -> Result<Option<Resume>>;
     /// Waits until everything handed over is acknowledged.
     fn flush(&mut self) -> Result<()>;
+}
+
+/// How often the same failure is logged again while it persists.
+const ERROR_REPEAT: Duration = Duration::from_secs(30);
+
+/// Logs `text` at warn level unless the same `kind` was logged within `ERROR_REPEAT`.
+pub(crate) fn warn_once(logged: &mut HashMap<String, Instant>, kind: &str, text: &str) {
+    let now = Instant::now();
+    if logged.get(kind).is_none_or(|at| now.duration_since(*at) >= ERROR_REPEAT) {
+        logged.insert(kind.to_string(), now);
+        tracing::warn!("{text}");
+    }
 }

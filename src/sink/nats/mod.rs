@@ -41,7 +41,7 @@ use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{ConnectErrorKind, Event, HeaderMap, ServerError};
 use bytes::Bytes;
 
-use super::Sink;
+use super::{warn_once, Sink};
 use crate::event::{Change, Ddl, Op};
 use crate::format::{Encoder, Part};
 use crate::metrics::Metrics;
@@ -59,8 +59,6 @@ const WINDOW_BYTES: usize = 32 << 20;
 const BATCH: usize = 256;
 /// How long a PubAck (or an API answer) may take before the message counts as lost.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the same failure is logged again while it persists.
-const ERROR_REPEAT: Duration = Duration::from_secs(30);
 
 /// Where one message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,15 +142,6 @@ pub struct NatsSink {
     shutdown: Arc<Shutdown>,
     metrics: Option<Metrics>,
     logged: HashMap<String, Instant>,
-}
-
-/// Logs `text` at warn level unless the same `kind` was logged within `ERROR_REPEAT`.
-fn warn_once(logged: &mut HashMap<String, Instant>, kind: &str, text: &str) {
-    let now = Instant::now();
-    if logged.get(kind).is_none_or(|at| now.duration_since(*at) >= ERROR_REPEAT) {
-        logged.insert(kind.to_string(), now);
-        tracing::warn!("{text}");
-    }
 }
 
 impl NatsSink {
