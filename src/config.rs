@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::cli::{
-    EmitArgs, NatsArgs, OnOff, PositionStoreKind, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode,
+    EmitArgs, NatsArgs, OnOff, RedisArgs, PositionStoreKind, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode,
     StreamArgs, TlsArgs,
 };
 use crate::decode::Options;
@@ -22,6 +22,7 @@ use crate::format::{default_server_name, Format, FormatSettings};
 use crate::outbox::OutboxTable;
 use crate::sink::kafka::config::{check_brokers, parse_property, KafkaSettings};
 use crate::sink::nats::config::{self as nats_config, NatsSettings};
+use crate::sink::redis::config::RedisSettings;
 use crate::snapshot::{self, KeyOverride};
 use crate::source::connection::{parse_url, redact};
 use crate::source::tls::{self, TlsOptions};
@@ -44,6 +45,8 @@ pub struct StreamSettings {
     pub kafka: Option<KafkaSettings>,
     /// Set when the sink is NATS.
     pub nats: Option<NatsSettings>,
+    /// Set when the sink is Redis.
+    pub redis: Option<RedisSettings>,
     /// Set with `--snapshot initial`.
     pub snapshot: Option<snapshot::Settings>,
     /// Where to serve /metrics, /healthz, /readyz and snapshot requests.
@@ -100,8 +103,12 @@ impl StreamSettings {
             SinkKind::Nats => Some(nats_settings(args.nats, &args.emit, &decode)?),
             _ => None,
         };
+        let redis = match sink {
+            SinkKind::Redis => Some(redis_settings(args.redis)?),
+            _ => None,
+        };
         let kafka = match sink {
-            SinkKind::Stdout | SinkKind::Nats => None,
+            SinkKind::Stdout | SinkKind::Nats | SinkKind::Redis => None,
             SinkKind::Kafka => {
                 let k = args.kafka;
                 let brokers = k.kafka_brokers.context("--sink kafka needs --kafka-brokers HOST:PORT")?;
@@ -123,7 +130,11 @@ impl StreamSettings {
         // The HTTP endpoint takes snapshot requests too.
         let snapshot = snapshot_settings(&args.snapshot, args.metrics_addr.is_some())?;
         decode.signal_table = snapshot.as_ref().and_then(|s| s.signal_table.clone());
-        let routing = kafka.as_ref().map(KafkaSettings::routing).or_else(|| nats.as_ref().map(NatsSettings::routing));
+        let routing = kafka
+            .as_ref()
+            .map(KafkaSettings::routing)
+            .or_else(|| nats.as_ref().map(NatsSettings::routing))
+            .or_else(|| redis.as_ref().map(RedisSettings::routing));
         let message_identity = routing.map(|r| message_identity(&args.emit, &decode, &format, &r)).unwrap_or_default();
         let mut server = server_config(&args.server, true)?;
         // `stream` retries every connection itself, without a limit, logging each attempt and
@@ -140,6 +151,7 @@ impl StreamSettings {
             http_token: args.http_token_file.as_deref().map(|f| read_token(f, "--http-token-file")).transpose()?,
             kafka,
             nats,
+            redis,
             checkpoint_every: args.checkpoint_every,
             checkpoint_interval: args.checkpoint_interval,
             decode,
@@ -225,6 +237,21 @@ fn nats_settings(args: NatsArgs, emit: &EmitArgs, decode: &Options) -> Result<Na
         tls_ca: args.nats_tls_ca,
         outbox_subjects: decode.outbox.iter().map(|o| nats_config::wildcard(&o.topic)).collect(),
         emit_ddl: emit.emit_ddl,
+    };
+    settings.check().map_err(usage)?;
+    Ok(settings)
+}
+
+/// The Redis sink's settings; a bad URL or key is a usage error.
+fn redis_settings(args: RedisArgs) -> Result<RedisSettings> {
+    let settings = RedisSettings {
+        url: args.redis_url.context("--sink redis needs --redis-url redis://HOST:PORT")?,
+        password: args.redis_password_file.as_deref().map(|f| read_token(f, "--redis-password-file")).transpose()?,
+        tls_ca: args.redis_tls_ca,
+        key: args.redis_key,
+        ddl_key: args.redis_ddl_key,
+        maxlen: args.redis_maxlen,
+        allow_no_aof: args.redis_allow_no_aof,
     };
     settings.check().map_err(usage)?;
     Ok(settings)

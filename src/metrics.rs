@@ -62,6 +62,10 @@ struct Inner {
     nats_in_flight_messages: Gauge,
     nats_acknowledged: Counter,
     nats_resent: Counter,
+    redis_in_flight_entries: Gauge,
+    redis_acknowledged: Counter,
+    redis_retries: Counter,
+    redis_ack_latency: Histogram,
     snapshot_tables_done: Gauge,
     snapshot_tables_pending: Gauge,
     lease_held: Gauge,
@@ -119,6 +123,10 @@ impl Metrics {
             nats_in_flight_messages: Gauge::default(),
             nats_acknowledged: Counter::default(),
             nats_resent: Counter::default(),
+            redis_in_flight_entries: Gauge::default(),
+            redis_acknowledged: Counter::default(),
+            redis_retries: Counter::default(),
+            redis_ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             snapshot_tables_done: Gauge::default(),
             snapshot_tables_pending: Gauge::default(),
             lease_held: Gauge::default(),
@@ -227,6 +235,24 @@ impl Metrics {
             "resent_messages",
             "Messages sent again after a failure (no PubAck in time, the server down, a broken order)",
             inner.nats_resent.clone(),
+        );
+        let redis = registry.sub_registry_with_prefix("redis");
+        redis.register(
+            "in_flight_entries",
+            "Entries handed to the Redis writer and not yet applied",
+            inner.redis_in_flight_entries.clone(),
+        );
+        redis.register("acknowledged_entries", "Entries Redis applied", inner.redis_acknowledged.clone());
+        redis.register(
+            "retries",
+            "Tries of a batch that failed for a reason retrying can change (Redis down, a timeout, LOADING)",
+            inner.redis_retries.clone(),
+        );
+        redis.register_with_unit(
+            "ack_latency",
+            "From cutting a batch to Redis applying it and every batch before it",
+            Unit::Seconds,
+            inner.redis_ack_latency.clone(),
         );
         // Both kinds exist from the start, so `increase()` sees the first error.
         for kind in ["connect", "stream"] {
@@ -339,6 +365,22 @@ impl Metrics {
 
     pub fn nats_resent(&self, messages: u64) {
         self.0.nats_resent.inc_by(messages);
+    }
+
+    /// A batch of `entries` was handed to the Redis writer.
+    pub fn redis_sent(&self, entries: usize) {
+        self.0.redis_in_flight_entries.inc_by(entries as i64);
+    }
+
+    /// Redis applied a batch of `entries`, `latency` after it was cut.
+    pub fn redis_applied(&self, entries: usize, latency: Duration) {
+        self.0.redis_in_flight_entries.dec_by(entries as i64);
+        self.0.redis_acknowledged.inc_by(entries as u64);
+        self.0.redis_ack_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn redis_retry(&self) {
+        self.0.redis_retries.inc();
     }
 
     pub fn kafka_ack_latency(&self, latency: Duration) {

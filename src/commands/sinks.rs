@@ -1,4 +1,4 @@
-//! The sink a stream writes to, built in one place: stdout, or Kafka or NATS with their
+//! The sink a stream writes to, built in one place: stdout, or Kafka, NATS or Redis with their
 //! deduplication stream, each with the encoder of the chosen format, and behind the lease's fence
 //! when the position is kept in Kafka.
 
@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sink::kafka::{dedupe, KafkaSink};
 use crate::sink::nats::NatsSink;
+use crate::sink::redis::RedisSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::Sink;
 
@@ -56,6 +57,11 @@ fn target(
             let encoder = Encoder::new(format);
             let sink =
                 NatsSink::new(nats.clone(), encoder, shutdown.clone(), stream, new_stream, Some(metrics.clone()))?;
+            Ok(Box::new(sink))
+        }
+        (SinkKind::Redis, _, _) if settings.redis.is_some() => {
+            let redis = settings.redis.clone().expect("checked");
+            let sink = RedisSink::new(redis, Encoder::new(format), shutdown.clone(), stream, Some(metrics.clone()))?;
             Ok(Box::new(sink))
         }
         (SinkKind::Kafka, Some(kafka), _) => {

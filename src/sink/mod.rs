@@ -1,9 +1,11 @@
 //! Where change events go. A sink acknowledges a transaction only once everything up to its
-//! end is durably handed over (stdout: written and flushed; Kafka: acknowledged by the brokers; NATS: a PubAck from JetStream),
+//! end is durably handed over (stdout: written and flushed; Kafka: acknowledged by the brokers; NATS: a PubAck from JetStream;
+//! Redis: its batch applied with the stream's marker),
 //! which is what lets the position move.
 
 pub mod kafka;
 pub mod nats;
+pub mod redis;
 pub mod stdout;
 
 use anyhow::Result;

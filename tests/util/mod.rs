@@ -1,6 +1,6 @@
 //! Test support, one file per fixture: real MariaDB servers started by the project's own script
 //! (`mariadb`), a tansu Kafka broker (`broker`), the real binary run as a process (`process`),
-//! HTTP probes of its endpoints (`http`), a nats-server (`nats`), and the JSON event contract as a strict struct
+//! HTTP probes of its endpoints (`http`), a nats-server (`nats`), a redis-server (`redis`), and the JSON event contract as a strict struct
 //! (`contract`). Everything is re-exported here, so tests `use crate::util::{...}` by name.
 
 mod broker;
@@ -9,6 +9,7 @@ mod http;
 mod mariadb;
 mod nats;
 mod process;
+mod redis;
 
 pub use broker::*;
 pub use contract::*;
@@ -16,6 +17,7 @@ pub use http::*;
 pub use mariadb::*;
 pub use nats::*;
 pub use process::*;
+pub use redis::*;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
