@@ -233,28 +233,33 @@ fn a_key_of_another_type_an_oversized_value_and_no_aof_stop_with_the_fix_and_the
     assert!(run.stop().success());
     let saved = std::fs::read(&position).unwrap();
 
-    // A row larger than proto-max-bulk-len: exit 1 naming the setting, the position where it was.
+    // A key holding a string where a stream goes: exit 1 naming the key, nothing of the batch written.
+    let s_key = format!("binlog_tail:{db}.s");
+    redis.cli(&["SET", &s_key, "not a stream"]);
     let mut run = Stream::start(server, &position, dir.path(), 1, &args(&extra));
     run.wait_streaming();
-    server.sql(&format!("INSERT INTO {db}.t VALUES (2, REPEAT('x', 1100000));"));
+    server.sql(&format!("INSERT INTO {db}.s VALUES (1); INSERT INTO {db}.t VALUES (2, 'small');"));
+    let status = run.wait();
+    let log = run.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("WRONGTYPE") && log.contains(&format!("{s_key} holds a string")), "{log}");
+    assert_eq!(std::fs::read(&position).unwrap(), saved, "the position did not move");
+    assert_eq!(redis.read("binlog_tail:*").len(), 1, "the batch was not applied in part");
+
+    // With the key free, the same transactions land; then a row larger than proto-max-bulk-len:
+    // exit 1 naming the setting, the position where it was.
+    redis.cli(&["DEL", &s_key]);
+    let mut run = Stream::start(server, &position, dir.path(), 2, &args(&extra));
+    redis.read_until("binlog_tail:*", |e| e.len() == 3);
+    crate::util::until("the position moves", || std::fs::read(&position).unwrap() != saved);
+    let saved = std::fs::read(&position).unwrap();
+    server.sql(&format!("INSERT INTO {db}.t VALUES (3, REPEAT('x', 1100000));"));
     let status = run.wait();
     let log = run.log();
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("raise proto-max-bulk-len"), "{log}");
     assert_eq!(std::fs::read(&position).unwrap(), saved, "the position did not move");
-    server.sql(&format!("DELETE FROM {db}.t WHERE id = 2;"));
-
-    // A key holding a string where a stream goes: exit 1 naming the key, nothing of the batch written.
-    redis.cli(&["SET", &format!("binlog_tail:{db}.s"), "not a stream"]);
-    let mut run = Stream::start(server, &position, dir.path(), 2, &args(&extra));
-    run.wait_streaming();
-    server.sql(&format!("INSERT INTO {db}.s VALUES (1);"));
-    let status = run.wait();
-    let log = run.log();
-    assert_eq!(status.code(), Some(1), "{log}");
-    assert!(log.contains("WRONGTYPE") && log.contains(&format!("binlog_tail:{db}.s holds a string")), "{log}");
-    assert_eq!(std::fs::read(&position).unwrap(), saved, "the position did not move");
-    assert_eq!(redis.read("binlog_tail:*").len(), 1, "the batch was not applied in part");
+    assert_eq!(redis.read("binlog_tail:*").len(), 3);
 
     // A Redis without an append-only file is refused, unless accepted.
     let volatile = Redis::start_with(&["appendonly no"]);
