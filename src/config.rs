@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::cli::{
-    EmitArgs, NatsArgs, OnOff, RedisArgs, PositionStoreKind, ResumeBy, ServerArgs, SinkKind, SnapshotArgs, SnapshotMode,
-    StreamArgs, TlsArgs,
+    EmitArgs, NatsArgs, OnOff, PositionStoreKind, RedisArgs, ResumeBy, ServerArgs, SinkKind, SnapshotArgs,
+    SnapshotMode, StreamArgs, TlsArgs,
 };
 use crate::decode::Options;
 use crate::error::Usage;

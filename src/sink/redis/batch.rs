@@ -101,8 +101,8 @@ mod tests {
         assert_eq!(parts[0], "*24");
         let args: Vec<&str> = parts[2..].iter().step_by(2).copied().collect();
         let expected = [
-            "EVALSHA", "sha", "3", "m", "s:a", "s:b", "", "r:0", "0-1-5/1", "", "2", "1", "value", "{}", "3", "2", "value",
-            "1", "key", "k", "2", "1", "value", "2",
+            "EVALSHA", "sha", "3", "m", "s:a", "s:b", "", "r:0", "0-1-5/1", "", "2", "1", "value", "{}", "3", "2",
+            "value", "1", "key", "k", "2", "1", "value", "2",
         ];
         assert_eq!(args, expected);
     }

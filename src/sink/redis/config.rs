@@ -84,7 +84,10 @@ impl RedisSettings {
             bail!("--redis-url `{shown}`: use redis://[USER:PASSWORD@]HOST:PORT[/DB], or rediss://... for TLS");
         }
         let mut info = self.url.as_str().into_connection_info().map_err(|e| {
-            anyhow::anyhow!("--redis-url `{shown}` is not a Redis URL ({}): use redis://[USER:PASSWORD@]HOST:PORT[/DB]", e.detail().unwrap_or("malformed"))
+            anyhow::anyhow!(
+                "--redis-url `{shown}` is not a Redis URL ({}): use redis://[USER:PASSWORD@]HOST:PORT[/DB]",
+                e.detail().unwrap_or("malformed")
+            )
         })?;
         if let Some(password) = &self.password {
             info = info.clone().set_redis_settings(info.redis_settings().clone().set_password(password));

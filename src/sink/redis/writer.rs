@@ -157,7 +157,8 @@ impl Writer {
         self.connect()?;
         // Put back once the checks pass.
         let mut conn = self.conn.take().expect("connected");
-        let info: String = redis::cmd("INFO").arg("server").arg("cluster").query(&mut conn).map_err(|e| classify(&e))?;
+        let info: String =
+            redis::cmd("INFO").arg("server").arg("cluster").query(&mut conn).map_err(|e| classify(&e))?;
         let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(str::trim);
         if field("cluster_enabled") == Some("1") {
             return Err(Failure::Definite(format!(
@@ -180,17 +181,20 @@ impl Writer {
         };
         let appendonly = config(&mut conn, "appendonly")?;
         let appendfsync = config(&mut conn, "appendfsync")?;
-        let max_bulk = config(&mut conn, "proto-max-bulk-len")?.and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_MAX_BULK);
+        let max_bulk =
+            config(&mut conn, "proto-max-bulk-len")?.and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_MAX_BULK);
         self.check_persistence(appendonly.as_deref(), appendfsync.as_deref(), settings.allow_no_aof)?;
-        let (batch, through): (Option<String>, Option<String>) =
-            redis::cmd("HMGET").arg(&self.marker).arg("batch").arg("through").query(&mut conn).map_err(|e| {
-                match classify(&e) {
-                    Failure::Definite(text) if e.code() == Some("WRONGTYPE") => Failure::Definite(format!(
-                        "{text}: key {} is binlog-tail's marker of this stream (a hash); delete or rename what is there",
-                        self.marker
-                    )),
-                    other => other,
-                }
+        let (batch, through): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(&self.marker)
+            .arg("batch")
+            .arg("through")
+            .query(&mut conn)
+            .map_err(|e| match classify(&e) {
+                Failure::Definite(text) if e.code() == Some("WRONGTYPE") => Failure::Definite(format!(
+                    "{text}: key {} is binlog-tail's marker of this stream (a hash); delete or rename what is there",
+                    self.marker
+                )),
+                other => other,
             })?;
         self.applied = batch.unwrap_or_default();
         self.conn = Some(conn);
@@ -286,7 +290,8 @@ impl Writer {
         let unsure = self.unsure;
         let conn = self.connect()?;
         if unsure {
-            let now: Option<String> = redis::cmd("HGET").arg(&marker).arg("batch").query(conn).map_err(|e| classify(&e))?;
+            let now: Option<String> =
+                redis::cmd("HGET").arg(&marker).arg("batch").query(conn).map_err(|e| classify(&e))?;
             let now = now.unwrap_or_default();
             self.unsure = false;
             if now == id {
