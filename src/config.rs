@@ -243,7 +243,7 @@ fn nats_settings(args: NatsArgs, emit: &EmitArgs, decode: &Options) -> Result<Na
 }
 
 /// The Redis sink's settings; a bad URL or key is a usage error.
-fn redis_settings(args: RedisArgs) -> Result<RedisSettings> {
+pub fn redis_settings(args: RedisArgs) -> Result<RedisSettings> {
     let settings = RedisSettings {
         url: args.redis_url.context("--sink redis needs --redis-url redis://HOST:PORT")?,
         password: args.redis_password_file.as_deref().map(|f| read_token(f, "--redis-password-file")).transpose()?,

@@ -296,3 +296,38 @@ fn a_key_of_another_type_an_oversized_value_and_no_aof_stop_with_the_fix_and_the
     assert!(run.stop().success(), "{log}");
     assert!(log.contains("restart of Redis loses acknowledged entries"), "{log}");
 }
+
+#[test]
+fn check_reports_the_redis_servers_mode_and_persistence() {
+    let server = MariaDb::shared();
+    let check = |redis: &Redis| {
+        crate::util::binlog_tail()
+            .args(["check", "--url", &server.url(), "--sink", "redis", "--redis-url", &redis.url()])
+            .env("MYSQL_PWD", "replpass")
+            .output()
+            .unwrap()
+    };
+    let everysec = Redis::start_with(&["appendfsync everysec"]);
+    let out = check(&everysec);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("PASS  redis connection") && text.contains("PASS  redis mode"), "{text}");
+    assert!(text.contains("WARN  redis persistence") && text.contains("appendfsync everysec"), "{text}");
+    assert!(text.contains("CONFIG SET appendfsync always"), "the fix: {text}");
+
+    let volatile = Redis::start_with(&["appendonly no"]);
+    let out = check(&volatile);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL  redis persistence") && text.contains("--redis-allow-no-aof"), "{text}");
+
+    let nothing = format!("redis://127.0.0.1:{}", crate::util::free_port());
+    let out = crate::util::binlog_tail()
+        .args(["check", "--url", &server.url(), "--sink", "redis", "--redis-url", &nothing])
+        .env("MYSQL_PWD", "replpass")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL  redis connection"), "{text}");
+}

@@ -305,6 +305,11 @@ pub struct CheckArgs {
     /// Also check that the position saved in this file is still on the server.
     #[arg(long)]
     pub position_file: Option<PathBuf>,
+    /// Also check the sink's server (redis: reachable, standalone, persistence; see docs/redis.md).
+    #[arg(long, value_enum)]
+    pub sink: Option<SinkKind>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

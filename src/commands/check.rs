@@ -1,12 +1,12 @@
 //! `binlog-tail check`: the preflight checks against a server, printed one per line, and
-//! whether a saved position is still on it.
+//! whether a saved position is still on it; with `--sink redis`, the Redis sink's checks too.
 
 use anyhow::{bail, Result};
 
 use super::runtime;
 use crate::checkpoint::PositionFile;
-use crate::cli::CheckArgs;
-use crate::config::server_config;
+use crate::cli::{CheckArgs, SinkKind};
+use crate::config::{redis_settings, server_config};
 use crate::preflight::{self, Status};
 use crate::source::connection::{connect, connect_opts, flavor_of, redact};
 
@@ -18,12 +18,15 @@ pub fn check(args: CheckArgs) -> Result<()> {
     };
     let rt = runtime()?;
     let opts = connect_opts(&cfg)?;
-    let checks = rt.block_on(async {
+    let mut checks = rt.block_on(async {
         let mut conn = connect(&opts, cfg.wait_for_server).await?;
         let (flavor, version) = flavor_of(&mut conn).await?;
         println!("server {} ({version})", redact(&cfg.url));
         preflight::run(&mut conn, flavor, saved.as_ref(), true).await
     })?;
+    if args.sink == Some(SinkKind::Redis) {
+        checks.extend(crate::sink::redis::preflight::run(&redis_settings(args.redis)?));
+    }
     for c in &checks {
         println!("{c}");
     }

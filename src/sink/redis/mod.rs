@@ -29,6 +29,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod preflight;
 mod writer;
 
 use std::collections::VecDeque;

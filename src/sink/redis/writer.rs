@@ -13,7 +13,6 @@
 //!   retried without a time limit, the reason logged; a refusal retrying cannot change stops the
 //!   run with the fix, the batch not applied.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
@@ -24,15 +23,15 @@ use redis::{Connection, ErrorKind, RedisError, ServerErrorKind, Value};
 
 use super::batch::Batch;
 use super::config::{RedisSettings, MARKER_PREFIX};
+use super::preflight;
 use crate::metrics::Metrics;
+use crate::preflight::Status;
 use crate::shutdown::{Shutdown, Stopped};
 
 /// How long connecting, and one command's answer, may take before the try counts as failed.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause between two tries.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
-/// Redis's own default of `proto-max-bulk-len`, when CONFIG cannot be read.
-const DEFAULT_MAX_BULK: usize = 512 << 20;
 
 /// KEYS[1]: the marker; KEYS[2..]: the batch's stream keys. ARGV[1]: the batch the marker must
 /// name now (empty: none); ARGV[2]: this batch's name; ARGV[3]: `through` after it; ARGV[4]:
@@ -157,78 +156,37 @@ impl Writer {
         self.connect()?;
         // Put back once the checks pass.
         let mut conn = self.conn.take().expect("connected");
-        let info: String =
-            redis::cmd("INFO").arg("server").arg("cluster").query(&mut conn).map_err(|e| classify(&e))?;
-        let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(str::trim);
-        if field("cluster_enabled") == Some("1") {
-            return Err(Failure::Definite(format!(
-                "Redis at {} runs in cluster mode: binlog-tail writes each batch and its marker in one atomic script, which needs all its keys in one slot; stream to a standalone Redis (or a Sentinel-managed primary)",
-                self.shown
-            )));
-        }
-        let version = field("redis_version").unwrap_or("?").to_string();
-        let config = |conn: &mut Connection, name: &str| -> Result<Option<String>, Failure> {
-            match redis::cmd("CONFIG").arg("GET").arg(name).query::<HashMap<String, String>>(conn) {
-                Ok(mut map) => Ok(map.remove(name)),
-                Err(e) if matches!(classify(&e), Failure::Transient(_)) => Err(classify(&e)),
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot read Redis's {name} (CONFIG GET: {e}): check its persistence yourself (docs/redis.md)"
-                    );
-                    Ok(None)
+        let server = preflight::inspect(&mut conn, settings.allow_no_aof).map_err(|e| classify(&e))?;
+        for c in &server.checks {
+            let fix = c.fix.as_deref().unwrap_or_default();
+            match c.status {
+                Status::Fail => {
+                    return Err(Failure::Definite(format!("Redis at {}: {} — {fix}", self.shown, c.detail)))
                 }
+                Status::Warn => tracing::warn!("Redis at {}: {} — {fix}", self.shown, c.detail),
+                Status::Pass => {}
             }
-        };
-        let appendonly = config(&mut conn, "appendonly")?;
-        let appendfsync = config(&mut conn, "appendfsync")?;
-        let max_bulk =
-            config(&mut conn, "proto-max-bulk-len")?.and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_MAX_BULK);
-        self.check_persistence(appendonly.as_deref(), appendfsync.as_deref(), settings.allow_no_aof)?;
-        let (batch, through): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(&self.marker)
-            .arg("batch")
-            .arg("through")
-            .query(&mut conn)
-            .map_err(|e| match classify(&e) {
-                Failure::Definite(text) if e.code() == Some("WRONGTYPE") => Failure::Definite(format!(
+        }
+        let (batch, through): (Option<String>, Option<String>) =
+            redis::cmd("HMGET").arg(&self.marker).arg("batch").arg("through").query(&mut conn).map_err(|e| {
+                match classify(&e) {
+                    Failure::Definite(text) if e.code() == Some("WRONGTYPE") => Failure::Definite(format!(
                     "{text}: key {} is binlog-tail's marker of this stream (a hash); delete or rename what is there",
                     self.marker
                 )),
-                other => other,
+                    other => other,
+                }
             })?;
         self.applied = batch.unwrap_or_default();
         self.conn = Some(conn);
         tracing::info!(
-            "writing to Redis {version} at {} (marker {}: {})",
+            "writing to Redis {} at {} (marker {}: {})",
+            server.version,
             self.shown,
             self.marker,
             if self.applied.is_empty() { "none yet".to_string() } else { format!("batch {}", self.applied) }
         );
-        Ok(Found { through: through.unwrap_or_default(), max_bulk })
-    }
-
-    /// Refuses a Redis that keeps no append-only file (unless allowed); warns where a crash of
-    /// its host can lose acknowledged entries.
-    fn check_persistence(&self, appendonly: Option<&str>, fsync: Option<&str>, allow: bool) -> Result<(), Failure> {
-        let url = &self.shown;
-        match (appendonly, fsync) {
-            (Some("no"), _) if !allow => Err(Failure::Definite(format!(
-                "Redis at {url} keeps no append-only file (appendonly no): a restart of Redis loses entries it had acknowledged, which the saved position counts as delivered. Turn it on (CONFIG SET appendonly yes; CONFIG SET appendfsync always; CONFIG REWRITE), or accept losing them with --redis-allow-no-aof"
-            ))),
-            (Some("no"), _) => {
-                tracing::warn!("Redis at {url} keeps no append-only file (appendonly no, --redis-allow-no-aof): a restart of Redis loses acknowledged entries");
-                Ok(())
-            }
-            (_, Some("everysec")) => {
-                tracing::warn!("Redis at {url} writes its append-only file to disk once a second (appendfsync everysec): a crash of its host (not of Redis alone) can lose up to about 1 s of acknowledged entries; appendfsync always loses none");
-                Ok(())
-            }
-            (_, Some("no")) => {
-                tracing::warn!("Redis at {url} leaves writing its append-only file to disk to the OS (appendfsync no): a crash of its host can lose about 30 s of acknowledged entries; appendfsync always loses none");
-                Ok(())
-            }
-            _ => Ok(()),
-        }
+        Ok(Found { through: through.unwrap_or_default(), max_bulk: server.max_bulk })
     }
 
     /// The connection, opened (and the script loaded) if there is none.
