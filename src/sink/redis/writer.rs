@@ -295,6 +295,11 @@ fn moved(marker: &str, now: &str, expected: &str) -> Failure {
 
 /// Whether trying again can help, and what to do otherwise.
 fn classify(e: &RedisError) -> Failure {
+    if refused_tls(e) {
+        return Failure::Definite(format!(
+            "TLS to Redis failed ({e}): check --redis-tls-ca and the server's certificate (its names must include the --redis-url host)"
+        ));
+    }
     match e.kind() {
         ErrorKind::Io | ErrorKind::Parse => return Failure::Transient(e.to_string()),
         ErrorKind::AuthenticationFailed => return auth(e),
@@ -324,6 +329,15 @@ fn classify(e: &RedisError) -> Failure {
         )),
         _ => Failure::Definite(format!("Redis refused the batch: {e}")),
     }
+}
+
+/// A certificate or handshake rustls refused: connecting again cannot help.
+fn refused_tls(e: &RedisError) -> bool {
+    // The client keeps an I/O error as an `Arc<dyn Error>`, whose `source` skips the I/O error's own.
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    let shared = std::error::Error::source(e).and_then(|s| s.downcast_ref::<Shared>());
+    let io = shared.and_then(|s| s.downcast_ref::<std::io::Error>()).and_then(std::io::Error::get_ref);
+    io.is_some_and(|inner| inner.is::<rustls::Error>())
 }
 
 fn auth(e: &RedisError) -> Failure {
