@@ -74,6 +74,17 @@ fn events_land_in_stream_keys_with_the_dump_values_and_a_replay_adds_nothing() {
     // The marker: a hash next to the streams, read with redis-cli.
     let marker = redis.cli(&["--scan", "--pattern", "binlog_tail:delivered:*"]);
     assert_eq!(redis.cli(&["TYPE", &marker]), "hash", "{marker}");
+    // `status` finds it through the position file's id.
+    let status = crate::util::binlog_tail()
+        .args(["status", "--position-file", position.to_str().unwrap(), "--sink", "redis", "--redis-url", &redis.url()])
+        .args(["--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report["redis"][0]["key"], json!(marker), "{report}");
+    let through = report["redis"][0]["through"][0].as_str().unwrap_or_default();
+    let last = got.last().unwrap().gtid.clone().unwrap();
+    assert!(through.starts_with(&format!("{last}/")), "Redis holds through the last transaction: {report}");
 
     // A restart from the first position (a crash before any checkpoint) writes nothing twice.
     std::fs::write(&position, start).unwrap();

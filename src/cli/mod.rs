@@ -102,6 +102,12 @@ pub struct StatusArgs {
     // Parsed later: clap's own error would echo the value, which may be a password.
     #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE", hide_env_values = true)]
     pub kafka_property: Vec<String>,
+    /// `redis`: also report how far Redis holds the streams that continue this position (with
+    /// --redis-url).
+    #[arg(long, value_enum)]
+    pub sink: Option<SinkKind>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -359,7 +365,7 @@ pub struct NatsArgs {
 }
 
 /// The Redis Streams sink.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
     /// Redis to write to: redis://[USER@]HOST:PORT[/DB] (rediss://... for TLS).
     // The environment's value may hold a password (redis://user:pass@host): --help must not print it.

@@ -61,7 +61,8 @@ fn target(
         }
         (SinkKind::Redis, _, _) if settings.redis.is_some() => {
             let redis = settings.redis.clone().expect("checked");
-            let sink = RedisSink::new(redis, Encoder::new(format), shutdown.clone(), stream, Some(metrics.clone()))?;
+            let names = (stream, stream_id);
+            let sink = RedisSink::new(redis, Encoder::new(format), shutdown.clone(), names, Some(metrics.clone()))?;
             Ok(Box::new(sink))
         }
         (SinkKind::Kafka, Some(kafka), _) => {

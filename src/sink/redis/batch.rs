@@ -49,10 +49,11 @@ impl Batch {
         self.args.len()
     }
 
-    /// The call up to the entries: `EVALSHA sha numkeys marker keys... prev id through maxlen`.
-    pub fn head(&self, sha: &str, marker: &str, prev: &str, id: &str, maxlen: &str) -> Vec<u8> {
+    /// The call up to the entries: `EVALSHA sha numkeys marker keys... prev id through maxlen
+    /// position`.
+    pub fn head(&self, sha: &str, marker: &str, [prev, id, maxlen, position]: [&str; 4]) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.keys.iter().map(|k| k.len() + 16).sum::<usize>());
-        let total = 3 + 1 + self.keys.len() + 4 + self.count;
+        let total = 3 + 1 + self.keys.len() + 5 + self.count;
         out.push(b'*');
         out.extend_from_slice(itoa::Buffer::new().format(total).as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -63,7 +64,7 @@ impl Batch {
         for key in &self.keys {
             bulk(&mut out, key.as_bytes());
         }
-        for arg in [prev, id, &self.through, maxlen] {
+        for arg in [prev, id, &self.through, maxlen, position] {
             bulk(&mut out, arg.as_bytes());
         }
         out
@@ -94,14 +95,14 @@ mod tests {
         b.push("s:a", &[(b"value", b"{}")]);
         b.push("s:b", &[(b"value", b"1"), (b"key", b"k")]);
         b.push("s:a", &[(b"value", b"2")]);
-        let mut call = b.head("sha", "m", "", "r:0", "");
+        let mut call = b.head("sha", "m", ["", "r:0", "", "p"]);
         call.extend_from_slice(b.args());
         let text = String::from_utf8(call).unwrap();
         let parts: Vec<&str> = text.split("\r\n").collect();
-        assert_eq!(parts[0], "*24");
+        assert_eq!(parts[0], "*25");
         let args: Vec<&str> = parts[2..].iter().step_by(2).copied().collect();
         let expected = [
-            "EVALSHA", "sha", "3", "m", "s:a", "s:b", "", "r:0", "0-1-5/1", "", "2", "1", "value", "{}", "3", "2",
+            "EVALSHA", "sha", "3", "m", "s:a", "s:b", "", "r:0", "0-1-5/1", "", "p", "2", "1", "value", "{}", "3", "2",
             "value", "1", "key", "k", "2", "1", "value", "2",
         ];
         assert_eq!(args, expected);

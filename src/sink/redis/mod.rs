@@ -29,6 +29,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod marker;
 pub mod preflight;
 mod writer;
 
@@ -103,15 +104,16 @@ pub struct RedisSink {
 
 impl RedisSink {
     /// Connects (retrying while Redis cannot be reached), checks the server, and reads what the
-    /// marker of `stream` (the name of the position file and configuration) says Redis holds.
+    /// marker of `stream` (the name of the position file and configuration) says Redis holds;
+    /// `position` is the id of the position (file or Kafka) it continues.
     pub fn new(
         settings: RedisSettings,
         encoder: Encoder,
         shutdown: Arc<Shutdown>,
-        stream: String,
+        (stream, position): (String, &str),
         metrics: Option<Metrics>,
     ) -> Result<RedisSink> {
-        let (writer, found) = Writer::start(&settings, &stream, shutdown.clone(), metrics.clone())?;
+        let (writer, found) = Writer::start(&settings, (&stream, position), shutdown.clone(), metrics.clone())?;
         let through = found
             .through
             .lines()
@@ -424,7 +426,8 @@ mod tests {
         let metrics = Metrics::new();
         let settings = config::test_settings(&url);
         let encoder = Encoder::new(Default::default());
-        let mut sink = RedisSink::new(settings, encoder, Shutdown::new(), "t".into(), Some(metrics.clone())).unwrap();
+        let names = ("t".to_string(), "p");
+        let mut sink = RedisSink::new(settings, encoder, Shutdown::new(), names, Some(metrics.clone())).unwrap();
         let total = 60_000;
         let _restarted = std::thread::scope(|scope| {
             let restart = scope.spawn(|| {

@@ -35,8 +35,8 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// KEYS[1]: the marker; KEYS[2..]: the batch's stream keys. ARGV[1]: the batch the marker must
 /// name now (empty: none); ARGV[2]: this batch's name; ARGV[3]: `through` after it; ARGV[4]:
-/// MAXLEN (empty: none); then per entry: its key's number in KEYS, its field count n, and n
-/// field names and values.
+/// MAXLEN (empty: none); ARGV[5]: the position's id (for `status`); then per entry: its key's
+/// number in KEYS, its field count n, and n field names and values.
 const APPLY: &str = r"
 local prev = redis.call('HGET', KEYS[1], 'batch') or ''
 if prev ~= ARGV[1] then
@@ -48,7 +48,7 @@ for k = 2, #KEYS do
     return redis.error_reply('WRONGTYPE key ' .. KEYS[k] .. ' holds a ' .. t .. ', not a stream')
   end
 end
-local i = 5
+local i = 6
 while i <= #ARGV do
   local key = KEYS[tonumber(ARGV[i])]
   local last = i + 1 + 2 * tonumber(ARGV[i + 1])
@@ -59,7 +59,7 @@ while i <= #ARGV do
   end
   i = last + 1
 end
-redis.call('HSET', KEYS[1], 'batch', ARGV[2], 'through', ARGV[3])
+redis.call('HSET', KEYS[1], 'batch', ARGV[2], 'through', ARGV[3], 'position', ARGV[5])
 return 1
 ";
 
@@ -98,6 +98,8 @@ pub struct Writer {
     applied: String,
     /// Names this run's batches.
     run: String,
+    /// The id of the position file (or Kafka position) this stream continues.
+    position: String,
     /// A batch was sent and its answer lost: it may be applied.
     unsure: bool,
     shutdown: Arc<Shutdown>,
@@ -111,7 +113,7 @@ impl Writer {
     /// persistence, its largest value; reads the marker of `stream`.
     pub fn start(
         settings: &RedisSettings,
-        stream: &str,
+        (stream, position): (&str, &str),
         shutdown: Arc<Shutdown>,
         metrics: Option<Metrics>,
     ) -> Result<(Writer, Found)> {
@@ -125,6 +127,7 @@ impl Writer {
             sha: redis::Script::new(APPLY).get_hash().to_string(),
             applied: String::new(),
             run: format!("{:x}-{:x}", started.as_millis(), std::process::id()),
+            position: position.to_string(),
             unsure: false,
             shutdown,
             quit: Arc::new(AtomicBool::new(false)),
@@ -260,7 +263,7 @@ impl Writer {
             }
         }
         let conn = self.conn.as_mut().expect("connected");
-        let head = batch.head(&self.sha, &marker, &applied, id, &self.maxlen);
+        let head = batch.head(&self.sha, &marker, [&applied, id, &self.maxlen, &self.position]);
         self.unsure = true;
         let answer = conn
             .send_packed_command(&head)
