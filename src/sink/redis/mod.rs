@@ -11,6 +11,15 @@
 //! script as the batch's entries (`writer`). On start, each replayed entry at or before the
 //! marker is skipped, whatever position store is used and however old the saved position is.
 //!
+//! Why one Lua script per batch rather than `MULTI`/`EXEC`: inside `MULTI`/`EXEC` a command that
+//! fails when it runs (`WRONGTYPE`: a key holding another type) does not undo the others, so the
+//! marker would move past entries never written. The script checks the marker and every key's
+//! type before its first write, and Redis refuses a script's first write, not a later one, when
+//! memory is full: a batch lands whole or not at all. Like `MULTI`, it needs its keys in one
+//! slot, so Redis Cluster is refused (`preflight`). The client is `redis`'s blocking one on one
+//! writer thread: batches are applied one at a time in order, no async runtime is needed, and
+//! building the next batch overlaps with Redis applying the current one.
+//!
 //! Invariants:
 //! - A transaction counts as acknowledged only when the batch holding its end, and every batch
 //!   before it, is applied; only then may the position move past it.
@@ -27,7 +36,7 @@
 //!   anything of its batch is sent.
 //! - After a stop request, waiting lasts while Redis applies batches (`Shutdown::stop_waiting`).
 
-pub mod batch;
+mod batch;
 pub mod config;
 pub mod marker;
 pub mod preflight;
