@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::cli::{
-    EmitArgs, HttpSinkArgs, NatsArgs, OnOff, PositionStoreKind, ResumeBy, ServerArgs, SinkKind, SnapshotArgs,
-    SnapshotMode, StreamArgs, TlsArgs,
+    EmitArgs, HttpSinkArgs, NatsArgs, OnOff, PositionStoreKind, RedisArgs, ResumeBy, ServerArgs, SinkKind,
+    SnapshotArgs, SnapshotMode, StreamArgs, TlsArgs,
 };
 use crate::decode::Options;
 use crate::error::Usage;
@@ -23,6 +23,7 @@ use crate::outbox::OutboxTable;
 use crate::sink::http::config::HttpSettings;
 use crate::sink::kafka::config::{check_brokers, parse_property, KafkaSettings};
 use crate::sink::nats::config::{self as nats_config, NatsSettings};
+use crate::sink::redis::config::RedisSettings;
 use crate::snapshot::{self, KeyOverride};
 use crate::source::connection::{parse_url, redact};
 use crate::source::tls::{self, TlsOptions};
@@ -47,6 +48,8 @@ pub struct StreamSettings {
     pub nats: Option<NatsSettings>,
     /// Set when the sink is HTTP.
     pub http: Option<HttpSettings>,
+    /// Set when the sink is Redis.
+    pub redis: Option<RedisSettings>,
     /// Set with `--snapshot initial`.
     pub snapshot: Option<snapshot::Settings>,
     /// Where to serve /metrics, /healthz, /readyz and snapshot requests.
@@ -107,8 +110,12 @@ impl StreamSettings {
             SinkKind::Http => Some(http_settings(args.http)?),
             _ => None,
         };
+        let redis = match sink {
+            SinkKind::Redis => Some(redis_settings(args.redis)?),
+            _ => None,
+        };
         let kafka = match sink {
-            SinkKind::Stdout | SinkKind::Nats | SinkKind::Http => None,
+            SinkKind::Stdout | SinkKind::Nats | SinkKind::Http | SinkKind::Redis => None,
             SinkKind::Kafka => {
                 let k = args.kafka;
                 let brokers = k.kafka_brokers.context("--sink kafka needs --kafka-brokers HOST:PORT")?;
@@ -134,7 +141,8 @@ impl StreamSettings {
             .as_ref()
             .map(KafkaSettings::routing)
             .or_else(|| nats.as_ref().map(NatsSettings::routing))
-            .or_else(|| http.as_ref().map(HttpSettings::routing));
+            .or_else(|| http.as_ref().map(HttpSettings::routing))
+            .or_else(|| redis.as_ref().map(RedisSettings::routing));
         let message_identity = routing.map(|r| message_identity(&args.emit, &decode, &format, &r)).unwrap_or_default();
         let mut server = server_config(&args.server, true)?;
         // `stream` retries every connection itself, without a limit, logging each attempt and
@@ -152,6 +160,7 @@ impl StreamSettings {
             kafka,
             nats,
             http,
+            redis,
             checkpoint_every: args.checkpoint_every,
             checkpoint_interval: args.checkpoint_interval,
             decode,
@@ -248,6 +257,21 @@ pub fn http_settings(args: HttpSinkArgs) -> Result<HttpSettings> {
     let token = args.http_sink_token_file.as_deref().map(|f| read_token(f, "--http-sink-token-file")).transpose()?;
     let batch = (args.http_batch_rows, args.http_batch_bytes);
     HttpSettings::new(&url, &args.http_header, token, args.http_tls_ca, batch, args.http_timeout).map_err(usage)
+}
+
+/// The Redis sink's settings; a bad URL or key is a usage error.
+pub fn redis_settings(args: RedisArgs) -> Result<RedisSettings> {
+    let settings = RedisSettings {
+        url: args.redis_url.context("--sink redis needs --redis-url redis://HOST:PORT")?,
+        password: args.redis_password_file.as_deref().map(|f| read_token(f, "--redis-password-file")).transpose()?,
+        tls_ca: args.redis_tls_ca,
+        key: args.redis_key,
+        ddl_key: args.redis_ddl_key,
+        maxlen: args.redis_maxlen,
+        allow_no_aof: args.redis_allow_no_aof,
+    };
+    settings.check().map_err(usage)?;
+    Ok(settings)
 }
 
 /// What decides which Kafka message is which, for the name of the deduplication stream

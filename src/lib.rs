@@ -8,7 +8,7 @@
 //! - `schema` (decoded tables and row images), then `event` (the JSON contract, `Op`), then
 //!   `format` (the Debezium, Maxwell and Canal envelopes of a change)
 //! - `filter`, `outbox`, `signal` (incremental snapshot requests)
-//! - `sink` (stdout, Kafka, NATS JetStream, HTTP webhooks), `decode` (binlog events -> changes handed to a sink)
+//! - `sink` (stdout, Kafka, NATS JetStream, Redis Streams, HTTP webhooks), `decode` (binlog events -> changes handed to a sink)
 //! - `checkpoint` (the position's stores: a file, or a compacted Kafka topic with a lease for
 //!   one writer; the sink wrapper that saves it), `error`, `shutdown`, `history` (is a position
 //!   in a server's binlog history?), `preflight`, `source` (files; servers: connection,

@@ -66,6 +66,10 @@ struct Inner {
     http_acknowledged_rows: Counter,
     http_retries: Counter,
     http_request_latency: Histogram,
+    redis_in_flight_entries: Gauge,
+    redis_acknowledged: Counter,
+    redis_retries: Counter,
+    redis_ack_latency: Histogram,
     snapshot_tables_done: Gauge,
     snapshot_tables_pending: Gauge,
     lease_held: Gauge,
@@ -127,6 +131,10 @@ impl Metrics {
             http_acknowledged_rows: Counter::default(),
             http_retries: Counter::default(),
             http_request_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+            redis_in_flight_entries: Gauge::default(),
+            redis_acknowledged: Counter::default(),
+            redis_retries: Counter::default(),
+            redis_ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             snapshot_tables_done: Gauge::default(),
             snapshot_tables_pending: Gauge::default(),
             lease_held: Gauge::default(),
@@ -258,6 +266,24 @@ impl Metrics {
             Unit::Seconds,
             inner.http_request_latency.clone(),
         );
+        let redis = registry.sub_registry_with_prefix("redis");
+        redis.register(
+            "in_flight_entries",
+            "Entries handed to the Redis writer and not yet applied",
+            inner.redis_in_flight_entries.clone(),
+        );
+        redis.register("acknowledged_entries", "Entries Redis applied", inner.redis_acknowledged.clone());
+        redis.register(
+            "retries",
+            "Tries of a batch that failed for a reason retrying can change (Redis down, a timeout, LOADING)",
+            inner.redis_retries.clone(),
+        );
+        redis.register_with_unit(
+            "ack_latency",
+            "From cutting a batch to Redis applying it and every batch before it",
+            Unit::Seconds,
+            inner.redis_ack_latency.clone(),
+        );
         // Both kinds exist from the start, so `increase()` sees the first error.
         for kind in ["connect", "stream"] {
             let _ = inner.errors.get_or_create(&ErrorLabels { kind });
@@ -385,6 +411,22 @@ impl Metrics {
 
     pub fn http_retry(&self) {
         self.0.http_retries.inc();
+    }
+
+    /// A batch of `entries` was handed to the Redis writer.
+    pub fn redis_sent(&self, entries: usize) {
+        self.0.redis_in_flight_entries.inc_by(entries as i64);
+    }
+
+    /// Redis applied a batch of `entries`, `latency` after it was cut.
+    pub fn redis_applied(&self, entries: usize, latency: Duration) {
+        self.0.redis_in_flight_entries.dec_by(entries as i64);
+        self.0.redis_acknowledged.inc_by(entries as u64);
+        self.0.redis_ack_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn redis_retry(&self) {
+        self.0.redis_retries.inc();
     }
 
     pub fn kafka_ack_latency(&self, latency: Duration) {

@@ -16,6 +16,7 @@ mod kafka_store;
 mod mysql_files;
 mod nats;
 mod ops;
+mod redis;
 mod server;
 mod snapshot;
 mod stream;

@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::format::{DebeziumTime, Format};
 use crate::sink::kafka::config::{self as kafka_config, HeaderMode, KeyMode};
 use crate::sink::nats::config as nats_config;
+use crate::sink::redis::config as redis_config;
 use crate::source::Start;
 
 #[cfg(test)]
@@ -101,6 +102,12 @@ pub struct StatusArgs {
     // Parsed later: clap's own error would echo the value, which may be a password.
     #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE", hide_env_values = true)]
     pub kafka_property: Vec<String>,
+    /// `redis`: also report how far Redis holds the streams that continue this position (with
+    /// --redis-url).
+    #[arg(long, value_enum)]
+    pub sink: Option<SinkKind>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -221,6 +228,8 @@ pub struct StreamArgs {
     #[command(flatten)]
     pub http: HttpSinkArgs,
     #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
     pub snapshot: SnapshotArgs,
     /// How to resume a saved position: `gtid` where the server has GTIDs (survives failover),
     /// else `file` offsets; `file` always uses file and offset.
@@ -305,11 +314,14 @@ pub struct CheckArgs {
     /// Also check that the position saved in this file is still on the server.
     #[arg(long)]
     pub position_file: Option<PathBuf>,
-    /// Also check the sink a stream would write to (http: that --http-url answers).
+    /// Also check the sink a stream would write to (http: that --http-url answers; redis: reachable,
+    /// standalone, persistence; see docs/redis.md).
     #[arg(long, value_enum)]
     pub sink: Option<SinkKind>,
     #[command(flatten)]
     pub http: HttpSinkArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -324,6 +336,7 @@ pub enum SinkKind {
     Kafka,
     Nats,
     Http,
+    Redis,
 }
 
 /// The HTTP webhook sink (docs/http.md).
@@ -383,6 +396,34 @@ pub struct NatsArgs {
     /// Require TLS, trusting the CA certificates in this PEM file.
     #[arg(long, value_name = "FILE")]
     pub nats_tls_ca: Option<PathBuf>,
+}
+
+/// The Redis Streams sink.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis to write to: redis://[USER@]HOST:PORT[/DB] (rediss://... for TLS).
+    // The environment's value may hold a password (redis://user:pass@host): --help must not print it.
+    #[arg(long, hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// A file holding the Redis password (first line); wins over one in --redis-url.
+    #[arg(long, value_name = "FILE")]
+    pub redis_password_file: Option<PathBuf>,
+    /// Trust the CA certificates in this PEM file for a rediss:// --redis-url.
+    #[arg(long, value_name = "FILE")]
+    pub redis_tls_ca: Option<PathBuf>,
+    /// Stream key template: {db} and {table} are replaced.
+    #[arg(long, value_name = "TEMPLATE", default_value = redis_config::DEFAULT_KEY)]
+    pub redis_key: String,
+    /// Stream key of DDL events (--emit-ddl).
+    #[arg(long, value_name = "KEY", default_value = redis_config::DEFAULT_DDL_KEY)]
+    pub redis_ddl_key: String,
+    /// Keep about this many entries per stream key (XADD MAXLEN ~ N); every entry when not given.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub redis_maxlen: Option<u64>,
+    /// Stream even to a Redis without an append-only file (appendonly no), whose restart loses
+    /// acknowledged entries.
+    #[arg(long)]
+    pub redis_allow_no_aof: bool,
 }
 
 /// The Kafka sink.

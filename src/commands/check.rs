@@ -1,12 +1,13 @@
 //! `binlog-tail check`: the preflight checks against a server, printed one per line, whether a
-//! saved position is still on it, and (`--sink http`) whether the receiver answers.
+//! saved position is still on it, and the sink's own checks (`--sink http`: the receiver answers;
+//! `--sink redis`: reachable, standalone, persistence).
 
 use anyhow::{bail, Result};
 
 use super::runtime;
 use crate::checkpoint::PositionFile;
 use crate::cli::{CheckArgs, SinkKind};
-use crate::config::{http_settings, server_config};
+use crate::config::{http_settings, redis_settings, server_config};
 use crate::preflight::{self, Check, Status};
 use crate::sink::http::config::HttpSettings;
 use crate::source::connection::{connect, connect_opts, flavor_of, redact};
@@ -17,13 +18,17 @@ pub fn check(args: CheckArgs) -> Result<()> {
         Some(SinkKind::Http) => Some(http_settings(args.http)?),
         _ => None,
     };
+    let redis = match args.sink {
+        Some(SinkKind::Redis) => Some(redis_settings(args.redis)?),
+        _ => None,
+    };
     let saved = match &args.position_file {
         Some(path) => PositionFile::open(path)?.load()?,
         None => None,
     };
     let rt = runtime()?;
     let opts = connect_opts(&cfg)?;
-    let checks = rt.block_on(async {
+    let mut checks = rt.block_on(async {
         let mut conn = connect(&opts, cfg.wait_for_server).await?;
         let (flavor, version) = flavor_of(&mut conn).await?;
         println!("server {} ({version})", redact(&cfg.url));
@@ -33,6 +38,9 @@ pub fn check(args: CheckArgs) -> Result<()> {
         }
         anyhow::Ok(checks)
     })?;
+    if let Some(redis) = &redis {
+        checks.extend(crate::sink::redis::preflight::run(redis));
+    }
     for c in &checks {
         println!("{c}");
     }

@@ -1,4 +1,4 @@
-//! The sink a stream writes to, built in one place: stdout, or Kafka, NATS or HTTP with their
+//! The sink a stream writes to, built in one place: stdout, or Kafka, NATS, Redis or HTTP with their
 //! deduplication stream, each with the encoder of the chosen format, and behind the lease's fence
 //! when the position is kept in Kafka.
 
@@ -17,6 +17,7 @@ use crate::shutdown::Shutdown;
 use crate::sink::http::HttpSink;
 use crate::sink::kafka::{dedupe, KafkaSink};
 use crate::sink::nats::NatsSink;
+use crate::sink::redis::RedisSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::Sink;
 
@@ -52,39 +53,45 @@ fn target(
 ) -> Result<Box<dyn Sink>> {
     let format = settings.format.clone();
     let stream = dedupe::stream_name(stream_id, &settings.message_identity);
-    match (settings.sink, &settings.kafka, &settings.nats) {
-        (SinkKind::Nats, _, Some(nats)) => {
-            let encoder = Encoder::new(format);
-            let sink =
-                NatsSink::new(nats.clone(), encoder, shutdown.clone(), stream, new_stream, Some(metrics.clone()))?;
-            Ok(Box::new(sink))
+    // `StreamSettings::resolve` sets the settings of the chosen sink.
+    let missing = || anyhow::anyhow!("no settings for --sink {:?}", settings.sink);
+    let observed = Some(metrics.clone());
+    Ok(match settings.sink {
+        SinkKind::Stdout => Box::new(stdout(format)),
+        SinkKind::Kafka => {
+            let kafka_settings = settings.kafka.clone().ok_or_else(missing)?;
+            let mut kafka = KafkaSink::new(kafka_settings, Encoder::new(format), shutdown.clone(), stream)?;
+            if new_stream {
+                kafka.new_stream();
+            }
+            kafka.set_metrics(metrics.clone());
+            Box::new(kafka)
         }
-        (SinkKind::Http, ..) => {
-            let (Some(http), PositionStore::File(file)) = (&settings.http, store) else {
+        SinkKind::Nats => {
+            let nats = settings.nats.clone().ok_or_else(missing)?;
+            Box::new(NatsSink::new(nats, Encoder::new(format), shutdown.clone(), stream, new_stream, observed)?)
+        }
+        SinkKind::Redis => {
+            let redis = settings.redis.clone().ok_or_else(missing)?;
+            Box::new(RedisSink::new(redis, Encoder::new(format), shutdown.clone(), (stream, stream_id), observed)?)
+        }
+        SinkKind::Http => {
+            let http = settings.http.clone().ok_or_else(missing)?;
+            let PositionStore::File(file) = store else {
                 anyhow::bail!("--sink http keeps its journal beside --position-file");
             };
-            let (encoder, saved) = (Encoder::new(format), file.load()?);
-            let m = Some(metrics.clone());
-            let sink = HttpSink::new(
-                http.clone(),
+            let saved = file.load()?;
+            let encoder = Encoder::new(format);
+            Box::new(HttpSink::new(
+                http,
                 encoder,
                 shutdown.clone(),
                 stream,
                 new_stream,
                 file.path(),
                 saved.as_ref(),
-                m,
-            )?;
-            Ok(Box::new(sink))
+                observed,
+            )?)
         }
-        (SinkKind::Kafka, Some(kafka), _) => {
-            let mut kafka = KafkaSink::new(kafka.clone(), Encoder::new(format), shutdown.clone(), stream)?;
-            if new_stream {
-                kafka.new_stream();
-            }
-            kafka.set_metrics(metrics.clone());
-            Ok(Box::new(kafka))
-        }
-        _ => Ok(Box::new(stdout(format))),
-    }
+    })
 }

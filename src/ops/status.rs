@@ -3,6 +3,8 @@
 //! far behind its binlog end it is. Exit code 0 healthy, 1 error, 3 the position is lost
 //! (purged, reset or diverged history) — for cron jobs and probes.
 //!
+//! With `--sink redis`, also how far Redis holds the streams that continue the position.
+//!
 //! Invariants: reads the position file without taking its lock (a running stream holds it), or
 //! the position in Kafka without joining the stream's lease, and changes nothing, neither the
 //! position nor the server.
@@ -14,8 +16,8 @@ use serde::Serialize;
 
 use crate::checkpoint::kafka::PositionReader;
 use crate::checkpoint::read_position;
-use crate::cli::{PositionStoreKind, StatusArgs};
-use crate::config::{check_stream_name, kafka_connection, server_config};
+use crate::cli::{PositionStoreKind, SinkKind, StatusArgs};
+use crate::config::{check_stream_name, kafka_connection, redis_settings, server_config};
 use crate::error::{Purged, Usage};
 use crate::history::binlogs;
 use crate::metrics::ReadPosition;
@@ -35,6 +37,9 @@ struct Report {
     /// Seconds since the position file was written.
     age_seconds: u64,
     server: Option<ServerReport>,
+    /// With `--sink redis`: the markers of the streams that continue this position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<Vec<crate::sink::redis::marker::Delivered>>,
     /// Why `status` fails (its exit code is not 0), or absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -71,6 +76,7 @@ fn saved(args: &StatusArgs) -> Result<Report> {
         position,
         age_seconds: age.map_or(0, |d| d.as_secs()),
         server: None,
+        redis: None,
         error: None,
     };
     let Some(path) = &args.position_file else {
@@ -167,6 +173,10 @@ fn check(args: &StatusArgs) -> Result<(Report, Result<()>)> {
             .collect();
         report.server = Some(ServerReport { url: redact(&cfg.url), behind_bytes: behind, checks });
     }
+    if args.sink == Some(SinkKind::Redis) {
+        let id = report.position.stream_id.clone().unwrap_or_default();
+        report.redis = Some(crate::sink::redis::marker::delivered(&redis_settings(args.redis.clone())?, &id)?);
+    }
     let verdict = match (lost, failed) {
         (Some(text), _) => Err(Purged(format!("the server cannot continue from the saved position: {text}")).into()),
         (None, Some(text)) => Err(anyhow!("the server is not ready to continue from the saved position: {text}")),
@@ -201,6 +211,12 @@ fn print_text(r: &Report) {
             }
             None => println!("snapshot       complete: {} table(s)", s.done),
         }
+    }
+    for d in r.redis.iter().flatten() {
+        println!("redis          {} holds through {} (batch {})", d.key, d.through.join(", "), d.batch);
+    }
+    if r.redis.as_ref().is_some_and(Vec::is_empty) {
+        println!("redis          no marker continues this position: nothing delivered to Redis yet");
     }
     if let Some(s) = &r.server {
         println!("checked on     {}", s.url);

@@ -1,10 +1,12 @@
 //! Where change events go. A sink acknowledges a transaction only once everything up to its
 //! end is durably handed over (stdout: written and flushed; Kafka: acknowledged by the brokers; NATS: a PubAck from JetStream;
-//! HTTP: a 2xx answer to the batch that holds it), which is what lets the position move.
+//! Redis: its batch applied with the stream's marker; HTTP: a 2xx answer to the batch that holds it),
+//! which is what lets the position move.
 
 pub mod http;
 pub mod kafka;
 pub mod nats;
+pub mod redis;
 pub mod stdout;
 
 use std::collections::HashMap;

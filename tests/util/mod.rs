@@ -1,7 +1,8 @@
 //! Test support, one file per fixture: real MariaDB servers started by the project's own script
 //! (`mariadb`), a tansu Kafka broker (`broker`), the real binary run as a process (`process`),
-//! HTTP probes of its endpoints (`http`), a nats-server (`nats`), a webhook receiver (`webhook`), and the JSON
-//! event contract as a strict struct (`contract`). Everything is re-exported here, so tests `use crate::util::{...}` by name.
+//! HTTP probes of its endpoints (`http`), a nats-server (`nats`), a redis-server (`redis`), a webhook receiver
+//! (`webhook`), and the JSON event contract as a strict struct (`contract`). Everything is re-exported here, so tests
+//! `use crate::util::{...}` by name.
 
 mod broker;
 mod contract;
@@ -9,6 +10,7 @@ mod http;
 mod mariadb;
 mod nats;
 mod process;
+mod redis;
 mod webhook;
 
 pub use broker::*;
@@ -17,6 +19,7 @@ pub use http::*;
 pub use mariadb::*;
 pub use nats::*;
 pub use process::*;
+pub use redis::*;
 pub use webhook::*;
 
 use std::net::TcpListener;
