@@ -9,6 +9,10 @@
 //!   with `last` the key the server returned for the previous chunk's last row, bound back as the
 //!   same bytes under the column's own collation. Case- or accent-insensitive keys therefore
 //!   cannot make a chunk skip or repeat a row.
+//! - Chunks read side by side split the table ahead: `bound` finds the key n rows on (an
+//!   index-only read of any view), and the chunk reads `WHERE key > last AND key <= bound` — every
+//!   row in that range, however many there are by then — so the next chunk can start at the bound
+//!   before this one is read. Ranges meet exactly at the bounds: no row is skipped or read twice.
 //! - Values are fetched with the binary protocol and `SET NAMES binary` (raw bytes in each
 //!   column's charset, decoded like the binlog's), TIMESTAMPs in UTC.
 
@@ -72,7 +76,7 @@ pub struct Chunk {
     pub table: Arc<Table>,
     /// Chunk key columns (indexes into `table.columns`).
     pub key: Vec<usize>,
-    /// The key of the last row, as the server returned it.
+    /// The key the chunk covers up to, as the server returned it: its bound, or its last row's.
     pub last_key: Option<Vec<KeyValue>>,
     /// Fewer rows than asked for: the table is done after this chunk.
     pub last: bool,
@@ -90,42 +94,87 @@ pub async fn begin(conn: &mut Conn) -> Result<BinlogPos> {
     Ok(BinlogPos { file: Arc::from(file.as_str()), offset })
 }
 
-/// Reads the rows after `after` (by key) inside the open snapshot transaction, then ends it.
-pub async fn read(conn: &mut Conn, spec: &TableSpec, after: Option<&[KeyValue]>, limit: u64) -> Result<Chunk> {
+/// The key `limit` rows after `after` (an index-only read), so a chunk up to it can be read
+/// while the next one is; None if fewer rows are left: the chunk after `after` is the table's tail.
+pub async fn bound(
+    conn: &mut Conn,
+    spec: &TableSpec,
+    after: Option<&[KeyValue]>,
+    limit: u64,
+) -> Result<Option<Vec<KeyValue>>> {
+    let columns = spec.key.iter().map(|&k| quote(&spec.table.columns[k].name)).collect::<Vec<_>>().join(", ");
+    let mut params = Vec::new();
+    let mut sql = format!("SELECT {columns} FROM {}.{}", quote(&spec.table.db), quote(&spec.table.name));
+    if let Some(after) = after {
+        check_key(spec, after)?;
+        sql.push_str(&format!(" WHERE {}", tuple_clause(spec, after, Cmp::After, &mut params)));
+    }
+    sql.push_str(&format!(" ORDER BY {columns} LIMIT 1 OFFSET {}", limit.saturating_sub(1)));
+    let row: Option<Row> = conn.exec_first(sql, Params::Positional(params)).await?;
+    Ok(row.map(|row| row.unwrap().iter().map(key_value).collect()))
+}
+
+/// Reads the rows after `after` (by key) inside the open snapshot transaction, then ends it: up
+/// to the key `upto` when given (every row up to it, however many), else the next `limit`.
+pub async fn read(
+    conn: &mut Conn,
+    spec: &TableSpec,
+    after: Option<&[KeyValue]>,
+    upto: Option<Vec<KeyValue>>,
+    limit: u64,
+) -> Result<Chunk> {
     let mut sql = spec.select.clone();
     let mut params = Vec::new();
-    if let Some(after) = after.filter(|_| !spec.key.is_empty()) {
-        if after.len() != spec.key.len() {
-            bail!(
-                "the saved snapshot key has {} values but `{}`.`{}` has {} key columns: the table's key changed",
-                after.len(),
-                spec.table.db,
-                spec.table.name,
-                spec.key.len()
-            );
-        }
-        sql.push_str(" WHERE ");
-        sql.push_str(&after_clause(spec, after, &mut params));
+    let keyed = !spec.key.is_empty();
+    let mut terms = Vec::new();
+    if let Some(after) = after.filter(|_| keyed) {
+        check_key(spec, after)?;
+        terms.push(tuple_clause(spec, after, Cmp::After, &mut params));
     }
-    if !spec.key.is_empty() {
+    if let Some(upto) = upto.as_deref().filter(|_| keyed) {
+        terms.push(tuple_clause(spec, upto, Cmp::UpTo, &mut params));
+    }
+    if !terms.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&terms.join(" AND "));
+    }
+    if keyed {
         sql.push_str(" ORDER BY ");
         sql.push_str(&spec.key.iter().map(|&k| quote(&spec.table.columns[k].name)).collect::<Vec<_>>().join(", "));
-        sql.push_str(&format!(" LIMIT {limit}"));
+        if upto.is_none() {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
     }
     let rows: Vec<Row> = conn.exec(sql, Params::Positional(params)).await?;
     conn.query_drop("COMMIT").await?;
-    let last = spec.key.is_empty() || (rows.len() as u64) < limit;
+    let last = !keyed || (upto.is_none() && (rows.len() as u64) < limit);
     let mut raw = Vec::with_capacity(rows.len());
     let mut last_key = None;
     let count = rows.len();
     for (n, row) in rows.into_iter().enumerate() {
         let values = row.unwrap();
-        if n + 1 == count && !spec.key.is_empty() {
+        if n + 1 == count && keyed {
             last_key = Some(spec.key.iter().map(|&k| key_value(&values[k])).collect());
         }
         raw.push(values);
     }
+    // A chunk up to a key covers the rows up to it, even if its last ones were deleted since.
+    let last_key = upto.filter(|_| keyed).or(last_key);
     Ok(Chunk { rows: Vec::new(), raw, table: spec.table.clone(), key: spec.key.clone(), last_key, last })
+}
+
+/// A saved or computed key must have a value per key column.
+fn check_key(spec: &TableSpec, key: &[KeyValue]) -> Result<()> {
+    if key.len() != spec.key.len() {
+        bail!(
+            "the saved snapshot key has {} values but `{}`.`{}` has {} key columns: the table's key changed",
+            key.len(),
+            spec.table.db,
+            spec.table.name,
+            spec.key.len()
+        );
+    }
+    Ok(())
 }
 
 impl Chunk {
@@ -140,20 +189,35 @@ impl Chunk {
     }
 }
 
-/// `(k1, k2) > (v1, v2)` as `k1 >= v1 AND (k1 > v1 OR (k1 = v1 AND k2 > v2))`: the same rows,
-/// in a form the range optimizer turns into an index range.
-fn after_clause(spec: &TableSpec, after: &[KeyValue], params: &mut Vec<Value>) -> String {
+/// How a chunk's key compares to a bound.
+#[derive(Clone, Copy)]
+enum Cmp {
+    /// `key > bound`.
+    After,
+    /// `key <= bound`.
+    UpTo,
+}
+
+/// `(k1, k2) > (v1, v2)` as `k1 >= v1 AND (k1 > v1 OR (k1 = v1 AND k2 > v2))`, and `<=` alike:
+/// the same rows, in a form the range optimizer turns into an index range.
+fn tuple_clause(spec: &TableSpec, bound: &[KeyValue], cmp: Cmp, params: &mut Vec<Value>) -> String {
     let col = |i: usize| quote(&spec.table.columns[spec.key[i]].name);
     let mut bind = |i: usize| {
-        params.push(sql_value(&after[i]));
+        params.push(sql_value(&bound[i]));
         spec.key_params[i].clone()
     };
+    let n = spec.key.len();
+    // The leading column's range, the strict comparison, and the last column's (`<=` includes the bound).
+    let (lead, strict, last) = match cmp {
+        Cmp::After => (">=", ">", ">"),
+        Cmp::UpTo => ("<=", "<", "<="),
+    };
     // Parameters bind in the order their placeholders appear.
-    let lead = format!("{} >= {}", col(0), bind(0));
+    let lead = format!("{} {lead} {}", col(0), bind(0));
     let mut alternatives = Vec::new();
-    for i in 0..spec.key.len() {
+    for i in 0..n {
         let mut terms: Vec<String> = (0..i).map(|j| format!("{} = {}", col(j), bind(j))).collect();
-        terms.push(format!("{} > {}", col(i), bind(i)));
+        terms.push(format!("{} {} {}", col(i), if i + 1 == n { last } else { strict }, bind(i)));
         alternatives.push(format!("({})", terms.join(" AND ")));
     }
     format!("{lead} AND ({})", alternatives.join(" OR "))

@@ -77,6 +77,8 @@ pub struct Settings {
     pub requests: bool,
     /// Rows per chunk.
     pub chunk_size: u64,
+    /// Chunks read at once (at least 1).
+    pub parallelism: usize,
     /// Chunk keys named by `--snapshot-key db.table=col,...`.
     pub keys: Vec<KeyOverride>,
 }
