@@ -543,7 +543,8 @@ fn side_by_side(method: &str) {
         "side by side ({method}): {reads} reads, {txs} concurrent statements, at most {conns} connections and {windows} windows at once"
     );
     assert!(state == expected, "replaying the stream does not rebuild the tables");
-    assert!(conns >= 4, "the stream never held 4 reader connections at once: {conns}");
+    // One reader at a time: 2 connections (it, and the schema lookups'); four at once: up to 5.
+    assert!(conns >= 3, "the stream never held several reader connections at once: {conns}");
     if method == "watermark" {
         assert!(windows >= 2, "never two watermark windows at once: {windows}");
     }
