@@ -515,7 +515,10 @@ fn side_by_side(method: &str) {
     let most = probe.join().unwrap();
     let (conns, windows) = most.split_once('\t').unwrap();
     let (conns, windows): (usize, usize) = (conns.parse().unwrap(), windows.parse().unwrap());
-    let events = in_db(wait_for(&[run.stdout.clone()], "the marker", |ev| ev.iter().any(|e| e.table == "marker")), &db);
+    let events = in_db(
+        wait_for(std::slice::from_ref(&run.stdout), "the marker", |ev| ev.iter().any(|e| e.table == "marker")),
+        &db,
+    );
     let log = run.log();
     assert!(run.stop().success(), "{log}");
 

@@ -67,12 +67,11 @@ impl BinlogPos {
     }
 }
 
-/// One chunk: read as the server's values, converted (`convert`) where it is emitted, so the
-/// reading thread only reads (it was the snapshot's bottleneck, converting as well).
+/// One chunk: its rows converted as they arrive, on the reader's thread (several readers convert
+/// side by side), so a chunk in memory is its rows' JSON, not the server's values.
 pub struct Chunk {
-    /// The rows as the decoder's JSON, after `convert`.
+    /// The rows as the decoder's JSON.
     pub rows: Vec<RowImage>,
-    raw: Vec<Vec<Value>>,
     pub table: Arc<Table>,
     /// Chunk key columns (indexes into `table.columns`).
     pub key: Vec<usize>,
@@ -145,22 +144,23 @@ pub async fn read(
             sql.push_str(&format!(" LIMIT {limit}"));
         }
     }
-    let rows: Vec<Row> = conn.exec(sql, Params::Positional(params)).await?;
+    let mut result = conn.exec_iter(sql, Params::Positional(params)).await?;
+    let mut rows = Vec::new();
+    let mut last_values = None;
+    while let Some(row) = result.next().await? {
+        let values = row.unwrap();
+        rows.push(image(&spec.table, &values)?);
+        last_values = Some(values);
+    }
+    drop(result);
     conn.query_drop("COMMIT").await?;
     let last = !keyed || (upto.is_none() && (rows.len() as u64) < limit);
-    let mut raw = Vec::with_capacity(rows.len());
-    let mut last_key = None;
-    let count = rows.len();
-    for (n, row) in rows.into_iter().enumerate() {
-        let values = row.unwrap();
-        if n + 1 == count && keyed {
-            last_key = Some(spec.key.iter().map(|&k| key_value(&values[k])).collect());
-        }
-        raw.push(values);
-    }
     // A chunk up to a key covers the rows up to it, even if its last ones were deleted since.
-    let last_key = upto.filter(|_| keyed).or(last_key);
-    Ok(Chunk { rows: Vec::new(), raw, table: spec.table.clone(), key: spec.key.clone(), last_key, last })
+    let last_key = match upto.filter(|_| keyed) {
+        Some(upto) => Some(upto),
+        None => last_values.filter(|_| keyed).map(|v| spec.key.iter().map(|&k| key_value(&v[k])).collect()),
+    };
+    Ok(Chunk { rows, table: spec.table.clone(), key: spec.key.clone(), last_key, last })
 }
 
 /// A saved or computed key must have a value per key column.
@@ -175,18 +175,6 @@ fn check_key(spec: &TableSpec, key: &[KeyValue]) -> Result<()> {
         );
     }
     Ok(())
-}
-
-impl Chunk {
-    /// Converts the values read into row images (once; the values are dropped).
-    pub fn convert(&mut self) -> Result<()> {
-        let raw = std::mem::take(&mut self.raw);
-        self.rows.reserve(raw.len());
-        for values in raw {
-            self.rows.push(image(&self.table, &values)?);
-        }
-        Ok(())
-    }
 }
 
 /// How a chunk's key compares to a bound.

@@ -100,7 +100,8 @@ pub struct Snapshot {
     progress: Arc<SnapshotProgress>,
     /// The progress the last commit carried (see `moved`).
     announced: Option<Arc<SnapshotProgress>>,
-    /// The readers' own threads (one per chunk read at once) and their idle connections.
+    /// The readers' own threads (one per chunk read at once, at most one per core) and their
+    /// idle connections.
     readers: Runtime,
     idle: Vec<Conn>,
     /// Chunks in flight, in the order they are emitted.
@@ -132,8 +133,10 @@ impl Snapshot {
         server: (Flavor, u32),
     ) -> Result<Snapshot> {
         skip.extend(settings.signal_table.clone());
+        // More reader threads than cores would only hold more memory (each allocates).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let readers = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.parallelism.max(1))
+            .worker_threads(settings.parallelism.clamp(1, cores))
             .thread_name("snapshot-reader")
             .enable_all()
             .build()
@@ -446,10 +449,8 @@ impl Snapshot {
             // Read the next chunks while this one is emitted: they start here, so their views
             // are newer.
             self.fill(&here, shutdown)?;
-            // Converted here, while the next chunks are read.
             let chunk = match chunk {
                 Some(mut chunk) => {
-                    chunk.convert().map_err(|e| e.context(format!("snapshot of `{db}`.`{table}`")))?;
                     if let Due::Window { changed, .. } = &due {
                         leave_out_changed(&mut chunk, changed);
                     }
