@@ -113,13 +113,23 @@ pub async fn bound(
     Ok(row.map(|row| row.unwrap().iter().map(key_value).collect()))
 }
 
-/// Reads the rows after `after` (by key) inside the open snapshot transaction, then ends it: up
-/// to the key `upto` when given (every row up to it, however many), else the next `limit`.
+/// Where a chunk's rows end.
+pub enum Upto {
+    /// After the next `limit` rows.
+    Limit,
+    /// At this key: every row up to it, however many there are by then.
+    Key(Vec<KeyValue>),
+    /// At the table's end (fewer than `limit` rows were left when it was split).
+    End,
+}
+
+/// Reads the rows after `after` (by key) up to `upto` inside the open snapshot transaction, then
+/// ends it.
 pub async fn read(
     conn: &mut Conn,
     spec: &TableSpec,
     after: Option<&[KeyValue]>,
-    upto: Option<Vec<KeyValue>>,
+    upto: Upto,
     limit: u64,
 ) -> Result<Chunk> {
     let mut sql = spec.select.clone();
@@ -130,8 +140,10 @@ pub async fn read(
         check_key(spec, after)?;
         terms.push(tuple_clause(spec, after, Cmp::After, &mut params));
     }
-    if let Some(upto) = upto.as_deref().filter(|_| keyed) {
-        terms.push(tuple_clause(spec, upto, Cmp::UpTo, &mut params));
+    if let Upto::Key(upto) = &upto {
+        if keyed {
+            terms.push(tuple_clause(spec, upto, Cmp::UpTo, &mut params));
+        }
     }
     if !terms.is_empty() {
         sql.push_str(" WHERE ");
@@ -140,7 +152,7 @@ pub async fn read(
     if keyed {
         sql.push_str(" ORDER BY ");
         sql.push_str(&spec.key.iter().map(|&k| quote(&spec.table.columns[k].name)).collect::<Vec<_>>().join(", "));
-        if upto.is_none() {
+        if matches!(upto, Upto::Limit) {
             sql.push_str(&format!(" LIMIT {limit}"));
         }
     }
@@ -154,11 +166,16 @@ pub async fn read(
     }
     drop(result);
     conn.query_drop("COMMIT").await?;
-    let last = !keyed || (upto.is_none() && (rows.len() as u64) < limit);
+    let last = !keyed
+        || match upto {
+            Upto::Limit => (rows.len() as u64) < limit,
+            Upto::Key(_) => false,
+            Upto::End => true,
+        };
     // A chunk up to a key covers the rows up to it, even if its last ones were deleted since.
-    let last_key = match upto.filter(|_| keyed) {
-        Some(upto) => Some(upto),
-        None => last_values.filter(|_| keyed).map(|v| spec.key.iter().map(|&k| key_value(&v[k])).collect()),
+    let last_key = match upto {
+        Upto::Key(upto) if keyed => Some(upto),
+        _ => last_values.filter(|_| keyed).map(|v| spec.key.iter().map(|&k| key_value(&v[k])).collect()),
     };
     Ok(Chunk { rows, table: spec.table.clone(), key: spec.key.clone(), last_key, last })
 }

@@ -18,7 +18,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 use tokio::sync::oneshot::error::TryRecvError;
 
-use super::chunk::{self, BinlogPos, Chunk, TableSpec, SESSION_SETUP};
+use super::chunk::{self, BinlogPos, Chunk, TableSpec, Upto, SESSION_SETUP};
 use super::progress::{table_estimates, Report};
 use super::requests::Requests;
 use super::{plan, Method, Settings};
@@ -49,11 +49,13 @@ struct Reading {
 
 /// Where a chunk ends: the next chunk of its table starts after that.
 enum End {
-    /// Its reader is finding the key it reads up to (`chunk::bound`); None: it reads the tail.
+    /// Its reader is finding the key it reads up to (`chunk::bound`); None: the table's end.
     Finding(oneshot::Receiver<Option<Vec<KeyValue>>>),
     /// At this key.
     At(Vec<KeyValue>),
-    /// Known from its rows only: the table's tail, or a reader that does not split ahead.
+    /// At the table's end: the next chunk starts the next table.
+    Last,
+    /// Known from its rows only (a reader that does not split ahead, or failed before it said).
     Rows,
 }
 
@@ -66,7 +68,8 @@ impl Reading {
         if let End::Finding(rx) = &mut self.end {
             match rx.try_recv() {
                 Ok(Some(key)) => self.end = End::At(key),
-                Ok(None) | Err(TryRecvError::Closed) => self.end = End::Rows,
+                Ok(None) => self.end = End::Last,
+                Err(TryRecvError::Closed) => self.end = End::Rows,
                 Err(TryRecvError::Empty) => {}
             }
         }
@@ -506,7 +509,7 @@ impl Snapshot {
             // An error is handled when its chunk is the front one (which may read it all again).
             (End::Finding(_), _) | (End::Rows, None | Some((_, Err(_)))) => return None,
             (End::Rows, Some((_, Ok(Some(c))))) if !c.last => return Some((last.table.clone(), c.last_key.clone())),
-            (End::Rows, Some((_, Ok(_)))) => {}
+            (End::Last, _) | (End::Rows, Some((_, Ok(_)))) => {}
         }
         let i = self.progress.pending.iter().position(|t| *t == last.table)?;
         self.progress.pending.get(i + 1).map(|t| (t.clone(), None))
@@ -538,7 +541,8 @@ impl Snapshot {
         match woke {
             Woke::Rows(r) => *got = Some(r.map_err(|_| anyhow!("the snapshot read was cancelled"))?),
             Woke::End(Ok(Some(key))) => *end = End::At(key),
-            Woke::End(_) => *end = End::Rows,
+            Woke::End(Ok(None)) => *end = End::Last,
+            Woke::End(Err(_)) => *end = End::Rows,
         }
         Ok(())
     }
@@ -699,18 +703,23 @@ impl Snapshot {
 }
 
 /// With `end` (chunks are read side by side): where the chunk after `after` ends, found and told
-/// before it is read, so the next chunk can start meanwhile. None: the chunk reads `limit` rows.
+/// before it is read, so the next chunk (of this table, or the next one) can start meanwhile.
 async fn split(
     conn: &mut Conn,
     spec: &TableSpec,
     after: Option<&[KeyValue]>,
     limit: u64,
     end: Option<oneshot::Sender<Option<Vec<KeyValue>>>>,
-) -> Result<Option<Vec<KeyValue>>> {
-    let Some(end) = end.filter(|_| !spec.key.is_empty()) else { return Ok(None) };
-    let upto = chunk::bound(conn, spec, after, limit).await?;
-    let _ = end.send(upto.clone());
-    Ok(upto)
+) -> Result<Upto> {
+    let Some(end) = end else { return Ok(Upto::Limit) };
+    if spec.key.is_empty() {
+        // Read in one go: the table's only chunk.
+        let _ = end.send(None);
+        return Ok(Upto::End);
+    }
+    let bound = chunk::bound(conn, spec, after, limit).await?;
+    let _ = end.send(bound.clone());
+    Ok(bound.map_or(Upto::End, Upto::Key))
 }
 
 /// Drops the chunk's rows whose key (every column, for a table without one) is that of a row
