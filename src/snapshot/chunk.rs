@@ -94,7 +94,8 @@ pub async fn begin(conn: &mut Conn) -> Result<BinlogPos> {
 }
 
 /// The key `limit` rows after `after` (an index-only read), so a chunk up to it can be read
-/// while the next one is; None if fewer rows are left: the chunk after `after` is the table's tail.
+/// while the next one is; None if no more than `limit` rows are left: the chunk after `after` is
+/// the table's tail.
 pub async fn bound(
     conn: &mut Conn,
     spec: &TableSpec,
@@ -108,9 +109,13 @@ pub async fn bound(
         check_key(spec, after)?;
         sql.push_str(&format!(" WHERE {}", tuple_clause(spec, after, Cmp::After, &mut params)));
     }
-    sql.push_str(&format!(" ORDER BY {columns} LIMIT 1 OFFSET {}", limit.saturating_sub(1)));
-    let row: Option<Row> = conn.exec_first(sql, Params::Positional(params)).await?;
-    Ok(row.map(|row| row.unwrap().iter().map(key_value).collect()))
+    // The row after it too: without one, the tail is this chunk (not an empty one after it).
+    sql.push_str(&format!(" ORDER BY {columns} LIMIT 2 OFFSET {}", limit.saturating_sub(1)));
+    let rows: Vec<Row> = conn.exec(sql, Params::Positional(params)).await?;
+    Ok(match rows.len() {
+        2 => rows.into_iter().next().map(|row| row.unwrap().iter().map(key_value).collect()),
+        _ => None,
+    })
 }
 
 /// Where a chunk's rows end.
