@@ -103,8 +103,8 @@ pub struct Snapshot {
     progress: Arc<SnapshotProgress>,
     /// The progress the last commit carried (see `moved`).
     announced: Option<Arc<SnapshotProgress>>,
-    /// The readers' own threads (one per chunk read at once, at most one per core) and their
-    /// idle connections.
+    /// The readers' own threads (one per chunk read at once, but no more than the cores besides
+    /// the stream's) and their idle connections.
     readers: Runtime,
     idle: Vec<Conn>,
     /// Chunks in flight, in the order they are emitted.
@@ -136,10 +136,11 @@ impl Snapshot {
         server: (Flavor, u32),
     ) -> Result<Snapshot> {
         skip.extend(settings.signal_table.clone());
-        // More reader threads than cores would only hold more memory (each allocates).
+        // The stream's own thread (emitting) takes a core: more reader threads than the other
+        // cores would only hold more memory (each thread's allocations are its own).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let readers = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.parallelism.clamp(1, cores))
+            .worker_threads(settings.parallelism.min(cores - 1).max(1))
             .thread_name("snapshot-reader")
             .enable_all()
             .build()
