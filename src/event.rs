@@ -31,6 +31,26 @@ impl Op {
     }
 }
 
+/// Where an event stands in a snapshot, as Debezium's `source.snapshot` says it: a change from
+/// the stream, or a read and its place in the initial snapshot (`snapshot::marks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotMark {
+    /// A change from the stream.
+    Stream,
+    /// The initial snapshot's first read.
+    First,
+    /// A table's first read (not the initial snapshot's first).
+    FirstInTable,
+    /// Any other read of the initial snapshot.
+    Read,
+    /// A table's last read (not the initial snapshot's last).
+    LastInTable,
+    /// The initial snapshot's last read.
+    Last,
+    /// A read of an incremental snapshot.
+    Incremental,
+}
+
 #[derive(Debug, Clone)]
 pub struct Change {
     pub op: Op,
@@ -53,6 +73,8 @@ pub struct Change {
     pub row: u64,
     /// True on the last row of its transaction.
     pub commit: bool,
+    /// `Stream` for changes; for reads, their place in the snapshot.
+    pub snapshot: SnapshotMark,
     pub before: Option<RowImage>,
     pub after: Option<RowImage>,
 }

@@ -452,3 +452,71 @@ fn maxwell_puts_the_xid_on_every_row_of_a_transaction() {
     let xids: Vec<_> = native[..3].iter().map(|e| e.xid).collect();
     assert_eq!(xids, [None, None, Some(xid)], "the native event names it on the commit row only");
 }
+
+/// Debezium's `source.snapshot` on reads, as Debezium 2.x/3.x marks them: in an initial snapshot
+/// of three tables (chunks of 2; the last table's rows fill its chunks exactly) the first read
+/// says `first`, the last `last`, each later table's first read `first_in_data_collection`, each
+/// earlier table's last `last_in_data_collection`, the rest `true`. Reads of an incremental
+/// snapshot say `incremental`, changes `false`.
+#[test]
+fn debezium_marks_the_first_and_last_reads_of_a_snapshot() {
+    let (server, db, _) = written("debezium_marks", |db| {
+        format!(
+            "CREATE TABLE {db}.a (id INT PRIMARY KEY); INSERT INTO {db}.a VALUES (1), (2), (3), (4), (5);
+             CREATE TABLE {db}.b (id INT PRIMARY KEY); INSERT INTO {db}.b VALUES (1);
+             CREATE TABLE {db}.c (id INT PRIMARY KEY); INSERT INTO {db}.c VALUES (1), (2), (3), (4);
+             CREATE TABLE {db}.signals (id VARCHAR(42) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT);"
+        )
+    });
+    let marks = |events: &[Debezium]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| format!("{}{} {}", e.source.table, e.after.as_ref().unwrap()["id"], e.source.snapshot))
+            .collect()
+    };
+    let include = format!("{db}.?");
+    let args = ["--snapshot", "initial", "--snapshot-chunk-size", "2", "--include", &include, "--format", "debezium"];
+    let initial: Vec<Debezium> = parse(&server.dump(&args));
+    assert_eq!(
+        marks(&initial),
+        [
+            "a1 first",
+            "a2 true",
+            "a3 true",
+            "a4 true",
+            "a5 last_in_data_collection",
+            "b1 last_in_data_collection",
+            "c1 first_in_data_collection",
+            "c2 true",
+            "c3 true",
+            "c4 last"
+        ]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let signals = format!("{db}.signals");
+    let run = Stream::start(
+        server,
+        &position,
+        dir.path(),
+        0,
+        &["--signal-table", &signals, "--include", &include, "--format", "debezium", "--snapshot-chunk-size", "2"],
+    );
+    run.wait_ready(&position);
+    server.sql(&format!(
+        "INSERT INTO {signals} VALUES ('s1', 'execute-snapshot', '{{\"data-collections\": [\"{db}.c\"]}}');
+         UPDATE {db}.a SET id = 6 WHERE id = 5;"
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&run.stdout).unwrap().lines().count() < 6 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = std::fs::read_to_string(&run.stdout).unwrap();
+    assert!(run.stop().success());
+    let got: Vec<Debezium> =
+        out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let (reads, changes): (Vec<_>, Vec<_>) = got.into_iter().partition(|e| e.op == "r");
+    assert_eq!(marks(&reads), ["c1 incremental", "c2 incremental", "c3 incremental", "c4 incremental"]);
+    assert!(!changes.is_empty() && changes.iter().all(|e| e.source.snapshot == "false"), "{changes:?}");
+}

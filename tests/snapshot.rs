@@ -1217,3 +1217,138 @@ fn an_incremental_snapshot_is_requested_over_http() {
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&position).unwrap()).unwrap();
     assert_eq!(saved["snapshot"]["done"], 1, "{saved}");
 }
+
+/// Everything a decoder hands its sink from binlog files: the change events, and the executed
+/// GTID set after each transaction.
+#[derive(Default)]
+struct Decoded {
+    changes: Vec<binlog_tail::event::Change>,
+    executed: Vec<Option<binlog_tail::gtid::GtidSet>>,
+}
+
+impl binlog_tail::sink::Sink for Decoded {
+    fn change(&mut self, change: &binlog_tail::event::Change) -> anyhow::Result<()> {
+        self.changes.push(change.clone());
+        Ok(())
+    }
+    fn ddl(&mut self, _: &binlog_tail::event::Ddl) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn message(&mut self, _: &binlog_tail::outbox::Message) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn commit(&mut self, resume: &binlog_tail::position::Resume) -> anyhow::Result<()> {
+        self.executed.push(resume.gtids.clone());
+        Ok(())
+    }
+    fn acknowledged(&mut self) -> anyhow::Result<Option<binlog_tail::position::Resume>> {
+        Ok(None)
+    }
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// information_schema as a MySQL server reports json.binlog.000001's `mysql.t` (MINIMAL
+/// metadata: the binlog has no names), its first column the primary key.
+struct KeyedByFirstColumn;
+
+impl binlog_tail::decode::SchemaLookup for KeyedByFirstColumn {
+    fn columns(&mut self, _: &str, _: &str) -> anyhow::Result<Vec<binlog_tail::decode::table::ColumnInfo>> {
+        let column = |name: &str, data_type: &str| binlog_tail::decode::table::ColumnInfo {
+            name: name.into(),
+            unsigned: false,
+            charset: None,
+            values: None,
+            is_pk: name == "id",
+            data_type: data_type.into(),
+        };
+        Ok(vec![column("id", "int"), column("doc", "json"), column("name", "varchar"), column("age", "int")])
+    }
+}
+
+fn decode_file(path: &Path, lookup: Option<Box<dyn binlog_tail::decode::SchemaLookup>>) -> Decoded {
+    let mut decoder = binlog_tail::decode::Decoder::new(lookup, Default::default());
+    let mut decoded = Decoded::default();
+    binlog_tail::source::file::read_files(&[path.to_path_buf()], false, &mut decoder, &mut decoded).unwrap();
+    decoded
+}
+
+/// The gtid-window method's part of the schedule, fed what MySQL servers wrote: the executed
+/// sets after each transaction of binlog_transaction_with_GTID.000001 (seeded by its
+/// Previous_gtids) and the row changes of json.binlog.000001, each given the GTID of one of those
+/// transactions. The window refuses a stream ahead of `low`, leaves out of the chunk only the
+/// keys changed from the first transaction not in `low` on (every change of a keyless table), and
+/// closes exactly when the stream has executed `high`, never before the read sent it.
+#[test]
+fn gtid_window_places_a_chunk_by_the_gtids_a_mysql_server_wrote() {
+    use binlog_tail::gtid::{GtidSet, MySqlGtidSet};
+    use binlog_tail::snapshot::gtid_window::ChunkWindow;
+    let Some(dir) = crate::util::shared_binlogs() else { return };
+    // Its Previous_gtids is empty: before the first transaction nothing was executed.
+    let mut sets = vec![MySqlGtidSet::default()];
+    for set in decode_file(&dir.join("binlog_transaction_with_GTID.000001"), None).executed {
+        match set {
+            Some(GtidSet::MySql(set)) => sets.push(set),
+            other => panic!("not a MySQL GTID set: {other:?}"),
+        }
+    }
+    assert_eq!(sets.len(), 4, "three transactions: {sets:?}");
+    // Transaction i: the one GTID executed set i + 1 adds.
+    let gtid = |i: usize| -> Arc<str> {
+        let added = sets[i + 1].difference(&sets[i]).to_string();
+        assert!(!added.contains(',') && !added.rsplit(':').next().unwrap().contains('-'), "one GTID: {added}");
+        Arc::from(added)
+    };
+    let rows = decode_file(&dir.join("json.binlog.000001"), Some(Box::new(KeyedByFirstColumn))).changes;
+    let keyless = decode_file(&dir.join("json.binlog.000001"), None).changes;
+    assert!(rows[0].table.pk == [0] && keyless[0].table.pk.is_empty() && rows.len() >= 4);
+    let with_gtid = |c: &binlog_tail::event::Change, g: &Arc<str>| binlog_tail::event::Change {
+        gtid: Some(g.clone()),
+        ..c.clone()
+    };
+    let stream = |i: usize| Some(GtidSet::MySql(sets[i].clone()));
+
+    // Nothing streamed yet; `low` holds transactions 0 and 2, whose GTID reached gtid_executed
+    // before 1's did.
+    let (t0, t1, t2) = (gtid(0), gtid(1), gtid(2));
+    let mut low = sets[1].clone();
+    for ((sid, tag), ranges) in sets[3].difference(&sets[2]).ranges {
+        ranges.iter().for_each(|&(start, end)| low.add_interval(sid, &tag, start, end));
+    }
+    assert!(ChunkWindow::new(low.clone(), &sets[2]).is_err(), "the stream delivered 1, which low lacks");
+    let (mut window, high) = ChunkWindow::new(low.clone(), &sets[0]).unwrap();
+    window.observe(&with_gtid(&rows[0], &t0), true);
+    assert!(window.changed.is_empty(), "in low: the row stays in the chunk");
+    window.observe(&with_gtid(&rows[1], &t1), false);
+    assert!(window.changed.is_empty(), "another table's change opens the window, and stays in the stream");
+    window.observe(&with_gtid(&rows[2], &t2), true);
+    window.observe(&with_gtid(&rows[3], &t2), true);
+    let images = |c: &binlog_tail::event::Change| c.before.iter().chain(&c.after).count();
+    assert_eq!(window.changed.len(), images(&rows[2]) + images(&rows[3]), "open from 1 on, though 2 is in low");
+    assert!(window.changed.iter().all(|(table, _)| Arc::ptr_eq(table, &rows[2].table)));
+    assert!(!window.closed(&stream(3)), "not before the read sent high");
+    high.send(sets[3].clone()).unwrap();
+    assert!(!window.closed(&stream(2)), "high holds transaction 2, not yet streamed");
+    assert!(window.closed(&stream(3)));
+    assert!(!window.closed(&Some(GtidSet::parse("0-1-5").unwrap())), "a MariaDB set never closes it");
+
+    // A keyless table's changes are never held back once its window starts: all leave the read.
+    let (mut window, _high) = ChunkWindow::new(low, &sets[1]).unwrap();
+    window.observe(&with_gtid(&keyless[0], &t0), true);
+    assert_eq!(window.changed.len(), images(&keyless[0]));
+}
+
+/// The GTID window needs MySQL's executed set: on MariaDB it is a usage error that names the
+/// method to use, before anything is read.
+#[test]
+fn gtid_window_on_mariadb_is_a_usage_error() {
+    let server = MariaDb::shared();
+    let db = server.fresh_db("snap_gtid_window");
+    server.sql(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY); INSERT INTO {db}.t VALUES (1)"));
+    let out = server.dump(&["--snapshot", "initial", "--include", &db, "--snapshot-method", "gtid-window"]);
+    let err = crate::util::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("gtid-window needs MySQL's gtid_executed set; on MariaDB use consistent"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing read");
+}

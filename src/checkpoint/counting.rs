@@ -45,6 +45,7 @@ impl ChangeCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::SnapshotMark;
     use crate::position::Flavor;
 
     fn table(name: &str) -> Arc<Table> {
@@ -75,6 +76,7 @@ mod tests {
             xid: None,
             row: 0,
             commit: false,
+            snapshot: SnapshotMark::Stream,
             before: None,
             after: None,
         }

@@ -149,8 +149,9 @@ pub struct SnapshotArgs {
     #[arg(long, value_name = "DB.TABLE=COLUMNS", alias = "snapshot-keys")]
     pub snapshot_key: Vec<String>,
     /// How each chunk finds its place in the stream: `consistent` (MariaDB's consistent-snapshot
-    /// binlog position) or `watermark` (low/high watermark rows written to --signal-table);
-    /// when not given, consistent on MariaDB and watermark on MySQL.
+    /// binlog position), `gtid-window` (MySQL's gtid_executed read before and after each chunk;
+    /// writes nothing) or `watermark` (low/high watermark rows written to --signal-table); when
+    /// not given, consistent on MariaDB, gtid-window on MySQL with GTIDs, watermark without.
     #[arg(long, value_enum)]
     pub snapshot_method: Option<crate::snapshot::Method>,
     /// A table (db.table) whose inserted rows start and stop incremental snapshots while

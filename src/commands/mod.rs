@@ -77,24 +77,25 @@ fn new_snapshot(
         return Ok(None);
     }
     let mut settings = settings;
-    let method = *settings.method.get_or_insert(match source.flavor {
-        Flavor::MariaDb => snapshot::Method::Consistent,
-        Flavor::MySql => snapshot::Method::Watermark,
-    });
+    // The window needs GTIDs on the server and the stream's executed set: a stream started at a
+    // file position (`--start FILE:POS`) has none, and its windows would never close.
+    let gtid_mode_on = source.flavor == Flavor::MySql
+        && settings.method.is_none_or(|m| m == snapshot::Method::GtidWindow)
+        && source.start_gtids.is_some()
+        && rt.block_on(snapshot::gtid_window::gtid_mode_on(&connect_opts(cfg)?))?;
     // Settings this server cannot work with: exit 2, like a bad command line.
-    if method == snapshot::Method::Consistent && source.flavor == Flavor::MySql {
-        return Err(Usage("--snapshot-method consistent needs MariaDB's binlog_snapshot_position; on MySQL use --snapshot-method watermark".into()).into());
-    }
+    let method = snapshot::Method::for_server(settings.method, source.flavor, gtid_mode_on)?;
+    settings.method = Some(method);
     if method == snapshot::Method::Watermark && settings.signal_table.is_none() {
         if !settings.initial {
             // Only HTTP requests could start one: a stream without snapshots, not an error.
             tracing::info!(
-                "snapshot requests over HTTP need --signal-table on MySQL (the watermark method writes there)"
+                "snapshot requests over HTTP need --signal-table on MySQL without GTIDs (the watermark method writes there)"
             );
             return Ok(None);
         }
         return Err(Usage(format!(
-            "snapshots on MySQL use watermarks written to a signal table: give --signal-table db.table (CREATE TABLE db.table {}; the user needs INSERT and DELETE on it)",
+            "this MySQL stream has no GTIDs to bound snapshot windows with (gtid_mode is not ON, or it starts at a file position), so snapshots use watermarks written to a signal table: give --signal-table db.table (CREATE TABLE db.table {}; the user needs INSERT and DELETE on it), or turn GTIDs on to snapshot without writing (--snapshot-method gtid-window)",
             crate::signal::SIGNAL_TABLE_DDL
         ))
         .into());

@@ -27,7 +27,7 @@ use mysql_common::binlog::BinlogCtx;
 use mysql_common::io::ParseBuf;
 use mysql_common::proto::MyDeserialize;
 
-use crate::event::{Change, Ddl, Op};
+use crate::event::{Change, Ddl, Op, SnapshotMark};
 use crate::filter::Filter;
 use crate::frame::{Checksums, EventReader, Partial, RawEvent, HEADER_LEN};
 use crate::gtid::{Gtid, GtidSet, MySqlGtidSet, MAX_GNO};
@@ -425,6 +425,7 @@ impl Decoder {
                 xid: None,
                 row: self.tx.rows,
                 commit: false,
+                snapshot: SnapshotMark::Stream,
                 before,
                 after,
             };

@@ -14,7 +14,7 @@ use super::text::{
     datetime_micros, days, inner, is_zero_date, time_micros, write_as_string, write_set_joined, write_sql_datetime,
 };
 use super::{now_ns, pk_value, push_int, DebeziumTime, FormatSettings, Part};
-use crate::event::{write_row, Change, Op};
+use crate::event::{write_row, Change, Op, SnapshotMark};
 use crate::position::Flavor;
 use crate::schema::Kind;
 use crate::text::{write_json_opt_str, write_json_str};
@@ -26,6 +26,19 @@ fn op_code(op: Op) -> &'static [u8] {
         Op::Update => b"u",
         Op::Delete => b"d",
         Op::Read => b"r",
+    }
+}
+
+/// Debezium's `source.snapshot` (its `SnapshotRecord`, lower case).
+fn snapshot_mark(mark: SnapshotMark) -> &'static [u8] {
+    match mark {
+        SnapshotMark::Stream => b"false",
+        SnapshotMark::First => b"first",
+        SnapshotMark::FirstInTable => b"first_in_data_collection",
+        SnapshotMark::Read => b"true",
+        SnapshotMark::LastInTable => b"last_in_data_collection",
+        SnapshotMark::Last => b"last",
+        SnapshotMark::Incremental => b"incremental",
     }
 }
 
@@ -67,13 +80,9 @@ impl State {
         push_int(out, c.ts * 1_000_000);
         out.extend_from_slice(b",\"ts_ns\":");
         push_int(out, c.ts * 1_000_000_000);
-        // Debezium marks snapshot reads "true" (its "last" needs to know the snapshot's final row
-        // in advance; chunks are read as the stream goes, so every read says "true").
-        out.extend_from_slice(if op == Op::Read {
-            b",\"snapshot\":\"true\",\"db\":"
-        } else {
-            b",\"snapshot\":\"false\",\"db\":"
-        });
+        out.extend_from_slice(b",\"snapshot\":\"");
+        out.extend_from_slice(snapshot_mark(if op == Op::Read { c.snapshot } else { SnapshotMark::Stream }));
+        out.extend_from_slice(b"\",\"db\":");
         out.extend_from_slice(&t.db_json);
         out.extend_from_slice(b",\"table\":");
         out.extend_from_slice(&t.name_json);

@@ -198,6 +198,7 @@ mod tests {
 
     use std::sync::Arc;
 
+    use crate::event::SnapshotMark;
     use crate::position::Flavor;
     use crate::schema::{Column, Kind, Table};
 
@@ -242,6 +243,7 @@ mod tests {
             xid: None,
             row: 0,
             commit: true,
+            snapshot: SnapshotMark::Stream,
             before: Some(image(before)),
             after: Some(image(after)),
         }

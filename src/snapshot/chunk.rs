@@ -77,7 +77,8 @@ pub struct Chunk {
     pub key: Vec<usize>,
     /// The key the chunk covers up to, as the server returned it: its bound, or its last row's.
     pub last_key: Option<Vec<KeyValue>>,
-    /// Fewer rows than asked for: the table is done after this chunk.
+    /// No row after this chunk (a chunk with a limit reads one row beyond it; a split one knows
+    /// from its bound): the table is done after it.
     pub last: bool,
 }
 
@@ -157,14 +158,20 @@ pub async fn read(
     if keyed {
         sql.push_str(" ORDER BY ");
         sql.push_str(&spec.key.iter().map(|&k| quote(&spec.table.columns[k].name)).collect::<Vec<_>>().join(", "));
+        // With a limit, one row more than the chunk: whether the table goes on (a read's `last`).
         if matches!(upto, Upto::Limit) {
-            sql.push_str(&format!(" LIMIT {limit}"));
+            sql.push_str(&format!(" LIMIT {}", limit.saturating_add(1)));
         }
     }
     let mut result = conn.exec_iter(sql, Params::Positional(params)).await?;
     let mut rows = Vec::new();
     let mut last_values = None;
+    let mut more = false;
     while let Some(row) = result.next().await? {
+        if matches!(upto, Upto::Limit) && rows.len() as u64 == limit {
+            more = true;
+            continue;
+        }
         let values = row.unwrap();
         rows.push(image(&spec.table, &values)?);
         last_values = Some(values);
@@ -173,7 +180,7 @@ pub async fn read(
     conn.query_drop("COMMIT").await?;
     let last = !keyed
         || match upto {
-            Upto::Limit => (rows.len() as u64) < limit,
+            Upto::Limit => !more,
             Upto::Key(_) => false,
             Upto::End => true,
         };

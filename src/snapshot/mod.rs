@@ -3,7 +3,8 @@
 //!
 //! One job per file: `plan` (which tables), `schedule` (when each chunk is read and where it goes
 //! in the stream), `chunk` (reading one chunk), `values` (its values as the decoder's JSON),
-//! `sink` (the decoder's sink while snapshots can run), `progress` (the bar and log lines).
+//! `sink` (the decoder's sink while snapshots can run), `progress` (the bar and log lines),
+//! `gtid_window` (the GTID window method), `marks` (each read's place in its snapshot).
 //!
 //! Invariants:
 //! - Consistent method (MariaDB): a chunk read at binlog position P (see `chunk`) is emitted when
@@ -18,6 +19,11 @@
 //!   watermark's transaction, as soon as the chunks started before it are, without the rows whose
 //!   keys the stream saw change between the low watermark and there (those rows' newer values are
 //!   in the stream). Correctness depends only on binlog order, not on timing.
+//! - GTID window method (MySQL with GTIDs; writes nothing): a chunk is read after `low` and
+//!   before `high`, both `@@global.gtid_executed`; from the first streamed transaction not in
+//!   `low` on, the keys the stream changes leave the chunk, until it is emitted: once the stream
+//!   has executed all of `high` and the chunks started before it are emitted. The argument is
+//!   `gtid_window`'s.
 //! - Chunks are emitted one at a time, in the order they were started: the tables in turn, each
 //!   table's chunks in key order. Up to `parallelism` of them are read at once (of one table split
 //!   ahead by key ranges, see `chunk`, or of the next tables), so memory is bounded by
@@ -46,6 +52,7 @@
 
 pub mod chunk;
 pub mod gtid_window;
+mod marks;
 mod plan;
 mod progress;
 pub mod requests;
@@ -56,6 +63,7 @@ pub mod values;
 use anyhow::Result;
 
 use crate::error::Usage;
+use crate::position::Flavor;
 
 pub use plan::check_request;
 pub use schedule::Snapshot;
@@ -68,12 +76,32 @@ pub enum Method {
     Consistent,
     /// DBLog's low/high watermarks, written to the signal table around each chunk's read.
     Watermark,
+    /// MySQL with GTIDs: DBLog's window bounded by `@@global.gtid_executed` read before and
+    /// after each chunk; writes nothing (`gtid_window`).
+    GtidWindow,
+}
+
+impl Method {
+    /// The method `chosen`, or the server's default: consistent on MariaDB; on MySQL gtid-window
+    /// with `gtid_mode=ON`, else watermark. A method the server cannot run is a usage error.
+    pub fn for_server(chosen: Option<Method>, flavor: Flavor, gtid_mode_on: bool) -> Result<Method, Usage> {
+        let refuse = |why: &str| Err(Usage(why.into()));
+        match (chosen, flavor) {
+            (None, Flavor::MariaDb) => Ok(Method::Consistent),
+            (None, Flavor::MySql) if gtid_mode_on => Ok(Method::GtidWindow),
+            (None, Flavor::MySql) => Ok(Method::Watermark),
+            (Some(Method::Consistent), Flavor::MySql) => refuse("--snapshot-method consistent needs MariaDB's binlog_snapshot_position; on MySQL use gtid-window (with gtid_mode=ON) or watermark"),
+            (Some(Method::GtidWindow), Flavor::MariaDb) => refuse("--snapshot-method gtid-window needs MySQL's gtid_executed set; on MariaDB use consistent (the default, which writes nothing either)"),
+            (Some(Method::GtidWindow), Flavor::MySql) if !gtid_mode_on => refuse("--snapshot-method gtid-window needs gtid_mode=ON on the server and a stream that resumes by GTID (not --start FILE:POS); otherwise use --snapshot-method watermark with --signal-table"),
+            (Some(method), _) => Ok(method),
+        }
+    }
 }
 
 /// How a snapshot is taken.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// None: by the server (consistent on MariaDB, watermark on MySQL).
+    /// None: by the server (`Method::for_server`).
     pub method: Option<Method>,
     /// Snapshot every included table when there is no saved position (`--snapshot initial`).
     pub initial: bool,
@@ -115,6 +143,25 @@ impl KeyOverride {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_server_gets_a_method_it_can_run() {
+        use Flavor::*;
+        use Method::*;
+        let method = |chosen, flavor, gtids| Method::for_server(chosen, flavor, gtids).map_err(|e| e.0);
+        assert_eq!(method(None, MariaDb, false), Ok(Consistent));
+        assert_eq!(method(None, MariaDb, true), Ok(Consistent));
+        assert_eq!(method(None, MySql, true), Ok(GtidWindow));
+        assert_eq!(method(None, MySql, false), Ok(Watermark));
+        for (chosen, flavor, gtids) in
+            [(Watermark, MySql, true), (Watermark, MariaDb, false), (GtidWindow, MySql, true)]
+        {
+            assert_eq!(method(Some(chosen), flavor, gtids), Ok(chosen));
+        }
+        assert!(method(Some(Consistent), MySql, true).unwrap_err().contains("gtid-window"));
+        assert!(method(Some(GtidWindow), MySql, false).unwrap_err().contains("gtid_mode=ON"));
+        assert!(method(Some(GtidWindow), MariaDb, true).unwrap_err().contains("on MariaDB use consistent"));
+    }
 
     #[test]
     fn snapshot_keys_parse() {

@@ -19,6 +19,8 @@ use tokio::sync::oneshot;
 use tokio::sync::oneshot::error::TryRecvError;
 
 use super::chunk::{self, BinlogPos, Chunk, TableSpec, Upto, SESSION_SETUP};
+use super::gtid_window::{self, ChunkWindow};
+use super::marks::Marks;
 use super::progress::{table_estimates, Report};
 use super::requests::Requests;
 use super::{plan, Method, Settings};
@@ -83,6 +85,8 @@ enum Due {
     /// after the low watermark (`changed` holds those changes' images) are left out — until the
     /// chunk is emitted, which may be after its high watermark when an earlier chunk is due last.
     Window { low: String, high: String, open: bool, closed: bool, changed: Vec<(Arc<Table>, RowImage)> },
+    /// GTID window method: see `gtid_window::ChunkWindow`.
+    Gtids(ChunkWindow),
 }
 
 /// What a signal did: for the log and a requester.
@@ -121,6 +125,8 @@ pub struct Snapshot {
     held: HashSet<[String; 2]>,
     /// Requests that arrive over HTTP, applied like signals.
     requests: Option<Requests>,
+    /// Where each read stands in its snapshot (Debezium's marks).
+    marks: Marks,
 }
 
 impl Snapshot {
@@ -163,6 +169,7 @@ impl Snapshot {
             left: None,
             held: HashSet::new(),
             requests: None,
+            marks: Marks::new(0, false),
         };
         let initial = progress.is_none() && snapshot.settings.initial;
         let pending = if !initial && snapshot.settings.keys.is_empty() {
@@ -184,9 +191,14 @@ impl Snapshot {
             })?
         };
         match (progress, pending) {
-            (Some(progress), _) => snapshot.progress = Arc::new(progress),
+            (Some(progress), _) => {
+                let initial = if snapshot.settings.initial { progress.pending.len() } else { 0 };
+                snapshot.marks = Marks::new(initial, progress.done == 0 && progress.after.is_none());
+                snapshot.progress = Arc::new(progress);
+            }
             (None, Some(pending)) => {
                 tracing::info!("snapshot of {} table(s) planned", pending.len());
+                snapshot.marks = Marks::new(pending.len(), true);
                 snapshot.progress = Arc::new(SnapshotProgress { pending, after: None, done: 0 });
             }
             (None, None) => {}
@@ -287,6 +299,7 @@ impl Snapshot {
                         t[1]
                     );
                 }
+                self.marks.stopped(next.pending.iter().map(|t| !stopped(t)));
                 next.pending.retain(|t| !stopped(t));
                 let tables = before - next.pending.len();
                 tracing::info!("snapshot stopped for {tables} table(s)");
@@ -350,10 +363,9 @@ impl Snapshot {
         let Some(i) = self.progress.pending.iter().position(|[d, t]| *d == table.db && *t == table.name) else {
             return false;
         };
-        let window_open = self
-            .queue
-            .iter()
-            .any(|r| r.table == self.progress.pending[i] && matches!(r.due, Due::Window { open: true, .. }));
+        let window_open = self.queue.iter().any(|r| {
+            r.table == self.progress.pending[i] && matches!(r.due, Due::Window { open: true, .. } | Due::Gtids(_))
+        });
         if (i == 0 && self.progress.after.is_some()) || window_open {
             return false;
         }
@@ -389,13 +401,17 @@ impl Snapshot {
             if self.complete() || shutdown.requested() {
                 return Ok(());
             }
-            self.fill(&here, shutdown)?;
+            self.fill(&here, gtids, shutdown)?;
             let Some(front) = self.queue.front_mut() else { return Ok(()) };
             front.poll();
-            let due = match &front.due {
+            let due = match &mut front.due {
                 Due::At(p) => here.at_or_after(&p.file, p.offset),
                 // A read that failed writes no high watermark: handle its error now.
                 Due::Window { closed, .. } => *closed || matches!(front.got, Some((_, Err(_)))),
+                // Its place follows from `high`, read after the rows: wait for them, as at P.
+                Due::Gtids(window) => {
+                    front.got.is_none() || matches!(front.got, Some((_, Err(_)))) || window.closed(gtids)
+                }
             };
             if !due {
                 return Ok(());
@@ -436,6 +452,8 @@ impl Snapshot {
                     }
                 },
             };
+            // Where the chunk stands in its table, for the reads' marks.
+            let (table_first, table_last) = (self.progress.after.is_none(), chunk.as_ref().is_none_or(|c| c.last));
             match chunk.as_ref().filter(|c| !c.last) {
                 Some(c) => next.after = c.last_key.clone(),
                 None => {
@@ -452,11 +470,13 @@ impl Snapshot {
             self.progress = Arc::new(next);
             // Read the next chunks while this one is emitted: they start here, so their views
             // are newer.
-            self.fill(&here, shutdown)?;
+            self.fill(&here, gtids, shutdown)?;
             let chunk = match chunk {
                 Some(mut chunk) => {
-                    if let Due::Window { changed, .. } = &due {
-                        leave_out_changed(&mut chunk, changed);
+                    match &due {
+                        Due::Window { changed, .. } => leave_out_changed(&mut chunk, changed),
+                        Due::Gtids(window) => leave_out_changed(&mut chunk, &window.changed),
+                        Due::At(_) => {}
                     }
                     Some(chunk)
                 }
@@ -465,13 +485,16 @@ impl Snapshot {
             let rows = chunk.as_ref().map_or(0, |c| c.rows.len());
             let at = match due {
                 Due::At(p) => p,
-                Due::Window { .. } => here.clone(),
+                Due::Window { .. } | Due::Gtids(_) => here.clone(),
             };
             if let Some(chunk) = chunk {
                 // The GTID set the stream has executed where the chunk sits: the chunk and every
                 // event before it reflect exactly those transactions.
                 let gtid = gtids.as_ref().map(ToString::to_string).filter(|g| !g.is_empty()).map(Arc::from);
-                self.emit(chunk, &at, gtid, read_at, sink)?;
+                self.emit(chunk, &at, gtid, read_at, (table_first, table_last), sink)?;
+            }
+            if table_last {
+                self.marks.table_done();
             }
             let resume = self.moved(&Resume::new(file.clone(), offset, gtids.clone()));
             sink.commit(&resume)?;
@@ -489,10 +512,10 @@ impl Snapshot {
 
     /// Starts chunks, in order, while fewer than `parallelism` are in flight and it is known
     /// where the next one starts.
-    fn fill(&mut self, here: &BinlogPos, shutdown: &Shutdown) -> Result<()> {
+    fn fill(&mut self, here: &BinlogPos, gtids: &Option<GtidSet>, shutdown: &Shutdown) -> Result<()> {
         while self.queue.len() < self.settings.parallelism && !self.complete() && !shutdown.requested() {
             let Some((table, after)) = self.next_start() else { return Ok(()) };
-            self.start(table, after, here)?;
+            self.start(table, after, here, gtids)?;
         }
         Ok(())
     }
@@ -567,8 +590,15 @@ impl Snapshot {
 
     /// Starts reading the chunk of `db`.`table` after `after` in the background: with the
     /// consistent method, in a snapshot transaction whose position is at or after `here` and
-    /// the newest chunk's in flight; with watermarks, between a low and a high watermark row.
-    fn start(&mut self, [db, table]: [String; 2], after: Option<Vec<KeyValue>>, here: &BinlogPos) -> Result<()> {
+    /// the newest chunk's in flight; with watermarks, between a low and a high watermark row;
+    /// with the GTID window, after `low` includes `gtids`, what the stream has executed.
+    fn start(
+        &mut self,
+        [db, table]: [String; 2],
+        after: Option<Vec<KeyValue>>,
+        here: &BinlogPos,
+        gtids: &Option<GtidSet>,
+    ) -> Result<()> {
         let key = self.settings.keys.iter().find(|k| k.db == db && k.table == table).map(|k| k.columns.clone());
         let (limit, filter) = (self.settings.chunk_size, self.filter.clone());
         // Finding where a chunk ends costs an index read: worth it only when the next chunk can
@@ -609,6 +639,26 @@ impl Snapshot {
                 let _ = tx.send((conn, result));
             });
             self.queue.push_back(Reading { table: name, due, read_at, end, rows: rx, got: None });
+            return Ok(());
+        }
+        if self.settings.method == Some(Method::GtidWindow) {
+            let (window, high) = self.readers.block_on(ChunkWindow::begin(&mut conn, gtids))?;
+            self.readers.spawn(async move {
+                let result = async {
+                    let chunk = match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
+                        Some(spec) => {
+                            let upto = split(&mut conn, &spec, after.as_deref(), limit, end_tx).await?;
+                            Some(chunk::read(&mut conn, &spec, after.as_deref(), upto, limit).await?)
+                        }
+                        None => None,
+                    };
+                    let _ = high.send(gtid_window::executed(&mut conn).await?);
+                    Ok(chunk)
+                }
+                .await;
+                let _ = tx.send((conn, result));
+            });
+            self.queue.push_back(Reading { table: name, due: Due::Gtids(window), read_at, end, rows: rx, got: None });
             return Ok(());
         }
         // Chunks are emitted in the order they start: so are their positions.
@@ -652,13 +702,15 @@ impl Snapshot {
     }
 
     /// The chunk's rows as one transaction of `read` events at the chunk's position, with the
-    /// `gtid` set executed there (fewer once `--limit` is reached).
+    /// `gtid` set executed there (fewer once `--limit` is reached); `(first, last)`: the chunk is
+    /// its table's first, last.
     fn emit(
         &mut self,
         chunk: Chunk,
         at: &BinlogPos,
         gtid: Option<Arc<str>>,
         read_at: u64,
+        (first, last): (bool, bool),
         sink: &mut dyn Sink,
     ) -> Result<()> {
         let (flavor, server_id) = self.server;
@@ -680,6 +732,7 @@ impl Snapshot {
                 xid: None,
                 row: n as u64,
                 commit: n as u64 + 1 == count,
+                snapshot: self.marks.of(n, count as usize, first, last),
                 before: None,
                 after: Some(image),
             };
@@ -688,16 +741,16 @@ impl Snapshot {
         Ok(())
     }
 
-    /// A change the stream emitted: from a chunk's low watermark until it is emitted, on its
-    /// table, its keys are left out of the chunk.
+    /// A change the stream emitted: inside a chunk's window (watermarks, GTIDs) and until the
+    /// chunk is emitted, on its table, its keys are left out of the chunk.
     pub(super) fn observe(&mut self, change: &Change) {
         for reading in &mut self.queue {
-            if let Due::Window { open: true, changed, .. } = &mut reading.due {
-                if reading.table[0] == change.table.db && reading.table[1] == change.table.name {
-                    changed.extend(
-                        change.before.iter().chain(&change.after).map(|img| (change.table.clone(), img.clone())),
-                    );
-                }
+            let on_table = reading.table[0] == change.table.db && reading.table[1] == change.table.name;
+            match &mut reading.due {
+                Due::Window { open: true, changed, .. } if on_table => changed
+                    .extend(change.before.iter().chain(&change.after).map(|img| (change.table.clone(), img.clone()))),
+                Due::Gtids(window) => window.observe(change, on_table),
+                _ => {}
             }
         }
     }

@@ -1,5 +1,6 @@
 //! No duplicates after a restart, without Kafka transactions: before the first message to a
-//! partition, read that partition's tail, and skip every replayed message it already holds.
+//! topic, read the tails of its partitions (together), and skip every replayed message a
+//! partition already holds.
 //!
 //! Every message carries a `binlog_tail.seq` header: `STREAM/ORIGIN/INDEX`. STREAM names one
 //! position file with one configuration; ORIGIN is the transaction's GTID (or, without GTIDs, the
@@ -181,25 +182,36 @@ struct Topic {
     partitions: i32,
     tails: HashMap<i32, Option<OrderKey>>,
     skipped: u64,
+    /// Partitions that may still hold a replayed message: not read yet, or not passed yet.
+    open: i32,
 }
 
-/// Partition tails, read once per partition the stream writes to after a (re)start. Lookups
-/// answer None while Kafka cannot be reached; the caller waits and asks again, as it does when
-/// sending.
+/// Partition tails, read after a (re)start before the first message to a topic, all of the
+/// topic's partitions at once (one fetch serves them all). Lookups answer None while Kafka cannot
+/// be reached; the caller waits and asks again, as it does when sending.
 pub struct Tails {
     stream: String,
     /// The stream is new: none of its messages can be in Kafka, so no tail is read.
     new: bool,
     consumer: BaseConsumer,
     topics: HashMap<String, Topic>,
+    /// The topic asked for last, its partition count, and whether none of its partitions can
+    /// hold a replayed message any more: rows come in runs of one table, so most messages are
+    /// answered by comparing a name, without hashing it.
+    last: (String, i32, bool),
 }
 
 impl Tails {
     /// `config`: the consumer settings (`KafkaSettings::consumer_config`).
     pub fn new(stream: String, mut config: ClientConfig) -> Result<Tails> {
-        config.set("group.id", "binlog-tail-tail-reader").set("enable.partition.eof", "true");
+        // The windows read are already there: a fetch that finds nothing new (a partition's end)
+        // must not hold the next window back by the default half second.
+        config
+            .set("group.id", "binlog-tail-tail-reader")
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", "10");
         let consumer = config.create().context("cannot create the Kafka client that reads partition tails")?;
-        Ok(Tails { stream, new: false, consumer, topics: HashMap::new() })
+        Ok(Tails { stream, new: false, consumer, topics: HashMap::new(), last: (String::new(), 0, false) })
     }
 
     /// Says that the stream is new (an id never used before), which spares reading tails past
@@ -210,8 +222,13 @@ impl Tails {
 
     /// The partition count of `topic`.
     pub fn partitions(&mut self, topic: &str) -> Result<Option<i32>> {
+        if self.last.0 == topic {
+            return Ok(Some(self.last.1));
+        }
         if let Some(t) = self.topics.get(topic) {
-            return Ok(Some(t.partitions));
+            let (partitions, done) = (t.partitions, t.open == 0);
+            self.remember(topic, partitions, done);
+            return Ok(Some(partitions));
         }
         let meta = match self.consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
             Ok(meta) => meta,
@@ -224,28 +241,42 @@ impl Tails {
         if partitions == 0 {
             bail!("Kafka topic {} does not exist (or has no partitions): create the topic (the broker does not create topics automatically), or route with --kafka-topic", Escaped(topic));
         }
-        self.topics.insert(topic.to_string(), Topic { partitions, tails: HashMap::new(), skipped: 0 });
+        self.topics
+            .insert(topic.to_string(), Topic { partitions, tails: HashMap::new(), skipped: 0, open: partitions });
+        self.remember(topic, partitions, false);
         Ok(Some(partitions))
+    }
+
+    fn remember(&mut self, topic: &str, partitions: i32, done: bool) {
+        self.last.0.clear();
+        self.last.0.push_str(topic);
+        (self.last.1, self.last.2) = (partitions, done);
     }
 
     /// True when the partition already holds the message at `key`: it is skipped.
     pub fn holds(&mut self, topic: &str, partition: i32, key: &OrderKey) -> Result<Option<bool>> {
-        let t = self.topics.get(topic).expect("partitions() was asked first");
-        if self.new {
+        if self.new || (self.last.2 && self.last.0 == topic) {
             return Ok(Some(false));
         }
+        let t = self.topics.get(topic).expect("partitions() was asked first");
         if !t.tails.contains_key(&partition) {
-            let tail = match read_tail(&self.consumer, &self.stream, topic, partition) {
-                Ok(tail) => tail,
+            // Every partition of the topic not read yet, together: about the time of one.
+            let unread: Vec<i32> = (0..t.partitions).filter(|p| !t.tails.contains_key(p)).collect();
+            let tails = match read_tails(&self.consumer, &self.stream, topic, &unread) {
+                Ok(tails) => tails,
                 Err(e) => {
                     tracing::debug!("{e:#}");
                     return Ok(None);
                 }
             };
-            if let Some(k) = &tail {
-                tracing::debug!("Kafka {topic}[{partition}] ends at {k:?} of this stream");
+            let t = self.topics.get_mut(topic).expect("present");
+            for (p, tail) in unread.into_iter().zip(tails) {
+                match &tail {
+                    Some(k) => tracing::debug!("Kafka {topic}[{p}] ends at {k:?} of this stream"),
+                    None => t.open -= 1,
+                }
+                t.tails.insert(p, tail);
             }
-            self.topics.get_mut(topic).expect("present").tails.insert(partition, tail);
         }
         let t = self.topics.get_mut(topic).expect("present");
         let held =
@@ -255,6 +286,7 @@ impl Tails {
         } else if t.tails.get(&partition).is_some_and(Option::is_some) {
             // The first message past the tail: from here on the partition gets everything.
             t.tails.insert(partition, None);
+            t.open -= 1;
             if t.skipped > 0 {
                 tracing::info!(
                     "Kafka dedupe: {} replayed messages of topic {topic} were already there and skipped",
@@ -262,19 +294,23 @@ impl Tails {
                 );
             }
         }
+        if self.last.0 == topic {
+            self.last.2 = t.open == 0;
+        }
         Ok(Some(held))
     }
 }
 
-/// The order key of this stream's last message in one partition, looking back past messages of
-/// other producers (or other streams) at most `LOOKBACK` messages.
-fn read_tail(consumer: &BaseConsumer, stream: &str, topic: &str, partition: i32) -> Result<Option<OrderKey>> {
+/// The order key of this stream's last message in each of `partitions`, looking back past
+/// messages of other producers (or other streams) at most `LOOKBACK` messages.
+fn read_tails(consumer: &BaseConsumer, stream: &str, topic: &str, partitions: &[i32]) -> Result<Vec<Option<OrderKey>>> {
     let ours = |msg: &BorrowedMessage<'_>| {
         let value = msg.headers()?.iter().find(|x| x.key == HEADER)?.value?;
         let (s, key) = OrderKey::parse_header(std::str::from_utf8(value).ok()?)?;
         (s == stream).then_some(key)
     };
-    Ok(tail::newest(consumer, topic, partition, LOOKBACK, ours)?.map(|(_, key)| key))
+    let tails = tail::newest_each(consumer, topic, partitions, LOOKBACK, ours)?;
+    Ok(tails.into_iter().map(|t| t.map(|(_, key)| key)).collect())
 }
 
 /// 16 hex digits naming one stream: the position file's own id and the configuration (filters,

@@ -633,6 +633,7 @@ mod tests {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
     use super::*;
+    use crate::event::SnapshotMark;
 
     /// A `-X` value that stands for a secret: errors must not show it.
     const SECRET: &str = "hunter2-client";
@@ -910,6 +911,7 @@ mod tests {
             xid: None,
             row,
             commit: false,
+            snapshot: if op == Op::Read { SnapshotMark::Read } else { SnapshotMark::Stream },
             before,
             after,
         };
