@@ -168,7 +168,7 @@ pub async fn read(
     let mut last_values = None;
     let mut more = false;
     while let Some(row) = result.next().await? {
-        if matches!(upto, Upto::Limit) && rows.len() as u64 == limit {
+        if keyed && matches!(upto, Upto::Limit) && rows.len() as u64 == limit {
             more = true;
             continue;
         }
