@@ -315,6 +315,10 @@ pub fn snapshot_settings(args: &SnapshotArgs, requests: bool) -> Result<Option<s
         return Ok(None);
     }
     let chunk_size = args.snapshot_chunk_size;
+    let parallelism = match args.snapshot_parallelism {
+        Some(n) => n as usize,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+    };
     let keys = args.snapshot_key.iter().map(|k| KeyOverride::parse(k)).collect::<Result<_>>()?;
     if args.snapshot_method == Some(snapshot::Method::Watermark) && signal_table.is_none() {
         return Err(Usage(
@@ -323,7 +327,15 @@ pub fn snapshot_settings(args: &SnapshotArgs, requests: bool) -> Result<Option<s
         )
         .into());
     }
-    Ok(Some(snapshot::Settings { method: args.snapshot_method, initial, requests, chunk_size, keys, signal_table }))
+    Ok(Some(snapshot::Settings {
+        method: args.snapshot_method,
+        initial,
+        requests,
+        chunk_size,
+        parallelism,
+        keys,
+        signal_table,
+    }))
 }
 
 /// `db.table`, exactly (no wildcards).
@@ -447,13 +459,16 @@ mod tests {
         let config = dir.path().join("c.toml");
         std::fs::write(
             &config,
-            "snapshot = 'initial'\nsnapshot_chunk_size = 500\nsnapshot_keys = ['a.b=c']\nsignal_table = 'a.signals'\nsnapshot_method = 'watermark'",
+            "snapshot = 'initial'\nsnapshot_chunk_size = 500\nsnapshot_keys = ['a.b=c']\nsignal_table = 'a.signals'\nsnapshot_method = 'watermark'\nsnapshot_parallelism = 3",
         )
         .unwrap();
         let settings =
             resolve(&["--url", "mysql://r@h:1", "--position-file", "p", "--config", config.to_str().unwrap()]);
         let s = settings.unwrap().snapshot.unwrap();
         assert!(s.initial && s.chunk_size == 500 && s.method == Some(snapshot::Method::Watermark));
+        assert_eq!(s.parallelism, 3);
+        let default = resolve(&["--url", "mysql://r@h:1", "--position-file", "p", "--snapshot", "initial"]);
+        assert!((1..=4).contains(&default.unwrap().snapshot.unwrap().parallelism));
         assert_eq!(s.signal_table, Some(("a".into(), "signals".into())));
         assert_eq!(s.keys[0].columns, ["c"]);
         assert!(parse_table("a.*").is_err() && parse_table("nodot").is_err());

@@ -75,21 +75,31 @@ fn filters_keys_and_empty_tables() {
          CREATE TABLE {db}.bag (x INT, y INT);
          INSERT INTO {db}.bag VALUES (1, 1), (1, 1), (2, NULL);"
     ));
-    let events = in_db(
-        ok_events(&server.dump(&[
-            "--snapshot",
-            "initial",
-            "--snapshot-chunk-size",
-            "2",
-            "--include",
+    // One chunk read at a time, and several: the same events (a table without a key in one go).
+    let dump = |parallelism: &str| {
+        in_db(
+            ok_events(&server.dump(&[
+                "--snapshot",
+                "initial",
+                "--snapshot-chunk-size",
+                "2",
+                "--snapshot-parallelism",
+                parallelism,
+                "--include",
+                &db,
+                "--exclude",
+                "*.audit_*",
+                "--drop-column",
+                &format!("{db}.users.secret"),
+            ])),
             &db,
-            "--exclude",
-            "*.audit_*",
-            "--drop-column",
-            &format!("{db}.users.secret"),
-        ])),
-        &db,
-    );
+        )
+    };
+    let events = dump("1");
+    let strip = |events: &[Event]| -> Vec<_> {
+        events.iter().map(|e| (e.table.clone(), e.row, e.commit, e.after.clone())).collect()
+    };
+    assert_eq!(strip(&events), strip(&dump("4")), "parallelism changes nothing in the output");
     let tables: Vec<&str> = events.iter().map(|e| e.table.as_str()).collect();
     assert_eq!(tables, ["bag", "bag", "bag", "uniq", "uniq", "uniq", "users", "users", "users"]);
     // A unique NOT NULL key chunks the table in the collation's order, and is the `pk` (the server
@@ -188,7 +198,8 @@ fn reads_in(file: &Path) -> usize {
 
 /// The correctness test of the issue: ≥100,000 rows, a case-insensitive composite key, a table
 /// without a primary key, concurrent inserts/updates/deletes on the same keys, SIGKILLs during
-/// the snapshot. Replaying the output in order must give exactly the tables' final contents.
+/// the snapshot, runs reading 4 chunks at once and 1. Replaying the output in order must give
+/// exactly the tables' final contents.
 #[test]
 fn snapshot_under_writes_and_sigkills_replays_to_the_final_tables() {
     correctness("consistent");
@@ -246,8 +257,11 @@ fn correctness(method: &str) {
     ];
     let mut files: Vec<PathBuf> = Vec::new();
     let kills = 3;
+    // Runs alternate between several chunks read at once and one: a run resumes where the one
+    // before it (with the other parallelism) was killed.
+    let parallelism = |n: usize| ["--snapshot-parallelism", ["4", "1"][n % 2]];
     for n in 0..kills {
-        let mut run = Stream::start(&server, &position, dir.path(), n, &args);
+        let mut run = Stream::start(&server, &position, dir.path(), n, &[&args[..], &parallelism(n)].concat());
         files.push(run.stdout.clone());
         // Kill once this run has emitted a few chunks of its own, mid-table.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -264,7 +278,7 @@ fn correctness(method: &str) {
         let pending = snapshot_pending(&position).expect("the position file records the snapshot");
         assert!(pending > 0, "kill {n} landed after the snapshot finished: make the tables bigger");
     }
-    let last = Stream::start(&server, &position, dir.path(), kills, &args);
+    let last = Stream::start(&server, &position, dir.path(), kills, &[&args[..], &parallelism(kills)].concat());
     files.push(last.stdout.clone());
     let deadline = Instant::now() + Duration::from_secs(90);
     while snapshot_pending(&position) != Some(0) {
@@ -301,6 +315,11 @@ fn correctness(method: &str) {
                 w[1]
             );
         }
+    }
+
+    // Each run reads a table in key order, whichever chunks were read at once.
+    for file in &files {
+        assert_reads_in_key_order(&read_events(std::slice::from_ref(file)), "big", "id");
     }
 
     // The same by GTID: a read's set holds every change emitted before it, none after it.
@@ -372,6 +391,177 @@ fn correctness(method: &str) {
     );
     assert!(reread <= kills * chunk, "{reread} rows read again: more than one chunk per kill");
     assert!(txs >= 200, "the workload ran alongside the snapshot: {txs} transactions");
+}
+
+/// The read events of `table` come in increasing order of its integer key `key`.
+fn assert_reads_in_key_order(events: &[Event], table: &str, key: &str) {
+    let keys: Vec<i64> = events
+        .iter()
+        .filter(|e| e.op == "read" && e.table == table)
+        .map(|e| e.after.as_ref().unwrap()[key].as_i64().unwrap())
+        .collect();
+    if let Some(w) = keys.windows(2).find(|w| w[0] >= w[1]) {
+        panic!("reads of {table} out of key order: {} before {}", w[0], w[1]);
+    }
+}
+
+/// Several chunks read at once, under concurrent writes: of one table split by key ranges and of
+/// several tables. The server shows the snapshot's reads running side by side, each table's reads
+/// come in key order, and replaying the stream rebuilds every table as `SELECT *` shows it.
+#[test]
+fn consistent_chunks_read_side_by_side_under_writes_rebuild_the_tables() {
+    side_by_side("consistent");
+}
+
+#[test]
+fn watermark_chunks_read_side_by_side_under_writes_rebuild_the_tables() {
+    side_by_side("watermark");
+}
+
+fn side_by_side(method: &str) {
+    let server = MariaDb::shared();
+    let db = server.fresh_db(&format!("snap_side_{method}"));
+    let tables = ["big", "t1", "t2", "t3"];
+    server.sql(&format!(
+        "USE {db};
+         CREATE TABLE big (id INT PRIMARY KEY, v INT);
+         INSERT INTO big SELECT seq, seq FROM seq_1_to_30000;
+         CREATE TABLE t1 (id INT PRIMARY KEY, v INT);
+         INSERT INTO t1 SELECT seq, seq FROM seq_1_to_1500;
+         CREATE TABLE t2 LIKE t1;
+         INSERT INTO t2 SELECT * FROM t1;
+         CREATE TABLE t3 LIKE t1;
+         INSERT INTO t3 SELECT * FROM t1;
+         CREATE TABLE marker (id INT PRIMARY KEY);
+         CREATE TABLE probe_done (id INT PRIMARY KEY);
+         CREATE TABLE signals (id VARCHAR(42) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT);
+         CREATE USER {db}@'%' IDENTIFIED BY 'replpass';
+         GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO {db}@'%';
+         GRANT INSERT, DELETE ON {db}.signals TO {db}@'%';"
+    ));
+    let port = server.port;
+    // Sampled every millisecond by the server itself until probe_done has a row: the most
+    // connections the stream holds besides its replication one (a reader connects only when
+    // every one it has is busy with a chunk not yet emitted), and the most watermark windows open
+    // at once (a low watermark row stays until its chunk's read ends).
+    let probe = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            sql_at(
+                port,
+                &format!(
+                    "DELIMITER //
+                     BEGIN NOT ATOMIC
+                       DECLARE conns, windows INT DEFAULT 0;
+                       WHILE NOT EXISTS (SELECT 1 FROM {db}.probe_done) DO
+                         SET conns = GREATEST(conns, (SELECT COUNT(*) FROM information_schema.PROCESSLIST
+                           WHERE USER = '{db}' AND COMMAND <> 'Binlog Dump'));
+                         SET windows = GREATEST(windows, (SELECT COUNT(*) FROM {db}.signals WHERE id LIKE '%-low'));
+                         DO SLEEP(0.001);
+                       END WHILE;
+                       SELECT conns, windows;
+                     END//"
+                ),
+            )
+        })
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, db) = (stop.clone(), db.clone());
+        std::thread::spawn(move || {
+            let mut rng = XorShift(0x51afd7ed558ccd);
+            let mut txs = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let mut sql = format!("USE {db};\n");
+                for _ in 0..20 {
+                    let (id, v) = (1 + rng.next() % 32_000, rng.next() % 1000);
+                    let table = tables[(rng.next() % 4) as usize];
+                    let id = if table == "big" { id } else { id % 1600 };
+                    sql.push_str(&match rng.next() % 3 {
+                        0 => format!("DELETE FROM {table} WHERE id = {id};\n"),
+                        1 => format!("UPDATE {table} SET v = {v} WHERE id = {id};\n"),
+                        _ => format!("INSERT INTO {table} VALUES ({id}, {v}) ON DUPLICATE KEY UPDATE v = {v};\n"),
+                    });
+                }
+                sql_at(port, &sql);
+                txs += 20;
+            }
+            txs
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let (include, signals) = (format!("{db}.*"), format!("{db}.signals"));
+    let run = Stream::spawn_as(
+        server,
+        &db,
+        dir.path(),
+        0,
+        &[
+            "--position-file",
+            position.to_str().unwrap(),
+            "--snapshot",
+            "initial",
+            "--snapshot-chunk-size",
+            "1000",
+            "--snapshot-parallelism",
+            "4",
+            "--include",
+            &include,
+            "--snapshot-method",
+            method,
+            "--signal-table",
+            &signals,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while snapshot_pending(&position) != Some(0) {
+        assert!(Instant::now() < deadline, "snapshot did not finish: {}", run.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let txs = writer.join().unwrap();
+    server.sql(&format!("INSERT INTO {db}.marker VALUES (1); INSERT INTO {db}.probe_done VALUES (1)"));
+    let most = probe.join().unwrap();
+    let (conns, windows) = most.split_once('\t').unwrap();
+    let (conns, windows): (usize, usize) = (conns.parse().unwrap(), windows.parse().unwrap());
+    let events = in_db(
+        wait_for(std::slice::from_ref(&run.stdout), "the marker", |ev| ev.iter().any(|e| e.table == "marker")),
+        &db,
+    );
+    let log = run.log();
+    assert!(run.stop().success(), "{log}");
+
+    let mut state: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    let id_v = |image: &BTreeMap<String, Value>| (image["id"].as_i64().unwrap(), image["v"].as_i64().unwrap());
+    for e in events.iter().filter(|e| tables.contains(&e.table.as_str())) {
+        if let Some(before) = &e.before {
+            state.remove(&(e.table.clone(), id_v(before).0));
+        }
+        if let Some(after) = &e.after {
+            let (id, v) = id_v(after);
+            state.insert((e.table.clone(), id), v);
+        }
+    }
+    let mut expected = BTreeMap::new();
+    for table in tables {
+        for line in server.sql(&format!("SELECT id, v FROM {db}.{table}")).lines() {
+            let (id, v) = line.split_once('\t').unwrap();
+            expected.insert((table.to_string(), id.parse().unwrap()), v.parse().unwrap());
+        }
+        assert_reads_in_key_order(&events, table, "id");
+    }
+    let reads = events.iter().filter(|e| e.op == "read").count();
+    eprintln!(
+        "side by side ({method}): {reads} reads, {txs} concurrent statements, at most {conns} connections and {windows} windows at once"
+    );
+    assert!(state == expected, "replaying the stream does not rebuild the tables");
+    // One reader at a time: 2 connections (it, and the schema lookups'); four at once: up to 5.
+    assert!(conns >= 3, "the stream never held several reader connections at once: {conns}");
+    if method == "watermark" {
+        assert!(windows >= 2, "never two watermark windows at once: {windows}");
+    }
+    assert!(txs >= 100, "the writes ran alongside the snapshot: {txs} statements");
 }
 
 fn signal(server: &MariaDb, args: &[&str]) -> String {
@@ -844,7 +1034,7 @@ fn a_keyless_table_under_writes_replays_to_its_rows() {
         &position,
         dir.path(),
         0,
-        &["--snapshot", "initial", "--snapshot-chunk-size", "500", "--include", &db],
+        &["--snapshot", "initial", "--snapshot-chunk-size", "500", "--snapshot-parallelism", "4", "--include", &db],
     );
     let files = [run.stdout.clone()];
     wait_for(&files, "the read of bag", |ev| ev.iter().any(|e| e.op == "read" && e.table == "bag"));

@@ -332,6 +332,8 @@ mod tests {
             (&["--kafka-lease-timeout=100000"][..], ""),
             (&["--checkpoint-every", "0"][..], ""),
             (&["--snapshot-chunk-size", "0"][..], ""),
+            (&["--snapshot-parallelism", "0"][..], ""),
+            (&[][..], "snapshot_parallelism = 0"),
             (&["--metrics-addr", "nowhere"][..], ""),
             (&[][..], "heartbeat = '10s'"),
             (&[][..], "format = 'xml'"),

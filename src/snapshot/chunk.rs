@@ -9,6 +9,10 @@
 //!   with `last` the key the server returned for the previous chunk's last row, bound back as the
 //!   same bytes under the column's own collation. Case- or accent-insensitive keys therefore
 //!   cannot make a chunk skip or repeat a row.
+//! - Chunks read side by side split the table ahead: `bound` finds the key n rows on (an
+//!   index-only read of any view), and the chunk reads `WHERE key > last AND key <= bound` — every
+//!   row in that range, however many there are by then — so the next chunk can start at the bound
+//!   before this one is read. Ranges meet exactly at the bounds: no row is skipped or read twice.
 //! - Values are fetched with the binary protocol and `SET NAMES binary` (raw bytes in each
 //!   column's charset, decoded like the binlog's), TIMESTAMPs in UTC.
 
@@ -63,18 +67,18 @@ impl BinlogPos {
     }
 }
 
-/// One chunk: read as the server's values, converted (`convert`) where it is emitted, so the
-/// reading thread only reads (it was the snapshot's bottleneck, converting as well).
+/// One chunk: its rows converted as they arrive, on the reader's thread (several readers convert
+/// side by side), so a chunk in memory is its rows' JSON, not the server's values.
 pub struct Chunk {
-    /// The rows as the decoder's JSON, after `convert`.
+    /// The rows as the decoder's JSON.
     pub rows: Vec<RowImage>,
-    raw: Vec<Vec<Value>>,
     pub table: Arc<Table>,
     /// Chunk key columns (indexes into `table.columns`).
     pub key: Vec<usize>,
-    /// The key of the last row, as the server returned it.
+    /// The key the chunk covers up to, as the server returned it: its bound, or its last row's.
     pub last_key: Option<Vec<KeyValue>>,
-    /// No row after this chunk (it read one beyond its size): the table is done after it.
+    /// No row after this chunk (a chunk with a limit reads one row beyond it; a split one knows
+    /// from its bound): the table is done after it.
     pub last: bool,
 }
 
@@ -90,88 +94,147 @@ pub async fn begin(conn: &mut Conn) -> Result<BinlogPos> {
     Ok(BinlogPos { file: Arc::from(file.as_str()), offset })
 }
 
-/// Reads the chunk of `db.table` after `after` with a plain SELECT (the window methods); None if
-/// the table does not exist.
-pub async fn describe_and_read(
+/// The key `limit` rows after `after` (an index-only read), so a chunk up to it can be read
+/// while the next one is; None if no more than `limit` rows are left: the chunk after `after` is
+/// the table's tail.
+pub async fn bound(
     conn: &mut Conn,
-    [db, table]: [&str; 2],
-    filter: &Filter,
-    key: Option<&[String]>,
+    spec: &TableSpec,
     after: Option<&[KeyValue]>,
     limit: u64,
-) -> Result<Option<Chunk>> {
-    match describe(conn, db, table, filter, key).await? {
-        Some(spec) => Ok(Some(read(conn, &spec, after, limit).await?)),
-        None => Ok(None),
+) -> Result<Option<Vec<KeyValue>>> {
+    let columns = spec.key.iter().map(|&k| quote(&spec.table.columns[k].name)).collect::<Vec<_>>().join(", ");
+    let mut params = Vec::new();
+    let mut sql = format!("SELECT {columns} FROM {}.{}", quote(&spec.table.db), quote(&spec.table.name));
+    if let Some(after) = after {
+        check_key(spec, after)?;
+        sql.push_str(&format!(" WHERE {}", tuple_clause(spec, after, Cmp::After, &mut params)));
     }
+    // The row after it too: without one, the tail is this chunk (not an empty one after it).
+    sql.push_str(&format!(" ORDER BY {columns} LIMIT 2 OFFSET {}", limit.saturating_sub(1)));
+    let rows: Vec<Row> = conn.exec(sql, Params::Positional(params)).await?;
+    Ok(match rows.len() {
+        2 => rows.into_iter().next().map(|row| row.unwrap().iter().map(key_value).collect()),
+        _ => None,
+    })
 }
 
-/// Reads the rows after `after` (by key) inside the open snapshot transaction, then ends it.
-pub async fn read(conn: &mut Conn, spec: &TableSpec, after: Option<&[KeyValue]>, limit: u64) -> Result<Chunk> {
+/// Where a chunk's rows end.
+pub enum Upto {
+    /// After the next `limit` rows.
+    Limit,
+    /// At this key: every row up to it, however many there are by then.
+    Key(Vec<KeyValue>),
+    /// At the table's end (fewer than `limit` rows were left when it was split).
+    End,
+}
+
+/// Reads the rows after `after` (by key) up to `upto` inside the open snapshot transaction, then
+/// ends it.
+pub async fn read(
+    conn: &mut Conn,
+    spec: &TableSpec,
+    after: Option<&[KeyValue]>,
+    upto: Upto,
+    limit: u64,
+) -> Result<Chunk> {
     let mut sql = spec.select.clone();
     let mut params = Vec::new();
-    if let Some(after) = after.filter(|_| !spec.key.is_empty()) {
-        if after.len() != spec.key.len() {
-            bail!(
-                "the saved snapshot key has {} values but `{}`.`{}` has {} key columns: the table's key changed",
-                after.len(),
-                spec.table.db,
-                spec.table.name,
-                spec.key.len()
-            );
-        }
-        sql.push_str(" WHERE ");
-        sql.push_str(&after_clause(spec, after, &mut params));
+    let keyed = !spec.key.is_empty();
+    let mut terms = Vec::new();
+    if let Some(after) = after.filter(|_| keyed) {
+        check_key(spec, after)?;
+        terms.push(tuple_clause(spec, after, Cmp::After, &mut params));
     }
-    if !spec.key.is_empty() {
+    if let Upto::Key(upto) = &upto {
+        if keyed {
+            terms.push(tuple_clause(spec, upto, Cmp::UpTo, &mut params));
+        }
+    }
+    if !terms.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&terms.join(" AND "));
+    }
+    if keyed {
         sql.push_str(" ORDER BY ");
         sql.push_str(&spec.key.iter().map(|&k| quote(&spec.table.columns[k].name)).collect::<Vec<_>>().join(", "));
-        // One row more than the chunk: whether the table goes on (a read's `last` mark).
-        sql.push_str(&format!(" LIMIT {}", limit.saturating_add(1)));
+        // With a limit, one row more than the chunk: whether the table goes on (a read's `last`).
+        if matches!(upto, Upto::Limit) {
+            sql.push_str(&format!(" LIMIT {}", limit.saturating_add(1)));
+        }
     }
-    let mut rows: Vec<Row> = conn.exec(sql, Params::Positional(params)).await?;
-    conn.query_drop("COMMIT").await?;
-    let last = spec.key.is_empty() || (rows.len() as u64) <= limit;
-    rows.truncate(if last { rows.len() } else { limit as usize });
-    let mut raw = Vec::with_capacity(rows.len());
-    let mut last_key = None;
-    let count = rows.len();
-    for (n, row) in rows.into_iter().enumerate() {
+    let mut result = conn.exec_iter(sql, Params::Positional(params)).await?;
+    let mut rows = Vec::new();
+    let mut last_values = None;
+    let mut more = false;
+    while let Some(row) = result.next().await? {
+        if keyed && matches!(upto, Upto::Limit) && rows.len() as u64 == limit {
+            more = true;
+            continue;
+        }
         let values = row.unwrap();
-        if n + 1 == count && !spec.key.is_empty() {
-            last_key = Some(spec.key.iter().map(|&k| key_value(&values[k])).collect());
-        }
-        raw.push(values);
+        rows.push(image(&spec.table, &values)?);
+        last_values = Some(values);
     }
-    Ok(Chunk { rows: Vec::new(), raw, table: spec.table.clone(), key: spec.key.clone(), last_key, last })
+    drop(result);
+    conn.query_drop("COMMIT").await?;
+    let last = !keyed
+        || match upto {
+            Upto::Limit => !more,
+            Upto::Key(_) => false,
+            Upto::End => true,
+        };
+    // A chunk up to a key covers the rows up to it, even if its last ones were deleted since.
+    let last_key = match upto {
+        Upto::Key(upto) if keyed => Some(upto),
+        _ => last_values.filter(|_| keyed).map(|v| spec.key.iter().map(|&k| key_value(&v[k])).collect()),
+    };
+    Ok(Chunk { rows, table: spec.table.clone(), key: spec.key.clone(), last_key, last })
 }
 
-impl Chunk {
-    /// Converts the values read into row images (once; the values are dropped).
-    pub fn convert(&mut self) -> Result<()> {
-        let raw = std::mem::take(&mut self.raw);
-        self.rows.reserve(raw.len());
-        for values in raw {
-            self.rows.push(image(&self.table, &values)?);
-        }
-        Ok(())
+/// A saved or computed key must have a value per key column.
+fn check_key(spec: &TableSpec, key: &[KeyValue]) -> Result<()> {
+    if key.len() != spec.key.len() {
+        bail!(
+            "the saved snapshot key has {} values but `{}`.`{}` has {} key columns: the table's key changed",
+            key.len(),
+            spec.table.db,
+            spec.table.name,
+            spec.key.len()
+        );
     }
+    Ok(())
 }
 
-/// `(k1, k2) > (v1, v2)` as `k1 >= v1 AND (k1 > v1 OR (k1 = v1 AND k2 > v2))`: the same rows,
-/// in a form the range optimizer turns into an index range.
-fn after_clause(spec: &TableSpec, after: &[KeyValue], params: &mut Vec<Value>) -> String {
+/// How a chunk's key compares to a bound.
+#[derive(Clone, Copy)]
+enum Cmp {
+    /// `key > bound`.
+    After,
+    /// `key <= bound`.
+    UpTo,
+}
+
+/// `(k1, k2) > (v1, v2)` as `k1 >= v1 AND (k1 > v1 OR (k1 = v1 AND k2 > v2))`, and `<=` alike:
+/// the same rows, in a form the range optimizer turns into an index range.
+fn tuple_clause(spec: &TableSpec, bound: &[KeyValue], cmp: Cmp, params: &mut Vec<Value>) -> String {
     let col = |i: usize| quote(&spec.table.columns[spec.key[i]].name);
     let mut bind = |i: usize| {
-        params.push(sql_value(&after[i]));
+        params.push(sql_value(&bound[i]));
         spec.key_params[i].clone()
     };
+    let n = spec.key.len();
+    // The leading column's range, the strict comparison, and the last column's (`<=` includes the bound).
+    let (lead, strict, last) = match cmp {
+        Cmp::After => (">=", ">", ">"),
+        Cmp::UpTo => ("<=", "<", "<="),
+    };
     // Parameters bind in the order their placeholders appear.
-    let lead = format!("{} >= {}", col(0), bind(0));
+    let lead = format!("{} {lead} {}", col(0), bind(0));
     let mut alternatives = Vec::new();
-    for i in 0..spec.key.len() {
+    for i in 0..n {
         let mut terms: Vec<String> = (0..i).map(|j| format!("{} = {}", col(j), bind(j))).collect();
-        terms.push(format!("{} > {}", col(i), bind(i)));
+        terms.push(format!("{} {} {}", col(i), if i + 1 == n { last } else { strict }, bind(i)));
         alternatives.push(format!("({})", terms.join(" AND ")));
     }
     format!("{lead} AND ({})", alternatives.join(" OR "))

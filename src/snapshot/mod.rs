@@ -10,23 +10,30 @@
 //! - Consistent method (MariaDB): a chunk read at binlog position P (see `chunk`) is emitted when
 //!   the stream stands between transactions at P: every change emitted before it is older than
 //!   what it read, every change after it is newer. A chunk is only started while the stream is
-//!   between transactions at a position X, and only kept if P >= X (else it is read again); the
-//!   stream then never passes P before the chunk is emitted — reaching P it waits for the rows,
-//!   at most one chunk's read.
+//!   between transactions at a position X, and only kept if P >= X and P is at or after the
+//!   position of the chunk started before it (else it is begun again); the stream then never
+//!   passes P before the chunk is emitted — reaching P it waits for the rows, at most one chunk's
+//!   read.
 //! - Watermark method (DBLog; MySQL): a chunk is read between a low and a high watermark row
-//!   written to the signal table; it is emitted right after the high watermark's transaction,
-//!   without the rows whose keys the stream saw change between the two watermarks (those rows'
-//!   newer values are in the stream). Correctness depends only on binlog order, not on timing.
+//!   written to the signal table (each chunk's pair named for it); it is emitted after the high
+//!   watermark's transaction, as soon as the chunks started before it are, without the rows whose
+//!   keys the stream saw change between the low watermark and there (those rows' newer values are
+//!   in the stream). Correctness depends only on binlog order, not on timing.
 //! - GTID window method (MySQL with GTIDs; writes nothing): a chunk is read after `low` and
 //!   before `high`, both `@@global.gtid_executed`; from the first streamed transaction not in
-//!   `low` on, the keys the stream changes leave the chunk, and the chunk is emitted once the
-//!   stream has executed all of `high`. The argument is `gtid_window`'s.
-//! - One table at a time, in key order: at most one chunk being emitted and the next one being
-//!   read, so memory is bounded by two chunks (a table without a usable key is one chunk).
-//! - Progress (tables left, the last emitted key) rides on the commit that follows each chunk
-//!   (`Snapshot::moved`, the one place it is attached), so the position file records it only
-//!   once the sink acknowledged the chunk: after a crash the snapshot continues after the last
-//!   acknowledged chunk.
+//!   `low` on, the keys the stream changes leave the chunk, until it is emitted: once the stream
+//!   has executed all of `high` and the chunks started before it are emitted. The argument is
+//!   `gtid_window`'s.
+//! - Chunks are emitted one at a time, in the order they were started: the tables in turn, each
+//!   table's chunks in key order. Up to `parallelism` of them are read at once (of one table split
+//!   ahead by key ranges, see `chunk`, or of the next tables), so memory is bounded by
+//!   `parallelism` + 1 chunks (a table without a usable key is one chunk).
+//! - Progress (tables left, the key up to which the first one's emitted chunks cover) rides on the
+//!   commit that follows each chunk (`Snapshot::moved`, the one place it is attached), so the
+//!   position file records it only once the sink acknowledged the chunk: after a crash the
+//!   snapshot continues after the last acknowledged chunk. Emitting in order keeps that exact
+//!   with several chunks in flight: the table being emitted is always the first pending one, and
+//!   the chunks read after it are read again.
 //! - Nothing is skipped silently: an initial snapshot plans only when the user provably sees and
 //!   may read every included table (`plan`), and a `--snapshot-key` must be NOT NULL and unique
 //!   (`chunk::describe`); both are checked before anything is recorded.
@@ -104,6 +111,8 @@ pub struct Settings {
     pub requests: bool,
     /// Rows per chunk.
     pub chunk_size: u64,
+    /// Chunks read at once (at least 1).
+    pub parallelism: usize,
     /// Chunk keys named by `--snapshot-key db.table=col,...`.
     pub keys: Vec<KeyOverride>,
 }

@@ -1,17 +1,24 @@
 //! When each chunk is read and where it goes in the stream: the snapshot's state, driven by the
 //! stream at every point between transactions (see the module invariants in `snapshot`).
+//!
+//! Chunks in flight form one queue, started and emitted in the same order: the tables in the
+//! order of `SnapshotProgress::pending`, each table's chunks by key. Up to `parallelism` of them
+//! are read at once, each on its own connection and reader thread; the stream emits the front
+//! one when it is due, so the table being emitted is always the first pending one and its
+//! progress (`after`) says exactly where the queue starts again after a restart.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
-use tokio::runtime::Handle;
+use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
+use tokio::sync::oneshot::error::TryRecvError;
 
-use super::chunk::{self, BinlogPos, Chunk, SESSION_SETUP};
+use super::chunk::{self, BinlogPos, Chunk, TableSpec, Upto, SESSION_SETUP};
 use super::gtid_window::{self, ChunkWindow};
 use super::marks::Marks;
 use super::progress::{table_estimates, Report};
@@ -21,7 +28,7 @@ use crate::error::Transient;
 use crate::event::{Change, Op};
 use crate::filter::{Filter, TablePattern};
 use crate::gtid::GtidSet;
-use crate::position::{Flavor, Resume, SnapshotProgress};
+use crate::position::{Flavor, KeyValue, Resume, SnapshotProgress};
 use crate::schema::{RowImage, Table};
 use crate::shutdown::Shutdown;
 use crate::signal::{Signal, WINDOW_CLOSE, WINDOW_OPEN};
@@ -30,20 +37,53 @@ use crate::source::connection::connect;
 
 type ChunkResult = (Conn, Result<Option<Chunk>>);
 
-/// A chunk being read: where it belongs in the stream, and its rows once read.
+/// A chunk in flight: its table, where it belongs in the stream, where it ends, and its rows
+/// once read.
 struct Reading {
+    table: [String; 2],
     due: Due,
     read_at: u64,
+    end: End,
     rows: oneshot::Receiver<ChunkResult>,
     /// The result, when it arrived before the chunk was due.
     got: Option<ChunkResult>,
+}
+
+/// Where a chunk ends: the next chunk of its table starts after that.
+enum End {
+    /// Its reader is finding the key it reads up to (`chunk::bound`); None: the table's end.
+    Finding(oneshot::Receiver<Option<Vec<KeyValue>>>),
+    /// At this key.
+    At(Vec<KeyValue>),
+    /// At the table's end: the next chunk starts the next table.
+    Last,
+    /// Known from its rows only (a reader that does not split ahead, or failed before it said).
+    Rows,
+}
+
+impl Reading {
+    /// Takes the rows and the end if they arrived.
+    fn poll(&mut self) {
+        if self.got.is_none() {
+            self.got = self.rows.try_recv().ok();
+        }
+        if let End::Finding(rx) = &mut self.end {
+            match rx.try_recv() {
+                Ok(Some(key)) => self.end = End::At(key),
+                Ok(None) => self.end = End::Last,
+                Err(TryRecvError::Closed) => self.end = End::Rows,
+                Err(TryRecvError::Empty) => {}
+            }
+        }
+    }
 }
 
 enum Due {
     /// Consistent method: the binlog position the chunk's view matches.
     At(BinlogPos),
     /// Watermark method: the chunk belongs after its high watermark; rows whose keys changed
-    /// between the watermarks (`changed` holds those changes' images) are left out.
+    /// after the low watermark (`changed` holds those changes' images) are left out — until the
+    /// chunk is emitted, which may be after its high watermark when an earlier chunk is due last.
     Window { low: String, high: String, open: bool, closed: bool, changed: Vec<(Arc<Table>, RowImage)> },
     /// GTID window method: see `gtid_window::ChunkWindow`.
     Gtids(ChunkWindow),
@@ -67,8 +107,12 @@ pub struct Snapshot {
     progress: Arc<SnapshotProgress>,
     /// The progress the last commit carried (see `moved`).
     announced: Option<Arc<SnapshotProgress>>,
-    conn: Option<Conn>,
-    reading: Option<Reading>,
+    /// The readers' own threads (one per chunk read at once, but no more than the cores besides
+    /// the stream's) and their idle connections.
+    readers: Runtime,
+    idle: Vec<Conn>,
+    /// Chunks in flight, in the order they are emitted.
+    queue: VecDeque<Reading>,
     report: Report,
     /// Names this process's watermarks: a start time, and a count.
     instance: u128,
@@ -98,6 +142,15 @@ impl Snapshot {
         server: (Flavor, u32),
     ) -> Result<Snapshot> {
         skip.extend(settings.signal_table.clone());
+        // The stream's own thread (emitting) takes a core: more reader threads than the other
+        // cores would only hold more memory (each thread's allocations are its own).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let readers = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.parallelism.min(cores - 1).max(1))
+            .thread_name("snapshot-reader")
+            .enable_all()
+            .build()
+            .context("cannot start the snapshot's reader threads")?;
         let mut snapshot = Snapshot {
             rt,
             opts,
@@ -106,8 +159,9 @@ impl Snapshot {
             skip,
             progress: Arc::new(SnapshotProgress { pending: Vec::new(), after: None, done: 0 }),
             announced: None,
-            conn: None,
-            reading: None,
+            readers,
+            idle: Vec::new(),
+            queue: VecDeque::new(),
             report: Report::default(),
             instance: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
             window: 0,
@@ -179,11 +233,13 @@ impl Snapshot {
         let names = match signal {
             Signal::Execute(names) | Signal::Stop(names) => names,
             Signal::Window { open, id } => {
-                if let Some(Reading { due: Due::Window { low, high, open: o, closed, .. }, .. }) = &mut self.reading {
-                    match open {
-                        true if low == id => *o = true,
-                        false if high == id => *closed = true,
-                        _ => {}
+                for reading in &mut self.queue {
+                    if let Due::Window { low, high, open: o, closed, .. } = &mut reading.due {
+                        match open {
+                            true if low == id => *o = true,
+                            false if high == id => *closed = true,
+                            _ => {}
+                        }
                     }
                 }
                 return Ok(Applied { text: String::new(), tables: 0 });
@@ -229,10 +285,11 @@ impl Snapshot {
             Signal::Stop(_) => {
                 let stopped = |t: &[String; 2]| patterns.is_empty() || patterns.iter().any(|p| p.matches(&t[0], &t[1]));
                 if next.pending.first().is_some_and(stopped) {
-                    // Its chunk in flight is dropped with it.
                     next.after = None;
-                    self.reading = None;
-                    self.conn = None;
+                }
+                if self.queue.iter().any(|r| stopped(&r.table)) {
+                    // Its chunks in flight are dropped, and those after them read again.
+                    self.queue.clear();
                 }
                 let before = next.pending.len();
                 for t in next.pending.iter().filter(|t| stopped(t) && self.held.contains(*t)) {
@@ -306,9 +363,10 @@ impl Snapshot {
         let Some(i) = self.progress.pending.iter().position(|[d, t]| *d == table.db && *t == table.name) else {
             return false;
         };
-        let window_open =
-            matches!(self.reading, Some(Reading { due: Due::Window { open: true, .. } | Due::Gtids(_), .. }));
-        if i == 0 && (self.progress.after.is_some() || window_open) {
+        let window_open = self.queue.iter().any(|r| {
+            r.table == self.progress.pending[i] && matches!(r.due, Due::Window { open: true, .. } | Due::Gtids(_))
+        });
+        if (i == 0 && self.progress.after.is_some()) || window_open {
             return false;
         }
         self.held.insert(self.progress.pending[i].clone());
@@ -343,36 +401,29 @@ impl Snapshot {
             if self.complete() || shutdown.requested() {
                 return Ok(());
             }
-            let Some(reading) = &mut self.reading else {
-                self.start(&here, gtids)?;
-                continue;
-            };
-            if reading.got.is_none() {
-                reading.got = reading.rows.try_recv().ok();
-            }
-            let due = match &mut reading.due {
+            self.fill(&here, gtids, shutdown)?;
+            let Some(front) = self.queue.front_mut() else { return Ok(()) };
+            front.poll();
+            let due = match &mut front.due {
                 Due::At(p) => here.at_or_after(&p.file, p.offset),
                 // A read that failed writes no high watermark: handle its error now.
-                Due::Window { closed, .. } => *closed || matches!(reading.got, Some((_, Err(_)))),
+                Due::Window { closed, .. } => *closed || matches!(front.got, Some((_, Err(_)))),
                 // Its place follows from `high`, read after the rows: wait for them, as at P.
                 Due::Gtids(window) => {
-                    if reading.got.is_none() {
-                        let got = self.rt.block_on(&mut reading.rows);
-                        reading.got = Some(got.map_err(|_| anyhow!("the snapshot read was cancelled"))?);
-                    }
-                    matches!(reading.got, Some((_, Err(_)))) || window.closed(gtids)
+                    front.got.is_none() || matches!(front.got, Some((_, Err(_)))) || window.closed(gtids)
                 }
             };
             if !due {
                 return Ok(());
             }
-            let Reading { due, read_at, rows, got } = self.reading.take().expect("checked above");
-            let (conn, result) = match got {
-                Some(got) => got,
-                None => self.rt.block_on(rows).map_err(|_| anyhow!("the snapshot read was cancelled"))?,
-            };
-            self.conn = Some(conn);
-            let [db, table] = self.progress.pending[0].clone();
+            if front.got.is_none() {
+                self.wait()?;
+                continue;
+            }
+            let Reading { table: [db, table], due, read_at, got, .. } = self.queue.pop_front().expect("checked above");
+            debug_assert_eq!(self.progress.pending.first(), Some(&[db.clone(), table.clone()]), "emitted in order");
+            let (conn, result) = got.expect("checked above");
+            self.idle.push(conn);
             let mut next = (*self.progress).clone();
             let chunk = match result {
                 Ok(Some(chunk)) => Some(chunk),
@@ -387,13 +438,16 @@ impl Snapshot {
                         tracing::warn!("snapshot: `{db}`.`{table}` was dropped during its snapshot; skipping it");
                         None
                     }
-                    // The table changed after the chunk's view was taken, or a lock conflict.
+                    // The table changed after the chunk's view was taken, or a lock conflict: this
+                    // chunk and every one after it are read again.
                     Some(1412 | 1213 | 1205) => {
                         tracing::info!("snapshot: reading `{db}`.`{table}` again: {e:#}");
+                        self.queue.clear();
                         continue;
                     }
                     _ => {
-                        self.conn = None;
+                        self.queue.clear();
+                        self.idle.clear();
                         return Err(e.context(format!("snapshot of `{db}`.`{table}`")));
                     }
                 },
@@ -403,20 +457,22 @@ impl Snapshot {
             match chunk.as_ref().filter(|c| !c.last) {
                 Some(c) => next.after = c.last_key.clone(),
                 None => {
+                    if chunk.is_none() {
+                        // The table's later chunks in flight read a table that is gone (or a new
+                        // one by its name): what follows is started again.
+                        self.queue.clear();
+                    }
                     next.pending.remove(0);
                     next.after = None;
                     next.done += 1;
                 }
             }
             self.progress = Arc::new(next);
-            // Read the next chunk while this one is emitted: it starts here, so its view is newer.
-            if !self.progress.complete() && !shutdown.requested() {
-                self.start(&here, gtids)?;
-            }
-            // Converted here, while the next chunk is read.
+            // Read the next chunks while this one is emitted: they start here, so their views
+            // are newer.
+            self.fill(&here, gtids, shutdown)?;
             let chunk = match chunk {
                 Some(mut chunk) => {
-                    chunk.convert().map_err(|e| e.context(format!("snapshot of `{db}`.`{table}`")))?;
                     match &due {
                         Due::Window { changed, .. } => leave_out_changed(&mut chunk, changed),
                         Due::Gtids(window) => leave_out_changed(&mut chunk, &window.changed),
@@ -454,12 +510,73 @@ impl Snapshot {
         }
     }
 
-    /// The snapshot's connection, set up.
+    /// Starts chunks, in order, while fewer than `parallelism` are in flight and it is known
+    /// where the next one starts.
+    fn fill(&mut self, here: &BinlogPos, gtids: &Option<GtidSet>, shutdown: &Shutdown) -> Result<()> {
+        while self.queue.len() < self.settings.parallelism && !self.complete() && !shutdown.requested() {
+            let Some((table, after)) = self.next_start() else { return Ok(()) };
+            self.start(table, after, here, gtids)?;
+        }
+        Ok(())
+    }
+
+    /// The table and key the next chunk starts after: where the newest chunk in flight ends, or
+    /// with none in flight, where the progress stands. None while that is not known yet, or
+    /// when every table's last chunk is in flight.
+    fn next_start(&mut self) -> Option<([String; 2], Option<Vec<KeyValue>>)> {
+        let Some(last) = self.queue.back_mut() else {
+            return self.progress.pending.first().map(|t| (t.clone(), self.progress.after.clone()));
+        };
+        last.poll();
+        match (&last.end, &last.got) {
+            (End::At(key), _) => return Some((last.table.clone(), Some(key.clone()))),
+            // An error is handled when its chunk is the front one (which may read it all again).
+            (End::Finding(_), _) | (End::Rows, None | Some((_, Err(_)))) => return None,
+            (End::Rows, Some((_, Ok(Some(c))))) if !c.last => return Some((last.table.clone(), c.last_key.clone())),
+            (End::Last, _) | (End::Rows, Some((_, Ok(_)))) => {}
+        }
+        let i = self.progress.pending.iter().position(|t| *t == last.table)?;
+        self.progress.pending.get(i + 1).map(|t| (t.clone(), None))
+    }
+
+    /// Waits for the front chunk's rows or, if another chunk may start, for where the newest
+    /// one ends (so the next one starts while the front one is still read).
+    fn wait(&mut self) -> Result<()> {
+        enum Woke {
+            Rows(std::result::Result<ChunkResult, oneshot::error::RecvError>),
+            End(std::result::Result<Option<Vec<KeyValue>>, oneshot::error::RecvError>),
+        }
+        let room = self.queue.len() < self.settings.parallelism;
+        let mut readings = self.queue.iter_mut();
+        let Reading { rows, got, end, .. } = readings.next().expect("called with a chunk in flight");
+        let end = match readings.last() {
+            Some(newest) => &mut newest.end,
+            None => end,
+        };
+        let woke = self.readers.block_on(async {
+            match end {
+                End::Finding(rx) if room => tokio::select! {
+                    r = rows => Woke::Rows(r),
+                    e = rx => Woke::End(e),
+                },
+                _ => Woke::Rows(rows.await),
+            }
+        });
+        match woke {
+            Woke::Rows(r) => *got = Some(r.map_err(|_| anyhow!("the snapshot read was cancelled"))?),
+            Woke::End(Ok(Some(key))) => *end = End::At(key),
+            Woke::End(Ok(None)) => *end = End::Last,
+            Woke::End(Err(_)) => *end = End::Rows,
+        }
+        Ok(())
+    }
+
+    /// A snapshot connection, set up: an idle one, or a new one.
     fn connection(&mut self) -> Result<Conn> {
-        if let Some(conn) = self.conn.take() {
+        if let Some(conn) = self.idle.pop() {
             return Ok(conn);
         }
-        self.rt.block_on(async {
+        self.readers.block_on(async {
             let mut conn = connect(&self.opts, Duration::ZERO).await?;
             for sql in SESSION_SETUP {
                 conn.query_drop(sql).await?;
@@ -471,15 +588,27 @@ impl Snapshot {
         })
     }
 
-    /// Starts reading the next chunk in the background: with the consistent method, in a
-    /// snapshot transaction whose position is at or after `here`; with watermarks, between a
-    /// low and a high watermark row; with the GTID window, after `low` includes `gtids`, what
-    /// the stream has executed.
-    fn start(&mut self, here: &BinlogPos, gtids: &Option<GtidSet>) -> Result<()> {
-        let [db, table] = self.progress.pending[0].clone();
+    /// Starts reading the chunk of `db`.`table` after `after` in the background: with the
+    /// consistent method, in a snapshot transaction whose position is at or after `here` and
+    /// the newest chunk's in flight; with watermarks, between a low and a high watermark row;
+    /// with the GTID window, after `low` includes `gtids`, what the stream has executed.
+    fn start(
+        &mut self,
+        [db, table]: [String; 2],
+        after: Option<Vec<KeyValue>>,
+        here: &BinlogPos,
+        gtids: &Option<GtidSet>,
+    ) -> Result<()> {
         let key = self.settings.keys.iter().find(|k| k.db == db && k.table == table).map(|k| k.columns.clone());
-        let after = self.progress.after.clone();
         let (limit, filter) = (self.settings.chunk_size, self.filter.clone());
+        // Finding where a chunk ends costs an index read: worth it only when the next chunk can
+        // be read at the same time.
+        let (end_tx, end_rx) = oneshot::channel();
+        let (end_tx, end) = match self.settings.parallelism > 1 {
+            true => (Some(end_tx), End::Finding(end_rx)),
+            false => (None, End::Rows),
+        };
+        let name = [db.clone(), table.clone()];
         let mut conn = self.connection()?;
         let read_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let (tx, rx) = oneshot::channel();
@@ -490,20 +619,18 @@ impl Snapshot {
             let (low, high) = (id("low"), id("high"));
             let due =
                 Due::Window { low: low.clone(), high: high.clone(), open: false, closed: false, changed: Vec::new() };
-            self.rt.spawn(async move {
+            self.readers.spawn(async move {
                 let result = async {
                     let signals = format!("{}.{}", chunk::quote(&db_s), chunk::quote(&t_s));
                     let mark = format!("INSERT INTO {signals} (id, type, data) VALUES (?, ?, NULL)");
                     conn.exec_drop(&mark, (&low, WINDOW_OPEN)).await?;
-                    let chunk = chunk::describe_and_read(
-                        &mut conn,
-                        [&db, &table],
-                        &filter,
-                        key.as_deref(),
-                        after.as_deref(),
-                        limit,
-                    )
-                    .await?;
+                    let chunk = match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
+                        Some(spec) => {
+                            let upto = split(&mut conn, &spec, after.as_deref(), limit, end_tx).await?;
+                            Some(chunk::read(&mut conn, &spec, after.as_deref(), upto, limit).await?)
+                        }
+                        None => None,
+                    };
                     conn.exec_drop(&mark, (&high, WINDOW_CLOSE)).await?;
                     conn.exec_drop(format!("DELETE FROM {signals} WHERE id IN (?, ?)"), (&low, &high)).await?;
                     Ok(chunk)
@@ -511,48 +638,51 @@ impl Snapshot {
                 .await;
                 let _ = tx.send((conn, result));
             });
-            self.reading = Some(Reading { due, read_at, rows: rx, got: None });
+            self.queue.push_back(Reading { table: name, due, read_at, end, rows: rx, got: None });
             return Ok(());
         }
         if self.settings.method == Some(Method::GtidWindow) {
-            let (window, high) = self.rt.block_on(ChunkWindow::begin(&mut conn, gtids))?;
-            self.rt.spawn(async move {
+            let (window, high) = self.readers.block_on(ChunkWindow::begin(&mut conn, gtids))?;
+            self.readers.spawn(async move {
                 let result = async {
-                    let chunk = chunk::describe_and_read(
-                        &mut conn,
-                        [&db, &table],
-                        &filter,
-                        key.as_deref(),
-                        after.as_deref(),
-                        limit,
-                    )
-                    .await?;
+                    let chunk = match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
+                        Some(spec) => {
+                            let upto = split(&mut conn, &spec, after.as_deref(), limit, end_tx).await?;
+                            Some(chunk::read(&mut conn, &spec, after.as_deref(), upto, limit).await?)
+                        }
+                        None => None,
+                    };
                     let _ = high.send(gtid_window::executed(&mut conn).await?);
                     Ok(chunk)
                 }
                 .await;
                 let _ = tx.send((conn, result));
             });
-            self.reading = Some(Reading { due: Due::Gtids(window), read_at, rows: rx, got: None });
+            self.queue.push_back(Reading { table: name, due: Due::Gtids(window), read_at, end, rows: rx, got: None });
             return Ok(());
         }
-        let at = self.rt.block_on(async {
+        // Chunks are emitted in the order they start: so are their positions.
+        let floor = match self.queue.back() {
+            Some(Reading { due: Due::At(p), .. }) if p.at_or_after(&here.file, here.offset) => p.clone(),
+            _ => here.clone(),
+        };
+        let at = self.readers.block_on(async {
             // A transaction can reach the binlog (and the stream) an instant before it becomes
             // visible to new snapshots: a view older than what the stream has read is retried.
             for attempt in 0.. {
                 let at = chunk::begin(&mut conn).await?;
-                if at.at_or_after(&here.file, here.offset) {
+                if at.at_or_after(&floor.file, floor.offset) {
                     return Ok::<_, anyhow::Error>(at);
                 }
                 conn.query_drop("ROLLBACK").await?;
                 if attempt == 1000 {
-                    bail!("the server's snapshot position {}:{} stays behind the binlog position {}:{} the stream has read", at.file, at.offset, here.file, here.offset);
+                    bail!("the server's snapshot position {}:{} stays behind the binlog position {}:{} the stream has read", at.file, at.offset, floor.file, floor.offset);
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             unreachable!("the loop returns or fails")
         })?;
-        self.rt.spawn(async move {
+        self.readers.spawn(async move {
             let result = async {
                 let Some(spec) = chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? else {
                     conn.query_drop("ROLLBACK").await?;
@@ -561,12 +691,13 @@ impl Snapshot {
                 if spec.key.is_empty() && after.is_some() {
                     bail!("`{db}`.`{table}` has lost its key since the snapshot began reading it in chunks");
                 }
-                chunk::read(&mut conn, &spec, after.as_deref(), limit).await.map(Some)
+                let upto = split(&mut conn, &spec, after.as_deref(), limit, end_tx).await?;
+                chunk::read(&mut conn, &spec, after.as_deref(), upto, limit).await.map(Some)
             }
             .await;
             let _ = tx.send((conn, result));
         });
-        self.reading = Some(Reading { due: Due::At(at), read_at, rows: rx, got: None });
+        self.queue.push_back(Reading { table: name, due: Due::At(at), read_at, end, rows: rx, got: None });
         Ok(())
     }
 
@@ -610,20 +741,39 @@ impl Snapshot {
         Ok(())
     }
 
-    /// A change the stream emitted: inside a chunk's window (watermarks, GTIDs), on its table,
-    /// its keys are left out of the chunk.
+    /// A change the stream emitted: inside a chunk's window (watermarks, GTIDs) and until the
+    /// chunk is emitted, on its table, its keys are left out of the chunk.
     pub(super) fn observe(&mut self, change: &Change) {
-        let on_table =
-            || self.progress.pending.first().is_some_and(|[d, t]| *d == change.table.db && *t == change.table.name);
-        match &mut self.reading {
-            Some(Reading { due: Due::Window { open: true, closed: false, changed, .. }, .. }) if on_table() => {
-                changed
-                    .extend(change.before.iter().chain(&change.after).map(|img| (change.table.clone(), img.clone())));
+        for reading in &mut self.queue {
+            let on_table = reading.table[0] == change.table.db && reading.table[1] == change.table.name;
+            match &mut reading.due {
+                Due::Window { open: true, changed, .. } if on_table => changed
+                    .extend(change.before.iter().chain(&change.after).map(|img| (change.table.clone(), img.clone()))),
+                Due::Gtids(window) => window.observe(change, on_table),
+                _ => {}
             }
-            Some(Reading { due: Due::Gtids(window), .. }) => window.observe(change, on_table()),
-            _ => {}
         }
     }
+}
+
+/// With `end` (chunks are read side by side): where the chunk after `after` ends, found and told
+/// before it is read, so the next chunk (of this table, or the next one) can start meanwhile.
+async fn split(
+    conn: &mut Conn,
+    spec: &TableSpec,
+    after: Option<&[KeyValue]>,
+    limit: u64,
+    end: Option<oneshot::Sender<Option<Vec<KeyValue>>>>,
+) -> Result<Upto> {
+    let Some(end) = end else { return Ok(Upto::Limit) };
+    if spec.key.is_empty() {
+        // Read in one go: the table's only chunk.
+        let _ = end.send(None);
+        return Ok(Upto::End);
+    }
+    let bound = chunk::bound(conn, spec, after, limit).await?;
+    let _ = end.send(bound.clone());
+    Ok(bound.map_or(Upto::End, Upto::Key))
 }
 
 /// Drops the chunk's rows whose key (every column, for a table without one) is that of a row

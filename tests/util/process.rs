@@ -72,10 +72,15 @@ impl Stream {
 
     /// A stream whose arguments name the position store themselves.
     pub fn spawn(server: &MariaDb, dir: &Path, n: usize, args: &[&str]) -> Stream {
+        Stream::spawn_as(server, "repl", dir, n, args)
+    }
+
+    /// A stream connecting as `user` (whose password is repl's).
+    pub fn spawn_as(server: &MariaDb, user: &str, dir: &Path, n: usize, args: &[&str]) -> Stream {
         let stdout = dir.join(format!("out.{n}.jsonl"));
         let stderr = dir.join(format!("err.{n}.log"));
         let child = binlog_tail()
-            .args(["stream", "--url", &server.url()])
+            .args(["stream", "--url", &format!("mysql://{user}@127.0.0.1:{}", server.port)])
             .args(args)
             .env("MYSQL_PWD", "replpass")
             .stdout(std::fs::File::create(&stdout).unwrap())
