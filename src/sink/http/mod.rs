@@ -215,7 +215,7 @@ impl HttpSink {
                 flight.key
             );
             if let Some(m) = &self.metrics {
-                m.http_sent(flight.rows);
+                m.http_sink().sent(flight.rows);
             }
             self.batches
                 .blocking_send(Batch { seq: u64::MAX, key: flight.key, rows: flight.rows, body, journal: None })
@@ -354,7 +354,7 @@ impl HttpSink {
             InFlight { key: key.clone(), rows: span.rows, last: last.clone(), complete, place, bytes: body.len() };
         let head = journal::head(&self.state(Some(flight)));
         if let Some(m) = &self.metrics {
-            m.http_sent(span.rows);
+            m.http_sink().sent(span.rows);
         }
         let journal = Some((self.journal.clone(), head));
         self.batches

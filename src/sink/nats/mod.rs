@@ -482,7 +482,7 @@ impl NatsSink {
             self.in_flight += 1;
             self.in_flight_bytes += e.payload.len();
             if let Some(m) = &self.metrics {
-                m.nats_sent();
+                m.nats().sent(1);
             }
         }
         if let Some(err) = failed {
@@ -508,7 +508,11 @@ impl NatsSink {
             self.in_flight -= 1;
             self.in_flight_bytes -= self.entries[i].payload.len();
             if let Some(m) = &self.metrics {
-                m.nats_settled(result.is_ok());
+                if result.is_ok() {
+                    m.nats().acknowledged(1, None);
+                } else {
+                    m.nats().failed(1);
+                }
             }
             match result {
                 Ok(_) => {
@@ -642,7 +646,7 @@ impl NatsSink {
             resent += 1;
         }
         if let Some(m) = &self.metrics {
-            m.nats_resent(resent);
+            m.nats().retried(resent);
         }
         self.next = self.first
             + self.entries.iter().position(|e| e.state != State::Stored).unwrap_or(self.entries.len()) as u64;

@@ -230,7 +230,7 @@ impl RedisSink {
         batch.through = self.through.iter().map(|(_, text)| text.as_str()).collect::<Vec<_>>().join("\n");
         self.sent.push_back(Sent { n: batch.n, end: batch.end.clone(), entries: batch.entries, at: Instant::now() });
         if let Some(m) = &self.metrics {
-            m.redis_sent(batch.entries);
+            m.redis().sent(batch.entries);
         }
         let queue = self.queue.clone().expect("the writer's queue");
         loop {
@@ -264,7 +264,7 @@ impl RedisSink {
                         self.acked = Some(end);
                     }
                     if let Some(m) = &self.metrics {
-                        m.redis_applied(done.entries, done.at.elapsed());
+                        m.redis().acknowledged(done.entries, Some(done.at.elapsed()));
                     }
                 }
                 failed => self.failed = Some(failed),
