@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::event::{Change, Ddl};
+use crate::format::Part;
 use crate::outbox::Message;
 use crate::position::Resume;
 use crate::schema::Table;
@@ -53,4 +54,17 @@ pub(crate) fn warn_once(logged: &mut HashMap<String, Instant>, kind: &str, text:
         logged.insert(kind.to_string(), now);
         tracing::warn!("{text}");
     }
+}
+
+/// A snapshot read's id: its position, table and key (reads of several tables share a position).
+pub(crate) fn read_id(c: &Change, part: Part) -> String {
+    let t = &c.table;
+    let mut key = Vec::with_capacity(64);
+    if t.pk.is_empty() {
+        c.write_after(&mut key);
+    } else {
+        c.write_pk(&mut key);
+    }
+    let part = if part == Part::Whole { "" } else { "/part" };
+    format!("{}:{}/{}.{}/{}/{}{part}", c.file, c.offset, t.db, t.name, String::from_utf8_lossy(&key), c.row)
 }

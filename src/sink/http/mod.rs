@@ -46,9 +46,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use bytes::Bytes;
 
-use super::Sink;
+use super::{read_id, Sink};
 use crate::event::{Change, Ddl, Op};
-use crate::format::{Encoder, Part};
+use crate::format::Encoder;
 use crate::metrics::Metrics;
 use crate::outbox::Message;
 use crate::position::{Position, Resume};
@@ -499,25 +499,12 @@ fn header_safe(text: &str) -> String {
     out
 }
 
-/// A snapshot read's id: its position, table and key (reads of several tables share a position).
-fn read_id(c: &Change, part: Part) -> String {
-    let t = &c.table;
-    let mut key = Vec::with_capacity(64);
-    if t.pk.is_empty() {
-        c.write_after(&mut key);
-    } else {
-        c.write_pk(&mut key);
-    }
-    let part = if part == Part::Whole { "" } else { "/part" };
-    format!("read:{}:{}/{}.{}/{}/{}{part}", c.file, c.offset, t.db, t.name, String::from_utf8_lossy(&key), c.row)
-}
-
 impl Sink for HttpSink {
     fn change(&mut self, change: &Change) -> Result<()> {
         for &part in self.encoder.parts(change) {
             let read = change.op == Op::Read;
             let id = if read {
-                read_id(change, part)
+                format!("read:{}", read_id(change, part))
             } else {
                 self.binlog_id(change.gtid.as_deref(), &change.file, change.offset)
             };

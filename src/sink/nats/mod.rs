@@ -41,9 +41,9 @@ use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{ConnectErrorKind, Event, HeaderMap, ServerError};
 use bytes::Bytes;
 
-use super::{warn_once, Sink};
+use super::{read_id, warn_once, Sink};
 use crate::event::{Change, Ddl, Op};
-use crate::format::{Encoder, Part};
+use crate::format::Encoder;
 use crate::metrics::Metrics;
 use crate::outbox::Message;
 use crate::position::Resume;
@@ -815,19 +815,6 @@ impl Sink for NatsSink {
     fn flush(&mut self) -> Result<()> {
         self.pump(true)
     }
-}
-
-/// A snapshot read's id: its position, table and key (reads of several tables share a position).
-fn read_id(c: &Change, part: Part) -> String {
-    let t = &c.table;
-    let mut key = Vec::with_capacity(64);
-    if t.pk.is_empty() {
-        c.write_after(&mut key);
-    } else {
-        c.write_pk(&mut key);
-    }
-    let part = if part == Part::Whole { "" } else { "/part" };
-    format!("{}:{}/{}.{}/{}/{}{part}", c.file, c.offset, t.db, t.name, String::from_utf8_lossy(&key), c.row)
 }
 
 #[cfg(test)]
