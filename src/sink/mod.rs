@@ -3,6 +3,8 @@
 //! Redis: its batch applied with the stream's marker; HTTP: a 2xx answer to the batch that holds it),
 //! which is what lets the position move.
 
+#[cfg(test)]
+mod fault_test;
 pub mod http;
 pub mod kafka;
 pub mod nats;

@@ -821,51 +821,22 @@ impl Sink for NatsSink {
 mod tests {
     //! Faults the integration tests cannot time: a server restart while thousands of messages
     //! are in flight, against a real nats-server.
-    use std::process::{Child, Command, Stdio};
-    use std::sync::Arc;
+    use std::process::Command;
 
     use super::*;
+    use crate::sink::fault_test::{assert_in_order, send_through_a_kill, Server};
 
-    /// A nats-server with JetStream, killed when dropped (also when the test fails).
-    struct Server(Child);
-
-    impl Server {
-        fn start(port: u16, dir: &std::path::Path) -> Server {
-            let child = Command::new("nats-server")
-                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", dir.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nats-server (scripts/install-deps)");
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Server(child)
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn message(n: u32) -> Message {
-        Message {
-            origin: format!("0-1-{n}"),
-            topic: "binlog_tail.t.orders".into(),
-            key: None,
-            headers: vec![],
-            value: format!("{{\"n\":{n}}}").into_bytes(),
-        }
+    fn start_server(port: u16, dir: &std::path::Path) -> Server {
+        let mut cmd = Command::new("nats-server");
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", dir.to_str().unwrap()]);
+        Server::start(cmd, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
     }
 
     #[test]
     fn a_server_restart_with_messages_in_flight_leaves_no_gap_and_no_reordering() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start(port, dir.path());
+        let server = start_server(port, dir.path());
         let url = format!("nats://127.0.0.1:{port}");
         let mut sink = NatsSink::new(
             config::test_settings(&url),
@@ -877,22 +848,8 @@ mod tests {
         )
         .unwrap();
         let total = 30_000;
-        let _restarted = std::thread::scope(|scope| {
-            let restart = scope.spawn(|| {
-                std::thread::sleep(Duration::from_millis(300));
-                drop(server); // SIGKILL
-                std::thread::sleep(Duration::from_millis(200));
-                Server::start(port, dir.path())
-            });
-            for n in 0..total {
-                sink.message(&message(n)).unwrap();
-                sink.commit(&Resume::new(Arc::from("binlog.000001"), u64::from(n), None)).unwrap();
-            }
-            let restarted = restart.join().unwrap();
-            sink.flush().unwrap();
-            restarted
-        });
-        assert_eq!(sink.acknowledged().unwrap().map(|r| r.offset), Some(u64::from(total - 1)));
+        let _restarted =
+            send_through_a_kill(&mut sink, "binlog_tail.t.orders", total, server, || start_server(port, dir.path()));
         // Read back in stream order with a plain request per message, not the sink's code.
         let rt = tokio::runtime::Runtime::new().unwrap();
         let ids: Vec<String> = rt.block_on(async {
@@ -908,12 +865,6 @@ mod tests {
             ids
         });
         let expected: Vec<String> = (0..total).map(|n| format!("test/0-1-{n}/0")).collect();
-        let first_wrong = ids.iter().zip(&expected).position(|(a, b)| a != b);
-        assert!(
-            ids.len() == expected.len() && first_wrong.is_none(),
-            "{} messages stored for {total}; first out of place at {first_wrong:?}: {:?}",
-            ids.len(),
-            first_wrong.map(|i| &ids[i.saturating_sub(2)..(i + 3).min(ids.len())])
-        );
+        assert_in_order(&ids, &expected, "messages");
     }
 }
