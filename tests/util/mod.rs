@@ -1,7 +1,7 @@
 //! Test support, one file per fixture: real MariaDB servers started by the project's own script
 //! (`mariadb`), a tansu Kafka broker (`broker`), the real binary run as a process (`process`),
-//! HTTP probes of its endpoints (`http`), a nats-server (`nats`), a redis-server (`redis`), a webhook receiver
-//! (`webhook`), and the JSON event contract as a strict struct (`contract`). Everything is re-exported here, so tests
+//! HTTP probes of its endpoints (`http`), a nats-server (`nats`), a redis-server (`redis`), both as a
+//! `server` process, a webhook receiver (`webhook`), and the JSON event contract as a strict struct (`contract`). Everything is re-exported here, so tests
 //! `use crate::util::{...}` by name.
 
 mod broker;
@@ -11,6 +11,7 @@ mod mariadb;
 mod nats;
 mod process;
 mod redis;
+mod server;
 mod webhook;
 
 pub use broker::*;
@@ -20,6 +21,7 @@ pub use mariadb::*;
 pub use nats::*;
 pub use process::*;
 pub use redis::*;
+pub use server::*;
 pub use webhook::*;
 
 use std::net::TcpListener;
