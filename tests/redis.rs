@@ -2,19 +2,14 @@
 //! streams is read back with independent clients (redis-py: scripts/redis-read; redis-cli) and
 //! compared with what was written.
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::util::{counter_workload, create_counter_tables, in_db, ok_events, MariaDb, Redis, Stream};
+use crate::util::{as_strs as args, first_of_each, in_db, ok_events, Crash, MariaDb, Redis, Stream};
 
 fn redis_args(redis: &Redis) -> Vec<String> {
     vec!["--sink".into(), "redis".into(), "--redis-url".into(), redis.url()]
-}
-
-fn args(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 #[test]
@@ -103,43 +98,23 @@ fn events_land_in_stream_keys_with_the_dump_values_and_a_replay_adds_nothing() {
 /// order holds.
 #[test]
 fn sigkills_and_a_server_restart_lose_nothing_and_duplicate_nothing() {
-    let _heavy = crate::util::heavy();
-    let server = MariaDb::start(&[]);
+    let crash = Crash::new(2_000, 8);
     let mut redis = Redis::start();
-    create_counter_tables(&server);
-    let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
-    let mut base = redis_args(&redis);
-    base.extend(["--position-file", position.to_str().unwrap()].map(String::from));
-    base.extend(["--checkpoint-every", "50", "--include", "k", "--start", "earliest"].map(String::from));
-    let txs = 2_000;
-    let writer = crate::util::write_in_batches(server.port, &counter_workload(0..txs), 100, Duration::from_millis(80));
-    let mut rng = crate::util::XorShift(0x9e3779b97f4a7c15u64);
-    let kills = 8;
-    let mut replays_skipped = 0;
-    for n in 0..kills {
-        let mut run = Stream::spawn(&server, dir.path(), n, &args(&base));
-        if n == kills / 2 {
-            run.wait_streaming();
-            std::thread::sleep(Duration::from_millis(300));
-            redis.stop();
-            std::thread::sleep(Duration::from_secs(2));
-            redis.restart();
-            crate::util::until("binlog-tail writes to Redis again", || {
-                redis.cli(&["--scan", "--pattern", "binlog_tail:delivered:*"]).lines().count() == 1
-                    && run.log().contains("retrying, the position waits")
-            });
-            assert!(run.child.try_wait().unwrap().is_none(), "binlog-tail exited when Redis restarted: {}", run.log());
-        }
-        std::thread::sleep(Duration::from_millis(300 + rng.next() % 700));
-        run.signal("-KILL");
-        run.wait();
-        replays_skipped += usize::from(run.log().contains("already in Redis and skipped"));
-    }
+    let base = crash.args(redis_args(&redis));
+    crash.kill_runs(&base, 100, Duration::from_millis(80), |run| {
+        redis.stop();
+        std::thread::sleep(Duration::from_secs(2));
+        redis.restart();
+        crate::util::until("binlog-tail writes to Redis again", || {
+            redis.cli(&["--scan", "--pattern", "binlog_tail:delivered:*"]).lines().count() == 1
+                && run.log().contains("retrying, the position waits")
+        });
+    });
+    let replays_skipped =
+        crash.logs()[..crash.kills].iter().filter(|l| l.contains("already in Redis and skipped")).count();
     assert!(replays_skipped > 0, "no run replayed what Redis held: the crashes tested nothing");
-    writer.join().unwrap();
-    let last = Stream::spawn(&server, dir.path(), kills, &args(&base));
-    let expected: usize = 3 + txs * 2;
+    let last = crash.last_run(&base);
+    let expected = crash.expected();
     let entries = redis.read_until("binlog_tail:k.*", |e| e.len() >= expected);
     std::thread::sleep(Duration::from_millis(500));
     let entries = if entries.len() >= expected { redis.read("binlog_tail:k.*") } else { entries };
@@ -151,37 +126,18 @@ fn sigkills_and_a_server_restart_lose_nothing_and_duplicate_nothing() {
         (e.key.clone(), ms.parse().unwrap(), seq.parse().unwrap())
     };
     assert!(entries.windows(2).all(|w| id(&w[0]) < id(&w[1])), "read key by key, in stream order");
-    let mut seen = HashSet::new();
-    let mut duplicates = 0;
-    let mut counters: HashMap<String, Vec<i64>> = HashMap::new();
-    let mut inserted = HashSet::new();
-    for entry in &entries {
-        let e = entry.event();
+    let events: Vec<_> = entries.iter().map(|e| e.event()).collect();
+    for (entry, e) in entries.iter().zip(&events) {
         assert_eq!(entry.key, format!("binlog_tail:k.{}", e.table));
-        let after = e.after.unwrap();
-        let (id, v) = (after["id"].as_i64().unwrap(), after["v"].as_i64().unwrap());
-        if !seen.insert((e.table.clone(), e.op.clone(), id, v)) {
-            duplicates += 1;
-            continue;
-        }
-        match (e.op.as_str(), id) {
-            ("insert", 0) => {}
-            ("insert", id) => assert!(inserted.insert(id)),
-            ("update", _) => counters.entry(e.table).or_default().push(v),
-            (other, _) => panic!("unexpected {other}"),
-        }
     }
-    let missing: Vec<_> = (1..=txs as i64).filter(|id| !inserted.contains(id)).take(10).collect();
-    assert!(
-        missing.is_empty(),
-        "rows missing from Redis, e.g. {missing:?}; {} entries; last run: {log}",
-        entries.len()
-    );
-    for (table, values) in &counters {
-        let t: usize = table[1..].parse().unwrap();
-        assert_eq!(values.len(), (0..txs).filter(|i| i % 3 == t).count(), "{table}: counter updates missing");
-        assert!(values.windows(2).all(|w| w[0] < w[1]), "{table}: per-key order broken");
-    }
+    // Entries carry no id of their own: a row twice is a duplicate.
+    let (held, duplicates) = first_of_each(&events, |e| {
+        let after = e.after.as_ref().unwrap();
+        (e.table.clone(), e.op.clone(), after["id"].as_i64(), after["v"].as_i64())
+    });
+    let held: Vec<_> = held.into_iter().cloned().collect();
+    crash.check(&held, &format!("{} entries; last run: {log}", entries.len()));
+    let (txs, kills) = (crash.txs, crash.kills);
     eprintln!("redis crash test: {txs} transactions, {kills} SIGKILLs, redis-server stopped and restarted once: 0 lost, {duplicates} duplicates, {} entries", entries.len());
     assert_eq!(duplicates, 0, "a restart writes nothing Redis already holds");
     assert_eq!(entries.len(), expected);

@@ -1,11 +1,13 @@
 //! Test support, one file per fixture: real MariaDB servers started by the project's own script
 //! (`mariadb`), a tansu Kafka broker (`broker`), the real binary run as a process (`process`),
 //! HTTP probes of its endpoints (`http`), a nats-server (`nats`), a redis-server (`redis`), both as a
-//! `server` process, a webhook receiver (`webhook`), and the JSON event contract as a strict struct (`contract`). Everything is re-exported here, so tests
+//! `server` process, a webhook receiver (`webhook`), the sink crash tests' common run (`crash`), and the
+//! JSON event contract as a strict struct (`contract`). Everything is re-exported here, so tests
 //! `use crate::util::{...}` by name.
 
 mod broker;
 mod contract;
+mod crash;
 mod http;
 mod mariadb;
 mod nats;
@@ -16,6 +18,7 @@ mod webhook;
 
 pub use broker::*;
 pub use contract::*;
+pub use crash::*;
 pub use http::*;
 pub use mariadb::*;
 pub use nats::*;
