@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::util::{as_strs as args, first_of_each, in_db, ok_events, Crash, MariaDb, Nats, Stream};
+use crate::util::{
+    a_wrong_then_the_right_secret, an_unreachable_server_is_retried, as_strs as args, first_of_each, Crash, MariaDb,
+    Nats, Shop, Stream,
+};
 
 fn nats_args(nats: &Nats) -> Vec<String> {
     vec!["--sink".into(), "nats".into(), "--nats-url".into(), nats.url()]
@@ -14,37 +17,13 @@ fn nats_args(nats: &Nats) -> Vec<String> {
 
 #[test]
 fn events_land_in_subjects_with_the_dump_values_and_stable_ids() {
-    let server = MariaDb::start(&[]);
     let nats = Nats::start();
-    server.sql(
-        "CREATE DATABASE shop;
-         CREATE TABLE shop.orders (id INT PRIMARY KEY, status VARCHAR(10));
-         CREATE TABLE shop.outbox (id VARCHAR(36) PRIMARY KEY, aggregate_type VARCHAR(20), aggregate_id VARCHAR(20), type VARCHAR(30), payload JSON);",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
-    let mut extra = nats_args(&nats);
-    let metrics_port = crate::util::free_port();
-    extra.extend(
-        ["--nats-create-stream", "--start", "earliest", "--outbox", "shop.outbox", "--emit-ddl", "--metrics-addr"]
-            .map(String::from),
-    );
-    extra.push(format!("127.0.0.1:{metrics_port}"));
-    let run = Stream::start(&server, &position, dir.path(), 0, &args(&extra));
-    run.wait_ready(&position);
-    let start = std::fs::read(&position).unwrap();
-    server.sql(
-        "INSERT INTO shop.orders VALUES (1, 'new'), (2, 'new');
-         UPDATE shop.orders SET status = 'paid' WHERE id = 1;
-         UPDATE shop.orders SET status = 'shipped' WHERE id = 1;
-         START TRANSACTION;
-         INSERT INTO shop.orders VALUES (3, 'new');
-         INSERT INTO shop.outbox VALUES ('e-1', 'Order', '3', 'OrderCreated', '{\"id\": 3}');
-         COMMIT;",
-    );
+    let mut sink = nats_args(&nats);
+    sink.push("--nats-create-stream".into());
+    let (shop, run) = Shop::start(sink);
     let msgs =
         nats.read_until("BINLOG_TAIL", |m| m.iter().filter(|m| m.subject == "binlog_tail.shop.orders").count() >= 5);
-    let acknowledged = crate::util::metric(metrics_port, "binlog_tail_nats_acknowledged_messages_total");
+    let acknowledged = crate::util::metric(shop.metrics_port, "binlog_tail_nats_acknowledged_messages_total");
     assert!(acknowledged >= 5.0, "{acknowledged}");
     let log = run.log();
     assert!(run.stop().success(), "{log}");
@@ -53,14 +32,7 @@ fn events_land_in_subjects_with_the_dump_values_and_stable_ids() {
     // The body is exactly what dump prints for the same event, in commit order.
     let orders: Vec<_> = msgs.iter().filter(|m| m.subject == "binlog_tail.shop.orders").collect();
     let got: Vec<_> = orders.iter().map(|m| m.event()).collect();
-    let dumped = in_db(ok_events(&server.dump(&["--start", "earliest", "--include", "shop.orders"])), "shop");
-    assert_eq!(got, dumped);
-    let statuses: Vec<_> = got
-        .iter()
-        .filter(|e| e.pk.as_ref().unwrap()["id"] == json!(1))
-        .map(|e| e.after.clone().unwrap()["status"].clone())
-        .collect();
-    assert_eq!(statuses, [json!("new"), json!("paid"), json!("shipped")]);
+    shop.check_orders(&got);
 
     // Every message has a stable id: STREAM/GTID/INDEX.
     for (m, e) in orders.iter().zip(&got) {
@@ -79,14 +51,7 @@ fn events_land_in_subjects_with_the_dump_values_and_stable_ids() {
     assert_eq!(outbox[0].headers.get("key").map(String::as_str), Some("3"));
 
     // A restart from the first position (a crash before any checkpoint) sends nothing twice.
-    std::fs::write(&position, start).unwrap();
-    let again = Stream::start(&server, &position, dir.path(), 1, &args(&extra));
-    again.wait_streaming();
-    server.sql("INSERT INTO shop.orders VALUES (4, 'new');");
-    let after = nats.read_until("BINLOG_TAIL", |m| m.iter().any(|m| m.data.contains("\"id\":4")));
-    let log = again.log();
-    assert!(again.stop().success(), "{log}");
-    assert_eq!(after.len(), msgs.len() + 1, "only the new row was added: {log}");
+    shop.replay(msgs.len(), |row| nats.read_until("BINLOG_TAIL", |m| m.iter().any(|m| m.data.contains(row))).len());
 }
 
 /// 2,000 transactions over three tables while binlog-tail is SIGKILLed 8 times and nats-server is
@@ -127,18 +92,7 @@ fn sigkills_and_a_server_restart_lose_nothing_and_duplicate_nothing() {
 
 #[test]
 fn an_unreachable_server_is_retried_and_logged_until_a_stop() {
-    let server = MariaDb::shared();
-    let db = server.fresh_db("nats_unreachable");
-    let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
-    let port = crate::util::free_port();
-    let extra = ["--sink", "nats", "--nats-url", &format!("nats://127.0.0.1:{port}"), "--include", &db];
-    let run = Stream::start(server, &position, dir.path(), 0, &extra);
-    run.wait_log(&format!("cannot reach NATS at nats://127.0.0.1:{port}"));
-    assert!(run.log().contains("retrying"), "{}", run.log());
-    let log = run.log();
-    assert!(run.stop().success(), "a stop while connecting is a clean stop: {log}");
-    assert!(!position.exists(), "nothing was delivered, so nothing was saved");
+    an_unreachable_server_is_retried("nats", "NATS");
 }
 
 #[test]
@@ -188,24 +142,13 @@ fn wrong_credentials_stop_with_the_fix_and_the_right_ones_stream() {
     let db = server.fresh_db("nats_auth");
     let nats = Nats::start_with("authorization { token: \"s3cret\" }");
     let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
     let token = dir.path().join("token");
-    std::fs::write(&token, "wrong\n").unwrap();
     let mut extra = nats_args(&nats);
     extra.extend(
         ["--nats-create-stream", "--include", &db, "--nats-token-file", token.to_str().unwrap()].map(String::from),
     );
-    let mut run = Stream::start(server, &position, dir.path(), 0, &args(&extra));
-    let status = run.wait();
-    let log = run.log();
-    assert_eq!(status.code(), Some(1), "{log}");
-    assert!(log.contains("refused the credentials") && log.contains("--nats-token-file"), "{log}");
-    assert!(!log.contains("s3cret") && !log.contains("wrong"), "no token in the log: {log}");
-
-    std::fs::write(&token, "s3cret\n").unwrap();
-    let run = Stream::start(server, &position, dir.path(), 1, &args(&extra));
-    run.wait_streaming();
-    server.sql(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY); INSERT INTO {db}.t VALUES (1);"));
+    let run =
+        a_wrong_then_the_right_secret(server, &db, &extra, &token, "--nats-token-file", "s3cret", &["s3cret", "wrong"]);
     assert!(run.log().contains("created NATS stream"), "{}", run.log());
     assert!(run.stop().success());
 }
