@@ -14,7 +14,7 @@ pub mod stdout;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use crate::event::{Change, Ddl};
 use crate::format::Part;
@@ -69,4 +69,20 @@ pub(crate) fn read_id(c: &Change, part: Part) -> String {
     }
     let part = if part == Part::Whole { "" } else { "/part" };
     format!("{}:{}/{}.{}/{}/{}{part}", c.file, c.offset, t.db, t.name, String::from_utf8_lossy(&key), c.row)
+}
+
+/// How an error names the change event it happened on.
+pub(crate) fn event_context(change: &Change) -> String {
+    let t = &change.table;
+    format!("the event of `{}`.`{}` at {}:{}", t.db, t.name, change.file, change.offset)
+}
+
+/// The one-worker runtime of a sink's async client, its thread named `thread`.
+pub(crate) fn client_runtime(thread: &str, client: &str) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(thread)
+        .enable_all()
+        .build()
+        .with_context(|| format!("cannot start the {client} client's runtime"))
 }

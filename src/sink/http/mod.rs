@@ -43,10 +43,10 @@ use std::collections::VecDeque;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 use bytes::Bytes;
 
-use super::{read_id, Sink};
+use super::{client_runtime, read_id, Sink};
 use crate::event::{Change, Ddl, Op};
 use crate::format::Encoder;
 use crate::metrics::Metrics;
@@ -151,12 +151,7 @@ impl HttpSink {
         saved: Option<&Position>,
         metrics: Option<Metrics>,
     ) -> Result<HttpSink> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("http")
-            .enable_all()
-            .build()
-            .context("cannot start the HTTP client's runtime")?;
+        let rt = client_runtime("http", "HTTP")?;
         let client = settings.client()?;
         let (batches, pending) = tokio::sync::mpsc::channel(1);
         let (results, outcomes) = mpsc::channel();

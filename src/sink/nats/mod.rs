@@ -41,7 +41,7 @@ use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{ConnectErrorKind, Event, HeaderMap, ServerError};
 use bytes::Bytes;
 
-use super::{read_id, warn_once, Sink};
+use super::{client_runtime, event_context, read_id, warn_once, Sink};
 use crate::event::{Change, Ddl, Op};
 use crate::format::Encoder;
 use crate::metrics::Metrics;
@@ -156,12 +156,7 @@ impl NatsSink {
         new: bool,
         metrics: Option<Metrics>,
     ) -> Result<NatsSink> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("nats")
-            .enable_all()
-            .build()
-            .context("cannot start the NATS client's runtime")?;
+        let rt = client_runtime("nats", "NATS")?;
         let events = Arc::new(Events::default());
         let client = rt.block_on(connect(&settings, &events, &shutdown))?;
         // The context spawns its PubAck task on the runtime it is built in.
@@ -761,9 +756,6 @@ fn on_event(events: &Events, event: Event) {
 
 impl Sink for NatsSink {
     fn change(&mut self, change: &Change) -> Result<()> {
-        let context = || {
-            format!("the event of `{}`.`{}` at {}:{}", change.table.db, change.table.name, change.file, change.offset)
-        };
         let t = &change.table;
         let subject = self.settings.subject(&t.db, &t.name);
         let origin = crate::event::origin(change.gtid.as_deref(), &change.file, change.offset);
@@ -775,7 +767,7 @@ impl Sink for NatsSink {
             let payload = Bytes::copy_from_slice(&value);
             self.value = value;
             let origin = if read_id.is_some() { "" } else { origin.as_str() };
-            self.send(subject.clone(), origin, read_id, payload, Vec::new()).with_context(context)?;
+            self.send(subject.clone(), origin, read_id, payload, Vec::new()).with_context(|| event_context(change))?;
         }
         Ok(())
     }

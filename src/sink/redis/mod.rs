@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-use super::Sink;
+use super::{event_context, Sink};
 use crate::event::{Change, Ddl, Op};
 use crate::format::Encoder;
 use crate::metrics::Metrics;
@@ -308,9 +308,6 @@ impl Drop for RedisSink {
 
 impl Sink for RedisSink {
     fn change(&mut self, change: &Change) -> Result<()> {
-        let context = || {
-            format!("the event of `{}`.`{}` at {}:{}", change.table.db, change.table.name, change.file, change.offset)
-        };
         let t = &change.table;
         let key = self.settings.key(&t.db, &t.name);
         let origin = match change.op {
@@ -323,7 +320,7 @@ impl Sink for RedisSink {
             self.encoder.write_value(change, part, &mut value);
             let pushed = self.push(&key, &origin, &[(b"value", &value)]);
             self.value = value;
-            pushed.with_context(context)?;
+            pushed.with_context(|| event_context(change))?;
         }
         Ok(())
     }
