@@ -36,6 +36,111 @@ struct ErrorLabels {
     kind: &'static str,
 }
 
+/// The families of a sink that counts its own deliveries, under `binlog_tail_<prefix>_`:
+/// `in_flight_<unit>`, `acknowledged_<unit>_total`, a retry counter and, where the sink measures
+/// it, an acknowledgement latency histogram. The names are documented (docs/nats.md, http.md,
+/// redis.md), so each sink keeps its own words for the retry counter and the latency.
+struct SinkFamilies {
+    prefix: &'static str,
+    unit: &'static str,
+    in_flight: &'static str,
+    acknowledged: &'static str,
+    /// (name, help)
+    retries: (&'static str, &'static str),
+    /// (name, help), in seconds
+    latency: Option<(&'static str, &'static str)>,
+}
+
+const NATS: SinkFamilies = SinkFamilies {
+    prefix: "nats",
+    unit: "messages",
+    in_flight: "Messages published to NATS and waiting for their PubAck",
+    acknowledged: "Messages NATS JetStream acknowledged",
+    retries: (
+        "resent_messages",
+        "Messages sent again after a failure (no PubAck in time, the server down, a broken order)",
+    ),
+    latency: None,
+};
+
+const HTTP_SINK: SinkFamilies = SinkFamilies {
+    prefix: "http_sink",
+    unit: "rows",
+    in_flight: "Events POSTed and waiting for the receiver's 2xx",
+    acknowledged: "Events the HTTP receiver acknowledged (2xx)",
+    retries: ("retries", "Requests sent again after a 408, 429 or 5xx, a timeout or a connection failure"),
+    latency: Some(("request_latency", "From sending a batch to the 2xx of the attempt that delivered it")),
+};
+
+const REDIS: SinkFamilies = SinkFamilies {
+    prefix: "redis",
+    unit: "entries",
+    in_flight: "Entries handed to the Redis writer and not yet applied",
+    acknowledged: "Entries Redis applied",
+    retries: (
+        "retries",
+        "Tries of a batch that failed for a reason retrying can change (Redis down, a timeout, LOADING)",
+    ),
+    latency: Some(("ack_latency", "From cutting a batch to Redis applying it and every batch before it")),
+};
+
+/// One sink's delivery counts (see `SinkFamilies`); in flight goes up when handed over and down
+/// when settled, acknowledged only up.
+pub struct SinkMetrics {
+    in_flight: Gauge,
+    acknowledged: Counter,
+    retries: Counter,
+    latency: Option<Histogram>,
+}
+
+impl SinkMetrics {
+    fn new(families: &SinkFamilies) -> SinkMetrics {
+        SinkMetrics {
+            in_flight: Gauge::default(),
+            acknowledged: Counter::default(),
+            retries: Counter::default(),
+            // 0.5 ms to about 65 s.
+            latency: families.latency.map(|_| Histogram::new(exponential_buckets(0.0005, 2.0, 18))),
+        }
+    }
+
+    fn register(&self, registry: &mut Registry, families: &SinkFamilies) {
+        let sub = registry.sub_registry_with_prefix(families.prefix);
+        let unit = families.unit;
+        sub.register(format!("in_flight_{unit}"), families.in_flight, self.in_flight.clone());
+        sub.register(format!("acknowledged_{unit}"), families.acknowledged, self.acknowledged.clone());
+        sub.register(families.retries.0, families.retries.1, self.retries.clone());
+        if let (Some((name, help)), Some(latency)) = (families.latency, &self.latency) {
+            sub.register_with_unit(name, help, Unit::Seconds, latency.clone());
+        }
+    }
+
+    /// `n` messages, events or entries were handed over.
+    pub fn sent(&self, n: usize) {
+        self.in_flight.inc_by(n as i64);
+    }
+
+    /// `n` were acknowledged, `latency` after what the sink measures from (ignored by a sink
+    /// without a latency histogram).
+    pub fn acknowledged(&self, n: usize, latency: Option<Duration>) {
+        self.in_flight.dec_by(n as i64);
+        self.acknowledged.inc_by(n as u64);
+        if let (Some(histogram), Some(latency)) = (&self.latency, latency) {
+            histogram.observe(latency.as_secs_f64());
+        }
+    }
+
+    /// `n` failed: no longer in flight, to be sent again or to stop the run.
+    pub fn failed(&self, n: usize) {
+        self.in_flight.dec_by(n as i64);
+    }
+
+    /// `n` sent again (NATS: messages; HTTP: requests; Redis: tries of a batch).
+    pub fn retried(&self, n: u64) {
+        self.retries.inc_by(n);
+    }
+}
+
 /// A cheap, cloneable handle on every metric.
 #[derive(Clone)]
 pub struct Metrics(Arc<Inner>);
@@ -59,17 +164,9 @@ struct Inner {
     kafka_in_flight_bytes: Gauge,
     kafka_ack_latency: Histogram,
     kafka_delivery_errors: Counter,
-    nats_in_flight_messages: Gauge,
-    nats_acknowledged: Counter,
-    nats_resent: Counter,
-    http_in_flight_rows: Gauge,
-    http_acknowledged_rows: Counter,
-    http_retries: Counter,
-    http_request_latency: Histogram,
-    redis_in_flight_entries: Gauge,
-    redis_acknowledged: Counter,
-    redis_retries: Counter,
-    redis_ack_latency: Histogram,
+    nats: SinkMetrics,
+    http_sink: SinkMetrics,
+    redis: SinkMetrics,
     snapshot_tables_done: Gauge,
     snapshot_tables_pending: Gauge,
     lease_held: Gauge,
@@ -124,17 +221,9 @@ impl Metrics {
             // 0.5 ms to about 65 s.
             kafka_ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             kafka_delivery_errors: Counter::default(),
-            nats_in_flight_messages: Gauge::default(),
-            nats_acknowledged: Counter::default(),
-            nats_resent: Counter::default(),
-            http_in_flight_rows: Gauge::default(),
-            http_acknowledged_rows: Counter::default(),
-            http_retries: Counter::default(),
-            http_request_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
-            redis_in_flight_entries: Gauge::default(),
-            redis_acknowledged: Counter::default(),
-            redis_retries: Counter::default(),
-            redis_ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+            nats: SinkMetrics::new(&NATS),
+            http_sink: SinkMetrics::new(&HTTP_SINK),
+            redis: SinkMetrics::new(&REDIS),
             snapshot_tables_done: Gauge::default(),
             snapshot_tables_pending: Gauge::default(),
             lease_held: Gauge::default(),
@@ -232,58 +321,9 @@ impl Metrics {
             "Messages Kafka refused for good (each stops binlog-tail)",
             inner.kafka_delivery_errors.clone(),
         );
-        let nats = registry.sub_registry_with_prefix("nats");
-        nats.register(
-            "in_flight_messages",
-            "Messages published to NATS and waiting for their PubAck",
-            inner.nats_in_flight_messages.clone(),
-        );
-        nats.register("acknowledged_messages", "Messages NATS JetStream acknowledged", inner.nats_acknowledged.clone());
-        nats.register(
-            "resent_messages",
-            "Messages sent again after a failure (no PubAck in time, the server down, a broken order)",
-            inner.nats_resent.clone(),
-        );
-        let http = registry.sub_registry_with_prefix("http_sink");
-        http.register(
-            "in_flight_rows",
-            "Events POSTed and waiting for the receiver's 2xx",
-            inner.http_in_flight_rows.clone(),
-        );
-        http.register(
-            "acknowledged_rows",
-            "Events the HTTP receiver acknowledged (2xx)",
-            inner.http_acknowledged_rows.clone(),
-        );
-        http.register(
-            "retries",
-            "Requests sent again after a 408, 429 or 5xx, a timeout or a connection failure",
-            inner.http_retries.clone(),
-        );
-        http.register_with_unit(
-            "request_latency",
-            "From sending a batch to the 2xx of the attempt that delivered it",
-            Unit::Seconds,
-            inner.http_request_latency.clone(),
-        );
-        let redis = registry.sub_registry_with_prefix("redis");
-        redis.register(
-            "in_flight_entries",
-            "Entries handed to the Redis writer and not yet applied",
-            inner.redis_in_flight_entries.clone(),
-        );
-        redis.register("acknowledged_entries", "Entries Redis applied", inner.redis_acknowledged.clone());
-        redis.register(
-            "retries",
-            "Tries of a batch that failed for a reason retrying can change (Redis down, a timeout, LOADING)",
-            inner.redis_retries.clone(),
-        );
-        redis.register_with_unit(
-            "ack_latency",
-            "From cutting a batch to Redis applying it and every batch before it",
-            Unit::Seconds,
-            inner.redis_ack_latency.clone(),
-        );
+        inner.nats.register(&mut registry, &NATS);
+        inner.http_sink.register(&mut registry, &HTTP_SINK);
+        inner.redis.register(&mut registry, &REDIS);
         // Both kinds exist from the start, so `increase()` sees the first error.
         for kind in ["connect", "stream"] {
             let _ = inner.errors.get_or_create(&ErrorLabels { kind });
@@ -380,53 +420,19 @@ impl Metrics {
         }
     }
 
-    /// A message was published to NATS.
-    pub fn nats_sent(&self) {
-        self.0.nats_in_flight_messages.inc();
+    /// The NATS sink's families: one message each.
+    pub fn nats(&self) -> &SinkMetrics {
+        &self.0.nats
     }
 
-    /// A NATS publish was acknowledged (`ok`), or failed (and will be sent again or stop the run).
-    pub fn nats_settled(&self, ok: bool) {
-        self.0.nats_in_flight_messages.dec();
-        if ok {
-            self.0.nats_acknowledged.inc();
-        }
+    /// The HTTP sink's families: events (rows) of a batch, latency per delivering request.
+    pub fn http_sink(&self) -> &SinkMetrics {
+        &self.0.http_sink
     }
 
-    pub fn nats_resent(&self, messages: u64) {
-        self.0.nats_resent.inc_by(messages);
-    }
-
-    /// A batch of `rows` events was handed to the HTTP delivery task.
-    pub fn http_sent(&self, rows: usize) {
-        self.0.http_in_flight_rows.inc_by(rows as i64);
-    }
-
-    /// The receiver acknowledged a batch of `rows`; the delivering attempt took `latency`.
-    pub fn http_acknowledged(&self, rows: usize, latency: Duration) {
-        self.0.http_in_flight_rows.dec_by(rows as i64);
-        self.0.http_acknowledged_rows.inc_by(rows as u64);
-        self.0.http_request_latency.observe(latency.as_secs_f64());
-    }
-
-    pub fn http_retry(&self) {
-        self.0.http_retries.inc();
-    }
-
-    /// A batch of `entries` was handed to the Redis writer.
-    pub fn redis_sent(&self, entries: usize) {
-        self.0.redis_in_flight_entries.inc_by(entries as i64);
-    }
-
-    /// Redis applied a batch of `entries`, `latency` after it was cut.
-    pub fn redis_applied(&self, entries: usize, latency: Duration) {
-        self.0.redis_in_flight_entries.dec_by(entries as i64);
-        self.0.redis_acknowledged.inc_by(entries as u64);
-        self.0.redis_ack_latency.observe(latency.as_secs_f64());
-    }
-
-    pub fn redis_retry(&self) {
-        self.0.redis_retries.inc();
+    /// The Redis sink's families: entries of a batch, latency from cutting it to it being applied.
+    pub fn redis(&self) -> &SinkMetrics {
+        &self.0.redis
     }
 
     pub fn kafka_ack_latency(&self, latency: Duration) {

@@ -6,13 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::util::{
-    binlog_tail, counter_workload, create_counter_tables, in_db, ok_events, Event, Faults, MariaDb, Received, Stream,
-    Webhook,
+    a_replay_adds_only_the_new_row, as_strs as args, binlog_tail, first_of_each, in_db, ok_events, Crash, Event,
+    Faults, MariaDb, Received, Stream, Webhook,
 };
-
-fn args(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
 
 fn http_args(hook: &Webhook, extra: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = vec!["--sink".into(), "http".into(), "--http-url".into(), hook.url()];
@@ -22,8 +18,7 @@ fn http_args(hook: &Webhook, extra: &[&str]) -> Vec<String> {
 
 /// What a receiver that keeps the first applied batch of each key holds, in the order it applied them.
 fn deduplicated(log: &[Received]) -> Vec<&Received> {
-    let mut seen = HashSet::new();
-    log.iter().filter(|r| r.applied && seen.insert(r.key.clone())).collect()
+    first_of_each(log.iter().filter(|r| r.applied), |r| r.key.clone()).0
 }
 
 fn lines(batches: &[&Received]) -> Vec<Event> {
@@ -93,14 +88,9 @@ fn batches_hold_the_dump_lines_with_keys_headers_and_the_token() {
 
     // A restart from the first position (a crash before any checkpoint): the journal says what
     // the receiver acknowledged, so nothing is sent again; a new row comes alone.
-    std::fs::write(&position, start).unwrap();
-    let again = Stream::start(&server, &position, dir.path(), 1, &args(&extra));
-    again.wait_streaming();
-    server.sql("INSERT INTO shop.orders VALUES (6, 'new');");
-    let after = hook.log_until("the new row arrives", |l| l.iter().any(|r| r.body.contains("\"id\":6")));
-    let stderr = again.log();
-    assert!(again.stop().success(), "{stderr}");
-    assert_eq!(after.len(), log.len() + 1, "only the new row was sent: {stderr}");
+    let stderr = a_replay_adds_only_the_new_row(&server, &position, dir.path(), &start, &extra, 6, log.len(), |row| {
+        hook.log_until("the new row arrives", |l| l.iter().any(|r| r.body.contains(row))).len()
+    });
     assert!(stderr.contains("already acknowledged were skipped"), "{stderr}");
 }
 
@@ -110,40 +100,20 @@ fn batches_hold_the_dump_lines_with_keys_headers_and_the_token() {
 /// had, and a receiver deduplicating by key holds every row once, in per-key order.
 #[test]
 fn sigkills_503s_timeouts_and_a_receiver_restart_lose_nothing_and_replay_batches_byte_for_byte() {
-    let _heavy = crate::util::heavy();
-    let server = MariaDb::start(&[]);
+    let crash = Crash::new(3_000, 8);
     let faults = || Faults { fail_every: 7, slow_every: 5, delay: Duration::from_millis(400), refuse: None };
     let mut hook = Webhook::start(faults());
-    create_counter_tables(&server);
-    let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
-    let mut base = http_args(&hook, &["--http-batch-rows", "200", "--http-timeout", "0.2"]);
-    base.extend(["--position-file", position.to_str().unwrap()].map(String::from));
-    base.extend(["--checkpoint-every", "50", "--include", "k", "--start", "earliest"].map(String::from));
-    let txs = 3_000;
+    let base = crash.args(http_args(&hook, &["--http-batch-rows", "200", "--http-timeout", "0.2"]));
     // Pauses between the writer's batches make the stream idle: batches cut there by time, which a
     // replay would not cut alike.
-    let writer = crate::util::write_in_batches(server.port, &counter_workload(0..txs), 30, Duration::from_millis(50));
-    let mut rng = crate::util::XorShift(0x9e3779b97f4a7c15u64);
-    let kills = 8;
-    for n in 0..kills {
-        let mut run = Stream::spawn(&server, dir.path(), n, &args(&base));
-        if n == kills / 2 {
-            run.wait_streaming();
-            std::thread::sleep(Duration::from_millis(300));
-            hook.stop();
-            crate::util::until("binlog-tail logs the outage", || run.log().contains("cannot reach it"));
-            hook.restart();
-            assert!(run.child.try_wait().unwrap().is_none(), "binlog-tail exited in the outage: {}", run.log());
-        }
-        std::thread::sleep(Duration::from_millis(300 + rng.next() % 700));
-        run.signal("-KILL");
-        run.wait();
-    }
-    writer.join().unwrap();
+    crash.kill_runs(&base, 30, Duration::from_millis(50), |run| {
+        hook.stop();
+        crate::util::until("binlog-tail logs the outage", || run.log().contains("cannot reach it"));
+        hook.restart();
+    });
     hook.set_faults(Faults::default());
-    let last = Stream::spawn(&server, dir.path(), kills, &args(&base));
-    let expected = 3 + txs * 2;
+    let last = crash.last_run(&base);
+    let expected = crash.expected();
     let log = hook.log_until("every row arrives", |log| lines(&deduplicated(log)).len() >= expected);
     let stderr = last.log();
     assert!(last.stop().success(), "{stderr}");
@@ -158,30 +128,13 @@ fn sigkills_503s_timeouts_and_a_receiver_restart_lose_nothing_and_replay_batches
     }
     // A receiver keeping the first applied batch per key: each row once, in per-key order.
     let held = lines(&deduplicated(&log));
-    let mut inserted = HashSet::new();
-    let mut counters: HashMap<String, Vec<i64>> = HashMap::new();
-    for e in &held {
-        let after = e.after.clone().unwrap();
-        match (e.op.as_str(), after["id"].as_i64().unwrap()) {
-            ("insert", 0) => {}
-            ("insert", id) => assert!(inserted.insert(id), "row {id} held twice"),
-            ("update", _) => counters.entry(e.table.clone()).or_default().push(after["v"].as_i64().unwrap()),
-            (other, _) => panic!("unexpected {other}"),
-        }
-    }
-    let missing: Vec<_> = (1..=txs as i64).filter(|id| !inserted.contains(id)).take(10).collect();
-    assert!(missing.is_empty(), "rows missing, e.g. {missing:?}; last run: {stderr}");
-    for (table, values) in &counters {
-        let t: usize = table[1..].parse().unwrap();
-        assert_eq!(values.len(), (0..txs).filter(|i| i % 3 == t).count(), "{table}: counter updates missing or twice");
-        assert!(values.windows(2).all(|w| w[0] < w[1]), "{table}: per-key order broken");
-    }
+    crash.check(&held, &format!("last run: {stderr}"));
     assert_eq!(held.len(), expected, "nothing held twice");
     let failed = log.iter().filter(|r| r.status == 503).count();
-    let logs: Vec<String> =
-        (0..=kills).map(|n| std::fs::read_to_string(dir.path().join(format!("err.{n}.log"))).unwrap()).collect();
+    let logs = crash.logs();
     let resent = logs.iter().filter(|l| l.contains("sending again the batch in flight")).count();
     let skipped = logs.iter().filter(|l| l.contains("already acknowledged were skipped")).count();
+    let (txs, kills) = (crash.txs, crash.kills);
     eprintln!(
         "http crash test: {txs} transactions, {kills} SIGKILLs, receiver restarted once, {} requests ({failed} answered 503, {replayed} repeats of a key); {resent} restarts sent the journal's batch again, {skipped} skipped acknowledged events: 0 lost, each row held once",
         log.len()

@@ -1,54 +1,29 @@
 //! The NATS sink against a real nats-server with JetStream: what lands in the stream is read back
 //! with an independent client (nats-py, scripts/nats-read) and compared with what was written.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::util::{counter_workload, create_counter_tables, in_db, ok_events, MariaDb, Nats, Stream};
+use crate::util::{
+    a_wrong_then_the_right_secret, an_unreachable_server_is_retried, as_strs as args, first_of_each, Crash, MariaDb,
+    Nats, Shop, Stream,
+};
 
 fn nats_args(nats: &Nats) -> Vec<String> {
     vec!["--sink".into(), "nats".into(), "--nats-url".into(), nats.url()]
 }
 
-fn args(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 #[test]
 fn events_land_in_subjects_with_the_dump_values_and_stable_ids() {
-    let server = MariaDb::start(&[]);
     let nats = Nats::start();
-    server.sql(
-        "CREATE DATABASE shop;
-         CREATE TABLE shop.orders (id INT PRIMARY KEY, status VARCHAR(10));
-         CREATE TABLE shop.outbox (id VARCHAR(36) PRIMARY KEY, aggregate_type VARCHAR(20), aggregate_id VARCHAR(20), type VARCHAR(30), payload JSON);",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
-    let mut extra = nats_args(&nats);
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    extra.extend(
-        ["--nats-create-stream", "--start", "earliest", "--outbox", "shop.outbox", "--emit-ddl", "--metrics-addr"]
-            .map(String::from),
-    );
-    extra.push(format!("127.0.0.1:{metrics_port}"));
-    let run = Stream::start(&server, &position, dir.path(), 0, &args(&extra));
-    run.wait_ready(&position);
-    let start = std::fs::read(&position).unwrap();
-    server.sql(
-        "INSERT INTO shop.orders VALUES (1, 'new'), (2, 'new');
-         UPDATE shop.orders SET status = 'paid' WHERE id = 1;
-         UPDATE shop.orders SET status = 'shipped' WHERE id = 1;
-         START TRANSACTION;
-         INSERT INTO shop.orders VALUES (3, 'new');
-         INSERT INTO shop.outbox VALUES ('e-1', 'Order', '3', 'OrderCreated', '{\"id\": 3}');
-         COMMIT;",
-    );
+    let mut sink = nats_args(&nats);
+    sink.push("--nats-create-stream".into());
+    let (shop, run) = Shop::start(sink);
     let msgs =
         nats.read_until("BINLOG_TAIL", |m| m.iter().filter(|m| m.subject == "binlog_tail.shop.orders").count() >= 5);
-    let acknowledged = crate::util::metric(metrics_port, "binlog_tail_nats_acknowledged_messages_total");
+    let acknowledged = crate::util::metric(shop.metrics_port, "binlog_tail_nats_acknowledged_messages_total");
     assert!(acknowledged >= 5.0, "{acknowledged}");
     let log = run.log();
     assert!(run.stop().success(), "{log}");
@@ -57,14 +32,7 @@ fn events_land_in_subjects_with_the_dump_values_and_stable_ids() {
     // The body is exactly what dump prints for the same event, in commit order.
     let orders: Vec<_> = msgs.iter().filter(|m| m.subject == "binlog_tail.shop.orders").collect();
     let got: Vec<_> = orders.iter().map(|m| m.event()).collect();
-    let dumped = in_db(ok_events(&server.dump(&["--start", "earliest", "--include", "shop.orders"])), "shop");
-    assert_eq!(got, dumped);
-    let statuses: Vec<_> = got
-        .iter()
-        .filter(|e| e.pk.as_ref().unwrap()["id"] == json!(1))
-        .map(|e| e.after.clone().unwrap()["status"].clone())
-        .collect();
-    assert_eq!(statuses, [json!("new"), json!("paid"), json!("shipped")]);
+    shop.check_orders(&got);
 
     // Every message has a stable id: STREAM/GTID/INDEX.
     for (m, e) in orders.iter().zip(&got) {
@@ -83,14 +51,7 @@ fn events_land_in_subjects_with_the_dump_values_and_stable_ids() {
     assert_eq!(outbox[0].headers.get("key").map(String::as_str), Some("3"));
 
     // A restart from the first position (a crash before any checkpoint) sends nothing twice.
-    std::fs::write(&position, start).unwrap();
-    let again = Stream::start(&server, &position, dir.path(), 1, &args(&extra));
-    again.wait_streaming();
-    server.sql("INSERT INTO shop.orders VALUES (4, 'new');");
-    let after = nats.read_until("BINLOG_TAIL", |m| m.iter().any(|m| m.data.contains("\"id\":4")));
-    let log = again.log();
-    assert!(again.stop().success(), "{log}");
-    assert_eq!(after.len(), msgs.len() + 1, "only the new row was added: {log}");
+    shop.replay(msgs.len(), |row| nats.read_until("BINLOG_TAIL", |m| m.iter().any(|m| m.data.contains(row))).len());
 }
 
 /// 2,000 transactions over three tables while binlog-tail is SIGKILLed 8 times and nats-server is
@@ -99,90 +60,39 @@ fn events_land_in_subjects_with_the_dump_values_and_stable_ids() {
 /// stream holds, not the server's deduplication.
 #[test]
 fn sigkills_and_a_server_restart_lose_nothing_and_duplicate_nothing() {
-    let _heavy = crate::util::heavy();
-    let server = MariaDb::start(&[]);
+    let crash = Crash::new(2_000, 8);
     let mut nats = Nats::start();
-    create_counter_tables(&server);
-    let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
     nats.create_stream("BINLOG_TAIL", "binlog_tail.>", Duration::from_millis(100));
-    let mut base = nats_args(&nats);
-    base.extend(["--position-file", position.to_str().unwrap()].map(String::from));
-    base.extend(["--checkpoint-every", "50", "--include", "k", "--start", "earliest"].map(String::from));
-    let txs = 2_000;
-    let writer = crate::util::write_in_batches(server.port, &counter_workload(0..txs), 100, Duration::from_millis(80));
-    let mut rng = crate::util::XorShift(0x9e3779b97f4a7c15u64);
-    let kills = 8;
-    for n in 0..kills {
-        let mut run = Stream::spawn(&server, dir.path(), n, &args(&base));
-        if n == kills / 2 {
-            run.wait_streaming();
-            std::thread::sleep(Duration::from_millis(300));
-            nats.stop();
-            std::thread::sleep(Duration::from_secs(2));
-            nats.restart();
-            // Connected at start, and again after the restart.
-            crate::util::until("binlog-tail reconnects to NATS", || run.log().matches("NATS: connected").count() >= 2);
-            assert!(run.child.try_wait().unwrap().is_none(), "binlog-tail exited when NATS restarted: {}", run.log());
-        }
-        std::thread::sleep(Duration::from_millis(300 + rng.next() % 700));
-        run.signal("-KILL");
-        run.wait();
-    }
-    writer.join().unwrap();
-    let last = Stream::spawn(&server, dir.path(), kills, &args(&base));
-    let expected: usize = 3 + txs * 2;
+    let base = crash.args(nats_args(&nats));
+    crash.kill_runs(&base, 100, Duration::from_millis(80), |run| {
+        nats.stop();
+        std::thread::sleep(Duration::from_secs(2));
+        nats.restart();
+        // Connected at start, and again after the restart.
+        crate::util::until("binlog-tail reconnects to NATS", || run.log().matches("NATS: connected").count() >= 2);
+    });
+    let last = crash.last_run(&base);
     let msgs = nats.read_until("BINLOG_TAIL", |m| {
-        m.iter().map(|m| &m.headers["Nats-Msg-Id"]).collect::<HashSet<_>>().len() >= expected
+        m.iter().map(|m| &m.headers["Nats-Msg-Id"]).collect::<HashSet<_>>().len() >= crash.expected()
     });
     let log = last.log();
     assert!(last.stop().success(), "{log}");
 
     assert!(msgs.windows(2).all(|w| w[0].seq < w[1].seq), "read in stream order");
-    let mut seen = HashSet::new();
-    let mut duplicates = 0;
-    let mut counters: HashMap<String, Vec<i64>> = HashMap::new();
-    let mut inserted = HashSet::new();
-    for m in &msgs {
-        if !seen.insert(m.headers["Nats-Msg-Id"].clone()) {
-            duplicates += 1;
-            continue;
-        }
-        let e = m.event();
+    let (held, duplicates) = first_of_each(&msgs, |m| m.headers["Nats-Msg-Id"].clone());
+    let events: Vec<_> = held.iter().map(|m| m.event()).collect();
+    for (m, e) in held.iter().zip(&events) {
         assert_eq!(m.subject, format!("binlog_tail.k.{}", e.table));
-        let after = e.after.unwrap();
-        match (e.op.as_str(), after["id"].as_i64().unwrap()) {
-            ("insert", 0) => {}
-            ("insert", id) => assert!(inserted.insert(id), "row {id} twice under two ids"),
-            ("update", _) => counters.entry(e.table).or_default().push(after["v"].as_i64().unwrap()),
-            (other, _) => panic!("unexpected {other}"),
-        }
     }
-    let missing: Vec<_> = (1..=txs as i64).filter(|id| !inserted.contains(id)).take(10).collect();
-    assert!(missing.is_empty(), "rows missing from NATS, e.g. {missing:?}; {} messages; last run: {log}", msgs.len());
-    for (table, values) in &counters {
-        let t: usize = table[1..].parse().unwrap();
-        assert_eq!(values.len(), (0..txs).filter(|i| i % 3 == t).count(), "{table}: counter updates missing");
-        assert!(values.windows(2).all(|w| w[0] < w[1]), "{table}: per-key order broken");
-    }
+    crash.check(&events, &format!("{} messages; last run: {log}", msgs.len()));
+    let (txs, kills) = (crash.txs, crash.kills);
     eprintln!("nats crash test: {txs} transactions, {kills} SIGKILLs, nats-server stopped and restarted once: 0 lost, {duplicates} duplicates, {} messages", msgs.len());
     assert_eq!(duplicates, 0, "a restart sends nothing the stream already holds");
 }
 
 #[test]
 fn an_unreachable_server_is_retried_and_logged_until_a_stop() {
-    let server = MariaDb::shared();
-    let db = server.fresh_db("nats_unreachable");
-    let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let extra = ["--sink", "nats", "--nats-url", &format!("nats://127.0.0.1:{port}"), "--include", &db];
-    let run = Stream::start(server, &position, dir.path(), 0, &extra);
-    run.wait_log(&format!("cannot reach NATS at nats://127.0.0.1:{port}"));
-    assert!(run.log().contains("retrying"), "{}", run.log());
-    let log = run.log();
-    assert!(run.stop().success(), "a stop while connecting is a clean stop: {log}");
-    assert!(!position.exists(), "nothing was delivered, so nothing was saved");
+    an_unreachable_server_is_retried("nats", "NATS");
 }
 
 #[test]
@@ -232,24 +142,13 @@ fn wrong_credentials_stop_with_the_fix_and_the_right_ones_stream() {
     let db = server.fresh_db("nats_auth");
     let nats = Nats::start_with("authorization { token: \"s3cret\" }");
     let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
     let token = dir.path().join("token");
-    std::fs::write(&token, "wrong\n").unwrap();
     let mut extra = nats_args(&nats);
     extra.extend(
         ["--nats-create-stream", "--include", &db, "--nats-token-file", token.to_str().unwrap()].map(String::from),
     );
-    let mut run = Stream::start(server, &position, dir.path(), 0, &args(&extra));
-    let status = run.wait();
-    let log = run.log();
-    assert_eq!(status.code(), Some(1), "{log}");
-    assert!(log.contains("refused the credentials") && log.contains("--nats-token-file"), "{log}");
-    assert!(!log.contains("s3cret") && !log.contains("wrong"), "no token in the log: {log}");
-
-    std::fs::write(&token, "s3cret\n").unwrap();
-    let run = Stream::start(server, &position, dir.path(), 1, &args(&extra));
-    run.wait_streaming();
-    server.sql(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY); INSERT INTO {db}.t VALUES (1);"));
+    let run =
+        a_wrong_then_the_right_secret(server, &db, &extra, &token, "--nats-token-file", "s3cret", &["s3cret", "wrong"]);
     assert!(run.log().contains("created NATS stream"), "{}", run.log());
     assert!(run.stop().success());
 }

@@ -2,50 +2,25 @@
 //! streams is read back with independent clients (redis-py: scripts/redis-read; redis-cli) and
 //! compared with what was written.
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::util::{counter_workload, create_counter_tables, in_db, ok_events, MariaDb, Redis, Stream};
+use crate::util::{
+    a_wrong_then_the_right_secret, an_unreachable_server_is_retried, as_strs as args, first_of_each, Crash, MariaDb,
+    Redis, Shop, Stream,
+};
 
 fn redis_args(redis: &Redis) -> Vec<String> {
     vec!["--sink".into(), "redis".into(), "--redis-url".into(), redis.url()]
 }
 
-fn args(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 #[test]
 fn events_land_in_stream_keys_with_the_dump_values_and_a_replay_adds_nothing() {
-    let server = MariaDb::start(&[]);
     let redis = Redis::start();
-    server.sql(
-        "CREATE DATABASE shop;
-         CREATE TABLE shop.orders (id INT PRIMARY KEY, status VARCHAR(10));
-         CREATE TABLE shop.outbox (id VARCHAR(36) PRIMARY KEY, aggregate_type VARCHAR(20), aggregate_id VARCHAR(20), type VARCHAR(30), payload JSON);",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
-    let mut extra = redis_args(&redis);
-    let metrics_port = crate::util::free_port();
-    extra.extend(["--start", "earliest", "--outbox", "shop.outbox", "--emit-ddl", "--metrics-addr"].map(String::from));
-    extra.push(format!("127.0.0.1:{metrics_port}"));
-    let run = Stream::start(&server, &position, dir.path(), 0, &args(&extra));
-    run.wait_ready(&position);
-    let start = std::fs::read(&position).unwrap();
-    server.sql(
-        "INSERT INTO shop.orders VALUES (1, 'new'), (2, 'new');
-         UPDATE shop.orders SET status = 'paid' WHERE id = 1;
-         UPDATE shop.orders SET status = 'shipped' WHERE id = 1;
-         START TRANSACTION;
-         INSERT INTO shop.orders VALUES (3, 'new');
-         INSERT INTO shop.outbox VALUES ('e-1', 'Order', '3', 'OrderCreated', '{\"id\": 3}');
-         COMMIT;",
-    );
+    let (shop, run) = Shop::start(redis_args(&redis));
     let entries = redis.read_until("*", |e| e.iter().filter(|e| e.key == "binlog_tail:shop.orders").count() >= 5);
-    let acknowledged = crate::util::metric(metrics_port, "binlog_tail_redis_acknowledged_entries_total");
+    let acknowledged = crate::util::metric(shop.metrics_port, "binlog_tail_redis_acknowledged_entries_total");
     assert!(acknowledged >= 5.0, "{acknowledged}");
     let log = run.log();
     assert!(run.stop().success(), "{log}");
@@ -53,14 +28,7 @@ fn events_land_in_stream_keys_with_the_dump_values_and_a_replay_adds_nothing() {
     // The value is exactly what dump prints for the same event, in commit order.
     let orders: Vec<_> = entries.iter().filter(|e| e.key == "binlog_tail:shop.orders").collect();
     let got: Vec<_> = orders.iter().map(|e| e.event()).collect();
-    let dumped = in_db(ok_events(&server.dump(&["--start", "earliest", "--include", "shop.orders"])), "shop");
-    assert_eq!(got, dumped);
-    let statuses: Vec<_> = got
-        .iter()
-        .filter(|e| e.pk.as_ref().unwrap()["id"] == json!(1))
-        .map(|e| e.after.clone().unwrap()["status"].clone())
-        .collect();
-    assert_eq!(statuses, [json!("new"), json!("paid"), json!("shipped")]);
+    shop.check_orders(&got);
     assert!(orders.iter().all(|e| e.fields.keys().eq(["value"])), "one field, value: {orders:?}");
 
     // DDL events and the outbox message, under their keys.
@@ -76,7 +44,15 @@ fn events_land_in_stream_keys_with_the_dump_values_and_a_replay_adds_nothing() {
     assert_eq!(redis.cli(&["TYPE", &marker]), "hash", "{marker}");
     // `status` finds it through the position file's id.
     let status = crate::util::binlog_tail()
-        .args(["status", "--position-file", position.to_str().unwrap(), "--sink", "redis", "--redis-url", &redis.url()])
+        .args([
+            "status",
+            "--position-file",
+            shop.position.to_str().unwrap(),
+            "--sink",
+            "redis",
+            "--redis-url",
+            &redis.url(),
+        ])
         .args(["--json"])
         .output()
         .unwrap();
@@ -87,14 +63,9 @@ fn events_land_in_stream_keys_with_the_dump_values_and_a_replay_adds_nothing() {
     assert!(through.starts_with(&format!("{last}/")), "Redis holds through the last transaction: {report}");
 
     // A restart from the first position (a crash before any checkpoint) writes nothing twice.
-    std::fs::write(&position, start).unwrap();
-    let again = Stream::start(&server, &position, dir.path(), 1, &args(&extra));
-    again.wait_streaming();
-    server.sql("INSERT INTO shop.orders VALUES (4, 'new');");
-    let after = redis.read_until("*", |e| e.iter().any(|e| e.fields["value"].contains("\"id\":4")));
-    let log = again.log();
-    assert!(again.stop().success(), "{log}");
-    assert_eq!(after.len(), entries.len() + 1, "only the new row was added: {log}");
+    let log = shop.replay(entries.len(), |row| {
+        redis.read_until("*", |e| e.iter().any(|e| e.fields["value"].contains(row))).len()
+    });
     assert!(log.contains("replayed entries were already in Redis and skipped"), "{log}");
 }
 
@@ -103,43 +74,23 @@ fn events_land_in_stream_keys_with_the_dump_values_and_a_replay_adds_nothing() {
 /// order holds.
 #[test]
 fn sigkills_and_a_server_restart_lose_nothing_and_duplicate_nothing() {
-    let _heavy = crate::util::heavy();
-    let server = MariaDb::start(&[]);
+    let crash = Crash::new(2_000, 8);
     let mut redis = Redis::start();
-    create_counter_tables(&server);
-    let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
-    let mut base = redis_args(&redis);
-    base.extend(["--position-file", position.to_str().unwrap()].map(String::from));
-    base.extend(["--checkpoint-every", "50", "--include", "k", "--start", "earliest"].map(String::from));
-    let txs = 2_000;
-    let writer = crate::util::write_in_batches(server.port, &counter_workload(0..txs), 100, Duration::from_millis(80));
-    let mut rng = crate::util::XorShift(0x9e3779b97f4a7c15u64);
-    let kills = 8;
-    let mut replays_skipped = 0;
-    for n in 0..kills {
-        let mut run = Stream::spawn(&server, dir.path(), n, &args(&base));
-        if n == kills / 2 {
-            run.wait_streaming();
-            std::thread::sleep(Duration::from_millis(300));
-            redis.stop();
-            std::thread::sleep(Duration::from_secs(2));
-            redis.restart();
-            crate::util::until("binlog-tail writes to Redis again", || {
-                redis.cli(&["--scan", "--pattern", "binlog_tail:delivered:*"]).lines().count() == 1
-                    && run.log().contains("retrying, the position waits")
-            });
-            assert!(run.child.try_wait().unwrap().is_none(), "binlog-tail exited when Redis restarted: {}", run.log());
-        }
-        std::thread::sleep(Duration::from_millis(300 + rng.next() % 700));
-        run.signal("-KILL");
-        run.wait();
-        replays_skipped += usize::from(run.log().contains("already in Redis and skipped"));
-    }
+    let base = crash.args(redis_args(&redis));
+    crash.kill_runs(&base, 100, Duration::from_millis(80), |run| {
+        redis.stop();
+        std::thread::sleep(Duration::from_secs(2));
+        redis.restart();
+        crate::util::until("binlog-tail writes to Redis again", || {
+            redis.cli(&["--scan", "--pattern", "binlog_tail:delivered:*"]).lines().count() == 1
+                && run.log().contains("retrying, the position waits")
+        });
+    });
+    let replays_skipped =
+        crash.logs()[..crash.kills].iter().filter(|l| l.contains("already in Redis and skipped")).count();
     assert!(replays_skipped > 0, "no run replayed what Redis held: the crashes tested nothing");
-    writer.join().unwrap();
-    let last = Stream::spawn(&server, dir.path(), kills, &args(&base));
-    let expected: usize = 3 + txs * 2;
+    let last = crash.last_run(&base);
+    let expected = crash.expected();
     let entries = redis.read_until("binlog_tail:k.*", |e| e.len() >= expected);
     std::thread::sleep(Duration::from_millis(500));
     let entries = if entries.len() >= expected { redis.read("binlog_tail:k.*") } else { entries };
@@ -151,37 +102,18 @@ fn sigkills_and_a_server_restart_lose_nothing_and_duplicate_nothing() {
         (e.key.clone(), ms.parse().unwrap(), seq.parse().unwrap())
     };
     assert!(entries.windows(2).all(|w| id(&w[0]) < id(&w[1])), "read key by key, in stream order");
-    let mut seen = HashSet::new();
-    let mut duplicates = 0;
-    let mut counters: HashMap<String, Vec<i64>> = HashMap::new();
-    let mut inserted = HashSet::new();
-    for entry in &entries {
-        let e = entry.event();
+    let events: Vec<_> = entries.iter().map(|e| e.event()).collect();
+    for (entry, e) in entries.iter().zip(&events) {
         assert_eq!(entry.key, format!("binlog_tail:k.{}", e.table));
-        let after = e.after.unwrap();
-        let (id, v) = (after["id"].as_i64().unwrap(), after["v"].as_i64().unwrap());
-        if !seen.insert((e.table.clone(), e.op.clone(), id, v)) {
-            duplicates += 1;
-            continue;
-        }
-        match (e.op.as_str(), id) {
-            ("insert", 0) => {}
-            ("insert", id) => assert!(inserted.insert(id)),
-            ("update", _) => counters.entry(e.table).or_default().push(v),
-            (other, _) => panic!("unexpected {other}"),
-        }
     }
-    let missing: Vec<_> = (1..=txs as i64).filter(|id| !inserted.contains(id)).take(10).collect();
-    assert!(
-        missing.is_empty(),
-        "rows missing from Redis, e.g. {missing:?}; {} entries; last run: {log}",
-        entries.len()
-    );
-    for (table, values) in &counters {
-        let t: usize = table[1..].parse().unwrap();
-        assert_eq!(values.len(), (0..txs).filter(|i| i % 3 == t).count(), "{table}: counter updates missing");
-        assert!(values.windows(2).all(|w| w[0] < w[1]), "{table}: per-key order broken");
-    }
+    // Entries carry no id of their own: a row twice is a duplicate.
+    let (held, duplicates) = first_of_each(&events, |e| {
+        let after = e.after.as_ref().unwrap();
+        (e.table.clone(), e.op.clone(), after["id"].as_i64(), after["v"].as_i64())
+    });
+    let held: Vec<_> = held.into_iter().cloned().collect();
+    crash.check(&held, &format!("{} entries; last run: {log}", entries.len()));
+    let (txs, kills) = (crash.txs, crash.kills);
     eprintln!("redis crash test: {txs} transactions, {kills} SIGKILLs, redis-server stopped and restarted once: 0 lost, {duplicates} duplicates, {} entries", entries.len());
     assert_eq!(duplicates, 0, "a restart writes nothing Redis already holds");
     assert_eq!(entries.len(), expected);
@@ -189,18 +121,7 @@ fn sigkills_and_a_server_restart_lose_nothing_and_duplicate_nothing() {
 
 #[test]
 fn an_unreachable_server_is_retried_and_logged_until_a_stop() {
-    let server = MariaDb::shared();
-    let db = server.fresh_db("redis_unreachable");
-    let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
-    let port = crate::util::free_port();
-    let extra = ["--sink", "redis", "--redis-url", &format!("redis://127.0.0.1:{port}"), "--include", &db];
-    let run = Stream::start(server, &position, dir.path(), 0, &extra);
-    run.wait_log(&format!("cannot reach Redis at redis://127.0.0.1:{port}"));
-    assert!(run.log().contains("retrying"), "{}", run.log());
-    let log = run.log();
-    assert!(run.stop().success(), "a stop while connecting is a clean stop: {log}");
-    assert!(!position.exists(), "nothing was delivered, so nothing was saved");
+    an_unreachable_server_is_retried("redis", "Redis");
 }
 
 #[test]
@@ -209,22 +130,11 @@ fn wrong_credentials_stop_with_the_fix_and_the_right_ones_stream() {
     let db = server.fresh_db("redis_auth");
     let redis = Redis::start_with(&["requirepass s3cret"]);
     let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
     let password = dir.path().join("password");
-    std::fs::write(&password, "wrong\n").unwrap();
     let mut extra = redis_args(&redis);
     extra.extend(["--include", &db, "--redis-password-file", password.to_str().unwrap()].map(String::from));
-    let mut run = Stream::start(server, &position, dir.path(), 0, &args(&extra));
-    let status = run.wait();
-    let log = run.log();
-    assert_eq!(status.code(), Some(1), "{log}");
-    assert!(log.contains("refused the credentials") && log.contains("--redis-password-file"), "{log}");
-    assert!(!log.contains("s3cret") && !log.contains("wrong\n"), "no password in the log: {log}");
-
-    std::fs::write(&password, "s3cret\n").unwrap();
-    let run = Stream::start(server, &position, dir.path(), 1, &args(&extra));
-    run.wait_streaming();
-    server.sql(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY); INSERT INTO {db}.t VALUES (1);"));
+    let leaks = ["s3cret", "wrong\n"];
+    let run = a_wrong_then_the_right_secret(server, &db, &extra, &password, "--redis-password-file", "s3cret", &leaks);
     crate::util::until("the row is in Redis", || {
         let out = std::process::Command::new("redis-cli")
             .args([

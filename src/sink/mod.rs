@@ -3,6 +3,8 @@
 //! Redis: its batch applied with the stream's marker; HTTP: a 2xx answer to the batch that holds it),
 //! which is what lets the position move.
 
+#[cfg(test)]
+mod fault_test;
 pub mod http;
 pub mod kafka;
 pub mod nats;
@@ -12,9 +14,10 @@ pub mod stdout;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use crate::event::{Change, Ddl};
+use crate::format::Part;
 use crate::outbox::Message;
 use crate::position::Resume;
 use crate::schema::Table;
@@ -53,4 +56,33 @@ pub(crate) fn warn_once(logged: &mut HashMap<String, Instant>, kind: &str, text:
         logged.insert(kind.to_string(), now);
         tracing::warn!("{text}");
     }
+}
+
+/// A snapshot read's id: its position, table and key (reads of several tables share a position).
+pub(crate) fn read_id(c: &Change, part: Part) -> String {
+    let t = &c.table;
+    let mut key = Vec::with_capacity(64);
+    if t.pk.is_empty() {
+        c.write_after(&mut key);
+    } else {
+        c.write_pk(&mut key);
+    }
+    let part = if part == Part::Whole { "" } else { "/part" };
+    format!("{}:{}/{}.{}/{}/{}{part}", c.file, c.offset, t.db, t.name, String::from_utf8_lossy(&key), c.row)
+}
+
+/// How an error names the change event it happened on.
+pub(crate) fn event_context(change: &Change) -> String {
+    let t = &change.table;
+    format!("the event of `{}`.`{}` at {}:{}", t.db, t.name, change.file, change.offset)
+}
+
+/// The one-worker runtime of a sink's async client, its thread named `thread`.
+pub(crate) fn client_runtime(thread: &str, client: &str) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(thread)
+        .enable_all()
+        .build()
+        .with_context(|| format!("cannot start the {client} client's runtime"))
 }

@@ -1,25 +1,32 @@
 //! Test support, one file per fixture: real MariaDB servers started by the project's own script
 //! (`mariadb`), a tansu Kafka broker (`broker`), the real binary run as a process (`process`),
-//! HTTP probes of its endpoints (`http`), a nats-server (`nats`), a redis-server (`redis`), a webhook receiver
-//! (`webhook`), and the JSON event contract as a strict struct (`contract`). Everything is re-exported here, so tests
+//! HTTP probes of its endpoints (`http`), a nats-server (`nats`), a redis-server (`redis`), both as a
+//! `server` process, a webhook receiver (`webhook`), the sink crash tests' common run (`crash`), what the sink tests
+//! check alike (`sink`), and the JSON event contract as a strict struct (`contract`). Everything is re-exported here, so tests
 //! `use crate::util::{...}` by name.
 
 mod broker;
 mod contract;
+mod crash;
 mod http;
 mod mariadb;
 mod nats;
 mod process;
 mod redis;
+mod server;
+mod sink;
 mod webhook;
 
 pub use broker::*;
 pub use contract::*;
+pub use crash::*;
 pub use http::*;
 pub use mariadb::*;
 pub use nats::*;
 pub use process::*;
 pub use redis::*;
+pub use server::*;
+pub use sink::*;
 pub use webhook::*;
 
 use std::net::TcpListener;

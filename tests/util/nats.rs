@@ -2,20 +2,17 @@
 //! of what a stream holds (nats-py, scripts/nats-read).
 
 use std::collections::BTreeMap;
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{free_port, root, Event};
+use super::{read_back, read_until, Event, ServerProcess};
 
 /// A nats-server with JetStream on 127.0.0.1, its storage in a temp dir (Debian's nats-server:
 /// scripts/install-deps).
 pub struct Nats {
-    pub port: u16,
-    dir: tempfile::TempDir,
-    child: Option<std::process::Child>,
+    server: ServerProcess,
 }
 
 /// One message read back from a stream by an independent client (nats-py: scripts/nats-read).
@@ -40,48 +37,32 @@ impl Nats {
 
     /// With `config` as the server's configuration file (e.g. `max_payload: 4096`).
     pub fn start_with(config: &str) -> Nats {
-        let n = Nats { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
-        std::fs::write(n.dir.path().join("nats.conf"), config).unwrap();
-        let mut n = n;
+        let mut n = Nats { server: ServerProcess::new() };
+        std::fs::write(n.server.dir().join("nats.conf"), config).unwrap();
         n.restart();
         n
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://127.0.0.1:{}", self.server.port)
     }
 
     /// Starts (again) on the same port and storage.
     pub fn restart(&mut self) {
-        let store = self.dir.path().join("js");
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd", store.to_str().unwrap()])
+        let dir = self.server.dir();
+        let mut cmd = Command::new("nats-server");
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &self.server.port.to_string(), "-sd"])
+            .arg(dir.join("js"))
             .arg("-c")
-            .arg(self.dir.path().join("nats.conf"))
-            .stdin(Stdio::null())
+            .arg(dir.join("nats.conf"))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.path().join("server.log")).unwrap())
-            .spawn()
-            .expect("nats-server (scripts/install-deps installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            .stderr(self.server.log_file());
+        self.server.start(cmd);
     }
 
     /// Stops the server (SIGTERM) and waits for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.server.stop();
     }
 
     /// Creates stream `name` for `subjects` with file storage and this duplicate window (nats-py).
@@ -97,34 +78,11 @@ impl Nats {
 
     /// Every message of `stream`, oldest first, read with nats-py.
     pub fn read(&self, stream: &str) -> Vec<NatsMessage> {
-        let out = Command::new(root().join("scripts/nats-read")).args([&self.url(), stream]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/nats-read (needs nats-py: scripts/install-deps): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line ({e}): {l}")))
-            .collect()
+        read_back("nats-read", "nats-py", &[&self.url(), stream])
     }
 
     /// Reads `stream` until `done` holds for what it holds (60 s at most).
-    pub fn read_until(&self, stream: &str, mut done: impl FnMut(&[NatsMessage]) -> bool) -> Vec<NatsMessage> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let msgs = self.read(stream);
-            if done(&msgs) || Instant::now() > deadline {
-                return msgs;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.stop();
+    pub fn read_until(&self, stream: &str, done: impl FnMut(&[NatsMessage]) -> bool) -> Vec<NatsMessage> {
+        read_until(|| self.read(stream), done)
     }
 }

@@ -2,20 +2,17 @@
 //! independent reader of what its streams hold (redis-py, scripts/redis-read).
 
 use std::collections::BTreeMap;
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{free_port, root, Event};
+use super::{read_back, read_until, Event, ServerProcess};
 
 /// A redis-server on 127.0.0.1 with `appendonly yes` and `appendfsync always`, its files in a
 /// temp dir (Debian's redis-server: scripts/install-deps).
 pub struct Redis {
     pub port: u16,
-    dir: tempfile::TempDir,
-    child: Option<std::process::Child>,
+    server: ServerProcess,
 }
 
 /// One stream entry read back by an independent client (redis-py: scripts/redis-read).
@@ -40,15 +37,15 @@ impl Redis {
 
     /// With these `redis.conf` lines added (e.g. `requirepass s3cret`).
     pub fn start_with(config: &[&str]) -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let server = ServerProcess::new();
+        let port = server.port;
         let conf = format!(
             "port {port}\nbind 127.0.0.1\ndir {}\nappendonly yes\nappendfsync always\nsave \"\"\n{}\n",
-            dir.path().display(),
+            server.dir().display(),
             config.join("\n")
         );
-        std::fs::write(dir.path().join("redis.conf"), conf).unwrap();
-        let mut r = Redis { port, dir, child: None };
+        std::fs::write(server.dir().join("redis.conf"), conf).unwrap();
+        let mut r = Redis { port, server };
         r.restart();
         r
     }
@@ -59,32 +56,14 @@ impl Redis {
 
     /// Starts (again) on the same port and files.
     pub fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .arg(self.dir.path().join("redis.conf"))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(self.dir.path().join("server.log")).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/install-deps installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut cmd = Command::new("redis-server");
+        cmd.arg(self.server.dir().join("redis.conf")).stdout(self.server.log_file()).stderr(Stdio::null());
+        self.server.start(cmd);
     }
 
     /// Stops the server (SIGTERM: it writes its append-only file and exits) and waits for it.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.server.stop();
     }
 
     /// One command with redis-cli (an independent client); its output.
@@ -100,34 +79,11 @@ impl Redis {
 
     /// Every entry of the streams matching `pattern`, key by key, each in stream order (redis-py).
     pub fn read(&self, pattern: &str) -> Vec<RedisEntry> {
-        let out = Command::new(root().join("scripts/redis-read")).args([&self.url(), pattern]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/redis-read (needs redis-py: scripts/install-deps): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line ({e}): {l}")))
-            .collect()
+        read_back("redis-read", "redis-py", &[&self.url(), pattern])
     }
 
     /// Reads until `done` holds for what the streams hold (60 s at most).
-    pub fn read_until(&self, pattern: &str, mut done: impl FnMut(&[RedisEntry]) -> bool) -> Vec<RedisEntry> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let entries = self.read(pattern);
-            if done(&entries) || Instant::now() > deadline {
-                return entries;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
+    pub fn read_until(&self, pattern: &str, done: impl FnMut(&[RedisEntry]) -> bool) -> Vec<RedisEntry> {
+        read_until(|| self.read(pattern), done)
     }
 }

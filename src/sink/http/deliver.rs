@@ -88,7 +88,7 @@ async fn deliver(
         let (reason, wait) = match sent {
             Ok(answer) if answer.status().is_success() => {
                 if let Some(m) = metrics {
-                    m.http_acknowledged(batch.rows, started.elapsed());
+                    m.http_sink().acknowledged(batch.rows, Some(started.elapsed()));
                 }
                 return Outcome::Acked { seq: batch.seq };
             }
@@ -109,7 +109,7 @@ async fn deliver(
             Err(e) => (format!("cannot reach it: {}", chain(&e)), None),
         };
         if let Some(m) = metrics {
-            m.http_retry();
+            m.http_sink().retried(1);
         }
         let wait = wait.unwrap_or(backoff).min(MAX_WAIT);
         let kind = reason.split(':').next().unwrap_or_default().to_string();

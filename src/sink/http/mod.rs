@@ -43,12 +43,12 @@ use std::collections::VecDeque;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 use bytes::Bytes;
 
-use super::Sink;
+use super::{client_runtime, read_id, Sink};
 use crate::event::{Change, Ddl, Op};
-use crate::format::{Encoder, Part};
+use crate::format::Encoder;
 use crate::metrics::Metrics;
 use crate::outbox::Message;
 use crate::position::{Position, Resume};
@@ -151,12 +151,7 @@ impl HttpSink {
         saved: Option<&Position>,
         metrics: Option<Metrics>,
     ) -> Result<HttpSink> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("http")
-            .enable_all()
-            .build()
-            .context("cannot start the HTTP client's runtime")?;
+        let rt = client_runtime("http", "HTTP")?;
         let client = settings.client()?;
         let (batches, pending) = tokio::sync::mpsc::channel(1);
         let (results, outcomes) = mpsc::channel();
@@ -215,7 +210,7 @@ impl HttpSink {
                 flight.key
             );
             if let Some(m) = &self.metrics {
-                m.http_sent(flight.rows);
+                m.http_sink().sent(flight.rows);
             }
             self.batches
                 .blocking_send(Batch { seq: u64::MAX, key: flight.key, rows: flight.rows, body, journal: None })
@@ -354,7 +349,7 @@ impl HttpSink {
             InFlight { key: key.clone(), rows: span.rows, last: last.clone(), complete, place, bytes: body.len() };
         let head = journal::head(&self.state(Some(flight)));
         if let Some(m) = &self.metrics {
-            m.http_sent(span.rows);
+            m.http_sink().sent(span.rows);
         }
         let journal = Some((self.journal.clone(), head));
         self.batches
@@ -499,25 +494,12 @@ fn header_safe(text: &str) -> String {
     out
 }
 
-/// A snapshot read's id: its position, table and key (reads of several tables share a position).
-fn read_id(c: &Change, part: Part) -> String {
-    let t = &c.table;
-    let mut key = Vec::with_capacity(64);
-    if t.pk.is_empty() {
-        c.write_after(&mut key);
-    } else {
-        c.write_pk(&mut key);
-    }
-    let part = if part == Part::Whole { "" } else { "/part" };
-    format!("read:{}:{}/{}.{}/{}/{}{part}", c.file, c.offset, t.db, t.name, String::from_utf8_lossy(&key), c.row)
-}
-
 impl Sink for HttpSink {
     fn change(&mut self, change: &Change) -> Result<()> {
         for &part in self.encoder.parts(change) {
             let read = change.op == Op::Read;
             let id = if read {
-                read_id(change, part)
+                format!("read:{}", read_id(change, part))
             } else {
                 self.binlog_id(change.gtid.as_deref(), &change.file, change.offset)
             };

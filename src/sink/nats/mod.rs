@@ -41,9 +41,9 @@ use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{ConnectErrorKind, Event, HeaderMap, ServerError};
 use bytes::Bytes;
 
-use super::{warn_once, Sink};
+use super::{client_runtime, event_context, read_id, warn_once, Sink};
 use crate::event::{Change, Ddl, Op};
-use crate::format::{Encoder, Part};
+use crate::format::Encoder;
 use crate::metrics::Metrics;
 use crate::outbox::Message;
 use crate::position::Resume;
@@ -156,12 +156,7 @@ impl NatsSink {
         new: bool,
         metrics: Option<Metrics>,
     ) -> Result<NatsSink> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("nats")
-            .enable_all()
-            .build()
-            .context("cannot start the NATS client's runtime")?;
+        let rt = client_runtime("nats", "NATS")?;
         let events = Arc::new(Events::default());
         let client = rt.block_on(connect(&settings, &events, &shutdown))?;
         // The context spawns its PubAck task on the runtime it is built in.
@@ -482,7 +477,7 @@ impl NatsSink {
             self.in_flight += 1;
             self.in_flight_bytes += e.payload.len();
             if let Some(m) = &self.metrics {
-                m.nats_sent();
+                m.nats().sent(1);
             }
         }
         if let Some(err) = failed {
@@ -508,7 +503,11 @@ impl NatsSink {
             self.in_flight -= 1;
             self.in_flight_bytes -= self.entries[i].payload.len();
             if let Some(m) = &self.metrics {
-                m.nats_settled(result.is_ok());
+                if result.is_ok() {
+                    m.nats().acknowledged(1, None);
+                } else {
+                    m.nats().failed(1);
+                }
             }
             match result {
                 Ok(_) => {
@@ -642,7 +641,7 @@ impl NatsSink {
             resent += 1;
         }
         if let Some(m) = &self.metrics {
-            m.nats_resent(resent);
+            m.nats().retried(resent);
         }
         self.next = self.first
             + self.entries.iter().position(|e| e.state != State::Stored).unwrap_or(self.entries.len()) as u64;
@@ -757,9 +756,6 @@ fn on_event(events: &Events, event: Event) {
 
 impl Sink for NatsSink {
     fn change(&mut self, change: &Change) -> Result<()> {
-        let context = || {
-            format!("the event of `{}`.`{}` at {}:{}", change.table.db, change.table.name, change.file, change.offset)
-        };
         let t = &change.table;
         let subject = self.settings.subject(&t.db, &t.name);
         let origin = crate::event::origin(change.gtid.as_deref(), &change.file, change.offset);
@@ -771,7 +767,7 @@ impl Sink for NatsSink {
             let payload = Bytes::copy_from_slice(&value);
             self.value = value;
             let origin = if read_id.is_some() { "" } else { origin.as_str() };
-            self.send(subject.clone(), origin, read_id, payload, Vec::new()).with_context(context)?;
+            self.send(subject.clone(), origin, read_id, payload, Vec::new()).with_context(|| event_context(change))?;
         }
         Ok(())
     }
@@ -813,68 +809,26 @@ impl Sink for NatsSink {
     }
 }
 
-/// A snapshot read's id: its position, table and key (reads of several tables share a position).
-fn read_id(c: &Change, part: Part) -> String {
-    let t = &c.table;
-    let mut key = Vec::with_capacity(64);
-    if t.pk.is_empty() {
-        c.write_after(&mut key);
-    } else {
-        c.write_pk(&mut key);
-    }
-    let part = if part == Part::Whole { "" } else { "/part" };
-    format!("{}:{}/{}.{}/{}/{}{part}", c.file, c.offset, t.db, t.name, String::from_utf8_lossy(&key), c.row)
-}
-
 #[cfg(test)]
 mod tests {
     //! Faults the integration tests cannot time: a server restart while thousands of messages
     //! are in flight, against a real nats-server.
-    use std::process::{Child, Command, Stdio};
-    use std::sync::Arc;
+    use std::process::Command;
 
     use super::*;
+    use crate::sink::fault_test::{assert_in_order, send_through_a_kill, Server};
 
-    /// A nats-server with JetStream, killed when dropped (also when the test fails).
-    struct Server(Child);
-
-    impl Server {
-        fn start(port: u16, dir: &std::path::Path) -> Server {
-            let child = Command::new("nats-server")
-                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", dir.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nats-server (scripts/install-deps)");
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Server(child)
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn message(n: u32) -> Message {
-        Message {
-            origin: format!("0-1-{n}"),
-            topic: "binlog_tail.t.orders".into(),
-            key: None,
-            headers: vec![],
-            value: format!("{{\"n\":{n}}}").into_bytes(),
-        }
+    fn start_server(port: u16, dir: &std::path::Path) -> Server {
+        let mut cmd = Command::new("nats-server");
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", dir.to_str().unwrap()]);
+        Server::start(cmd, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
     }
 
     #[test]
     fn a_server_restart_with_messages_in_flight_leaves_no_gap_and_no_reordering() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start(port, dir.path());
+        let server = start_server(port, dir.path());
         let url = format!("nats://127.0.0.1:{port}");
         let mut sink = NatsSink::new(
             config::test_settings(&url),
@@ -886,22 +840,8 @@ mod tests {
         )
         .unwrap();
         let total = 30_000;
-        let _restarted = std::thread::scope(|scope| {
-            let restart = scope.spawn(|| {
-                std::thread::sleep(Duration::from_millis(300));
-                drop(server); // SIGKILL
-                std::thread::sleep(Duration::from_millis(200));
-                Server::start(port, dir.path())
-            });
-            for n in 0..total {
-                sink.message(&message(n)).unwrap();
-                sink.commit(&Resume::new(Arc::from("binlog.000001"), u64::from(n), None)).unwrap();
-            }
-            let restarted = restart.join().unwrap();
-            sink.flush().unwrap();
-            restarted
-        });
-        assert_eq!(sink.acknowledged().unwrap().map(|r| r.offset), Some(u64::from(total - 1)));
+        let _restarted =
+            send_through_a_kill(&mut sink, "binlog_tail.t.orders", total, server, || start_server(port, dir.path()));
         // Read back in stream order with a plain request per message, not the sink's code.
         let rt = tokio::runtime::Runtime::new().unwrap();
         let ids: Vec<String> = rt.block_on(async {
@@ -917,12 +857,6 @@ mod tests {
             ids
         });
         let expected: Vec<String> = (0..total).map(|n| format!("test/0-1-{n}/0")).collect();
-        let first_wrong = ids.iter().zip(&expected).position(|(a, b)| a != b);
-        assert!(
-            ids.len() == expected.len() && first_wrong.is_none(),
-            "{} messages stored for {total}; first out of place at {first_wrong:?}: {:?}",
-            ids.len(),
-            first_wrong.map(|i| &ids[i.saturating_sub(2)..(i + 3).min(ids.len())])
-        );
+        assert_in_order(&ids, &expected, "messages");
     }
 }

@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-use super::Sink;
+use super::{event_context, Sink};
 use crate::event::{Change, Ddl, Op};
 use crate::format::Encoder;
 use crate::metrics::Metrics;
@@ -230,7 +230,7 @@ impl RedisSink {
         batch.through = self.through.iter().map(|(_, text)| text.as_str()).collect::<Vec<_>>().join("\n");
         self.sent.push_back(Sent { n: batch.n, end: batch.end.clone(), entries: batch.entries, at: Instant::now() });
         if let Some(m) = &self.metrics {
-            m.redis_sent(batch.entries);
+            m.redis().sent(batch.entries);
         }
         let queue = self.queue.clone().expect("the writer's queue");
         loop {
@@ -264,7 +264,7 @@ impl RedisSink {
                         self.acked = Some(end);
                     }
                     if let Some(m) = &self.metrics {
-                        m.redis_applied(done.entries, done.at.elapsed());
+                        m.redis().acknowledged(done.entries, Some(done.at.elapsed()));
                     }
                 }
                 failed => self.failed = Some(failed),
@@ -308,9 +308,6 @@ impl Drop for RedisSink {
 
 impl Sink for RedisSink {
     fn change(&mut self, change: &Change) -> Result<()> {
-        let context = || {
-            format!("the event of `{}`.`{}` at {}:{}", change.table.db, change.table.name, change.file, change.offset)
-        };
         let t = &change.table;
         let key = self.settings.key(&t.db, &t.name);
         let origin = match change.op {
@@ -323,7 +320,7 @@ impl Sink for RedisSink {
             self.encoder.write_value(change, part, &mut value);
             let pushed = self.push(&key, &origin, &[(b"value", &value)]);
             self.value = value;
-            pushed.with_context(context)?;
+            pushed.with_context(|| event_context(change))?;
         }
         Ok(())
     }
@@ -384,53 +381,26 @@ impl Sink for RedisSink {
 mod tests {
     //! Faults the integration tests cannot time: a redis-server SIGKILLed while batches are in
     //! flight, so the writer cannot know whether the last one was applied.
-    use std::process::{Child, Command, Stdio};
+    use std::process::Command;
 
     use super::*;
+    use crate::sink::fault_test::{assert_in_order, send_through_a_kill, Server};
 
-    /// A redis-server with `appendfsync always`, killed when dropped (also when the test fails).
-    struct Server(Child);
-
-    impl Server {
-        fn start(port: u16, dir: &std::path::Path) -> Server {
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--appendonly", "yes"])
-                .args(["--appendfsync", "always", "--save", "", "--dir", dir.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server (scripts/install-deps)");
-            while Command::new("redis-cli").args(["-p", &port.to_string(), "ping"]).output().unwrap().stdout
-                != b"PONG\n"
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Server(child)
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn message(n: u32) -> Message {
-        Message {
-            origin: format!("0-1-{n}"),
-            topic: "orders".into(),
-            key: None,
-            headers: vec![],
-            value: format!("{{\"n\":{n}}}").into_bytes(),
-        }
+    /// A redis-server with `appendfsync always`.
+    fn start_server(port: u16, dir: &std::path::Path) -> Server {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--appendonly", "yes"]);
+        cmd.args(["--appendfsync", "always", "--save", "", "--dir", dir.to_str().unwrap()]);
+        Server::start(cmd, || {
+            Command::new("redis-cli").args(["-p", &port.to_string(), "ping"]).output().unwrap().stdout == b"PONG\n"
+        })
     }
 
     #[test]
     fn a_server_killed_with_batches_in_flight_leaves_no_gap_and_no_duplicate() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start(port, dir.path());
+        let server = start_server(port, dir.path());
         let url = format!("redis://127.0.0.1:{port}");
         let metrics = Metrics::new();
         let settings = config::test_settings(&url);
@@ -438,22 +408,7 @@ mod tests {
         let names = ("t".to_string(), "p");
         let mut sink = RedisSink::new(settings, encoder, Shutdown::new(), names, Some(metrics.clone())).unwrap();
         let total = 60_000;
-        let _restarted = std::thread::scope(|scope| {
-            let restart = scope.spawn(|| {
-                std::thread::sleep(Duration::from_millis(300));
-                drop(server); // SIGKILL
-                std::thread::sleep(Duration::from_millis(200));
-                Server::start(port, dir.path())
-            });
-            for n in 0..total {
-                sink.message(&message(n)).unwrap();
-                sink.commit(&Resume::new(Arc::from("binlog.000001"), u64::from(n), None)).unwrap();
-            }
-            let restarted = restart.join().unwrap();
-            sink.flush().unwrap();
-            restarted
-        });
-        assert_eq!(sink.acknowledged().unwrap().map(|r| r.offset), Some(u64::from(total - 1)));
+        let _restarted = send_through_a_kill(&mut sink, "orders", total, server, || start_server(port, dir.path()));
         let retries = metrics
             .render()
             .lines()
@@ -465,12 +420,7 @@ mod tests {
         let text = String::from_utf8(out.unwrap().stdout).unwrap();
         let got: Vec<u32> =
             text.lines().filter_map(|l| l.strip_prefix("{\"n\":")?.strip_suffix('}')?.parse().ok()).collect();
-        let first_wrong = got.iter().enumerate().position(|(i, &n)| n != i as u32);
-        assert!(
-            got.len() == total as usize && first_wrong.is_none(),
-            "{} entries stored for {total}; first out of place at {first_wrong:?}: {:?}",
-            got.len(),
-            first_wrong.map(|i| &got[i.saturating_sub(2)..(i + 3).min(got.len())])
-        );
+        let expected: Vec<u32> = (0..total).collect();
+        assert_in_order(&got, &expected, "entries");
     }
 }

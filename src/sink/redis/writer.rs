@@ -233,7 +233,7 @@ impl Writer {
                 Err(Failure::Transient(why)) => {
                     self.conn = None;
                     if let Some(m) = &self.metrics {
-                        m.redis_retry();
+                        m.redis().retried(1);
                     }
                     if self.shutdown.requested() || self.quit.load(Ordering::SeqCst) {
                         return Outcome::Stopped(why);

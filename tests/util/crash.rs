@@ -1,0 +1,128 @@
+//! The sink crash tests' common run: the counter workload (`create_counter_tables`,
+//! `counter_workload`) written while binlog-tail is SIGKILLed at random moments and the sink's
+//! server goes away once under a running binlog-tail, then a last run; and the check of what a
+//! reader holds once it drops what it already has.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::path::PathBuf;
+use std::sync::MutexGuard;
+use std::time::Duration;
+
+use super::{counter_workload, create_counter_tables, heavy, write_in_batches, Event, MariaDb, Stream, XorShift};
+
+pub struct Crash {
+    pub server: MariaDb,
+    pub dir: tempfile::TempDir,
+    pub position: PathBuf,
+    /// Transactions of the workload; SIGKILLed runs before the last.
+    pub txs: usize,
+    pub kills: usize,
+    _heavy: MutexGuard<'static, ()>,
+}
+
+impl Crash {
+    /// A MariaDB of its own with the counter tables; nothing runs yet.
+    pub fn new(txs: usize, kills: usize) -> Crash {
+        let _heavy = heavy();
+        let server = MariaDb::start(&[]);
+        create_counter_tables(&server);
+        let dir = tempfile::tempdir().unwrap();
+        let position = dir.path().join("position.json");
+        Crash { server, dir, position, txs, kills, _heavy }
+    }
+
+    /// `sink` (the sink's options) with the position file and the workload's tables from the start.
+    pub fn args(&self, sink: Vec<String>) -> Vec<String> {
+        let mut args = sink;
+        args.extend(["--position-file", self.position.to_str().unwrap()].map(String::from));
+        args.extend(["--checkpoint-every", "50", "--include", "k", "--start", "earliest"].map(String::from));
+        args
+    }
+
+    /// Writes the workload (`per_batch` transactions, then `pause`) while `kills` runs with `args`
+    /// are each SIGKILLed 0.3 to 1 s in; in the middle one, `outage` takes the sink's server away
+    /// and back once that run streams. Returns when the workload is written.
+    pub fn kill_runs(&self, args: &[String], per_batch: usize, pause: Duration, mut outage: impl FnMut(&Stream)) {
+        let writer = write_in_batches(self.server.port, &counter_workload(0..self.txs), per_batch, pause);
+        let mut rng = XorShift(0x9e3779b97f4a7c15u64);
+        for n in 0..self.kills {
+            let mut run = Stream::spawn(&self.server, self.dir.path(), n, &as_strs(args));
+            if n == self.kills / 2 {
+                run.wait_streaming();
+                std::thread::sleep(Duration::from_millis(300));
+                outage(&run);
+                assert!(run.child.try_wait().unwrap().is_none(), "binlog-tail exited in the outage: {}", run.log());
+            }
+            std::thread::sleep(Duration::from_millis(300 + rng.next() % 700));
+            run.signal("-KILL");
+            run.wait();
+        }
+        writer.join().unwrap();
+    }
+
+    /// The run after the SIGKILLed ones, left running to deliver the rest.
+    pub fn last_run(&self, args: &[String]) -> Stream {
+        Stream::spawn(&self.server, self.dir.path(), self.kills, &as_strs(args))
+    }
+
+    /// Every event of the workload: an insert and a counter update a transaction, and the three
+    /// counter rows' own inserts.
+    pub fn expected(&self) -> usize {
+        3 + self.txs * 2
+    }
+
+    /// The stderr of every run started so far, in order.
+    pub fn logs(&self) -> Vec<String> {
+        (0..=self.kills)
+            .map_while(|n| std::fs::read_to_string(self.dir.path().join(format!("err.{n}.log"))).ok())
+            .collect()
+    }
+
+    /// Checks what a reader holds: every inserted row once and none missing, every counter update
+    /// in order per key. `context` (what was read, the last run's log) ends a failure's message.
+    pub fn check(&self, held: &[Event], context: &str) {
+        let mut inserted = HashSet::new();
+        let mut counters: HashMap<&str, Vec<i64>> = HashMap::new();
+        for e in held {
+            let after = e.after.as_ref().unwrap_or_else(|| panic!("no after image: {e:?}"));
+            match (e.op.as_str(), after["id"].as_i64().unwrap()) {
+                ("insert", 0) => {}
+                ("insert", id) => assert!(inserted.insert(id), "row {id} held twice"),
+                ("update", _) => counters.entry(&e.table).or_default().push(after["v"].as_i64().unwrap()),
+                (other, _) => panic!("unexpected {other}"),
+            }
+        }
+        let missing: Vec<_> = (1..=self.txs as i64).filter(|id| !inserted.contains(id)).take(10).collect();
+        assert!(missing.is_empty(), "rows missing, e.g. {missing:?}; {context}");
+        for (table, values) in &counters {
+            let t: usize = table[1..].parse().unwrap();
+            let updates = (0..self.txs).filter(|i| i % 3 == t).count();
+            assert_eq!(values.len(), updates, "{table}: counter updates missing or twice");
+            assert!(values.windows(2).all(|w| w[0] < w[1]), "{table}: per-key order broken");
+        }
+    }
+}
+
+/// The first of `items` for each `key`, in order, and how many later ones repeated a key.
+pub fn first_of_each<'a, T, K: Hash + Eq>(
+    items: impl IntoIterator<Item = &'a T>,
+    key: impl Fn(&T) -> K,
+) -> (Vec<&'a T>, usize) {
+    let mut seen = HashSet::new();
+    let mut repeats = 0;
+    let mut first = Vec::new();
+    for item in items {
+        if seen.insert(key(item)) {
+            first.push(item);
+        } else {
+            repeats += 1;
+        }
+    }
+    (first, repeats)
+}
+
+/// Owned arguments as the `&str`s `Stream` takes.
+pub fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
