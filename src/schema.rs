@@ -120,6 +120,34 @@ pub struct RowImage {
     pub spans: Vec<Option<(u32, u32)>>,
 }
 
+impl Table {
+    /// A table whose columns have plain names (no JSON escaping needed), for unit tests.
+    #[cfg(test)]
+    pub fn for_test(db: &str, name: &str, columns: Vec<(&str, Kind)>, pk: Vec<usize>) -> std::sync::Arc<Table> {
+        let columns = columns
+            .into_iter()
+            .map(|(name, kind)| Column {
+                name: name.into(),
+                key_json: format!("\"{name}\":").into_bytes(),
+                kind,
+                sql_type: String::new(),
+                dropped: false,
+            })
+            .collect();
+        std::sync::Arc::new(Table {
+            db: db.into(),
+            name: name.into(),
+            db_json: format!("\"{db}\"").into_bytes(),
+            name_json: format!("\"{name}\"").into_bytes(),
+            columns,
+            pk,
+            gaps: vec![],
+            looked_up: false,
+            outbox: None,
+        })
+    }
+}
+
 impl RowImage {
     pub fn value(&self, col: usize) -> Option<&[u8]> {
         let (s, e) = self.spans.get(col).copied().flatten()?;

@@ -49,17 +49,7 @@ mod tests {
     use crate::position::Flavor;
 
     fn table(name: &str) -> Arc<Table> {
-        Arc::new(Table {
-            db: "shop".into(),
-            name: name.into(),
-            db_json: b"\"shop\"".to_vec(),
-            name_json: format!("\"{name}\"").into_bytes(),
-            columns: vec![],
-            pk: vec![],
-            gaps: vec![],
-            looked_up: false,
-            outbox: None,
-        })
+        Table::for_test("shop", name, vec![], vec![])
     }
 
     fn change(table: &Arc<Table>, op: Op) -> Change {

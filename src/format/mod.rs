@@ -200,29 +200,11 @@ mod tests {
 
     use crate::event::SnapshotMark;
     use crate::position::Flavor;
-    use crate::schema::{Column, Kind, Table};
+    use crate::schema::{Kind, Table};
 
     fn table(pk: Vec<usize>) -> Arc<Table> {
-        let col = |name: &str, kind| Column {
-            name: name.into(),
-            key_json: format!("\"{name}\":").into_bytes(),
-            kind,
-            sql_type: String::new(),
-            dropped: false,
-        };
-        let columns =
-            vec![col("id", Kind::Int { bytes: 4, unsigned: false }), col("day", Kind::Date), col("v", Kind::Double)];
-        Arc::new(Table {
-            db: "shop".into(),
-            name: "t".into(),
-            db_json: b"\"shop\"".to_vec(),
-            name_json: b"\"t\"".to_vec(),
-            columns,
-            pk,
-            gaps: vec![],
-            looked_up: false,
-            outbox: None,
-        })
+        let columns = vec![("id", Kind::Int { bytes: 4, unsigned: false }), ("day", Kind::Date), ("v", Kind::Double)];
+        Table::for_test("shop", "t", columns, pk)
     }
 
     fn image(values: [&str; 3]) -> RowImage {

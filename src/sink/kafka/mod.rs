@@ -877,26 +877,10 @@ mod tests {
     #[test]
     fn headers_and_values_are_pinned_per_mode() {
         use crate::position::Flavor;
-        use crate::schema::{Column, Kind, RowImage, Table};
+        use crate::schema::{Kind, RowImage, Table};
 
-        let col = |name: &str, kind| Column {
-            name: name.into(),
-            key_json: format!("\"{name}\":").into_bytes(),
-            kind,
-            sql_type: String::new(),
-            dropped: false,
-        };
-        let table = Arc::new(Table {
-            db: "shop".into(),
-            name: "orders".into(),
-            db_json: b"\"shop\"".to_vec(),
-            name_json: b"\"orders\"".to_vec(),
-            columns: vec![col("id", Kind::Int { bytes: 4, unsigned: false }), col("status", Kind::Date)],
-            pk: vec![0],
-            gaps: vec![],
-            looked_up: false,
-            outbox: None,
-        });
+        let columns = vec![("id", Kind::Int { bytes: 4, unsigned: false }), ("status", Kind::Date)];
+        let table = Table::for_test("shop", "orders", columns, vec![0]);
         let image = |values: [&str; 2]| RowImage::from_json(&values);
         let change = |op, row, gtid: Option<&str>, before, after| Change {
             op,
