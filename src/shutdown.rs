@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, Result};
 use tokio::runtime::Runtime;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
@@ -49,24 +50,31 @@ impl Shutdown {
         })
     }
 
-    /// Listens for SIGINT, SIGTERM and SIGHUP (a closed terminal or `kill -HUP`) on `rt`.
-    pub fn install(rt: &Runtime) -> Arc<Shutdown> {
+    /// Listens for SIGINT, SIGTERM and SIGHUP (a closed terminal or `kill -HUP`) on `rt`. The
+    /// handlers are in place when this returns, so a signal sent at any later moment asks for a
+    /// stop (registered from the spawned task, a loaded machine could leave the default action,
+    /// which kills the process, in place for a while).
+    pub fn install(rt: &Runtime) -> Result<Arc<Shutdown>> {
         let shutdown = Shutdown::new();
         let s = shutdown.clone();
+        let listen = |kind: SignalKind, name: &str| {
+            let _runtime = rt.enter();
+            signal(kind).with_context(|| format!("cannot listen for {name}"))
+        };
+        let mut int = listen(SignalKind::interrupt(), "SIGINT")?;
+        let mut term = listen(SignalKind::terminate(), "SIGTERM")?;
+        let mut hup = listen(SignalKind::hangup(), "SIGHUP")?;
         rt.spawn(async move {
-            let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
-                return;
-            };
             loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                     _ = term.recv() => {}
                     _ = hup.recv() => {}
                 }
                 s.request();
             }
         });
-        shutdown
+        Ok(shutdown)
     }
 
     /// What a signal does.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{in_db, ok_events, read_events, root, sql_at, Event, MariaDb, Stream, XorShift};
+use crate::util::{in_db, ok_events, read_events, root, sql_at, Event, MariaDb, Stream, TableLock, XorShift};
 
 /// The raw JSON text of each line's `after` (the last field), keyed by the row's `id`.
 fn raw_afters(stdout: &[u8], op: &str) -> BTreeMap<i64, String> {
@@ -432,6 +432,8 @@ fn side_by_side(method: &str) {
          INSERT INTO t2 SELECT * FROM t1;
          CREATE TABLE t3 LIKE t1;
          INSERT INTO t3 SELECT * FROM t1;
+         CREATE TABLE held (id INT PRIMARY KEY);
+         INSERT INTO held VALUES (1), (2);
          CREATE TABLE marker (id INT PRIMARY KEY);
          CREATE TABLE probe_done (id INT PRIMARY KEY);
          CREATE TABLE signals (id VARCHAR(42) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT);
@@ -489,6 +491,9 @@ fn side_by_side(method: &str) {
             txs
         })
     };
+    // `held` is read second (tables go by name): while its read waits for this lock, the chunks
+    // after it are read by other connections, however fast this machine emits.
+    let lock = TableLock::hold(port, &format!("{db}.held"));
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
     let (include, signals) = (format!("{db}.*"), format!("{db}.signals"));
@@ -514,6 +519,17 @@ fn side_by_side(method: &str) {
             &signals,
         ],
     );
+    // Released once the probe can have seen several readers (and, with watermarks, their windows).
+    let windows = if method == "watermark" { 2 } else { 0 };
+    let side_by_side = format!(
+        "SELECT (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{db}' AND COMMAND <> 'Binlog Dump') >= 3
+           AND (SELECT COUNT(*) FROM {db}.signals WHERE id LIKE '%-low') >= {windows}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.sql(&side_by_side) != "1" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(lock);
     let deadline = Instant::now() + Duration::from_secs(90);
     while snapshot_pending(&position) != Some(0) {
         assert!(Instant::now() < deadline, "snapshot did not finish: {}", run.log());

@@ -42,7 +42,7 @@ pub fn dump(args: DumpArgs) -> Result<()> {
     let default_start = if initial { Start::Latest } else { Start::Earliest };
     let start = args.server.start.clone().unwrap_or(default_start);
     let rt = runtime()?;
-    let shutdown = Shutdown::install(&rt);
+    let shutdown = Shutdown::install(&rt)?;
     let mut source = ServerSource::open(rt.handle(), &cfg, &start, Checks::Basic)?;
     let until = if initial && !args.follow { Until::SnapshotDone } else { Until::End };
     let mut snapshot = match settings {

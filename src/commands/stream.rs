@@ -47,7 +47,7 @@ fn supervise(settings: StreamSettings) -> Result<()> {
         stdout::check_delivers(settings.allow_discard)?;
     }
     let rt = runtime()?;
-    let shutdown = Shutdown::install(&rt);
+    let shutdown = Shutdown::install(&rt)?;
     let metrics = Metrics::new();
     let requests = Requests::default();
     // An overdue heartbeat makes the lag grow (a frozen server), before the connection is given up.

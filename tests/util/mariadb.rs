@@ -126,16 +126,23 @@ impl Drop for MariaDb {
     }
 }
 
-/// Runs SQL as the admin user of the server on `port` (through Debian's mariadb client).
-pub fn sql_at(port: u16, sql: &str) -> String {
-    let mut child = Command::new("mariadb")
+/// Debian's mariadb client as the admin user of the server on `port`, SQL on its stdin, each
+/// answer written out at once.
+fn admin_client(port: u16) -> std::process::Child {
+    Command::new("mariadb")
         .args(["--no-defaults", "--default-character-set=utf8mb4", "-h127.0.0.1", "-uadmin", "-padminpass", "-N", "-B"])
+        .arg("--unbuffered")
         .arg(format!("-P{port}"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run the mariadb client (scripts/install-deps installs it)");
+        .expect("run the mariadb client (scripts/install-deps installs it)")
+}
+
+/// Runs SQL as the admin user of the server on `port` (through Debian's mariadb client).
+pub fn sql_at(port: u16, sql: &str) -> String {
+    let mut child = admin_client(port);
     use std::io::Write;
     child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -146,6 +153,31 @@ pub fn sql_at(port: u16, sql: &str) -> String {
         &sql[..sql.len().min(2000)]
     );
     String::from_utf8(out.stdout).unwrap().trim_end().to_string()
+}
+
+/// `LOCK TABLES <table> WRITE` held by a session of its own until dropped: every read of the
+/// table by another session waits meanwhile.
+pub struct TableLock(std::process::Child);
+
+impl TableLock {
+    /// Returns once the lock is held.
+    pub fn hold(port: u16, table: &str) -> TableLock {
+        use std::io::{BufRead, Write};
+        let mut client = admin_client(port);
+        writeln!(client.stdin.as_mut().unwrap(), "LOCK TABLES {table} WRITE; SELECT 'locked';").unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(client.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "locked", "LOCK TABLES {table} WRITE failed");
+        TableLock(client)
+    }
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        // Closing the client's input ends its session, which releases the lock.
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
 }
 
 impl MariaDb {

@@ -120,7 +120,8 @@ pub fn an_unreachable_server_is_retried(sink: &str, name: &str) {
     run.wait_log(&format!("cannot reach {name} at {url}"));
     assert!(run.log().contains("retrying"), "{}", run.log());
     let log = run.log();
-    assert!(run.stop().success(), "a stop while connecting is a clean stop: {log}");
+    let status = run.stop();
+    assert!(status.success(), "a stop while connecting is a clean stop, not {status}: {log}");
     assert!(!position.exists(), "nothing was delivered, so nothing was saved");
 }
 
