@@ -658,6 +658,27 @@ fn signal_table_starts_and_stops_incremental_snapshots_while_streaming() {
     );
 }
 
+/// Streams `db` with a snapshot of one-row chunks, runs `sql` once the first rows were read,
+/// and stops when the events satisfy `until` (named `what`). Returns the events and the log.
+fn mid_snapshot(
+    server: &MariaDb,
+    db: &str,
+    sql: &str,
+    (what, until): (&str, fn(&[Event]) -> bool),
+) -> (Vec<Event>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let args = ["--snapshot", "initial", "--snapshot-chunk-size", "1", "--include", db];
+    let run = Stream::start(server, &position, dir.path(), 0, &args);
+    let files = [run.stdout.clone()];
+    wait_for(&files, "the first reads", |ev| ev.iter().any(|e| e.op == "read"));
+    server.sql(sql);
+    let events = wait_for(&files, what, until);
+    let log = run.log();
+    assert!(run.stop().success(), "{log}");
+    (events, log)
+}
+
 #[test]
 fn a_table_dropped_during_its_snapshot_is_skipped_and_the_stream_goes_on() {
     let server = MariaDb::shared();
@@ -666,23 +687,14 @@ fn a_table_dropped_during_its_snapshot_is_skipped_and_the_stream_goes_on() {
         "USE {db}; CREATE TABLE {db}.a (id INT PRIMARY KEY); INSERT INTO {db}.a SELECT seq FROM seq_1_to_3000;
          CREATE TABLE {db}.z (id INT PRIMARY KEY); INSERT INTO {db}.z VALUES (1);"
     ));
-    let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
-    let run = Stream::start(
+    let (events, log) = mid_snapshot(
         server,
-        &position,
-        dir.path(),
-        0,
-        &["--snapshot", "initial", "--snapshot-chunk-size", "1", "--include", &db],
+        &db,
+        &format!("DROP TABLE {db}.a; INSERT INTO {db}.z VALUES (2);"),
+        ("the insert after the drop and the next table", |ev| {
+            ev.iter().any(|e| e.op == "insert") && ev.iter().any(|e| e.op == "read" && e.table == "z")
+        }),
     );
-    let files = [run.stdout.clone()];
-    wait_for(&files, "the first reads", |ev| ev.iter().any(|e| e.op == "read"));
-    server.sql(&format!("DROP TABLE {db}.a; INSERT INTO {db}.z VALUES (2);"));
-    let events = wait_for(&files, "the insert after the drop and the next table", |ev| {
-        ev.iter().any(|e| e.op == "insert") && ev.iter().any(|e| e.op == "read" && e.table == "z")
-    });
-    let log = run.log();
-    assert!(run.stop().success(), "{log}");
     let reads_a = events.iter().filter(|e| e.op == "read" && e.table == "a").count();
     assert!(reads_a > 0 && reads_a < 3000, "the drop landed mid-table: {reads_a} rows read");
     assert!(log.contains("dropped during"), "{log}");
@@ -739,22 +751,12 @@ fn a_table_altered_during_its_snapshot_goes_on_with_its_new_columns() {
     server.sql(&format!(
         "USE {db}; CREATE TABLE b (id INT PRIMARY KEY, v INT); INSERT INTO b SELECT seq, seq FROM seq_1_to_400;"
     ));
-    let dir = tempfile::tempdir().unwrap();
-    let position = dir.path().join("position.json");
-    let run = Stream::start(
+    let (events, _) = mid_snapshot(
         server,
-        &position,
-        dir.path(),
-        0,
-        &["--snapshot", "initial", "--snapshot-chunk-size", "1", "--include", &db],
+        &db,
+        &format!("ALTER TABLE {db}.b ADD COLUMN extra INT NOT NULL DEFAULT 7"),
+        ("the whole table", |ev| ev.iter().any(|e| e.pk.as_ref().is_some_and(|k| k["id"] == 400))),
     );
-    let files = [run.stdout.clone()];
-    wait_for(&files, "the first reads", |ev| ev.iter().any(|e| e.op == "read"));
-    server.sql(&format!("ALTER TABLE {db}.b ADD COLUMN extra INT NOT NULL DEFAULT 7"));
-    let events =
-        wait_for(&files, "the whole table", |ev| ev.iter().any(|e| e.pk.as_ref().is_some_and(|k| k["id"] == 400)));
-    let log = run.log();
-    assert!(run.stop().success(), "{log}");
     let ids: Vec<i64> = events.iter().map(|e| e.pk.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, (1..=400).collect::<Vec<_>>(), "every row once, in order");
     let with_extra = events
