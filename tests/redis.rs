@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::util::{
     a_wrong_then_the_right_secret, an_unreachable_server_is_retried, as_strs as args, first_of_each, Crash, MariaDb,
-    Redis, Shop, Stream,
+    Redis, Shop, SnapshotCrash, Stream,
 };
 
 fn redis_args(redis: &Redis) -> Vec<String> {
@@ -251,4 +251,20 @@ fn check_reports_the_redis_servers_mode_and_persistence() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("FAIL  redis connection"), "{text}");
+}
+
+/// A snapshot of 20,000 rows SIGKILLed 3 times with chunks in flight, then finished: Redis holds
+/// every row's read once, then the later changes.
+#[test]
+fn sigkills_during_a_snapshot_leave_every_read_once() {
+    let crash = SnapshotCrash::new(20_000, 3);
+    let redis = Redis::start();
+    let base = crash.args(redis_args(&redis));
+    crash.kill_runs(&base);
+    let last = crash.last_run(&base);
+    let events = |e: &[crate::util::RedisEntry]| e.iter().map(|e| e.event()).collect::<Vec<_>>();
+    let entries = redis.read_until("binlog_tail:s.t", |e| crash.done(&events(e)));
+    let log = last.log();
+    assert!(last.stop().success(), "{log}");
+    crash.check(&events(&entries), &format!("last run: {log}"));
 }

@@ -1,7 +1,7 @@
 //! The sink crash tests' common run: the counter workload (`create_counter_tables`,
 //! `counter_workload`) written while binlog-tail is SIGKILLed at random moments and the sink's
 //! server goes away once under a running binlog-tail, then a last run; and the check of what a
-//! reader holds once it drops what it already has.
+//! reader holds once it drops what it already has. `SnapshotCrash`: the same for a snapshot's reads.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -125,4 +125,114 @@ pub fn first_of_each<'a, T, K: Hash + Eq>(
 /// Owned arguments as the `&str`s `Stream` takes.
 pub fn as_strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+/// The snapshot crash test's run: a table `s.t` of `rows` rows read by `--snapshot initial` in
+/// chunks of 100 while binlog-tail is SIGKILLed `kills` times mid-snapshot, each time once the
+/// saved position has come further into the table; then a last run that finishes the snapshot,
+/// and later changes (`CHANGES`).
+pub struct SnapshotCrash {
+    pub server: MariaDb,
+    pub dir: tempfile::TempDir,
+    pub position: PathBuf,
+    pub rows: i64,
+    pub kills: usize,
+    _heavy: MutexGuard<'static, ()>,
+}
+
+/// The changes written after the snapshot: rows 1 to 5 updated, then one row inserted.
+const CHANGES: usize = 6;
+
+impl SnapshotCrash {
+    pub fn new(rows: i64, kills: usize) -> SnapshotCrash {
+        let _heavy = heavy();
+        let server = MariaDb::start(&[]);
+        server.sql(&format!(
+            "CREATE DATABASE s; CREATE TABLE s.t (id INT PRIMARY KEY, v INT); INSERT INTO s.t SELECT seq, 0 FROM s.seq_1_to_{rows};"
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let position = dir.path().join("position.json");
+        SnapshotCrash { server, dir, position, rows, kills, _heavy }
+    }
+
+    /// `sink` (the sink's options) with the position file and the snapshot's options.
+    pub fn args(&self, sink: Vec<String>) -> Vec<String> {
+        let mut args = sink;
+        args.extend(["--position-file", self.position.to_str().unwrap(), "--include", "s"].map(String::from));
+        args.extend(
+            ["--snapshot", "initial", "--snapshot-chunk-size", "100", "--snapshot-parallelism", "2"].map(String::from),
+        );
+        args
+    }
+
+    /// The key up to which the saved position says the snapshot has come (0 before the first
+    /// chunk; None once it is complete).
+    fn saved_progress(&self) -> Option<i64> {
+        let Ok(text) = std::fs::read_to_string(&self.position) else { return Some(0) };
+        let pos: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let snapshot = &pos["snapshot"];
+        if snapshot["pending"].as_array().is_some_and(Vec::is_empty) {
+            return None;
+        }
+        Some(snapshot["after"][0]["int"].as_i64().unwrap_or(0))
+    }
+
+    /// Run n is SIGKILLed once the saved position passed its share of the table, so each kill
+    /// hits a running snapshot with chunks in flight.
+    pub fn kill_runs(&self, args: &[String]) {
+        for n in 0..self.kills {
+            let mut run = Stream::spawn(&self.server, self.dir.path(), n, &as_strs(args));
+            let share = self.rows * (n as i64 + 1) / (self.kills as i64 + 1);
+            super::until("the snapshot passes its share", || {
+                let progress = self.saved_progress();
+                assert!(progress.is_some(), "the snapshot completed before kill {n}: {}", run.log());
+                progress.unwrap() >= share
+            });
+            run.signal("-KILL");
+            run.wait();
+        }
+    }
+
+    /// The run after the SIGKILLed ones: once its snapshot completes, the later changes are written.
+    pub fn last_run(&self, args: &[String]) -> Stream {
+        let run = Stream::spawn(&self.server, self.dir.path(), self.kills, &as_strs(args));
+        run.wait_log("snapshot complete");
+        let rows = self.rows;
+        self.server.sql(&format!("UPDATE s.t SET v = 1 WHERE id <= 5; INSERT INTO s.t VALUES ({}, 1);", rows + 1));
+        run
+    }
+
+    /// True once `held` has the last change (it comes after everything else).
+    pub fn done(&self, held: &[Event]) -> bool {
+        held.iter().any(|e| e.op == "insert")
+    }
+
+    /// Every row read exactly once, then the changes once each, in order. `context` ends a
+    /// failure's message.
+    pub fn check(&self, held: &[Event], context: &str) {
+        let mut reads: HashMap<i64, usize> = HashMap::new();
+        let mut changes = Vec::new();
+        for e in held {
+            let id = e.after.as_ref().unwrap_or_else(|| panic!("no after image: {e:?}"))["id"].as_i64().unwrap();
+            match e.op.as_str() {
+                "read" => *reads.entry(id).or_default() += 1,
+                _ => changes.push((e.op.clone(), id)),
+            }
+        }
+        let twice = reads.values().filter(|&&n| n > 1).count();
+        let missing: Vec<_> = (1..=self.rows).filter(|id| !reads.contains_key(id)).take(10).collect();
+        eprintln!(
+            "snapshot crash test: {} rows, {} SIGKILLs mid-snapshot: {} held, {} rows missing, {twice} rows read more than once",
+            self.rows,
+            self.kills,
+            held.len(),
+            (1..=self.rows).filter(|id| !reads.contains_key(id)).count()
+        );
+        assert!(missing.is_empty(), "rows never read, e.g. {missing:?}; {context}");
+        assert_eq!(twice, 0, "rows read more than once; {context}");
+        let expected: Vec<_> =
+            (1..=5).map(|id| ("update".to_string(), id)).chain([("insert".into(), self.rows + 1)]).collect();
+        assert_eq!(changes, expected, "the later changes, once each; {context}");
+        assert_eq!(held.len(), self.rows as usize + CHANGES);
+    }
 }
