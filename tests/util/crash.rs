@@ -74,9 +74,7 @@ impl Crash {
 
     /// The stderr of every run started so far, in order.
     pub fn logs(&self) -> Vec<String> {
-        (0..=self.kills)
-            .map_while(|n| std::fs::read_to_string(self.dir.path().join(format!("err.{n}.log"))).ok())
-            .collect()
+        logs(self.dir.path(), self.kills)
     }
 
     /// Checks what a reader holds: every inserted row once and none missing, every counter update
@@ -102,6 +100,11 @@ impl Crash {
             assert!(values.windows(2).all(|w| w[0] < w[1]), "{table}: per-key order broken");
         }
     }
+}
+
+/// The stderr of runs 0 to `last` in `dir`, as far as they were started.
+fn logs(dir: &std::path::Path, last: usize) -> Vec<String> {
+    (0..=last).map_while(|n| std::fs::read_to_string(dir.join(format!("err.{n}.log"))).ok()).collect()
 }
 
 /// The first of `items` for each `key`, in order, and how many later ones repeated a key.
@@ -220,9 +223,13 @@ impl SnapshotCrash {
             }
         }
         let twice = reads.values().filter(|&&n| n > 1).count();
+        let skips = logs(self.dir.path(), self.kills)[1..]
+            .iter()
+            .filter(|l| l.contains("replayed snapshot reads the target holds were skipped"))
+            .count();
         let missing: Vec<_> = (1..=self.rows).filter(|id| !reads.contains_key(id)).take(10).collect();
         eprintln!(
-            "snapshot crash test: {} rows, {} SIGKILLs mid-snapshot: {} held, {} rows missing, {twice} rows read more than once",
+            "snapshot crash test: {} rows, {} SIGKILLs mid-snapshot, {skips} restarts skipped replayed reads: {} held, {} rows missing, {twice} rows read more than once",
             self.rows,
             self.kills,
             held.len(),
@@ -234,5 +241,6 @@ impl SnapshotCrash {
             (1..=5).map(|id| ("update".to_string(), id)).chain([("insert".into(), self.rows + 1)]).collect();
         assert_eq!(changes, expected, "the later changes, once each; {context}");
         assert_eq!(held.len(), self.rows as usize + CHANGES);
+        assert!(skips > 0, "no restart skipped a replayed read: the kills tested nothing; {context}");
     }
 }
