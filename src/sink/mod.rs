@@ -97,7 +97,7 @@ pub(crate) fn client_runtime(thread: &str, client: &str) -> Result<tokio::runtim
 /// The last snapshot read a target holds, as a sink stores it with what it delivers (Redis: the
 /// marker; NATS: a header of the read; HTTP: the journal), as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct LastRead {
+pub struct LastRead {
     /// `FILE:OFFSET` where its chunk sits in the stream.
     pos: String,
     db: String,
