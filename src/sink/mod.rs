@@ -256,3 +256,116 @@ impl Reads {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Op, SnapshotMark};
+    use crate::position::{Flavor, KeyValue, ServerIdentity};
+    use crate::schema::{Kind, RowImage, Table};
+
+    fn table(name: &str) -> Arc<Table> {
+        Table::for_test("db", name, vec![("id", Kind::Int { bytes: 4, unsigned: false })], vec![0])
+    }
+
+    /// A read of row `id` of `name` at offset `at`; `last`: it ends its chunk.
+    fn read(name: &str, id: i64, at: u64, last: bool) -> Change {
+        Change {
+            op: Op::Read,
+            table: table(name),
+            server_id: 1,
+            thread: None,
+            flavor: Flavor::MariaDb,
+            ts: 0,
+            gtid: None,
+            file: Arc::from("b.000001"),
+            offset: at,
+            xid: None,
+            row: 0,
+            commit: last,
+            snapshot: SnapshotMark::Read,
+            before: None,
+            after: Some(RowImage::from_json(&[&id.to_string()])),
+        }
+    }
+
+    fn progress(pending: &[&str], after: Option<i64>) -> SnapshotProgress {
+        let pending = pending.iter().map(|t| ["db".to_string(), t.to_string()]).collect();
+        SnapshotProgress { pending, after: after.map(|k| vec![KeyValue::Int(k)]), done: 0 }
+    }
+
+    fn saved(at: u64, snapshot: SnapshotProgress) -> Position {
+        let server = ServerIdentity { uuid: None, server_id: 1, hostname: "h".into() };
+        let resume = Resume { snapshot: Some(Arc::new(snapshot)), ..Resume::new(Arc::from("b.000001"), at, None) };
+        Position::new(Flavor::MariaDb, &resume, server, String::new())
+    }
+
+    /// What a first run delivered: `rows` reads of `t` from 1 in chunks of 2 at offset 100,
+    /// each chunk committed with its progress; the target holds the last one's record.
+    fn delivered(rows: i64) -> LastRead {
+        let mut reads = Reads::default();
+        for id in 1..=rows {
+            assert!(!reads.skipped(&read("t", id, 100, id % 2 == 0)));
+            if id % 2 == 0 {
+                let commit = Resume {
+                    snapshot: Some(Arc::new(progress(&["t", "u"], Some(id)))),
+                    ..Resume::new(Arc::from("b.000001"), 100, None)
+                };
+                reads.commit(&commit);
+            }
+        }
+        reads.last().cloned().unwrap()
+    }
+
+    /// Which of the reads of `ids` a restart from `saved` with `held` skips.
+    fn skipped(saved: &Position, held: LastRead, ids: &[(&str, i64)]) -> Vec<i64> {
+        let mut reads = Reads::resume(Some(saved), Some(held));
+        ids.iter().filter(|(t, id)| reads.skipped(&read(t, *id, 100, false))).map(|(_, id)| *id).collect()
+    }
+
+    #[test]
+    fn replayed_reads_are_skipped_up_to_the_last_one_held() {
+        // Chunks up to row 2 saved, rows up to 5 delivered: rows 3 to 5 come again, then 6.
+        let held = delivered(5);
+        let at_2 = saved(100, progress(&["t", "u"], Some(2)));
+        assert_eq!(skipped(&at_2, held.clone(), &[("t", 3), ("t", 4), ("t", 5), ("t", 6)]), [3, 4, 5]);
+        // The last chunk held whole (rows 5 and 6): skipped up to 6, unless the position saved it.
+        let held = delivered(6);
+        assert_eq!(skipped(&at_2, held.clone(), &[("t", 3), ("t", 4), ("t", 5), ("t", 6), ("t", 7)]), [3, 4, 5, 6]);
+        let at_6 = saved(100, progress(&["t", "u"], Some(6)));
+        assert_eq!(skipped(&at_6, held.clone(), &[("t", 7)]), Vec::<i64>::new());
+        // A record from before the saved position (an earlier snapshot) is no proof.
+        let later = saved(200, progress(&["t", "u"], Some(2)));
+        assert_eq!(skipped(&later, held.clone(), &[("t", 3)]), Vec::<i64>::new());
+        // Nor is one of a table the saved progress has done.
+        let done_t = saved(100, progress(&["u"], None));
+        assert_eq!(skipped(&done_t, held, &[("u", 1)]), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn a_skip_ends_where_the_last_read_held_cannot_come_again() {
+        let held = delivered(5);
+        let at_2 = saved(100, progress(&["t", "u"], Some(2)));
+        // Row 5 gone: the next table's first read ends the skip, and is sent.
+        assert_eq!(skipped(&at_2, held.clone(), &[("t", 3), ("t", 4), ("u", 1), ("t", 6)]), [3, 4]);
+        // Row 5 changed in the stream: what follows is sent (twice, maybe; never lost).
+        let mut reads = Reads::resume(Some(&at_2), Some(held));
+        assert!(reads.skipped(&read("t", 3, 100, false)));
+        let mut update = read("t", 5, 150, false);
+        (update.op, update.before) = (Op::Update, update.after.clone());
+        reads.changed(&update);
+        assert!(!reads.skipped(&read("t", 4, 100, false)));
+        // A chunk's last read whose commit the target does not name: nothing skipped.
+        let mut reads = Reads::default();
+        assert!(!reads.skipped(&read("t", 4, 100, true)));
+        let unnamed = reads.last().cloned().unwrap();
+        assert_eq!(skipped(&at_2, unnamed, &[("t", 3), ("t", 4)]), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn records_read_back_and_others_are_none() {
+        let held = delivered(6);
+        assert_eq!(LastRead::parse(&held.to_json()), Some(held));
+        assert_eq!(LastRead::parse(""), None);
+    }
+}
