@@ -86,6 +86,23 @@ fn batches_hold_the_dump_lines_with_keys_headers_and_the_token() {
     assert_eq!(keys.len(), log.len(), "every batch its own key");
     assert!(!stderr.contains("s3cret"), "no token in the log: {stderr}");
 
+    // `status` shows the journal: acknowledged through the last event, nothing in flight.
+    let status = |json: &[&str]| {
+        let out = binlog_tail().args(["status", "--position-file", position.to_str().unwrap()]).args(json).output();
+        String::from_utf8(out.unwrap().stdout).unwrap()
+    };
+    let report: serde_json::Value = serde_json::from_str(&status(&["--json"])).unwrap();
+    let http = &report["http"];
+    assert!(http["journal"].as_str().unwrap().ends_with("position.json.http"), "{report}");
+    let last_gtid = got.last().unwrap().gtid.clone().unwrap();
+    assert!(http["acked"]["last"].as_str().unwrap().starts_with(&format!("{last_gtid}/")), "{report}");
+    assert!(http["in_flight"].is_null(), "{report}");
+    let text = status(&[]);
+    assert!(
+        text.contains(&format!("http acked     through {last_gtid}/")) && text.contains("http in flight none"),
+        "{text}"
+    );
+
     // A restart from the first position (a crash before any checkpoint): the journal says what
     // the receiver acknowledged, so nothing is sent again; a new row comes alone.
     let stderr = a_replay_adds_only_the_new_row(&server, &position, dir.path(), &start, &extra, 6, log.len(), |row| {

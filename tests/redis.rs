@@ -267,4 +267,13 @@ fn sigkills_during_a_snapshot_leave_every_read_once() {
     let log = last.log();
     assert!(last.stop().success(), "{log}");
     crash.check(&events(&entries), &format!("last run: {log}"));
+    // `status` shows the marker's last read: the table's last row.
+    let status = crate::util::binlog_tail()
+        .args(["status", "--position-file", crash.position.to_str().unwrap(), "--sink", "redis"])
+        .args(["--redis-url", &redis.url(), "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let read = &report["redis"][0]["read"];
+    assert_eq!((&read["table"], &read["key"]), (&json!("t"), &json!(format!("{{\"id\":{}}}", crash.rows))), "{report}");
 }

@@ -112,12 +112,12 @@ pub struct LastRead {
 }
 
 impl LastRead {
-    pub(crate) fn to_json(&self) -> String {
+    pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("plain fields")
     }
 
     /// None for what is not a record (an empty field, an older binlog-tail's).
-    pub(crate) fn parse(text: &str) -> Option<LastRead> {
+    pub fn parse(text: &str) -> Option<LastRead> {
         serde_json::from_str(text).ok()
     }
 }
