@@ -78,6 +78,33 @@ fn row_key(c: &Change) -> String {
     String::from_utf8_lossy(&key).into_owned()
 }
 
+/// The ids of the open transaction's events (`ORIGIN/INDEX`): its origin, the GTID or
+/// `FILE:OFFSET` of its first event, and each event's index in it, in the order sent.
+#[derive(Default)]
+pub(crate) struct TxIds {
+    origin: Option<String>,
+    next: u64,
+}
+
+impl TxIds {
+    /// The next event's origin and index; `origin` makes the origin on the transaction's first.
+    pub(crate) fn next(&mut self, origin: impl FnOnce() -> String) -> (&str, u64) {
+        let index = self.next;
+        self.next += 1;
+        (self.origin.get_or_insert_with(origin), index)
+    }
+
+    /// The open transaction's origin, once it has an event.
+    pub(crate) fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+
+    /// The transaction ended: the next event starts another.
+    pub(crate) fn end(&mut self) {
+        *self = TxIds::default();
+    }
+}
+
 /// How an error names the change event it happened on.
 pub(crate) fn event_context(change: &Change) -> String {
     let t = &change.table;

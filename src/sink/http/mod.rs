@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use bytes::Bytes;
 
-use super::{client_runtime, read_id, LastRead, Reads, Sink};
+use super::{client_runtime, read_id, LastRead, Reads, Sink, TxIds};
 use crate::event::{Change, Ddl, Op};
 use crate::format::Encoder;
 use crate::metrics::Metrics;
@@ -141,8 +141,8 @@ pub struct HttpSink {
     batches: tokio::sync::mpsc::Sender<Batch>,
     outcomes: mpsc::Receiver<Outcome>,
     skip: Option<Skip>,
-    tx_origin: Option<String>,
-    tx_index: u64,
+    /// The open transaction's event ids.
+    tx: TxIds,
     value: Vec<u8>,
     last_ack: Instant,
     shutdown: Arc<Shutdown>,
@@ -194,8 +194,7 @@ impl HttpSink {
             batches,
             outcomes,
             skip: None,
-            tx_origin: None,
-            tx_index: 0,
+            tx: TxIds::default(),
             value: Vec::with_capacity(4096),
             last_ack: Instant::now(),
             shutdown,
@@ -339,10 +338,8 @@ impl HttpSink {
 
     /// The id of the transaction's next event.
     fn binlog_id(&mut self, gtid: Option<&str>, file: &str, offset: u64) -> String {
-        let origin = self.tx_origin.get_or_insert_with(|| crate::event::origin(gtid, file, offset));
-        let id = format!("{origin}/{}", self.tx_index);
-        self.tx_index += 1;
-        id
+        let (origin, index) = self.tx.next(|| crate::event::origin(gtid, file, offset));
+        format!("{origin}/{index}")
     }
 
     /// Sends the completed transactions' events as a batch.
@@ -563,11 +560,8 @@ impl Sink for HttpSink {
     }
 
     fn message(&mut self, msg: &Message) -> Result<()> {
-        let id = {
-            let origin = self.tx_origin.get_or_insert_with(|| msg.origin.clone());
-            format!("{origin}/{}", self.tx_index)
-        };
-        self.tx_index += 1;
+        let (origin, index) = self.tx.next(|| msg.origin.clone());
+        let id = format!("{origin}/{index}");
         self.line(id, false, |_, out| msg.write_json(out))
     }
 
@@ -586,8 +580,7 @@ impl Sink for HttpSink {
         self.done.extend(open);
         let need = self.cut + u64::from(self.done.rows > 0);
         self.txs.push_back((need, resume.clone()));
-        self.tx_origin = None;
-        self.tx_index = 0;
+        self.tx.end();
         if self.done.rows >= self.settings.batch_rows || self.done.bytes >= self.settings.batch_bytes {
             self.cut_done()?;
         }

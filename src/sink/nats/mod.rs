@@ -45,7 +45,7 @@ use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{ConnectErrorKind, Event, HeaderMap, ServerError};
 use bytes::Bytes;
 
-use super::{client_runtime, event_context, read_id, warn_once, LastRead, Reads, Sink};
+use super::{client_runtime, event_context, read_id, warn_once, LastRead, Reads, Sink, TxIds};
 use crate::event::{Change, Ddl, Op};
 use crate::format::Encoder;
 use crate::metrics::Metrics;
@@ -144,8 +144,8 @@ pub struct NatsSink {
     /// Snapshot reads: the last one handed over, and the replayed ones the stream holds.
     reads: Reads,
     events: Arc<Events>,
-    tx_origin: Option<String>,
-    tx_index: u64,
+    /// The open transaction's message ids.
+    tx: TxIds,
     value: Vec<u8>,
     shutdown: Arc<Shutdown>,
     metrics: Option<Metrics>,
@@ -199,8 +199,7 @@ impl NatsSink {
             skipped: 0,
             reads: Reads::default(),
             events,
-            tx_origin: None,
-            tx_index: 0,
+            tx: TxIds::default(),
             value: Vec::with_capacity(4096),
             shutdown,
             metrics,
@@ -386,13 +385,11 @@ impl NatsSink {
         payload: Bytes,
         headers: Vec<(String, String)>,
     ) -> Result<()> {
-        let origin = self.tx_origin.get_or_insert_with(|| origin.to_string()).clone();
-        let index = self.tx_index;
-        self.tx_index += 1;
+        let (origin, index) = self.tx.next(|| origin.to_string());
         let (id, key) = match &read {
             // Chunks of several tables can share a position: a read is named by its table and key.
             Some((read, _)) => (format!("{}:read/{read}", self.name), None),
-            None => (format!("{}/{origin}/{index}", self.name), OrderKey::new(&origin, index)),
+            None => (format!("{}/{origin}/{index}", self.name), OrderKey::new(origin, index)),
         };
         // A chunk's last read waits for the commit, which names the progress in its header.
         let ends_chunk = read.is_some_and(|(_, last)| last);
@@ -849,8 +846,7 @@ impl Sink for NatsSink {
         open.end = Some(resume.clone());
         let seq = open.seq + 1;
         self.txs.push_back(Tx { seq, outstanding: 0, end: None });
-        self.tx_origin = None;
-        self.tx_index = 0;
+        self.tx.end();
         self.pump(false)
     }
 

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-use super::{event_context, LastRead, Reads, Sink};
+use super::{event_context, LastRead, Reads, Sink, TxIds};
 use crate::event::{Change, Ddl, Op};
 use crate::format::Encoder;
 use crate::metrics::Metrics;
@@ -101,10 +101,9 @@ pub struct RedisSink {
     acked: Option<Resume>,
     /// When Redis last applied a batch (or the sink started).
     last_ack: Instant,
-    /// The open transaction's origin (its first entry's), order key and entries so far.
-    tx_origin: Option<String>,
+    /// The open transaction's entry ids and order key.
+    tx: TxIds,
     tx_key: Option<OrderKey>,
-    tx_index: u64,
     /// The index of the open transaction's last entry put in `batch`.
     tx_last: Option<u64>,
     skipped: u64,
@@ -156,9 +155,8 @@ impl RedisSink {
             failed: None,
             acked: None,
             last_ack: Instant::now(),
-            tx_origin: None,
+            tx: TxIds::default(),
             tx_key: None,
-            tx_index: 0,
             tx_last: None,
             skipped: 0,
             max_bulk: found.max_bulk,
@@ -171,13 +169,12 @@ impl RedisSink {
     /// Adds one entry to `key`, or skips it when Redis already holds it. `origin` names the
     /// transaction (empty for snapshot reads: never skipped).
     fn push(&mut self, key: &str, origin: &str, fields: &[(&[u8], &[u8])]) -> Result<()> {
-        if self.tx_origin.is_none() {
+        let (origin, index) = self.tx.next(|| origin.to_string());
+        if index == 0 {
             self.tx_key = OrderKey::new(origin, 0);
-            self.tx_origin = Some(origin.to_string());
         }
-        let index = self.tx_index;
-        self.tx_index += 1;
-        if let Some(k) = self.tx_key.as_mut().filter(|_| !origin.is_empty()) {
+        let origin_empty = origin.is_empty();
+        if let Some(k) = self.tx_key.as_mut().filter(|_| !origin_empty) {
             k.set_index(index);
             if self.through.iter().any(|(t, _)| k.compare(t).is_some_and(|o| o.is_le())) {
                 self.skipped += 1;
@@ -206,7 +203,7 @@ impl RedisSink {
 
     /// The open transaction's last entry in `batch` becomes its series' `through`.
     fn settle(&mut self) {
-        let (Some(index), Some(key), Some(origin)) = (self.tx_last.take(), &self.tx_key, &self.tx_origin) else {
+        let (Some(index), Some(key), Some(origin)) = (self.tx_last.take(), &self.tx_key, self.tx.origin()) else {
             return;
         };
         self.through.retain(|(t, _)| t.compare(key).is_none());
@@ -355,9 +352,8 @@ impl Sink for RedisSink {
         self.reads.commit(resume);
         self.settle();
         self.batch.end = Some(resume.clone());
-        self.tx_origin = None;
+        self.tx.end();
         self.tx_key = None;
-        self.tx_index = 0;
         self.wait(None)?;
         if self.sent.is_empty() || self.batch.entries >= BATCH_ROWS || self.batch.bytes() >= BATCH_BYTES {
             self.cut()?;
