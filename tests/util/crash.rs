@@ -158,8 +158,22 @@ impl SnapshotCrash {
         SnapshotCrash { server, dir, position, rows, kills, _heavy }
     }
 
+    /// The whole test with `sink` (the sink's options): the SIGKILLed runs, the last run, then
+    /// `read` reads what the target holds until the condition it is given holds, and that is
+    /// checked (`check`).
+    pub fn run(&self, sink: Vec<String>, read: impl FnOnce(&dyn Fn(&[Event]) -> bool) -> Vec<Event>) {
+        let args = self.args(sink);
+        self.kill_runs(&args);
+        let last = self.last_run(&args);
+        // The last change comes after everything else.
+        let held = read(&|held| held.iter().any(|e| e.op == "insert"));
+        let log = last.log();
+        assert!(last.stop().success(), "{log}");
+        self.check(&held, &format!("last run: {log}"));
+    }
+
     /// `sink` (the sink's options) with the position file and the snapshot's options.
-    pub fn args(&self, sink: Vec<String>) -> Vec<String> {
+    fn args(&self, sink: Vec<String>) -> Vec<String> {
         let mut args = sink;
         args.extend(["--position-file", self.position.to_str().unwrap(), "--include", "s"].map(String::from));
         args.extend(
@@ -182,7 +196,7 @@ impl SnapshotCrash {
 
     /// Run n is SIGKILLed once the saved position passed its share of the table, so each kill
     /// hits a running snapshot with chunks in flight.
-    pub fn kill_runs(&self, args: &[String]) {
+    fn kill_runs(&self, args: &[String]) {
         for n in 0..self.kills {
             let mut run = Stream::spawn(&self.server, self.dir.path(), n, &as_strs(args));
             let share = self.rows * (n as i64 + 1) / (self.kills as i64 + 1);
@@ -197,7 +211,7 @@ impl SnapshotCrash {
     }
 
     /// The run after the SIGKILLed ones: once its snapshot completes, the later changes are written.
-    pub fn last_run(&self, args: &[String]) -> Stream {
+    fn last_run(&self, args: &[String]) -> Stream {
         let run = Stream::spawn(&self.server, self.dir.path(), self.kills, &as_strs(args));
         run.wait_log("snapshot complete");
         let rows = self.rows;
@@ -205,14 +219,9 @@ impl SnapshotCrash {
         run
     }
 
-    /// True once `held` has the last change (it comes after everything else).
-    pub fn done(&self, held: &[Event]) -> bool {
-        held.iter().any(|e| e.op == "insert")
-    }
-
     /// Every row read exactly once, then the changes once each, in order. `context` ends a
     /// failure's message.
-    pub fn check(&self, held: &[Event], context: &str) {
+    fn check(&self, held: &[Event], context: &str) {
         let mut reads: HashMap<i64, usize> = HashMap::new();
         let mut changes = Vec::new();
         for e in held {
