@@ -268,3 +268,14 @@ fn sigkills_during_a_snapshot_replay_batches_byte_for_byte_and_every_read_once()
         lines(&deduplicated(&log))
     });
 }
+
+/// The same with 600 transactions changing the table during the killed runs: what a receiver
+/// deduplicating by key holds, replayed in order, gives the table.
+#[test]
+fn sigkills_during_a_snapshot_with_writes_lose_nothing() {
+    let crash = SnapshotCrash::new(20_000, 3).with_writes();
+    let hook = Webhook::start(Faults::default());
+    crash.run(http_args(&hook, &["--http-batch-rows", "150"]), |done| {
+        lines(&deduplicated(&hook.log_until("the later changes arrive", |log| done(&lines(&deduplicated(log))))))
+    });
+}

@@ -102,6 +102,11 @@ impl Crash {
     }
 }
 
+/// The `id` of a row image.
+fn id(image: Option<&std::collections::BTreeMap<String, serde_json::Value>>) -> i64 {
+    image.and_then(|i| i["id"].as_i64()).unwrap_or_else(|| panic!("no id: {image:?}"))
+}
+
 /// The stderr of runs 0 to `last` in `dir`, as far as they were started.
 fn logs(dir: &std::path::Path, last: usize) -> Vec<String> {
     (0..=last).map_while(|n| std::fs::read_to_string(dir.join(format!("err.{n}.log"))).ok()).collect()
@@ -140,6 +145,8 @@ pub struct SnapshotCrash {
     pub position: PathBuf,
     pub rows: i64,
     pub kills: usize,
+    /// Rows are updated, deleted and inserted while the killed runs snapshot (`with_writes`).
+    writes: bool,
     _heavy: MutexGuard<'static, ()>,
 }
 
@@ -155,7 +162,31 @@ impl SnapshotCrash {
         ));
         let dir = tempfile::tempdir().unwrap();
         let position = dir.path().join("position.json");
-        SnapshotCrash { server, dir, position, rows, kills, _heavy }
+        SnapshotCrash { server, dir, position, rows, kills, writes: false, _heavy }
+    }
+
+    /// While the killed runs snapshot, 600 transactions update, delete and insert rows all over
+    /// the table. Reads of rows changed meanwhile may then come twice (`sink::Reads`), so `run`
+    /// checks that replaying what the target holds in order gives the table, not that each row
+    /// is read once.
+    pub fn with_writes(self) -> SnapshotCrash {
+        SnapshotCrash { writes: true, ..self }
+    }
+
+    /// The writes of `with_writes`: transaction i updates row k, deletes it (every 10th) or
+    /// inserts a row past the table (every 7th).
+    fn workload(&self) -> String {
+        let mut sql = String::new();
+        for i in 0..600 {
+            let k = 1 + (i * 7919) % self.rows;
+            let statement = match i {
+                _ if i % 10 == 3 => format!("DELETE FROM s.t WHERE id = {k}"),
+                _ if i % 7 == 0 => format!("INSERT INTO s.t VALUES ({}, {i})", self.rows + 100 + i),
+                _ => format!("UPDATE s.t SET v = {i} WHERE id = {k}"),
+            };
+            sql.push_str(&format!("START TRANSACTION;\n{statement};\nCOMMIT;\n"));
+        }
+        sql
     }
 
     /// The whole test with `sink` (the sink's options): the SIGKILLed runs, the last run, then
@@ -163,13 +194,68 @@ impl SnapshotCrash {
     /// checked (`check`).
     pub fn run(&self, sink: Vec<String>, read: impl FnOnce(&dyn Fn(&[Event]) -> bool) -> Vec<Event>) {
         let args = self.args(sink);
+        let writer =
+            self.writes.then(|| write_in_batches(self.server.port, &self.workload(), 10, Duration::from_millis(30)));
         self.kill_runs(&args);
+        if let Some(writer) = writer {
+            writer.join().unwrap();
+        }
         let last = self.last_run(&args);
         // The last change comes after everything else.
-        let held = read(&|held| held.iter().any(|e| e.op == "insert"));
+        let last_row = self.rows + 1;
+        let held = read(&|held| held.iter().any(|e| e.op == "insert" && id(e.after.as_ref()) == last_row));
         let log = last.log();
         assert!(last.stop().success(), "{log}");
-        self.check(&held, &format!("last run: {log}"));
+        let context = format!("last run: {log}");
+        if self.writes {
+            self.check_replay(&held, &context);
+        } else {
+            self.check(&held, &context);
+        }
+    }
+
+    /// Replaying `held` in order (a read or insert sets a row, an update too, a delete removes
+    /// it) gives the table as it is: nothing lost.
+    fn check_replay(&self, held: &[Event], context: &str) {
+        let mut replayed = std::collections::BTreeMap::new();
+        let mut reads: HashMap<i64, usize> = HashMap::new();
+        for e in held {
+            let v = |image: &Option<std::collections::BTreeMap<String, serde_json::Value>>| {
+                image.as_ref().unwrap()["v"].as_i64()
+            };
+            match e.op.as_str() {
+                "delete" => drop(replayed.remove(&id(e.before.as_ref()))),
+                op => {
+                    *reads.entry(id(e.after.as_ref())).or_default() += usize::from(op == "read");
+                    replayed.insert(id(e.after.as_ref()), v(&e.after));
+                }
+            }
+        }
+        let table: std::collections::BTreeMap<i64, Option<i64>> = self
+            .server
+            .sql("SELECT id, v FROM s.t")
+            .lines()
+            .map(|l| {
+                let (id, v) = l.split_once('\t').unwrap();
+                (id.parse().unwrap(), v.parse().ok())
+            })
+            .collect();
+        let differ: Vec<_> = table.iter().filter(|(k, v)| replayed.get(*k) != Some(*v)).map(|(k, _)| k).collect();
+        let extra: Vec<_> = replayed.keys().filter(|k| !table.contains_key(k)).collect();
+        let twice = reads.values().filter(|&&n| n > 1).count();
+        eprintln!(
+            "snapshot crash test with writes: {} rows, {} SIGKILLs mid-snapshot, 600 transactions meanwhile: {} held, {} rows differ, {twice} rows read more than once",
+            self.rows,
+            self.kills,
+            held.len(),
+            differ.len()
+        );
+        assert!(
+            differ.is_empty() && extra.is_empty(),
+            "replayed, rows differ from the table, e.g. {:?}, {:?}; {context}",
+            &differ[..differ.len().min(10)],
+            &extra[..extra.len().min(10)]
+        );
     }
 
     /// `sink` (the sink's options) with the position file and the snapshot's options.
