@@ -174,8 +174,9 @@ fn progress_hash(progress: &SnapshotProgress) -> String {
 pub(crate) struct Reads {
     /// The snapshot's progress as of the last commit that moved it (at start: the saved one's).
     progress: Option<Arc<SnapshotProgress>>,
-    /// The last read the target holds or is handed.
+    /// The last read the target holds or is handed, and its JSON.
     last: Option<LastRead>,
+    json: Option<String>,
     /// The last read came since the last commit.
     open: bool,
     skip: Option<SkipReads>,
@@ -195,7 +196,8 @@ impl Reads {
     /// of the target's last read.
     pub(crate) fn resume(saved: Option<&Position>, held: Option<LastRead>) -> Reads {
         let progress = saved.and_then(|p| p.snapshot.clone()).map(Arc::new);
-        let mut reads = Reads { progress, last: held.clone(), ..Reads::default() };
+        let json = held.as_ref().map(LastRead::to_json);
+        let mut reads = Reads { progress, last: held.clone(), json, ..Reads::default() };
         let (Some(saved), Some(held), Some(progress)) = (saved, held, reads.progress.as_deref()) else {
             return reads;
         };
@@ -242,8 +244,9 @@ impl Reads {
             }
         }
         let pos = format!("{}:{}", c.file, c.offset);
-        self.last =
-            Some(LastRead { pos, db: t.db.to_string(), table: t.name.to_string(), key, last: c.commit, end: None });
+        let last = LastRead { pos, db: t.db.to_string(), table: t.name.to_string(), key, last: c.commit, end: None };
+        self.json = Some(last.to_json());
+        self.last = Some(last);
         self.open = true;
         false
     }
@@ -267,6 +270,7 @@ impl Reads {
             self.progress = Some(progress.clone());
             if let Some(last) = self.last.as_mut().filter(|l| self.open && l.last) {
                 last.end = Some(progress_hash(progress));
+                self.json = Some(last.to_json());
             }
         }
         self.open = false;
@@ -275,6 +279,16 @@ impl Reads {
     /// The record of the last read, to store with what is delivered.
     pub(crate) fn last(&self) -> Option<&LastRead> {
         self.last.as_ref()
+    }
+
+    /// `last` as JSON.
+    pub(crate) fn record(&self) -> Option<&str> {
+        self.json.as_deref()
+    }
+
+    /// `record` while a snapshot runs (its progress has tables left).
+    pub(crate) fn record_while_snapshotting(&self) -> Option<&str> {
+        self.record().filter(|_| self.progress.as_ref().is_some_and(|p| !p.complete()))
     }
 
     fn end_skip(&mut self, why: &str) {

@@ -15,11 +15,12 @@
 //!   the server drops a copy sent again inside the stream's duplicate window. For older replays,
 //!   what the stream already holds is skipped: the last message of each subject (read before the
 //!   first message to it) and the stream's last message prove, by the order above, that every
-//!   earlier message of this stream is there. Snapshot reads have no such order: each carries
-//!   `binlog_tail.read` (`sink::LastRead`; on its chunk's last read, sent with the chunk's commit,
-//!   the progress that commit carries), and a restart during a snapshot takes the newest of them
-//!   among the last messages of the subjects still to read, and skips the replayed reads up to it
-//!   (`sink::Reads`).
+//!   earlier message of this stream is there. Snapshot reads have no such order: each read, and
+//!   while a snapshot runs every message, carries `binlog_tail.read`, the last read sent up to it
+//!   (`sink::LastRead`; a chunk's last read is sent with the chunk's commit, and names the
+//!   progress that commit carries). A restart during a snapshot takes the newest of this stream's
+//!   among the stream's last message and the last messages of the subjects still to read, and
+//!   skips the replayed reads up to it (`sink::Reads`).
 //! - Transient failures (server down, timeouts, refusals of the order check) are retried without a
 //!   time limit, the reason logged; a refusal retrying cannot change (authorization, no stream for
 //!   the subject, a message over `max_payload` or the stream's `max_msg_size`) stops the tool with
@@ -143,6 +144,8 @@ pub struct NatsSink {
     skipped: u64,
     /// Snapshot reads: the last one handed over, and the replayed ones the stream holds.
     reads: Reads,
+    /// The stream's last message's `binlog_tail.read` at start, when it is this stream's.
+    last_message_read: Option<(u64, LastRead)>,
     events: Arc<Events>,
     /// The open transaction's message ids.
     tx: TxIds,
@@ -198,6 +201,7 @@ impl NatsSink {
             tails: HashSet::new(),
             skipped: 0,
             reads: Reads::default(),
+            last_message_read: None,
             events,
             tx: TxIds::default(),
             value: Vec::with_capacity(4096),
@@ -211,12 +215,11 @@ impl NatsSink {
         Ok(sink)
     }
 
-    /// This stream's newest snapshot read among the last messages of the subjects whose tables
-    /// the saved snapshot has still to read.
+    /// This stream's newest snapshot read among the stream's last message and the last messages
+    /// of the subjects whose tables the saved snapshot has still to read.
     fn last_read(&mut self, saved: Option<&Position>) -> Result<Option<LastRead>> {
+        let mut newest = self.last_message_read.take();
         let Some(progress) = saved.and_then(|p| p.snapshot.as_ref()).filter(|_| !self.new) else { return Ok(None) };
-        let ours = format!("{}:read/", self.name);
-        let mut newest: Option<(u64, LastRead)> = None;
         for [db, table] in &progress.pending {
             let subject = self.settings.subject(db, table);
             let msg = match self.rt.block_on(self.stream.get_last_raw_message_by_subject(&subject)) {
@@ -224,15 +227,20 @@ impl NatsSink {
                 Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
                 Err(e) => bail!("cannot read the last message of NATS subject {subject}: {e}"),
             };
-            let id = msg.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str().to_string());
-            let read = msg.headers.get(READ_HEADER).and_then(|v| LastRead::parse(v.as_str()));
-            if let Some(read) = read.filter(|_| id.is_some_and(|id| id.starts_with(&ours))) {
+            if let Some(read) = self.read_header(&msg.headers) {
                 if newest.as_ref().is_none_or(|(seq, _)| msg.sequence > *seq) {
                     newest = Some((msg.sequence, read));
                 }
             }
         }
         Ok(newest.map(|(_, read)| read))
+    }
+
+    /// The `binlog_tail.read` of a message of this stream.
+    fn read_header(&self, headers: &HeaderMap) -> Option<LastRead> {
+        let id = headers.get(async_nats::header::NATS_MESSAGE_ID)?.as_str();
+        let ours = id.strip_prefix(self.name.as_str()).is_some_and(|rest| rest.starts_with(['/', ':']));
+        headers.get(READ_HEADER).filter(|_| ours).and_then(|v| LastRead::parse(v.as_str()))
     }
 
     /// The stream exists (or is created) and stores every subject this configuration publishes to.
@@ -331,7 +339,10 @@ impl NatsSink {
     /// The stream's message at `seq` as evidence of what it holds (it may be gone: no evidence).
     fn read_last(&mut self, seq: u64) -> Result<()> {
         match self.rt.block_on(self.stream.get_raw_message(seq)) {
-            Ok(msg) => self.prove(&msg.headers),
+            Ok(msg) => {
+                self.prove(&msg.headers);
+                self.last_message_read = self.read_header(&msg.headers).map(|read| (seq, read));
+            }
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
             Err(e) => bail!("cannot read message {seq} of NATS stream {}: {e}", self.settings.stream),
         }
@@ -392,7 +403,12 @@ impl NatsSink {
             None => (format!("{}/{origin}/{index}", self.name), OrderKey::new(origin, index)),
         };
         // A chunk's last read waits for the commit, which names the progress in its header.
-        let ends_chunk = read.is_some_and(|(_, last)| last);
+        let ends_chunk = read.as_ref().is_some_and(|(_, last)| *last);
+        let record = if read.is_some() { self.reads.record() } else { self.reads.record_while_snapshotting() };
+        let mut headers = headers;
+        if let Some(record) = record {
+            headers.push((READ_HEADER.to_string(), record.to_string()));
+        }
         let tx = self.txs.back_mut().expect("an open transaction");
         tx.outstanding += 1;
         self.entries.push_back(Entry { tx: tx.seq, subject, id, key, payload, headers, state: State::Unsent });
@@ -806,13 +822,8 @@ impl Sink for NatsSink {
             self.encoder.write_value(change, part, &mut value);
             let payload = Bytes::copy_from_slice(&value);
             self.value = value;
-            let (origin, headers) = match &read {
-                Some(_) => {
-                    ("", self.reads.last().map(|r| vec![(READ_HEADER.to_string(), r.to_json())]).unwrap_or_default())
-                }
-                None => (origin.as_str(), Vec::new()),
-            };
-            self.send(subject.clone(), origin, read, payload, headers).with_context(|| event_context(change))?;
+            let origin = if read.is_some() { "" } else { origin.as_str() };
+            self.send(subject.clone(), origin, read, payload, Vec::new()).with_context(|| event_context(change))?;
         }
         Ok(())
     }
@@ -837,10 +848,9 @@ impl Sink for NatsSink {
         self.reads.commit(resume);
         // A chunk's last read, held back for this: its record now names the chunk's progress.
         let unsent_read = self.entries.back_mut().filter(|e| e.state == State::Unsent && e.key.is_none());
-        if let Some((header, last)) = unsent_read.and_then(|e| e.headers.first_mut()).zip(self.reads.last()) {
-            if header.0 == READ_HEADER {
-                header.1 = last.to_json();
-            }
+        let header = unsent_read.and_then(|e| e.headers.iter_mut().find(|(name, _)| name == READ_HEADER));
+        if let Some((header, record)) = header.zip(self.reads.record()) {
+            header.1 = record.to_string();
         }
         let open = self.txs.back_mut().expect("an open transaction");
         open.end = Some(resume.clone());

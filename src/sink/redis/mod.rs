@@ -229,7 +229,7 @@ impl RedisSink {
         batch.n = self.next_batch;
         self.next_batch += 1;
         batch.through = self.through.iter().map(|(_, text)| text.as_str()).collect::<Vec<_>>().join("\n");
-        batch.read = self.reads.last().map(LastRead::to_json).unwrap_or_default();
+        batch.read = self.reads.record().unwrap_or_default().to_string();
         self.sent.push_back(Sent { n: batch.n, end: batch.end.clone(), entries: batch.entries, at: Instant::now() });
         if let Some(m) = &self.metrics {
             m.redis().sent(batch.entries);
