@@ -2,6 +2,10 @@
 //! end is durably handed over (stdout: written and flushed; Kafka: acknowledged by the brokers; NATS: a PubAck from JetStream;
 //! Redis: its batch applied with the stream's marker; HTTP: a 2xx answer to the batch that holds it),
 //! which is what lets the position move.
+//!
+//! Also what the sinks share to name and deduplicate events: snapshot read ids (`read_id`), the
+//! ids of a transaction's events (`TxIds`), and the skip of snapshot reads a target already holds
+//! after a restart (`Reads`, with the record of the last one held, `LastRead`).
 
 #[cfg(test)]
 mod fault_test;
