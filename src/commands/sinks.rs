@@ -13,6 +13,7 @@ use crate::cli::SinkKind;
 use crate::config::StreamSettings;
 use crate::format::{Encoder, FormatSettings};
 use crate::metrics::Metrics;
+use crate::position::Position;
 use crate::shutdown::Shutdown;
 use crate::sink::http::HttpSink;
 use crate::sink::kafka::{dedupe, KafkaSink};
@@ -26,17 +27,18 @@ pub fn stdout(format: FormatSettings) -> StdoutSink<BufWriter<StdoutLock<'static
     StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()), Encoder::new(format))
 }
 
-/// The sink of `stream`, for a term on the position of `stream_id` kept in `store`; `new_stream`
-/// says that nothing was ever sent under that id (so Kafka or NATS holds nothing of it to skip).
-/// With the position in Kafka, only the lease holder sends (`Fenced`).
+/// The sink of `stream`, for a term on the position of `stream_id` kept in `store`, which held
+/// `saved` at the term's start; `new_stream` says that nothing was ever sent under that id (so
+/// Kafka or NATS holds nothing of it to skip). With the position in Kafka, only the lease holder
+/// sends (`Fenced`).
 pub fn output(
     settings: &StreamSettings,
-    store: &PositionStore,
+    (store, saved): (&PositionStore, Option<&Position>),
     (stream_id, new_stream): (&str, bool),
     shutdown: &Arc<Shutdown>,
     metrics: &Metrics,
 ) -> Result<Box<dyn Sink>> {
-    let out = target(settings, store, (stream_id, new_stream), shutdown, metrics)?;
+    let out = target(settings, (store, saved), (stream_id, new_stream), shutdown, metrics)?;
     Ok(match store {
         PositionStore::Kafka(kafka) => Box::new(Fenced::new(out, kafka.lease())),
         PositionStore::File(_) => out,
@@ -46,7 +48,7 @@ pub fn output(
 /// The sink that delivers to the chosen target.
 fn target(
     settings: &StreamSettings,
-    store: &PositionStore,
+    (store, saved): (&PositionStore, Option<&Position>),
     (stream_id, new_stream): (&str, bool),
     shutdown: &Arc<Shutdown>,
     metrics: &Metrics,
@@ -69,29 +71,26 @@ fn target(
         }
         SinkKind::Nats => {
             let nats = settings.nats.clone().ok_or_else(missing)?;
-            Box::new(NatsSink::new(nats, Encoder::new(format), shutdown.clone(), stream, new_stream, observed)?)
+            let encoder = Encoder::new(format);
+            Box::new(NatsSink::new(nats, encoder, shutdown.clone(), (stream, new_stream), saved, observed)?)
         }
         SinkKind::Redis => {
             let redis = settings.redis.clone().ok_or_else(missing)?;
-            Box::new(RedisSink::new(redis, Encoder::new(format), shutdown.clone(), (stream, stream_id), observed)?)
+            Box::new(RedisSink::new(
+                redis,
+                Encoder::new(format),
+                shutdown.clone(),
+                (stream, stream_id, saved),
+                observed,
+            )?)
         }
         SinkKind::Http => {
             let http = settings.http.clone().ok_or_else(missing)?;
             let PositionStore::File(file) = store else {
                 anyhow::bail!("--sink http keeps its journal beside --position-file");
             };
-            let saved = file.load()?;
             let encoder = Encoder::new(format);
-            Box::new(HttpSink::new(
-                http,
-                encoder,
-                shutdown.clone(),
-                stream,
-                new_stream,
-                file.path(),
-                saved.as_ref(),
-                observed,
-            )?)
+            Box::new(HttpSink::new(http, encoder, shutdown.clone(), stream, new_stream, file.path(), saved, observed)?)
         }
     })
 }

@@ -52,7 +52,7 @@ pub fn term(
         Some(id) => (id, false),
         None => (new_id.0.clone(), !std::mem::replace(&mut new_id.1, true)),
     };
-    let mut out = sinks::output(settings, store, (&stream_id, new_stream), shutdown, metrics)?;
+    let mut out = sinks::output(settings, (store, saved.as_ref()), (&stream_id, new_stream), shutdown, metrics)?;
     let schedule = Schedule::new(settings.checkpoint_every, settings.checkpoint_interval);
     let mut sink = Checkpointing::new(out.as_mut(), store, schedule, saved.clone(), stream_id);
     sink.set_metrics(metrics.clone());

@@ -3,7 +3,9 @@
 //! far behind its binlog end it is. Exit code 0 healthy, 1 error, 3 the position is lost
 //! (purged, reset or diverged history) — for cron jobs and probes.
 //!
-//! With `--sink redis`, also how far Redis holds the streams that continue the position.
+//! With `--sink redis`, also how far Redis holds the streams that continue the position; with a
+//! position file, the HTTP sink's journal beside it (`POSITION.http`) when there is one: how far
+//! the receiver acknowledged, and the batch in flight.
 //!
 //! Invariants: reads the position file without taking its lock (a running stream holds it), or
 //! the position in Kafka without joining the stream's lease, and changes nothing, neither the
@@ -24,6 +26,7 @@ use crate::metrics::ReadPosition;
 use crate::ops::behind::bytes_behind;
 use crate::position::Position;
 use crate::preflight::{self, Status};
+use crate::sink::http::journal::{Journal, State};
 use crate::source::connection::{connect, connect_opts, flavor_of, redact};
 use crate::text::Escaped;
 
@@ -40,9 +43,20 @@ struct Report {
     /// With `--sink redis`: the markers of the streams that continue this position.
     #[serde(skip_serializing_if = "Option::is_none")]
     redis: Option<Vec<crate::sink::redis::marker::Delivered>>,
+    /// The HTTP sink's journal beside the position file, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http: Option<HttpReport>,
     /// Why `status` fails (its exit code is not 0), or absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+/// The HTTP sink's journal: its file and what it holds (the batch in flight without its body).
+#[derive(Serialize)]
+struct HttpReport {
+    journal: String,
+    #[serde(flatten)]
+    state: State,
 }
 
 /// Where a position in Kafka is.
@@ -77,6 +91,7 @@ fn saved(args: &StatusArgs) -> Result<Report> {
         age_seconds: age.map_or(0, |d| d.as_secs()),
         server: None,
         redis: None,
+        http: None,
         error: None,
     };
     let Some(path) = &args.position_file else {
@@ -106,7 +121,9 @@ fn saved(args: &StatusArgs) -> Result<Report> {
     })?;
     let age =
         std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
-    Ok(Report { position_file: Some(path.display().to_string()), ..report(position, age) })
+    let journal = Journal::beside(path);
+    let http = journal.load()?.map(|(state, _)| HttpReport { journal: journal.path().display().to_string(), state });
+    Ok(Report { position_file: Some(path.display().to_string()), http, ..report(position, age) })
 }
 
 /// Prints the report; with `--json` always one JSON object on stdout, whose `error` holds the
@@ -214,9 +231,15 @@ fn print_text(r: &Report) {
     }
     for d in r.redis.iter().flatten() {
         println!("redis          {} holds through {} (batch {})", d.key, d.through.join(", "), d.batch);
+        if let Some(read) = &d.read {
+            println!("redis          {} holds snapshot reads through {}", d.key, read.to_json());
+        }
     }
     if r.redis.as_ref().is_some_and(Vec::is_empty) {
         println!("redis          no marker continues this position: nothing delivered to Redis yet");
+    }
+    if let Some(h) = &r.http {
+        print_journal(h);
     }
     if let Some(s) = &r.server {
         println!("checked on     {}", s.url);
@@ -227,5 +250,32 @@ fn print_text(r: &Report) {
         for c in &s.checks {
             println!("{:<5}          {}: {}", c.status.to_uppercase(), c.name, c.detail);
         }
+    }
+}
+
+/// The HTTP journal: what the receiver acknowledged, and what is in flight.
+fn print_journal(h: &HttpReport) {
+    println!("http journal   {} (stream {})", h.journal, h.state.stream);
+    match &h.state.acked {
+        Some(a) => {
+            let last = if a.last.is_empty() { "no change event" } else { a.last.as_str() };
+            let whole = if a.complete { "its transaction whole" } else { "inside its transaction" };
+            let place = a.place.as_ref().map(|p| format!(", transactions up to {}:{}", p.file, p.offset));
+            println!("http acked     through {last} ({whole}){}", place.unwrap_or_default());
+            if let Some(read) = &a.read {
+                println!("http acked     snapshot reads through {}", read.to_json());
+            }
+        }
+        None => println!("http acked     nothing yet"),
+    }
+    match &h.state.in_flight {
+        Some(f) => println!(
+            "http in flight batch {}: {} events, {} bytes{} (sent again first on the next start)",
+            f.key,
+            f.rows,
+            f.bytes,
+            if f.complete { "" } else { ", part of a transaction" }
+        ),
+        None => println!("http in flight none"),
     }
 }

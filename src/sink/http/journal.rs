@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::position::Resume;
+use crate::sink::LastRead;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,12 +31,15 @@ pub struct State {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Acked {
-    /// The id of the last event acknowledged.
+    /// The id of the last event acknowledged that is not a snapshot read (empty: none).
     pub last: String,
     /// That event's transaction is acknowledged whole (the batch did not end inside it).
     pub complete: bool,
     /// Where the acknowledged transactions end (`file:offset`), when any is.
     pub place: Option<Place>,
+    /// The last snapshot read acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<LastRead>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,8 +65,11 @@ impl Place {
 pub struct InFlight {
     pub key: String,
     pub rows: usize,
-    /// The id of its last event.
+    /// The id of its last event that is not a snapshot read (empty: none).
     pub last: String,
+    /// Its last snapshot read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<LastRead>,
     /// It ends at a transaction's end.
     pub complete: bool,
     /// Where the last transaction it completes ends.
@@ -141,11 +148,13 @@ mod tests {
                 last: "0-1-2/0".into(),
                 complete: true,
                 place: Some(Place { file: "b.000001".into(), offset: 9 }),
+                read: None,
             }),
             in_flight: Some(InFlight {
                 key: "s/0-1-3/0..0-1-3/1".into(),
                 rows: 2,
                 last: "0-1-3/1".into(),
+                read: None,
                 complete: true,
                 place: None,
                 bytes: body.len(),

@@ -26,7 +26,9 @@
 //!   batches from there. An acknowledgement is reported to the checkpoint only once the journal
 //!   holds it, so the saved position is never past it and a skip always ends at an event that
 //!   comes again (or at the place the journal names, or at a later event of the same GTID domain
-//!   or binlog series).
+//!   or binlog series). Snapshot reads have no binlog order: the journal names the last one
+//!   acknowledged (`sink::LastRead`), and a restart skips the replayed reads up to it
+//!   (`sink::Reads`), apart from the skip of the other events.
 //! - Transient failures (408, 429, 5xx, timeouts, connection failures) are retried without a time
 //!   limit (`deliver`); any other refusal stops the tool with the status and the body's first
 //!   line, the position where the last acknowledged transaction left it.
@@ -46,7 +48,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use bytes::Bytes;
 
-use super::{client_runtime, read_id, Sink};
+use super::{client_runtime, read_id, LastRead, Reads, Sink, TxIds};
 use crate::event::{Change, Ddl, Op};
 use crate::format::Encoder;
 use crate::metrics::Metrics;
@@ -65,7 +67,10 @@ struct Span {
     rows: usize,
     first: Option<String>,
     last: Option<String>,
-    reads: bool,
+    /// The last event that is not a snapshot read.
+    change: Option<String>,
+    /// The last snapshot read.
+    read: Option<LastRead>,
 }
 
 impl Span {
@@ -74,14 +79,17 @@ impl Span {
         self.rows += other.rows;
         self.first = self.first.take().or(other.first);
         self.last = other.last.or(self.last.take());
-        self.reads |= other.reads;
+        self.change = other.change.or(self.change.take());
+        self.read = other.read.or(self.read.take());
     }
 }
 
 /// The batch sent and waiting for its answer.
 struct Flight {
     seq: u64,
-    last: String,
+    /// Its last event that is not a snapshot read, and its last read.
+    change: Option<String>,
+    read: Option<LastRead>,
     complete: bool,
     /// What may be reported once it is answered: the journal written before it holds that.
     report: Option<Resume>,
@@ -117,8 +125,13 @@ pub struct HttpSink {
     /// The newest transaction end acknowledged, with all before it.
     acked: Option<Resume>,
     acked_place: Option<Place>,
-    /// The last event acknowledged, and whether its transaction is acknowledged whole.
+    /// The last event acknowledged that is not a snapshot read, and whether its transaction is
+    /// acknowledged whole.
     acked_event: Option<(String, bool)>,
+    /// The last snapshot read acknowledged.
+    acked_read: Option<LastRead>,
+    /// Snapshot reads: the replayed ones the receiver acknowledged are skipped.
+    reads: Reads,
     /// What `acknowledged` reports: covered by the journal.
     reported: Option<Resume>,
     journaled_place: Option<Place>,
@@ -128,8 +141,8 @@ pub struct HttpSink {
     batches: tokio::sync::mpsc::Sender<Batch>,
     outcomes: mpsc::Receiver<Outcome>,
     skip: Option<Skip>,
-    tx_origin: Option<String>,
-    tx_index: u64,
+    /// The open transaction's event ids.
+    tx: TxIds,
     value: Vec<u8>,
     last_ack: Instant,
     shutdown: Arc<Shutdown>,
@@ -172,6 +185,8 @@ impl HttpSink {
             acked: None,
             acked_place: None,
             acked_event: None,
+            acked_read: None,
+            reads: Reads::default(),
             reported: None,
             journaled_place: None,
             flight: None,
@@ -179,8 +194,7 @@ impl HttpSink {
             batches,
             outcomes,
             skip: None,
-            tx_origin: None,
-            tx_index: 0,
+            tx: TxIds::default(),
             value: Vec::with_capacity(4096),
             last_ack: Instant::now(),
             shutdown,
@@ -215,24 +229,34 @@ impl HttpSink {
             self.batches
                 .blocking_send(Batch { seq: u64::MAX, key: flight.key, rows: flight.rows, body, journal: None })
                 .map_err(|_| anyhow!("the HTTP delivery task ended"))?;
+            let change = Some(flight.last.clone()).filter(|l| !l.is_empty());
             self.flight = Some(Flight {
                 seq: u64::MAX,
-                last: flight.last.clone(),
+                change,
+                read: flight.read.clone(),
                 complete: flight.complete,
                 report: None,
                 place: None,
             });
+            self.acked_event = acked.as_ref().map(|a| (a.last.clone(), a.complete)).filter(|(l, _)| !l.is_empty());
+            let (read, place) = acked.map(|a| (a.read, a.place)).unwrap_or_default();
+            self.acked_read = read;
             self.wait_flight()?;
-            let place = flight.place.or(acked.and_then(|a| a.place));
-            acked = Some(Acked { last: flight.last, complete: flight.complete, place });
+            let place = flight.place.or(place);
+            let (last, complete) = self.acked_event.clone().unwrap_or_default();
+            acked = Some(Acked { last, complete, place, read: self.acked_read.clone() });
         }
         let Some(acked) = acked else { return Ok(()) };
-        self.acked_event = Some((acked.last.clone(), acked.complete));
+        self.reads = Reads::resume(Some(saved), acked.read.clone());
+        self.acked_event = Some((acked.last.clone(), acked.complete)).filter(|(l, _)| !l.is_empty());
+        self.acked_read = acked.read;
         self.acked_place = acked.place.clone();
         self.write_journal()?;
         let at_place = acked.place.as_ref().is_some_and(|p| p.is(&saved.file, saved.offset));
-        if order_key(&acked.last).is_none() && !at_place {
-            // A snapshot read may not come again, and reads have no order to end a skip by.
+        if acked.last.is_empty() {
+            // Only snapshot reads were acknowledged (`reads` skips those).
+        } else if order_key(&acked.last).is_none() && !at_place {
+            // A journal of an older binlog-tail, whose last event is a read: no order ends a skip.
             tracing::warn!("HTTP: the last acknowledged event is a snapshot read: the replayed events are sent again (a receiver may get some twice, under new keys)");
         } else if !(acked.complete && at_place) {
             self.skip = Some(Skip {
@@ -273,7 +297,8 @@ impl HttpSink {
 
     /// Adds one event's line, cutting a batch first where the limits say so.
     fn line(&mut self, id: String, read: bool, render: impl FnOnce(&mut Encoder, &mut Vec<u8>)) -> Result<()> {
-        if self.skipped(&id) {
+        // Reads are skipped by `reads`, before.
+        if !read && self.skipped(&id) {
             return Ok(());
         }
         let mut value = std::mem::take(&mut self.value);
@@ -299,7 +324,11 @@ impl HttpSink {
         let span = &mut self.open;
         span.bytes += self.value.len();
         span.rows += 1;
-        span.reads |= read;
+        if read {
+            span.read = self.reads.last().cloned();
+        } else {
+            span.change = Some(id.clone());
+        }
         if span.first.is_none() {
             span.first = Some(id.clone());
         }
@@ -309,10 +338,8 @@ impl HttpSink {
 
     /// The id of the transaction's next event.
     fn binlog_id(&mut self, gtid: Option<&str>, file: &str, offset: u64) -> String {
-        let origin = self.tx_origin.get_or_insert_with(|| crate::event::origin(gtid, file, offset));
-        let id = format!("{origin}/{}", self.tx_index);
-        self.tx_index += 1;
-        id
+        let (origin, index) = self.tx.next(|| crate::event::origin(gtid, file, offset));
+        format!("{origin}/{index}")
     }
 
     /// Sends the completed transactions' events as a batch.
@@ -334,9 +361,9 @@ impl HttpSink {
     fn send(&mut self, body: Vec<u8>, span: Span, complete: bool) -> Result<()> {
         self.wait_flight()?;
         let seq = self.cut;
-        let (first, last) = (span.first.unwrap_or_default(), span.last.unwrap_or_default());
+        let (first, last) = (span.first.clone().unwrap_or_default(), span.last.clone().unwrap_or_default());
         let mut key = format!("{}/{first}..{last}", self.stream);
-        if span.reads {
+        if span.read.is_some() {
             key.push_str(&format!("/{:08x}", crc32fast::hash(&body)));
         }
         let key = header_safe(&key);
@@ -345,8 +372,15 @@ impl HttpSink {
         } else {
             None
         };
-        let flight =
-            InFlight { key: key.clone(), rows: span.rows, last: last.clone(), complete, place, bytes: body.len() };
+        let flight = InFlight {
+            key: key.clone(),
+            rows: span.rows,
+            last: span.change.clone().unwrap_or_default(),
+            read: span.read.clone(),
+            complete,
+            place,
+            bytes: body.len(),
+        };
         let head = journal::head(&self.state(Some(flight)));
         if let Some(m) = &self.metrics {
             m.http_sink().sent(span.rows);
@@ -356,17 +390,16 @@ impl HttpSink {
             .blocking_send(Batch { seq, key, rows: span.rows, body: Bytes::from(body), journal })
             .map_err(|_| anyhow!("the HTTP delivery task ended"))?;
         let (report, place) = (self.acked.clone(), self.acked_place.clone());
-        self.flight = Some(Flight { seq, last, complete, report, place });
+        self.flight = Some(Flight { seq, change: span.change, read: span.read, complete, report, place });
         self.cut += 1;
         Ok(())
     }
 
     /// The journal's state: how far the receiver acknowledged, and `flight`.
     fn state(&self, flight: Option<InFlight>) -> State {
-        let acked = self.acked_event.as_ref().map(|(last, complete)| Acked {
-            last: last.clone(),
-            complete: *complete,
-            place: self.acked_place.clone(),
+        let acked = (self.acked_event.is_some() || self.acked_read.is_some()).then(|| {
+            let (last, complete) = self.acked_event.clone().unwrap_or_default();
+            Acked { last, complete, place: self.acked_place.clone(), read: self.acked_read.clone() }
         });
         State { stream: self.stream.clone(), acked, in_flight: flight }
     }
@@ -407,7 +440,15 @@ impl HttpSink {
                 }
                 Outcome::Acked { seq } => {
                     debug_assert_eq!(seq, flight.seq);
-                    self.acked_event = Some((flight.last.clone(), flight.complete));
+                    match (&flight.change, &mut self.acked_event) {
+                        (Some(change), event) => *event = Some((change.clone(), flight.complete)),
+                        // Only reads, which are transactions of their own: the one before ended.
+                        (None, Some(event)) => event.1 = true,
+                        (None, None) => {}
+                    }
+                    if flight.read.is_some() {
+                        self.acked_read = flight.read.clone();
+                    }
                     if seq != u64::MAX {
                         self.acked_batches = seq + 1;
                         // The journal written before it was sent holds these.
@@ -496,8 +537,13 @@ fn header_safe(text: &str) -> String {
 
 impl Sink for HttpSink {
     fn change(&mut self, change: &Change) -> Result<()> {
+        let read = change.op == Op::Read;
+        if read && self.reads.skipped(change) {
+            return Ok(());
+        } else if !read {
+            self.reads.changed(change);
+        }
         for &part in self.encoder.parts(change) {
-            let read = change.op == Op::Read;
             let id = if read {
                 format!("read:{}", read_id(change, part))
             } else {
@@ -514,15 +560,17 @@ impl Sink for HttpSink {
     }
 
     fn message(&mut self, msg: &Message) -> Result<()> {
-        let id = {
-            let origin = self.tx_origin.get_or_insert_with(|| msg.origin.clone());
-            format!("{origin}/{}", self.tx_index)
-        };
-        self.tx_index += 1;
+        let (origin, index) = self.tx.next(|| msg.origin.clone());
+        let id = format!("{origin}/{index}");
         self.line(id, false, |_, out| msg.write_json(out))
     }
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {
+        self.reads.commit(resume);
+        if self.open.read.is_some() {
+            // The open transaction's last read is the last one: now with its chunk's progress.
+            self.open.read = self.reads.last().cloned();
+        }
         if let Some(skip) = &self.skip {
             if skip.place.as_ref().is_some_and(|p| p.is(&resume.file, resume.offset)) {
                 self.end_skip("at the place the journal names");
@@ -532,8 +580,7 @@ impl Sink for HttpSink {
         self.done.extend(open);
         let need = self.cut + u64::from(self.done.rows > 0);
         self.txs.push_back((need, resume.clone()));
-        self.tx_origin = None;
-        self.tx_index = 0;
+        self.tx.end();
         if self.done.rows >= self.settings.batch_rows || self.done.bytes >= self.settings.batch_bytes {
             self.cut_done()?;
         }

@@ -15,7 +15,12 @@
 //!   the server drops a copy sent again inside the stream's duplicate window. For older replays,
 //!   what the stream already holds is skipped: the last message of each subject (read before the
 //!   first message to it) and the stream's last message prove, by the order above, that every
-//!   earlier message of this stream is there.
+//!   earlier message of this stream is there. Snapshot reads have no such order: each read, and
+//!   while a snapshot runs every message, carries `binlog_tail.read`, the last read sent up to it
+//!   (`sink::LastRead`; a chunk's last read is sent with the chunk's commit, and names the
+//!   progress that commit carries). A restart during a snapshot takes the newest of this stream's
+//!   among the stream's last message and the last messages of the subjects still to read, and
+//!   skips the replayed reads up to it (`sink::Reads`).
 //! - Transient failures (server down, timeouts, refusals of the order check) are retried without a
 //!   time limit, the reason logged; a refusal retrying cannot change (authorization, no stream for
 //!   the subject, a message over `max_payload` or the stream's `max_msg_size`) stops the tool with
@@ -41,12 +46,12 @@ use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{ConnectErrorKind, Event, HeaderMap, ServerError};
 use bytes::Bytes;
 
-use super::{client_runtime, event_context, read_id, warn_once, Sink};
+use super::{client_runtime, event_context, read_id, warn_once, LastRead, Reads, Sink, TxIds};
 use crate::event::{Change, Ddl, Op};
 use crate::format::Encoder;
 use crate::metrics::Metrics;
 use crate::outbox::Message;
-use crate::position::Resume;
+use crate::position::{Position, Resume};
 use crate::shutdown::{Shutdown, Stopped};
 use crate::sink::kafka::dedupe::OrderKey;
 use config::{covers, NatsSettings, CREATED_DUPLICATE_WINDOW};
@@ -57,6 +62,8 @@ const WINDOW: usize = 4096;
 const WINDOW_BYTES: usize = 32 << 20;
 /// Messages handed to the client in one pass over its runtime at most.
 const BATCH: usize = 256;
+/// The header naming a snapshot read (`sink::LastRead`).
+const READ_HEADER: &str = "binlog_tail.read";
 /// How long a PubAck (or an API answer) may take before the message counts as lost.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -135,9 +142,13 @@ pub struct NatsSink {
     /// Subjects whose last message was read since the last (re)start or recovery.
     tails: HashSet<String>,
     skipped: u64,
+    /// Snapshot reads: the last one handed over, and the replayed ones the stream holds.
+    reads: Reads,
+    /// The stream's last message's `binlog_tail.read` at start, when it is this stream's.
+    last_message_read: Option<(u64, LastRead)>,
     events: Arc<Events>,
-    tx_origin: Option<String>,
-    tx_index: u64,
+    /// The open transaction's message ids.
+    tx: TxIds,
     value: Vec<u8>,
     shutdown: Arc<Shutdown>,
     metrics: Option<Metrics>,
@@ -147,13 +158,13 @@ pub struct NatsSink {
 impl NatsSink {
     /// Connects (retrying while the server cannot be reached), and checks (or creates) the
     /// stream. `name` names the position file and configuration this run continues; `new` says
-    /// nothing was ever sent under it.
+    /// nothing was ever sent under it; `saved` is the position it continues.
     pub fn new(
         settings: NatsSettings,
         encoder: Encoder,
         shutdown: Arc<Shutdown>,
-        name: String,
-        new: bool,
+        (name, new): (String, bool),
+        saved: Option<&Position>,
         metrics: Option<Metrics>,
     ) -> Result<NatsSink> {
         let rt = client_runtime("nats", "NATS")?;
@@ -189,16 +200,47 @@ impl NatsSink {
             evidence: Vec::new(),
             tails: HashSet::new(),
             skipped: 0,
+            reads: Reads::default(),
+            last_message_read: None,
             events,
-            tx_origin: None,
-            tx_index: 0,
+            tx: TxIds::default(),
             value: Vec::with_capacity(4096),
             shutdown,
             metrics,
             logged: HashMap::new(),
         };
         sink.preflight()?;
+        let held = sink.last_read(saved)?;
+        sink.reads = Reads::resume(saved, held);
         Ok(sink)
+    }
+
+    /// This stream's newest snapshot read among the stream's last message and the last messages
+    /// of the subjects whose tables the saved snapshot has still to read.
+    fn last_read(&mut self, saved: Option<&Position>) -> Result<Option<LastRead>> {
+        let mut newest = self.last_message_read.take();
+        let Some(progress) = saved.and_then(|p| p.snapshot.as_ref()).filter(|_| !self.new) else { return Ok(None) };
+        for [db, table] in &progress.pending {
+            let subject = self.settings.subject(db, table);
+            let msg = match self.rt.block_on(self.stream.get_last_raw_message_by_subject(&subject)) {
+                Ok(msg) => msg,
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(e) => bail!("cannot read the last message of NATS subject {subject}: {e}"),
+            };
+            if let Some(read) = self.read_header(&msg.headers) {
+                if newest.as_ref().is_none_or(|(seq, _)| msg.sequence > *seq) {
+                    newest = Some((msg.sequence, read));
+                }
+            }
+        }
+        Ok(newest.map(|(_, read)| read))
+    }
+
+    /// The `binlog_tail.read` of a message of this stream.
+    fn read_header(&self, headers: &HeaderMap) -> Option<LastRead> {
+        let id = headers.get(async_nats::header::NATS_MESSAGE_ID)?.as_str();
+        let ours = id.strip_prefix(self.name.as_str()).is_some_and(|rest| rest.starts_with(['/', ':']));
+        headers.get(READ_HEADER).filter(|_| ours).and_then(|v| LastRead::parse(v.as_str()))
     }
 
     /// The stream exists (or is created) and stores every subject this configuration publishes to.
@@ -297,7 +339,10 @@ impl NatsSink {
     /// The stream's message at `seq` as evidence of what it holds (it may be gone: no evidence).
     fn read_last(&mut self, seq: u64) -> Result<()> {
         match self.rt.block_on(self.stream.get_raw_message(seq)) {
-            Ok(msg) => self.prove(&msg.headers),
+            Ok(msg) => {
+                self.prove(&msg.headers);
+                self.last_message_read = self.read_header(&msg.headers).map(|read| (seq, read));
+            }
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
             Err(e) => bail!("cannot read message {seq} of NATS stream {}: {e}", self.settings.stream),
         }
@@ -347,22 +392,27 @@ impl NatsSink {
         &mut self,
         subject: String,
         origin: &str,
-        read_id: Option<String>,
+        read: Option<(String, bool)>,
         payload: Bytes,
         headers: Vec<(String, String)>,
     ) -> Result<()> {
-        let origin = self.tx_origin.get_or_insert_with(|| origin.to_string()).clone();
-        let index = self.tx_index;
-        self.tx_index += 1;
-        let (id, key) = match read_id {
+        let (origin, index) = self.tx.next(|| origin.to_string());
+        let (id, key) = match &read {
             // Chunks of several tables can share a position: a read is named by its table and key.
-            Some(read) => (format!("{}:read/{read}", self.name), None),
-            None => (format!("{}/{origin}/{index}", self.name), OrderKey::new(&origin, index)),
+            Some((read, _)) => (format!("{}:read/{read}", self.name), None),
+            None => (format!("{}/{origin}/{index}", self.name), OrderKey::new(origin, index)),
         };
+        // A chunk's last read waits for the commit, which names the progress in its header.
+        let ends_chunk = read.as_ref().is_some_and(|(_, last)| *last);
+        let record = if read.is_some() { self.reads.record() } else { self.reads.record_while_snapshotting() };
+        let mut headers = headers;
+        if let Some(record) = record {
+            headers.push((READ_HEADER.to_string(), record.to_string()));
+        }
         let tx = self.txs.back_mut().expect("an open transaction");
         tx.outstanding += 1;
         self.entries.push_back(Entry { tx: tx.seq, subject, id, key, payload, headers, state: State::Unsent });
-        if self.next + (BATCH as u64) > self.first + self.entries.len() as u64 {
+        if ends_chunk || self.next + (BATCH as u64) > self.first + self.entries.len() as u64 {
             // Sent in batches: at `BATCH` unsent messages, or at the transaction's end.
             return Ok(());
         }
@@ -756,18 +806,24 @@ fn on_event(events: &Events, event: Event) {
 
 impl Sink for NatsSink {
     fn change(&mut self, change: &Change) -> Result<()> {
+        let reading = change.op == Op::Read;
+        if reading && self.reads.skipped(change) {
+            return Ok(());
+        } else if !reading {
+            self.reads.changed(change);
+        }
         let t = &change.table;
         let subject = self.settings.subject(&t.db, &t.name);
         let origin = crate::event::origin(change.gtid.as_deref(), &change.file, change.offset);
         for &part in self.encoder.parts(change) {
-            let read_id = (change.op == Op::Read).then(|| read_id(change, part));
+            let read = reading.then(|| (read_id(change, part), change.commit));
             let mut value = std::mem::take(&mut self.value);
             value.clear();
             self.encoder.write_value(change, part, &mut value);
             let payload = Bytes::copy_from_slice(&value);
             self.value = value;
-            let origin = if read_id.is_some() { "" } else { origin.as_str() };
-            self.send(subject.clone(), origin, read_id, payload, Vec::new()).with_context(|| event_context(change))?;
+            let origin = if read.is_some() { "" } else { origin.as_str() };
+            self.send(subject.clone(), origin, read, payload, Vec::new()).with_context(|| event_context(change))?;
         }
         Ok(())
     }
@@ -789,12 +845,18 @@ impl Sink for NatsSink {
     }
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {
+        self.reads.commit(resume);
+        // A chunk's last read, held back for this: its record now names the chunk's progress.
+        let unsent_read = self.entries.back_mut().filter(|e| e.state == State::Unsent && e.key.is_none());
+        let header = unsent_read.and_then(|e| e.headers.iter_mut().find(|(name, _)| name == READ_HEADER));
+        if let Some((header, record)) = header.zip(self.reads.record()) {
+            header.1 = record.to_string();
+        }
         let open = self.txs.back_mut().expect("an open transaction");
         open.end = Some(resume.clone());
         let seq = open.seq + 1;
         self.txs.push_back(Tx { seq, outstanding: 0, end: None });
-        self.tx_origin = None;
-        self.tx_index = 0;
+        self.tx.end();
         self.pump(false)
     }
 
@@ -834,8 +896,8 @@ mod tests {
             config::test_settings(&url),
             Encoder::new(Default::default()),
             Shutdown::new(),
-            "test".into(),
-            true,
+            ("test".into(), true),
+            None,
             None,
         )
         .unwrap();

@@ -21,6 +21,8 @@ pub struct Batch {
     pub end: Option<Resume>,
     /// The marker's `through` once the batch is applied.
     pub through: String,
+    /// The marker's `read` once the batch is applied (`sink::LastRead`, empty: none).
+    pub read: String,
 }
 
 impl Batch {
@@ -50,10 +52,10 @@ impl Batch {
     }
 
     /// The call up to the entries: `EVALSHA sha numkeys marker keys... prev id through maxlen
-    /// position`.
+    /// position read`.
     pub fn head(&self, sha: &str, marker: &str, [prev, id, maxlen, position]: [&str; 4]) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.keys.iter().map(|k| k.len() + 16).sum::<usize>());
-        let total = 3 + 1 + self.keys.len() + 5 + self.count;
+        let total = 3 + 1 + self.keys.len() + 6 + self.count;
         out.push(b'*');
         out.extend_from_slice(itoa::Buffer::new().format(total).as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -64,7 +66,7 @@ impl Batch {
         for key in &self.keys {
             bulk(&mut out, key.as_bytes());
         }
-        for arg in [prev, id, &self.through, maxlen, position] {
+        for arg in [prev, id, &self.through, maxlen, position, &self.read] {
             bulk(&mut out, arg.as_bytes());
         }
         out
@@ -91,7 +93,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_one_evalsha_with_keys_numbered_once() {
-        let mut b = Batch { through: "0-1-5/1".into(), ..Batch::default() };
+        let mut b = Batch { through: "0-1-5/1".into(), read: "{}".into(), ..Batch::default() };
         b.push("s:a", &[(b"value", b"{}")]);
         b.push("s:b", &[(b"value", b"1"), (b"key", b"k")]);
         b.push("s:a", &[(b"value", b"2")]);
@@ -99,11 +101,11 @@ mod tests {
         call.extend_from_slice(b.args());
         let text = String::from_utf8(call).unwrap();
         let parts: Vec<&str> = text.split("\r\n").collect();
-        assert_eq!(parts[0], "*25");
+        assert_eq!(parts[0], "*26");
         let args: Vec<&str> = parts[2..].iter().step_by(2).copied().collect();
         let expected = [
-            "EVALSHA", "sha", "3", "m", "s:a", "s:b", "", "r:0", "0-1-5/1", "", "p", "2", "1", "value", "{}", "3", "2",
-            "value", "1", "key", "k", "2", "1", "value", "2",
+            "EVALSHA", "sha", "3", "m", "s:a", "s:b", "", "r:0", "0-1-5/1", "", "p", "{}", "2", "1", "value", "{}",
+            "3", "2", "value", "1", "key", "k", "2", "1", "value", "2",
         ];
         assert_eq!(args, expected);
     }

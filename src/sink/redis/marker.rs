@@ -10,6 +10,7 @@ use redis::Commands as _;
 use serde::Serialize;
 
 use super::config::{RedisSettings, MARKER_PREFIX};
+use crate::sink::LastRead;
 
 /// One marker naming the position.
 #[derive(Debug, Serialize)]
@@ -19,6 +20,9 @@ pub struct Delivered {
     pub batch: String,
     /// The last entry delivered, per binlog series: `ORIGIN/INDEX`.
     pub through: Vec<String>,
+    /// The last snapshot read delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read: Option<LastRead>,
 }
 
 /// The markers of the streams that continue the position `position` (its id).
@@ -36,11 +40,12 @@ pub fn delivered(settings: &RedisSettings, position: &str) -> Result<Vec<Deliver
     keys.sort();
     let mut found = Vec::new();
     for key in keys {
-        let (of, batch, through): (Option<String>, Option<String>, Option<String>) =
-            redis::cmd("HMGET").arg(&key).arg("position").arg("batch").arg("through").query(&mut conn)?;
+        let (of, batch, through, read): (Option<String>, Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET").arg(&key).arg("position").arg("batch").arg("through").arg("read").query(&mut conn)?;
         if of.as_deref() == Some(position) {
             let through = through.unwrap_or_default().lines().map(str::to_string).collect();
-            found.push(Delivered { key, batch: batch.unwrap_or_default(), through });
+            let read = read.as_deref().and_then(LastRead::parse);
+            found.push(Delivered { key, batch: batch.unwrap_or_default(), through, read });
         }
     }
     Ok(found)

@@ -29,8 +29,9 @@
 //!   `BATCH_ROWS` entries or `BATCH_BYTES`, or whenever the writer is idle; inside a transaction
 //!   only past `MAX_BATCH_BYTES` (a huge transaction), which keeps memory bounded and stays exact
 //!   (the marker names entries, not transactions).
-//! - Snapshot reads carry no order key (reads of several tables share a position) and are never
-//!   skipped: a crash during a snapshot can repeat its last chunks' reads.
+//! - Snapshot reads carry no order key (reads of several tables share a position): the marker's
+//!   `read` names the last one applied, and a restart skips the replayed reads up to it
+//!   (`sink::Reads`).
 //! - Memory is bounded: at most `QUEUE` batches wait for the writer, one is applied, one built.
 //! - A value larger than Redis takes (`proto-max-bulk-len`) stops the run with the fix before
 //!   anything of its batch is sent.
@@ -50,12 +51,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-use super::{event_context, Sink};
+use super::{event_context, LastRead, Reads, Sink, TxIds};
 use crate::event::{Change, Ddl, Op};
 use crate::format::Encoder;
 use crate::metrics::Metrics;
 use crate::outbox::Message;
-use crate::position::Resume;
+use crate::position::{Position, Resume};
 use crate::shutdown::{Shutdown, Stopped};
 use crate::sink::kafka::dedupe::OrderKey;
 use batch::Batch;
@@ -85,6 +86,8 @@ pub struct RedisSink {
     /// Per binlog series, the newest entry delivered or in a cut batch, with its `ORIGIN/INDEX`:
     /// at start, what the marker says Redis holds. Replayed entries at or before it are skipped.
     through: Vec<(OrderKey, String)>,
+    /// Snapshot reads: the last one handed over, and the replayed ones Redis holds.
+    reads: Reads,
     /// Entries not yet in a batch handed to the writer.
     batch: Batch,
     next_batch: u64,
@@ -98,10 +101,9 @@ pub struct RedisSink {
     acked: Option<Resume>,
     /// When Redis last applied a batch (or the sink started).
     last_ack: Instant,
-    /// The open transaction's origin (its first entry's), order key and entries so far.
-    tx_origin: Option<String>,
+    /// The open transaction's entry ids and order key.
+    tx: TxIds,
     tx_key: Option<OrderKey>,
-    tx_index: u64,
     /// The index of the open transaction's last entry put in `batch`.
     tx_last: Option<u64>,
     skipped: u64,
@@ -114,12 +116,12 @@ pub struct RedisSink {
 impl RedisSink {
     /// Connects (retrying while Redis cannot be reached), checks the server, and reads what the
     /// marker of `stream` (the name of the position file and configuration) says Redis holds;
-    /// `position` is the id of the position (file or Kafka) it continues.
+    /// `position` is the id of the position (file or Kafka) it continues, `saved` that position.
     pub fn new(
         settings: RedisSettings,
         encoder: Encoder,
         shutdown: Arc<Shutdown>,
-        (stream, position): (String, &str),
+        (stream, position, saved): (String, &str, Option<&Position>),
         metrics: Option<Metrics>,
     ) -> Result<RedisSink> {
         let (writer, found) = Writer::start(&settings, (&stream, position), shutdown.clone(), metrics.clone())?;
@@ -142,6 +144,7 @@ impl RedisSink {
             settings,
             encoder,
             through,
+            reads: Reads::resume(saved, LastRead::parse(&found.read)),
             batch: Batch::default(),
             next_batch: 0,
             sent: VecDeque::new(),
@@ -152,9 +155,8 @@ impl RedisSink {
             failed: None,
             acked: None,
             last_ack: Instant::now(),
-            tx_origin: None,
+            tx: TxIds::default(),
             tx_key: None,
-            tx_index: 0,
             tx_last: None,
             skipped: 0,
             max_bulk: found.max_bulk,
@@ -167,13 +169,12 @@ impl RedisSink {
     /// Adds one entry to `key`, or skips it when Redis already holds it. `origin` names the
     /// transaction (empty for snapshot reads: never skipped).
     fn push(&mut self, key: &str, origin: &str, fields: &[(&[u8], &[u8])]) -> Result<()> {
-        if self.tx_origin.is_none() {
+        let (origin, index) = self.tx.next(|| origin.to_string());
+        if index == 0 {
             self.tx_key = OrderKey::new(origin, 0);
-            self.tx_origin = Some(origin.to_string());
         }
-        let index = self.tx_index;
-        self.tx_index += 1;
-        if let Some(k) = self.tx_key.as_mut().filter(|_| !origin.is_empty()) {
+        let origin_empty = origin.is_empty();
+        if let Some(k) = self.tx_key.as_mut().filter(|_| !origin_empty) {
             k.set_index(index);
             if self.through.iter().any(|(t, _)| k.compare(t).is_some_and(|o| o.is_le())) {
                 self.skipped += 1;
@@ -202,7 +203,7 @@ impl RedisSink {
 
     /// The open transaction's last entry in `batch` becomes its series' `through`.
     fn settle(&mut self) {
-        let (Some(index), Some(key), Some(origin)) = (self.tx_last.take(), &self.tx_key, &self.tx_origin) else {
+        let (Some(index), Some(key), Some(origin)) = (self.tx_last.take(), &self.tx_key, self.tx.origin()) else {
             return;
         };
         self.through.retain(|(t, _)| t.compare(key).is_none());
@@ -228,6 +229,7 @@ impl RedisSink {
         batch.n = self.next_batch;
         self.next_batch += 1;
         batch.through = self.through.iter().map(|(_, text)| text.as_str()).collect::<Vec<_>>().join("\n");
+        batch.read = self.reads.record().unwrap_or_default().to_string();
         self.sent.push_back(Sent { n: batch.n, end: batch.end.clone(), entries: batch.entries, at: Instant::now() });
         if let Some(m) = &self.metrics {
             m.redis().sent(batch.entries);
@@ -311,8 +313,12 @@ impl Sink for RedisSink {
         let t = &change.table;
         let key = self.settings.key(&t.db, &t.name);
         let origin = match change.op {
+            Op::Read if self.reads.skipped(change) => return Ok(()),
             Op::Read => String::new(),
-            _ => crate::event::origin(change.gtid.as_deref(), &change.file, change.offset),
+            _ => {
+                self.reads.changed(change);
+                crate::event::origin(change.gtid.as_deref(), &change.file, change.offset)
+            }
         };
         for &part in self.encoder.parts(change) {
             let mut value = std::mem::take(&mut self.value);
@@ -343,11 +349,11 @@ impl Sink for RedisSink {
     }
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {
+        self.reads.commit(resume);
         self.settle();
         self.batch.end = Some(resume.clone());
-        self.tx_origin = None;
+        self.tx.end();
         self.tx_key = None;
-        self.tx_index = 0;
         self.wait(None)?;
         if self.sent.is_empty() || self.batch.entries >= BATCH_ROWS || self.batch.bytes() >= BATCH_BYTES {
             self.cut()?;
@@ -405,7 +411,7 @@ mod tests {
         let metrics = Metrics::new();
         let settings = config::test_settings(&url);
         let encoder = Encoder::new(Default::default());
-        let names = ("t".to_string(), "p");
+        let names = ("t".to_string(), "p", None);
         let mut sink = RedisSink::new(settings, encoder, Shutdown::new(), names, Some(metrics.clone())).unwrap();
         let total = 60_000;
         let _restarted = send_through_a_kill(&mut sink, "orders", total, server, || start_server(port, dir.path()));

@@ -35,8 +35,9 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// KEYS[1]: the marker; KEYS[2..]: the batch's stream keys. ARGV[1]: the batch the marker must
 /// name now (empty: none); ARGV[2]: this batch's name; ARGV[3]: `through` after it; ARGV[4]:
-/// MAXLEN (empty: none); ARGV[5]: the position's id (for `status`); then per entry: its key's
-/// number in KEYS, its field count n, and n field names and values.
+/// MAXLEN (empty: none); ARGV[5]: the position's id (for `status`); ARGV[6]: the last snapshot
+/// read after it (`sink::LastRead`, empty: none); then per entry: its key's number in KEYS, its
+/// field count n, and n field names and values.
 const APPLY: &str = r"
 local prev = redis.call('HGET', KEYS[1], 'batch') or ''
 if prev ~= ARGV[1] then
@@ -48,7 +49,7 @@ for k = 2, #KEYS do
     return redis.error_reply('WRONGTYPE key ' .. KEYS[k] .. ' holds a ' .. t .. ', not a stream')
   end
 end
-local i = 6
+local i = 7
 while i <= #ARGV do
   local key = KEYS[tonumber(ARGV[i])]
   local last = i + 1 + 2 * tonumber(ARGV[i + 1])
@@ -59,7 +60,7 @@ while i <= #ARGV do
   end
   i = last + 1
 end
-redis.call('HSET', KEYS[1], 'batch', ARGV[2], 'through', ARGV[3], 'position', ARGV[5])
+redis.call('HSET', KEYS[1], 'batch', ARGV[2], 'through', ARGV[3], 'position', ARGV[5], 'read', ARGV[6])
 return 1
 ";
 
@@ -81,6 +82,8 @@ enum Failure {
 pub struct Found {
     /// The marker's `through`: this stream's last entry in Redis, per series (`ORIGIN/INDEX` lines).
     pub through: String,
+    /// The marker's `read`: this stream's last snapshot read in Redis (`sink::LastRead`).
+    pub read: String,
     /// The largest value Redis takes (`proto-max-bulk-len`).
     pub max_bulk: usize,
 }
@@ -170,16 +173,16 @@ impl Writer {
                 Status::Pass => {}
             }
         }
-        let (batch, through): (Option<String>, Option<String>) =
-            redis::cmd("HMGET").arg(&self.marker).arg("batch").arg("through").query(&mut conn).map_err(|e| {
-                match classify(&e) {
+        let (batch, through, read): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET").arg(&self.marker).arg("batch").arg("through").arg("read").query(&mut conn).map_err(
+                |e| match classify(&e) {
                     Failure::Definite(text) if e.code() == Some("WRONGTYPE") => Failure::Definite(format!(
                     "{text}: key {} is binlog-tail's marker of this stream (a hash); delete or rename what is there",
                     self.marker
                 )),
                     other => other,
-                }
-            })?;
+                },
+            )?;
         self.applied = batch.unwrap_or_default();
         self.conn = Some(conn);
         tracing::info!(
@@ -189,7 +192,7 @@ impl Writer {
             self.marker,
             if self.applied.is_empty() { "none yet".to_string() } else { format!("batch {}", self.applied) }
         );
-        Ok(Found { through: through.unwrap_or_default(), max_bulk: server.max_bulk })
+        Ok(Found { through: through.unwrap_or_default(), read: read.unwrap_or_default(), max_bulk: server.max_bulk })
     }
 
     /// The connection, opened (and the script loaded) if there is none.
