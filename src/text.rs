@@ -92,6 +92,12 @@ impl TextEncoding {
                     .expect("buffer sized by encoded_len");
                 out.push(b'"');
             }
+            // Plain ASCII needing no escape, most text: valid as it is, one copy.
+            TextEncoding::Utf8 if bytes.iter().all(|&b| PLAIN_ASCII[usize::from(b)]) => {
+                out.push(b'"');
+                out.extend_from_slice(bytes);
+                out.push(b'"');
+            }
             TextEncoding::Utf8 => {
                 let s = std::str::from_utf8(bytes).map_err(|e| {
                     ValueError::Invalid(format!("text is not valid UTF-8 ({e}) although its column charset says so"))
@@ -159,28 +165,41 @@ pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
         out.push(b'"');
         return;
     };
+    // Escapes are two bytes, or six (`\u00XX`), pushed directly: no copy call per escape.
+    out.reserve(bytes.len() + 8);
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate().skip(first) {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => b"",
-            _ => continue,
-        };
+        if !NEEDS_ESCAPE[usize::from(b)] {
+            continue;
+        }
         out.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
-        } else {
-            out.extend_from_slice(escape);
+        out.push(b'\\');
+        match b {
+            b'"' | b'\\' => out.push(b),
+            b'\n' => out.push(b'n'),
+            b'\r' => out.push(b'r'),
+            b'\t' => out.push(b't'),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+            }
         }
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
+
+/// ASCII bytes a JSON string holds as they are.
+const PLAIN_ASCII: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x80 {
+        table[b] = !NEEDS_ESCAPE[b];
+        b += 1;
+    }
+    table
+};
 
 /// The bytes JSON strings escape: `"`, `\\` and the control characters.
 const NEEDS_ESCAPE: [bool; 256] = {

@@ -500,7 +500,18 @@ fn read_frac(cur: &mut Cursor<'_>, fsp: u8) -> Result<u64, ValueError> {
 }
 
 /// `v` in decimal, zero-padded to `width` digits.
+/// `v` in decimal with at least `width` digits (zeros in front).
 fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
+    // Dates and times are fields of 2 and 4 digits: written whole, without a formatting buffer.
+    let two = |v: u64| [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8];
+    match width {
+        2 if v < 100 => return out.extend_from_slice(&two(v)),
+        4 if v < 10_000 => {
+            let ([a, b], [c, d]) = (two(v / 100), two(v % 100));
+            return out.extend_from_slice(&[a, b, c, d]);
+        }
+        _ => {}
+    }
     let mut buf = itoa::Buffer::new();
     let s = buf.format(v);
     for _ in s.len()..width {

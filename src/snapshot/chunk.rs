@@ -165,16 +165,20 @@ pub async fn read(
     }
     let mut result = conn.exec_iter(sql, Params::Positional(params)).await?;
     let mut rows = Vec::new();
-    let mut last_values = None;
+    let mut last_row = None;
     let mut more = false;
+    // Each row's JSON is allocated at the size of the row before it: a table's rows are alike.
+    let mut size = 64;
+    let object = !spec.table.columns.iter().any(|c| c.dropped);
     while let Some(row) = result.next().await? {
         if keyed && matches!(upto, Upto::Limit) && rows.len() as u64 == limit {
             more = true;
             continue;
         }
-        let values = row.unwrap();
-        rows.push(image(&spec.table, &values)?);
-        last_values = Some(values);
+        let image = image(&spec.table, &row, size, object)?;
+        size = image.json.len();
+        rows.push(image);
+        last_row = Some(row);
     }
     drop(result);
     conn.query_drop("COMMIT").await?;
@@ -187,7 +191,7 @@ pub async fn read(
     // A chunk up to a key covers the rows up to it, even if its last ones were deleted since.
     let last_key = match upto {
         Upto::Key(upto) if keyed => Some(upto),
-        _ => last_values.filter(|_| keyed).map(|v| spec.key.iter().map(|&k| key_value(&v[k])).collect()),
+        _ => last_row.filter(|_| keyed).map(|r| spec.key.iter().map(|&k| key_value(&r[k])).collect()),
     };
     Ok(Chunk { rows, table: spec.table.clone(), key: spec.key.clone(), last_key, last })
 }
@@ -240,16 +244,34 @@ fn tuple_clause(spec: &TableSpec, bound: &[KeyValue], cmp: Cmp, params: &mut Vec
     format!("{lead} AND ({})", alternatives.join(" OR "))
 }
 
-fn image(table: &Table, values: &[Value]) -> Result<RowImage> {
-    let mut json = Vec::with_capacity(128);
-    let mut spans = Vec::with_capacity(values.len());
-    for (column, value) in table.columns.iter().zip(values) {
+/// The row's image, with `object` (no column dropped) as the whole native object, so emitting it
+/// is one copy; `size`: the bytes to allocate for its JSON.
+fn image(table: &Table, row: &Row, size: usize, object: bool) -> Result<RowImage> {
+    if row.len() != table.columns.len() {
+        bail!(
+            "the server returned {} columns for the {} of `{}`.`{}`",
+            row.len(),
+            table.columns.len(),
+            table.db,
+            table.name
+        );
+    }
+    let mut json = Vec::with_capacity(size);
+    let mut spans = Vec::with_capacity(row.len());
+    for (i, column) in table.columns.iter().enumerate() {
+        if object {
+            json.push(if i == 0 { b'{' } else { b',' });
+            json.extend_from_slice(&column.key_json);
+        }
         let start = json.len() as u32;
-        write_value(&column.kind, value, &mut json)
+        write_value(&column.kind, &row[i], &mut json)
             .with_context(|| format!("column `{}` of `{}`.`{}`", column.name, table.db, table.name))?;
         spans.push(Some((start, json.len() as u32)));
     }
-    Ok(RowImage { json, spans })
+    if object {
+        json.push(b'}');
+    }
+    Ok(RowImage { json, spans, object })
 }
 
 pub fn quote(name: &str) -> String {
