@@ -165,14 +165,14 @@ pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
         out.push(b'"');
         return;
     };
-    // Escapes are two bytes, or six (`\u00XX`), pushed directly: no copy call per escape.
+    // Escapes are two bytes, or six (`\u00XX`), pushed directly; the runs between them copied
+    // whole.
     out.reserve(bytes.len() + 8);
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate().skip(first) {
-        if !NEEDS_ESCAPE[usize::from(b)] {
-            continue;
-        }
+    let mut next = Some(first);
+    while let Some(i) = next {
         out.extend_from_slice(&bytes[start..i]);
+        let b = bytes[i];
         out.push(b'\\');
         match b {
             b'"' | b'\\' => out.push(b),
@@ -185,6 +185,7 @@ pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
             }
         }
         start = i + 1;
+        next = bytes[start..].iter().position(|&b| NEEDS_ESCAPE[usize::from(b)]).map(|n| start + n);
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');

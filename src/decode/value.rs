@@ -510,6 +510,16 @@ fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
             let ([a, b], [c, d]) = (two(v / 100), two(v % 100));
             return out.extend_from_slice(&[a, b, c, d]);
         }
+        // Fractions of a second, decimal digit groups.
+        1..=9 if v < 10u64.pow(width as u32) => {
+            let mut digits = [b'0'; 9];
+            let mut v = v;
+            for d in digits[9 - width..].iter_mut().rev() {
+                *d = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+            return out.extend_from_slice(&digits[9 - width..]);
+        }
         _ => {}
     }
     let mut buf = itoa::Buffer::new();

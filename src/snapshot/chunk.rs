@@ -13,10 +13,12 @@
 //!   index-only read of any view), and the chunk reads `WHERE key > last AND key <= bound` — every
 //!   row in that range, however many there are by then — so the next chunk can start at the bound
 //!   before this one is read. Ranges meet exactly at the bounds: no row is skipped or read twice.
+//! - Row images are recycled (`Spares`): those emitted come back to the readers, which write the
+//!   next rows into their buffers, so a snapshot allocates no memory per row once running.
 //! - Values are fetched with the binary protocol and `SET NAMES binary` (raw bytes in each
 //!   column's charset, decoded like the binlog's), TIMESTAMPs in UTC.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use mysql_async::prelude::Queryable;
@@ -46,6 +48,26 @@ pub struct TableSpec {
     /// collation (or exact type), so the comparison is the one `ORDER BY` uses.
     key_params: Vec<String>,
     select: String,
+}
+
+/// Row images already emitted, whose buffers the next chunks' rows are written into. Up to
+/// one chunk's worth is kept.
+#[derive(Clone, Default)]
+pub struct Spares(Arc<Mutex<Vec<RowImage>>>);
+
+impl Spares {
+    fn take(&self) -> Vec<RowImage> {
+        self.0.lock().map(|mut pool| std::mem::take(&mut *pool)).unwrap_or_default()
+    }
+
+    /// Keeps `images` for reuse, up to `limit` in all.
+    pub fn give(&self, images: &mut Vec<RowImage>, limit: usize) {
+        if let Ok(mut pool) = self.0.lock() {
+            let room = limit.saturating_sub(pool.len());
+            images.truncate(room);
+            pool.append(images);
+        }
+    }
 }
 
 /// Where a snapshot transaction's view sits in the binlog.
@@ -137,6 +159,7 @@ pub async fn read(
     after: Option<&[KeyValue]>,
     upto: Upto,
     limit: u64,
+    spares: &Spares,
 ) -> Result<Chunk> {
     let mut sql = spec.select.clone();
     let mut params = Vec::new();
@@ -164,10 +187,11 @@ pub async fn read(
         }
     }
     let mut result = conn.exec_iter(sql, Params::Positional(params)).await?;
-    let mut rows = Vec::new();
+    let mut rows = Vec::with_capacity(limit.min(1 << 16) as usize);
     let mut last_row = None;
     let mut more = false;
-    // Each row's JSON is allocated at the size of the row before it: a table's rows are alike.
+    let mut spare = spares.take();
+    // A new row's JSON is allocated at the size of the row before it: a table's rows are alike.
     let mut size = 64;
     let object = !spec.table.columns.iter().any(|c| c.dropped);
     while let Some(row) = result.next().await? {
@@ -175,12 +199,18 @@ pub async fn read(
             more = true;
             continue;
         }
-        let image = image(&spec.table, &row, size, object)?;
+        let mut image = spare.pop().unwrap_or_else(|| RowImage {
+            json: Vec::with_capacity(size),
+            spans: Vec::with_capacity(row.len()),
+            object,
+        });
+        write_image(&spec.table, &row, object, &mut image)?;
         size = image.json.len();
         rows.push(image);
         last_row = Some(row);
     }
     drop(result);
+    spares.give(&mut spare, limit as usize);
     conn.query_drop("COMMIT").await?;
     let last = !keyed
         || match upto {
@@ -244,9 +274,9 @@ fn tuple_clause(spec: &TableSpec, bound: &[KeyValue], cmp: Cmp, params: &mut Vec
     format!("{lead} AND ({})", alternatives.join(" OR "))
 }
 
-/// The row's image, with `object` (no column dropped) as the whole native object, so emitting it
-/// is one copy; `size`: the bytes to allocate for its JSON.
-fn image(table: &Table, row: &Row, size: usize, object: bool) -> Result<RowImage> {
+/// Writes the row into `image` (its buffers reused), with `object` (no column dropped) as the
+/// whole native object, so emitting it is one copy.
+fn write_image(table: &Table, row: &Row, object: bool, image: &mut RowImage) -> Result<()> {
     if row.len() != table.columns.len() {
         bail!(
             "the server returned {} columns for the {} of `{}`.`{}`",
@@ -256,22 +286,24 @@ fn image(table: &Table, row: &Row, size: usize, object: bool) -> Result<RowImage
             table.name
         );
     }
-    let mut json = Vec::with_capacity(size);
-    let mut spans = Vec::with_capacity(row.len());
+    image.object = object;
+    let RowImage { json, spans, .. } = image;
+    json.clear();
+    spans.clear();
     for (i, column) in table.columns.iter().enumerate() {
         if object {
             json.push(if i == 0 { b'{' } else { b',' });
             json.extend_from_slice(&column.key_json);
         }
         let start = json.len() as u32;
-        write_value(&column.kind, &row[i], &mut json)
+        write_value(&column.kind, &row[i], json)
             .with_context(|| format!("column `{}` of `{}`.`{}`", column.name, table.db, table.name))?;
         spans.push(Some((start, json.len() as u32)));
     }
     if object {
         json.push(b'}');
     }
-    Ok(RowImage { json, spans, object })
+    Ok(())
 }
 
 pub fn quote(name: &str) -> String {
