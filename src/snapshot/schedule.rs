@@ -25,7 +25,7 @@ use super::progress::{table_estimates, Report};
 use super::requests::Requests;
 use super::{plan, Method, Settings};
 use crate::error::Transient;
-use crate::event::{Change, Op};
+use crate::event::{Change, Op, SnapshotMark};
 use crate::filter::{Filter, TablePattern};
 use crate::gtid::GtidSet;
 use crate::position::{Flavor, KeyValue, Resume, SnapshotProgress};
@@ -720,27 +720,32 @@ impl Snapshot {
         let (flavor, server_id) = self.server;
         let count = chunk.rows.len() as u64;
         let mut used = Vec::with_capacity(chunk.rows.len());
+        // One event, its row's fields set in turn: no reference counts touched per row.
+        let mut change = Change {
+            op: Op::Read,
+            table: chunk.table,
+            server_id,
+            thread: None,
+            flavor,
+            ts: read_at,
+            gtid,
+            file: at.file.clone(),
+            offset: at.offset,
+            xid: None,
+            row: 0,
+            commit: false,
+            snapshot: SnapshotMark::Stream,
+            before: None,
+            after: None,
+        };
         for (n, image) in chunk.rows.into_iter().enumerate() {
             if !self.count() {
                 break;
             }
-            let mut change = Change {
-                op: Op::Read,
-                table: chunk.table.clone(),
-                server_id,
-                thread: None,
-                flavor,
-                ts: read_at,
-                gtid: gtid.clone(),
-                file: at.file.clone(),
-                offset: at.offset,
-                xid: None,
-                row: n as u64,
-                commit: n as u64 + 1 == count,
-                snapshot: self.marks.of(n, count as usize, first, last),
-                before: None,
-                after: Some(image),
-            };
+            change.row = n as u64;
+            change.commit = n as u64 + 1 == count;
+            change.snapshot = self.marks.of(n, count as usize, first, last);
+            change.after = Some(image);
             sink.change(&change)?;
             used.extend(change.after.take());
         }
