@@ -165,6 +165,9 @@ pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
         out.push(b'"');
         return;
     };
+    if bytes.len() <= SHORT {
+        return escape_short(bytes, out);
+    }
     // Escapes are two bytes, or six (`\u00XX`), pushed directly; the runs between them copied
     // whole.
     out.reserve(bytes.len() + 8);
@@ -189,6 +192,46 @@ pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Strings up to this long are escaped on the stack (as short JSON documents in text columns,
+/// with a quote every few bytes): byte by byte, then one copy.
+const SHORT: usize = 64;
+
+/// `bytes` (at most `SHORT`) escaped, and the closing quote.
+fn escape_short(bytes: &[u8], out: &mut Vec<u8>) {
+    let mut buf = [0u8; SHORT * 6 + 1];
+    let mut n = 0;
+    for &b in bytes {
+        if !NEEDS_ESCAPE[usize::from(b)] {
+            buf[n] = b;
+            n += 1;
+            continue;
+        }
+        buf[n] = b'\\';
+        let escape = match b {
+            b'"' | b'\\' => b,
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                buf[n + 1..n + 6].copy_from_slice(&[
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 15)],
+                ]);
+                n += 6;
+                continue;
+            }
+        };
+        buf[n + 1] = escape;
+        n += 2;
+    }
+    buf[n] = b'"';
+    out.extend_from_slice(&buf[..=n]);
 }
 
 /// ASCII bytes a JSON string holds as they are.
@@ -286,10 +329,13 @@ mod tests {
 
     #[test]
     fn escapes_like_serde_json() {
-        for s in ["plain", "quote \" backslash \\", "ctl \u{1} \n \t", "emoji 😀 ü"] {
+        let short = ["plain", "quote \" backslash \\", "ctl \u{1} \n \t \r \u{1f}", "emoji 😀 ü", "{\"k\": 1}"];
+        // Short strings are escaped on the stack, longer ones in runs: both the same bytes.
+        let long = short.map(|s| s.repeat(20));
+        for s in short.into_iter().chain(long.iter().map(String::as_str)) {
             let mut out = Vec::new();
             write_json_str(s, &mut out);
-            assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), s);
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap());
         }
     }
 
