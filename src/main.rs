@@ -11,6 +11,7 @@ use binlog_tail::{commands, error, shutdown, sink};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 // mimalloc's option accessors (linked with the allocator; mimalloc.h v3).
+#[cfg(target_os = "linux")]
 extern "C" {
     fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
@@ -20,7 +21,8 @@ extern "C" {
 /// eager commit, 31 without. Set by a constructor that runs right after mimalloc's own
 /// (priority 101) and before the first allocation reserves an arena (`main` is too late: the
 /// runtime allocates before it). `MIMALLOC_ARENA_EAGER_COMMIT` set to anything but mimalloc's
-/// default (2) still decides.
+/// default (2) still decides. An ELF constructor: Linux only.
+#[cfg(target_os = "linux")]
 extern "C" fn lazy_arena_commit() {
     /// `mi_option_arena_eager_commit` in mimalloc.h (v3), and its default.
     const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
@@ -33,6 +35,7 @@ extern "C" fn lazy_arena_commit() {
     }
 }
 
+#[cfg(target_os = "linux")]
 #[used]
 #[link_section = ".init_array.00102"]
 static LAZY_ARENA_COMMIT: extern "C" fn() = lazy_arena_commit;
