@@ -201,7 +201,10 @@ pub fn write_position(file: &str, offset: u64, out: &mut Vec<u8>) {
 }
 
 fn write_image(table: &Table, image: Option<&RowImage>, out: &mut Vec<u8>) {
-    write_row(table, image, None, out, |_, value, out| out.extend_from_slice(value));
+    match image {
+        Some(image) if image.object => out.extend_from_slice(&image.json),
+        _ => write_row(table, image, None, out, |_, value, out| out.extend_from_slice(value)),
+    }
 }
 
 /// Appends `{"col":value,...}` for the image's present, kept columns, each value written from

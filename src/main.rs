@@ -10,6 +10,36 @@ use binlog_tail::{commands, error, shutdown, sink};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// mimalloc's option accessors (linked with the allocator; mimalloc.h v3).
+#[cfg(target_os = "linux")]
+extern "C" {
+    fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+/// Arenas committed as they are used, not whole up front: a snapshot's peak RSS was 49 MiB with
+/// eager commit, 31 without. Set by a constructor that runs right after mimalloc's own
+/// (priority 101) and before the first allocation reserves an arena (`main` is too late: the
+/// runtime allocates before it). `MIMALLOC_ARENA_EAGER_COMMIT` set to anything but mimalloc's
+/// default (2) still decides. An ELF constructor: Linux only.
+#[cfg(target_os = "linux")]
+extern "C" fn lazy_arena_commit() {
+    /// `mi_option_arena_eager_commit` in mimalloc.h (v3), and its default.
+    const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
+    const DEFAULT: std::ffi::c_long = 2;
+    // SAFETY: reads and sets a plain integer option of the allocator, which is initialized.
+    unsafe {
+        if mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT) == DEFAULT {
+            mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array.00102"]
+static LAZY_ARENA_COMMIT: extern "C" fn() = lazy_arena_commit;
+
 fn main() -> ExitCode {
     let cli = cli::parse();
     let log_format = cli.log_format;

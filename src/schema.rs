@@ -118,6 +118,9 @@ pub struct RowImage {
     pub json: Vec<u8>,
     /// Per table column: the span of its JSON value, or None when the image lacks the column.
     pub spans: Vec<Option<(u32, u32)>>,
+    /// `json` is the whole native object, `{"col":value,...}` of every column (none dropped),
+    /// the spans pointing at the values inside it: written out with one copy (snapshot reads).
+    pub object: bool,
 }
 
 impl Table {
@@ -157,7 +160,7 @@ impl RowImage {
     /// An image of every column from its JSON text, for unit tests.
     #[cfg(test)]
     pub fn from_json(values: &[&str]) -> RowImage {
-        let mut image = RowImage { json: Vec::new(), spans: Vec::new() };
+        let mut image = RowImage { json: Vec::new(), spans: Vec::new(), object: false };
         for v in values {
             let start = image.json.len() as u32;
             image.json.extend_from_slice(v.as_bytes());

@@ -92,6 +92,12 @@ impl TextEncoding {
                     .expect("buffer sized by encoded_len");
                 out.push(b'"');
             }
+            // Plain ASCII needing no escape, most text: valid as it is, one copy.
+            TextEncoding::Utf8 if bytes.iter().all(|&b| PLAIN_ASCII[usize::from(b)]) => {
+                out.push(b'"');
+                out.extend_from_slice(bytes);
+                out.push(b'"');
+            }
             TextEncoding::Utf8 => {
                 let s = std::str::from_utf8(bytes).map_err(|e| {
                     ValueError::Invalid(format!("text is not valid UTF-8 ({e}) although its column charset says so"))
@@ -159,28 +165,85 @@ pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
         out.push(b'"');
         return;
     };
+    if bytes.len() <= SHORT {
+        return escape_short(bytes, out);
+    }
+    // Escapes are two bytes, or six (`\u00XX`), pushed directly; the runs between them copied
+    // whole.
+    out.reserve(bytes.len() + 8);
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate().skip(first) {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => b"",
-            _ => continue,
-        };
+    let mut next = Some(first);
+    while let Some(i) = next {
         out.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
-        } else {
-            out.extend_from_slice(escape);
+        let b = bytes[i];
+        out.push(b'\\');
+        match b {
+            b'"' | b'\\' => out.push(b),
+            b'\n' => out.push(b'n'),
+            b'\r' => out.push(b'r'),
+            b'\t' => out.push(b't'),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+            }
         }
         start = i + 1;
+        next = bytes[start..].iter().position(|&b| NEEDS_ESCAPE[usize::from(b)]).map(|n| start + n);
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
+
+/// Strings up to this long are escaped on the stack (as short JSON documents in text columns,
+/// with a quote every few bytes): byte by byte, then one copy.
+const SHORT: usize = 64;
+
+/// `bytes` (at most `SHORT`) escaped, and the closing quote.
+fn escape_short(bytes: &[u8], out: &mut Vec<u8>) {
+    let mut buf = [0u8; SHORT * 6 + 1];
+    let mut n = 0;
+    for &b in bytes {
+        if !NEEDS_ESCAPE[usize::from(b)] {
+            buf[n] = b;
+            n += 1;
+            continue;
+        }
+        buf[n] = b'\\';
+        let escape = match b {
+            b'"' | b'\\' => b,
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                buf[n + 1..n + 6].copy_from_slice(&[
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 15)],
+                ]);
+                n += 6;
+                continue;
+            }
+        };
+        buf[n + 1] = escape;
+        n += 2;
+    }
+    buf[n] = b'"';
+    out.extend_from_slice(&buf[..=n]);
+}
+
+/// ASCII bytes a JSON string holds as they are.
+const PLAIN_ASCII: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x80 {
+        table[b] = !NEEDS_ESCAPE[b];
+        b += 1;
+    }
+    table
+};
 
 /// The bytes JSON strings escape: `"`, `\\` and the control characters.
 const NEEDS_ESCAPE: [bool; 256] = {
@@ -266,10 +329,13 @@ mod tests {
 
     #[test]
     fn escapes_like_serde_json() {
-        for s in ["plain", "quote \" backslash \\", "ctl \u{1} \n \t", "emoji 😀 ü"] {
+        let short = ["plain", "quote \" backslash \\", "ctl \u{1} \n \t \r \u{1f}", "emoji 😀 ü", "{\"k\": 1}"];
+        // Short strings are escaped on the stack, longer ones in runs: both the same bytes.
+        let long = short.map(|s| s.repeat(20));
+        for s in short.into_iter().chain(long.iter().map(String::as_str)) {
             let mut out = Vec::new();
             write_json_str(s, &mut out);
-            assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), s);
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap());
         }
     }
 

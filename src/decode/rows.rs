@@ -138,7 +138,7 @@ impl RowImage {
         let bit = |bits: &[u8], i: usize| bits[i / 8] & (1 << (i % 8)) != 0;
         let present_count = (0..n).filter(|&i| bit(present, i)).count();
         let nulls = cur.take(present_count.div_ceil(8))?;
-        let mut image = RowImage { json: Vec::with_capacity(16 * present_count), spans: vec![None; n] };
+        let mut image = RowImage { json: Vec::with_capacity(16 * present_count), spans: vec![None; n], object: false };
         let mut nth_present = 0;
         let mut nth_json = 0;
         for (i, col) in table.columns.iter().enumerate() {

@@ -500,13 +500,42 @@ fn read_frac(cur: &mut Cursor<'_>, fsp: u8) -> Result<u64, ValueError> {
 }
 
 /// `v` in decimal, zero-padded to `width` digits.
+/// `v` in decimal with at least `width` digits (zeros in front).
 fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
+    // Dates and times are fields of 2 and 4 digits: written whole, without a formatting buffer.
+    let two = |v: u64| [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8];
+    match width {
+        2 if v < 100 => return out.extend_from_slice(&two(v)),
+        4 if v < 10_000 => {
+            let ([a, b], [c, d]) = (two(v / 100), two(v % 100));
+            return out.extend_from_slice(&[a, b, c, d]);
+        }
+        // Fractions of a second, decimal digit groups.
+        1..=9 if v < 10u64.pow(width as u32) => {
+            let mut digits = [b'0'; 9];
+            let mut v = v;
+            for d in digits[9 - width..].iter_mut().rev() {
+                *d = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+            return out.extend_from_slice(&digits[9 - width..]);
+        }
+        _ => {}
+    }
     let mut buf = itoa::Buffer::new();
     let s = buf.format(v);
     for _ in s.len()..width {
         out.push(b'0');
     }
     out.extend_from_slice(s.as_bytes());
+}
+
+/// Fills `digits` with the last `digits.len()` decimal digits of `v`.
+fn put_digits(digits: &mut [u8], mut v: u64) {
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 fn write_date(out: &mut Vec<u8>, y: u64, m: u64, d: u64) {
@@ -552,6 +581,20 @@ pub fn write_time_value(out: &mut Vec<u8>, neg: bool, h: u64, m: u64, s: u64, mi
 
 /// `"YYYY-MM-DDTHH:MM:SS[.fff]"` with `fsp` fractional digits, and `Z` for UTC (TIMESTAMP).
 pub fn write_datetime(out: &mut Vec<u8>, ymd: (u64, u64, u64), hms: (u64, u64, u64), micros: u64, fsp: u8, utc: bool) {
+    // Every field within its width (always, but for a corrupt value): filled in on the stack.
+    if ymd.0 < 10_000 && ymd.1.max(ymd.2).max(hms.0).max(hms.1).max(hms.2) < 100 && micros < 1_000_000 && fsp <= 6 {
+        let mut text = *b"\"0000-00-00T00:00:00.000000";
+        for (at, width, v) in
+            [(1, 4, ymd.0), (6, 2, ymd.1), (9, 2, ymd.2), (12, 2, hms.0), (15, 2, hms.1), (18, 2, hms.2)]
+        {
+            put_digits(&mut text[at..at + width], v);
+        }
+        let frac = usize::from(fsp);
+        put_digits(&mut text[21..21 + frac], micros / 10u64.pow(6 - u32::from(fsp)));
+        out.extend_from_slice(&text[..if frac > 0 { 21 + frac } else { 20 }]);
+        out.extend_from_slice(if utc { b"Z\"" } else { b"\"" });
+        return;
+    }
     out.push(b'"');
     write_date(out, ymd.0, ymd.1, ymd.2);
     out.push(b'T');
@@ -654,6 +697,20 @@ mod tests {
         assert_eq!(format_utc(1_709_164_800), "2024-02-29T00:00:00Z");
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    #[test]
+    fn datetimes_render_whole_fields_and_fractions() {
+        let dt = |ymd, hms, micros, fsp, utc| {
+            let mut out = Vec::new();
+            write_datetime(&mut out, ymd, hms, micros, fsp, utc);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(dt((2026, 12, 7), (3, 9, 57), 771_097, 6, false), "\"2026-12-07T03:09:57.771097\"");
+        assert_eq!(dt((999, 1, 2), (23, 0, 5), 120_000, 2, true), "\"0999-01-02T23:00:05.12Z\"");
+        assert_eq!(dt((2024, 2, 29), (0, 0, 0), 0, 0, false), "\"2024-02-29T00:00:00\"");
+        // A field beyond its width (a corrupt value) is printed whole.
+        assert_eq!(dt((12345, 1, 1), (0, 0, 0), 5, 6, false), "\"12345-01-01T00:00:00.000005\"");
     }
 
     /// `[]` as binary JSON: a small array of no elements and 4 bytes.

@@ -13,10 +13,12 @@
 //!   index-only read of any view), and the chunk reads `WHERE key > last AND key <= bound` — every
 //!   row in that range, however many there are by then — so the next chunk can start at the bound
 //!   before this one is read. Ranges meet exactly at the bounds: no row is skipped or read twice.
+//! - Row images are recycled (`Spares`): those emitted come back to the readers, which write the
+//!   next rows into their buffers, so a snapshot allocates no memory per row once running.
 //! - Values are fetched with the binary protocol and `SET NAMES binary` (raw bytes in each
 //!   column's charset, decoded like the binlog's), TIMESTAMPs in UTC.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use mysql_async::prelude::Queryable;
@@ -46,6 +48,26 @@ pub struct TableSpec {
     /// collation (or exact type), so the comparison is the one `ORDER BY` uses.
     key_params: Vec<String>,
     select: String,
+}
+
+/// Row images already emitted, whose buffers the next chunks' rows are written into. Up to
+/// one chunk's worth is kept.
+#[derive(Clone, Default)]
+pub struct Spares(Arc<Mutex<Vec<RowImage>>>);
+
+impl Spares {
+    fn take(&self) -> Vec<RowImage> {
+        self.0.lock().map(|mut pool| std::mem::take(&mut *pool)).unwrap_or_default()
+    }
+
+    /// Keeps `images` for reuse, up to `limit` in all.
+    pub fn give(&self, images: &mut Vec<RowImage>, limit: usize) {
+        if let Ok(mut pool) = self.0.lock() {
+            let room = limit.saturating_sub(pool.len());
+            images.truncate(room);
+            pool.append(images);
+        }
+    }
 }
 
 /// Where a snapshot transaction's view sits in the binlog.
@@ -137,6 +159,7 @@ pub async fn read(
     after: Option<&[KeyValue]>,
     upto: Upto,
     limit: u64,
+    spares: &Spares,
 ) -> Result<Chunk> {
     let mut sql = spec.select.clone();
     let mut params = Vec::new();
@@ -164,19 +187,30 @@ pub async fn read(
         }
     }
     let mut result = conn.exec_iter(sql, Params::Positional(params)).await?;
-    let mut rows = Vec::new();
-    let mut last_values = None;
+    let mut rows = Vec::with_capacity(limit.min(1 << 16) as usize);
+    let mut last_row = None;
     let mut more = false;
+    let mut spare = spares.take();
+    // A new row's JSON is allocated at the size of the row before it: a table's rows are alike.
+    let mut size = 64;
+    let object = !spec.table.columns.iter().any(|c| c.dropped);
     while let Some(row) = result.next().await? {
         if keyed && matches!(upto, Upto::Limit) && rows.len() as u64 == limit {
             more = true;
             continue;
         }
-        let values = row.unwrap();
-        rows.push(image(&spec.table, &values)?);
-        last_values = Some(values);
+        let mut image = spare.pop().unwrap_or_else(|| RowImage {
+            json: Vec::with_capacity(size),
+            spans: Vec::with_capacity(row.len()),
+            object,
+        });
+        write_image(&spec.table, &row, object, &mut image)?;
+        size = image.json.len();
+        rows.push(image);
+        last_row = Some(row);
     }
     drop(result);
+    spares.give(&mut spare, limit as usize);
     conn.query_drop("COMMIT").await?;
     let last = !keyed
         || match upto {
@@ -187,7 +221,7 @@ pub async fn read(
     // A chunk up to a key covers the rows up to it, even if its last ones were deleted since.
     let last_key = match upto {
         Upto::Key(upto) if keyed => Some(upto),
-        _ => last_values.filter(|_| keyed).map(|v| spec.key.iter().map(|&k| key_value(&v[k])).collect()),
+        _ => last_row.filter(|_| keyed).map(|r| spec.key.iter().map(|&k| key_value(&r[k])).collect()),
     };
     Ok(Chunk { rows, table: spec.table.clone(), key: spec.key.clone(), last_key, last })
 }
@@ -240,16 +274,36 @@ fn tuple_clause(spec: &TableSpec, bound: &[KeyValue], cmp: Cmp, params: &mut Vec
     format!("{lead} AND ({})", alternatives.join(" OR "))
 }
 
-fn image(table: &Table, values: &[Value]) -> Result<RowImage> {
-    let mut json = Vec::with_capacity(128);
-    let mut spans = Vec::with_capacity(values.len());
-    for (column, value) in table.columns.iter().zip(values) {
+/// Writes the row into `image` (its buffers reused), with `object` (no column dropped) as the
+/// whole native object, so emitting it is one copy.
+fn write_image(table: &Table, row: &Row, object: bool, image: &mut RowImage) -> Result<()> {
+    if row.len() != table.columns.len() {
+        bail!(
+            "the server returned {} columns for the {} of `{}`.`{}`",
+            row.len(),
+            table.columns.len(),
+            table.db,
+            table.name
+        );
+    }
+    image.object = object;
+    let RowImage { json, spans, .. } = image;
+    json.clear();
+    spans.clear();
+    for (i, column) in table.columns.iter().enumerate() {
+        if object {
+            json.push(if i == 0 { b'{' } else { b',' });
+            json.extend_from_slice(&column.key_json);
+        }
         let start = json.len() as u32;
-        write_value(&column.kind, value, &mut json)
+        write_value(&column.kind, &row[i], json)
             .with_context(|| format!("column `{}` of `{}`.`{}`", column.name, table.db, table.name))?;
         spans.push(Some((start, json.len() as u32)));
     }
-    Ok(RowImage { json, spans })
+    if object {
+        json.push(b'}');
+    }
+    Ok(())
 }
 
 pub fn quote(name: &str) -> String {

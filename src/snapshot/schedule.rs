@@ -18,14 +18,14 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 use tokio::sync::oneshot::error::TryRecvError;
 
-use super::chunk::{self, BinlogPos, Chunk, TableSpec, Upto, SESSION_SETUP};
+use super::chunk::{self, BinlogPos, Chunk, Spares, TableSpec, Upto, SESSION_SETUP};
 use super::gtid_window::{self, ChunkWindow};
 use super::marks::Marks;
 use super::progress::{table_estimates, Report};
 use super::requests::Requests;
 use super::{plan, Method, Settings};
 use crate::error::Transient;
-use crate::event::{Change, Op};
+use crate::event::{Change, Op, SnapshotMark};
 use crate::filter::{Filter, TablePattern};
 use crate::gtid::GtidSet;
 use crate::position::{Flavor, KeyValue, Resume, SnapshotProgress};
@@ -111,6 +111,8 @@ pub struct Snapshot {
     /// the stream's) and their idle connections.
     readers: Runtime,
     idle: Vec<Conn>,
+    /// Emitted rows' images, for the readers to write the next rows into.
+    spares: Spares,
     /// Chunks in flight, in the order they are emitted.
     queue: VecDeque<Reading>,
     report: Report,
@@ -161,6 +163,7 @@ impl Snapshot {
             announced: None,
             readers,
             idle: Vec::new(),
+            spares: Spares::default(),
             queue: VecDeque::new(),
             report: Report::default(),
             instance: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
@@ -609,6 +612,7 @@ impl Snapshot {
             false => (None, End::Rows),
         };
         let name = [db.clone(), table.clone()];
+        let spares = self.spares.clone();
         let mut conn = self.connection()?;
         let read_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let (tx, rx) = oneshot::channel();
@@ -627,7 +631,7 @@ impl Snapshot {
                     let chunk = match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
                         Some(spec) => {
                             let upto = split(&mut conn, &spec, after.as_deref(), limit, end_tx).await?;
-                            Some(chunk::read(&mut conn, &spec, after.as_deref(), upto, limit).await?)
+                            Some(chunk::read(&mut conn, &spec, after.as_deref(), upto, limit, &spares).await?)
                         }
                         None => None,
                     };
@@ -648,7 +652,7 @@ impl Snapshot {
                     let chunk = match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
                         Some(spec) => {
                             let upto = split(&mut conn, &spec, after.as_deref(), limit, end_tx).await?;
-                            Some(chunk::read(&mut conn, &spec, after.as_deref(), upto, limit).await?)
+                            Some(chunk::read(&mut conn, &spec, after.as_deref(), upto, limit, &spares).await?)
                         }
                         None => None,
                     };
@@ -692,7 +696,7 @@ impl Snapshot {
                     bail!("`{db}`.`{table}` has lost its key since the snapshot began reading it in chunks");
                 }
                 let upto = split(&mut conn, &spec, after.as_deref(), limit, end_tx).await?;
-                chunk::read(&mut conn, &spec, after.as_deref(), upto, limit).await.map(Some)
+                chunk::read(&mut conn, &spec, after.as_deref(), upto, limit, &spares).await.map(Some)
             }
             .await;
             let _ = tx.send((conn, result));
@@ -715,29 +719,37 @@ impl Snapshot {
     ) -> Result<()> {
         let (flavor, server_id) = self.server;
         let count = chunk.rows.len() as u64;
+        let mut used = Vec::with_capacity(chunk.rows.len());
+        // One event, its row's fields set in turn: no reference counts touched per row.
+        let mut change = Change {
+            op: Op::Read,
+            table: chunk.table,
+            server_id,
+            thread: None,
+            flavor,
+            ts: read_at,
+            gtid,
+            file: at.file.clone(),
+            offset: at.offset,
+            xid: None,
+            row: 0,
+            commit: false,
+            snapshot: SnapshotMark::Stream,
+            before: None,
+            after: None,
+        };
         for (n, image) in chunk.rows.into_iter().enumerate() {
             if !self.count() {
                 break;
             }
-            let change = Change {
-                op: Op::Read,
-                table: chunk.table.clone(),
-                server_id,
-                thread: None,
-                flavor,
-                ts: read_at,
-                gtid: gtid.clone(),
-                file: at.file.clone(),
-                offset: at.offset,
-                xid: None,
-                row: n as u64,
-                commit: n as u64 + 1 == count,
-                snapshot: self.marks.of(n, count as usize, first, last),
-                before: None,
-                after: Some(image),
-            };
+            change.row = n as u64;
+            change.commit = n as u64 + 1 == count;
+            change.snapshot = self.marks.of(n, count as usize, first, last);
+            change.after = Some(image);
             sink.change(&change)?;
+            used.extend(change.after.take());
         }
+        self.spares.give(&mut used, self.settings.chunk_size as usize);
         Ok(())
     }
 
