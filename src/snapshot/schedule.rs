@@ -3,8 +3,9 @@
 //!
 //! Chunks in flight form one queue, started and emitted in the same order: the tables in the
 //! order of `SnapshotProgress::pending`, each table's chunks by key. Up to `parallelism` of them
-//! are read at once, each on its own connection and reader thread; the stream emits the front
-//! one when it is due, so the table being emitted is always the first pending one and its
+//! are read at once, each on its own connection and reader thread, and at least two are in
+//! flight (a chunk whose rows arrived gives its connection back), so the next chunk is read while
+//! the stream emits one; the stream emits the front one when it is due, so the table being emitted is always the first pending one and its
 //! progress (`after`) says exactly where the queue starts again after a restart.
 
 use std::collections::{HashSet, VecDeque};
@@ -45,8 +46,8 @@ struct Reading {
     read_at: u64,
     end: End,
     rows: oneshot::Receiver<ChunkResult>,
-    /// The result, when it arrived before the chunk was due.
-    got: Option<ChunkResult>,
+    /// The result, when it arrived before the chunk was due (its connection is idle again).
+    got: Option<Result<Option<Chunk>>>,
 }
 
 /// Where a chunk ends: the next chunk of its table starts after that.
@@ -62,10 +63,13 @@ enum End {
 }
 
 impl Reading {
-    /// Takes the rows and the end if they arrived.
-    fn poll(&mut self) {
+    /// Takes the rows and the end if they arrived; the reader's connection goes to `idle`.
+    fn poll(&mut self, idle: &mut Vec<Conn>) {
         if self.got.is_none() {
-            self.got = self.rows.try_recv().ok();
+            if let Ok((conn, result)) = self.rows.try_recv() {
+                idle.push(conn);
+                self.got = Some(result);
+            }
         }
         if let End::Finding(rx) = &mut self.end {
             match rx.try_recv() {
@@ -406,15 +410,13 @@ impl Snapshot {
             }
             self.fill(&here, gtids, shutdown)?;
             let Some(front) = self.queue.front_mut() else { return Ok(()) };
-            front.poll();
+            front.poll(&mut self.idle);
             let due = match &mut front.due {
                 Due::At(p) => here.at_or_after(&p.file, p.offset),
                 // A read that failed writes no high watermark: handle its error now.
-                Due::Window { closed, .. } => *closed || matches!(front.got, Some((_, Err(_)))),
+                Due::Window { closed, .. } => *closed || matches!(front.got, Some(Err(_))),
                 // Its place follows from `high`, read after the rows: wait for them, as at P.
-                Due::Gtids(window) => {
-                    front.got.is_none() || matches!(front.got, Some((_, Err(_)))) || window.closed(gtids)
-                }
+                Due::Gtids(window) => front.got.is_none() || matches!(front.got, Some(Err(_))) || window.closed(gtids),
             };
             if !due {
                 return Ok(());
@@ -425,8 +427,7 @@ impl Snapshot {
             }
             let Reading { table: [db, table], due, read_at, got, .. } = self.queue.pop_front().expect("checked above");
             debug_assert_eq!(self.progress.pending.first(), Some(&[db.clone(), table.clone()]), "emitted in order");
-            let (conn, result) = got.expect("checked above");
-            self.idle.push(conn);
+            let result = got.expect("checked above");
             let mut next = (*self.progress).clone();
             let chunk = match result {
                 Ok(Some(chunk)) => Some(chunk),
@@ -513,10 +514,17 @@ impl Snapshot {
         }
     }
 
-    /// Starts chunks, in order, while fewer than `parallelism` are in flight and it is known
-    /// where the next one starts.
+    /// Whether another chunk may start: fewer than `parallelism` are being read, and fewer than
+    /// `parallelism` (at least two) are in flight, so even one reader reads the next chunk while
+    /// the stream emits the one it read.
+    fn room(&self) -> bool {
+        let reading = self.queue.iter().filter(|r| r.got.is_none()).count();
+        reading < self.settings.parallelism && self.queue.len() < self.settings.parallelism.max(2)
+    }
+
+    /// Starts chunks, in order, while there is room and it is known where the next one starts.
     fn fill(&mut self, here: &BinlogPos, gtids: &Option<GtidSet>, shutdown: &Shutdown) -> Result<()> {
-        while self.queue.len() < self.settings.parallelism && !self.complete() && !shutdown.requested() {
+        while self.room() && !self.complete() && !shutdown.requested() {
             let Some((table, after)) = self.next_start() else { return Ok(()) };
             self.start(table, after, here, gtids)?;
         }
@@ -530,13 +538,13 @@ impl Snapshot {
         let Some(last) = self.queue.back_mut() else {
             return self.progress.pending.first().map(|t| (t.clone(), self.progress.after.clone()));
         };
-        last.poll();
+        last.poll(&mut self.idle);
         match (&last.end, &last.got) {
             (End::At(key), _) => return Some((last.table.clone(), Some(key.clone()))),
             // An error is handled when its chunk is the front one (which may read it all again).
-            (End::Finding(_), _) | (End::Rows, None | Some((_, Err(_)))) => return None,
-            (End::Rows, Some((_, Ok(Some(c))))) if !c.last => return Some((last.table.clone(), c.last_key.clone())),
-            (End::Last, _) | (End::Rows, Some((_, Ok(_)))) => {}
+            (End::Finding(_), _) | (End::Rows, None | Some(Err(_))) => return None,
+            (End::Rows, Some(Ok(Some(c)))) if !c.last => return Some((last.table.clone(), c.last_key.clone())),
+            (End::Last, _) | (End::Rows, Some(Ok(_))) => {}
         }
         let i = self.progress.pending.iter().position(|t| *t == last.table)?;
         self.progress.pending.get(i + 1).map(|t| (t.clone(), None))
@@ -549,7 +557,7 @@ impl Snapshot {
             Rows(std::result::Result<ChunkResult, oneshot::error::RecvError>),
             End(std::result::Result<Option<Vec<KeyValue>>, oneshot::error::RecvError>),
         }
-        let room = self.queue.len() < self.settings.parallelism;
+        let room = self.room();
         let mut readings = self.queue.iter_mut();
         let Reading { rows, got, end, .. } = readings.next().expect("called with a chunk in flight");
         let end = match readings.last() {
@@ -566,7 +574,11 @@ impl Snapshot {
             }
         });
         match woke {
-            Woke::Rows(r) => *got = Some(r.map_err(|_| anyhow!("the snapshot read was cancelled"))?),
+            Woke::Rows(r) => {
+                let (conn, result) = r.map_err(|_| anyhow!("the snapshot read was cancelled"))?;
+                self.idle.push(conn);
+                *got = Some(result);
+            }
             Woke::End(Ok(Some(key))) => *end = End::At(key),
             Woke::End(Ok(None)) => *end = End::Last,
             Woke::End(Err(_)) => *end = End::Rows,
