@@ -15,7 +15,8 @@
 //! - Per message, nothing is allocated here (buffers are reused; the order header's transaction
 //!   part is written once per transaction): what a message costs beyond that is librdkafka's, and
 //!   it grows with the headers (`--kafka-headers`).
-//! - After a restart, messages a partition already holds are not sent again (`dedupe`).
+//! - After a restart, messages a partition already holds are not sent again (`dedupe`), nor
+//!   are the snapshot reads it holds (`reads`).
 //! - After a stop request, waiting lasts while the brokers acknowledge: it ends once the shutdown
 //!   grace passed without an acknowledgement. What was not acknowledged then is not in the
 //!   position, and is sent again after a restart.
