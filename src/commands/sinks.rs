@@ -66,6 +66,7 @@ fn target(
             if new_stream {
                 kafka.new_stream();
             }
+            kafka.resume(saved)?;
             kafka.set_metrics(metrics.clone());
             Box::new(kafka)
         }

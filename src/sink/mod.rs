@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Change, Ddl};
 use crate::format::Part;
 use crate::outbox::Message;
-use crate::position::{Position, Resume, SnapshotProgress};
+use crate::position::{KeyValue, Position, Resume, SnapshotProgress};
 use crate::schema::Table;
 use crate::signal::Signal;
 
@@ -126,7 +126,7 @@ pub(crate) fn client_runtime(thread: &str, client: &str) -> Result<tokio::runtim
 }
 
 /// The last snapshot read a target holds, as a sink stores it with what it delivers (Redis: the
-/// marker; NATS: a header of the read; HTTP: the journal), as JSON.
+/// marker; NATS and Kafka: a header of the read; HTTP: the journal), as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastRead {
     /// `FILE:OFFSET` where its chunk sits in the stream.
@@ -140,6 +140,10 @@ pub struct LastRead {
     /// With `last`, once known: the hash of the snapshot progress its chunk's commit carried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     end: Option<String>,
+    /// Where its chunk starts: the progress's `after` as the commit before it left it (empty: at
+    /// its table's start). What tells it from the reads before a saved position (`after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from: Option<Vec<KeyValue>>,
 }
 
 impl LastRead {
@@ -151,6 +155,39 @@ impl LastRead {
     pub fn parse(text: &str) -> Option<LastRead> {
         serde_json::from_str(text).ok()
     }
+
+    /// Whether it comes after everything `saved` has read (its chunk starts where `saved` ends,
+    /// or later): None when that cannot be told (no `from`, keys that only the server orders).
+    /// `at`: its table's place in `saved`'s order.
+    fn after(&self, saved: &SnapshotProgress, at: usize) -> Option<bool> {
+        if at > 0 {
+            return Some(true);
+        }
+        match (self.from.as_deref()?, saved.after.as_deref()) {
+            (_, None) => Some(true),
+            ([], Some(_)) => Some(false),
+            (from, Some(after)) => Some(compare_keys(from, after)?.is_ge()),
+        }
+    }
+}
+
+/// The order of two chunk keys where it does not depend on the server's collation: integers.
+fn compare_keys(a: &[KeyValue], b: &[KeyValue]) -> Option<std::cmp::Ordering> {
+    if a.len() != b.len() {
+        return None;
+    }
+    let int = |v: &KeyValue| match v {
+        KeyValue::Int(n) => Some(i128::from(*n)),
+        KeyValue::Uint(n) => Some(i128::from(*n)),
+        _ => None,
+    };
+    for (x, y) in a.iter().zip(b) {
+        match int(x)?.cmp(&int(y)?) {
+            std::cmp::Ordering::Equal => continue,
+            other => return Some(other),
+        }
+    }
+    Some(std::cmp::Ordering::Equal)
 }
 
 /// A short stable hash of a snapshot's progress (`kafka::dedupe::stream_name`'s FNV-1a).
@@ -199,6 +236,17 @@ impl Reads {
     /// Continues from `saved` (the position the snapshot restarts from) and `held`, the record
     /// of the target's last read.
     pub(crate) fn resume(saved: Option<&Position>, held: Option<LastRead>) -> Reads {
+        Reads::resuming(saved, held, false)
+    }
+
+    /// `resume` for one part of a target that holds a prefix of what was sent to it (a Kafka
+    /// partition), `held` the record of its last message: that may come before `saved`, so only
+    /// a read known to come after it (`LastRead::after`) starts a skip, which ends as in `resume`.
+    pub(crate) fn resume_part(saved: Option<&Position>, held: Option<LastRead>) -> Reads {
+        Reads::resuming(saved, held, true)
+    }
+
+    fn resuming(saved: Option<&Position>, held: Option<LastRead>, part: bool) -> Reads {
         let progress = saved.and_then(|p| p.snapshot.clone()).map(Arc::new);
         let json = held.as_ref().map(LastRead::to_json);
         let mut reads = Reads { progress, last: held.clone(), json, ..Reads::default() };
@@ -215,6 +263,9 @@ impl Reads {
             return reads;
         }
         match (held.last, &held.end) {
+            // Known to come after the saved position: it comes again (its end may be unnamed).
+            _ if part && held.after(progress, at) == Some(true) => {}
+            _ if part => return reads,
             (true, Some(end)) if *end == progress_hash(progress) => return reads,
             (true, None) => {
                 tracing::warn!("the last snapshot read the target holds ended a chunk it does not name: replayed reads are sent again (a target may get some twice)");
@@ -248,7 +299,11 @@ impl Reads {
             }
         }
         let pos = format!("{}:{}", c.file, c.offset);
-        let last = LastRead { pos, db: t.db.to_string(), table: t.name.to_string(), key, last: c.commit, end: None };
+        let from =
+            self.progress.as_deref().filter(|p| p.pending.first().is_some_and(|f| f[0] == *t.db && f[1] == *t.name));
+        let from = from.map(|p| p.after.clone().unwrap_or_default());
+        let last =
+            LastRead { pos, db: t.db.to_string(), table: t.name.to_string(), key, last: c.commit, end: None, from };
         self.json = Some(last.to_json());
         self.last = Some(last);
         self.open = true;
@@ -288,6 +343,11 @@ impl Reads {
     /// `last` as JSON.
     pub(crate) fn record(&self) -> Option<&str> {
         self.json.as_deref()
+    }
+
+    /// A skip is still on.
+    pub(crate) fn skipping(&self) -> bool {
+        self.skip.is_some()
     }
 
     /// `record` while a snapshot runs (its progress has tables left).
@@ -405,6 +465,30 @@ mod tests {
         assert!(!reads.skipped(&read("t", 4, 100, true)));
         let unnamed = reads.last().cloned().unwrap();
         assert_eq!(skipped(&at_2, unnamed, &[("t", 3), ("t", 4)]), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn a_part_skips_only_up_to_a_read_known_to_come_after_the_saved_position() {
+        // A partition whose last read (row 5) is in a chunk after the saved one (up to row 2).
+        let at_2 = saved(100, progress(&["t", "u"], Some(2)));
+        let mut reads = Reads::resume_part(Some(&at_2), Some(delivered(5)));
+        let ids = [3, 4, 5, 6];
+        let skipped: Vec<_> = ids.into_iter().filter(|id| reads.skipped(&read("t", *id, 100, false))).collect();
+        assert_eq!(skipped, [3, 4, 5]);
+        // Its last read (row 3) in the saved chunk or before (up to row 4): it never comes again.
+        let at_4 = saved(100, progress(&["t", "u"], Some(4)));
+        assert!(!Reads::resume_part(Some(&at_4), Some(delivered(3))).skipping());
+        // The end of a chunk after the saved one, its commit unnamed: skipped up to it.
+        let mut reads = Reads::default();
+        reads.commit(&Resume {
+            snapshot: Some(Arc::new(progress(&["t", "u"], Some(2)))),
+            ..Resume::new(Arc::from("b.000001"), 100, None)
+        });
+        assert!(!reads.skipped(&read("t", 4, 100, true)));
+        assert!(Reads::resume_part(Some(&at_2), reads.last().cloned()).skipping());
+        // A record without `from` (an older binlog-tail's): nothing skipped.
+        let old = LastRead { from: None, ..delivered(5) };
+        assert!(!Reads::resume_part(Some(&at_2), Some(old)).skipping());
     }
 
     #[test]

@@ -29,7 +29,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::ClientConfig;
 
-use super::tail;
+use super::{reads, tail};
+use crate::sink::LastRead;
 use crate::text::Escaped;
 
 /// The header every message carries.
@@ -37,7 +38,7 @@ pub const HEADER: &str = "binlog_tail.seq";
 
 /// How far back a tail is searched for this stream's last message past other producers' ones
 /// (read in growing windows: most searches end within the last 64 messages).
-const LOOKBACK: i64 = 16_384;
+pub(super) const LOOKBACK: i64 = 16_384;
 
 /// Where a message stands in the binlog order of its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +252,21 @@ impl Tails {
         self.last.0.clear();
         self.last.0.push_str(topic);
         (self.last.1, self.last.2) = (partitions, done);
+    }
+
+    /// The record of the last snapshot read on each partition's last message of this stream
+    /// (`reads::last_reads`); None while Kafka cannot be reached.
+    pub fn last_reads(&mut self, topic: &str, partitions: i32) -> Result<Option<Vec<Option<LastRead>>>> {
+        if self.new {
+            return Ok(Some(vec![None; partitions as usize]));
+        }
+        match reads::last_reads(&self.consumer, &self.stream, topic, partitions) {
+            Ok(found) => Ok(Some(found)),
+            Err(e) => {
+                tracing::debug!("{e:#}");
+                Ok(None)
+            }
+        }
     }
 
     /// True when the partition already holds the message at `key`: it is skipped.

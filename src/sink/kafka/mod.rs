@@ -15,7 +15,8 @@
 //! - Per message, nothing is allocated here (buffers are reused; the order header's transaction
 //!   part is written once per transaction): what a message costs beyond that is librdkafka's, and
 //!   it grows with the headers (`--kafka-headers`).
-//! - After a restart, messages a partition already holds are not sent again (`dedupe`).
+//! - After a restart, messages a partition already holds are not sent again (`dedupe`), nor
+//!   are the snapshot reads it holds (`reads`).
 //! - After a stop request, waiting lasts while the brokers acknowledge: it ends once the shutdown
 //!   grace passed without an acknowledgement. What was not acknowledged then is not in the
 //!   position, and is sent again after a restart.
@@ -26,6 +27,7 @@
 pub mod config;
 pub mod dedupe;
 mod latency;
+mod reads;
 mod route;
 pub mod tail;
 
@@ -41,19 +43,20 @@ use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 
-use super::Sink;
+use super::{Reads, Sink};
 use crate::error::Restart;
 use crate::event::{push_origin, Change, Ddl, Op};
 use crate::format::Encoder;
 use crate::metrics::Metrics;
 use crate::outbox::Message;
-use crate::position::Resume;
+use crate::position::{Position, Resume};
 use crate::shutdown::Shutdown;
 use crate::text::Escaped;
 use config::{HeaderMode, KafkaSettings};
 use dedupe::{OrderKey, Partitioner, Tails};
 use latency::AckLatency;
-use route::Router;
+use reads::PartSkips;
+use route::{table_topic, Router};
 
 /// How often the same librdkafka error is logged again while it persists.
 const ERROR_REPEAT: Duration = Duration::from_secs(30);
@@ -239,6 +242,10 @@ pub struct KafkaSink {
     unserved: u32,
     /// Set with `--kafka-dedupe`: partitions are chosen here, and their tails read.
     dedupe: Option<(Partitioner, Tails)>,
+    /// With `dedupe`: the last snapshot read sent (its record goes on messages while a snapshot
+    /// runs), and the partitions that still skip replayed reads they hold (`reads`).
+    reads: Option<Reads>,
+    read_skips: PartSkips,
 }
 
 impl KafkaSink {
@@ -274,6 +281,8 @@ impl KafkaSink {
             false => None,
         };
         Ok(KafkaSink {
+            reads: settings.dedupe.then(Reads::default),
+            read_skips: PartSkips::default(),
             seq_origin: stream.len() + 1,
             seq_index: stream.len() + 1,
             seq: stream + "/",
@@ -302,6 +311,39 @@ impl KafkaSink {
         }
     }
 
+    /// Continues from `saved`: with `dedupe`, while its snapshot has tables to read, the
+    /// partitions of their topics skip the replayed reads they hold (`reads`).
+    pub fn resume(&mut self, saved: Option<&Position>) -> Result<()> {
+        if self.reads.is_none() {
+            return Ok(());
+        }
+        let pending = saved.and_then(|p| p.snapshot.as_ref()).map(|s| s.pending.clone()).unwrap_or_default();
+        let mut topics: Vec<String> = pending.iter().map(|[db, t]| table_topic(&self.settings, db, t)).collect();
+        topics.sort();
+        topics.dedup();
+        let mut found = Vec::new();
+        for topic in topics {
+            let partitions = self.while_unreachable(|tails| tails.partitions(&topic))?;
+            let held = self.while_unreachable(|tails| tails.last_reads(&topic, partitions))?;
+            found.extend(held.into_iter().enumerate().map(|(p, read)| (topic.clone(), p as i32, read)));
+        }
+        self.reads = Some(Reads::resume(saved, None));
+        self.read_skips = PartSkips::new(saved, found);
+        Ok(())
+    }
+
+    /// The partition a snapshot read goes to, when its key fixes it (`dedupe` is on).
+    fn read_partition(&mut self, change: &Change) -> Result<Option<(String, i32)>> {
+        let Some(&part) = self.encoder.parts(change).first() else { return Ok(None) };
+        self.router.route(&self.settings, &self.encoder, change, part);
+        let Some(key) = self.router.key().filter(|k| !k.is_empty()).map(<[u8]>::to_vec) else { return Ok(None) };
+        let topic = self.router.topic.clone();
+        let partitions = self.while_unreachable(|tails| tails.partitions(&topic))?;
+        let (partitioner, _) = self.dedupe.as_ref().expect("dedupe is on");
+        let p = partitioner.partition(Some(&key), &[], partitions);
+        Ok(Some((topic, p)))
+    }
+
     /// Counts messages in flight, acknowledgement latency and delivery errors for `/metrics`.
     pub fn set_metrics(&self, metrics: Metrics) {
         let _ = self.producer.context().metrics.set(metrics);
@@ -309,14 +351,15 @@ impl KafkaSink {
 
     /// Hands one message to the producer, waiting while its queue is full; with `dedupe`, skips
     /// it when its partition already holds it. `origin` writes the transaction's GTID or position
-    /// (asked for at its first message). A message without a value is a tombstone.
+    /// (asked for at its first message). A message without a value is a tombstone. `read`: it is
+    /// a snapshot read's.
     fn send(
         &mut self,
         topic: &str,
         key: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
         value: Option<&[u8]>,
-        origin: impl FnOnce(&mut String),
+        (origin, read): (impl FnOnce(&mut String), bool),
     ) -> Result<()> {
         if self.tx_index == 0 {
             self.seq.truncate(self.seq_origin);
@@ -351,13 +394,22 @@ impl KafkaSink {
             }
             partition = Some(p);
         }
+        let record = match &self.reads {
+            Some(reads) if read => reads.record(),
+            Some(reads) => reads.record_while_snapshotting(),
+            None => None,
+        };
         let headers = match self.settings.headers {
             HeaderMode::None => headers,
-            _ => Some(
-                headers
+            _ => {
+                let h = headers
                     .unwrap_or_else(|| OwnedHeaders::new_with_capacity(1))
-                    .insert(Header { key: dedupe::HEADER, value: Some(self.seq.as_str()) }),
-            ),
+                    .insert(Header { key: dedupe::HEADER, value: Some(self.seq.as_str()) });
+                Some(match record {
+                    Some(record) => h.insert(Header { key: reads::HEADER, value: Some(record) }),
+                    None => h,
+                })
+            }
         };
         let seq = self.inflight.back().expect("an open transaction").seq;
         let mut record = BaseRecord::with_opaque_to(topic, seq as usize);
@@ -540,8 +592,22 @@ impl Sink for KafkaSink {
                 change.offset
             )
         };
-        // Snapshot reads are never skipped: chunks of several tables can share a position, so
-        // their order cannot be told from it (an empty origin has no order key).
+        let read = change.op == Op::Read;
+        if self.reads.is_some() {
+            if !read {
+                self.read_skips.changed(change);
+            } else if !self.read_skips.is_empty() {
+                let to = self.read_partition(change).with_context(context)?;
+                if self.read_skips.skipped(change, to.as_ref().map(|(t, p)| (t.as_str(), *p))) {
+                    return Ok(());
+                }
+            }
+            if read {
+                self.reads.as_mut().expect("checked").skipped(change);
+            }
+        }
+        // Snapshot reads are not skipped by their order key: chunks of several tables can share a
+        // position, so their order cannot be told from it (an empty origin has no order key).
         let origin = |out: &mut String| {
             if change.op != Op::Read {
                 push_origin(out, change.gtid.as_deref(), &change.file, change.offset);
@@ -556,10 +622,10 @@ impl Sink for KafkaSink {
             let headers = router.change(&self.settings, &self.encoder, change, part, op);
             value.clear();
             self.encoder.write_value(change, part, &mut value);
-            sent = self.send(&router.topic, router.key(), headers, Some(&value), origin);
+            sent = self.send(&router.topic, router.key(), headers, Some(&value), (origin, read));
             if sent.is_ok() && router.key().is_some() && self.encoder.tombstone_after(change, part) {
                 let headers = router.change(&self.settings, &self.encoder, change, part, "tombstone");
-                sent = self.send(&router.topic, router.key(), headers, None, origin);
+                sent = self.send(&router.topic, router.key(), headers, None, (origin, read));
             }
             if sent.is_err() {
                 break;
@@ -576,7 +642,7 @@ impl Sink for KafkaSink {
         let mut value = Vec::new();
         ddl.write_json(&mut value);
         let origin = |out: &mut String| push_origin(out, ddl.gtid.as_deref(), &ddl.file, ddl.offset);
-        let sent = self.send(&router.topic, router.key(), headers, Some(&value), origin);
+        let sent = self.send(&router.topic, router.key(), headers, Some(&value), (origin, false));
         self.router = router;
         sent
     }
@@ -584,12 +650,16 @@ impl Sink for KafkaSink {
     fn message(&mut self, msg: &Message) -> Result<()> {
         let mut router = std::mem::take(&mut self.router);
         let headers = router.message(&self.settings, msg);
-        let sent = self.send(&router.topic, router.key(), headers, Some(&msg.value), |out| out.push_str(&msg.origin));
+        let origin = |out: &mut String| out.push_str(&msg.origin);
+        let sent = self.send(&router.topic, router.key(), headers, Some(&msg.value), (origin, false));
         self.router = router;
         sent
     }
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {
+        if let Some(reads) = &mut self.reads {
+            reads.commit(resume);
+        }
         let open = self.inflight.back_mut().expect("an open transaction");
         open.end = Some((resume.clone(), Instant::now()));
         self.tx_index = 0;
@@ -962,6 +1032,8 @@ mod tests {
         let keys = [r#"{"id":1}"#, r#"{"id":1}"#, r#"{"id":2}"#, r#"{"id":3}"#, "o-1"];
         let seqs = ["test/0-1-7/0", "test/0-1-7/1", "test/binlog.000001:300/0", "test//0", "test/0-1-10/0"];
         let ids = ["0-1-7/0", "0-1-7/1", "binlog.000001:300/0", r#"binlog.000001:300/shop.orders/{"id":3}/0"#];
+        // A snapshot read names itself (`reads`); no message outside a snapshot has the header.
+        let read = r#"{"pos":"binlog.000001:300","db":"shop","table":"orders","key":"{\"id\":3}","last":false}"#;
         let all = [
             h(&[
                 ("gtid", Some("0-1-7")),
@@ -998,6 +1070,7 @@ mod tests {
                 ("pos", Some("binlog.000001:300")),
                 ("id", Some(ids[3])),
                 ("binlog_tail.seq", Some(seqs[3])),
+                ("binlog_tail.read", Some(read)),
             ]),
             h(&[("type", Some("OrderCreated")), ("binlog_tail.seq", Some(seqs[4]))]),
         ];
@@ -1009,7 +1082,10 @@ mod tests {
             ("binlog_tail.seq", Some("test/0-1-9/0")),
         ]);
         let minimal: Vec<_> = (0..4)
-            .map(|i| h(&[("id", Some(ids[i])), ("binlog_tail.seq", Some(seqs[i]))]))
+            .map(|i| {
+                let record = ("binlog_tail.read", Some(read));
+                h(&[("id", Some(ids[i])), ("binlog_tail.seq", Some(seqs[i])), record][..if i == 3 { 3 } else { 2 }])
+            })
             .chain([all[4].clone()])
             .collect();
         let none: Vec<_> = (0..4).map(|_| vec![]).chain([h(&[("type", Some("OrderCreated"))])]).collect();

@@ -50,24 +50,8 @@ impl Router {
         part: Part,
         op: &str,
     ) -> Option<OwnedHeaders> {
+        self.route(settings, encoder, c, part);
         let t = &c.table;
-        if !self.topic_of.as_ref().is_some_and(|known| Arc::ptr_eq(known, t)) {
-            self.topic.clear();
-            self.topic.push_str(&settings.topic_prefix);
-            self.topic.push_str(&settings.topic.replace("{db}", &t.db).replace("{table}", &t.name));
-            self.topic_of = Some(t.clone());
-        }
-        self.key.clear();
-        self.has_key = match settings.key {
-            KeyMode::Pk => encoder.write_pk_key(c, part, &mut self.key),
-            KeyMode::None => false,
-            KeyMode::Table => {
-                self.key.extend_from_slice(t.db.as_bytes());
-                self.key.push(b'.');
-                self.key.extend_from_slice(t.name.as_bytes());
-                true
-            }
-        };
         if settings.headers == HeaderMode::None {
             return None;
         }
@@ -116,6 +100,27 @@ impl Router {
         })
     }
 
+    /// Sets the topic and key of a change's message (`part`).
+    pub fn route(&mut self, settings: &KafkaSettings, encoder: &Encoder, c: &Change, part: Part) {
+        let t = &c.table;
+        if !self.topic_of.as_ref().is_some_and(|known| Arc::ptr_eq(known, t)) {
+            self.topic.clear();
+            self.topic.push_str(&table_topic(settings, &t.db, &t.name));
+            self.topic_of = Some(t.clone());
+        }
+        self.key.clear();
+        self.has_key = match settings.key {
+            KeyMode::Pk => encoder.write_pk_key(c, part, &mut self.key),
+            KeyMode::None => false,
+            KeyMode::Table => {
+                self.key.extend_from_slice(t.db.as_bytes());
+                self.key.push(b'.');
+                self.key.extend_from_slice(t.name.as_bytes());
+                true
+            }
+        };
+    }
+
     pub fn ddl(&mut self, settings: &KafkaSettings, d: &Ddl) -> Option<OwnedHeaders> {
         self.set_topic(settings, &settings.ddl_topic);
         self.set_key(Some(d.db.as_bytes()));
@@ -162,6 +167,13 @@ impl Router {
         self.key.extend_from_slice(key.unwrap_or_default());
         self.has_key = key.is_some();
     }
+}
+
+/// The topic of a table's changes.
+pub fn table_topic(settings: &KafkaSettings, db: &str, table: &str) -> String {
+    let mut topic = settings.topic_prefix.clone();
+    topic.push_str(&settings.topic.replace("{db}", db).replace("{table}", table));
+    topic
 }
 
 /// A header list for `n` headers and the order header the sink appends (`dedupe::HEADER`).
