@@ -5,8 +5,9 @@
 //! order of `SnapshotProgress::pending`, each table's chunks by key. Up to `parallelism` of them
 //! are read at once, each on its own connection and reader thread, and at least two are in
 //! flight (a chunk whose rows arrived gives its connection back), so the next chunk is read while
-//! the stream emits one; the stream emits the front one when it is due, so the table being emitted is always the first pending one and its
-//! progress (`after`) says exactly where the queue starts again after a restart.
+//! the stream emits one. The stream emits the front one when it is due, so the table being
+//! emitted is always the first pending one and its progress (`after`) says exactly where the
+//! queue starts again after a restart.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -62,13 +63,18 @@ enum End {
     Rows,
 }
 
+/// A reader's answer: its connection is idle again, its result kept in `got` until emitted.
+fn arrived(got: &mut Option<Result<Option<Chunk>>>, (conn, result): ChunkResult, idle: &mut Vec<Conn>) {
+    idle.push(conn);
+    *got = Some(result);
+}
+
 impl Reading {
-    /// Takes the rows and the end if they arrived; the reader's connection goes to `idle`.
+    /// Takes the rows and the end if they arrived.
     fn poll(&mut self, idle: &mut Vec<Conn>) {
         if self.got.is_none() {
-            if let Ok((conn, result)) = self.rows.try_recv() {
-                idle.push(conn);
-                self.got = Some(result);
+            if let Ok(answer) = self.rows.try_recv() {
+                arrived(&mut self.got, answer, idle);
             }
         }
         if let End::Finding(rx) = &mut self.end {
@@ -574,11 +580,7 @@ impl Snapshot {
             }
         });
         match woke {
-            Woke::Rows(r) => {
-                let (conn, result) = r.map_err(|_| anyhow!("the snapshot read was cancelled"))?;
-                self.idle.push(conn);
-                *got = Some(result);
-            }
+            Woke::Rows(r) => arrived(got, r.map_err(|_| anyhow!("the snapshot read was cancelled"))?, &mut self.idle),
             Woke::End(Ok(Some(key))) => *end = End::At(key),
             Woke::End(Ok(None)) => *end = End::Last,
             Woke::End(Err(_)) => *end = End::Rows,
