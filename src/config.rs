@@ -217,7 +217,7 @@ fn default_stream_name(url: &str, emit: &EmitArgs) -> Result<String> {
     let opts = parse_url(url)?;
     let host: String =
         opts.ip_or_hostname().chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
-    let fingerprint = crate::sink::kafka::dedupe::stream_name(&format!("{host}:{}", opts.tcp_port()), &filters(emit));
+    let fingerprint = crate::sink::order::stream_name(&format!("{host}:{}", opts.tcp_port()), &filters(emit));
     Ok(format!("{host}-{}-{}", opts.tcp_port(), &fingerprint[..8]))
 }
 
@@ -275,7 +275,7 @@ pub fn redis_settings(args: RedisArgs) -> Result<RedisSettings> {
 }
 
 /// What decides which Kafka message is which, for the name of the deduplication stream
-/// (`dedupe::stream_name`): the filters, DDL events, the outbox and signal tables, the format and
+/// (`order::stream_name`): the filters, DDL events, the outbox and signal tables, the format and
 /// the routing. Written out field by field, never as a Debug text of a settings struct, so a
 /// setting added in a later version changes no existing stream's name (pinned by a test).
 fn message_identity(emit: &EmitArgs, decode: &Options, format: &FormatSettings, routing: &str) -> String {
@@ -556,7 +556,7 @@ mod tests {
             "include=[];exclude=[];ops=\"\";drop_column=[];emit_ddl=false;outbox=;signal_table=;format=native;\
              debezium_time=connect;debezium_name=db;debezium_tombstones=true;routing={db}.{table}||binlog_tail.ddl|Pk|"
         );
-        assert_eq!(crate::sink::kafka::dedupe::stream_name("id", &plain), "8f0d67d866056021");
+        assert_eq!(crate::sink::order::stream_name("id", &plain), "8f0d67d866056021");
         for other in
             [&["--format", "maxwell"][..], &["--include", "a"], &["--outbox", "a.o"], &["--kafka-key", "table"]]
         {

@@ -16,8 +16,9 @@ use crate::metrics::Metrics;
 use crate::position::Position;
 use crate::shutdown::Shutdown;
 use crate::sink::http::HttpSink;
-use crate::sink::kafka::{dedupe, KafkaSink};
+use crate::sink::kafka::KafkaSink;
 use crate::sink::nats::NatsSink;
+use crate::sink::order;
 use crate::sink::redis::RedisSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::Sink;
@@ -54,7 +55,7 @@ fn target(
     metrics: &Metrics,
 ) -> Result<Box<dyn Sink>> {
     let format = settings.format.clone();
-    let stream = dedupe::stream_name(stream_id, &settings.message_identity);
+    let stream = order::stream_name(stream_id, &settings.message_identity);
     // `StreamSettings::resolve` sets the settings of the chosen sink.
     let missing = || anyhow::anyhow!("no settings for --sink {:?}", settings.sink);
     let observed = Some(metrics.clone());

@@ -12,6 +12,7 @@ mod fault_test;
 pub mod http;
 pub mod kafka;
 pub mod nats;
+pub mod order;
 pub mod redis;
 pub mod stdout;
 
@@ -190,9 +191,9 @@ fn compare_keys(a: &[KeyValue], b: &[KeyValue]) -> Option<std::cmp::Ordering> {
     Some(std::cmp::Ordering::Equal)
 }
 
-/// A short stable hash of a snapshot's progress (`kafka::dedupe::stream_name`'s FNV-1a).
+/// A short stable hash of a snapshot's progress (`order::stream_name`'s FNV-1a).
 fn progress_hash(progress: &SnapshotProgress) -> String {
-    kafka::dedupe::stream_name("snapshot", &serde_json::to_string(progress).expect("plain fields"))
+    order::stream_name("snapshot", &serde_json::to_string(progress).expect("plain fields"))
 }
 
 /// Snapshot reads a target already holds, skipped when a restart reads them again.
@@ -256,7 +257,7 @@ impl Reads {
         let Some(at) = progress.pending.iter().position(|t| t[0] == held.db && t[1] == held.table) else {
             return reads;
         };
-        let order = |pos: &str| kafka::dedupe::OrderKey::new(pos, 0);
+        let order = |pos: &str| order::OrderKey::new(pos, 0);
         let saved_at = format!("{}:{}", saved.file, saved.offset);
         let after_saved = order(&held.pos).zip(order(&saved_at)).and_then(|(r, s)| r.compare(&s));
         if !after_saved.is_some_and(|o| o.is_ge()) {

@@ -21,7 +21,7 @@ use crate::sink::LastRead;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
-    /// The stream (`dedupe::stream_name`) whose batches these are.
+    /// The stream (`order::stream_name`) whose batches these are.
     pub stream: String,
     pub acked: Option<Acked>,
     pub in_flight: Option<InFlight>,

@@ -55,7 +55,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Message;
 use crate::position::{Position, Resume};
 use crate::shutdown::Shutdown;
-use crate::sink::kafka::dedupe::OrderKey;
+use crate::sink::order::OrderKey;
 use config::HttpSettings;
 use deliver::{Batch, Outcome};
 use journal::{Acked, InFlight, Journal, Place, State};

@@ -53,7 +53,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Message;
 use crate::position::{Position, Resume};
 use crate::shutdown::{Shutdown, Stopped};
-use crate::sink::kafka::dedupe::OrderKey;
+use crate::sink::order::OrderKey;
 use config::{covers, NatsSettings, CREATED_DUPLICATE_WINDOW};
 
 /// Messages waiting for their PubAck at most.

@@ -7,7 +7,7 @@
 //! every stream's ids to one server's binlog (a failover, `--resume-by file`, several GTID
 //! domains). The marker (a hash at `binlog_tail:delivered:<stream name>`) names the last batch
 //! applied and, per binlog series (GTID domain or source, or binlog file series), the order key
-//! (`sink::kafka::dedupe::OrderKey`) of the last entry delivered, written by the same atomic
+//! (`sink::order::OrderKey`) of the last entry delivered, written by the same atomic
 //! script as the batch's entries (`writer`). On start, each replayed entry at or before the
 //! marker is skipped, whatever position store is used and however old the saved position is.
 //!
@@ -58,7 +58,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Message;
 use crate::position::{Position, Resume};
 use crate::shutdown::{Shutdown, Stopped};
-use crate::sink::kafka::dedupe::OrderKey;
+use crate::sink::order::OrderKey;
 use batch::Batch;
 use config::RedisSettings;
 use writer::{Outcome, Writer};
