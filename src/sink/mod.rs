@@ -257,9 +257,9 @@ impl Reads {
         let Some(at) = progress.pending.iter().position(|t| t[0] == held.db && t[1] == held.table) else {
             return reads;
         };
-        let order = |pos: &str| order::OrderKey::new(pos, 0);
+        let key_at = |pos: &str| order::OrderKey::new(pos, 0);
         let saved_at = format!("{}:{}", saved.file, saved.offset);
-        let after_saved = order(&held.pos).zip(order(&saved_at)).and_then(|(r, s)| r.compare(&s));
+        let after_saved = key_at(&held.pos).zip(key_at(&saved_at)).and_then(|(r, s)| r.compare(&s));
         if !after_saved.is_some_and(|o| o.is_ge()) {
             return reads;
         }
