@@ -54,11 +54,17 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts (again) on the same port and files.
+    /// Starts (again) on the same port and files, and waits until the append-only file is
+    /// loaded: until then commands answer LOADING (a password-protected server answers NOAUTH,
+    /// which is as far as this wait can see).
     pub fn restart(&mut self) {
         let mut cmd = Command::new("redis-server");
         cmd.arg(self.server.dir().join("redis.conf")).stdout(self.server.log_file()).stderr(Stdio::null());
         self.server.start(cmd);
+        super::until("redis-server has loaded its append-only file", || {
+            let (Ok(answer) | Err(answer)) = self.try_cli(&["ping"]);
+            answer == "PONG" || answer.starts_with("NOAUTH")
+        });
     }
 
     /// Stops the server (SIGTERM: it writes its append-only file and exits) and waits for it.
@@ -68,13 +74,22 @@ impl Redis {
 
     /// One command with redis-cli (an independent client); its output.
     pub fn cli(&self, args: &[&str]) -> String {
+        self.try_cli(args).unwrap_or_else(|e| panic!("redis-cli {args:?}: {e}"))
+    }
+
+    /// One command with redis-cli: its output, or what it printed on failure.
+    fn try_cli(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
             .args(args)
             .output()
             .expect("redis-cli (scripts/install-deps installs redis-tools)");
-        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).trim().to_string();
+        if out.status.success() {
+            Ok(text(out.stdout))
+        } else {
+            Err(text(out.stderr))
+        }
     }
 
     /// Every entry of the streams matching `pattern`, key by key, each in stream order (redis-py).
