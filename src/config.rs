@@ -317,7 +317,9 @@ pub fn snapshot_settings(args: &SnapshotArgs, requests: bool) -> Result<Option<s
     let chunk_size = args.snapshot_chunk_size;
     let parallelism = match args.snapshot_parallelism {
         Some(n) => n as usize,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+        // The stream emits on a core of its own; a connection beyond the readers' cores would only
+        // make the server split tables ahead for rows converted no sooner.
+        None => std::thread::available_parallelism().map_or(1, |n| (n.get() - 1).clamp(1, 4)),
     };
     let keys = args.snapshot_key.iter().map(|k| KeyOverride::parse(k)).collect::<Result<_>>()?;
     if args.snapshot_method == Some(snapshot::Method::Watermark) && signal_table.is_none() {

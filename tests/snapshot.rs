@@ -744,6 +744,45 @@ fn sigterm_stops_at_a_chunk_boundary_and_the_restart_reads_every_row_once() {
     assert_eq!(resumed.iter().map(|e| e.op.as_str()).collect::<Vec<_>>(), ["insert"]);
 }
 
+/// Consecutive chunks are read in one snapshot transaction while it is fresh (one position query
+/// for many chunks), and no transaction is left open once the snapshot is done.
+#[test]
+fn chunks_share_a_snapshot_view_and_none_stays_open_after_the_snapshot() {
+    let server = MariaDb::start(&[]);
+    server.sql("CREATE DATABASE views; USE views; CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO t SELECT seq, 'x' FROM seq_1_to_20000;");
+    let status_queries = || -> u64 {
+        let out = server.sql("SHOW GLOBAL STATUS LIKE 'Com_show_status'");
+        out.split_whitespace().last().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{out}"))
+    };
+    let before = status_queries();
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let args = [
+        "--snapshot",
+        "initial",
+        "--snapshot-chunk-size",
+        "200",
+        "--snapshot-parallelism",
+        "1",
+        "--include",
+        "views.t",
+    ];
+    let stream = Stream::start(&server, &position, dir.path(), 0, &args);
+    let events = wait_for(std::slice::from_ref(&stream.stdout), "the whole table", |ev| ev.len() >= 20_000);
+    assert_eq!(events.len(), 20_000);
+    let open = || {
+        server.sql("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id IN (SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'repl')")
+    };
+    crate::util::until("binlog-tail has no transaction open after its snapshot", || open().trim() == "0");
+    // Still none a moment later, while the stream runs on.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(open().trim(), "0", "a transaction was opened again");
+    let queries = status_queries() - before;
+    assert!(stream.stop().success());
+    // 100 chunks, each in a transaction of its own, would ask for 100 positions.
+    assert!(queries < 50, "{queries} SHOW STATUS for 100 chunks: consecutive chunks did not share a view");
+}
+
 #[test]
 fn a_table_altered_during_its_snapshot_goes_on_with_its_new_columns() {
     let server = MariaDb::shared();

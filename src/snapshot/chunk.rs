@@ -2,9 +2,10 @@
 //! read is consistent with, and the rows after the last key, in key order.
 //!
 //! Invariants:
-//! - A chunk is read inside `START TRANSACTION WITH CONSISTENT SNAPSHOT`, and the position is the
-//!   transaction's `binlog_snapshot_file`/`binlog_snapshot_position` (MariaDB): the rows are
-//!   exactly the table as of that binlog position.
+//! - A chunk is read inside `START TRANSACTION WITH CONSISTENT SNAPSHOT` (one the chunk before
+//!   it on the connection may have been read in too), and the position is the transaction's
+//!   `binlog_snapshot_file`/`binlog_snapshot_position` (MariaDB): the rows are exactly the table
+//!   as of that binlog position.
 //! - Chunks follow the key in the server's own order: `WHERE key > last ORDER BY key LIMIT n`,
 //!   with `last` the key the server returned for the previous chunk's last row, bound back as the
 //!   same bytes under the column's own collation. Case- or accent-insensitive keys therefore
@@ -151,8 +152,8 @@ pub enum Upto {
     End,
 }
 
-/// Reads the rows after `after` (by key) up to `upto` inside the open snapshot transaction, then
-/// ends it.
+/// Reads the rows after `after` (by key) up to `upto` (inside the snapshot transaction, if one
+/// is open: it stays open).
 pub async fn read(
     conn: &mut Conn,
     spec: &TableSpec,
@@ -211,7 +212,6 @@ pub async fn read(
     }
     drop(result);
     spares.give(&mut spare, limit as usize);
-    conn.query_drop("COMMIT").await?;
     let last = !keyed
         || match upto {
             Upto::Limit => !more,
@@ -250,7 +250,8 @@ enum Cmp {
 }
 
 /// `(k1, k2) > (v1, v2)` as `k1 >= v1 AND (k1 > v1 OR (k1 = v1 AND k2 > v2))`, and `<=` alike:
-/// the same rows, in a form the range optimizer turns into an index range.
+/// the same rows, in a form the range optimizer turns into an index range. One column is just
+/// `k1 > v1` (the server evaluates every condition on every row it reads).
 fn tuple_clause(spec: &TableSpec, bound: &[KeyValue], cmp: Cmp, params: &mut Vec<Value>) -> String {
     let col = |i: usize| quote(&spec.table.columns[spec.key[i]].name);
     let mut bind = |i: usize| {
@@ -258,6 +259,13 @@ fn tuple_clause(spec: &TableSpec, bound: &[KeyValue], cmp: Cmp, params: &mut Vec
         spec.key_params[i].clone()
     };
     let n = spec.key.len();
+    if n == 1 {
+        let op = match cmp {
+            Cmp::After => ">",
+            Cmp::UpTo => "<=",
+        };
+        return format!("{} {op} {}", col(0), bind(0));
+    }
     // The leading column's range, the strict comparison, and the last column's (`<=` includes the bound).
     let (lead, strict, last) = match cmp {
         Cmp::After => (">=", ">", ">"),

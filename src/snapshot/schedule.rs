@@ -8,10 +8,16 @@
 //! the stream emits one. The stream emits the front one when it is due, so the table being
 //! emitted is always the first pending one and its progress (`after`) says exactly where the
 //! queue starts again after a restart.
+//!
+//! With the consistent method a reader keeps its snapshot transaction (`View`) open after a
+//! chunk, and the next chunk it reads is read in it while it is fresh and its position is not
+//! behind the newest chunk's or the stream's: positions stay in emission order, as with a new
+//! transaction per chunk. Views are ended once nothing is in flight.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use mysql_async::prelude::Queryable;
@@ -37,7 +43,27 @@ use crate::signal::{Signal, WINDOW_CLOSE, WINDOW_OPEN};
 use crate::sink::Sink;
 use crate::source::connection::connect;
 
-type ChunkResult = (Conn, Result<Option<Chunk>>);
+type ChunkResult = (Reader, Result<Option<Chunk>>);
+
+/// How long a reader's snapshot view serves further chunks: every chunk read in it is due at its
+/// one position, so the stream's events after that wait until the view is closed; and the server
+/// keeps old row versions while it is open.
+const VIEW_REUSE: Duration = Duration::from_millis(250);
+
+/// A snapshot connection, and (consistent method) the snapshot transaction it keeps open after a
+/// chunk, with the tables described in it: the next chunk may be read in the same view, which
+/// saves a new transaction's position query and the table's description. A table read in a
+/// transaction cannot be altered until it ends (a metadata lock), so its description holds.
+struct Reader {
+    conn: Conn,
+    view: Option<View>,
+}
+
+struct View {
+    at: BinlogPos,
+    began: Instant,
+    specs: HashMap<[String; 2], TableSpec>,
+}
 
 /// A chunk in flight: its table, where it belongs in the stream, where it ends, and its rows
 /// once read.
@@ -64,14 +90,14 @@ enum End {
 }
 
 /// A reader's answer: its connection is idle again, its result kept in `got` until emitted.
-fn arrived(got: &mut Option<Result<Option<Chunk>>>, (conn, result): ChunkResult, idle: &mut Vec<Conn>) {
-    idle.push(conn);
+fn arrived(got: &mut Option<Result<Option<Chunk>>>, (reader, result): ChunkResult, idle: &mut Vec<Reader>) {
+    idle.push(reader);
     *got = Some(result);
 }
 
 impl Reading {
     /// Takes the rows and the end if they arrived.
-    fn poll(&mut self, idle: &mut Vec<Conn>) {
+    fn poll(&mut self, idle: &mut Vec<Reader>) {
         if self.got.is_none() {
             if let Ok(answer) = self.rows.try_recv() {
                 arrived(&mut self.got, answer, idle);
@@ -120,7 +146,7 @@ pub struct Snapshot {
     /// The readers' own threads (one per chunk read at once, but no more than the cores besides
     /// the stream's) and their idle connections.
     readers: Runtime,
-    idle: Vec<Conn>,
+    idle: Vec<Reader>,
     /// Emitted rows' images, for the readers to write the next rows into.
     spares: Spares,
     /// Chunks in flight, in the order they are emitted.
@@ -412,10 +438,10 @@ impl Snapshot {
         self.take_requests(&Resume::new(file.clone(), offset, gtids.clone()), sink)?;
         loop {
             if self.complete() || shutdown.requested() {
-                return Ok(());
+                return self.close_views();
             }
             self.fill(&here, gtids, shutdown)?;
-            let Some(front) = self.queue.front_mut() else { return Ok(()) };
+            let Some(front) = self.queue.front_mut() else { return self.close_views() };
             front.poll(&mut self.idle);
             let due = match &mut front.due {
                 Due::At(p) => here.at_or_after(&p.file, p.offset),
@@ -588,10 +614,10 @@ impl Snapshot {
         Ok(())
     }
 
-    /// A snapshot connection, set up: an idle one, or a new one.
-    fn connection(&mut self) -> Result<Conn> {
-        if let Some(conn) = self.idle.pop() {
-            return Ok(conn);
+    /// A snapshot connection, set up: an idle one (its view still open), or a new one.
+    fn connection(&mut self) -> Result<Reader> {
+        if let Some(reader) = self.idle.pop() {
+            return Ok(reader);
         }
         self.readers.block_on(async {
             let mut conn = connect(&self.opts, Duration::ZERO).await?;
@@ -601,8 +627,19 @@ impl Snapshot {
             if self.report.estimates.is_none() {
                 self.report.estimates = Some(table_estimates(&mut conn).await?);
             }
-            Ok(conn)
+            Ok(Reader { conn, view: None })
         })
+    }
+
+    /// Ends the views idle connections keep open (nothing is read in them any more): the server
+    /// need not keep old row versions for them.
+    fn close_views(&mut self) -> Result<()> {
+        for reader in &mut self.idle {
+            if reader.view.take().is_some() {
+                self.readers.block_on(reader.conn.query_drop("COMMIT"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Starts reading the chunk of `db`.`table` after `after` in the background: with the
@@ -627,7 +664,7 @@ impl Snapshot {
         };
         let name = [db.clone(), table.clone()];
         let spares = self.spares.clone();
-        let mut conn = self.connection()?;
+        let Reader { mut conn, view } = self.connection()?;
         let read_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let (tx, rx) = oneshot::channel();
         if self.settings.method == Some(Method::Watermark) {
@@ -654,7 +691,7 @@ impl Snapshot {
                     Ok(chunk)
                 }
                 .await;
-                let _ = tx.send((conn, result));
+                let _ = tx.send((Reader { conn, view: None }, result));
             });
             self.queue.push_back(Reading { table: name, due, read_at, end, rows: rx, got: None });
             return Ok(());
@@ -674,7 +711,7 @@ impl Snapshot {
                     Ok(chunk)
                 }
                 .await;
-                let _ = tx.send((conn, result));
+                let _ = tx.send((Reader { conn, view: None }, result));
             });
             self.queue.push_back(Reading { table: name, due: Due::Gtids(window), read_at, end, rows: rx, got: None });
             return Ok(());
@@ -684,36 +721,52 @@ impl Snapshot {
             Some(Reading { due: Due::At(p), .. }) if p.at_or_after(&here.file, here.offset) => p.clone(),
             _ => here.clone(),
         };
-        let at = self.readers.block_on(async {
-            // A transaction can reach the binlog (and the stream) an instant before it becomes
-            // visible to new snapshots: a view older than what the stream has read is retried.
-            for attempt in 0.. {
-                let at = chunk::begin(&mut conn).await?;
-                if at.at_or_after(&floor.file, floor.offset) {
-                    return Ok::<_, anyhow::Error>(at);
-                }
-                conn.query_drop("ROLLBACK").await?;
-                if attempt == 1000 {
-                    bail!("the server's snapshot position {}:{} stays behind the binlog position {}:{} the stream has read", at.file, at.offset, floor.file, floor.offset);
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
+        // The connection's open view serves this chunk too if its position is still to come.
+        let kept = view.filter(|v| v.at.at_or_after(&floor.file, floor.offset) && v.began.elapsed() < VIEW_REUSE);
+        let mut view = match kept {
+            Some(view) => view,
+            None => {
+                let at = self.readers.block_on(async {
+                    // A transaction can reach the binlog (and the stream) an instant before it
+                    // becomes visible to new snapshots: a view older than what the stream has read
+                    // is retried. Starting one ends the connection's previous view.
+                    for attempt in 0.. {
+                        let at = chunk::begin(&mut conn).await?;
+                        if at.at_or_after(&floor.file, floor.offset) {
+                            return Ok::<_, anyhow::Error>(at);
+                        }
+                        conn.query_drop("ROLLBACK").await?;
+                        if attempt == 1000 {
+                            bail!("the server's snapshot position {}:{} stays behind the binlog position {}:{} the stream has read", at.file, at.offset, floor.file, floor.offset);
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    unreachable!("the loop returns or fails")
+                })?;
+                View { at, began: Instant::now(), specs: HashMap::new() }
             }
-            unreachable!("the loop returns or fails")
-        })?;
+        };
+        let at = view.at.clone();
+        let described = name.clone();
         self.readers.spawn(async move {
             let result = async {
-                let Some(spec) = chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? else {
-                    conn.query_drop("ROLLBACK").await?;
-                    return Ok(None);
+                let spec = match view.specs.entry(described) {
+                    Entry::Occupied(spec) => spec.into_mut(),
+                    Entry::Vacant(e) => match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
+                        Some(spec) => e.insert(spec),
+                        None => return Ok(None),
+                    },
                 };
                 if spec.key.is_empty() && after.is_some() {
                     bail!("`{db}`.`{table}` has lost its key since the snapshot began reading it in chunks");
                 }
-                let upto = split(&mut conn, &spec, after.as_deref(), limit, end_tx).await?;
-                chunk::read(&mut conn, &spec, after.as_deref(), upto, limit, &spares).await.map(Some)
+                let upto = split(&mut conn, spec, after.as_deref(), limit, end_tx).await?;
+                chunk::read(&mut conn, spec, after.as_deref(), upto, limit, &spares).await.map(Some)
             }
             .await;
-            let _ = tx.send((conn, result));
+            // After an error the transaction is in doubt: the next chunk starts a new one.
+            let view = result.is_ok().then_some(view);
+            let _ = tx.send((Reader { conn, view }, result));
         });
         self.queue.push_back(Reading { table: name, due: Due::At(at), read_at, end, rows: rx, got: None });
         Ok(())
