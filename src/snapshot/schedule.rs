@@ -438,10 +438,14 @@ impl Snapshot {
         self.take_requests(&Resume::new(file.clone(), offset, gtids.clone()), sink)?;
         loop {
             if self.complete() || shutdown.requested() {
-                return self.close_views();
+                self.close_views();
+                return Ok(());
             }
             self.fill(&here, gtids, shutdown)?;
-            let Some(front) = self.queue.front_mut() else { return self.close_views() };
+            let Some(front) = self.queue.front_mut() else {
+                self.close_views();
+                return Ok(());
+            };
             front.poll(&mut self.idle);
             let due = match &mut front.due {
                 Due::At(p) => here.at_or_after(&p.file, p.offset),
@@ -632,14 +636,13 @@ impl Snapshot {
     }
 
     /// Ends the views idle connections keep open (nothing is read in them any more): the server
-    /// need not keep old row versions for them.
-    fn close_views(&mut self) -> Result<()> {
-        for reader in &mut self.idle {
-            if reader.view.take().is_some() {
-                self.readers.block_on(reader.conn.query_drop("COMMIT"))?;
-            }
-        }
-        Ok(())
+    /// need not keep old row versions for them. A connection that cannot end its view is dropped,
+    /// which ends it too.
+    fn close_views(&mut self) {
+        let readers = &self.readers;
+        self.idle.retain_mut(|reader| {
+            reader.view.take().is_none() || readers.block_on(reader.conn.query_drop("COMMIT")).is_ok()
+        });
     }
 
     /// Starts reading the chunk of `db`.`table` after `after` in the background: with the
