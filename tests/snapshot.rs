@@ -783,6 +783,33 @@ fn chunks_share_a_snapshot_view_and_none_stays_open_after_the_snapshot() {
     assert!(queries < 50, "{queries} SHOW STATUS for 100 chunks: consecutive chunks did not share a view");
 }
 
+/// A server whose connections start with `autocommit=0` (here through `init_connect`, which
+/// applies to binlog-tail's user) still gets each watermark row committed on its own.
+#[test]
+fn watermarks_commit_on_a_server_whose_sessions_default_to_autocommit_off() {
+    let server = MariaDb::start(&["--init-connect=SET autocommit=0"]);
+    server.sql(
+        "CREATE DATABASE w; USE w; CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t SELECT seq, seq FROM seq_1_to_1000;
+         CREATE TABLE signals (id VARCHAR(42) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT);
+         GRANT INSERT, DELETE ON w.signals TO repl@'%';",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let position = dir.path().join("position.json");
+    let args = ["--snapshot", "initial", "--snapshot-method", "watermark", "--signal-table", "w.signals"];
+    let stream = Stream::start(
+        &server,
+        &position,
+        dir.path(),
+        0,
+        &[&args[..], &["--snapshot-chunk-size", "100", "--include", "w.t"]].concat(),
+    );
+    let events = wait_for(std::slice::from_ref(&stream.stdout), "the whole table", |ev| ev.len() >= 1000);
+    assert!(stream.stop().success());
+    let ids: Vec<i64> = events.iter().map(|e| e.pk.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, (1..=1000).collect::<Vec<_>>());
+    assert_eq!(server.sql("SELECT COUNT(*) FROM w.signals").trim(), "0", "every watermark row deleted, and committed");
+}
+
 #[test]
 fn a_table_altered_during_its_snapshot_goes_on_with_its_new_columns() {
     let server = MariaDb::shared();

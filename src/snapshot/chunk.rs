@@ -35,9 +35,14 @@ use crate::text::{write_json_str, TextEncoding};
 
 /// Settings every snapshot connection runs with. `SET NAMES binary` makes results raw bytes in
 /// each column's charset, and makes bound key values binary strings that `CAST(... CHARACTER SET
-/// cs)` relabels without converting.
-pub const SESSION_SETUP: [&str; 3] =
-    ["SET NAMES binary", "SET time_zone = '+00:00'", "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"];
+/// cs)` relabels without converting. Outside a snapshot transaction each statement commits on
+/// its own (a server whose default is `autocommit=0` would hold a watermark row back).
+pub const SESSION_SETUP: [&str; 4] = [
+    "SET NAMES binary",
+    "SET time_zone = '+00:00'",
+    "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    "SET autocommit = 1",
+];
 
 /// A table as a snapshot reads it: the event schema, and how its chunks are chosen.
 #[derive(Debug)]
