@@ -810,6 +810,49 @@ fn watermarks_commit_on_a_server_whose_sessions_default_to_autocommit_off() {
     assert_eq!(server.sql("SELECT COUNT(*) FROM w.signals").trim(), "0", "every watermark row deleted, and committed");
 }
 
+/// Chunks read side by side need to know where each ends before it is read. A dense integer key
+/// says so by arithmetic; any other key by an index read of the rows ahead, which reads every
+/// row a second time. The server's own count of index reads tells which happened.
+#[test]
+fn a_dense_integer_key_is_split_without_reading_the_rows_twice() {
+    let server = MariaDb::start(&[]);
+    server.sql(
+        "CREATE DATABASE split; USE split;
+         CREATE TABLE dense (id INT PRIMARY KEY, v INT); INSERT INTO dense SELECT seq, seq FROM seq_1_to_20000;
+         CREATE TABLE sparse (id INT PRIMARY KEY, v INT); INSERT INTO sparse SELECT seq * 10, seq FROM seq_1_to_20000;
+         ANALYZE TABLE dense, sparse;",
+    );
+    let index_reads = || -> u64 {
+        let out = server.sql("SHOW GLOBAL STATUS LIKE 'Handler_read_next'");
+        out.split_whitespace().last().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{out}"))
+    };
+    for (table, twice) in [("dense", false), ("sparse", true)] {
+        let before = index_reads();
+        let out = server.dump(&[
+            "--snapshot",
+            "initial",
+            "--include",
+            &format!("split.{table}"),
+            "--snapshot-parallelism",
+            "2",
+            "--snapshot-chunk-size",
+            "1000",
+        ]);
+        let reads = index_reads() - before;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let events = ok_events(&out);
+        let ids: Vec<i64> = events.iter().map(|e| e.pk.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+        let step = if twice { 10 } else { 1 };
+        assert_eq!(ids, (1..=20_000).map(|i| i * step).collect::<Vec<_>>(), "{table}: every row once, in key order");
+        match twice {
+            false => assert!(reads < 30_000, "{table}: {reads} index reads for 20,000 rows: split by reading ahead"),
+            true => {
+                assert!(reads >= 35_000, "{table}: {reads} index reads for 20,000 rows: not split by reading ahead")
+            }
+        }
+    }
+}
+
 #[test]
 fn a_table_altered_during_its_snapshot_goes_on_with_its_new_columns() {
     let server = MariaDb::shared();

@@ -54,6 +54,51 @@ pub struct TableSpec {
     /// collation (or exact type), so the comparison is the one `ORDER BY` uses.
     key_params: Vec<String>,
     select: String,
+    /// A one-column integer key's values, once looked at (`bound`): None before.
+    span: Option<Option<IntSpan>>,
+}
+
+/// The first and last values of a one-column integer key whose values are dense (the span of
+/// keys at most twice the table's estimated rows): a chunk can then end `limit` values on, found
+/// by arithmetic instead of an index read, and holds at most `limit` rows (the key is unique).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct IntSpan {
+    first: i128,
+    last: i128,
+    unsigned: bool,
+}
+
+impl IntSpan {
+    /// From MIN(key), MAX(key) and the estimated rows; None unless dense.
+    fn new(min: &Value, max: &Value, rows: u64) -> Option<IntSpan> {
+        let (first, last, unsigned) = match (min, max) {
+            (Value::Int(a), Value::Int(b)) => (i128::from(*a), i128::from(*b), false),
+            (Value::UInt(a), Value::UInt(b)) => (i128::from(*a), i128::from(*b), true),
+            _ => return None,
+        };
+        (last - first < 2 * i128::from(rows.max(1))).then_some(IntSpan { first, last, unsigned })
+    }
+
+    /// Where the chunk after `after` ends: `limit` key values on, or (None) the table's end; an
+    /// outer None if `after` is no key of this span's type.
+    fn bound(&self, after: Option<&[KeyValue]>, limit: u64) -> Option<Option<Vec<KeyValue>>> {
+        let start = match after {
+            None => self.first - 1,
+            Some([KeyValue::Int(v)]) if !self.unsigned => i128::from(*v),
+            Some([KeyValue::Uint(v)]) if self.unsigned => i128::from(*v),
+            Some(_) => return None,
+        };
+        let end = start + i128::from(limit);
+        if end >= self.last {
+            return Some(None);
+        }
+        // Between `first - 1` and `last`: within the key's own type.
+        let key = match self.unsigned {
+            true => KeyValue::Uint(u64::try_from(end).ok()?),
+            false => KeyValue::Int(i64::try_from(end).ok()?),
+        };
+        Some(Some(vec![key]))
+    }
 }
 
 /// Row images already emitted, whose buffers the next chunks' rows are written into. Up to
@@ -122,15 +167,21 @@ pub async fn begin(conn: &mut Conn) -> Result<BinlogPos> {
     Ok(BinlogPos { file: Arc::from(file.as_str()), offset })
 }
 
-/// The key `limit` rows after `after` (an index-only read), so a chunk up to it can be read
-/// while the next one is; None if no more than `limit` rows are left: the chunk after `after` is
-/// the table's tail.
+/// Where a chunk after `after` ends so that it can be read while the next one is: `limit` values
+/// on for a dense integer key (`IntSpan`), else the key `limit` rows on (an index read); None if
+/// no more than `limit` rows are left: the chunk after `after` is the table's tail.
 pub async fn bound(
     conn: &mut Conn,
-    spec: &TableSpec,
+    spec: &mut TableSpec,
     after: Option<&[KeyValue]>,
     limit: u64,
 ) -> Result<Option<Vec<KeyValue>>> {
+    if spec.span.is_none() {
+        spec.span = Some(int_span(conn, spec).await?);
+    }
+    if let Some(bound) = spec.span.flatten().and_then(|span| span.bound(after, limit)) {
+        return Ok(bound);
+    }
     let columns = spec.key.iter().map(|&k| quote(&spec.table.columns[k].name)).collect::<Vec<_>>().join(", ");
     let mut params = Vec::new();
     let mut sql = format!("SELECT {columns} FROM {}.{}", quote(&spec.table.db), quote(&spec.table.name));
@@ -145,6 +196,29 @@ pub async fn bound(
         2 => rows.into_iter().next().map(|row| row.unwrap().iter().map(key_value).collect()),
         _ => None,
     })
+}
+
+/// The span of a one-column integer key, if dense, as the connection sees the table now (in a
+/// snapshot transaction: as every chunk read in it does).
+async fn int_span(conn: &mut Conn, spec: &TableSpec) -> Result<Option<IntSpan>> {
+    let [k] = spec.key[..] else { return Ok(None) };
+    if !matches!(spec.table.columns[k].kind, Kind::Int { .. }) {
+        return Ok(None);
+    }
+    let (db, name) = (&spec.table.db, &spec.table.name);
+    let column = quote(&spec.table.columns[k].name);
+    let row: Option<(Value, Value, Option<u64>)> = conn
+        .exec_first(
+            format!(
+                "SELECT MIN({column}), MAX({column}), (SELECT TABLE_ROWS FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?) FROM {}.{}",
+                quote(db),
+                quote(name)
+            ),
+            (db, name),
+        )
+        .await?;
+    Ok(row.and_then(|(min, max, rows)| IntSpan::new(&min, &max, rows.unwrap_or(0))))
 }
 
 /// Where a chunk's rows end.
@@ -441,7 +515,7 @@ pub async fn describe(
         looked_up: true,
         outbox: None,
     };
-    Ok(Some(TableSpec { table: Arc::new(table), key, key_params, select }))
+    Ok(Some(TableSpec { table: Arc::new(table), key, key_params, select, span: None }))
 }
 
 /// The `--snapshot-key` columns of `db`.`name`, checked: they exist, are NOT NULL, and include
@@ -524,6 +598,28 @@ fn kind_of(c: &ColumnRow) -> Result<Kind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dense_integer_keys_split_by_arithmetic_and_sparse_ones_do_not() {
+        // 1..=1000 in 900 rows (some deleted): dense; the first chunk ends at 100, the next ones
+        // 100 values on, and the one whose end reaches the last key is the tail.
+        let span = IntSpan::new(&Value::Int(1), &Value::Int(1000), 900).unwrap();
+        assert_eq!(span.bound(None, 100), Some(Some(vec![KeyValue::Int(100)])));
+        assert_eq!(span.bound(Some(&[KeyValue::Int(100)]), 100), Some(Some(vec![KeyValue::Int(200)])));
+        assert_eq!(span.bound(Some(&[KeyValue::Int(899)]), 100), Some(Some(vec![KeyValue::Int(999)])));
+        assert_eq!(span.bound(Some(&[KeyValue::Int(900)]), 100), Some(None));
+        // A key of another type (a saved one from before an ALTER): not for this span.
+        assert_eq!(span.bound(Some(&[KeyValue::Uint(100)]), 100), None);
+        // Keys spread over more than twice the rows: an index read finds the bounds.
+        assert_eq!(IntSpan::new(&Value::Int(1), &Value::Int(1000), 400), None);
+        assert_eq!(IntSpan::new(&Value::NULL, &Value::NULL, 0), None);
+        // Unsigned keys up to u64::MAX, negative signed ones: within their types.
+        let top = IntSpan::new(&Value::UInt(u64::MAX - 250), &Value::UInt(u64::MAX), 251).unwrap();
+        assert_eq!(top.bound(None, 100), Some(Some(vec![KeyValue::Uint(u64::MAX - 151)])));
+        assert_eq!(top.bound(Some(&[KeyValue::Uint(u64::MAX - 60)]), 100), Some(None));
+        let low = IntSpan::new(&Value::Int(i64::MIN), &Value::Int(i64::MIN + 999), 1000).unwrap();
+        assert_eq!(low.bound(None, 10), Some(Some(vec![KeyValue::Int(i64::MIN + 9)])));
+    }
 
     #[test]
     fn binlog_positions_order_by_file_sequence_then_offset() {

@@ -683,8 +683,8 @@ impl Snapshot {
                     let mark = format!("INSERT INTO {signals} (id, type, data) VALUES (?, ?, NULL)");
                     conn.exec_drop(&mark, (&low, WINDOW_OPEN)).await?;
                     let chunk = match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
-                        Some(spec) => {
-                            let upto = split(&mut conn, &spec, after.as_deref(), limit, end_tx).await?;
+                        Some(mut spec) => {
+                            let upto = split(&mut conn, &mut spec, after.as_deref(), limit, end_tx).await?;
                             Some(chunk::read(&mut conn, &spec, after.as_deref(), upto, limit, &spares).await?)
                         }
                         None => None,
@@ -704,8 +704,8 @@ impl Snapshot {
             self.readers.spawn(async move {
                 let result = async {
                     let chunk = match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
-                        Some(spec) => {
-                            let upto = split(&mut conn, &spec, after.as_deref(), limit, end_tx).await?;
+                        Some(mut spec) => {
+                            let upto = split(&mut conn, &mut spec, after.as_deref(), limit, end_tx).await?;
                             Some(chunk::read(&mut conn, &spec, after.as_deref(), upto, limit, &spares).await?)
                         }
                         None => None,
@@ -842,7 +842,7 @@ impl Snapshot {
 /// before it is read, so the next chunk (of this table, or the next one) can start meanwhile.
 async fn split(
     conn: &mut Conn,
-    spec: &TableSpec,
+    spec: &mut TableSpec,
     after: Option<&[KeyValue]>,
     limit: u64,
     end: Option<oneshot::Sender<Option<Vec<KeyValue>>>>,
