@@ -181,14 +181,44 @@ pub fn push_origin(out: &mut String, gtid: Option<&str>, file: &str, offset: u64
     }
 }
 
-/// `,"ts":...,"gtid":...,"pos":"FILE:OFFSET"`: where an event came from.
+/// `,"ts":...,"gtid":...,"pos":"FILE:OFFSET"`: where an event came from. The rows of one rows
+/// event (and the reads of one chunk) share it: the last one written on this thread is kept as
+/// text and copied while it is the same.
 fn write_origin(out: &mut Vec<u8>, ts: u64, gtid: Option<&str>, file: &str, offset: u64) {
-    out.extend_from_slice(b",\"ts\":");
-    out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
-    out.extend_from_slice(b",\"gtid\":");
-    write_json_opt_str(gtid, out);
-    out.extend_from_slice(b",\"pos\":");
-    write_position(file, offset, out);
+    LAST_ORIGIN.with_borrow_mut(|last| {
+        let same = !last.json.is_empty()
+            && (last.ts, last.offset, last.file.as_str(), last.gtid.as_deref()) == (ts, offset, file, gtid);
+        if !same {
+            last.ts = ts;
+            last.offset = offset;
+            last.file.clear();
+            last.file.push_str(file);
+            last.gtid = gtid.map(str::to_string);
+            let json = &mut last.json;
+            json.clear();
+            json.extend_from_slice(b",\"ts\":");
+            json.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+            json.extend_from_slice(b",\"gtid\":");
+            write_json_opt_str(gtid, json);
+            json.extend_from_slice(b",\"pos\":");
+            write_position(file, offset, json);
+        }
+        out.extend_from_slice(&last.json);
+    });
+}
+
+/// The origin `write_origin` wrote last, and its text.
+#[derive(Default)]
+struct LastOrigin {
+    ts: u64,
+    offset: u64,
+    file: String,
+    gtid: Option<String>,
+    json: Vec<u8>,
+}
+
+thread_local! {
+    static LAST_ORIGIN: std::cell::RefCell<LastOrigin> = std::cell::RefCell::default();
 }
 
 /// `"FILE:OFFSET"` as a JSON string.
