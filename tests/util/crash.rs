@@ -42,15 +42,21 @@ impl Crash {
 
     /// Writes the workload (`per_batch` transactions, then `pause`) while `kills` runs with `args`
     /// are each SIGKILLed 0.3 to 1 s in; in the middle one, `outage` takes the sink's server away
-    /// and back once that run streams. Returns when the workload is written.
+    /// and back once that run streams. The workload's second half starts as the outage does, so
+    /// the run has rows to deliver while the server is away on any machine (the halves follow
+    /// each other: the counters' updates stay in order). Returns when the workload is written.
     pub fn kill_runs(&self, args: &[String], per_batch: usize, pause: Duration, mut outage: impl FnMut(&Stream)) {
-        let writer = write_in_batches(self.server.port, &counter_workload(0..self.txs), per_batch, pause);
+        let half = self.txs / 2;
+        let write = |txs| write_in_batches(self.server.port, &counter_workload(txs), per_batch, pause);
+        let mut first = Some(write(0..half));
+        let mut second = None;
         let mut rng = XorShift(0x9e3779b97f4a7c15u64);
         for n in 0..self.kills {
             let mut run = Stream::spawn(&self.server, self.dir.path(), n, &as_strs(args));
             if n == self.kills / 2 {
                 run.wait_streaming();
-                std::thread::sleep(Duration::from_millis(300));
+                first.take().expect("one outage").join().unwrap();
+                second = Some(write(half..self.txs));
                 outage(&run);
                 assert!(run.child.try_wait().unwrap().is_none(), "binlog-tail exited in the outage: {}", run.log());
             }
@@ -58,7 +64,10 @@ impl Crash {
             run.signal("-KILL");
             run.wait();
         }
-        writer.join().unwrap();
+        if let Some(first) = first {
+            first.join().unwrap();
+        }
+        second.unwrap_or_else(|| write(half..self.txs)).join().unwrap();
     }
 
     /// The run after the SIGKILLed ones, left running to deliver the rest.
