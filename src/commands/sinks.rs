@@ -2,7 +2,7 @@
 //! deduplication stream, each with the encoder of the chosen format, and behind the lease's fence
 //! when the position is kept in Kafka.
 
-use std::io::{self, BufWriter, StdoutLock};
+use std::io::{self, StdoutLock};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -23,9 +23,9 @@ use crate::sink::redis::RedisSink;
 use crate::sink::stdout::StdoutSink;
 use crate::sink::Sink;
 
-/// JSON lines on stdout, buffered.
-pub fn stdout(format: FormatSettings) -> StdoutSink<BufWriter<StdoutLock<'static>>> {
-    StdoutSink::new(BufWriter::with_capacity(256 * 1024, io::stdout().lock()), Encoder::new(format))
+/// JSON lines on stdout (the sink buffers them).
+pub fn stdout(format: FormatSettings) -> StdoutSink<StdoutLock<'static>> {
+    StdoutSink::new(io::stdout().lock(), Encoder::new(format))
 }
 
 /// The sink of `stream`, for a term on the position of `stream_id` kept in `store`, which held

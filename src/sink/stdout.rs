@@ -1,5 +1,5 @@
-//! One JSON object per line on stdout, through a buffer flushed at transaction ends (when the
-//! buffer is large) and at exit. A closed pipe (`| head`) is reported as `Closed`, which `dump`
+//! One JSON object per line on stdout, rendered straight into one buffer that is written out
+//! whenever it holds `FLUSH_AT` bytes, and at every acknowledgement and exit. A closed pipe (`| head`) is reported as `Closed`, which `dump`
 //! turns into a quiet exit 0 and `stream` into an error (its reader is gone).
 //!
 //! Invariants: a transaction is acknowledged only once its lines were written and flushed without
@@ -27,8 +27,8 @@ pub struct Closed;
 pub struct StdoutSink<W: Write> {
     out: W,
     encoder: Encoder,
-    line: Vec<u8>,
-    buffered: usize,
+    /// Lines not written to `out` yet (each rendered here in place: one copy per line).
+    buf: Vec<u8>,
     last_commit: Option<Resume>,
 }
 
@@ -36,7 +36,7 @@ const FLUSH_AT: usize = 256 * 1024;
 
 impl<W: Write> StdoutSink<W> {
     pub fn new(out: W, encoder: Encoder) -> Self {
-        StdoutSink { out, encoder, line: Vec::with_capacity(4096), buffered: 0, last_commit: None }
+        StdoutSink { out, encoder, buf: Vec::with_capacity(FLUSH_AT + 4096), last_commit: None }
     }
 
     fn io(&mut self, r: io::Result<()>) -> Result<()> {
@@ -50,12 +50,42 @@ impl<W: Write> StdoutSink<W> {
 
 impl<W: Write> StdoutSink<W> {
     fn line(&mut self, render: impl FnOnce(&mut Encoder, &mut Vec<u8>)) -> Result<()> {
-        self.line.clear();
-        render(&mut self.encoder, &mut self.line);
-        self.line.push(b'\n');
-        self.buffered += self.line.len();
-        let r = self.out.write_all(&self.line);
+        render(&mut self.encoder, &mut self.buf);
+        self.buf.push(b'\n');
+        if self.buf.len() >= FLUSH_AT {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered lines; what a failed write left stays buffered, so a retried flush
+    /// fails again rather than acknowledging lines never written.
+    fn write_out(&mut self) -> Result<()> {
+        let mut written = 0;
+        let mut r = Ok(());
+        while written < self.buf.len() {
+            match self.out.write(&self.buf[written..]) {
+                Ok(0) => r = Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => r = Err(e),
+            }
+            if r.is_err() {
+                break;
+            }
+        }
+        self.buf.drain(..written);
         self.io(r)
+    }
+}
+
+/// Lines still buffered are written when the sink goes, as a `BufWriter` would: a run that ends
+/// on an error still prints what came before it.
+impl<W: Write> Drop for StdoutSink<W> {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let _ = self.out.write_all(&self.buf).and_then(|()| self.out.flush());
+        }
     }
 }
 
@@ -78,9 +108,6 @@ impl<W: Write> Sink for StdoutSink<W> {
 
     fn commit(&mut self, resume: &Resume) -> Result<()> {
         self.last_commit = Some(resume.clone());
-        if self.buffered >= FLUSH_AT {
-            self.flush()?;
-        }
         Ok(())
     }
 
@@ -91,7 +118,7 @@ impl<W: Write> Sink for StdoutSink<W> {
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.buffered = 0;
+        self.write_out()?;
         let r = self.out.flush();
         self.io(r)
     }
