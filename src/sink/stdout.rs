@@ -1,6 +1,7 @@
 //! One JSON object per line on stdout, rendered straight into one buffer that is written out
-//! whenever it holds `FLUSH_AT` bytes, and at every acknowledgement and exit. A closed pipe (`| head`) is reported as `Closed`, which `dump`
-//! turns into a quiet exit 0 and `stream` into an error (its reader is gone).
+//! whenever it holds `FLUSH_AT` bytes, and at every acknowledgement and exit. A closed pipe
+//! (`| head`) is reported as `Closed`, which `dump` turns into a quiet exit 0 and `stream` into an
+//! error (its reader is gone).
 //!
 //! Invariants: a transaction is acknowledged only once its lines were written and flushed without
 //! error; every write or flush error is an error of the run, never ignored. `stream` refuses a

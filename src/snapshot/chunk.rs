@@ -338,18 +338,14 @@ fn tuple_clause(spec: &TableSpec, bound: &[KeyValue], cmp: Cmp, params: &mut Vec
         spec.key_params[i].clone()
     };
     let n = spec.key.len();
-    if n == 1 {
-        let op = match cmp {
-            Cmp::After => ">",
-            Cmp::UpTo => "<=",
-        };
-        return format!("{} {op} {}", col(0), bind(0));
-    }
     // The leading column's range, the strict comparison, and the last column's (`<=` includes the bound).
     let (lead, strict, last) = match cmp {
         Cmp::After => (">=", ">", ">"),
         Cmp::UpTo => ("<=", "<", "<="),
     };
+    if n == 1 {
+        return format!("{} {last} {}", col(0), bind(0));
+    }
     // Parameters bind in the order their placeholders appear.
     let lead = format!("{} {lead} {}", col(0), bind(0));
     let mut alternatives = Vec::new();
