@@ -11,6 +11,11 @@ use serde_json::Value;
 
 use crate::util::{in_db, ok_events, read_events, root, sql_at, Event, MariaDb, Stream, TableLock, XorShift};
 
+/// The `id` key column of each event, in order.
+fn pk_ids<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<i64> {
+    events.into_iter().map(|e| e.pk.as_ref().unwrap()["id"].as_i64().unwrap()).collect()
+}
+
 /// The raw JSON text of each line's `after` (the last field), keyed by the row's `id`.
 fn raw_afters(stdout: &[u8], op: &str) -> BTreeMap<i64, String> {
     let mut out = BTreeMap::new();
@@ -731,7 +736,7 @@ fn sigterm_stops_at_a_chunk_boundary_and_the_restart_reads_every_row_once() {
     let second = Stream::start(server, &position, dir.path(), 1, &args);
     let events = wait_for(&files, "the rest of the table", |ev| ev.len() >= 30_000);
     assert!(second.stop().success());
-    let ids: Vec<i64> = events.iter().map(|e| e.pk.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+    let ids = pk_ids(&events);
     assert_eq!(ids, (1..=30_000).collect::<Vec<_>>(), "every row once, in key order, across the restart");
 
     // A completed snapshot is not taken again: the stream just resumes.
@@ -750,10 +755,7 @@ fn sigterm_stops_at_a_chunk_boundary_and_the_restart_reads_every_row_once() {
 fn chunks_share_a_snapshot_view_and_none_stays_open_after_the_snapshot() {
     let server = MariaDb::start(&[]);
     server.sql("CREATE DATABASE views; USE views; CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO t SELECT seq, 'x' FROM seq_1_to_20000;");
-    let status_queries = || -> u64 {
-        let out = server.sql("SHOW GLOBAL STATUS LIKE 'Com_show_status'");
-        out.split_whitespace().last().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{out}"))
-    };
+    let status_queries = || server.global_status("Com_show_status");
     let before = status_queries();
     let dir = tempfile::tempdir().unwrap();
     let position = dir.path().join("position.json");
@@ -805,7 +807,7 @@ fn watermarks_commit_on_a_server_whose_sessions_default_to_autocommit_off() {
     );
     let events = wait_for(std::slice::from_ref(&stream.stdout), "the whole table", |ev| ev.len() >= 1000);
     assert!(stream.stop().success());
-    let ids: Vec<i64> = events.iter().map(|e| e.pk.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+    let ids = pk_ids(&events);
     assert_eq!(ids, (1..=1000).collect::<Vec<_>>());
     assert_eq!(server.sql("SELECT COUNT(*) FROM w.signals").trim(), "0", "every watermark row deleted, and committed");
 }
@@ -822,10 +824,7 @@ fn a_dense_integer_key_is_split_without_reading_the_rows_twice() {
          CREATE TABLE sparse (id INT PRIMARY KEY, v INT); INSERT INTO sparse SELECT seq * 10, seq FROM seq_1_to_20000;
          ANALYZE TABLE dense, sparse;",
     );
-    let index_reads = || -> u64 {
-        let out = server.sql("SHOW GLOBAL STATUS LIKE 'Handler_read_next'");
-        out.split_whitespace().last().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{out}"))
-    };
+    let index_reads = || server.global_status("Handler_read_next");
     for (table, twice) in [("dense", false), ("sparse", true)] {
         let before = index_reads();
         let out = server.dump(&[
@@ -841,7 +840,7 @@ fn a_dense_integer_key_is_split_without_reading_the_rows_twice() {
         let reads = index_reads() - before;
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let events = ok_events(&out);
-        let ids: Vec<i64> = events.iter().map(|e| e.pk.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+        let ids = pk_ids(&events);
         let step = if twice { 10 } else { 1 };
         assert_eq!(ids, (1..=20_000).map(|i| i * step).collect::<Vec<_>>(), "{table}: every row once, in key order");
         match twice {
@@ -866,7 +865,7 @@ fn a_table_altered_during_its_snapshot_goes_on_with_its_new_columns() {
         &format!("ALTER TABLE {db}.b ADD COLUMN extra INT NOT NULL DEFAULT 7"),
         ("the whole table", |ev| ev.iter().any(|e| e.pk.as_ref().is_some_and(|k| k["id"] == 400))),
     );
-    let ids: Vec<i64> = events.iter().map(|e| e.pk.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+    let ids = pk_ids(&events);
     assert_eq!(ids, (1..=400).collect::<Vec<_>>(), "every row once, in order");
     let with_extra = events
         .iter()
@@ -920,9 +919,7 @@ fn a_snapshot_key_that_is_nullable_or_not_unique_is_refused() {
     // Columns that hold a unique index's are a good key: every row once, in key order.
     let args = snapshot("dup=g,id");
     let events = in_db(ok_events(&server.dump(&args.iter().map(String::as_str).collect::<Vec<_>>())), &db);
-    let ids = |table: &str| -> Vec<i64> {
-        events.iter().filter(|e| e.table == table).map(|e| e.pk.as_ref().unwrap()["id"].as_i64().unwrap()).collect()
-    };
+    let ids = |table: &str| pk_ids(events.iter().filter(|e| e.table == table));
     assert_eq!(ids("dup"), (1..=30).collect::<Vec<_>>());
     assert_eq!(ids("nul"), [1, 2, 3, 4, 5]);
 }
@@ -1046,7 +1043,7 @@ fn limit_counts_read_events() {
     let db = server.fresh_db("snap_limit");
     server.sql(&format!("USE {db}; CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t SELECT seq FROM seq_1_to_500;"));
     let events = ok_events(&server.dump(&["--snapshot", "initial", "--include", &db, "--limit", "3"]));
-    let ids: Vec<i64> = events.iter().map(|e| e.pk.as_ref().unwrap()["id"].as_i64().unwrap()).collect();
+    let ids = pk_ids(&events);
     assert_eq!(ids, [1, 2, 3]);
 }
 

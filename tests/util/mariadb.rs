@@ -74,6 +74,12 @@ impl MariaDb {
         self.sql("SELECT @@gtid_binlog_pos")
     }
 
+    /// A server-wide counter of `SHOW GLOBAL STATUS` (e.g. `Handler_read_next`).
+    pub fn global_status(&self, name: &str) -> u64 {
+        let out = self.sql(&format!("SHOW GLOBAL STATUS LIKE '{name}'"));
+        out.split_whitespace().last().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{out}"))
+    }
+
     /// `binlog-tail dump --url` with the replication user's password in MYSQL_PWD.
     pub fn dump(&self, args: &[&str]) -> Output {
         binlog_tail()
