@@ -93,7 +93,7 @@ impl TextEncoding {
                 out.push(b'"');
             }
             // Plain ASCII needing no escape, most text: valid as it is, one copy.
-            TextEncoding::Utf8 if bytes.iter().all(|&b| PLAIN_ASCII[usize::from(b)]) => {
+            TextEncoding::Utf8 if plain_run(bytes, 0, true) == bytes.len() => {
                 out.push(b'"');
                 out.extend_from_slice(bytes);
                 out.push(b'"');
@@ -159,12 +159,13 @@ pub fn write_json_opt_str(s: Option<&str>, out: &mut Vec<u8>) {
 pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let bytes = s.as_bytes();
-    // Most strings need no escape: one table lookup per byte finds that, then one copy.
-    let Some(first) = bytes.iter().position(|&b| NEEDS_ESCAPE[usize::from(b)]) else {
+    // Most strings need no escape: found 8 bytes at a time, then one copy.
+    let first = plain_run(bytes, 0, false);
+    if first == bytes.len() {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
-    };
+    }
     if bytes.len() <= SHORT {
         return escape_short(bytes, out);
     }
@@ -172,33 +173,22 @@ pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
     // whole.
     out.reserve(bytes.len() + 8);
     let mut start = 0;
-    let mut next = Some(first);
-    while let Some(i) = next {
+    let mut i = first;
+    while i < bytes.len() {
         out.extend_from_slice(&bytes[start..i]);
-        let b = bytes[i];
-        out.push(b'\\');
-        match b {
-            b'"' | b'\\' => out.push(b),
-            b'\n' => out.push(b'n'),
-            b'\r' => out.push(b'r'),
-            b'\t' => out.push(b't'),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(&[b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-            }
-        }
+        push_escape(bytes[i], out);
         start = i + 1;
-        next = bytes[start..].iter().position(|&b| NEEDS_ESCAPE[usize::from(b)]).map(|n| start + n);
+        i = plain_run(bytes, start, false);
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
 
 /// Strings up to this long are escaped on the stack (as short JSON documents in text columns,
-/// with a quote every few bytes): byte by byte, then one copy.
+/// with a quote every few bytes), then copied once.
 const SHORT: usize = 64;
 
-/// `bytes` (at most `SHORT`) escaped, and the closing quote.
+/// `bytes` (at most `SHORT`) escaped, and the closing quote: byte by byte, then one copy.
 fn escape_short(bytes: &[u8], out: &mut Vec<u8>) {
     let mut buf = [0u8; SHORT * 6 + 1];
     let mut n = 0;
@@ -208,42 +198,13 @@ fn escape_short(bytes: &[u8], out: &mut Vec<u8>) {
             n += 1;
             continue;
         }
-        buf[n] = b'\\';
-        let escape = match b {
-            b'"' | b'\\' => b,
-            b'\n' => b'n',
-            b'\r' => b'r',
-            b'\t' => b't',
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                buf[n + 1..n + 6].copy_from_slice(&[
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 15)],
-                ]);
-                n += 6;
-                continue;
-            }
-        };
-        buf[n + 1] = escape;
-        n += 2;
+        let (escape, len) = escape_of(b);
+        buf[n..n + 6].copy_from_slice(&escape);
+        n += len;
     }
     buf[n] = b'"';
     out.extend_from_slice(&buf[..=n]);
 }
-
-/// ASCII bytes a JSON string holds as they are.
-const PLAIN_ASCII: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 0x80 {
-        table[b] = !NEEDS_ESCAPE[b];
-        b += 1;
-    }
-    table
-};
 
 /// The bytes JSON strings escape: `"`, `\\` and the control characters.
 const NEEDS_ESCAPE: [bool; 256] = {
@@ -257,6 +218,72 @@ const NEEDS_ESCAPE: [bool; 256] = {
     table[b'\\' as usize] = true;
     table
 };
+
+fn push_escape(b: u8, out: &mut Vec<u8>) {
+    let (escape, len) = escape_of(b);
+    out.extend_from_slice(&escape[..len]);
+}
+
+/// The JSON escape of a byte that needs one (`\"`, `\\`, `\n`, `\r`, `\t` or `\u00XX`), and
+/// its length.
+fn escape_of(b: u8) -> ([u8; 6], usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let short = |c: u8| ([b'\\', c, 0, 0, 0, 0], 2);
+    match b {
+        b'"' | b'\\' => short(b),
+        b'\n' => short(b'n'),
+        b'\r' => short(b'r'),
+        b'\t' => short(b't'),
+        _ => ([b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]], 6),
+    }
+}
+
+/// The index of the first byte at or after `from` that JSON escapes (or, with `non_ascii`, that
+/// is not ASCII), or `bytes.len()`.
+fn plain_run(bytes: &[u8], from: usize, non_ascii: bool) -> usize {
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let bits = escape_bits(u64::from_le_bytes(chunk.try_into().expect("8 bytes")), non_ascii);
+        if bits != 0 {
+            return i + first_flagged(bits);
+        }
+        i += 8;
+    }
+    let tail = bytes.len() - i;
+    (i + first_flagged(escape_bits(load_word(bytes, i), non_ascii))).min(i + tail)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `word` (little-endian) that JSON escapes: `"`, `\\` and those
+/// below 0x20; with `non_ascii`, also of those from 0x80. A borrow can set bits above the lowest
+/// one, never below it: the lowest is exact, so is whether there is one.
+fn escape_bits(word: u64, non_ascii: bool) -> u64 {
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x;
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
+    let high = if non_ascii { word } else { 0 };
+    (control | quote | backslash | high) & HIGH
+}
+
+/// The byte index of the lowest flag of `escape_bits`, 8 for none.
+fn first_flagged(bits: u64) -> usize {
+    (bits.trailing_zeros() / 8) as usize
+}
+
+/// The 8 bytes from `at`, past the end filled with spaces (which need no escape).
+fn load_word(bytes: &[u8], at: usize) -> u64 {
+    if let Some(whole) = bytes.get(at..at + 8) {
+        return u64::from_le_bytes(whole.try_into().expect("8 bytes"));
+    }
+    let mut word = [b' '; 8];
+    for (w, &b) in word.iter_mut().zip(&bytes[at.min(bytes.len())..]) {
+        *w = b;
+    }
+    u64::from_le_bytes(word)
+}
 
 /// Shows a name from binlog bytes or the server with control characters escaped as Rust writes
 /// them (`\n`, `\t`, `\u{1b}`), backslashes doubled so an escape cannot be faked, and the
@@ -337,6 +364,26 @@ mod tests {
             write_json_str(s, &mut out);
             assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap());
         }
+    }
+
+    #[test]
+    fn every_byte_at_every_offset_escapes_like_serde_json() {
+        // Each byte class the word-at-a-time scan tells apart, at each offset of short and long
+        // strings (so in a word, in its tail, and after a borrow from a flagged byte below it).
+        let specials = ["\u{0}", "\u{1f}", " ", "\"", "\\", "#", "[", "]", "\u{7f}", "\u{80}", "é", "😀", "\n"];
+        for len in [1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 100] {
+            for at in 0..len {
+                for (a, b) in specials.iter().flat_map(|a| specials.iter().map(move |b| (a, b))) {
+                    let s = format!("{}{a}{b}{}", "x".repeat(at), "y".repeat(len - at));
+                    let mut out = Vec::new();
+                    write_json_str(&s, &mut out);
+                    assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&s).unwrap(), "{s:?}");
+                    assert_eq!(json(TextEncoding::Utf8, s.as_bytes()), serde_json::to_string(&s).unwrap(), "{s:?}");
+                }
+            }
+        }
+        // Invalid UTF-8 after a plain ASCII run is still refused.
+        assert!(TextEncoding::Utf8.write_json(b"plain ascii text then \xc3(", &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -530,13 +530,31 @@ fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Fills `digits` with the last `digits.len()` decimal digits of `v`.
+/// Fills `digits` with the last `digits.len()` decimal digits of `v`, two at a time.
 fn put_digits(digits: &mut [u8], mut v: u64) {
-    for d in digits.iter_mut().rev() {
-        *d = b'0' + (v % 10) as u8;
-        v /= 10;
+    let mut end = digits.len();
+    while end >= 2 {
+        let pair = (v % 100) as usize * 2;
+        digits[end - 2..end].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        v /= 100;
+        end -= 2;
+    }
+    if end == 1 {
+        digits[0] = b'0' + (v % 10) as u8;
     }
 }
+
+/// "00", "01", ... "99".
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut n = 0;
+    while n < 100 {
+        pairs[2 * n] = b'0' + (n / 10) as u8;
+        pairs[2 * n + 1] = b'0' + (n % 10) as u8;
+        n += 1;
+    }
+    pairs
+};
 
 fn write_date(out: &mut Vec<u8>, y: u64, m: u64, d: u64) {
     push_padded(out, y, 4);
@@ -589,8 +607,9 @@ pub fn write_datetime(out: &mut Vec<u8>, ymd: (u64, u64, u64), hms: (u64, u64, u
         {
             put_digits(&mut text[at..at + width], v);
         }
+        // The first `fsp` of the six digits of `micros`: its value truncated to `fsp` digits.
         let frac = usize::from(fsp);
-        put_digits(&mut text[21..21 + frac], micros / 10u64.pow(6 - u32::from(fsp)));
+        put_digits(&mut text[21..27], micros);
         out.extend_from_slice(&text[..if frac > 0 { 21 + frac } else { 20 }]);
         out.extend_from_slice(if utc { b"Z\"" } else { b"\"" });
         return;
