@@ -857,16 +857,18 @@ fn a_table_altered_during_its_snapshot_goes_on_with_its_new_columns() {
     let server = MariaDb::shared();
     let db = server.fresh_db("snap_alter");
     server.sql(&format!(
-        "USE {db}; CREATE TABLE b (id INT PRIMARY KEY, v INT); INSERT INTO b SELECT seq, seq FROM seq_1_to_400;"
+        "USE {db}; CREATE TABLE b (id INT PRIMARY KEY, v INT); INSERT INTO b SELECT seq, seq FROM seq_1_to_3000;"
     ));
+    // 3,000 one-row chunks: the ALTER (which waits for the snapshot view reading the table,
+    // up to 250 ms) lands mid-table however fast the chunks are read.
     let (events, _) = mid_snapshot(
         server,
         &db,
         &format!("ALTER TABLE {db}.b ADD COLUMN extra INT NOT NULL DEFAULT 7"),
-        ("the whole table", |ev| ev.iter().any(|e| e.pk.as_ref().is_some_and(|k| k["id"] == 400))),
+        ("the whole table", |ev| ev.iter().any(|e| e.pk.as_ref().is_some_and(|k| k["id"] == 3000))),
     );
     let ids = pk_ids(&events);
-    assert_eq!(ids, (1..=400).collect::<Vec<_>>(), "every row once, in order");
+    assert_eq!(ids, (1..=3000).collect::<Vec<_>>(), "every row once, in order");
     let with_extra = events
         .iter()
         .position(|e| e.after.as_ref().unwrap().contains_key("extra"))

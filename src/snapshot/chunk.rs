@@ -17,7 +17,8 @@
 //! - Row images are recycled (`Spares`): those emitted come back to the readers, which write the
 //!   next rows into their buffers, so a snapshot allocates no memory per row once running.
 //! - Values are fetched with the binary protocol and `SET NAMES binary` (raw bytes in each
-//!   column's charset, decoded like the binlog's), TIMESTAMPs in UTC.
+//!   column's charset, decoded like the binlog's), TIMESTAMPs in UTC, and written as JSON
+//!   straight from each row packet (`QueryResult::next_raw`, vendor/mysql_async/PATCHES.md).
 
 use std::sync::{Arc, Mutex};
 
@@ -25,7 +26,7 @@ use anyhow::{bail, Context, Result};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Row, Value};
 
-use super::values::{key_value, sql_value, write_value};
+use super::values::{key_value, read_binary_row, sql_value, write_value};
 use crate::decode::table::primary_key;
 use crate::error::Usage;
 use crate::filter::Filter;
@@ -50,6 +51,8 @@ pub struct TableSpec {
     pub table: Arc<Table>,
     /// Chunk key columns (indexes into `table.columns`); empty: the table is read in one go.
     pub key: Vec<usize>,
+    /// Per column, its place in `key` (None if not a key column).
+    key_slot: Vec<Option<usize>>,
     /// SQL parameter expression per key column: the bound bytes read under the column's
     /// collation (or exact type), so the comparison is the one `ORDER BY` uses.
     key_params: Vec<String>,
@@ -193,7 +196,7 @@ pub async fn bound(
     sql.push_str(&format!(" ORDER BY {columns} LIMIT 2 OFFSET {}", limit.saturating_sub(1)));
     let rows: Vec<Row> = conn.exec(sql, Params::Positional(params)).await?;
     Ok(match rows.len() {
-        2 => rows.into_iter().next().map(|row| row.unwrap().iter().map(key_value).collect()),
+        2 => rows.into_iter().next().map(|row| row.unwrap().iter().map(|v| key_value(v.into())).collect()),
         _ => None,
     })
 }
@@ -268,26 +271,35 @@ pub async fn read(
     }
     let mut result = conn.exec_iter(sql, Params::Positional(params)).await?;
     let mut rows = Vec::with_capacity(limit.min(1 << 16) as usize);
-    let mut last_row = None;
+    // The key of the last row read (as the server sent it, to be bound back).
+    let mut key = vec![KeyValue::Null; spec.key.len()];
     let mut more = false;
     let mut spare = spares.take();
     // A new row's JSON is allocated at the size of the row before it: a table's rows are alike.
     let mut size = 64;
     let object = !spec.table.columns.iter().any(|c| c.dropped);
-    while let Some(row) = result.next().await? {
+    loop {
         if keyed && matches!(upto, Upto::Limit) && rows.len() as u64 == limit {
-            more = true;
-            continue;
+            // The row after the chunk (the query asks for one): only whether there is one.
+            while result.next_raw(|_, _| ()).await?.is_some() {
+                more = true;
+            }
+            break;
         }
         let mut image = spare.pop().unwrap_or_else(|| RowImage {
             json: Vec::with_capacity(size),
-            spans: Vec::with_capacity(row.len()),
+            spans: Vec::with_capacity(spec.table.columns.len()),
             object,
         });
-        write_image(&spec.table, &row, object, &mut image)?;
+        let read =
+            result.next_raw(|packet, columns| write_image(spec, packet, columns, object, &mut image, &mut key)).await?;
+        let Some(read) = read else {
+            spare.push(image);
+            break;
+        };
+        read?;
         size = image.json.len();
         rows.push(image);
-        last_row = Some(row);
     }
     drop(result);
     spares.give(&mut spare, limit as usize);
@@ -300,7 +312,7 @@ pub async fn read(
     // A chunk up to a key covers the rows up to it, even if its last ones were deleted since.
     let last_key = match upto {
         Upto::Key(upto) if keyed => Some(upto),
-        _ => last_row.filter(|_| keyed).map(|r| spec.key.iter().map(|&k| key_value(&r[k])).collect()),
+        _ => (keyed && !rows.is_empty()).then_some(key),
     };
     Ok(Chunk { rows, table: spec.table.clone(), key: spec.key.clone(), last_key, last })
 }
@@ -357,13 +369,21 @@ fn tuple_clause(spec: &TableSpec, bound: &[KeyValue], cmp: Cmp, params: &mut Vec
     format!("{lead} AND ({})", alternatives.join(" OR "))
 }
 
-/// Writes the row into `image` (its buffers reused), with `object` (no column dropped) as the
-/// whole native object, so emitting it is one copy.
-fn write_image(table: &Table, row: &Row, object: bool, image: &mut RowImage) -> Result<()> {
-    if row.len() != table.columns.len() {
+/// Writes the row packet into `image` (its buffers reused), with `object` (no column dropped)
+/// as the whole native object, so emitting it is one copy; and its key values into `key`.
+fn write_image(
+    spec: &TableSpec,
+    packet: &[u8],
+    columns: &[mysql_async::Column],
+    object: bool,
+    image: &mut RowImage,
+    key: &mut [KeyValue],
+) -> Result<()> {
+    let table = &spec.table;
+    if columns.len() != table.columns.len() {
         bail!(
             "the server returned {} columns for the {} of `{}`.`{}`",
-            row.len(),
+            columns.len(),
             table.columns.len(),
             table.db,
             table.name
@@ -373,16 +393,22 @@ fn write_image(table: &Table, row: &Row, object: bool, image: &mut RowImage) -> 
     let RowImage { json, spans, .. } = image;
     json.clear();
     spans.clear();
-    for (i, column) in table.columns.iter().enumerate() {
+    read_binary_row(packet, columns, |i, value| {
+        let column = &table.columns[i];
         if object {
             json.push(if i == 0 { b'{' } else { b',' });
             json.extend_from_slice(&column.key_json);
         }
         let start = json.len() as u32;
-        write_value(&column.kind, &row[i], json)
+        write_value(&column.kind, &value, json)
             .with_context(|| format!("column `{}` of `{}`.`{}`", column.name, table.db, table.name))?;
         spans.push(Some((start, json.len() as u32)));
-    }
+        if let Some(k) = spec.key_slot[i] {
+            key[k] = key_value(value);
+        }
+        Ok(())
+    })
+    .with_context(|| format!("a row of `{}`.`{}`", table.db, table.name))?;
     if object {
         json.push(b'}');
     }
@@ -511,7 +537,8 @@ pub async fn describe(
         looked_up: true,
         outbox: None,
     };
-    Ok(Some(TableSpec { table: Arc::new(table), key, key_params, select, span: None }))
+    let key_slot = (0..table.columns.len()).map(|c| key.iter().position(|&k| k == c)).collect();
+    Ok(Some(TableSpec { table: Arc::new(table), key, key_slot, key_params, select, span: None }))
 }
 
 /// The `--snapshot-key` columns of `db`.`name`, checked: they exist, are NOT NULL, and include

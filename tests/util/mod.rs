@@ -65,10 +65,15 @@ impl XorShift {
 }
 
 /// Polls until `done` holds; the deadline only bounds a failing test.
-pub fn until(what: &str, mut done: impl FnMut() -> bool) {
+pub fn until(what: &str, done: impl FnMut() -> bool) {
+    poll_until(what, Duration::from_millis(200), done);
+}
+
+/// `until`, polling every `every`: for a state that may last only milliseconds.
+pub fn poll_until(what: &str, every: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(every);
     }
 }

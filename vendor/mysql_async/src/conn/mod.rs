@@ -872,6 +872,17 @@ impl Conn {
 
     /// Returns `true` for ProgressReport packet.
     fn handle_packet(&mut self, packet: &PooledBuf) -> Result<bool> {
+        // Only an OK (0x00, or 0xFE ending a result set) or ERR (0xFF) header can parse as one
+        // of them: any other packet (a result set row, most often) is neither, and parsing it as
+        // both would build and drop two errors per row. (binlog-tail: vendor/.../PATCHES.md)
+        let could_be_ok_or_err = match packet.first() {
+            Some(0xFE | 0xFF) => true,
+            Some(0x00) => !self.has_pending_result(),
+            _ => false,
+        };
+        if !could_be_ok_or_err {
+            return Ok(false);
+        }
         let ok_packet = if self.has_pending_result() {
             if self.has_capabilities(CapabilityFlags::CLIENT_DEPRECATE_EOF) {
                 ParseBuf(packet)

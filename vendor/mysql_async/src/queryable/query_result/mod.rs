@@ -190,6 +190,43 @@ where
         Ok(())
     }
 
+    /// Like [`QueryResult::next`], but hands the row packet as the server sent it, and the
+    /// result set's columns, to `read` instead of building a [`Row`]: a caller that decodes the
+    /// row itself allocates nothing per row. (binlog-tail: vendor/.../PATCHES.md)
+    pub async fn next_raw<T>(&mut self, read: impl FnOnce(&[u8], &[Column]) -> T) -> Result<Option<T>> {
+        loop {
+            let columns = match self.conn.as_mut().use_pending_result()? {
+                Some(PendingResult::Pending(meta)) => meta.columns().clone(),
+                Some(PendingResult::Taken(meta)) => {
+                    let meta = meta.clone();
+                    self.skip_taken(meta).await?;
+                    continue;
+                }
+                None => return Ok(None),
+            };
+            if columns.is_empty() {
+                // Empty, but not yet consumed result set.
+                self.conn.as_mut().set_pending_result(None)?;
+                self.next_set().await?;
+                return Ok(None);
+            }
+            let packet = match self.conn.as_mut().read_packet().await {
+                Ok(packet) => packet,
+                Err(err) => {
+                    // Next row contained an error. No more data will follow.
+                    self.conn.as_mut().set_pending_result(None)?;
+                    return Err(err);
+                }
+            };
+            if P::is_last_result_set_packet(self.conn.capabilities(), &packet) {
+                self.conn.as_mut().set_pending_result(None)?;
+                self.next_set().await?;
+                return Ok(None);
+            }
+            return Ok(Some(read(&packet, &columns)));
+        }
+    }
+
     #[doc(hidden)]
     pub async fn next(&mut self) -> Result<Option<Row>> {
         loop {
