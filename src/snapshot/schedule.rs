@@ -180,11 +180,12 @@ impl Snapshot {
         server: (Flavor, u32),
     ) -> Result<Snapshot> {
         skip.extend(settings.signal_table.clone());
-        // The stream's own thread (emitting) takes a core: more reader threads than the other
-        // cores would only hold more memory (each thread's allocations are its own).
+        // A reader thread per connection, up to one per core: the rows' conversion to JSON is
+        // most of the client's work (on 2 cores, 2 connections sharing one reader thread were
+        // bound by it, with both cores partly idle).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let readers = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.parallelism.min(cores - 1).max(1))
+            .worker_threads(settings.parallelism.min(cores).max(1))
             .thread_name("snapshot-reader")
             .enable_all()
             .build()
