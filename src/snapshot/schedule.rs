@@ -50,6 +50,10 @@ type ChunkResult = (Reader, Result<Option<Chunk>>);
 /// keeps old row versions while it is open.
 const VIEW_REUSE: Duration = Duration::from_millis(250);
 
+/// How long the stream waits for a chunk before it ends the views of the connections that are
+/// done meanwhile (`Snapshot::wait`).
+const IDLE_VIEWS: Duration = Duration::from_millis(50);
+
 /// A snapshot connection, and (consistent method) the snapshot transaction it keeps open after a
 /// chunk, with the tables described in it: the next chunk may be read in the same view, which
 /// saves a new transaction's position query and the table's description. A table read in a
@@ -588,11 +592,13 @@ impl Snapshot {
     }
 
     /// Waits for the front chunk's rows or, if another chunk may start, for where the newest
-    /// one ends (so the next one starts while the front one is still read).
+    /// one ends (so the next one starts while the front one is still read); at most
+    /// `IDLE_VIEWS`, after which the views of the connections done meanwhile are ended.
     fn wait(&mut self) -> Result<()> {
         enum Woke {
             Rows(std::result::Result<ChunkResult, oneshot::error::RecvError>),
             End(std::result::Result<Option<Vec<KeyValue>>, oneshot::error::RecvError>),
+            Waited,
         }
         let room = self.room();
         let mut readings = self.queue.iter_mut();
@@ -602,19 +608,32 @@ impl Snapshot {
             None => end,
         };
         let woke = self.readers.block_on(async {
-            match end {
-                End::Finding(rx) if room => tokio::select! {
-                    r = rows => Woke::Rows(r),
-                    e = rx => Woke::End(e),
-                },
-                _ => Woke::Rows(rows.await),
-            }
+            let woke = async {
+                match end {
+                    End::Finding(rx) if room => tokio::select! {
+                        r = rows => Woke::Rows(r),
+                        e = rx => Woke::End(e),
+                    },
+                    _ => Woke::Rows(rows.await),
+                }
+            };
+            tokio::time::timeout(IDLE_VIEWS, woke).await.unwrap_or(Woke::Waited)
         });
         match woke {
             Woke::Rows(r) => arrived(got, r.map_err(|_| anyhow!("the snapshot read was cancelled"))?, &mut self.idle),
             Woke::End(Ok(Some(key))) => *end = End::At(key),
             Woke::End(Ok(None)) => *end = End::Last,
             Woke::End(Err(_)) => *end = End::Rows,
+            // A connection done with its chunk keeps its view, and the view its tables' metadata
+            // locks: a DDL on one of them waits for it, and the chunk waited for may wait behind
+            // that DDL. Nothing can start on the connection now (the stream would have started
+            // it): end its view.
+            Woke::Waited => {
+                for reading in &mut self.queue {
+                    reading.poll(&mut self.idle);
+                }
+                self.close_views();
+            }
         }
         Ok(())
     }
