@@ -148,7 +148,7 @@ pub struct SnapshotArgs {
     #[arg(long, default_value = "10000", value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_chunk_size: u64,
     /// Chunks read at once, each on its own connection: of different tables, or of one table
-    /// split by key ranges (default: one per core besides the stream's own, 1 to 4).
+    /// split by key ranges (default: one per core, 2 to 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_parallelism: Option<u64>,
     /// The chunk key of a table without a primary key: db.table=column[,column...] (unique,
