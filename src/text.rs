@@ -249,8 +249,7 @@ fn plain_run(bytes: &[u8], from: usize, non_ascii: bool) -> usize {
         }
         i += 8;
     }
-    let tail = bytes.len() - i;
-    (i + first_flagged(escape_bits(load_word(bytes, i), non_ascii))).min(i + tail)
+    (i + first_flagged(escape_bits(tail_word(&bytes[i..]), non_ascii))).min(bytes.len())
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -273,13 +272,11 @@ fn first_flagged(bits: u64) -> usize {
     (bits.trailing_zeros() / 8) as usize
 }
 
-/// The 8 bytes from `at`, past the end filled with spaces (which need no escape).
-fn load_word(bytes: &[u8], at: usize) -> u64 {
-    if let Some(whole) = bytes.get(at..at + 8) {
-        return u64::from_le_bytes(whole.try_into().expect("8 bytes"));
-    }
+/// The last bytes of a string (fewer than 8) as a word, filled up with spaces (which need no
+/// escape).
+fn tail_word(tail: &[u8]) -> u64 {
     let mut word = [b' '; 8];
-    for (w, &b) in word.iter_mut().zip(&bytes[at.min(bytes.len())..]) {
+    for (w, &b) in word.iter_mut().zip(tail) {
         *w = b;
     }
     u64::from_le_bytes(word)
