@@ -98,6 +98,8 @@ impl TextEncoding {
                 out.extend_from_slice(bytes);
                 out.push(b'"');
             }
+            // ASCII with escapes (JSON documents in text columns): nothing to validate.
+            TextEncoding::Utf8 if bytes.is_ascii() => write_json_escaped(bytes, out),
             TextEncoding::Utf8 => {
                 let s = std::str::from_utf8(bytes).map_err(|e| {
                     ValueError::Invalid(format!("text is not valid UTF-8 ({e}) although its column charset says so"))
@@ -157,8 +159,12 @@ pub fn write_json_opt_str(s: Option<&str>, out: &mut Vec<u8>) {
 
 /// Appends `s` as a JSON string literal.
 pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    write_json_escaped(s.as_bytes(), out)
+}
+
+/// Appends `bytes`, valid UTF-8, as a JSON string literal.
+fn write_json_escaped(bytes: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
-    let bytes = s.as_bytes();
     // Most strings need no escape: found 8 bytes at a time, then one copy.
     let first = plain_run(bytes, 0, false);
     if first == bytes.len() {
@@ -176,7 +182,8 @@ pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
     let mut i = first;
     while i < bytes.len() {
         out.extend_from_slice(&bytes[start..i]);
-        push_escape(bytes[i], out);
+        let (text, len) = &ESCAPES[usize::from(bytes[i])];
+        out.extend_from_slice(&text[..usize::from(*len)]);
         start = i + 1;
         i = plain_run(bytes, start, false);
     }
@@ -188,55 +195,42 @@ pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
 /// with a quote every few bytes), then copied once.
 const SHORT: usize = 64;
 
-/// `bytes` (at most `SHORT`) escaped, and the closing quote: byte by byte, then one copy.
+/// `bytes` (at most `SHORT`) escaped, and the closing quote: each byte's text from `ESCAPES`
+/// (8 bytes stored, its length kept: no branch per byte), then one copy.
 fn escape_short(bytes: &[u8], out: &mut Vec<u8>) {
-    let mut buf = [0u8; SHORT * 6 + 1];
+    let mut buf = [0u8; SHORT * 6 + 8];
     let mut n = 0;
     for &b in bytes {
-        if !NEEDS_ESCAPE[usize::from(b)] {
-            buf[n] = b;
-            n += 1;
-            continue;
-        }
-        let (escape, len) = escape_of(b);
-        buf[n..n + 6].copy_from_slice(&escape);
-        n += len;
+        let (text, len) = &ESCAPES[usize::from(b)];
+        buf[n..n + 8].copy_from_slice(text);
+        n += usize::from(*len);
     }
     buf[n] = b'"';
     out.extend_from_slice(&buf[..=n]);
 }
 
-/// The bytes JSON strings escape: `"`, `\\` and the control characters.
-const NEEDS_ESCAPE: [bool; 256] = {
-    let mut table = [false; 256];
+/// Each byte as a JSON string writes it, padded to 8 bytes, and its length: the byte itself, or
+/// its escape (`\"`, `\\`, `\n`, `\r`, `\t` or `\u00XX`) for `"`, `\\` and the control characters.
+const ESCAPES: [([u8; 8], u8); 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    const fn short(c: u8) -> ([u8; 8], u8) {
+        ([b'\\', c, 0, 0, 0, 0, 0, 0], 2)
+    }
+    let mut table = [([0u8; 8], 1u8); 256];
     let mut b = 0;
-    while b < 0x20 {
-        table[b] = true;
+    while b < 256 {
+        table[b] = match b as u8 {
+            c @ (b'"' | b'\\') => short(c),
+            b'\n' => short(b'n'),
+            b'\r' => short(b'r'),
+            b'\t' => short(b't'),
+            c @ 0..0x20 => ([b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize], 0, 0], 6),
+            c => ([c, 0, 0, 0, 0, 0, 0, 0], 1),
+        };
         b += 1;
     }
-    table[b'"' as usize] = true;
-    table[b'\\' as usize] = true;
     table
 };
-
-fn push_escape(b: u8, out: &mut Vec<u8>) {
-    let (escape, len) = escape_of(b);
-    out.extend_from_slice(&escape[..len]);
-}
-
-/// The JSON escape of a byte that needs one (`\"`, `\\`, `\n`, `\r`, `\t` or `\u00XX`), and
-/// its length.
-fn escape_of(b: u8) -> ([u8; 6], usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let short = |c: u8| ([b'\\', c, 0, 0, 0, 0], 2);
-    match b {
-        b'"' | b'\\' => short(b),
-        b'\n' => short(b'n'),
-        b'\r' => short(b'r'),
-        b'\t' => short(b't'),
-        _ => ([b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]], 6),
-    }
-}
 
 /// The index of the first byte at or after `from` that JSON escapes (or, with `non_ascii`, that
 /// is not ASCII), or `bytes.len()`.
