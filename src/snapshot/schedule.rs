@@ -54,6 +54,9 @@ const VIEW_REUSE: Duration = Duration::from_millis(250);
 /// done meanwhile (`Snapshot::wait`).
 const IDLE_VIEWS: Duration = Duration::from_millis(50);
 
+/// How many rows ahead of the one emitted a chunk's rows are prefetched (`RowImage::prefetch`).
+const AHEAD: usize = 4;
+
 /// A snapshot connection, and (consistent method) the snapshot transaction it keeps open after a
 /// chunk, with the tables described in it: the next chunk may be read in the same view, which
 /// saves a new transaction's position query and the table's description. A table read in a
@@ -828,9 +831,14 @@ impl Snapshot {
             before: None,
             after: None,
         };
-        for (n, image) in chunk.rows.into_iter().enumerate() {
+        let mut rows = chunk.rows.into_iter();
+        let mut n = 0;
+        while let Some(image) = rows.next() {
             if !self.count() {
                 break;
+            }
+            if let Some(ahead) = rows.as_slice().get(AHEAD) {
+                ahead.prefetch();
             }
             change.row = n as u64;
             change.commit = n as u64 + 1 == count;
@@ -838,6 +846,7 @@ impl Snapshot {
             change.after = Some(image);
             sink.change(&change)?;
             used.extend(change.after.take());
+            n += 1;
         }
         self.spares.give(&mut used, self.settings.chunk_size as usize);
         Ok(())
