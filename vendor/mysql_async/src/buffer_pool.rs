@@ -6,76 +6,78 @@
 // option. All files in the project carrying such notice may not be copied,
 // modified, or distributed except according to those terms.
 
-use crossbeam_queue::ArrayQueue;
-use std::{mem::take, ops::Deref, sync::Arc};
+use std::{cell::RefCell, mem::take, ops::Deref, sync::OnceLock};
 
+// (binlog-tail: vendor/mysql_async/PATCHES.md) The pool is the calling thread's own: taking and
+// giving back a buffer, once per packet, touches no atomic and no other thread's cache line. A
+// buffer dropped on another thread joins that thread's pool.
+
+/// The pool's limits, from the environment as before.
 #[derive(Debug)]
-pub struct BufferPool {
+struct Limits {
+    pool_cap: usize,
     buffer_size_cap: usize,
     buffer_init_cap: usize,
-    pool: ArrayQueue<Vec<u8>>,
 }
 
-impl BufferPool {
-    pub fn new() -> Self {
-        let pool_cap = std::env::var("MYSQL_ASYNC_BUFFER_POOL_CAP")
-            .ok()
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(128_usize);
-
-        let buffer_size_cap = std::env::var("MYSQL_ASYNC_BUFFER_SIZE_CAP")
-            .ok()
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(4 * 1024 * 1024);
-
-        let buffer_init_cap = std::env::var("MYSQL_ASYNC_BUFFER_INIT_CAP")
-            .ok()
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(0);
-
-        Self {
-            pool: ArrayQueue::new(pool_cap),
-            buffer_size_cap,
-            buffer_init_cap,
+fn limits() -> &'static Limits {
+    static LIMITS: OnceLock<Limits> = OnceLock::new();
+    LIMITS.get_or_init(|| {
+        let var = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(default)
+        };
+        Limits {
+            pool_cap: var("MYSQL_ASYNC_BUFFER_POOL_CAP", 128),
+            buffer_size_cap: var("MYSQL_ASYNC_BUFFER_SIZE_CAP", 4 * 1024 * 1024),
+            buffer_init_cap: var("MYSQL_ASYNC_BUFFER_INIT_CAP", 0),
         }
-    }
+    })
+}
 
-    pub fn get(self: &Arc<Self>) -> PooledBuf {
-        let buf = self
-            .pool
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.buffer_init_cap));
+thread_local! {
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The calling thread's buffer pool.
+#[derive(Debug, Clone, Copy)]
+pub struct BufferPool;
+
+impl BufferPool {
+    pub fn get(self) -> PooledBuf {
+        let buf = POOL
+            .try_with(|pool| pool.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Vec::with_capacity(limits().buffer_init_cap));
         debug_assert_eq!(buf.len(), 0);
-        PooledBuf(buf, self.clone())
+        PooledBuf(buf)
     }
 
-    pub fn get_with<T: AsRef<[u8]>>(self: &Arc<Self>, content: T) -> PooledBuf {
+    pub fn get_with<T: AsRef<[u8]>>(self, content: T) -> PooledBuf {
         let mut buf = self.get();
         buf.as_mut().extend_from_slice(content.as_ref());
         buf
     }
 
-    fn put(self: &Arc<Self>, mut buf: Vec<u8>) {
-        // SAFETY:
-        // 1. OK – 0 is always within capacity
-        // 2. OK - nothing to initialize
-        unsafe { buf.set_len(0) }
-
-        buf.shrink_to(self.buffer_size_cap);
-
-        // ArrayQueue will make sure to drop the buffer if capacity is exceeded
-        let _ = self.pool.push(buf);
-    }
-}
-
-impl Default for BufferPool {
-    fn default() -> Self {
-        Self::new()
+    fn put(mut buf: Vec<u8>) {
+        let limits = limits();
+        buf.clear();
+        buf.shrink_to(limits.buffer_size_cap);
+        // A full pool, or a thread being torn down, drops the buffer.
+        let _ = POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < limits.pool_cap {
+                pool.push(buf);
+            }
+        });
     }
 }
 
 #[derive(Debug)]
-pub struct PooledBuf(Vec<u8>, Arc<BufferPool>);
+pub struct PooledBuf(Vec<u8>);
 
 impl AsMut<Vec<u8>> for PooledBuf {
     fn as_mut(&mut self) -> &mut Vec<u8> {
@@ -93,6 +95,6 @@ impl Deref for PooledBuf {
 
 impl Drop for PooledBuf {
     fn drop(&mut self) {
-        self.1.put(take(&mut self.0))
+        BufferPool::put(take(&mut self.0))
     }
 }

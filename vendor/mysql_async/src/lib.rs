@@ -433,8 +433,6 @@ extern crate mysql_common;
 
 pub use mysql_common::{constants as consts, params};
 
-use std::sync::Arc;
-
 mod buffer_pool;
 
 #[macro_use]
@@ -456,13 +454,10 @@ type BoxFuture<'a, T> = futures_core::future::BoxFuture<'a, Result<T>>;
 
 // One pool per thread: with one shared by all threads, two threads reading rows side by side
 // made every packet's buffer take and give back contended atomics (the queue's ends and the
-// pool's reference count), a third more CPU per row. A buffer dropped on another thread goes
-// back to the pool of the thread that took it. (binlog-tail: vendor/mysql_async/PATCHES.md)
-fn buffer_pool() -> Arc<crate::buffer_pool::BufferPool> {
-    thread_local! {
-        static BUFFER_POOL: Arc<crate::buffer_pool::BufferPool> = Default::default();
-    }
-    BUFFER_POOL.with(Arc::clone)
+// pool's reference count), a third more CPU per row; a thread's own pool needs no atomic at all.
+// (binlog-tail: vendor/mysql_async/PATCHES.md)
+fn buffer_pool() -> crate::buffer_pool::BufferPool {
+    crate::buffer_pool::BufferPool
 }
 
 #[cfg(feature = "binlog")]
