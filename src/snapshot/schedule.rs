@@ -55,7 +55,7 @@ const VIEW_REUSE: Duration = Duration::from_millis(250);
 const IDLE_VIEWS: Duration = Duration::from_millis(50);
 
 /// How many rows ahead of the one emitted a chunk's rows are prefetched (`RowImage::prefetch`).
-const AHEAD: usize = 4;
+const AHEAD: usize = 5;
 
 /// A snapshot connection, and (consistent method) the snapshot transaction it keeps open after a
 /// chunk, with the tables described in it: the next chunk may be read in the same view, which
@@ -837,7 +837,7 @@ impl Snapshot {
             if !self.count() {
                 break;
             }
-            if let Some(ahead) = rows.as_slice().get(AHEAD) {
+            if let Some(ahead) = rows.as_slice().get(AHEAD - 1) {
                 ahead.prefetch();
             }
             change.row = n as u64;
