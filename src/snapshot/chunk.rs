@@ -156,6 +156,8 @@ pub struct Chunk {
     /// No row after this chunk (a chunk with a limit reads one row beyond it; a split one knows
     /// from its bound): the table is done after it.
     pub last: bool,
+    /// With a table's first chunk: the server's estimate of its rows, for the progress report.
+    pub estimate: Option<u64>,
 }
 
 /// Starts a consistent-snapshot transaction and returns the binlog position its view matches.
@@ -314,7 +316,18 @@ pub async fn read(
         Upto::Key(upto) if keyed => Some(upto),
         _ => (keyed && !rows.is_empty()).then_some(key),
     };
-    Ok(Chunk { rows, table: spec.table.clone(), key: spec.key.clone(), last_key, last })
+    // Asked of this one table (a query over every table of the server opens them all).
+    let estimate = match after {
+        None => conn
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&spec.table.db, &spec.table.name),
+            )
+            .await?
+            .flatten(),
+        Some(_) => None,
+    };
+    Ok(Chunk { rows, table: spec.table.clone(), key: spec.key.clone(), last_key, last, estimate })
 }
 
 /// A saved or computed key must have a value per key column.

@@ -1,14 +1,10 @@
 //! How far a snapshot has come, for the person watching: a progress bar per table on a terminal,
 //! log lines otherwise. Nothing here decides what is read or saved.
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use mysql_async::prelude::Queryable;
-use mysql_async::Conn;
 
 use crate::text::{Escaped, Throughput};
 
@@ -16,8 +12,6 @@ use crate::text::{Escaped, Throughput};
 /// otherwise a log line when a table starts and ends, and every 10 s.
 #[derive(Default)]
 pub(super) struct Report {
-    /// `information_schema.TABLES.TABLE_ROWS` (an estimate) per table, fetched once.
-    pub(super) estimates: Option<HashMap<(String, String), u64>>,
     table: Option<TableReport>,
     /// Tables finished since the last `take_tables_done`: this snapshot's, not the position's total.
     tables_done: u64,
@@ -37,12 +31,16 @@ impl Report {
         std::mem::take(&mut self.tables_done)
     }
 
-    pub(super) fn rows(&mut self, db: &str, table: &str, rows: u64, table_done: bool) {
+    /// `estimate`: the server's `TABLE_ROWS` for the table, known with its first chunk (not when
+    /// a resumed snapshot goes on with it).
+    pub(super) fn rows(&mut self, db: &str, table: &str, rows: u64, estimate: Option<u64>, table_done: bool) {
         let now = Instant::now();
         if !self.table.as_ref().is_some_and(|t| t.db == db && t.name == table) {
-            let estimate = self.estimates.as_ref().and_then(|e| e.get(&(db.to_string(), table.to_string()))).copied();
             let (db, table) = (Escaped(db), Escaped(table));
-            tracing::info!("snapshot of `{db}`.`{table}` started (about {} rows)", estimate.unwrap_or(0));
+            match estimate {
+                Some(n) => tracing::info!("snapshot of `{db}`.`{table}` started (about {n} rows)"),
+                None => tracing::info!("snapshot of `{db}`.`{table}` goes on"),
+            }
             self.table = Some(TableReport {
                 db: db.0.to_string(),
                 name: table.0.to_string(),
@@ -80,10 +78,4 @@ fn progress_bar(name: &str, estimate: u64) -> ProgressBar {
     );
     bar.set_prefix(name.to_string());
     bar
-}
-
-pub(super) async fn table_estimates(conn: &mut Conn) -> Result<HashMap<(String, String), u64>> {
-    let rows: Vec<(String, String, Option<u64>)> =
-        conn.query("SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE'").await?;
-    Ok(rows.into_iter().map(|(db, t, n)| ((db, t), n.unwrap_or(0))).collect())
 }

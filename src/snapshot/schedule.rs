@@ -29,7 +29,7 @@ use tokio::sync::oneshot::error::TryRecvError;
 use super::chunk::{self, BinlogPos, Chunk, Spares, TableSpec, Upto, SESSION_SETUP};
 use super::gtid_window::{self, ChunkWindow};
 use super::marks::Marks;
-use super::progress::{table_estimates, Report};
+use super::progress::Report;
 use super::requests::Requests;
 use super::{plan, Method, Settings};
 use crate::error::Transient;
@@ -530,7 +530,7 @@ impl Snapshot {
                 }
                 None => None,
             };
-            let rows = chunk.as_ref().map_or(0, |c| c.rows.len());
+            let (rows, estimate) = chunk.as_ref().map_or((0, None), |c| (c.rows.len(), c.estimate));
             let at = match due {
                 Due::At(p) => p,
                 Due::Window { .. } | Due::Gtids(_) => here.clone(),
@@ -550,6 +550,7 @@ impl Snapshot {
                 &db,
                 &table,
                 rows as u64,
+                estimate,
                 self.progress.pending.first() != Some(&[db.clone(), table.clone()]),
             );
             if self.progress.complete() {
@@ -650,9 +651,6 @@ impl Snapshot {
             let mut conn = connect(&self.opts, Duration::ZERO).await?;
             for sql in SESSION_SETUP {
                 conn.query_drop(sql).await?;
-            }
-            if self.report.estimates.is_none() {
-                self.report.estimates = Some(table_estimates(&mut conn).await?);
             }
             Ok(Reader { conn, view: None })
         })
