@@ -26,7 +26,7 @@ use anyhow::{bail, Context, Result};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Row, Value};
 
-use super::values::{key_value, read_binary_row, sql_value, write_value};
+use super::values::{key_value, read_binary_row, sql_value, write_value, Wire};
 use crate::decode::table::primary_key;
 use crate::error::Usage;
 use crate::filter::Filter;
@@ -417,7 +417,15 @@ fn write_image(
             .with_context(|| format!("column `{}` of `{}`.`{}`", column.name, table.db, table.name))?;
         spans.push(Some((start, json.len() as u32)));
         if let Some(k) = spec.key_slot[i] {
-            key[k] = key_value(value);
+            // Every row's key is kept (the packet is gone after the row): a text key's buffer is
+            // reused rather than allocated per row.
+            match (&mut key[k], value) {
+                (KeyValue::Bytes(saved), Wire::Bytes(b)) => {
+                    saved.clear();
+                    saved.extend_from_slice(b);
+                }
+                (saved, value) => *saved = key_value(value),
+            }
         }
         Ok(())
     })
