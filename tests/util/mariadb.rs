@@ -124,11 +124,21 @@ impl MariaDb {
 }
 
 impl Drop for MariaDb {
+    /// The server is gone before its data directory is removed: a server still shutting down
+    /// writes files into the directory being removed, and the removal leaves it behind.
     fn drop(&mut self) {
-        let pid_file = self.dir.path().join("data/mysqld.pid");
-        if let Ok(pid) = std::fs::read_to_string(pid_file) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("data/mysqld.pid")) {
+            kill_and_wait(pid.trim());
         }
+    }
+}
+
+/// SIGKILLs a server and waits (at most 10 s) until its process is gone.
+fn kill_and_wait(pid: &str) {
+    let _ = Command::new("kill").args(["-9", pid]).stderr(Stdio::null()).status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while Path::new("/proc").join(pid).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -196,12 +206,9 @@ impl MariaDb {
 
     /// Kills the server without a clean shutdown and waits until it is gone.
     pub fn crash(&self) {
-        let data = self.dir.path().join("data");
-        let pid = std::fs::read_to_string(data.join("mysqld.pid")).unwrap();
-        Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
-        while Command::new("kill").args(["-0", pid.trim()]).stderr(Stdio::null()).status().unwrap().success() {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        let pid = std::fs::read_to_string(self.dir.path().join("data/mysqld.pid")).unwrap();
+        kill_and_wait(pid.trim());
+        assert!(!Path::new("/proc").join(pid.trim()).exists(), "mariadbd {pid} outlived SIGKILL by 10 s");
     }
 
     /// Starts the server again on the same data and port.
