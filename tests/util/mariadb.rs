@@ -133,8 +133,13 @@ impl Drop for MariaDb {
     }
 }
 
-/// SIGKILLs a server and waits (at most 10 s) until its process is gone.
+/// SIGKILLs a server and waits (at most 10 s) until its process is gone. A pid file left by a
+/// server that is gone already may name another process by now: only a mariadbd is killed.
 fn kill_and_wait(pid: &str) {
+    let comm = std::fs::read_to_string(Path::new("/proc").join(pid).join("comm")).unwrap_or_default();
+    if comm.trim() != "mariadbd" {
+        return;
+    }
     let _ = Command::new("kill").args(["-9", pid]).stderr(Stdio::null()).status();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while Path::new("/proc").join(pid).exists() && std::time::Instant::now() < deadline {
