@@ -142,9 +142,13 @@ fn kill_and_wait(pid: &str) {
     }
     let _ = Command::new("kill").args(["-9", pid]).stderr(Stdio::null()).status();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while Path::new("/proc").join(pid).exists() && std::time::Instant::now() < deadline {
+    while running(pid) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn running(pid: &str) -> bool {
+    Path::new("/proc").join(pid).exists()
 }
 
 /// Debian's mariadb client as the admin user of the server on `port`, SQL on its stdin, each
@@ -213,7 +217,7 @@ impl MariaDb {
     pub fn crash(&self) {
         let pid = std::fs::read_to_string(self.dir.path().join("data/mysqld.pid")).unwrap();
         kill_and_wait(pid.trim());
-        assert!(!Path::new("/proc").join(pid.trim()).exists(), "mariadbd {pid} outlived SIGKILL by 10 s");
+        assert!(!running(pid.trim()), "mariadbd {pid} outlived SIGKILL by 10 s");
     }
 
     /// Starts the server again on the same data and port.
