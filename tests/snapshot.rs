@@ -879,6 +879,64 @@ fn a_dense_integer_key_is_split_without_reading_the_rows_twice() {
     }
 }
 
+/// Chunks of a table keyed by a one-column integer primary key, whose columns are all stored and
+/// visible, are read by MariaDB's `HANDLER` (the server walks the key with no condition to test
+/// per row); any other table's by range `SELECT`s. Either way, at parallelism 1 and 2, each row
+/// is read once, in key order, with its values: a dense key's gaps (rows a `HANDLER` chunk reads
+/// past its end and drops) included.
+#[test]
+fn chunks_are_read_by_handler_where_the_table_allows_it() {
+    let server = MariaDb::start(&[]);
+    server.sql(
+        "CREATE DATABASE h; USE h;
+         CREATE TABLE plain (id BIGINT UNSIGNED PRIMARY KEY, v VARCHAR(10)); INSERT INTO plain SELECT seq, seq FROM seq_1_to_2000;
+         CREATE TABLE gaps (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO gaps SELECT seq, seq FROM seq_1_to_2000 WHERE seq % 7 <> 0;
+         CREATE TABLE gen (id INT PRIMARY KEY, v VARCHAR(10), w INT AS (id * 2) VIRTUAL); INSERT INTO gen (id, v) SELECT seq, seq FROM seq_1_to_2000;
+         CREATE TABLE hidden (id INT PRIMARY KEY, v VARCHAR(10), h INT INVISIBLE DEFAULT 5); INSERT INTO hidden (id, v) SELECT seq, seq FROM seq_1_to_2000;
+         CREATE TABLE pair (id INT, k CHAR(1), v VARCHAR(10), PRIMARY KEY (id, k)); INSERT INTO pair SELECT seq, 'a', seq FROM seq_1_to_2000;
+         CREATE TABLE uniq (id INT NOT NULL, v VARCHAR(10), UNIQUE KEY u (id)); INSERT INTO uniq SELECT seq, seq FROM seq_1_to_2000;
+         ANALYZE TABLE plain, gaps, gen, hidden, pair, uniq;",
+    );
+    for (table, by_handler) in
+        [("plain", true), ("gaps", true), ("gen", false), ("hidden", false), ("pair", false), ("uniq", false)]
+    {
+        for parallelism in ["1", "2"] {
+            let before = server.global_status("Com_ha_read");
+            let out = server.dump(&[
+                "--snapshot",
+                "initial",
+                "--include",
+                &format!("h.{table}"),
+                "--snapshot-parallelism",
+                parallelism,
+                "--snapshot-chunk-size",
+                "100",
+            ]);
+            let handler_reads = server.global_status("Com_ha_read") - before;
+            assert!(out.status.success(), "{table}: {}", String::from_utf8_lossy(&out.stderr));
+            let events = ok_events(&out);
+            let expected: Vec<i64> = (1..=2000).filter(|i| table != "gaps" || i % 7 != 0).collect();
+            assert_eq!(pk_ids(&events), expected, "{table} at parallelism {parallelism}: every row once, in key order");
+            for e in &events {
+                let after = e.after.as_ref().unwrap();
+                assert_eq!(after["v"].as_str().unwrap(), after["id"].to_string(), "{table}: {after:?}");
+                if table == "hidden" {
+                    assert_eq!(after["h"], 5, "an invisible column is read too");
+                }
+            }
+            match by_handler {
+                // 20 chunks; the gaps make a `HANDLER` chunk read rows past its end, and the
+                // table is read by `SELECT` after the first such chunk of a view.
+                true => assert!(
+                    handler_reads >= if table == "gaps" { 1 } else { 20 },
+                    "{table}: {handler_reads} HANDLER reads"
+                ),
+                false => assert_eq!(handler_reads, 0, "{table} read by HANDLER"),
+            }
+        }
+    }
+}
+
 #[test]
 fn a_table_altered_during_its_snapshot_goes_on_with_its_new_columns() {
     let server = MariaDb::shared();

@@ -10,6 +10,10 @@
 //!   with `last` the key the server returned for the previous chunk's last row, bound back as the
 //!   same bytes under the column's own collation. Case- or accent-insensitive keys therefore
 //!   cannot make a chunk skip or repeat a row.
+//! - On MariaDB, a table keyed by a one-column integer primary key with only stored, visible
+//!   columns is read by `HANDLER ... READ` from `last` instead (`by_handler`): a consistent read
+//!   of the same view, with the table's metadata lock taken for the transaction before it is
+//!   described (`lock`), since a `HANDLER`'s own lock ends when it is closed.
 //! - Chunks read side by side split the table ahead: `bound` finds the key n rows on (an
 //!   index-only read of any view), and the chunk reads `WHERE key > last AND key <= bound` — every
 //!   row in that range, however many there are by then — so the next chunk can start at the bound
@@ -24,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Params, Row, Value};
+use mysql_async::{BinaryProtocol, Conn, Params, QueryResult, Row, Value};
 
 use super::values::{key_value, read_binary_row, sql_value, write_value, Wire};
 use crate::decode::table::primary_key;
@@ -59,6 +63,21 @@ pub struct TableSpec {
     select: String,
     /// A one-column integer key's values, once looked at (`bound`): None before.
     span: Option<Option<IntSpan>>,
+    /// The key is a one-column integer primary key and every column is a plain stored one:
+    /// MariaDB's `HANDLER` can read the chunks (`read_by_handler`).
+    handler_fits: bool,
+    /// Chunks are read with `HANDLER ... READ` on the primary key.
+    by_handler: bool,
+}
+
+impl TableSpec {
+    /// With `mariadb`, reads the chunks with MariaDB's `HANDLER` statement where the table
+    /// allows it: it walks the primary key from the chunk's start with no condition to test per
+    /// row, and so costs the server about a sixth less per row than a range `SELECT`
+    /// (`by_handler`).
+    pub fn read_by_handler(&mut self, mariadb: bool) {
+        self.by_handler = mariadb && self.handler_fits;
+    }
 }
 
 /// The first and last values of a one-column integer key whose values are dense (the span of
@@ -240,73 +259,35 @@ pub enum Upto {
 /// is open: it stays open).
 pub async fn read(
     conn: &mut Conn,
-    spec: &TableSpec,
+    spec: &mut TableSpec,
     after: Option<&[KeyValue]>,
     upto: Upto,
     limit: u64,
     spares: &Spares,
 ) -> Result<Chunk> {
-    let mut sql = spec.select.clone();
-    let mut params = Vec::new();
     let keyed = !spec.key.is_empty();
-    let mut terms = Vec::new();
     if let Some(after) = after.filter(|_| keyed) {
         check_key(spec, after)?;
-        terms.push(tuple_clause(spec, after, Cmp::After, &mut params));
     }
-    if let Upto::Key(upto) = &upto {
-        if keyed {
-            terms.push(tuple_clause(spec, upto, Cmp::UpTo, &mut params));
-        }
-    }
-    if !terms.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&terms.join(" AND "));
-    }
-    if keyed {
-        sql.push_str(" ORDER BY ");
-        sql.push_str(&spec.key.iter().map(|&k| quote(&spec.table.columns[k].name)).collect::<Vec<_>>().join(", "));
-        // With a limit, one row more than the chunk: whether the table goes on (a read's `last`).
-        if matches!(upto, Upto::Limit) {
-            sql.push_str(&format!(" LIMIT {}", limit.saturating_add(1)));
-        }
-    }
-    let mut result = conn.exec_iter(sql, Params::Positional(params)).await?;
-    let mut rows = Vec::with_capacity(limit.min(1 << 16) as usize);
-    // The key of the last row read (as the server sent it, to be bound back).
-    let mut key = vec![KeyValue::Null; spec.key.len()];
-    let mut more = false;
-    let mut spare = spares.take();
-    // A new row's JSON is allocated at the size of the row before it, and an eighth more: a
-    // table's rows are alike but not equal, and a row one byte longer would double the buffer
-    // (kept at that size while it is reused: about a third more memory per row held).
-    let mut size = 64;
-    let object = !spec.table.columns.iter().any(|c| c.dropped);
-    loop {
-        if keyed && matches!(upto, Upto::Limit) && rows.len() as u64 == limit {
-            // The row after the chunk (the query asks for one): only whether there is one.
-            while result.next_raw(|_, _| ()).await?.is_some() {
-                more = true;
-            }
-            break;
-        }
-        let mut image = spare.pop().unwrap_or_else(|| RowImage {
-            json: Vec::with_capacity(size + size / 8),
-            spans: Vec::with_capacity(spec.table.columns.len()),
-            object,
-        });
-        let read =
-            result.next_raw(|packet, columns| write_image(spec, packet, columns, object, &mut image, &mut key)).await?;
-        let Some(read) = read else {
-            spare.push(image);
-            break;
-        };
-        read?;
-        size = image.json.len();
-        rows.push(image);
-    }
-    drop(result);
+    let mut collect = Collect {
+        spec,
+        rows: Vec::with_capacity(limit.min(1 << 16) as usize),
+        spare: spares.take(),
+        key: vec![KeyValue::Null; spec.key.len()],
+        size: 64,
+        object: !spec.table.columns.iter().any(|c| c.dropped),
+    };
+    let (more, dropped) = match spec.by_handler {
+        true => by_handler(conn, &mut collect, after, &upto, limit).await?,
+        false => (by_select(conn, &mut collect, after, &upto, limit).await?, 0),
+    };
+    let Collect { rows, mut spare, key, .. } = collect;
     spares.give(&mut spare, limit as usize);
+    // Gaps in a dense key make each `HANDLER` chunk read rows past its end, to be dropped; a
+    // range `SELECT` reads none: it reads the view's next chunks of the table.
+    if dropped > limit / 16 {
+        spec.by_handler = false;
+    }
     let last = !keyed
         || match upto {
             Upto::Limit => !more,
@@ -330,6 +311,180 @@ pub async fn read(
         Some(_) => None,
     };
     Ok(Chunk { rows, table: spec.table.clone(), key: spec.key.clone(), last_key, last, estimate })
+}
+
+/// The chunk's rows by a range `SELECT`; true if the table has rows after a chunk of `limit`.
+async fn by_select(
+    conn: &mut Conn,
+    collect: &mut Collect<'_>,
+    after: Option<&[KeyValue]>,
+    upto: &Upto,
+    limit: u64,
+) -> Result<bool> {
+    let spec = collect.spec;
+    let keyed = !spec.key.is_empty();
+    let mut sql = spec.select.clone();
+    let mut params = Vec::new();
+    let mut terms = Vec::new();
+    if let Some(after) = after.filter(|_| keyed) {
+        terms.push(tuple_clause(spec, after, Cmp::After, &mut params));
+    }
+    if let Upto::Key(upto) = upto {
+        if keyed {
+            terms.push(tuple_clause(spec, upto, Cmp::UpTo, &mut params));
+        }
+    }
+    if !terms.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&terms.join(" AND "));
+    }
+    let keep = (keyed && matches!(upto, Upto::Limit)).then_some(limit);
+    if keyed {
+        sql.push_str(" ORDER BY ");
+        sql.push_str(&spec.key.iter().map(|&k| quote(&spec.table.columns[k].name)).collect::<Vec<_>>().join(", "));
+        // With a limit, one row more than the chunk: whether the table goes on (a read's `last`).
+        if keep.is_some() {
+            sql.push_str(&format!(" LIMIT {}", limit.saturating_add(1)));
+        }
+    }
+    let mut result = conn.exec_iter(sql, Params::Positional(params)).await?;
+    Ok(collect.take(&mut result, keep, None).await?.beyond)
+}
+
+/// The name a chunk's `HANDLER` is opened under (one at a time per connection).
+const HANDLER: &str = "binlog_tail_chunk";
+
+/// The chunk's rows by MariaDB's `HANDLER ... READ` on the primary key, from the chunk's start
+/// in statements of `limit` rows: the server walks the index with no condition to test per row.
+/// A `HANDLER` read has no end condition, so rows past `upto` (a dense key's gaps) are read and
+/// dropped. Returns whether the table has rows after a chunk of `limit`, and the rows dropped.
+///
+/// Read in the snapshot transaction, it is a consistent read of the transaction's view, like a
+/// `SELECT`. It returns every column the table has now, and its own metadata lock lasts only
+/// until it is closed: the transaction holds the table's lock from before the table was
+/// described (`lock`), so the columns are the described ones while the view is open.
+async fn by_handler(
+    conn: &mut Conn,
+    collect: &mut Collect<'_>,
+    after: Option<&[KeyValue]>,
+    upto: &Upto,
+    limit: u64,
+) -> Result<(bool, u64)> {
+    let spec = collect.spec;
+    let table = format!("{}.{}", quote(&spec.table.db), quote(&spec.table.name));
+    conn.query_drop(format!("HANDLER {table} OPEN AS {HANDLER}")).await?;
+    let read = async {
+        let end = match upto {
+            Upto::Key(key) => Some(int_key(&key[0]).context("a chunk bound that is not an integer")?),
+            _ => None,
+        };
+        let keep = matches!(upto, Upto::Limit).then_some(limit);
+        let batch = keep.map_or(limit, |n| n.saturating_add(1));
+        let mut from = match after {
+            Some(after) => (
+                format!("HANDLER {HANDLER} READ `PRIMARY` > (?) LIMIT {batch}"),
+                Params::Positional(vec![sql_value(&after[0])]),
+            ),
+            None => (format!("HANDLER {HANDLER} READ `PRIMARY` FIRST LIMIT {batch}"), Params::Empty),
+        };
+        let mut dropped = 0;
+        loop {
+            let mut result = conn.exec_iter(from.0, from.1).await?;
+            let got = collect.take(&mut result, keep, end).await?;
+            drop(result);
+            dropped += got.dropped;
+            let at_end = end.is_some_and(|end| int_key(&collect.key[0]) >= Some(end));
+            if got.beyond || got.read < batch || keep.is_some() || at_end {
+                return Ok::<_, anyhow::Error>((got.beyond, dropped));
+            }
+            from = (format!("HANDLER {HANDLER} READ `PRIMARY` NEXT LIMIT {batch}"), Params::Empty);
+        }
+    }
+    .await;
+    let closed = conn.query_drop(format!("HANDLER {HANDLER} CLOSE")).await;
+    let read = read?;
+    closed?;
+    Ok(read)
+}
+
+/// An integer key value, for comparing a row's key with a chunk's bound.
+fn int_key(key: &KeyValue) -> Option<i128> {
+    match key {
+        KeyValue::Int(v) => Some(i128::from(*v)),
+        KeyValue::Uint(v) => Some(i128::from(*v)),
+        _ => None,
+    }
+}
+
+/// A chunk's rows as they are read: row images written into buffers reused from `Spares`, and
+/// the key of the last row read.
+struct Collect<'a> {
+    spec: &'a TableSpec,
+    rows: Vec<RowImage>,
+    spare: Vec<RowImage>,
+    /// The key of the last row read, as the server sent it (to be bound back).
+    key: Vec<KeyValue>,
+    /// The JSON size of the last row: a new row's buffer gets an eighth more (a table's rows
+    /// are alike but not equal, and a row one byte longer would double the buffer, kept at that
+    /// size while it is reused: about a third more memory per row held).
+    size: usize,
+    /// No column dropped: each row is the whole native object.
+    object: bool,
+}
+
+/// What one statement's rows came to.
+struct Batch {
+    read: u64,
+    /// A row after the chunk's last was read (and not kept).
+    beyond: bool,
+    /// Rows read past `upto` and not kept.
+    dropped: u64,
+}
+
+impl Collect<'_> {
+    /// Reads a statement's rows into the chunk: at most `keep` rows of it in all, and only rows
+    /// whose (integer) key is at most `upto`.
+    async fn take(
+        &mut self,
+        result: &mut QueryResult<'_, '_, BinaryProtocol>,
+        keep: Option<u64>,
+        upto: Option<i128>,
+    ) -> Result<Batch> {
+        let mut batch = Batch { read: 0, beyond: false, dropped: 0 };
+        loop {
+            if batch.beyond || keep.is_some_and(|n| self.rows.len() as u64 == n) {
+                // Past the chunk: only whether there are rows.
+                while result.next_raw(|_, _| ()).await?.is_some() {
+                    batch.read += 1;
+                    batch.dropped += u64::from(upto.is_some());
+                    batch.beyond = true;
+                }
+                return Ok(batch);
+            }
+            let mut image = self.spare.pop().unwrap_or_else(|| RowImage {
+                json: Vec::with_capacity(self.size + self.size / 8),
+                spans: Vec::with_capacity(self.spec.table.columns.len()),
+                object: self.object,
+            });
+            let (spec, object, key) = (self.spec, self.object, &mut self.key);
+            let read =
+                result.next_raw(|packet, columns| write_image(spec, packet, columns, object, &mut image, key)).await?;
+            let Some(read) = read else {
+                self.spare.push(image);
+                return Ok(batch);
+            };
+            read?;
+            batch.read += 1;
+            if upto.is_some_and(|end| int_key(&self.key[0]) > Some(end)) {
+                batch.dropped += 1;
+                batch.beyond = true;
+                self.spare.push(image);
+                continue;
+            }
+            self.size = image.json.len();
+            self.rows.push(image);
+        }
+    }
 }
 
 /// A saved or computed key must have a value per key column.
@@ -455,7 +610,18 @@ type ColumnRow = (
     Option<u64>,
     String,
     String,
+    String,
 );
+
+/// Takes the table's metadata lock for the rest of the snapshot transaction (as its first read
+/// would): from here until the view ends, the table cannot be altered or dropped. A table that
+/// does not exist is no error (`describe` says so).
+pub async fn lock(conn: &mut Conn, db: &str, name: &str) -> Result<()> {
+    match conn.query_drop(format!("SELECT 1 FROM {}.{} LIMIT 0", quote(db), quote(name))).await {
+        Err(mysql_async::Error::Server(e)) if e.code == 1146 => Ok(()),
+        other => Ok(other?),
+    }
+}
 
 /// The table as it is now; None if it does not exist (any more). `key_override` names the
 /// chunk key columns (`--snapshot-key`), which must be unique and NOT NULL (a usage error if
@@ -470,7 +636,7 @@ pub async fn describe(
     let columns: Vec<ColumnRow> = conn
         .exec(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, COLLATION_NAME, NUMERIC_PRECISION, NUMERIC_SCALE, \
-             DATETIME_PRECISION, CHARACTER_OCTET_LENGTH, IS_NULLABLE, COLUMN_KEY FROM information_schema.COLUMNS \
+             DATETIME_PRECISION, CHARACTER_OCTET_LENGTH, IS_NULLABLE, COLUMN_KEY, EXTRA FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (db, name),
         )
@@ -561,7 +727,26 @@ pub async fn describe(
         outbox: None,
     };
     let key_slot = (0..table.columns.len()).map(|c| key.iter().position(|&k| k == c)).collect();
-    Ok(Some(TableSpec { table: Arc::new(table), key, key_slot, key_params, select, span: None }))
+    // `HANDLER ... READ` returns every column as stored: none generated or invisible.
+    let plain = columns.iter().all(|c| {
+        let extra = c.11.to_ascii_uppercase();
+        !extra.contains("GENERATED") && !extra.contains("INVISIBLE")
+    });
+    // The index `HANDLER` names: the primary key itself (a table without one may report a
+    // unique index's column as `PRI`).
+    let primary: Vec<&str> = indexes.iter().filter(|(i, _)| i == "PRIMARY").map(|(_, c)| c.as_str()).collect();
+    let handler_fits = plain
+        && matches!(key[..], [k] if primary == [columns[k].0.as_str()] && matches!(table.columns[k].kind, Kind::Int { .. }));
+    Ok(Some(TableSpec {
+        table: Arc::new(table),
+        key,
+        key_slot,
+        key_params,
+        select,
+        span: None,
+        handler_fits,
+        by_handler: false,
+    }))
 }
 
 /// The `--snapshot-key` columns of `db`.`name`, checked: they exist, are NOT NULL, and include

@@ -706,7 +706,7 @@ impl Snapshot {
                     let chunk = match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
                         Some(mut spec) => {
                             let upto = split(&mut conn, &mut spec, after.as_deref(), limit, end_tx).await?;
-                            Some(chunk::read(&mut conn, &spec, after.as_deref(), upto, limit, &spares).await?)
+                            Some(chunk::read(&mut conn, &mut spec, after.as_deref(), upto, limit, &spares).await?)
                         }
                         None => None,
                     };
@@ -727,7 +727,7 @@ impl Snapshot {
                     let chunk = match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
                         Some(mut spec) => {
                             let upto = split(&mut conn, &mut spec, after.as_deref(), limit, end_tx).await?;
-                            Some(chunk::read(&mut conn, &spec, after.as_deref(), upto, limit, &spares).await?)
+                            Some(chunk::read(&mut conn, &mut spec, after.as_deref(), upto, limit, &spares).await?)
                         }
                         None => None,
                     };
@@ -772,14 +772,22 @@ impl Snapshot {
         };
         let at = view.at.clone();
         let described = name.clone();
+        let mariadb = self.server.0 == Flavor::MariaDb;
         self.readers.spawn(async move {
             let result = async {
                 let spec = match view.specs.entry(described) {
                     Entry::Occupied(spec) => spec.into_mut(),
-                    Entry::Vacant(e) => match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
-                        Some(spec) => e.insert(spec),
-                        None => return Ok(None),
-                    },
+                    Entry::Vacant(e) => {
+                        // The table's definition is then the one every chunk of the view reads.
+                        chunk::lock(&mut conn, &db, &table).await?;
+                        match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
+                            Some(mut spec) => {
+                                spec.read_by_handler(mariadb);
+                                e.insert(spec)
+                            }
+                            None => return Ok(None),
+                        }
+                    }
                 };
                 if spec.key.is_empty() && after.is_some() {
                     bail!("`{db}`.`{table}` has lost its key since the snapshot began reading it in chunks");
