@@ -879,9 +879,9 @@ fn a_dense_integer_key_is_split_without_reading_the_rows_twice() {
     }
 }
 
-/// Chunks of a table keyed by a one-column integer primary key, whose columns are all stored and
-/// visible, are read by MariaDB's `HANDLER` (the server walks the key with no condition to test
-/// per row); any other table's by range `SELECT`s. Either way, at parallelism 1 and 2, each row
+/// Chunks of an InnoDB table keyed by a one-column integer primary key, whose columns are all
+/// stored and visible, are read by MariaDB's `HANDLER` (the server walks the key with no
+/// condition to test per row); any other table's by range `SELECT`s. Either way, at parallelism 1 and 2, each row
 /// is read once, in key order, with its values: a dense key's gaps (rows a `HANDLER` chunk reads
 /// past its end and drops) included.
 #[test]
@@ -895,11 +895,18 @@ fn chunks_are_read_by_handler_where_the_table_allows_it() {
          CREATE TABLE hidden (id INT PRIMARY KEY, v VARCHAR(10), h INT INVISIBLE DEFAULT 5); INSERT INTO hidden (id, v) SELECT seq, seq FROM seq_1_to_2000;
          CREATE TABLE pair (id INT, k CHAR(1), v VARCHAR(10), PRIMARY KEY (id, k)); INSERT INTO pair SELECT seq, 'a', seq FROM seq_1_to_2000;
          CREATE TABLE uniq (id INT NOT NULL, v VARCHAR(10), UNIQUE KEY u (id)); INSERT INTO uniq SELECT seq, seq FROM seq_1_to_2000;
-         ANALYZE TABLE plain, gaps, gen, hidden, pair, uniq;",
+         CREATE TABLE aria (id INT PRIMARY KEY, v VARCHAR(10)) ENGINE=Aria; INSERT INTO aria SELECT seq, seq FROM seq_1_to_2000;
+         ANALYZE TABLE plain, gaps, gen, hidden, pair, uniq, aria;",
     );
-    for (table, by_handler) in
-        [("plain", true), ("gaps", true), ("gen", false), ("hidden", false), ("pair", false), ("uniq", false)]
-    {
+    for (table, by_handler) in [
+        ("plain", true),
+        ("gaps", true),
+        ("gen", false),
+        ("hidden", false),
+        ("pair", false),
+        ("uniq", false),
+        ("aria", false),
+    ] {
         for parallelism in ["1", "2"] {
             let before = server.global_status("Com_ha_read");
             let out = server.dump(&[

@@ -10,8 +10,8 @@
 //!   with `last` the key the server returned for the previous chunk's last row, bound back as the
 //!   same bytes under the column's own collation. Case- or accent-insensitive keys therefore
 //!   cannot make a chunk skip or repeat a row.
-//! - On MariaDB, a table keyed by a one-column integer primary key with only stored, visible
-//!   columns is read by `HANDLER ... READ` from `last` instead (`by_handler`): a consistent read
+//! - On MariaDB, an InnoDB table keyed by a one-column integer primary key with only stored,
+//!   visible columns is read by `HANDLER ... READ` from `last` instead (`by_handler`): a consistent read
 //!   of the same view, with the table's metadata lock taken for the transaction before it is
 //!   described (`lock`), since a `HANDLER`'s own lock ends when it is closed.
 //! - Chunks read side by side split the table ahead: `bound` finds the key n rows on (an
@@ -277,15 +277,30 @@ pub async fn read(
         size: 64,
         object: !spec.table.columns.iter().any(|c| c.dropped),
     };
-    let (more, dropped) = match spec.by_handler {
-        true => by_handler(conn, &mut collect, after, &upto, limit).await?,
-        false => (by_select(conn, &mut collect, after, &upto, limit).await?, 0),
+    let mut handled = spec.by_handler;
+    let mut dropped = 0;
+    let more = match handled {
+        true => match by_handler(conn, &mut collect, after, &upto, limit).await {
+            Ok((more, past)) => {
+                dropped = past;
+                more
+            }
+            // Refused before any row (a proxy, or a server, that does not take `HANDLER`):
+            // the view's chunks of the table are read by `SELECT`.
+            Err(e) if collect.rows.is_empty() && server_error(&e).is_some() => {
+                tracing::debug!("snapshot: `{}`.`{}` read by SELECT: {e:#}", spec.table.db, spec.table.name);
+                handled = false;
+                by_select(conn, &mut collect, after, &upto, limit).await?
+            }
+            Err(e) => return Err(e),
+        },
+        false => by_select(conn, &mut collect, after, &upto, limit).await?,
     };
     let Collect { rows, mut spare, key, .. } = collect;
     spares.give(&mut spare, limit as usize);
     // Gaps in a dense key make each `HANDLER` chunk read rows past its end, to be dropped; a
     // range `SELECT` reads none: it reads the view's next chunks of the table.
-    if dropped > limit / 16 {
+    if !handled || dropped > limit / 16 {
         spec.by_handler = false;
     }
     let last = !keyed
@@ -371,8 +386,15 @@ async fn by_handler(
     limit: u64,
 ) -> Result<(bool, u64)> {
     let spec = collect.spec;
-    let table = format!("{}.{}", quote(&spec.table.db), quote(&spec.table.name));
-    conn.query_drop(format!("HANDLER {table} OPEN AS {HANDLER}")).await?;
+    let open = format!("HANDLER {}.{} OPEN AS {HANDLER}", quote(&spec.table.db), quote(&spec.table.name));
+    match conn.query_drop(&open).await {
+        // Left open by a chunk whose read failed, and whose close failed too.
+        Err(mysql_async::Error::Server(e)) if e.code == 1066 => {
+            conn.query_drop(format!("HANDLER {HANDLER} CLOSE")).await?;
+            conn.query_drop(open).await?;
+        }
+        opened => opened?,
+    }
     let read = async {
         let end = match upto {
             Upto::Key(key) => Some(int_key(&key[0]).context("a chunk bound that is not an integer")?),
@@ -405,6 +427,14 @@ async fn by_handler(
     let read = read?;
     closed?;
     Ok(read)
+}
+
+/// The server's error code, if `e` is an error the server sent.
+pub fn server_error(e: &anyhow::Error) -> Option<u16> {
+    e.chain().find_map(|c| match c.downcast_ref::<mysql_async::Error>() {
+        Some(mysql_async::Error::Server(s)) => Some(s.code),
+        _ => None,
+    })
 }
 
 /// An integer key value, for comparing a row's key with a chunk's bound.
@@ -735,8 +765,19 @@ pub async fn describe(
     // The index `HANDLER` names: the primary key itself (a table without one may report a
     // unique index's column as `PRI`).
     let primary: Vec<&str> = indexes.iter().filter(|(i, _)| i == "PRIMARY").map(|(_, c)| c.as_str()).collect();
-    let handler_fits = plain
+    let mut handler_fits = plain
         && matches!(key[..], [k] if primary == [columns[k].0.as_str()] && matches!(table.columns[k].kind, Kind::Int { .. }));
+    // InnoDB's `HANDLER` reads are consistent reads of the transaction's view (other engines'
+    // are not, and some cannot walk a key in order).
+    if handler_fits {
+        let engine: Option<Option<String>> = conn
+            .exec_first(
+                "SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (db, name),
+            )
+            .await?;
+        handler_fits = engine.flatten().is_some_and(|e| e.eq_ignore_ascii_case("InnoDB"));
+    }
     Ok(Some(TableSpec {
         table: Arc::new(table),
         key,

@@ -26,7 +26,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 use tokio::sync::oneshot::error::TryRecvError;
 
-use super::chunk::{self, BinlogPos, Chunk, Spares, TableSpec, Upto, SESSION_SETUP};
+use super::chunk::{self, server_error, BinlogPos, Chunk, Spares, TableSpec, Upto, SESSION_SETUP};
 use super::gtid_window::{self, ChunkWindow};
 use super::marks::Marks;
 use super::progress::Report;
@@ -921,14 +921,6 @@ fn leave_out_changed(chunk: &mut Chunk, changed: &[(Arc<Table>, RowImage)]) {
         }
         !keys.contains(&k)
     });
-}
-
-/// The server's error code, if `e` is a server error.
-fn server_error(e: &anyhow::Error) -> Option<u16> {
-    e.chain().find_map(|c| match c.downcast_ref::<mysql_async::Error>() {
-        Some(mysql_async::Error::Server(s)) => Some(s.code),
-        _ => None,
-    })
 }
 
 /// Wraps connection errors of the snapshot as transient, so the stream reconnects and goes on.
