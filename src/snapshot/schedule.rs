@@ -782,7 +782,9 @@ impl Snapshot {
                         chunk::lock(&mut conn, &db, &table).await?;
                         match chunk::describe(&mut conn, &db, &table, &filter, key.as_deref()).await? {
                             Some(mut spec) => {
-                                spec.read_by_handler(mariadb);
+                                if mariadb {
+                                    spec.read_by_handler(&mut conn).await?;
+                                }
                                 e.insert(spec)
                             }
                             None => return Ok(None),
