@@ -879,11 +879,12 @@ fn a_dense_integer_key_is_split_without_reading_the_rows_twice() {
     }
 }
 
-/// Chunks of an InnoDB table keyed by a one-column integer primary key, whose columns are all
-/// stored and visible, are read by MariaDB's `HANDLER` (the server walks the key with no
-/// condition to test per row); any other table's by range `SELECT`s. Either way, at parallelism 1 and 2, each row
-/// is read once, in key order, with its values: a dense key's gaps (rows a `HANDLER` chunk reads
-/// past its end and drops) included.
+/// Chunks of an InnoDB table keyed by an integer primary key (one column, or several: `ints`,
+/// whose key order is by `b`, then `id`), whose columns are all stored and visible, are read by
+/// MariaDB's `HANDLER` (the server walks the key with no condition to test per row); any other
+/// table's by range `SELECT`s. Either way, at parallelism 1 and 2, each row is read once, in key
+/// order, with its values: a dense key's gaps (rows a `HANDLER` chunk reads past its end and
+/// drops) included.
 #[test]
 fn chunks_are_read_by_handler_where_the_table_allows_it() {
     let server = MariaDb::start(&[]);
@@ -896,11 +897,14 @@ fn chunks_are_read_by_handler_where_the_table_allows_it() {
          CREATE TABLE pair (id INT, k CHAR(1), v VARCHAR(10), PRIMARY KEY (id, k)); INSERT INTO pair SELECT seq, 'a', seq FROM seq_1_to_2000;
          CREATE TABLE uniq (id INT NOT NULL, v VARCHAR(10), UNIQUE KEY u (id)); INSERT INTO uniq SELECT seq, seq FROM seq_1_to_2000;
          CREATE TABLE aria (id INT PRIMARY KEY, v VARCHAR(10)) ENGINE=Aria; INSERT INTO aria SELECT seq, seq FROM seq_1_to_2000;
-         ANALYZE TABLE plain, gaps, gen, hidden, pair, uniq, aria;",
+         CREATE TABLE ints (id INT, b TINYINT, v VARCHAR(10), PRIMARY KEY (b, id));
+         INSERT INTO ints SELECT seq, IF(seq <= 1050, -1, 2), seq FROM seq_1_to_2000;
+         ANALYZE TABLE plain, gaps, gen, hidden, pair, uniq, aria, ints;",
     );
     for (table, by_handler) in [
         ("plain", true),
         ("gaps", true),
+        ("ints", true),
         ("gen", false),
         ("hidden", false),
         ("pair", false),

@@ -10,7 +10,7 @@
 //!   with `last` the key the server returned for the previous chunk's last row, bound back as the
 //!   same bytes under the column's own collation. Case- or accent-insensitive keys therefore
 //!   cannot make a chunk skip or repeat a row.
-//! - On MariaDB, an InnoDB table keyed by a one-column integer primary key with only stored,
+//! - On MariaDB, an InnoDB table keyed by its primary key, of integer columns, with only stored,
 //!   visible columns is read by `HANDLER ... READ` from `last` instead (`by_handler`): a
 //!   consistent read of the same view, with the table's metadata lock taken for the transaction
 //!   before it is described (`lock`), since a `HANDLER`'s own lock ends when it is closed.
@@ -24,6 +24,7 @@
 //!   column's charset, decoded like the binlog's), TIMESTAMPs in UTC, and written as JSON
 //!   straight from each row packet (`QueryResult::next_raw`, vendor/mysql_async/PATCHES.md).
 
+use std::cmp::Ordering;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
@@ -63,7 +64,7 @@ pub struct TableSpec {
     select: String,
     /// A one-column integer key's values, once looked at (`bound`): None before.
     span: Option<Option<IntSpan>>,
-    /// The key is a one-column integer primary key and every column is a plain stored one:
+    /// The key is the primary key, of integer columns, and every column is a plain stored one:
     /// MariaDB's `HANDLER` can read the chunks of an InnoDB table (`read_by_handler`).
     handler_fits: bool,
     /// Chunks are read with `HANDLER ... READ` on the primary key.
@@ -407,25 +408,27 @@ async fn by_handler(
     }
     let read = async {
         let end = match upto {
-            Upto::Key(key) => Some(int_key(&key[0]).context("a chunk bound that is not an integer")?),
+            Upto::Key(key) => Some(
+                key.iter().map(int_key).collect::<Option<Vec<_>>>().context("a chunk bound that is not integers")?,
+            ),
             _ => None,
         };
         let keep = matches!(upto, Upto::Limit).then_some(limit);
         let batch = keep.map_or(limit, |n| n.saturating_add(1));
         let mut from = match after {
             Some(after) => (
-                format!("HANDLER {HANDLER} READ `PRIMARY` > (?) LIMIT {batch}"),
-                Params::Positional(vec![sql_value(&after[0])]),
+                format!("HANDLER {HANDLER} READ `PRIMARY` > ({}) LIMIT {batch}", vec!["?"; after.len()].join(", ")),
+                Params::Positional(after.iter().map(sql_value).collect()),
             ),
             None => (format!("HANDLER {HANDLER} READ `PRIMARY` FIRST LIMIT {batch}"), Params::Empty),
         };
         let mut dropped = 0;
         loop {
             let mut result = conn.exec_iter(from.0, from.1).await?;
-            let got = collect.take(&mut result, keep, end).await?;
+            let got = collect.take(&mut result, keep, end.as_deref()).await?;
             drop(result);
             dropped += got.dropped;
-            let at_end = end.is_some_and(|end| int_key(&collect.key[0]) >= Some(end));
+            let at_end = end.as_deref().is_some_and(|end| cmp_int_key(&collect.key, end).is_some_and(Ordering::is_ge));
             if got.beyond || got.read < batch || keep.is_some() || at_end {
                 return Ok::<_, anyhow::Error>((got.beyond, dropped));
             }
@@ -454,6 +457,18 @@ fn int_key(key: &KeyValue) -> Option<i128> {
         KeyValue::Uint(v) => Some(i128::from(*v)),
         _ => None,
     }
+}
+
+/// How an integer key compares with `bound` in key order (column by column); None if a value
+/// is no integer.
+fn cmp_int_key(key: &[KeyValue], bound: &[i128]) -> Option<Ordering> {
+    for (value, bound) in key.iter().zip(bound) {
+        match int_key(value)?.cmp(bound) {
+            Ordering::Equal => continue,
+            unequal => return Some(unequal),
+        }
+    }
+    Some(Ordering::Equal)
 }
 
 /// A chunk's rows as they are read: row images written into buffers reused from `Spares`, and
@@ -488,7 +503,7 @@ impl Collect<'_> {
         &mut self,
         result: &mut QueryResult<'_, '_, BinaryProtocol>,
         keep: Option<u64>,
-        upto: Option<i128>,
+        upto: Option<&[i128]>,
     ) -> Result<Batch> {
         let mut batch = Batch { read: 0, beyond: false, dropped: 0 };
         loop {
@@ -515,7 +530,7 @@ impl Collect<'_> {
             };
             read?;
             batch.read += 1;
-            if upto.is_some_and(|end| int_key(&self.key[0]) > Some(end)) {
+            if upto.is_some_and(|end| cmp_int_key(&self.key, end) == Some(Ordering::Greater)) {
                 batch.dropped += 1;
                 batch.beyond = true;
                 self.spare.push(image);
@@ -776,7 +791,9 @@ pub async fn describe(
     // unique index's column as `PRI`).
     let primary: Vec<&str> = indexes.iter().filter(|(i, _)| i == "PRIMARY").map(|(_, c)| c.as_str()).collect();
     let handler_fits = plain
-        && matches!(key[..], [k] if primary == [columns[k].0.as_str()] && matches!(table.columns[k].kind, Kind::Int { .. }));
+        && !key.is_empty()
+        && primary.iter().copied().eq(key.iter().map(|&k| columns[k].0.as_str()))
+        && key.iter().all(|&k| matches!(table.columns[k].kind, Kind::Int { .. }));
     Ok(Some(TableSpec {
         table: Arc::new(table),
         key,
@@ -869,6 +886,20 @@ fn kind_of(c: &ColumnRow) -> Result<Kind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `HANDLER` chunk keeps the rows up to its bound, compared column by column as the key
+    /// orders them (a later column decides only where the earlier ones are equal).
+    #[test]
+    fn integer_keys_compare_with_a_bound_column_by_column() {
+        use KeyValue::{Int, Uint};
+        let cmp = |key: &[KeyValue], bound: &[i128]| cmp_int_key(key, bound);
+        assert_eq!(cmp(&[Int(-1), Int(7)], &[-1, 7]), Some(Ordering::Equal));
+        assert_eq!(cmp(&[Int(-1), Int(8)], &[-1, 7]), Some(Ordering::Greater));
+        assert_eq!(cmp(&[Int(-1), Int(900)], &[2, 7]), Some(Ordering::Less));
+        assert_eq!(cmp(&[Int(2), Int(1)], &[-1, 7]), Some(Ordering::Greater));
+        assert_eq!(cmp(&[Uint(u64::MAX)], &[i128::from(i64::MAX)]), Some(Ordering::Greater));
+        assert_eq!(cmp(&[KeyValue::Null], &[1]), None);
+    }
 
     #[test]
     fn dense_integer_keys_split_by_arithmetic_and_sparse_ones_do_not() {
