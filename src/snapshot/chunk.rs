@@ -288,32 +288,24 @@ pub async fn read(
         size: 64,
         object: !spec.table.columns.iter().any(|c| c.dropped),
     };
-    let mut handled = spec.by_handler;
-    let mut dropped = 0;
-    let more = match handled {
+    // Whether the view's next chunks of the table are read by `HANDLER` too.
+    let (more, by_handler_next) = match spec.by_handler {
         true => match by_handler(conn, &mut collect, after, &upto, limit).await {
-            Ok((more, past)) => {
-                dropped = past;
-                more
-            }
-            // Refused before any row (a proxy, or a server, that does not take `HANDLER`):
-            // the view's chunks of the table are read by `SELECT`.
+            // Gaps in a dense key make each `HANDLER` chunk read rows past its end, to be
+            // dropped; a range `SELECT` reads none.
+            Ok((more, dropped)) => (more, dropped <= limit / 16),
+            // Refused before any row (a proxy, or a server, that does not take `HANDLER`).
             Err(e) if collect.rows.is_empty() && server_error(&e).is_some() => {
                 tracing::debug!("snapshot: `{}`.`{}` read by SELECT: {e:#}", spec.table.db, spec.table.name);
-                handled = false;
-                by_select(conn, &mut collect, after, &upto, limit).await?
+                (by_select(conn, &mut collect, after, &upto, limit).await?, false)
             }
             Err(e) => return Err(e),
         },
-        false => by_select(conn, &mut collect, after, &upto, limit).await?,
+        false => (by_select(conn, &mut collect, after, &upto, limit).await?, false),
     };
     let Collect { rows, mut spare, key, .. } = collect;
     spares.give(&mut spare, limit as usize);
-    // Gaps in a dense key make each `HANDLER` chunk read rows past its end, to be dropped; a
-    // range `SELECT` reads none: it reads the view's next chunks of the table.
-    if !handled || dropped > limit / 16 {
-        spec.by_handler = false;
-    }
+    spec.by_handler = by_handler_next;
     let last = !keyed
         || match upto {
             Upto::Limit => !more,
